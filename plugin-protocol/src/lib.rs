@@ -1,0 +1,23 @@
+//! The integrationd plugin protocol: generated gRPC code for each protocol major, the
+//! handshake line a plugin prints on stdout, and the version constants both sides
+//! agree on. This crate performs no I/O; transport lives in `plugin-kit`.
+
+mod handshake;
+mod version;
+
+pub use handshake::{HandshakeError, HandshakeLine};
+pub use version::{
+    CORE_PROTOCOL_VERSION, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN,
+    MAGIC_COOKIE_VALUE, MAX_HANDSHAKE_LINE_BYTES, SUPPORTED_PROTOCOL_VERSIONS, TOKEN_METADATA_KEY,
+    negotiate, parse_version_list,
+};
+
+/// Protocol major 1 (`betalogs.plugin.v1`).
+///
+/// A breaking change becomes a sibling module `v2` generated from
+/// `proto/betalogs/plugin/v2/plugin.proto`; `v1` stays, so the supervisor keeps serving
+/// plugins that negotiated 1.
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+    tonic::include_proto!("betalogs.plugin.v1");
+}
