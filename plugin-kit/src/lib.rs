@@ -1,0 +1,18 @@
+//! Everything a plugin author needs: implement [`Plugin`], call [`serve`] from `main`,
+//! and test the binary with [`testing::PluginUnderTest`] without a running supervisor.
+//!
+//! The host side of the transport ([`host`]) lives here too, so the supervisor and the
+//! test harness launch and talk to plugins through the same code.
+
+mod logging;
+mod plugin;
+mod serve;
+mod token;
+
+pub mod host;
+pub mod testing;
+
+pub use plugin::{Description, EventStream, Plugin};
+pub use plugin_protocol::v1;
+pub use serve::serve;
+pub use tonic::Status;

@@ -1,0 +1,12 @@
+//! integrationd: supervises integration plugins as child processes, keeps their
+//! state, and serves the admin socket and the HTTP listener.
+
+pub mod admin;
+pub mod bench;
+pub mod config;
+pub mod daemon;
+pub mod health;
+pub mod ingress;
+pub mod process;
+pub mod registry;
+pub mod store;

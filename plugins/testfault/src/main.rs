@@ -1,1 +1,161 @@
-fn main() {}
+//! `integration-testfault`: a test-only plugin with controllable faults, for the
+//! supervisor's end-to-end tests. Never installed as a product plugin.
+//!
+//! Faults are chosen with arguments (a package's manifest passes them through `args`):
+//!
+//! | argument | behaviour |
+//! | --- | --- |
+//! | `--name N`, `--version V`, `--capabilities a,b` | what `Describe` says (defaults: testfault, 0.1.0, none) |
+//! | `--crash-on-start` | exit 3 before the handshake |
+//! | `--crash-after-calls N` | exit 4 on the N-th plugin call (`Describe` counts) |
+//! | `--hang-after-ms N` | block its only runtime thread after N ms: health stops answering |
+//! | `--bad-handshake` | print a malformed handshake line, then wait |
+//! | `--no-handshake` | print nothing, wait forever |
+//! | `--claim-protocol N` | print a well-formed handshake offering protocol N |
+//! | `--flood-stderr` | write to stderr as fast as it can, while serving normally |
+//! | `--allocate-mb N` | allocate and touch N MiB at start (to hit the memory limit) |
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use plugin_kit::{Description, Plugin, Status, v1};
+
+#[derive(Debug, Default)]
+struct Faults {
+    name: Option<String>,
+    version: Option<String>,
+    capabilities: Vec<String>,
+    crash_on_start: bool,
+    crash_after_calls: Option<u64>,
+    hang_after_ms: Option<u64>,
+    bad_handshake: bool,
+    no_handshake: bool,
+    claim_protocol: Option<u32>,
+    flood_stderr: bool,
+    allocate_mb: Option<usize>,
+}
+
+fn parse_faults() -> Result<Faults, String> {
+    let mut faults = Faults::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--name" => faults.name = Some(value()?),
+            "--version" => faults.version = Some(value()?),
+            "--capabilities" => faults.capabilities = value()?.split(',').map(str::to_owned).collect(),
+            "--crash-on-start" => faults.crash_on_start = true,
+            "--crash-after-calls" => faults.crash_after_calls = Some(number(&value()?)?),
+            "--hang-after-ms" => faults.hang_after_ms = Some(number(&value()?)?),
+            "--bad-handshake" => faults.bad_handshake = true,
+            "--no-handshake" => faults.no_handshake = true,
+            "--claim-protocol" => faults.claim_protocol = Some(number(&value()?)?),
+            "--flood-stderr" => faults.flood_stderr = true,
+            "--allocate-mb" => faults.allocate_mb = Some(number(&value()?)?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(faults)
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| format!("`{text}` is not a number"))
+}
+
+fn wait_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let faults = match parse_faults() {
+        Ok(faults) => faults,
+        Err(err) => {
+            eprintln!("testfault: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if faults.crash_on_start {
+        eprintln!("testfault: crashing on start as configured");
+        std::process::exit(3);
+    }
+    if let Some(mb) = faults.allocate_mb {
+        let mut block: Vec<u8> = Vec::with_capacity(mb * 1024 * 1024);
+        block.resize(mb * 1024 * 1024, 1);
+        eprintln!("testfault: allocated {} bytes", block.len());
+    }
+    if faults.bad_handshake {
+        println!("hello, I am not a handshake line");
+        let _ = std::io::stdout().flush();
+        wait_forever();
+    }
+    if faults.no_handshake {
+        wait_forever();
+    }
+    if let Some(protocol) = faults.claim_protocol {
+        let socket = std::env::var(plugin_protocol::ENV_SOCKET_PATH).unwrap_or_default();
+        println!("{}", plugin_protocol::HandshakeLine::new(protocol, socket));
+        let _ = std::io::stdout().flush();
+        wait_forever();
+    }
+    if faults.flood_stderr {
+        std::thread::spawn(|| {
+            let line = format!("{{\"level\":\"INFO\",\"fields\":{{\"message\":\"flood {}\"}}}}\n", "x".repeat(200));
+            let mut stderr = std::io::stderr();
+            while stderr.write_all(line.as_bytes()).is_ok() {}
+        });
+    }
+    let hang_after = faults.hang_after_ms.map(Duration::from_millis);
+    plugin_kit::serve(TestFault { faults, calls: AtomicU64::new(0), hang_after })
+}
+
+struct TestFault {
+    faults: Faults,
+    calls: AtomicU64,
+    hang_after: Option<Duration>,
+}
+
+impl TestFault {
+    fn count_call(&self) {
+        let calls = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.faults.crash_after_calls.is_some_and(|limit| calls >= limit) {
+            eprintln!("testfault: crashing after {calls} calls as configured");
+            std::process::exit(4);
+        }
+    }
+}
+
+impl Plugin for TestFault {
+    fn describe(&self) -> Description {
+        self.count_call();
+        if let Some(after) = self.hang_after {
+            // Block the plugin's single runtime thread: nothing answers any more.
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                eprintln!("testfault: hanging as configured");
+                wait_forever();
+            });
+        }
+        Description {
+            name: self.faults.name.clone().unwrap_or_else(|| "testfault".to_owned()),
+            version: self.faults.version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+            description: "test plugin with controllable faults".to_owned(),
+            capabilities: self.faults.capabilities.clone(),
+            config_schema: serde_json::json!({"type": "object"}),
+            credential_kinds: Vec::new(),
+            dependencies: Vec::new(),
+        }
+    }
+
+    async fn configure(&self, _request: v1::ConfigureRequest) -> Result<(), Status> {
+        self.count_call();
+        Ok(())
+    }
+
+    async fn handle_webhook(&self, request: v1::WebhookRequest) -> Result<v1::WebhookResponse, Status> {
+        self.count_call();
+        Ok(v1::WebhookResponse { status: 202, events_json: Vec::new(), message: format!("{} bytes", request.body.len()) })
+    }
+}

@@ -1,1 +1,106 @@
-fn main(){}
+//! `integrationd`: the supervisor daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use supervisor::config::LogFormat;
+use supervisor::daemon::{self, Overrides};
+
+/// Supervises Betalogs integration plugins.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Directory of the state database (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Directory of installed plugin packages (overrides `plugin_dir`).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Admin socket path (overrides `admin_socket`).
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    /// HTTP listen address (overrides `http_listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http_listen: Option<SocketAddr>,
+    /// Log format on stderr (overrides `log_format`).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operator benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Spawn a plugin as the supervisor does and time grpc.health.v1 round trips.
+    Heartbeat {
+        /// The plugin executable.
+        #[arg(long, value_name = "PATH")]
+        plugin: PathBuf,
+        /// Timed health checks.
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        /// Spawns timed (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        spawns: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("integrationd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Bench { what: BenchCommand::Heartbeat { plugin, calls, spawns } }) = cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let report = runtime.block_on(supervisor::bench::heartbeat(&plugin, calls, spawns))?;
+        println!("{report}");
+        return Ok(());
+    }
+    let overrides = Overrides {
+        state_dir: cli.state_dir,
+        plugin_dir: cli.plugin_dir,
+        admin_socket: cli.admin_socket,
+        http_listen: cli.http_listen,
+    };
+    let config = daemon::load_config(cli.config.as_deref(), &overrides)?;
+    init_logging(cli.log_format.unwrap_or(config.log_format));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(daemon::run(config, cli.config, overrides))?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

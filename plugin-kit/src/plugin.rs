@@ -1,0 +1,71 @@
+//! The trait a plugin author implements. Every method but [`Plugin::describe`] has a
+//! default that answers `UNIMPLEMENTED`, so a plugin implements only what it offers.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use plugin_protocol::v1;
+use tokio_stream::Stream;
+use tonic::Status;
+
+/// A stream of event batches returned from [`Plugin::collect`].
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<v1::EventBatch, Status>> + Send>>;
+
+/// What a plugin says about itself in `Describe`; checked by the supervisor against
+/// the plugin's manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    /// JSON Schema of the integration configuration.
+    pub config_schema: serde_json::Value,
+    pub credential_kinds: Vec<String>,
+    /// `(plugin name, semver requirement)` pairs.
+    pub dependencies: Vec<(String, String)>,
+}
+
+/// An integration plugin. `serve` runs it behind the v1 gRPC protocol.
+pub trait Plugin: Send + Sync + 'static {
+    /// Static facts about the plugin.
+    fn describe(&self) -> Description;
+
+    /// Receives the integration's configuration and credentials.
+    fn configure(
+        &self,
+        request: v1::ConfigureRequest,
+    ) -> impl Future<Output = Result<(), Status>> + Send {
+        let _ = request;
+        async { Err(Status::unimplemented("this plugin takes no configuration")) }
+    }
+
+    /// Validates credentials and permissions.
+    fn check(&self) -> impl Future<Output = Result<v1::CheckResponse, Status>> + Send {
+        async { Err(Status::unimplemented("this plugin has no check")) }
+    }
+
+    /// Streams event batches after `cursor`.
+    fn collect(&self, cursor: String) -> impl Future<Output = Result<EventStream, Status>> + Send {
+        let _ = cursor;
+        async { Err(Status::unimplemented("this plugin does not collect")) }
+    }
+
+    /// Verifies and maps one webhook delivery.
+    fn handle_webhook(
+        &self,
+        request: v1::WebhookRequest,
+    ) -> impl Future<Output = Result<v1::WebhookResponse, Status>> + Send {
+        let _ = request;
+        async { Err(Status::unimplemented("this plugin takes no webhooks")) }
+    }
+
+    /// Looks up context for one event.
+    fn enrich(
+        &self,
+        request: v1::EnrichRequest,
+    ) -> impl Future<Output = Result<v1::EnrichResponse, Status>> + Send {
+        let _ = request;
+        async { Err(Status::unimplemented("this plugin does not enrich")) }
+    }
+}

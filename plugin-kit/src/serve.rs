@@ -1,0 +1,284 @@
+//! The plugin side of the protocol: `serve(plugin)` is a plugin's whole `main`.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_protocol::v1::plugin_server::{Plugin as PluginRpc, PluginServer};
+use plugin_protocol::{
+    ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, HandshakeLine,
+    MAGIC_COOKIE_VALUE, SUPPORTED_PROTOCOL_VERSIONS, negotiate, parse_version_list, v1,
+};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use crate::plugin::{EventStream, Plugin};
+use crate::token::RequireToken;
+
+/// How long in-flight calls may run after a stop request before the plugin exits anyway.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `plugin` as an integrationd plugin: checks it was started by the supervisor,
+/// negotiates the protocol, binds the assigned socket, prints the handshake line and
+/// serves until `Shutdown`, SIGTERM/SIGINT, or the death of the supervisor.
+///
+/// Returns the process exit code: success after a clean stop, failure with a message on
+/// stderr when the plugin cannot start.
+pub fn serve<P: Plugin>(plugin: P) -> ExitCode {
+    crate::logging::init();
+    let settings = match StartSettings::from_env() {
+        Ok(settings) => settings,
+        Err(StartError::NotStartedByHost) => {
+            let name = plugin.describe().name;
+            eprintln!(
+                "This is the `{name}` plugin for integrationd, the Betalogs integration \
+                 supervisor. It is not meant to be run by hand: install it into the \
+                 daemon's plugin directory and manage it with `integrationctl plugins`."
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "plugin cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(plugin, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "plugin stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the host put in the environment.
+struct StartSettings {
+    protocol: u32,
+    socket: PathBuf,
+    token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("the magic cookie is missing or wrong")]
+    NotStartedByHost,
+    #[error("{ENV_PROTOCOL_VERSIONS}=`{value}`: `{item}` is not a protocol version")]
+    BadVersionList { value: String, item: String },
+    #[error("the host speaks protocol versions {host:?}, this plugin speaks {plugin:?}")]
+    NoCommonVersion { host: Vec<u32>, plugin: Vec<u32> },
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{ENV_SOCKET_PATH}=`{0}` is not an absolute path")]
+    RelativeSocket(String),
+    #[error("cannot bind socket {path}: {source}")]
+    Bind { path: String, source: std::io::Error },
+    #[error("cannot write the handshake line: {0}")]
+    Handshake(std::io::Error),
+    #[error("serving failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+impl StartSettings {
+    fn from_env() -> Result<Self, StartError> {
+        if std::env::var(ENV_MAGIC_COOKIE).ok().as_deref() != Some(MAGIC_COOKIE_VALUE) {
+            return Err(StartError::NotStartedByHost);
+        }
+        let offered =
+            std::env::var(ENV_PROTOCOL_VERSIONS).map_err(|_| StartError::Missing(ENV_PROTOCOL_VERSIONS))?;
+        let host = parse_version_list(&offered)
+            .map_err(|item| StartError::BadVersionList { value: offered.clone(), item })?;
+        let protocol = negotiate(&host, SUPPORTED_PROTOCOL_VERSIONS).ok_or_else(|| {
+            StartError::NoCommonVersion { host, plugin: SUPPORTED_PROTOCOL_VERSIONS.to_vec() }
+        })?;
+        let socket = std::env::var(ENV_SOCKET_PATH).map_err(|_| StartError::Missing(ENV_SOCKET_PATH))?;
+        if !socket.starts_with('/') {
+            return Err(StartError::RelativeSocket(socket));
+        }
+        let token = std::env::var(ENV_TOKEN)
+            .ok()
+            .filter(|token| !token.is_empty())
+            .ok_or(StartError::Missing(ENV_TOKEN))?;
+        Ok(Self { protocol, socket: socket.into(), token })
+    }
+}
+
+async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartError> {
+    // Die with the host: a SIGTERM (handled below as a clean stop) when the parent exits.
+    let parent = nix::unistd::getppid();
+    if let Err(err) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        tracing::warn!(error = %err, "cannot ask for a signal on parent death");
+    }
+    if nix::unistd::getppid() != parent {
+        tracing::info!("the host exited before the plugin started");
+        return Ok(());
+    }
+    let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
+
+    let listener = UnixListener::bind(&settings.socket).map_err(|source| StartError::Bind {
+        path: settings.socket.display().to_string(),
+        source,
+    })?;
+    if let Err(err) = std::fs::set_permissions(&settings.socket, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(error = %err, "cannot restrict the socket's permissions");
+    }
+    // Only the process that started us may connect; the token is checked on top.
+    let parent_pid = parent.as_raw();
+    let incoming = UnixListenerStream::new(listener).filter(move |conn| match conn {
+        Ok(stream) => match stream.peer_cred().map(|cred| cred.pid()) {
+            Ok(Some(pid)) if pid == parent_pid => true,
+            other => {
+                tracing::warn!(peer = ?other.ok().flatten(), "refused a connection from a process other than the host");
+                false
+            }
+        },
+        Err(_) => true,
+    });
+
+    let stop = Arc::new(Notify::new());
+    let reporter = HealthReporter::new();
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let guard = RequireToken::new(&settings.token);
+    let rpc = PluginRpcService { plugin: Arc::new(plugin), stop: stop.clone(), protocol: settings.protocol };
+    let router = tonic::transport::Server::builder()
+        .add_service(HealthServer::with_interceptor(
+            HealthService::from_health_reporter(reporter),
+            guard.clone(),
+        ))
+        .add_service(PluginServer::with_interceptor(rpc, guard));
+
+    let handshake = HandshakeLine::new(settings.protocol, &settings.socket);
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{handshake}").map_err(StartError::Handshake)?;
+        stdout.flush().map_err(StartError::Handshake)?;
+    }
+    // Stdout belongs to the handshake: anything printed later goes to stderr instead.
+    if let Err(err) = nix::unistd::dup2_stdout(std::io::stderr()) {
+        tracing::warn!(error = %err, "cannot redirect stdout to stderr");
+    }
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_requested = async move {
+        let reason = tokio::select! {
+            _ = stop.notified() => "Shutdown call",
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        tracing::info!(reason, "stopping");
+        let _ = stopping_tx.send(());
+    };
+    let server = router.serve_with_incoming_shutdown(incoming, stop_requested);
+    let deadline = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(STOP_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(StartError::from),
+        () = deadline => {
+            tracing::warn!(grace = ?STOP_GRACE, "in-flight calls did not finish; exiting anyway");
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(&settings.socket);
+    result
+}
+
+/// Adapts a [`Plugin`] to the generated v1 service.
+struct PluginRpcService<P> {
+    plugin: Arc<P>,
+    stop: Arc<Notify>,
+    protocol: u32,
+}
+
+#[tonic::async_trait]
+impl<P: Plugin> PluginRpc for PluginRpcService<P> {
+    async fn describe(
+        &self,
+        _request: Request<v1::DescribeRequest>,
+    ) -> Result<Response<v1::DescribeResponse>, Status> {
+        let description = self.plugin.describe();
+        Ok(Response::new(v1::DescribeResponse {
+            name: description.name,
+            version: description.version,
+            description: description.description,
+            capabilities: description.capabilities,
+            config_schema_json: description.config_schema.to_string(),
+            credential_kinds: description.credential_kinds,
+            dependencies: description
+                .dependencies
+                .into_iter()
+                .map(|(name, version_req)| v1::Dependency { name, version_req })
+                .collect(),
+            protocol_version: self.protocol,
+        }))
+    }
+
+    async fn configure(
+        &self,
+        request: Request<v1::ConfigureRequest>,
+    ) -> Result<Response<v1::ConfigureResponse>, Status> {
+        self.plugin.configure(request.into_inner()).await?;
+        Ok(Response::new(v1::ConfigureResponse {}))
+    }
+
+    async fn check(
+        &self,
+        _request: Request<v1::CheckRequest>,
+    ) -> Result<Response<v1::CheckResponse>, Status> {
+        Ok(Response::new(self.plugin.check().await?))
+    }
+
+    type CollectStream = EventStream;
+
+    async fn collect(
+        &self,
+        request: Request<v1::CollectRequest>,
+    ) -> Result<Response<Self::CollectStream>, Status> {
+        Ok(Response::new(self.plugin.collect(request.into_inner().cursor).await?))
+    }
+
+    async fn handle_webhook(
+        &self,
+        request: Request<v1::WebhookRequest>,
+    ) -> Result<Response<v1::WebhookResponse>, Status> {
+        Ok(Response::new(self.plugin.handle_webhook(request.into_inner()).await?))
+    }
+
+    async fn enrich(
+        &self,
+        request: Request<v1::EnrichRequest>,
+    ) -> Result<Response<v1::EnrichResponse>, Status> {
+        Ok(Response::new(self.plugin.enrich(request.into_inner()).await?))
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<v1::ShutdownRequest>,
+    ) -> Result<Response<v1::ShutdownResponse>, Status> {
+        tracing::info!(reason = %request.get_ref().reason, "shutdown requested by the host");
+        self.stop.notify_one();
+        Ok(Response::new(v1::ShutdownResponse {}))
+    }
+}

@@ -1,0 +1,165 @@
+//! A harness for plugin authors: start a plugin binary exactly as the supervisor would
+//! and drive it through the protocol, without a running `integrationd`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use plugin_kit::testing::PluginUnderTest;
+//! let mut plugin = PluginUnderTest::start(env!("CARGO_BIN_EXE_integration-example")).await?;
+//! assert_eq!(plugin.describe().await?.name, "example");
+//! plugin.configure("acme", "main", serde_json::json!({}), vec![]).await?;
+//! let batches = plugin.collect("").await?;
+//! assert!(plugin.health().await?);
+//! plugin.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use plugin_protocol::v1;
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::host::{Connection, LaunchSpec, Launched, connect, launch};
+
+/// Errors from the harness; each says which step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("cannot prepare the socket directory: {0}")]
+    SocketDir(std::io::Error),
+    #[error("plugin did not start: {0}")]
+    Launch(#[from] crate::host::LaunchError),
+    #[error("{0}")]
+    Connect(#[from] crate::host::ConnectError),
+    #[error("call failed: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("waiting for exit: {0}")]
+    Wait(std::io::Error),
+    #[error("did not exit within {0:?} after Shutdown")]
+    NoExit(Duration),
+}
+
+/// A running plugin process and a connection to it. Killed on drop.
+#[derive(Debug)]
+pub struct PluginUnderTest {
+    launched: Launched,
+    connection: Connection,
+    socket_dir: PathBuf,
+}
+
+impl PluginUnderTest {
+    /// Starts `executable` with no arguments.
+    pub async fn start(executable: impl AsRef<Path>) -> Result<Self, HarnessError> {
+        Self::start_with(executable, |_| {}).await
+    }
+
+    /// Starts `executable` after `adjust` has changed the launch spec (arguments,
+    /// environment, limits, offered protocol versions).
+    pub async fn start_with(
+        executable: impl AsRef<Path>,
+        adjust: impl FnOnce(&mut LaunchSpec),
+    ) -> Result<Self, HarnessError> {
+        let socket_dir = std::env::temp_dir().join(format!("plugin-kit-{}", hex::encode(rand::random::<[u8; 8]>())));
+        std::fs::DirBuilder::new().mode(0o700).create(&socket_dir).map_err(HarnessError::SocketDir)?;
+        let mut spec = LaunchSpec::new(executable.as_ref(), socket_dir.join("plugin.sock"));
+        adjust(&mut spec);
+        let launched = match launch(&spec).await {
+            Ok(launched) => launched,
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&socket_dir);
+                return Err(err.into());
+            }
+        };
+        let connection = connect(&launched.handshake.socket, &launched.token).await?;
+        Ok(Self { launched, connection, socket_dir })
+    }
+
+    /// The process id of the plugin.
+    pub fn pid(&self) -> u32 {
+        self.launched.pid
+    }
+
+    /// The raw clients, for calls the helpers below do not cover.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub async fn describe(&mut self) -> Result<v1::DescribeResponse, HarnessError> {
+        Ok(self.connection.plugin.describe(v1::DescribeRequest {}).await?.into_inner())
+    }
+
+    /// Configures the plugin for `tenant`/`integration` with a JSON config.
+    pub async fn configure(
+        &mut self,
+        tenant: &str,
+        integration: &str,
+        config: serde_json::Value,
+        credentials: Vec<v1::Credential>,
+    ) -> Result<(), HarnessError> {
+        let request = v1::ConfigureRequest {
+            tenant: tenant.to_owned(),
+            integration: integration.to_owned(),
+            config_json: config.to_string(),
+            credentials,
+        };
+        self.connection.plugin.configure(request).await?;
+        Ok(())
+    }
+
+    /// Collects every batch after `cursor` until the plugin ends the stream.
+    pub async fn collect(&mut self, cursor: &str) -> Result<Vec<v1::EventBatch>, HarnessError> {
+        let request = v1::CollectRequest { cursor: cursor.to_owned() };
+        let mut stream = self.connection.plugin.collect(request).await?.into_inner();
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            batches.push(batch?);
+        }
+        Ok(batches)
+    }
+
+    /// Delivers one webhook.
+    pub async fn webhook(
+        &mut self,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> Result<v1::WebhookResponse, HarnessError> {
+        let request = v1::WebhookRequest {
+            headers: headers
+                .iter()
+                .map(|(name, value)| v1::Header { name: (*name).to_owned(), value: (*value).to_owned() })
+                .collect(),
+            body: body.into(),
+        };
+        Ok(self.connection.plugin.handle_webhook(request).await?.into_inner())
+    }
+
+    /// `true` when `grpc.health.v1` answers SERVING.
+    pub async fn health(&mut self) -> Result<bool, HarnessError> {
+        let response = self.connection.health.check(HealthCheckRequest { service: String::new() }).await?;
+        Ok(response.into_inner().status == ServingStatus::Serving as i32)
+    }
+
+    /// Calls `Shutdown` and waits for the process to exit.
+    pub async fn shutdown(mut self) -> Result<ExitStatus, HarnessError> {
+        let reason = v1::ShutdownRequest { reason: "test harness".to_owned() };
+        self.connection.plugin.shutdown(reason).await?;
+        let limit = Duration::from_secs(10);
+        let status = tokio::time::timeout(limit, self.launched.child.wait())
+            .await
+            .map_err(|_| HarnessError::NoExit(limit))?
+            .map_err(HarnessError::Wait)?;
+        // Reaped: the pid may be reused, so Drop must not signal it any more.
+        self.launched.pid = 0;
+        Ok(status)
+    }
+}
+
+impl Drop for PluginUnderTest {
+    fn drop(&mut self) {
+        crate::host::kill_group(self.launched.pid);
+        let _ = std::fs::remove_dir_all(&self.socket_dir);
+    }
+}

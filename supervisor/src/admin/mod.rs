@@ -1,0 +1,16 @@
+//! The admin API on the admin socket: who may call it (peer credentials), the gRPC
+//! service, and the socket's set-up.
+
+mod peer;
+mod service;
+mod socket;
+
+pub use peer::Caller;
+pub use service::AdminService;
+pub use socket::{AdminSocketError, bind};
+
+/// Generated admin API (`betalogs.admin.v1`), shared with `integrationctl`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+    tonic::include_proto!("betalogs.admin.v1");
+}

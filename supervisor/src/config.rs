@@ -1,0 +1,320 @@
+//! The daemon's TOML configuration. Unknown keys and bad values are errors that name
+//! the file, the line and the key; command-line flags override the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the sled database and the default sinks.
+    #[serde(default = "defaults::state_dir")]
+    pub state_dir: PathBuf,
+    /// Directory of installed plugin packages (one subdirectory each, with `plugin.toml`).
+    #[serde(default = "defaults::plugin_dir")]
+    pub plugin_dir: PathBuf,
+    /// Private (0700) directory for plugin sockets; defaults to `<state_dir>/run`.
+    #[serde(default)]
+    pub runtime_dir: Option<PathBuf>,
+    /// The admin socket `integrationctl` talks to.
+    #[serde(default = "defaults::admin_socket")]
+    pub admin_socket: PathBuf,
+    /// Address of the HTTP listener (`/healthz`, `/metrics`, webhooks).
+    #[serde(default = "defaults::http_listen")]
+    pub http_listen: SocketAddr,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub process: ProcessConfig,
+    /// Plugin instances to keep running.
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Who may use operator commands on the admin socket (root always may).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub operator_uids: Vec<u32>,
+    #[serde(default)]
+    pub operator_gids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// DEVELOPMENT ONLY: pin every discovered plugin's current checksum at discovery.
+    /// A production configuration trusts nothing implicitly.
+    #[serde(default)]
+    pub trust_build_output: bool,
+    /// Plugin name → exact version to run instead of the newest compatible one.
+    #[serde(default)]
+    pub pins: BTreeMap<String, semver::Version>,
+}
+
+/// Process-manager settings: limits, timeouts, heartbeats and restart policy.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    #[serde(deserialize_with = "duration")]
+    pub start_timeout: Duration,
+    /// Time a plugin gets to stop after `Shutdown` before SIGTERM, and again before SIGKILL.
+    #[serde(deserialize_with = "duration")]
+    pub grace_period: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_timeout: Duration,
+    /// Consecutive missed heartbeats after which a plugin counts as hung.
+    pub heartbeat_misses: u32,
+    #[serde(deserialize_with = "duration")]
+    pub restart_initial_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub restart_max_delay: Duration,
+    /// A plugin healthy this long has its backoff reset.
+    #[serde(deserialize_with = "duration")]
+    pub restart_reset_after: Duration,
+    /// More restarts than this within `crash_loop_window` is a crash loop.
+    pub crash_loop_restarts: u32,
+    #[serde(deserialize_with = "duration")]
+    pub crash_loop_window: Duration,
+    pub limits: LimitsConfig,
+    /// Environment variables passed through to plugins (everything else is cleared).
+    pub pass_env: Vec<String>,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            start_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(3),
+            heartbeat_timeout: Duration::from_secs(2),
+            heartbeat_misses: 2,
+            restart_initial_delay: Duration::from_millis(250),
+            restart_max_delay: Duration::from_secs(60),
+            restart_reset_after: Duration::from_secs(60),
+            crash_loop_restarts: 5,
+            crash_loop_window: Duration::from_secs(60),
+            limits: LimitsConfig::default(),
+            pass_env: vec!["RUST_LOG".to_owned()],
+        }
+    }
+}
+
+/// Resource limits per plugin process.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// `RLIMIT_AS` in MiB; 0 means unlimited.
+    pub memory_mb: u64,
+    pub open_files: u64,
+    /// `RLIMIT_CPU` in seconds; 0 means unlimited.
+    pub cpu_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { memory_mb: 1024, open_files: 1024, cpu_seconds: 0 }
+    }
+}
+
+impl LimitsConfig {
+    pub fn to_resource_limits(&self) -> plugin_kit::host::ResourceLimits {
+        let nonzero = |value: u64| (value > 0).then_some(value);
+        plugin_kit::host::ResourceLimits {
+            address_space_bytes: nonzero(self.memory_mb).map(|mb| mb * 1024 * 1024),
+            open_files: nonzero(self.open_files),
+            cpu_seconds: nonzero(self.cpu_seconds),
+        }
+    }
+}
+
+/// One plugin instance the supervisor keeps running.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    pub plugin: String,
+    #[serde(default = "defaults::tenant")]
+    pub tenant: String,
+    /// Defaults to the plugin name.
+    #[serde(default)]
+    pub integration: Option<String>,
+}
+
+impl InstanceConfig {
+    pub fn integration(&self) -> &str {
+        self.integration.as_deref().unwrap_or(&self.plugin)
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    pub fn state_dir() -> PathBuf {
+        "/var/lib/integrationd".into()
+    }
+    pub fn plugin_dir() -> PathBuf {
+        "/usr/lib/integrationd/plugins".into()
+    }
+    pub fn admin_socket() -> PathBuf {
+        "/run/integrationd/admin.sock".into()
+    }
+    pub fn http_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8787))
+    }
+    pub fn tenant() -> String {
+        "system".to_owned()
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|err| serde::de::Error::custom(format!("`{text}` is not a duration ({err}); write e.g. \"250ms\", \"5s\", \"1m\"")))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::parse("", Path::new("<defaults>")).expect("the empty config is valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; relative paths are resolved against the current directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|err| ConfigError::Invalid { path: path.display().to_string(), message: err.to_string() })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.display().to_string(), message };
+        let p = &self.process;
+        if p.heartbeat_timeout.is_zero() || p.heartbeat_interval.is_zero() {
+            return Err(invalid("process.heartbeat_interval and process.heartbeat_timeout must be above zero".into()));
+        }
+        if p.heartbeat_misses == 0 {
+            return Err(invalid("process.heartbeat_misses must be at least 1".into()));
+        }
+        if p.restart_max_delay < p.restart_initial_delay {
+            return Err(invalid(format!(
+                "process.restart_max_delay ({:?}) is below process.restart_initial_delay ({:?})",
+                p.restart_max_delay, p.restart_initial_delay
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, instance) in self.instances.iter().enumerate() {
+            let key = (instance.tenant.as_str(), instance.integration());
+            if !seen.insert(key) {
+                return Err(invalid(format!(
+                    "instances[{index}]: tenant `{}` already has an integration `{}`",
+                    key.0, key.1
+                )));
+            }
+            for (field, value) in [("plugin", instance.plugin.as_str()), ("tenant", key.0), ("integration", key.1)] {
+                if !is_name(value) {
+                    return Err(invalid(format!(
+                        "instances[{index}].{field} = `{value}`: use 1-64 letters, digits, `-` or `_`"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where plugin sockets live.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.runtime_dir.clone().unwrap_or_else(|| self.state_dir.join("run"))
+    }
+}
+
+/// Names of plugins, tenants and integrations: safe in paths, labels and logs.
+pub fn is_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/integrationd.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_production_defaults() {
+        let config = parse("").expect("valid");
+        assert!(!config.registry.trust_build_output);
+        assert_eq!(config.process.restart_initial_delay, Duration::from_millis(250));
+        assert_eq!(config.runtime_dir(), PathBuf::from("/var/lib/integrationd/run"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("state_dir = \"/x\"\n\n[process]\nheartbeat_intervall = \"1s\"\n").expect_err("unknown");
+        assert!(err.contains("/etc/integrationd.toml"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("heartbeat_intervall"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = parse("[process]\ngrace_period = \"soon\"\n").expect_err("bad duration");
+        assert!(err.contains("`soon` is not a duration") && err.contains("line 2"), "{err}");
+        let err = parse("http_listen = \"localhost\"\n").expect_err("bad addr");
+        assert!(err.contains("http_listen") || err.contains("line 1"), "{err}");
+        let err = parse("[process]\nheartbeat_misses = -1\n").expect_err("negative");
+        assert!(err.contains("heartbeat_misses") || err.contains("line 2"), "{err}");
+        let err = parse("[[instances]]\nplugin = \"../etc\"\n").expect_err("bad name");
+        assert!(err.contains("instances[0].plugin"), "{err}");
+        let err = parse("[[instances]]\nplugin = \"a\"\n[[instances]]\nplugin = \"a\"\n").expect_err("dup");
+        assert!(err.contains("already has"), "{err}");
+        let err = parse("[process]\nrestart_initial_delay = \"2m\"\nrestart_max_delay = \"1m\"\n").expect_err("order");
+        assert!(err.contains("restart_max_delay"), "{err}");
+    }
+
+    #[test]
+    fn hostile_input_is_rejected_not_panicked() {
+        assert!(parse("\u{0}\u{1}garbage[[[").is_err());
+        assert!(parse(&"[".repeat(10_000)).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Wires the components into the running daemon: open state, discover plugins, start
+//! instances, serve the admin socket and HTTP, and handle SIGTERM/SIGINT (graceful stop)
+//! and SIGHUP (reload the config file).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::admin::{self, AdminService};
+use crate::config::{Config, ConfigError};
+use crate::health::Metrics;
+use crate::process::{Manager, ManagerSettings};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Manager(#[from] crate::process::ManagerError),
+    #[error(transparent)]
+    AdminSocket(#[from] admin::AdminSocketError),
+    #[error("cannot listen on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Command-line values that override the config file (kept across SIGHUP reloads).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub plugin_dir: Option<PathBuf>,
+    pub admin_socket: Option<PathBuf>,
+    pub http_listen: Option<std::net::SocketAddr>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.state_dir {
+            config.state_dir.clone_from(dir);
+        }
+        if let Some(dir) = &self.plugin_dir {
+            config.plugin_dir.clone_from(dir);
+        }
+        if let Some(path) = &self.admin_socket {
+            config.admin_socket.clone_from(path);
+        }
+        if let Some(addr) = self.http_listen {
+            config.http_listen = addr;
+        }
+    }
+}
+
+/// Loads the config (the file if given, else the defaults) with the overrides applied.
+pub fn load_config(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    overrides.apply(&mut config);
+    Ok(config)
+}
+
+/// Runs until SIGTERM or SIGINT, then stops every plugin gracefully.
+pub async fn run(mut config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), DaemonError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    create_private_dir(&config.state_dir)?;
+    let store = Store::open(&config.state_dir)?;
+    let registry = Arc::new(Registry::new(
+        config.plugin_dir.clone(),
+        config.registry.pins.clone(),
+        config.registry.trust_build_output,
+        store.trust()?,
+    ));
+    if config.registry.trust_build_output {
+        tracing::warn!("registry.trust_build_output is on: every discovered plugin is trusted as found (development only)");
+    }
+    log_refusals(&registry.rescan()?);
+    let metrics = Arc::new(Metrics::new());
+    let manager = Arc::new(Manager::new(
+        registry.clone(),
+        metrics.clone(),
+        ManagerSettings { process: config.process.clone(), runtime_dir: config.runtime_dir() },
+    )?);
+
+    let admin_listener = admin::bind(&config.admin_socket)?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| DaemonError::Http { addr: config.http_listen.to_string(), source })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_service = AdminService::new(registry.clone(), manager.clone(), config.admin.clone());
+    let mut admin_stop = stop_rx.clone();
+    let admin_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(admin::proto::admin_server::AdminServer::new(admin_service))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {
+                let _ = admin_stop.wait_for(|stop| *stop).await;
+            }),
+    );
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, crate::ingress::router(metrics.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    tracing::info!(
+        admin_socket = %config.admin_socket.display(), http = %config.http_listen,
+        plugin_dir = %config.plugin_dir.display(), "integrationd ready"
+    );
+    notify_systemd("READY=1");
+
+    manager.reconcile(&config.instances).await;
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                notify_systemd("RELOADING=1");
+                match load_config(config_path.as_deref(), &overrides) {
+                    Ok(new) => {
+                        warn_about_restart_only_changes(&config, &new);
+                        log_refusals(&registry.rescan().unwrap_or_default());
+                        manager.reconcile(&new.instances).await;
+                        manager.retry_refused().await;
+                        tracing::info!(instances = new.instances.len(), "configuration reloaded");
+                        config = new;
+                    }
+                    Err(err) => tracing::error!(error = %err, "reload failed; keeping the running configuration"),
+                }
+                notify_systemd("READY=1");
+            }
+        }
+    }
+    notify_systemd("STOPPING=1");
+    manager.stop_all().await;
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
+    let _ = http_task.await;
+    let _ = std::fs::remove_file(&config.admin_socket);
+    tracing::info!("integrationd stopped");
+    Ok(())
+}
+
+fn log_refusals(refusals: &[crate::registry::Refusal]) {
+    for refusal in refusals {
+        tracing::error!(plugin = %refusal.plugin, error = %refusal.reason, "plugin refused");
+    }
+}
+
+fn warn_about_restart_only_changes(old: &Config, new: &Config) {
+    let changed = [
+        ("state_dir", old.state_dir != new.state_dir),
+        ("plugin_dir", old.plugin_dir != new.plugin_dir),
+        ("admin_socket", old.admin_socket != new.admin_socket),
+        ("http_listen", old.http_listen != new.http_listen),
+        ("process", old.process != new.process),
+        ("registry", old.registry != new.registry),
+        ("admin", old.admin != new.admin),
+    ];
+    for (key, differs) in changed {
+        if differs {
+            tracing::warn!(key, "this setting changed but takes effect only after a restart");
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| DaemonError::StateDir { path: dir.display().to_string(), source })
+}
+
+/// Sends a state line to systemd when run as a `Type=notify` service.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot notify systemd");
+            return;
+        }
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(err) = sent {
+        tracing::warn!(error = %err, "cannot notify systemd");
+    }
+}

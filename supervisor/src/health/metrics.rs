@@ -1,0 +1,125 @@
+//! Per-plugin-instance metrics, in a Prometheus-compatible registry from the start.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Identifies one plugin instance.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub plugin: String,
+    pub tenant: String,
+    pub integration: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    plugin: String,
+    tenant: String,
+    integration: String,
+    state: String,
+}
+
+fn rpc_histogram() -> Histogram {
+    // 25 us .. ~400 ms
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 15))
+}
+
+/// The daemon's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    state: Family<StateLabels, Gauge>,
+    restarts: Family<InstanceLabels, Counter>,
+    heartbeat_seconds: Family<InstanceLabels, Histogram, fn() -> Histogram>,
+    heartbeat_failures: Family<InstanceLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("integrationd");
+        let state = Family::<StateLabels, Gauge>::default();
+        let restarts = Family::<InstanceLabels, Counter>::default();
+        let heartbeat_seconds = Family::<InstanceLabels, Histogram, fn() -> Histogram>::new_with_constructor(rpc_histogram);
+        let heartbeat_failures = Family::<InstanceLabels, Counter>::default();
+        registry.register("plugin_state", "1 for the state each plugin instance is in", state.clone());
+        registry.register("plugin_restarts", "Restarts of each plugin instance", restarts.clone());
+        registry.register(
+            "plugin_heartbeat_seconds",
+            "Round trip of grpc.health.v1 Check calls to each plugin instance",
+            heartbeat_seconds.clone(),
+        );
+        registry.register(
+            "plugin_heartbeat_failures",
+            "Heartbeats that failed or timed out",
+            heartbeat_failures.clone(),
+        );
+        Self { registry: Mutex::new(registry), state, restarts, heartbeat_seconds, heartbeat_failures }
+    }
+
+    /// Moves an instance's state gauge from `from` to `to`.
+    pub fn state_changed(&self, labels: &InstanceLabels, from: &str, to: &str) {
+        let with = |state: &str| StateLabels {
+            plugin: labels.plugin.clone(),
+            tenant: labels.tenant.clone(),
+            integration: labels.integration.clone(),
+            state: state.to_owned(),
+        };
+        self.state.get_or_create(&with(from)).set(0);
+        self.state.get_or_create(&with(to)).set(1);
+    }
+
+    pub fn restarted(&self, labels: &InstanceLabels) {
+        self.restarts.get_or_create(labels).inc();
+    }
+
+    pub fn heartbeat(&self, labels: &InstanceLabels, seconds: Option<f64>) {
+        match seconds {
+            Some(seconds) => self.heartbeat_seconds.get_or_create(labels).observe(seconds),
+            None => {
+                self.heartbeat_failures.get_or_create(labels).inc();
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics lock poisoned");
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_state_restarts_and_latency() {
+        let metrics = Metrics::new();
+        let labels = InstanceLabels { plugin: "github".into(), tenant: "acme".into(), integration: "gh".into() };
+        metrics.state_changed(&labels, "starting", "healthy");
+        metrics.restarted(&labels);
+        metrics.heartbeat(&labels, Some(0.0001));
+        metrics.heartbeat(&labels, None);
+        let text = metrics.encode();
+        assert!(text.contains(r#"integrationd_plugin_state{plugin="github",tenant="acme",integration="gh",state="healthy"} 1"#), "{text}");
+        assert!(text.contains(r#"state="starting"} 0"#), "{text}");
+        assert!(text.contains(r#"integrationd_plugin_restarts_total{plugin="github",tenant="acme",integration="gh"} 1"#), "{text}");
+        assert!(text.contains("integrationd_plugin_heartbeat_seconds_count"), "{text}");
+        assert!(text.contains("integrationd_plugin_heartbeat_failures_total"), "{text}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The set of plugin instances: starts the configured ones, reconciles on reload,
+//! restarts on request and stops them all on shutdown.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::instance::{self, Control, InstanceContext};
+use super::restart::RestartSettings;
+use super::spawn::SpawnSettings;
+use super::state::{InstanceState, InstanceStatus};
+use crate::config::{InstanceConfig, ProcessConfig};
+use crate::health::{InstanceLabels, Metrics};
+use crate::registry::Registry;
+
+/// What the manager needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerSettings {
+    pub process: ProcessConfig,
+    pub runtime_dir: PathBuf,
+}
+
+/// Errors preparing the runtime directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("runtime directory {path}: {message}")]
+    RuntimeDir { path: String, message: String },
+}
+
+#[derive(Debug)]
+struct Handle {
+    plugin: String,
+    status: Arc<Mutex<InstanceStatus>>,
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<()>,
+}
+
+/// Owns every instance task.
+#[derive(Debug)]
+pub struct Manager {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    settings: ManagerSettings,
+    /// Keyed by (tenant, integration).
+    instances: tokio::sync::Mutex<BTreeMap<(String, String), Handle>>,
+    next_socket: std::sync::atomic::AtomicU64,
+}
+
+impl Manager {
+    /// Prepares the private runtime directory (0700, owned by us, stale sockets of a
+    /// previous run removed).
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, settings: ManagerSettings) -> Result<Self, ManagerError> {
+        prepare_runtime_dir(&settings.runtime_dir)?;
+        Ok(Self {
+            registry,
+            metrics,
+            settings,
+            instances: tokio::sync::Mutex::default(),
+            next_socket: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Starts instances that are configured but not running, and stops those no
+    /// longer configured (or now configured with another plugin).
+    pub async fn reconcile(&self, desired: &[InstanceConfig]) {
+        let mut instances = self.instances.lock().await;
+        let wanted: BTreeMap<(String, String), &InstanceConfig> = desired
+            .iter()
+            .map(|c| ((c.tenant.clone(), c.integration().to_owned()), c))
+            .collect();
+        let stale: Vec<(String, String)> = instances
+            .iter()
+            .filter(|(key, handle)| wanted.get(*key).is_none_or(|c| c.plugin != handle.plugin))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let stops: Vec<Handle> = stale.iter().filter_map(|key| instances.remove(key)).collect();
+        stop_handles(stops).await;
+        for (key, config) in wanted {
+            if !instances.contains_key(&key) {
+                let handle = self.spawn_instance(config);
+                instances.insert(key, handle);
+            }
+        }
+    }
+
+    fn spawn_instance(&self, config: &InstanceConfig) -> Handle {
+        let process = &self.settings.process;
+        let labels = InstanceLabels {
+            plugin: config.plugin.clone(),
+            tenant: config.tenant.clone(),
+            integration: config.integration().to_owned(),
+        };
+        let index = self.next_socket.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let status = Arc::new(Mutex::new(InstanceStatus {
+            plugin: labels.plugin.clone(),
+            tenant: labels.tenant.clone(),
+            integration: labels.integration.clone(),
+            state: InstanceState::Starting,
+            pid: None,
+            version: None,
+            protocol_version: None,
+            restarts: 0,
+            last_error: None,
+            since: SystemTime::now(),
+            next_restart_at: None,
+        }));
+        let env = process
+            .pass_env
+            .iter()
+            .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
+            .collect();
+        let ctx = Arc::new(InstanceContext {
+            labels,
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            spawn: SpawnSettings {
+                socket: self.settings.runtime_dir.join(format!("p{index}.sock")),
+                env,
+                limits: process.limits.to_resource_limits(),
+                start_timeout: process.start_timeout,
+            },
+            restart: RestartSettings {
+                initial_delay: process.restart_initial_delay,
+                max_delay: process.restart_max_delay,
+                reset_after: process.restart_reset_after,
+                crash_loop_restarts: process.crash_loop_restarts,
+                window: process.crash_loop_window,
+            },
+            heartbeat_interval: process.heartbeat_interval,
+            heartbeat_timeout: process.heartbeat_timeout,
+            heartbeat_misses: process.heartbeat_misses,
+            grace_period: process.grace_period,
+            status: status.clone(),
+        });
+        let (control, receiver) = mpsc::channel(4);
+        let task = tokio::spawn(instance::run(ctx, receiver));
+        Handle { plugin: config.plugin.clone(), status, control, task }
+    }
+
+    /// A snapshot of every instance, sorted by tenant and integration.
+    pub async fn status(&self) -> Vec<InstanceStatus> {
+        let instances = self.instances.lock().await;
+        instances.values().map(|h| h.status.lock().expect("status lock poisoned").clone()).collect()
+    }
+
+    /// Restarts the instances of `plugin` (of one tenant, if given). Returns how many.
+    pub async fn restart(&self, plugin: &str, tenant: Option<&str>) -> usize {
+        let instances = self.instances.lock().await;
+        let mut count = 0;
+        for ((instance_tenant, _), handle) in instances.iter() {
+            if handle.plugin == plugin && tenant.is_none_or(|t| t == instance_tenant) {
+                let _ = handle.control.send(Control::Restart).await;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Retries instances that were refused (after a rescan or a new trust pin).
+    pub async fn retry_refused(&self) {
+        let instances = self.instances.lock().await;
+        for handle in instances.values() {
+            let refused = handle.status.lock().expect("status lock poisoned").state == InstanceState::Refused;
+            if refused {
+                let _ = handle.control.send(Control::Restart).await;
+            }
+        }
+    }
+
+    /// Stops every instance gracefully, all at once.
+    pub async fn stop_all(&self) {
+        let handles: Vec<Handle> = std::mem::take(&mut *self.instances.lock().await).into_values().collect();
+        stop_handles(handles).await;
+    }
+}
+
+async fn stop_handles(handles: Vec<Handle>) {
+    let mut waits = Vec::new();
+    for handle in handles {
+        let (ack, done) = oneshot::channel();
+        if handle.control.send(Control::Stop(ack)).await.is_ok() {
+            waits.push((done, handle.task));
+        }
+    }
+    for (done, task) in waits {
+        let _ = done.await;
+        let _ = task.await;
+    }
+}
+
+fn prepare_runtime_dir(dir: &Path) -> Result<(), ManagerError> {
+    let error = |message: String| ManagerError::RuntimeDir { path: dir.display().to_string(), message };
+    std::fs::create_dir_all(dir).map_err(|e| error(format!("cannot create: {e}")))?;
+    let meta = std::fs::metadata(dir).map_err(|e| error(format!("cannot inspect: {e}")))?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(error(format!("is owned by uid {}, not by this daemon", meta.uid())));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| error(format!("cannot set mode 0700: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| error(format!("cannot list: {e}")))?;
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "sock") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(socket = %path.display(), "removed a stale plugin socket"),
+                Err(e) => return Err(error(format!("cannot remove stale socket {}: {e}", path.display()))),
+            }
+        }
+    }
+    Ok(())
+}

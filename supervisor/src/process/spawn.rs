@@ -1,0 +1,198 @@
+//! Starting one plugin process: verify the executable's checksum, execute exactly the
+//! verified file, read the handshake, connect, and check `Describe` against the manifest.
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plugin_kit::host::{Connection, LaunchSpec, Launched, ResourceLimits};
+use plugin_protocol::v1;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::registry::{Package, Registry, VerifiedExecutable};
+
+/// Everything needed to start one instance's process.
+#[derive(Debug, Clone)]
+pub struct SpawnSettings {
+    pub socket: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+    pub limits: ResourceLimits,
+    pub start_timeout: Duration,
+}
+
+/// A started, handshaken, described and healthy plugin process.
+#[derive(Debug)]
+pub struct Running {
+    pub launched: Launched,
+    pub connection: Connection,
+    pub description: v1::DescribeResponse,
+}
+
+/// Why a start failed. `Refused` will fail the same way until an operator acts
+/// (trust, rescan, reinstall); `Failed` may succeed on retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Verifies and starts `package`, then checks its `Describe` against the manifest.
+pub async fn start(registry: &Registry, package: &Package, settings: &SpawnSettings) -> Result<Running, StartError> {
+    let label = format!("plugin `{}` {}", package.manifest.name, package.manifest.version);
+    let verified = registry.verify(package).map_err(|err| StartError::Refused(format!("{label}: {err}")))?;
+    let protocols: Vec<u32> = package
+        .manifest
+        .protocol_versions
+        .iter()
+        .copied()
+        .filter(|v| plugin_protocol::SUPPORTED_PROTOCOL_VERSIONS.contains(v))
+        .collect();
+    let (launched, mut connection) = launch_verified(verified, &package.manifest.args, protocols, settings)
+        .await
+        .map_err(|err| StartError::Failed(format!("{label}: {err}")))?;
+    let pid = launched.pid;
+    let fail = |message: String| {
+        plugin_kit::host::kill_group(pid);
+        StartError::Failed(format!("{label}: {message}"))
+    };
+    let description =
+        match tokio::time::timeout(settings.start_timeout, connection.plugin.describe(v1::DescribeRequest {})).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(fail(format!("Describe failed: {}", status.message()))),
+            Err(_) => return Err(fail("Describe timed out".to_owned())),
+        };
+    if let Err(mismatch) = check_description(package, &description, launched.handshake.app) {
+        plugin_kit::host::kill_group(pid);
+        return Err(StartError::Refused(format!("{label}: {mismatch}")));
+    }
+    Ok(Running { launched, connection, description })
+}
+
+/// Executes an already-verified file through its descriptor, so the bytes that were
+/// hashed are the bytes that run; waits for the handshake, connects and makes the first
+/// health check. On failure the process group is gone.
+pub async fn launch_verified(
+    verified: VerifiedExecutable,
+    args: &[String],
+    protocol_versions: Vec<u32>,
+    settings: &SpawnSettings,
+) -> Result<(Launched, Connection), String> {
+    match std::fs::remove_file(&settings.socket) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(format!("cannot remove stale socket {}: {err}", settings.socket.display())),
+    }
+    let mut spec = LaunchSpec::new(format!("/proc/self/fd/{}", verified.file.as_raw_fd()), &settings.socket);
+    spec.arg0 = Some(verified.path.clone().into_os_string());
+    spec.args = args.iter().map(OsString::from).collect();
+    spec.env = settings.env.clone();
+    spec.limits = settings.limits;
+    spec.start_timeout = settings.start_timeout;
+    spec.protocol_versions = protocol_versions;
+    let launched = plugin_kit::host::launch(&spec).await.map_err(|err| err.to_string())?;
+    // Executed: the descriptor is no longer needed.
+    drop(verified);
+    let pid = launched.pid;
+    let fail = |message: String| {
+        plugin_kit::host::kill_group(pid);
+        message
+    };
+    let mut connection = match tokio::time::timeout(
+        settings.start_timeout,
+        plugin_kit::host::connect(&launched.handshake.socket, &launched.token),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(err)) => return Err(fail(err.to_string())),
+        Err(_) => return Err(fail("socket did not accept a connection in time".to_owned())),
+    };
+    let health = tokio::time::timeout(
+        settings.start_timeout,
+        connection.health.check(HealthCheckRequest { service: String::new() }),
+    )
+    .await;
+    match health {
+        Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => Ok((launched, connection)),
+        Ok(Ok(response)) => Err(fail(format!("first health check answered {:?}", response.get_ref().status))),
+        Ok(Err(status)) => Err(fail(format!("first health check failed: {}", status.message()))),
+        Err(_) => Err(fail("first health check timed out".to_owned())),
+    }
+}
+
+/// `Describe` must agree with the manifest the operator trusted.
+fn check_description(package: &Package, described: &v1::DescribeResponse, negotiated: u32) -> Result<(), String> {
+    let manifest = &package.manifest;
+    if described.name != manifest.name {
+        return Err(format!("Describe says name `{}`, the manifest says `{}`", described.name, manifest.name));
+    }
+    if described.version != manifest.version.to_string() {
+        return Err(format!("Describe says version {}, the manifest says {}", described.version, manifest.version));
+    }
+    if described.protocol_version != negotiated {
+        return Err(format!(
+            "Describe says protocol {}, the handshake negotiated {negotiated}",
+            described.protocol_version
+        ));
+    }
+    let mut declared = manifest.capabilities.clone();
+    let mut offered = described.capabilities.clone();
+    declared.sort();
+    offered.sort();
+    if declared != offered {
+        return Err(format!("Describe offers capabilities {offered:?}, the manifest declares {declared:?}"));
+    }
+    if !described.config_schema_json.is_empty()
+        && serde_json::from_str::<serde_json::Value>(&described.config_schema_json).is_err()
+    {
+        return Err("Describe returned a config schema that is not JSON".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Manifest;
+
+    fn package() -> Package {
+        let manifest = Manifest::parse(
+            "name = \"gh\"\nversion = \"1.0.0\"\nexecutable = \"x\"\nprotocol_versions = [1]\nframework = \"*\"\ncapabilities = [\"webhook\", \"check\"]\n",
+        )
+        .expect("manifest");
+        Package { dir: "/p".into(), manifest }
+    }
+
+    fn described() -> v1::DescribeResponse {
+        v1::DescribeResponse {
+            name: "gh".into(),
+            version: "1.0.0".into(),
+            capabilities: vec!["check".into(), "webhook".into()],
+            protocol_version: 1,
+            config_schema_json: "{}".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn description_must_match_the_manifest() {
+        assert!(check_description(&package(), &described(), 1).is_ok());
+        let mut other = described();
+        other.name = "evil".into();
+        assert!(check_description(&package(), &other, 1).expect_err("name").contains("name `evil`"));
+        let mut other = described();
+        other.version = "2.0.0".into();
+        assert!(check_description(&package(), &other, 1).expect_err("version").contains("version 2.0.0"));
+        let mut other = described();
+        other.capabilities.push("collect".into());
+        assert!(check_description(&package(), &other, 1).expect_err("caps").contains("capabilities"));
+        assert!(check_description(&package(), &described(), 2).expect_err("proto").contains("negotiated 2"));
+        let mut other = described();
+        other.config_schema_json = "{not json".into();
+        assert!(check_description(&package(), &other, 1).expect_err("schema").contains("not JSON"));
+    }
+}
