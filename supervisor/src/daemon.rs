@@ -99,6 +99,9 @@ pub async fn run(mut config: Config, config_path: Option<PathBuf>, overrides: Ov
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| DaemonError::Http { addr: config.http_listen.to_string(), source })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| DaemonError::Http { addr: config.http_listen.to_string(), source })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_service = AdminService::new(registry.clone(), manager.clone(), config.admin.clone());
     let mut admin_stop = stop_rx.clone();
@@ -118,7 +121,7 @@ pub async fn run(mut config: Config, config_path: Option<PathBuf>, overrides: Ov
             .into_future(),
     );
     tracing::info!(
-        admin_socket = %config.admin_socket.display(), http = %config.http_listen,
+        admin_socket = %config.admin_socket.display(), http = %http_addr,
         plugin_dir = %config.plugin_dir.display(), "integrationd ready"
     );
     notify_systemd("READY=1");

@@ -1,0 +1,342 @@
+//! Shared fixtures for the end-to-end tests: a real `integrationd` in a temporary
+//! directory, plugin packages built from the real binaries, `integrationctl` calls, and
+//! waiting for conditions with a deadline.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// `target/debug` (or wherever this test binary's profile lives).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// Path of a workspace binary; the test command builds them before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)", path.display());
+    path
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, failing the test after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A plugin package to install into the daemon's plugin directory.
+#[derive(Debug, Clone)]
+pub struct PluginPackage {
+    /// Package directory name (defaults to the plugin name).
+    pub dir: String,
+    pub name: String,
+    pub version: String,
+    pub executable: PathBuf,
+    pub args: Vec<String>,
+    pub protocol_versions: Vec<u32>,
+    pub capabilities: Vec<String>,
+    pub dependencies: Vec<(String, String)>,
+    pub framework: String,
+}
+
+impl PluginPackage {
+    /// The fault plugin under `name`, with `faults` as arguments.
+    pub fn testfault(name: &str, faults: &[&str]) -> Self {
+        let mut args = vec!["--name".to_owned(), name.to_owned()];
+        args.extend(faults.iter().map(|s| (*s).to_owned()));
+        Self {
+            dir: name.to_owned(),
+            name: name.to_owned(),
+            version: "0.1.0".to_owned(),
+            executable: bin("integration-testfault"),
+            args,
+            protocol_versions: vec![1],
+            capabilities: Vec::new(),
+            dependencies: Vec::new(),
+            framework: ">=0.1.0".to_owned(),
+        }
+    }
+
+    pub fn manifest(&self) -> String {
+        let list = |items: &[String]| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+        let versions = self.protocol_versions.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let mut text = format!(
+            "name = {:?}\nversion = {:?}\nexecutable = {:?}\nprotocol_versions = [{versions}]\ncapabilities = [{}]\nframework = {:?}\nargs = [{}]\n",
+            self.name,
+            self.version,
+            self.executable.display().to_string(),
+            list(&self.capabilities),
+            self.framework,
+            list(&self.args),
+        );
+        if !self.dependencies.is_empty() {
+            text.push_str("[dependencies]\n");
+            for (name, req) in &self.dependencies {
+                let _ = writeln!(text, "{name} = {req:?}");
+            }
+        }
+        text
+    }
+
+    /// Writes the package under `plugin_dir`.
+    pub fn install(&self, plugin_dir: &Path) -> PathBuf {
+        let dir = plugin_dir.join(&self.dir);
+        std::fs::create_dir_all(&dir).expect("package dir");
+        std::fs::write(dir.join("plugin.toml"), self.manifest()).expect("manifest");
+        dir
+    }
+}
+
+/// Settings for a test daemon; fast timings by default.
+#[derive(Debug, Clone)]
+pub struct DaemonSetup {
+    pub trust_build_output: bool,
+    /// `[process]` lines.
+    pub process: Vec<String>,
+    /// `(plugin, integration)` instances in tenant `system`.
+    pub instances: Vec<(String, String)>,
+    pub extra: String,
+}
+
+impl Default for DaemonSetup {
+    fn default() -> Self {
+        Self {
+            trust_build_output: true,
+            process: vec![
+                "start_timeout = \"5s\"".into(),
+                "grace_period = \"2s\"".into(),
+                "heartbeat_interval = \"200ms\"".into(),
+                "heartbeat_timeout = \"200ms\"".into(),
+                "heartbeat_misses = 2".into(),
+                "restart_initial_delay = \"100ms\"".into(),
+                "restart_max_delay = \"2s\"".into(),
+            ],
+            instances: Vec::new(),
+            extra: String::new(),
+        }
+    }
+}
+
+impl DaemonSetup {
+    pub fn instance(mut self, plugin: &str) -> Self {
+        self.instances.push((plugin.to_owned(), plugin.to_owned()));
+        self
+    }
+
+    pub fn extra(mut self, text: &str) -> Self {
+        self.extra.push_str(text);
+        self
+    }
+
+    pub fn process(mut self, line: &str) -> Self {
+        let key = line.split('=').next().unwrap_or_default().trim().to_owned();
+        self.process.retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
+        self.process.push(line.to_owned());
+        self
+    }
+}
+
+/// A directory laid out for one daemon: config, state, plugins.
+#[derive(Debug)]
+pub struct World {
+    pub root: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> Self {
+        // Short paths: Unix socket paths are limited to 108 bytes.
+        let root = tempfile::Builder::new().prefix("it").tempdir_in("/tmp").expect("tempdir");
+        std::fs::create_dir_all(root.path().join("plugins")).expect("plugins dir");
+        Self { root }
+    }
+
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.root.path().join("plugins")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+    pub fn admin_socket(&self) -> PathBuf {
+        self.root.path().join("admin/admin.sock")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.root.path().join("integrationd.toml")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("daemon.log")
+    }
+
+    pub fn install(&self, package: &PluginPackage) -> PathBuf {
+        package.install(&self.plugin_dir())
+    }
+
+    /// Writes the config file for `setup`.
+    pub fn write_config(&self, setup: &DaemonSetup) {
+        let mut text = format!(
+            "state_dir = {:?}\nplugin_dir = {:?}\nadmin_socket = {:?}\nhttp_listen = \"127.0.0.1:0\"\n{}\n[registry]\ntrust_build_output = {}\n\n[process]\n{}\n",
+            self.state_dir().display().to_string(),
+            self.plugin_dir().display().to_string(),
+            self.admin_socket().display().to_string(),
+            setup.extra,
+            setup.trust_build_output,
+            setup.process.join("\n"),
+        );
+        for (plugin, integration) in &setup.instances {
+            let _ = write!(text, "\n[[instances]]\nplugin = {plugin:?}\nintegration = {integration:?}\n");
+        }
+        std::fs::write(self.config_path(), text).expect("config");
+    }
+
+    /// Writes the config and starts the daemon; returns once the admin socket answers.
+    pub fn start(&self, setup: &DaemonSetup) -> Daemon {
+        self.write_config(setup);
+        self.start_written()
+    }
+
+    /// Starts the daemon on the config file as it is.
+    pub fn start_written(&self) -> Daemon {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let child = Command::new(bin("integrationd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn integrationd");
+        let daemon = Daemon { child: Some(child), socket: self.admin_socket(), log: self.log_path() };
+        wait_for("the admin socket to answer", Duration::from_secs(20), || {
+            daemon.ctl(&["status"]).status.success().then_some(())
+        });
+        daemon
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `integrationd`. Killed (SIGKILL) on drop if still running.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Runs `integrationctl --socket S -o json ARGS`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("integrationctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["-o", "json"])
+            .args(args)
+            .env_remove("INTEGRATIONCTL_TOKEN")
+            .output()
+            .expect("run integrationctl")
+    }
+
+    /// `integrationctl -o json ARGS`, parsed; panics with stderr on failure.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let output = self.ctl(args);
+        assert!(
+            output.status.success(),
+            "integrationctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("integrationctl -o json prints JSON")
+    }
+
+    /// Every instance from `status`.
+    pub fn instances(&self) -> Vec<Value> {
+        self.ctl_json(&["status"])["instances"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The instance of `integration`, if listed.
+    pub fn instance(&self, integration: &str) -> Option<Value> {
+        self.instances().into_iter().find(|i| i["integration"] == integration)
+    }
+
+    /// Waits until `integration`'s instance satisfies `check`; returns it.
+    pub fn wait_instance(&self, integration: &str, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&format!("{integration}: {what}"), limit, || self.instance(integration).filter(|i| check(i)))
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal daemon");
+    }
+
+    /// Waits for the daemon to exit; returns its status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("daemon running");
+        let status = wait_for("integrationd to exit", limit, || child.try_wait().expect("try_wait"));
+        self.child = None;
+        (status, start.elapsed())
+    }
+
+    /// The HTTP port the daemon listens on, from its log.
+    pub fn http_get(&self, addr: &str, path: &str) -> (u16, String) {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (status, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The pid of an instance as a number (0 when none).
+pub fn pid_of(instance: &Value) -> u32 {
+    instance["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or(0)
+}
+
+/// `state` of an instance.
+pub fn state_of(instance: &Value) -> &str {
+    instance["state"].as_str().unwrap_or_default()
+}
