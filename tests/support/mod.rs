@@ -111,6 +111,8 @@ impl PluginPackage {
 #[derive(Debug, Clone)]
 pub struct DaemonSetup {
     pub trust_build_output: bool,
+    /// More `[registry]` lines.
+    pub registry: Vec<String>,
     /// `[process]` lines.
     pub process: Vec<String>,
     /// `(plugin, integration)` instances in tenant `system`.
@@ -122,6 +124,7 @@ impl Default for DaemonSetup {
     fn default() -> Self {
         Self {
             trust_build_output: true,
+            registry: Vec::new(),
             process: vec![
                 "start_timeout = \"5s\"".into(),
                 "grace_period = \"2s\"".into(),
@@ -193,12 +196,13 @@ impl World {
     /// Writes the config file for `setup`.
     pub fn write_config(&self, setup: &DaemonSetup) {
         let mut text = format!(
-            "state_dir = {:?}\nplugin_dir = {:?}\nadmin_socket = {:?}\nhttp_listen = \"127.0.0.1:0\"\n{}\n[registry]\ntrust_build_output = {}\n\n[process]\n{}\n",
+            "state_dir = {:?}\nplugin_dir = {:?}\nadmin_socket = {:?}\nhttp_listen = \"127.0.0.1:0\"\n{}\n[registry]\ntrust_build_output = {}\n{}\n\n[process]\n{}\n",
             self.state_dir().display().to_string(),
             self.plugin_dir().display().to_string(),
             self.admin_socket().display().to_string(),
             setup.extra,
             setup.trust_build_output,
+            setup.registry.join("\n"),
             setup.process.join("\n"),
         );
         for (plugin, integration) in &setup.instances {

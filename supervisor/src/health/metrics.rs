@@ -80,6 +80,12 @@ impl Metrics {
         self.state.get_or_create(&with(to)).set(1);
     }
 
+    /// Creates an instance's series at zero, so they exist before anything happens.
+    pub fn instance_added(&self, labels: &InstanceLabels) {
+        let _ = self.restarts.get_or_create(labels);
+        let _ = self.heartbeat_failures.get_or_create(labels);
+    }
+
     pub fn restarted(&self, labels: &InstanceLabels) {
         self.restarts.get_or_create(labels).inc();
     }

@@ -96,6 +96,7 @@ impl Manager {
             tenant: config.tenant.clone(),
             integration: config.integration().to_owned(),
         };
+        self.metrics.instance_added(&labels);
         let index = self.next_socket.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let status = Arc::new(Mutex::new(InstanceStatus {
             plugin: labels.plugin.clone(),
