@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use plugin_protocol::v1::plugin_client::PluginClient;
 use plugin_protocol::{
-    ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, HandshakeError,
+    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, HandshakeError,
     HandshakeLine, MAGIC_COOKIE_VALUE, MAX_HANDSHAKE_LINE_BYTES,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -124,6 +124,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
         .env(ENV_PROTOCOL_VERSIONS, &versions)
         .env(ENV_SOCKET_PATH, &spec.socket)
         .env(ENV_TOKEN, &token)
+        .env(ENV_HOST_PID, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use plugin_protocol::v1::plugin_server::{Plugin as PluginRpc, PluginServer};
 use plugin_protocol::{
-    ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, HandshakeLine,
+    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, HandshakeLine,
     MAGIC_COOKIE_VALUE, SUPPORTED_PROTOCOL_VERSIONS, negotiate, parse_version_list, v1,
 };
 use tokio::net::UnixListener;
@@ -69,6 +69,8 @@ pub fn serve<P: Plugin>(plugin: P) -> ExitCode {
 
 /// What the host put in the environment.
 struct StartSettings {
+    /// The process that started us: the only one allowed to connect.
+    host: nix::unistd::Pid,
     protocol: u32,
     socket: PathBuf,
     token: String,
@@ -82,6 +84,8 @@ enum StartError {
     BadVersionList { value: String, item: String },
     #[error("the host speaks protocol versions {host:?}, this plugin speaks {plugin:?}")]
     NoCommonVersion { host: Vec<u32>, plugin: Vec<u32> },
+    #[error("{ENV_HOST_PID}=`{0}` is not a process id")]
+    BadHostPid(String),
     #[error("{0} is not set")]
     Missing(&'static str),
     #[error("{ENV_SOCKET_PATH}=`{0}` is not an absolute path")]
@@ -116,18 +120,28 @@ impl StartSettings {
             .ok()
             .filter(|token| !token.is_empty())
             .ok_or(StartError::Missing(ENV_TOKEN))?;
-        Ok(Self { protocol, socket: socket.into(), token })
+        let host = match std::env::var(ENV_HOST_PID) {
+            Ok(text) => text
+                .parse::<i32>()
+                .ok()
+                .filter(|pid| *pid > 0)
+                .map(nix::unistd::Pid::from_raw)
+                .ok_or(StartError::BadHostPid(text))?,
+            // An older host that does not say: whoever is our parent now.
+            Err(_) => nix::unistd::getppid(),
+        };
+        Ok(Self { host, protocol, socket: socket.into(), token })
     }
 }
 
 async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartError> {
     // Die with the host: a SIGTERM (handled below as a clean stop) when the parent exits.
-    let parent = nix::unistd::getppid();
+    // Checked after asking, so a host that died just before cannot be missed.
     if let Err(err) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
         tracing::warn!(error = %err, "cannot ask for a signal on parent death");
     }
-    if nix::unistd::getppid() != parent {
-        tracing::info!("the host exited before the plugin started");
+    if nix::unistd::getppid() != settings.host {
+        tracing::info!(host = settings.host.as_raw(), "the host is gone; not starting");
         return Ok(());
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
@@ -141,7 +155,7 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
         tracing::warn!(error = %err, "cannot restrict the socket's permissions");
     }
     // Only the process that started us may connect; the token is checked on top.
-    let parent_pid = parent.as_raw();
+    let parent_pid = settings.host.as_raw();
     let incoming = UnixListenerStream::new(listener).filter(move |conn| match conn {
         Ok(stream) => match stream.peer_cred().map(|cred| cred.pid()) {
             Ok(Some(pid)) if pid == parent_pid => true,

@@ -38,7 +38,7 @@ pub enum HarnessError {
     Call(#[from] tonic::Status),
     #[error("waiting for exit: {0}")]
     Wait(std::io::Error),
-    #[error("did not exit within {0:?} after Shutdown")]
+    #[error("did not exit within {0:?}")]
     NoExit(Duration),
 }
 
@@ -80,6 +80,11 @@ impl PluginUnderTest {
     /// The process id of the plugin.
     pub fn pid(&self) -> u32 {
         self.launched.pid
+    }
+
+    /// The socket the plugin serves on.
+    pub fn socket(&self) -> &Path {
+        &self.launched.handshake.socket
     }
 
     /// The raw clients, for calls the helpers below do not cover.
@@ -152,6 +157,20 @@ impl PluginUnderTest {
             .map_err(|_| HarnessError::NoExit(limit))?
             .map_err(HarnessError::Wait)?;
         // Reaped: the pid may be reused, so Drop must not signal it any more.
+        self.launched.pid = 0;
+        Ok(status)
+    }
+}
+
+impl PluginUnderTest {
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self) -> Result<ExitStatus, HarnessError> {
+        crate::host::signal_group(self.launched.pid, nix::sys::signal::Signal::SIGTERM);
+        let limit = Duration::from_secs(10);
+        let status = tokio::time::timeout(limit, self.launched.child.wait())
+            .await
+            .map_err(|_| HarnessError::NoExit(limit))?
+            .map_err(HarnessError::Wait)?;
         self.launched.pid = 0;
         Ok(status)
     }

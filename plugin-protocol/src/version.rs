@@ -18,6 +18,9 @@ pub const MAGIC_COOKIE_VALUE: &str =
 pub const ENV_PROTOCOL_VERSIONS: &str = "BETALOGS_PLUGIN_PROTOCOL_VERSIONS";
 /// Absolute path of the Unix socket the plugin must bind.
 pub const ENV_SOCKET_PATH: &str = "BETALOGS_PLUGIN_SOCKET";
+/// Process id of the host that started the plugin: the only process allowed to connect,
+/// and the one whose death stops the plugin.
+pub const ENV_HOST_PID: &str = "BETALOGS_PLUGIN_HOST_PID";
 /// One-time token every call must carry in [`TOKEN_METADATA_KEY`].
 pub const ENV_TOKEN: &str = "BETALOGS_PLUGIN_TOKEN";
 /// gRPC metadata key for the token.
