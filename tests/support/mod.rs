@@ -314,7 +314,22 @@ impl Daemon {
         (status, start.elapsed())
     }
 
-    /// The HTTP port the daemon listens on, from its log.
+    /// The HTTP address the daemon listens on, from its ready line.
+    pub fn http_addr(&self) -> String {
+        let log = self.log_text();
+        log.split("http=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the ready line names the HTTP address")
+            .to_owned()
+    }
+
+    /// `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        self.http_get(&self.http_addr(), "/metrics").1
+    }
+
+    /// A plain HTTP/1.1 GET; returns the status and the body.
     pub fn http_get(&self, addr: &str, path: &str) -> (u16, String) {
         let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
         write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");

@@ -215,13 +215,7 @@ fn http_serves_healthz_metrics_and_json_errors() {
     world.install(&PluginPackage::testfault("steady", &[]));
     let daemon = world.start(&DaemonSetup::default().instance("steady"));
     daemon.wait_instance("steady", "healthy", LONG, |i| state_of(i) == "healthy");
-    let log = daemon.log_text();
-    let addr = log
-        .split("http=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the ready line names the HTTP address")
-        .to_owned();
+    let addr = daemon.http_addr();
 
     let (status, body) = daemon.http_get(&addr, "/healthz");
     assert_eq!(status, 200);
