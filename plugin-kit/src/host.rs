@@ -7,17 +7,21 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use plugin_protocol::v1::plugin_client::PluginClient;
 use plugin_protocol::{
-    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, HandshakeError,
-    HandshakeLine, MAGIC_COOKIE_VALUE, MAX_HANDSHAKE_LINE_BYTES,
+    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN,
+    HandshakeError, HandshakeLine, MAGIC_COOKIE_VALUE, MAX_HANDSHAKE_LINE_BYTES,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 
 pub use crate::token::AttachToken;
@@ -89,7 +93,10 @@ pub struct Launched {
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot execute {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("printed no handshake line within {0:?}")]
     Timeout(Duration),
     #[error("exited before its handshake ({status}){stderr}")]
@@ -141,7 +148,9 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
     let pid = child.id().unwrap_or_default();
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         kill_group(pid);
-        return Err(LaunchError::Read(std::io::Error::other("stdio pipes missing")));
+        return Err(LaunchError::Read(std::io::Error::other(
+            "stdio pipes missing",
+        )));
     };
     let mut stdout = BufReader::new(stdout);
     let mut stderr = stderr;
@@ -153,7 +162,14 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
         Ok(Ok(Some(line))) => {
             match HandshakeLine::parse_expected(&line, &spec.protocol_versions, &spec.socket) {
                 Ok(handshake) => {
-                    return Ok(Launched { child, pid, handshake, token, stdout, stderr });
+                    return Ok(Launched {
+                        child,
+                        pid,
+                        handshake,
+                        token,
+                        stdout,
+                        stderr,
+                    });
                 }
                 Err(err) => err.into(),
             }
@@ -170,19 +186,31 @@ async fn read_handshake_line(
 ) -> Result<Option<String>, LaunchError> {
     let mut line = Vec::new();
     let limit = MAX_HANDSHAKE_LINE_BYTES as u64 + 1;
-    let read = (&mut *stdout).take(limit).read_until(b'\n', &mut line).await.map_err(LaunchError::Read)?;
+    let read = (&mut *stdout)
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(LaunchError::Read)?;
     if read == 0 {
         return Ok(None);
     }
     if line.len() > MAX_HANDSHAKE_LINE_BYTES {
-        return Err(HandshakeError::TooLong { len: line.len(), max: MAX_HANDSHAKE_LINE_BYTES }.into());
+        return Err(HandshakeError::TooLong {
+            len: line.len(),
+            max: MAX_HANDSHAKE_LINE_BYTES,
+        }
+        .into());
     }
     if !line.ends_with(b"\n") {
         // Stdout closed mid-line: the plugin exited or closed it without a full line.
         let text = String::from_utf8(line).map_err(|_| LaunchError::NotUtf8)?;
-        return Err(HandshakeLine::parse(&text).err().map_or(LaunchError::Timeout(Duration::ZERO), Into::into));
+        return Err(HandshakeLine::parse(&text)
+            .err()
+            .map_or(LaunchError::Timeout(Duration::ZERO), Into::into));
     }
-    String::from_utf8(line).map(Some).map_err(|_| LaunchError::NotUtf8)
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| LaunchError::NotUtf8)
 }
 
 async fn exited_early(child: &mut Child, stderr: &mut ChildStderr) -> LaunchError {
@@ -190,15 +218,29 @@ async fn exited_early(child: &mut Child, stderr: &mut ChildStderr) -> LaunchErro
         .await
         .ok()
         .and_then(Result::ok)
-        .map_or_else(|| "closed its stdout".to_owned(), |status| status.to_string());
+        .map_or_else(
+            || "closed its stdout".to_owned(),
+            |status| status.to_string(),
+        );
     let mut tail = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(200), stderr.take(2048).read_to_end(&mut tail)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        stderr.take(2048).read_to_end(&mut tail),
+    )
+    .await;
     let tail = String::from_utf8_lossy(&tail);
-    let last = tail.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
+    let last = tail
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or_default();
     let stderr = if last.is_empty() {
         String::new()
     } else {
-        format!("; last stderr line: {}", last.chars().take(300).collect::<String>())
+        format!(
+            "; last stderr line: {}",
+            last.chars().take(300).collect::<String>()
+        )
     };
     LaunchError::ExitedEarly { status, stderr }
 }
@@ -217,9 +259,9 @@ pub fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
 }
 
 /// A typed v1 client carrying the token.
-pub type PluginRpcClient = PluginClient<InterceptedService<Channel, AttachToken>>;
+pub type PluginRpcClient = PluginClient<InterceptedService<H2Connection, AttachToken>>;
 /// A `grpc.health.v1` client carrying the token.
-pub type HealthRpcClient = HealthClient<InterceptedService<Channel, AttachToken>>;
+pub type HealthRpcClient = HealthClient<InterceptedService<H2Connection, AttachToken>>;
 
 /// Clients for one plugin connection (they share one HTTP/2 connection).
 #[derive(Debug, Clone)]
@@ -232,25 +274,76 @@ pub struct Connection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot connect to {socket}: {source}")]
-    Transport { socket: String, source: tonic::transport::Error },
+    Socket {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP/2 handshake with {socket} failed: {source}")]
+    Handshake {
+        socket: String,
+        source: hyper::Error,
+    },
     #[error("the token is not valid metadata")]
     BadToken,
 }
 
+/// One HTTP/2 connection to a plugin, used directly as the gRPC transport.
+///
+/// A tonic `Channel` puts a buffer task between the caller and the connection; every
+/// heartbeat would pay that extra hop. The supervisor holds exactly one connection per
+/// plugin and never needs load balancing or reconnection (a broken connection means a
+/// dead plugin, which is restarted with a new one), so it talks to hyper's HTTP/2 client
+/// directly.
+#[derive(Debug, Clone)]
+pub struct H2Connection {
+    sender: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+type ResponseFuture = Pin<
+    Box<dyn Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + Send>,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for H2Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.sender.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.sender.send_request(request))
+    }
+}
+
 /// Connects to a plugin's socket; every call on the returned clients carries `token`.
 pub async fn connect(socket: &Path, token: &str) -> Result<Connection, ConnectError> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://plugin.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+    let shown = || socket.display().to_string();
+    let stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ConnectError::Transport { socket: socket.display().to_string(), source })?;
+        .map_err(|source| ConnectError::Socket {
+            socket: shown(),
+            source,
+        })?;
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake {
+            socket: shown(),
+            source,
+        })?;
+    // Drives the connection until either side closes it.
+    tokio::spawn(connection);
+    let transport = H2Connection { sender };
+    let origin = http::Uri::from_static("http://plugin");
     let attach = AttachToken::new(token).map_err(|_| ConnectError::BadToken)?;
     Ok(Connection {
-        plugin: PluginClient::with_interceptor(channel.clone(), attach.clone()),
-        health: HealthClient::with_interceptor(channel, attach),
+        plugin: PluginClient::with_origin(
+            InterceptedService::new(transport.clone(), attach.clone()),
+            origin.clone(),
+        ),
+        health: HealthClient::with_origin(InterceptedService::new(transport, attach), origin),
     })
 }
 

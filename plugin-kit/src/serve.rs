@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use plugin_protocol::v1::plugin_server::{Plugin as PluginRpc, PluginServer};
 use plugin_protocol::{
-    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, HandshakeLine,
-    MAGIC_COOKIE_VALUE, SUPPORTED_PROTOCOL_VERSIONS, negotiate, parse_version_list, v1,
+    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN,
+    HandshakeLine, MAGIC_COOKIE_VALUE, SUPPORTED_PROTOCOL_VERSIONS, negotiate, parse_version_list,
+    v1,
 };
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -51,7 +52,10 @@ pub fn serve<P: Plugin>(plugin: P) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "cannot build the async runtime");
@@ -91,7 +95,10 @@ enum StartError {
     #[error("{ENV_SOCKET_PATH}=`{0}` is not an absolute path")]
     RelativeSocket(String),
     #[error("cannot bind socket {path}: {source}")]
-    Bind { path: String, source: std::io::Error },
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot write the handshake line: {0}")]
     Handshake(std::io::Error),
     #[error("serving failed: {0}")]
@@ -105,14 +112,20 @@ impl StartSettings {
         if std::env::var(ENV_MAGIC_COOKIE).ok().as_deref() != Some(MAGIC_COOKIE_VALUE) {
             return Err(StartError::NotStartedByHost);
         }
-        let offered =
-            std::env::var(ENV_PROTOCOL_VERSIONS).map_err(|_| StartError::Missing(ENV_PROTOCOL_VERSIONS))?;
-        let host = parse_version_list(&offered)
-            .map_err(|item| StartError::BadVersionList { value: offered.clone(), item })?;
-        let protocol = negotiate(&host, SUPPORTED_PROTOCOL_VERSIONS).ok_or_else(|| {
-            StartError::NoCommonVersion { host, plugin: SUPPORTED_PROTOCOL_VERSIONS.to_vec() }
+        let offered = std::env::var(ENV_PROTOCOL_VERSIONS)
+            .map_err(|_| StartError::Missing(ENV_PROTOCOL_VERSIONS))?;
+        let host = parse_version_list(&offered).map_err(|item| StartError::BadVersionList {
+            value: offered.clone(),
+            item,
         })?;
-        let socket = std::env::var(ENV_SOCKET_PATH).map_err(|_| StartError::Missing(ENV_SOCKET_PATH))?;
+        let protocol = negotiate(&host, SUPPORTED_PROTOCOL_VERSIONS).ok_or_else(|| {
+            StartError::NoCommonVersion {
+                host,
+                plugin: SUPPORTED_PROTOCOL_VERSIONS.to_vec(),
+            }
+        })?;
+        let socket =
+            std::env::var(ENV_SOCKET_PATH).map_err(|_| StartError::Missing(ENV_SOCKET_PATH))?;
         if !socket.starts_with('/') {
             return Err(StartError::RelativeSocket(socket));
         }
@@ -130,7 +143,12 @@ impl StartSettings {
             // An older host that does not say: whoever is our parent now.
             Err(_) => nix::unistd::getppid(),
         };
-        Ok(Self { host, protocol, socket: socket.into(), token })
+        Ok(Self {
+            host,
+            protocol,
+            socket: socket.into(),
+            token,
+        })
     }
 }
 
@@ -141,7 +159,10 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
         tracing::warn!(error = %err, "cannot ask for a signal on parent death");
     }
     if nix::unistd::getppid() != settings.host {
-        tracing::info!(host = settings.host.as_raw(), "the host is gone; not starting");
+        tracing::info!(
+            host = settings.host.as_raw(),
+            "the host is gone; not starting"
+        );
         return Ok(());
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
@@ -151,7 +172,9 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
         path: settings.socket.display().to_string(),
         source,
     })?;
-    if let Err(err) = std::fs::set_permissions(&settings.socket, std::fs::Permissions::from_mode(0o600)) {
+    if let Err(err) =
+        std::fs::set_permissions(&settings.socket, std::fs::Permissions::from_mode(0o600))
+    {
         tracing::warn!(error = %err, "cannot restrict the socket's permissions");
     }
     // Only the process that started us may connect; the token is checked on top.
@@ -169,9 +192,15 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
 
     let stop = Arc::new(Notify::new());
     let reporter = HealthReporter::new();
-    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let guard = RequireToken::new(&settings.token);
-    let rpc = PluginRpcService { plugin: Arc::new(plugin), stop: stop.clone(), protocol: settings.protocol };
+    let rpc = PluginRpcService {
+        plugin: Arc::new(plugin),
+        stop: stop.clone(),
+        protocol: settings.protocol,
+    };
     let router = tonic::transport::Server::builder()
         .add_service(HealthServer::with_interceptor(
             HealthService::from_health_reporter(reporter),
@@ -270,21 +299,27 @@ impl<P: Plugin> PluginRpc for PluginRpcService<P> {
         &self,
         request: Request<v1::CollectRequest>,
     ) -> Result<Response<Self::CollectStream>, Status> {
-        Ok(Response::new(self.plugin.collect(request.into_inner().cursor).await?))
+        Ok(Response::new(
+            self.plugin.collect(request.into_inner().cursor).await?,
+        ))
     }
 
     async fn handle_webhook(
         &self,
         request: Request<v1::WebhookRequest>,
     ) -> Result<Response<v1::WebhookResponse>, Status> {
-        Ok(Response::new(self.plugin.handle_webhook(request.into_inner()).await?))
+        Ok(Response::new(
+            self.plugin.handle_webhook(request.into_inner()).await?,
+        ))
     }
 
     async fn enrich(
         &self,
         request: Request<v1::EnrichRequest>,
     ) -> Result<Response<v1::EnrichResponse>, Status> {
-        Ok(Response::new(self.plugin.enrich(request.into_inner()).await?))
+        Ok(Response::new(
+            self.plugin.enrich(request.into_inner()).await?,
+        ))
     }
 
     async fn shutdown(

@@ -62,8 +62,14 @@ impl PluginUnderTest {
         executable: impl AsRef<Path>,
         adjust: impl FnOnce(&mut LaunchSpec),
     ) -> Result<Self, HarnessError> {
-        let socket_dir = std::env::temp_dir().join(format!("plugin-kit-{}", hex::encode(rand::random::<[u8; 8]>())));
-        std::fs::DirBuilder::new().mode(0o700).create(&socket_dir).map_err(HarnessError::SocketDir)?;
+        let socket_dir = std::env::temp_dir().join(format!(
+            "plugin-kit-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&socket_dir)
+            .map_err(HarnessError::SocketDir)?;
         let mut spec = LaunchSpec::new(executable.as_ref(), socket_dir.join("plugin.sock"));
         adjust(&mut spec);
         let launched = match launch(&spec).await {
@@ -74,7 +80,11 @@ impl PluginUnderTest {
             }
         };
         let connection = connect(&launched.handshake.socket, &launched.token).await?;
-        Ok(Self { launched, connection, socket_dir })
+        Ok(Self {
+            launched,
+            connection,
+            socket_dir,
+        })
     }
 
     /// The process id of the plugin.
@@ -93,7 +103,12 @@ impl PluginUnderTest {
     }
 
     pub async fn describe(&mut self) -> Result<v1::DescribeResponse, HarnessError> {
-        Ok(self.connection.plugin.describe(v1::DescribeRequest {}).await?.into_inner())
+        Ok(self
+            .connection
+            .plugin
+            .describe(v1::DescribeRequest {})
+            .await?
+            .into_inner())
     }
 
     /// Configures the plugin for `tenant`/`integration` with a JSON config.
@@ -116,7 +131,9 @@ impl PluginUnderTest {
 
     /// Collects every batch after `cursor` until the plugin ends the stream.
     pub async fn collect(&mut self, cursor: &str) -> Result<Vec<v1::EventBatch>, HarnessError> {
-        let request = v1::CollectRequest { cursor: cursor.to_owned() };
+        let request = v1::CollectRequest {
+            cursor: cursor.to_owned(),
+        };
         let mut stream = self.connection.plugin.collect(request).await?.into_inner();
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
@@ -134,22 +151,38 @@ impl PluginUnderTest {
         let request = v1::WebhookRequest {
             headers: headers
                 .iter()
-                .map(|(name, value)| v1::Header { name: (*name).to_owned(), value: (*value).to_owned() })
+                .map(|(name, value)| v1::Header {
+                    name: (*name).to_owned(),
+                    value: (*value).to_owned(),
+                })
                 .collect(),
             body: body.into(),
         };
-        Ok(self.connection.plugin.handle_webhook(request).await?.into_inner())
+        Ok(self
+            .connection
+            .plugin
+            .handle_webhook(request)
+            .await?
+            .into_inner())
     }
 
     /// `true` when `grpc.health.v1` answers SERVING.
     pub async fn health(&mut self) -> Result<bool, HarnessError> {
-        let response = self.connection.health.check(HealthCheckRequest { service: String::new() }).await?;
+        let response = self
+            .connection
+            .health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
         Ok(response.into_inner().status == ServingStatus::Serving as i32)
     }
 
     /// Calls `Shutdown` and waits for the process to exit.
     pub async fn shutdown(mut self) -> Result<ExitStatus, HarnessError> {
-        let reason = v1::ShutdownRequest { reason: "test harness".to_owned() };
+        let reason = v1::ShutdownRequest {
+            reason: "test harness".to_owned(),
+        };
         self.connection.plugin.shutdown(reason).await?;
         let limit = Duration::from_secs(10);
         let status = tokio::time::timeout(limit, self.launched.child.wait())

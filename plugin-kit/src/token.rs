@@ -21,7 +21,9 @@ impl std::fmt::Debug for RequireToken {
 
 impl RequireToken {
     pub(crate) fn new(token: &str) -> Self {
-        Self { expected: token.as_bytes().into() }
+        Self {
+            expected: token.as_bytes().into(),
+        }
     }
 }
 
@@ -55,13 +57,17 @@ impl std::fmt::Debug for AttachToken {
 impl AttachToken {
     /// `token` is hex, so it is always valid ASCII metadata.
     pub(crate) fn new(token: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
-        Ok(Self { value: token.parse()? })
+        Ok(Self {
+            value: token.parse()?,
+        })
     }
 }
 
 impl Interceptor for AttachToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert(TOKEN_METADATA_KEY, self.value.clone());
+        request
+            .metadata_mut()
+            .insert(TOKEN_METADATA_KEY, self.value.clone());
         Ok(request)
     }
 }
@@ -78,7 +84,9 @@ mod tests {
     fn call_with(token: Option<&str>) -> Result<Request<()>, Status> {
         let mut request = Request::new(());
         if let Some(token) = token {
-            request.metadata_mut().insert(TOKEN_METADATA_KEY, token.parse().expect("ascii"));
+            request
+                .metadata_mut()
+                .insert(TOKEN_METADATA_KEY, token.parse().expect("ascii"));
         }
         RequireToken::new("s3cret").call(request)
     }
@@ -96,7 +104,9 @@ mod tests {
     #[test]
     fn an_empty_expected_token_accepts_nothing() {
         let mut request = Request::new(());
-        request.metadata_mut().insert(TOKEN_METADATA_KEY, "".parse().expect("ascii"));
+        request
+            .metadata_mut()
+            .insert(TOKEN_METADATA_KEY, "".parse().expect("ascii"));
         assert!(RequireToken::new("").call(request).is_err());
     }
 

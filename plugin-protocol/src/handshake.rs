@@ -31,17 +31,31 @@ pub enum HandshakeError {
     #[error("handshake line `{line}`: core version `{found}` is not a number")]
     CoreNotNumber { line: String, found: String },
     #[error("handshake line `{line}` uses handshake format {found}, this host speaks {expected}")]
-    UnsupportedCore { line: String, found: u32, expected: u32 },
+    UnsupportedCore {
+        line: String,
+        found: u32,
+        expected: u32,
+    },
     #[error("handshake line `{line}`: protocol version `{found}` is not a number")]
     AppNotNumber { line: String, found: String },
     #[error("handshake line `{line}` offers protocol {found}, this host speaks {speaks:?}")]
-    UnsupportedApp { line: String, found: u32, speaks: Vec<u32> },
+    UnsupportedApp {
+        line: String,
+        found: u32,
+        speaks: Vec<u32>,
+    },
     #[error("handshake line `{line}`: network `{found}` is not supported, only `unix`")]
     UnsupportedNetwork { line: String, found: String },
     #[error("handshake line `{line}`: socket path `{found}` is not absolute")]
     RelativePath { line: String, found: String },
-    #[error("handshake line `{line}`: socket path `{found}` is not the one the host assigned ({expected})")]
-    UnexpectedPath { line: String, found: String, expected: String },
+    #[error(
+        "handshake line `{line}`: socket path `{found}` is not the one the host assigned ({expected})"
+    )]
+    UnexpectedPath {
+        line: String,
+        found: String,
+        expected: String,
+    },
     #[error("handshake line `{line}`: transport `{found}` is not supported, only `grpc`")]
     UnsupportedTransport { line: String, found: String },
 }
@@ -49,14 +63,21 @@ pub enum HandshakeError {
 impl HandshakeLine {
     /// Builds the line a plugin prints.
     pub fn new(app: u32, socket: impl Into<PathBuf>) -> Self {
-        Self { core: CORE_PROTOCOL_VERSION, app, socket: socket.into() }
+        Self {
+            core: CORE_PROTOCOL_VERSION,
+            app,
+            socket: socket.into(),
+        }
     }
 
     /// Parses one line (a trailing `\n` or `\r\n` is allowed). Anything but exactly
     /// `CORE|APP|unix|PATH|grpc` with a known core version is an error naming the field.
     pub fn parse(line: &str) -> Result<Self, HandshakeError> {
         if line.len() > MAX_HANDSHAKE_LINE_BYTES {
-            return Err(HandshakeError::TooLong { len: line.len(), max: MAX_HANDSHAKE_LINE_BYTES });
+            return Err(HandshakeError::TooLong {
+                len: line.len(),
+                max: MAX_HANDSHAKE_LINE_BYTES,
+            });
         }
         let trimmed = line.strip_suffix('\n').unwrap_or(line);
         let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
@@ -66,7 +87,10 @@ impl HandshakeLine {
         let shown = shorten(trimmed);
         let fields: Vec<&str> = trimmed.split('|').collect();
         let [core, app, network, path, transport] = fields[..] else {
-            return Err(HandshakeError::FieldCount { line: shown, found: fields.len() });
+            return Err(HandshakeError::FieldCount {
+                line: shown,
+                found: fields.len(),
+            });
         };
         let core: u32 = core.parse().map_err(|_| HandshakeError::CoreNotNumber {
             line: shown.clone(),
@@ -84,10 +108,16 @@ impl HandshakeLine {
             found: app.to_owned(),
         })?;
         if network != "unix" {
-            return Err(HandshakeError::UnsupportedNetwork { line: shown, found: network.to_owned() });
+            return Err(HandshakeError::UnsupportedNetwork {
+                line: shown,
+                found: network.to_owned(),
+            });
         }
         if !Path::new(path).is_absolute() {
-            return Err(HandshakeError::RelativePath { line: shown, found: path.to_owned() });
+            return Err(HandshakeError::RelativePath {
+                line: shown,
+                found: path.to_owned(),
+            });
         }
         if transport != "grpc" {
             return Err(HandshakeError::UnsupportedTransport {
@@ -95,7 +125,11 @@ impl HandshakeLine {
                 found: transport.to_owned(),
             });
         }
-        Ok(Self { core, app, socket: PathBuf::from(path) })
+        Ok(Self {
+            core,
+            app,
+            socket: PathBuf::from(path),
+        })
     }
 
     /// Parses and checks the line against what the host offered: the protocol versions
@@ -127,7 +161,13 @@ impl HandshakeLine {
 
 impl fmt::Display for HandshakeLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}|{}|unix|{}|grpc", self.core, self.app, self.socket.display())
+        write!(
+            f,
+            "{}|{}|unix|{}|grpc",
+            self.core,
+            self.app,
+            self.socket.display()
+        )
     }
 }
 
@@ -135,7 +175,11 @@ impl fmt::Display for HandshakeLine {
 /// so a hostile plugin cannot flood or corrupt the supervisor's log.
 fn shorten(line: &str) -> String {
     const MAX: usize = 120;
-    let mut out: String = line.chars().take(MAX).flat_map(char::escape_debug).collect();
+    let mut out: String = line
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
     if line.chars().count() > MAX {
         out.push('…');
     }
@@ -178,9 +222,14 @@ mod tests {
     #[test]
     fn rejects_oversized_and_escapes_hostile_lines() {
         let long = "1|1|unix|/".to_owned() + &"a".repeat(5000) + "|grpc";
-        assert!(matches!(HandshakeLine::parse(&long), Err(HandshakeError::TooLong { .. })));
+        assert!(matches!(
+            HandshakeLine::parse(&long),
+            Err(HandshakeError::TooLong { .. })
+        ));
         let hostile = "\u{1b}[31mred\u{7}|x";
-        let err = HandshakeLine::parse(hostile).expect_err("hostile").to_string();
+        let err = HandshakeLine::parse(hostile)
+            .expect_err("hostile")
+            .to_string();
         assert!(!err.contains('\u{1b}'), "{err}");
         assert!(err.contains("\\u{1b}"), "{err}");
     }
@@ -191,7 +240,10 @@ mod tests {
         let err = HandshakeLine::parse_expected("1|9|unix|/run/p/a.sock|grpc", &[1], path)
             .expect_err("v9")
             .to_string();
-        assert_eq!(err, "handshake line `1|9|unix|/run/p/a.sock|grpc` offers protocol 9, this host speaks [1]");
+        assert_eq!(
+            err,
+            "handshake line `1|9|unix|/run/p/a.sock|grpc` offers protocol 9, this host speaks [1]"
+        );
         let err = HandshakeLine::parse_expected("1|1|unix|/tmp/evil.sock|grpc", &[1], path)
             .expect_err("path");
         assert!(matches!(err, HandshakeError::UnexpectedPath { .. }));

@@ -44,7 +44,11 @@ pub enum BenchError {
 
 /// Spawns `plugin` `spawns` times (median start-up), then makes `calls` health checks
 /// on one instance after a short warm-up.
-pub async fn heartbeat(plugin: &Path, calls: usize, spawns: usize) -> Result<HeartbeatReport, BenchError> {
+pub async fn heartbeat(
+    plugin: &Path,
+    calls: usize,
+    spawns: usize,
+) -> Result<HeartbeatReport, BenchError> {
     if calls == 0 || spawns == 0 {
         return Err(BenchError::NothingToMeasure);
     }
@@ -56,14 +60,19 @@ pub async fn heartbeat(plugin: &Path, calls: usize, spawns: usize) -> Result<Hea
         limits: Default::default(),
         start_timeout: Duration::from_secs(10),
     };
-    let fail = |message: String| BenchError::Plugin { plugin: plugin.display().to_string(), message };
+    let fail = |message: String| BenchError::Plugin {
+        plugin: plugin.display().to_string(),
+        message,
+    };
     let mut spawn_times = Vec::with_capacity(spawns);
     let mut kept = None;
     for round in 0..spawns {
         let begin = Instant::now();
         let verified = registry::open_verified(plugin, Some(&trusted))?;
         let protocols = plugin_protocol::SUPPORTED_PROTOCOL_VERSIONS.to_vec();
-        let (mut launched, connection) = launch_verified(verified, &[], protocols, &settings).await.map_err(fail)?;
+        let (mut launched, connection) = launch_verified(verified, &[], protocols, &settings)
+            .await
+            .map_err(fail)?;
         spawn_times.push(begin.elapsed());
         if round + 1 == spawns {
             kept = Some((launched, connection));
@@ -72,16 +81,28 @@ pub async fn heartbeat(plugin: &Path, calls: usize, spawns: usize) -> Result<Hea
             let _ = launched.child.wait().await;
         }
     }
-    let Some((mut launched, mut connection)) = kept else { return Err(BenchError::NothingToMeasure) };
-    let request = HealthCheckRequest { service: String::new() };
+    let Some((mut launched, mut connection)) = kept else {
+        return Err(BenchError::NothingToMeasure);
+    };
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
     for _ in 0..calls.min(1000) {
-        connection.health.check(request.clone()).await.map_err(|s| fail(s.message().to_owned()))?;
+        connection
+            .health
+            .check(request.clone())
+            .await
+            .map_err(|s| fail(s.message().to_owned()))?;
     }
     let mut latencies = Vec::with_capacity(calls);
     let all = Instant::now();
     for _ in 0..calls {
         let sent = Instant::now();
-        connection.health.check(request.clone()).await.map_err(|s| fail(s.message().to_owned()))?;
+        connection
+            .health
+            .check(request.clone())
+            .await
+            .map_err(|s| fail(s.message().to_owned()))?;
         latencies.push(sent.elapsed());
     }
     let total = all.elapsed();
@@ -110,7 +131,10 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 fn tempfile_dir() -> Result<PathBuf, std::io::Error> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!("integrationd-bench-{}", std::process::id()));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
     Ok(dir)
 }
 

@@ -12,7 +12,10 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -142,7 +145,11 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { memory_mb: 1024, open_files: 1024, cpu_seconds: 0 }
+        Self {
+            memory_mb: 1024,
+            open_files: 1024,
+            cpu_seconds: 0,
+        }
     }
 }
 
@@ -198,8 +205,11 @@ mod defaults {
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map_err(|err| serde::de::Error::custom(format!("`{text}` is not a duration ({err}); write e.g. \"250ms\", \"5s\", \"1m\"")))
+    humantime::parse_duration(&text).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({err}); write e.g. \"250ms\", \"5s\", \"1m\""
+        ))
+    })
 }
 
 impl Default for Config {
@@ -211,27 +221,39 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses config text; relative paths are resolved against the current directory.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|err| ConfigError::Invalid { path: path.display().to_string(), message: err.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        })?;
         config.validate(path)?;
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { path: path.display().to_string(), message };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
         let p = &self.process;
         if p.heartbeat_timeout.is_zero() || p.heartbeat_interval.is_zero() {
-            return Err(invalid("process.heartbeat_interval and process.heartbeat_timeout must be above zero".into()));
+            return Err(invalid(
+                "process.heartbeat_interval and process.heartbeat_timeout must be above zero"
+                    .into(),
+            ));
         }
         if p.heartbeat_misses == 0 {
-            return Err(invalid("process.heartbeat_misses must be at least 1".into()));
+            return Err(invalid(
+                "process.heartbeat_misses must be at least 1".into(),
+            ));
         }
         if p.restart_max_delay < p.restart_initial_delay {
             return Err(invalid(format!(
@@ -248,7 +270,11 @@ impl Config {
                     key.0, key.1
                 )));
             }
-            for (field, value) in [("plugin", instance.plugin.as_str()), ("tenant", key.0), ("integration", key.1)] {
+            for (field, value) in [
+                ("plugin", instance.plugin.as_str()),
+                ("tenant", key.0),
+                ("integration", key.1),
+            ] {
                 if !is_name(value) {
                     return Err(invalid(format!(
                         "instances[{index}].{field} = `{value}`: use 1-64 letters, digits, `-` or `_`"
@@ -261,7 +287,9 @@ impl Config {
 
     /// Where plugin sockets live.
     pub fn runtime_dir(&self) -> PathBuf {
-        self.runtime_dir.clone().unwrap_or_else(|| self.state_dir.join("run"))
+        self.runtime_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("run"))
     }
 }
 
@@ -269,7 +297,9 @@ impl Config {
 pub fn is_name(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -284,13 +314,20 @@ mod tests {
     fn empty_file_gives_production_defaults() {
         let config = parse("").expect("valid");
         assert!(!config.registry.trust_build_output);
-        assert_eq!(config.process.restart_initial_delay, Duration::from_millis(250));
-        assert_eq!(config.runtime_dir(), PathBuf::from("/var/lib/integrationd/run"));
+        assert_eq!(
+            config.process.restart_initial_delay,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            config.runtime_dir(),
+            PathBuf::from("/var/lib/integrationd/run")
+        );
     }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let err = parse("state_dir = \"/x\"\n\n[process]\nheartbeat_intervall = \"1s\"\n").expect_err("unknown");
+        let err = parse("state_dir = \"/x\"\n\n[process]\nheartbeat_intervall = \"1s\"\n")
+            .expect_err("unknown");
         assert!(err.contains("/etc/integrationd.toml"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("heartbeat_intervall"), "{err}");
@@ -299,16 +336,27 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let err = parse("[process]\ngrace_period = \"soon\"\n").expect_err("bad duration");
-        assert!(err.contains("`soon` is not a duration") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("`soon` is not a duration") && err.contains("line 2"),
+            "{err}"
+        );
         let err = parse("http_listen = \"localhost\"\n").expect_err("bad addr");
-        assert!(err.contains("http_listen") || err.contains("line 1"), "{err}");
+        assert!(
+            err.contains("http_listen") || err.contains("line 1"),
+            "{err}"
+        );
         let err = parse("[process]\nheartbeat_misses = -1\n").expect_err("negative");
-        assert!(err.contains("heartbeat_misses") || err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("heartbeat_misses") || err.contains("line 2"),
+            "{err}"
+        );
         let err = parse("[[instances]]\nplugin = \"../etc\"\n").expect_err("bad name");
         assert!(err.contains("instances[0].plugin"), "{err}");
-        let err = parse("[[instances]]\nplugin = \"a\"\n[[instances]]\nplugin = \"a\"\n").expect_err("dup");
+        let err = parse("[[instances]]\nplugin = \"a\"\n[[instances]]\nplugin = \"a\"\n")
+            .expect_err("dup");
         assert!(err.contains("already has"), "{err}");
-        let err = parse("[process]\nrestart_initial_delay = \"2m\"\nrestart_max_delay = \"1m\"\n").expect_err("order");
+        let err = parse("[process]\nrestart_initial_delay = \"2m\"\nrestart_max_delay = \"1m\"\n")
+            .expect_err("order");
         assert!(err.contains("restart_max_delay"), "{err}");
     }
 

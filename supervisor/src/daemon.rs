@@ -19,7 +19,10 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot create state directory {path}: {source}")]
-    StateDir { path: String, source: std::io::Error },
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -29,7 +32,10 @@ pub enum DaemonError {
     #[error(transparent)]
     AdminSocket(#[from] admin::AdminSocketError),
     #[error("cannot listen on {addr}: {source}")]
-    Http { addr: String, source: std::io::Error },
+    Http {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -71,7 +77,11 @@ pub fn load_config(path: Option<&Path>, overrides: &Overrides) -> Result<Config,
 }
 
 /// Runs until SIGTERM or SIGINT, then stops every plugin gracefully.
-pub async fn run(mut config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), DaemonError> {
+pub async fn run(
+    mut config: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -85,23 +95,34 @@ pub async fn run(mut config: Config, config_path: Option<PathBuf>, overrides: Ov
         store.trust()?,
     ));
     if config.registry.trust_build_output {
-        tracing::warn!("registry.trust_build_output is on: every discovered plugin is trusted as found (development only)");
+        tracing::warn!(
+            "registry.trust_build_output is on: every discovered plugin is trusted as found (development only)"
+        );
     }
     log_refusals(&registry.rescan()?);
     let metrics = Arc::new(Metrics::new());
     let manager = Arc::new(Manager::new(
         registry.clone(),
         metrics.clone(),
-        ManagerSettings { process: config.process.clone(), runtime_dir: config.runtime_dir() },
+        ManagerSettings {
+            process: config.process.clone(),
+            runtime_dir: config.runtime_dir(),
+        },
     )?);
 
     let admin_listener = admin::bind(&config.admin_socket)?;
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
-        .map_err(|source| DaemonError::Http { addr: config.http_listen.to_string(), source })?;
+        .map_err(|source| DaemonError::Http {
+            addr: config.http_listen.to_string(),
+            source,
+        })?;
     let http_addr = http_listener
         .local_addr()
-        .map_err(|source| DaemonError::Http { addr: config.http_listen.to_string(), source })?;
+        .map_err(|source| DaemonError::Http {
+            addr: config.http_listen.to_string(),
+            source,
+        })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_service = AdminService::new(registry.clone(), manager.clone(), config.admin.clone());
     let mut admin_stop = stop_rx.clone();
@@ -177,7 +198,10 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     ];
     for (key, differs) in changed {
         if differs {
-            tracing::warn!(key, "this setting changed but takes effect only after a restart");
+            tracing::warn!(
+                key,
+                "this setting changed but takes effect only after a restart"
+            );
         }
     }
 }
@@ -191,12 +215,17 @@ fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| DaemonError::StateDir { path: dir.display().to_string(), source })
+        .map_err(|source| DaemonError::StateDir {
+            path: dir.display().to_string(),
+            source,
+        })
 }
 
 /// Sends a state line to systemd when run as a `Type=notify` service.
 fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let socket = match std::os::unix::net::UnixDatagram::unbound() {
         Ok(socket) => socket,
         Err(err) => {

@@ -20,7 +20,11 @@ pub fn bin_dir() -> PathBuf {
 /// Path of a workspace binary; the test command builds them before the tests run.
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
     path
 }
 
@@ -31,7 +35,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Optio
         if let Some(value) = probe() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -39,7 +46,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Optio
 /// True while a process with this pid exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -78,8 +88,19 @@ impl PluginPackage {
     }
 
     pub fn manifest(&self) -> String {
-        let list = |items: &[String]| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
-        let versions = self.protocol_versions.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|i| format!("{i:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let versions = self
+            .protocol_versions
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut text = format!(
             "name = {:?}\nversion = {:?}\nexecutable = {:?}\nprotocol_versions = [{versions}]\ncapabilities = [{}]\nframework = {:?}\nargs = [{}]\n",
             self.name,
@@ -153,7 +174,8 @@ impl DaemonSetup {
 
     pub fn process(mut self, line: &str) -> Self {
         let key = line.split('=').next().unwrap_or_default().trim().to_owned();
-        self.process.retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
+        self.process
+            .retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
         self.process.push(line.to_owned());
         self
     }
@@ -168,7 +190,10 @@ pub struct World {
 impl World {
     pub fn new() -> Self {
         // Short paths: Unix socket paths are limited to 108 bytes.
-        let root = tempfile::Builder::new().prefix("it").tempdir_in("/tmp").expect("tempdir");
+        let root = tempfile::Builder::new()
+            .prefix("it")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         std::fs::create_dir_all(root.path().join("plugins")).expect("plugins dir");
         Self { root }
     }
@@ -206,7 +231,10 @@ impl World {
             setup.process.join("\n"),
         );
         for (plugin, integration) in &setup.instances {
-            let _ = write!(text, "\n[[instances]]\nplugin = {plugin:?}\nintegration = {integration:?}\n");
+            let _ = write!(
+                text,
+                "\n[[instances]]\nplugin = {plugin:?}\nintegration = {integration:?}\n"
+            );
         }
         std::fs::write(self.config_path(), text).expect("config");
     }
@@ -219,7 +247,11 @@ impl World {
 
     /// Starts the daemon on the config file as it is.
     pub fn start_written(&self) -> Daemon {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
         let child = Command::new(bin("integrationd"))
             .arg("--config")
             .arg(self.config_path())
@@ -229,10 +261,16 @@ impl World {
             .stderr(log)
             .spawn()
             .expect("spawn integrationd");
-        let daemon = Daemon { child: Some(child), socket: self.admin_socket(), log: self.log_path() };
-        wait_for("the admin socket to answer", Duration::from_secs(20), || {
-            daemon.ctl(&["status"]).status.success().then_some(())
-        });
+        let daemon = Daemon {
+            child: Some(child),
+            socket: self.admin_socket(),
+            log: self.log_path(),
+        };
+        wait_for(
+            "the admin socket to answer",
+            Duration::from_secs(20),
+            || daemon.ctl(&["status"]).status.success().then_some(()),
+        );
         daemon
     }
 }
@@ -281,17 +319,30 @@ impl Daemon {
 
     /// Every instance from `status`.
     pub fn instances(&self) -> Vec<Value> {
-        self.ctl_json(&["status"])["instances"].as_array().cloned().unwrap_or_default()
+        self.ctl_json(&["status"])["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The instance of `integration`, if listed.
     pub fn instance(&self, integration: &str) -> Option<Value> {
-        self.instances().into_iter().find(|i| i["integration"] == integration)
+        self.instances()
+            .into_iter()
+            .find(|i| i["integration"] == integration)
     }
 
     /// Waits until `integration`'s instance satisfies `check`; returns it.
-    pub fn wait_instance(&self, integration: &str, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
-        wait_for(&format!("{integration}: {what}"), limit, || self.instance(integration).filter(|i| check(i)))
+    pub fn wait_instance(
+        &self,
+        integration: &str,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(&format!("{integration}: {what}"), limit, || {
+            self.instance(integration).filter(|i| check(i))
+        })
     }
 
     /// The daemon's stderr so far.
@@ -309,7 +360,9 @@ impl Daemon {
     pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
         let start = Instant::now();
         let child = self.child.as_mut().expect("daemon running");
-        let status = wait_for("integrationd to exit", limit, || child.try_wait().expect("try_wait"));
+        let status = wait_for("integrationd to exit", limit, || {
+            child.try_wait().expect("try_wait")
+        });
         self.child = None;
         (status, start.elapsed())
     }
@@ -332,11 +385,23 @@ impl Daemon {
     /// A plain HTTP/1.1 GET; returns the status and the body.
     pub fn http_get(&self, addr: &str, path: &str) -> (u16, String) {
         let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("response");
-        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
         (status, body)
     }
 }
@@ -352,7 +417,10 @@ impl Drop for Daemon {
 
 /// The pid of an instance as a number (0 when none).
 pub fn pid_of(instance: &Value) -> u32 {
-    instance["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or(0)
+    instance["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0)
 }
 
 /// `state` of an instance.

@@ -17,18 +17,27 @@ fn sha256_hex(path: &std::path::Path) -> String {
 fn production_config_runs_nothing_until_an_operator_trusts_it() {
     let world = World::new();
     world.install(&PluginPackage::testfault("steady", &[]));
-    let setup = DaemonSetup { trust_build_output: false, ..DaemonSetup::default() }.instance("steady");
+    let setup = DaemonSetup {
+        trust_build_output: false,
+        ..DaemonSetup::default()
+    }
+    .instance("steady");
     let daemon = world.start(&setup);
 
     let refused = daemon.wait_instance("steady", "refused", LONG, |i| state_of(i) == "refused");
     let error = refused["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("plugin `steady` 0.1.0") && error.contains("is not trusted"), "{error}");
+    assert!(
+        error.contains("plugin `steady` 0.1.0") && error.contains("is not trusted"),
+        "{error}"
+    );
     let listed = daemon.ctl_json(&["plugins", "list"]);
     assert_eq!(listed["plugins"][0]["trusted_sha256"], "");
 
     let bad = daemon.ctl(&["plugins", "trust", "steady", "--sha256", "not-a-checksum"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("`not-a-checksum` is not a SHA-256 checksum"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`not-a-checksum` is not a SHA-256 checksum")
+    );
     let unknown = daemon.ctl(&["plugins", "trust", "nosuch"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("plugin `nosuch` is not installed"));
 
@@ -36,7 +45,9 @@ fn production_config_runs_nothing_until_an_operator_trusts_it() {
     let expected = sha256_hex(&bin("integration-testfault"));
     assert_eq!(pin["sha256"], expected.as_str());
     assert_eq!(pin["version"], "0.1.0");
-    daemon.wait_instance("steady", "healthy after trust", LONG, |i| state_of(i) == "healthy");
+    daemon.wait_instance("steady", "healthy after trust", LONG, |i| {
+        state_of(i) == "healthy"
+    });
     let shown = daemon.ctl_json(&["plugins", "show", "steady"]);
     assert_eq!(shown["versions"][0]["trusted_sha256"], expected.as_str());
     assert_eq!(shown["versions"][0]["trusted_by"], "uid:0");
@@ -46,7 +57,12 @@ fn production_config_runs_nothing_until_an_operator_trusts_it() {
     daemon.ctl_json(&["plugins", "trust", "steady", "--sha256", &other]);
     daemon.ctl_json(&["plugins", "restart", "steady"]);
     let refused = daemon.wait_instance("steady", "refused", LONG, |i| state_of(i) == "refused");
-    assert!(refused["last_error"].as_str().unwrap_or_default().contains(&format!("but {other} is trusted")));
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("but {other} is trusted"))
+    );
 }
 
 #[test]
@@ -54,12 +70,19 @@ fn rescan_picks_up_a_plugin_dropped_in_without_a_restart() {
     let world = World::new();
     let daemon = world.start(&DaemonSetup::default().instance("late"));
     let refused = daemon.wait_instance("late", "refused", LONG, |i| state_of(i) == "refused");
-    assert!(refused["last_error"].as_str().unwrap_or_default().contains("plugin `late` is not installed"));
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("plugin `late` is not installed")
+    );
 
     world.install(&PluginPackage::testfault("late", &[]));
     let scan = daemon.ctl_json(&["plugins", "rescan"]);
     assert_eq!(scan["plugins"][0]["name"], "late");
-    daemon.wait_instance("late", "healthy after rescan", LONG, |i| state_of(i) == "healthy");
+    daemon.wait_instance("late", "healthy after rescan", LONG, |i| {
+        state_of(i) == "healthy"
+    });
 }
 
 #[test]
@@ -82,9 +105,17 @@ fn newest_compatible_version_runs_unless_pinned() {
         .as_array()
         .expect("versions")
         .iter()
-        .map(|v| (v["version"].as_str().unwrap_or_default(), v["selected"].as_bool().unwrap_or_default()))
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap_or_default(),
+                v["selected"].as_bool().unwrap_or_default(),
+            )
+        })
         .collect();
-    assert_eq!(versions, vec![("0.3.0", true), ("0.2.0", false), ("0.1.0", false)]);
+    assert_eq!(
+        versions,
+        vec![("0.3.0", true), ("0.2.0", false), ("0.1.0", false)]
+    );
     drop(daemon);
 
     let mut pinned = DaemonSetup::default().instance("multi");
@@ -106,17 +137,37 @@ fn status_json_is_complete_and_stable() {
     }
     let instance = &status["instances"][0];
     for key in [
-        "plugin", "tenant", "integration", "state", "pid", "version", "protocol_version", "restarts", "last_error",
-        "since_unix_ms", "next_restart_unix_ms",
+        "plugin",
+        "tenant",
+        "integration",
+        "state",
+        "pid",
+        "version",
+        "protocol_version",
+        "restarts",
+        "last_error",
+        "since_unix_ms",
+        "next_restart_unix_ms",
     ] {
-        assert!(instance.get(key).is_some(), "instance lacks `{key}`: {instance}");
+        assert!(
+            instance.get(key).is_some(),
+            "instance lacks `{key}`: {instance}"
+        );
     }
     assert_eq!(instance["protocol_version"], 1);
     assert_eq!(instance["tenant"], "system");
 
-    let table = Command::new(bin("integrationctl")).arg("--socket").arg(&daemon.socket).arg("status").output().expect("run");
+    let table = Command::new(bin("integrationctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .arg("status")
+        .output()
+        .expect("run");
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("STATE") && text.contains("steady") && text.contains("healthy"), "{text}");
+    assert!(
+        text.contains("STATE") && text.contains("steady") && text.contains("healthy"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -127,9 +178,11 @@ fn operator_commands_check_the_callers_uid() {
     // Open the socket's directory so an unprivileged user reaches SO_PEERCRED at all.
     let dir = world.admin_socket().parent().expect("dir").to_path_buf();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(world.root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(world.root.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod");
     let as_nobody = || {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -156,9 +209,11 @@ fn configured_operator_uid_may_use_the_admin_socket() {
     let daemon = world.start(&setup);
     use std::os::unix::fs::PermissionsExt;
     let dir = world.admin_socket().parent().expect("dir").to_path_buf();
-    std::fs::set_permissions(world.root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(world.root.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod");
     let output = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(bin("integrationctl"))
@@ -167,7 +222,11 @@ fn configured_operator_uid_may_use_the_admin_socket() {
         .args(["-o", "json", "status"])
         .output()
         .expect("setpriv");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -175,7 +234,8 @@ fn admin_socket_is_0660_in_a_private_directory() {
     use std::os::unix::fs::PermissionsExt;
     let world = World::new();
     let daemon = world.start(&DaemonSetup::default());
-    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&daemon.socket), 0o660);
     let dir_mode = mode(daemon.socket.parent().expect("dir"));
     assert!(dir_mode == 0o750 || dir_mode == 0o700, "{dir_mode:o}");
@@ -193,20 +253,34 @@ fn sighup_reloads_the_instance_list() {
 
     world.write_config(&DaemonSetup::default().instance("first").instance("second"));
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    daemon.wait_instance("second", "healthy after reload", LONG, |i| state_of(i) == "healthy");
-    assert_eq!(e2e_tests::pid_of(&daemon.instance("first").expect("first")), first_pid, "untouched");
+    daemon.wait_instance("second", "healthy after reload", LONG, |i| {
+        state_of(i) == "healthy"
+    });
+    assert_eq!(
+        e2e_tests::pid_of(&daemon.instance("first").expect("first")),
+        first_pid,
+        "untouched"
+    );
 
     world.write_config(&DaemonSetup::default().instance("second"));
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_for("first to be removed", LONG, || daemon.instance("first").is_none().then_some(()));
+    wait_for("first to be removed", LONG, || {
+        daemon.instance("first").is_none().then_some(())
+    });
     assert!(!e2e_tests::process_alive(first_pid));
 
     std::fs::write(world.config_path(), "bogus = true\n").expect("write");
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for("the reload error in the log", LONG, || {
-        daemon.log_text().contains("reload failed; keeping the running configuration").then_some(())
+        daemon
+            .log_text()
+            .contains("reload failed; keeping the running configuration")
+            .then_some(())
     });
-    assert_eq!(state_of(&daemon.instance("second").expect("second kept")), "healthy");
+    assert_eq!(
+        state_of(&daemon.instance("second").expect("second kept")),
+        "healthy"
+    );
 }
 
 #[test]
@@ -223,7 +297,8 @@ fn http_serves_healthz_metrics_and_json_errors() {
 
     wait_for("a heartbeat in the metrics", LONG, || {
         let (_, body) = daemon.http_get(&addr, "/metrics");
-        body.contains("integrationd_plugin_heartbeat_seconds_count{plugin=\"steady\"").then_some(())
+        body.contains("integrationd_plugin_heartbeat_seconds_count{plugin=\"steady\"")
+            .then_some(())
     });
     let (status, body) = daemon.http_get(&addr, "/metrics");
     assert_eq!(status, 200);
@@ -234,27 +309,54 @@ fn http_serves_healthz_metrics_and_json_errors() {
     assert_eq!(status, 404);
     let error: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
     assert_eq!(error["error"], "not_found");
-    assert!(error["message"].as_str().unwrap_or_default().contains("/nope"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/nope")
+    );
 }
 
 #[test]
 fn bad_config_files_and_flags_are_rejected_with_their_location() {
     let world = World::new();
     let config = world.config_path();
-    let run = |args: &[&str]| Command::new(bin("integrationd")).args(args).output().expect("run integrationd");
+    let run = |args: &[&str]| {
+        Command::new(bin("integrationd"))
+            .args(args)
+            .output()
+            .expect("run integrationd")
+    };
 
-    std::fs::write(&config, "state_dir = \"/tmp/x\"\n[process]\ngrace_period = 5\n").expect("write");
+    std::fs::write(
+        &config,
+        "state_dir = \"/tmp/x\"\n[process]\ngrace_period = 5\n",
+    )
+    .expect("write");
     let output = run(&["--config", config.to_str().expect("utf8")]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(config.to_str().expect("utf8")) && stderr.contains("line 3") && stderr.contains("grace_period"), "{stderr}");
+    assert!(
+        stderr.contains(config.to_str().expect("utf8"))
+            && stderr.contains("line 3")
+            && stderr.contains("grace_period"),
+        "{stderr}"
+    );
 
     std::fs::write(&config, "[[instances]]\nplugin = \"x\"\nflavour = \"y\"\n").expect("write");
-    let stderr = String::from_utf8_lossy(&run(&["--config", config.to_str().expect("utf8")]).stderr).into_owned();
-    assert!(stderr.contains("unknown field `flavour`") && stderr.contains("line 3"), "{stderr}");
+    let stderr =
+        String::from_utf8_lossy(&run(&["--config", config.to_str().expect("utf8")]).stderr)
+            .into_owned();
+    assert!(
+        stderr.contains("unknown field `flavour`") && stderr.contains("line 3"),
+        "{stderr}"
+    );
 
     let missing = run(&["--config", "/nonexistent/integrationd.toml"]);
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read config file /nonexistent/integrationd.toml"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("cannot read config file /nonexistent/integrationd.toml")
+    );
 
     let flag = run(&["--http-listen", "everywhere"]);
     assert!(!flag.status.success());
@@ -269,5 +371,8 @@ fn integrationctl_explains_an_unreachable_daemon() {
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot reach integrationd at /nonexistent/admin.sock"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach integrationd at /nonexistent/admin.sock"),
+        "{stderr}"
+    );
 }

@@ -9,18 +9,23 @@ use std::time::Duration;
 use e2e_tests::{bin, process_alive, wait_for};
 use plugin_kit::testing::{HarnessError, PluginUnderTest};
 use plugin_protocol::{
-    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN, MAGIC_COOKIE_VALUE, v1,
+    ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH, ENV_TOKEN,
+    MAGIC_COOKIE_VALUE, v1,
 };
 use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
 async fn the_harness_drives_a_plugin_like_the_supervisor_does() {
-    for (binary, name) in [("integration-github", "github"), ("integration-cloudwatch", "cloudwatch")] {
+    for (binary, name) in [
+        ("integration-github", "github"),
+        ("integration-cloudwatch", "cloudwatch"),
+    ] {
         let mut plugin = PluginUnderTest::start(bin(binary)).await.expect("start");
         let described = plugin.describe().await.expect("describe");
         assert_eq!(described.name, name);
         assert_eq!(described.protocol_version, 1);
-        let schema: serde_json::Value = serde_json::from_str(&described.config_schema_json).expect("schema is JSON");
+        let schema: serde_json::Value =
+            serde_json::from_str(&described.config_schema_json).expect("schema is JSON");
         assert_eq!(schema["type"], "object");
         assert!(!described.credential_kinds.is_empty());
         assert!(plugin.health().await.expect("health"));
@@ -31,7 +36,9 @@ async fn the_harness_drives_a_plugin_like_the_supervisor_does() {
 
 #[tokio::test]
 async fn unimplemented_calls_answer_unimplemented_not_crash() {
-    let mut plugin = PluginUnderTest::start(bin("integration-github")).await.expect("start");
+    let mut plugin = PluginUnderTest::start(bin("integration-github"))
+        .await
+        .expect("start");
     match plugin.collect("").await {
         Err(HarnessError::Call(status)) => assert_eq!(status.code(), tonic::Code::Unimplemented),
         other => panic!("expected UNIMPLEMENTED, got {other:?}"),
@@ -49,27 +56,42 @@ fn run_by_hand_a_plugin_says_what_it_is_and_exits_non_zero() {
         }
         let output = command.output().expect("run");
         assert!(!output.status.success());
-        assert!(output.stdout.is_empty(), "nothing on stdout, where the handshake goes");
+        assert!(
+            output.stdout.is_empty(),
+            "nothing on stdout, where the handshake goes"
+        );
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("This is the `github` plugin for integrationd"), "{stderr}");
+        assert!(
+            stderr.contains("This is the `github` plugin for integrationd"),
+            "{stderr}"
+        );
         assert!(stderr.contains("not meant to be run by hand"), "{stderr}");
     }
 }
 
 #[tokio::test]
 async fn a_host_speaking_no_common_version_gets_a_precise_error() {
-    let err = PluginUnderTest::start_with(bin("integration-github"), |spec| spec.protocol_versions = vec![7, 9])
-        .await
-        .expect_err("no common version");
+    let err = PluginUnderTest::start_with(bin("integration-github"), |spec| {
+        spec.protocol_versions = vec![7, 9]
+    })
+    .await
+    .expect_err("no common version");
     let text = err.to_string();
     assert!(text.contains("exited before its handshake"), "{text}");
-    assert!(text.contains("the host speaks protocol versions [7, 9], this plugin speaks [1]"), "{text}");
+    assert!(
+        text.contains("the host speaks protocol versions [7, 9], this plugin speaks [1]"),
+        "{text}"
+    );
 }
 
 #[test]
 fn malformed_host_environment_is_named() {
     let cases = [
-        (ENV_PROTOCOL_VERSIONS, "1,x", "`x` is not a protocol version"),
+        (
+            ENV_PROTOCOL_VERSIONS,
+            "1,x",
+            "`x` is not a protocol version",
+        ),
         (ENV_SOCKET_PATH, "relative.sock", "is not an absolute path"),
         (ENV_TOKEN, "", "BETALOGS_PLUGIN_TOKEN is not set"),
         (ENV_HOST_PID, "-3", "is not a process id"),
@@ -92,42 +114,77 @@ fn malformed_host_environment_is_named() {
 
 #[tokio::test]
 async fn calls_without_the_token_are_refused() {
-    let plugin = PluginUnderTest::start(bin("integration-github")).await.expect("start");
+    let plugin = PluginUnderTest::start(bin("integration-github"))
+        .await
+        .expect("start");
     let socket = plugin.socket().to_path_buf();
     for token in ["wrong", ""] {
-        let mut intruder = plugin_kit::host::connect(&socket, token).await.expect("connect");
-        let status = intruder.health.check(HealthCheckRequest::default()).await.expect_err("refused");
-        assert_eq!(status.code(), tonic::Code::Unauthenticated, "token {token:?}");
-        let status = intruder.plugin.describe(v1::DescribeRequest {}).await.expect_err("refused");
+        let mut intruder = plugin_kit::host::connect(&socket, token)
+            .await
+            .expect("connect");
+        let status = intruder
+            .health
+            .check(HealthCheckRequest::default())
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "token {token:?}"
+        );
+        let status = intruder
+            .plugin
+            .describe(v1::DescribeRequest {})
+            .await
+            .expect_err("refused");
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
 }
 
 #[tokio::test]
 async fn only_the_host_process_may_connect() {
-    let plugin = PluginUnderTest::start(bin("integration-github")).await.expect("start");
+    let plugin = PluginUnderTest::start(bin("integration-github"))
+        .await
+        .expect("start");
     let socket = plugin.socket().to_path_buf();
     // The host (this test process) gets the server's HTTP/2 SETTINGS frame back.
     let mut own = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
-    own.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").expect("preface");
-    own.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    own.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    own.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut frame = [0u8; 9];
     own.read_exact(&mut frame).expect("the host is answered");
     assert_eq!(frame[3], 4, "a SETTINGS frame");
 
     // Another process is disconnected before a byte of HTTP/2 is exchanged.
     let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.settimeout(5)\ntry:\n  s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n')\n  print(len(s.recv(64)))\nexcept OSError:\n  print(0)\n";
-    let output = Command::new("python3").arg("-c").arg(script).arg(&socket).output().expect("python3");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0", "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&socket)
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test]
 async fn sigterm_stops_a_plugin_cleanly() {
-    let plugin = PluginUnderTest::start(bin("integration-github")).await.expect("start");
+    let plugin = PluginUnderTest::start(bin("integration-github"))
+        .await
+        .expect("start");
     let socket = plugin.socket().to_path_buf();
     let status = plugin.terminate().await.expect("exit");
     assert!(status.success(), "{status}");
-    assert!(!socket.exists(), "the plugin removes its socket on a clean stop");
+    assert!(
+        !socket.exists(),
+        "the plugin removes its socket on a clean stop"
+    );
 }
 
 #[test]
@@ -137,7 +194,9 @@ fn a_plugin_exits_when_its_host_dies() {
     // the host pid (as integrationd does), prints the plugin's pid and exits at once.
     let mut host = Command::new("sh")
         .arg("-c")
-        .arg(format!("{ENV_HOST_PID}=$$ \"$0\" 2>/dev/null & echo pid=$!"))
+        .arg(format!(
+            "{ENV_HOST_PID}=$$ \"$0\" 2>/dev/null & echo pid=$!"
+        ))
         .arg(bin("integration-github"))
         .env_clear()
         .env(ENV_MAGIC_COOKIE, MAGIC_COOKIE_VALUE)
@@ -152,11 +211,18 @@ fn a_plugin_exits_when_its_host_dies() {
     let mut plugin_pid = None;
     let mut line = String::new();
     while plugin_pid.is_none() && reader.read_line(&mut line).expect("read") > 0 {
-        plugin_pid = line.trim().strip_prefix("pid=").and_then(|p| p.parse::<u32>().ok());
+        plugin_pid = line
+            .trim()
+            .strip_prefix("pid=")
+            .and_then(|p| p.parse::<u32>().ok());
         line.clear();
     }
     let plugin_pid = plugin_pid.expect("sh printed the plugin's pid");
     assert!(host.wait().expect("sh exits").success());
     assert!(!process_alive(host_pid));
-    wait_for("the orphaned plugin to exit", Duration::from_secs(10), || (!process_alive(plugin_pid)).then_some(()));
+    wait_for(
+        "the orphaned plugin to exit",
+        Duration::from_secs(10),
+        || (!process_alive(plugin_pid)).then_some(()),
+    );
 }

@@ -14,9 +14,18 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
     world.install(&PluginPackage::testfault("good", &[]));
     world.install(&PluginPackage::testfault("garbled", &["--bad-handshake"]));
     world.install(&PluginPackage::testfault("silent", &["--no-handshake"]));
-    world.install(&PluginPackage::testfault("future", &["--claim-protocol", "9"]));
-    world.install(&PluginPackage { protocol_versions: vec![9], ..PluginPackage::testfault("v9only", &[]) });
-    world.install(&PluginPackage { framework: ">=9".into(), ..PluginPackage::testfault("ahead", &[]) });
+    world.install(&PluginPackage::testfault(
+        "future",
+        &["--claim-protocol", "9"],
+    ));
+    world.install(&PluginPackage {
+        protocol_versions: vec![9],
+        ..PluginPackage::testfault("v9only", &[])
+    });
+    world.install(&PluginPackage {
+        framework: ">=9".into(),
+        ..PluginPackage::testfault("ahead", &[])
+    });
     world.install(&PluginPackage {
         dependencies: vec![("ghost".into(), ">=1".into())],
         ..PluginPackage::testfault("needy", &[])
@@ -34,10 +43,18 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
     world.install(&liar);
     let broken = world.plugin_dir().join("broken");
     std::fs::create_dir_all(&broken).expect("dir");
-    std::fs::write(broken.join("plugin.toml"), "name = \"broken\"\nversion = [nonsense\n").expect("manifest");
+    std::fs::write(
+        broken.join("plugin.toml"),
+        "name = \"broken\"\nversion = [nonsense\n",
+    )
+    .expect("manifest");
 
-    let names = ["good", "garbled", "silent", "future", "v9only", "ahead", "needy", "chicken", "egg", "liar"];
-    let mut setup = DaemonSetup::default().process("start_timeout = \"1s\"").process("restart_initial_delay = \"1s\"");
+    let names = [
+        "good", "garbled", "silent", "future", "v9only", "ahead", "needy", "chicken", "egg", "liar",
+    ];
+    let mut setup = DaemonSetup::default()
+        .process("start_timeout = \"1s\"")
+        .process("restart_initial_delay = \"1s\"");
     for name in names {
         setup = setup.instance(name);
     }
@@ -47,23 +64,41 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
         let instance = daemon.wait_instance(name, "an error", LONG, |i| {
             !i["last_error"].as_str().unwrap_or_default().is_empty()
         });
-        let error = instance["last_error"].as_str().unwrap_or_default().to_owned();
-        assert!(error.contains(&format!("`{name}`")), "{name}: error does not name the plugin: {error}");
+        let error = instance["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            error.contains(&format!("`{name}`")),
+            "{name}: error does not name the plugin: {error}"
+        );
         for fragment in fragments {
-            assert!(error.contains(fragment), "{name}: expected `{fragment}` in: {error}");
+            assert!(
+                error.contains(fragment),
+                "{name}: expected `{fragment}` in: {error}"
+            );
         }
         instance
     };
-    expect_error("garbled", &["handshake line `hello, I am not a handshake line` has 1 fields"]);
+    expect_error(
+        "garbled",
+        &["handshake line `hello, I am not a handshake line` has 1 fields"],
+    );
     expect_error("silent", &["printed no handshake line within 1s"]);
     expect_error("future", &["offers protocol 9, this host speaks [1]"]);
-    let v9 = expect_error("v9only", &["speaks protocol versions [9], this supervisor speaks [1]"]);
+    let v9 = expect_error(
+        "v9only",
+        &["speaks protocol versions [9], this supervisor speaks [1]"],
+    );
     assert_eq!(state_of(&v9), "refused");
     expect_error("ahead", &["requires integrationd >=9, this is 0.1.0"]);
     expect_error("needy", &["depends on `ghost` >=1, which is not available"]);
     expect_error("chicken", &["dependency cycle: chicken -> egg -> chicken"]);
     expect_error("egg", &["dependency cycle: egg -> chicken -> egg"]);
-    let liar = expect_error("liar", &["Describe says name `someone-else`, the manifest says `liar`"]);
+    let liar = expect_error(
+        "liar",
+        &["Describe says name `someone-else`, the manifest says `liar`"],
+    );
     assert_eq!(state_of(&liar), "refused");
 
     let status = daemon.ctl_json(&["status"]);
@@ -74,7 +109,9 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
         .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert!(
-        refused.iter().any(|r| r.contains("malformed manifest") && r.contains("broken/plugin.toml") && r.contains("line 2")),
+        refused.iter().any(|r| r.contains("malformed manifest")
+            && r.contains("broken/plugin.toml")
+            && r.contains("line 2")),
         "{refused:?}"
     );
 
@@ -90,7 +127,10 @@ fn a_changed_executable_is_refused_and_never_executed() {
     std::fs::create_dir_all(&package_dir).expect("dir");
     let executable = package_dir.join("integration-testfault");
     std::fs::copy(e2e_tests::bin("integration-testfault"), &executable).expect("copy plugin");
-    world.install(&PluginPackage { executable: executable.clone(), ..PluginPackage::testfault("tampered", &[]) });
+    world.install(&PluginPackage {
+        executable: executable.clone(),
+        ..PluginPackage::testfault("tampered", &[])
+    });
     let daemon = world.start(&DaemonSetup::default().instance("tampered"));
     daemon.wait_instance("tampered", "healthy", LONG, |i| state_of(i) == "healthy");
 
@@ -100,16 +140,25 @@ fn a_changed_executable_is_refused_and_never_executed() {
     std::fs::write(&executable, script).expect("replace");
     std::fs::set_permissions(&executable, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let restart = daemon.ctl(&["plugins", "restart", "tampered"]);
-    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    assert!(
+        restart.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restart.stderr)
+    );
 
     let refused = daemon.wait_instance("tampered", "refused", LONG, |i| state_of(i) == "refused");
     let error = refused["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("plugin `tampered` 0.1.0") && error.contains("refused, not executed"), "{error}");
+    assert!(
+        error.contains("plugin `tampered` 0.1.0") && error.contains("refused, not executed"),
+        "{error}"
+    );
     assert!(!marker.exists(), "the tampered executable ran");
     // And a retry does not run it either.
     let refusals = || daemon.log_text().matches("refused, not executed").count();
     let before = refusals();
     daemon.ctl(&["plugins", "restart", "tampered"]);
-    wait_for("the retry to be refused too", LONG, || (refusals() > before).then_some(()));
+    wait_for("the retry to be refused too", LONG, || {
+        (refusals() > before).then_some(())
+    });
     assert!(!marker.exists(), "the tampered executable ran on retry");
 }

@@ -8,15 +8,22 @@ use e2e_tests::{DaemonSetup, PluginPackage, World, pid_of, process_alive, state_
 fn two_hundred_idle_plugin_instances_are_supervised_at_once() {
     let world = World::new();
     world.install(&PluginPackage::testfault("idle", &[]));
-    let mut setup = DaemonSetup::default().process("heartbeat_interval = \"2s\"").process("heartbeat_timeout = \"1s\"");
+    let mut setup = DaemonSetup::default()
+        .process("heartbeat_interval = \"2s\"")
+        .process("heartbeat_timeout = \"1s\"");
     for index in 0..200 {
-        setup.instances.push(("idle".to_owned(), format!("idle-{index}")));
+        setup
+            .instances
+            .push(("idle".to_owned(), format!("idle-{index}")));
     }
     let started = Instant::now();
     let mut daemon = world.start(&setup);
     let instances = wait_for("200 healthy instances", Duration::from_secs(180), || {
         let instances = daemon.instances();
-        let healthy = instances.iter().filter(|i| state_of(i) == "healthy").count();
+        let healthy = instances
+            .iter()
+            .filter(|i| state_of(i) == "healthy")
+            .count();
         (healthy == 200).then_some(instances)
     });
     eprintln!("200 instances healthy after {:?}", started.elapsed());
@@ -28,17 +35,25 @@ fn two_hundred_idle_plugin_instances_are_supervised_at_once() {
     assert_eq!(unique.len(), 200, "one process per instance");
 
     // Still all healthy after two heartbeat rounds each, none restarted.
-    wait_for("two heartbeats per instance", Duration::from_secs(60), || {
-        let metrics = daemon.metrics();
-        let answered = metrics
-            .lines()
-            .filter(|l| l.starts_with("integrationd_plugin_heartbeat_seconds_count"))
-            .filter(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()) >= Some(2))
-            .count();
-        (answered == 200).then_some(())
-    });
+    wait_for(
+        "two heartbeats per instance",
+        Duration::from_secs(60),
+        || {
+            let metrics = daemon.metrics();
+            let answered = metrics
+                .lines()
+                .filter(|l| l.starts_with("integrationd_plugin_heartbeat_seconds_count"))
+                .filter(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()) >= Some(2))
+                .count();
+            (answered == 200).then_some(())
+        },
+    );
     let round = daemon.instances();
-    assert!(round.iter().all(|i| i["restarts"] == 0 && state_of(i) == "healthy"));
+    assert!(
+        round
+            .iter()
+            .all(|i| i["restarts"] == 0 && state_of(i) == "healthy")
+    );
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, took) = daemon.wait_exit(Duration::from_secs(30));

@@ -6,8 +6,11 @@ pub fn describe() -> plugin_kit::Description {
     plugin_kit::Description {
         name: "cloudwatch".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        description: "AWS CloudWatch metrics, logs and alarms across accounts and regions".to_owned(),
-        capabilities: ["check", "collect", "webhook", "enrich"].map(str::to_owned).to_vec(),
+        description: "AWS CloudWatch metrics, logs and alarms across accounts and regions"
+            .to_owned(),
+        capabilities: ["check", "collect", "webhook", "enrich"]
+            .map(str::to_owned)
+            .to_vec(),
         config_schema: config_schema(),
         credential_kinds: ["aws", "webhook-secret"].map(str::to_owned).to_vec(),
         dependencies: Vec::new(),
@@ -77,9 +80,16 @@ mod tests {
             toml::from_str(include_str!("../plugin.toml")).expect("plugin.toml is TOML");
         let described = super::describe();
         assert_eq!(manifest["name"].as_str(), Some(described.name.as_str()));
-        assert_eq!(manifest["version"].as_str(), Some(described.version.as_str()));
-        let capabilities: Vec<&str> =
-            manifest["capabilities"].as_array().expect("array").iter().filter_map(|c| c.as_str()).collect();
+        assert_eq!(
+            manifest["version"].as_str(),
+            Some(described.version.as_str())
+        );
+        let capabilities: Vec<&str> = manifest["capabilities"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
         assert_eq!(capabilities, described.capabilities);
         assert_eq!(described.config_schema["type"], "object");
     }

@@ -44,7 +44,9 @@ fn parse_faults() -> Result<Faults, String> {
         match arg.as_str() {
             "--name" => faults.name = Some(value()?),
             "--version" => faults.version = Some(value()?),
-            "--capabilities" => faults.capabilities = value()?.split(',').map(str::to_owned).collect(),
+            "--capabilities" => {
+                faults.capabilities = value()?.split(',').map(str::to_owned).collect()
+            }
             "--crash-on-start" => faults.crash_on_start = true,
             "--crash-after-calls" => faults.crash_after_calls = Some(number(&value()?)?),
             "--hang-after-ms" => faults.hang_after_ms = Some(number(&value()?)?),
@@ -60,7 +62,8 @@ fn parse_faults() -> Result<Faults, String> {
 }
 
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
-    text.parse().map_err(|_| format!("`{text}` is not a number"))
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a number"))
 }
 
 fn wait_forever() -> ! {
@@ -102,13 +105,20 @@ fn main() -> std::process::ExitCode {
     }
     if faults.flood_stderr {
         std::thread::spawn(|| {
-            let line = format!("{{\"level\":\"INFO\",\"fields\":{{\"message\":\"flood {}\"}}}}\n", "x".repeat(200));
+            let line = format!(
+                "{{\"level\":\"INFO\",\"fields\":{{\"message\":\"flood {}\"}}}}\n",
+                "x".repeat(200)
+            );
             let mut stderr = std::io::stderr();
             while stderr.write_all(line.as_bytes()).is_ok() {}
         });
     }
     let hang_after = faults.hang_after_ms.map(Duration::from_millis);
-    plugin_kit::serve(TestFault { faults, calls: AtomicU64::new(0), hang_after })
+    plugin_kit::serve(TestFault {
+        faults,
+        calls: AtomicU64::new(0),
+        hang_after,
+    })
 }
 
 struct TestFault {
@@ -120,7 +130,11 @@ struct TestFault {
 impl TestFault {
     fn count_call(&self) {
         let calls = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.faults.crash_after_calls.is_some_and(|limit| calls >= limit) {
+        if self
+            .faults
+            .crash_after_calls
+            .is_some_and(|limit| calls >= limit)
+        {
             eprintln!("testfault: crashing after {calls} calls as configured");
             std::process::exit(4);
         }
@@ -139,8 +153,16 @@ impl Plugin for TestFault {
             });
         }
         Description {
-            name: self.faults.name.clone().unwrap_or_else(|| "testfault".to_owned()),
-            version: self.faults.version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+            name: self
+                .faults
+                .name
+                .clone()
+                .unwrap_or_else(|| "testfault".to_owned()),
+            version: self
+                .faults
+                .version
+                .clone()
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             description: "test plugin with controllable faults".to_owned(),
             capabilities: self.faults.capabilities.clone(),
             config_schema: serde_json::json!({"type": "object"}),
@@ -154,8 +176,15 @@ impl Plugin for TestFault {
         Ok(())
     }
 
-    async fn handle_webhook(&self, request: v1::WebhookRequest) -> Result<v1::WebhookResponse, Status> {
+    async fn handle_webhook(
+        &self,
+        request: v1::WebhookRequest,
+    ) -> Result<v1::WebhookResponse, Status> {
         self.count_call();
-        Ok(v1::WebhookResponse { status: 202, events_json: Vec::new(), message: format!("{} bytes", request.body.len()) })
+        Ok(v1::WebhookResponse {
+            status: 202,
+            events_json: Vec::new(),
+            message: format!("{} bytes", request.body.len()),
+        })
     }
 }

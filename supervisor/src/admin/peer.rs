@@ -25,15 +25,31 @@ impl Caller {
 /// for operator commands.
 pub fn require_operator<T>(request: &Request<T>, admin: &AdminConfig) -> Result<Caller, Status> {
     if request.metadata().get("authorization").is_some() {
-        return Err(Status::permission_denied("this command is for operators; a tenant token cannot run it"));
+        return Err(Status::permission_denied(
+            "this command is for operators; a tenant token cannot run it",
+        ));
     }
     let cred = request
         .extensions()
         .get::<UdsConnectInfo>()
         .and_then(|info| info.peer_cred)
-        .ok_or_else(|| Status::unauthenticated("cannot read the caller's credentials from the socket"))?;
-    let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
-    if is_operator(&caller, admin, caller.pid.and_then(supplementary_groups).unwrap_or_default().as_slice()) {
+        .ok_or_else(|| {
+            Status::unauthenticated("cannot read the caller's credentials from the socket")
+        })?;
+    let caller = Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    };
+    if is_operator(
+        &caller,
+        admin,
+        caller
+            .pid
+            .and_then(supplementary_groups)
+            .unwrap_or_default()
+            .as_slice(),
+    ) {
         Ok(caller)
     } else {
         Err(Status::permission_denied(format!(
@@ -53,8 +69,14 @@ fn is_operator(caller: &Caller, admin: &AdminConfig, groups: &[u32]) -> bool {
 /// The supplementary groups of `pid`, from `/proc/<pid>/status`.
 fn supplementary_groups(pid: i32) -> Option<Vec<u32>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|line| line.strip_prefix("Groups:"))?;
-    Some(line.split_whitespace().filter_map(|g| g.parse().ok()).collect())
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -63,8 +85,15 @@ mod tests {
 
     #[test]
     fn root_configured_uids_and_groups_are_operators() {
-        let admin = AdminConfig { operator_uids: vec![1000], operator_gids: vec![50] };
-        let caller = |uid, gid| Caller { uid, gid, pid: None };
+        let admin = AdminConfig {
+            operator_uids: vec![1000],
+            operator_gids: vec![50],
+        };
+        let caller = |uid, gid| Caller {
+            uid,
+            gid,
+            pid: None,
+        };
         assert!(is_operator(&caller(0, 0), &admin, &[]));
         assert!(is_operator(&caller(1000, 1000), &admin, &[]));
         assert!(is_operator(&caller(1001, 50), &admin, &[]));

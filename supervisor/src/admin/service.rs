@@ -23,7 +23,12 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn new(registry: Arc<Registry>, manager: Arc<Manager>, admin: AdminConfig) -> Self {
-        Self { registry, manager, admin, started: Instant::now() }
+        Self {
+            registry,
+            manager,
+            admin,
+            started: Instant::now(),
+        }
     }
 
     fn rescan_and_report(&self) -> Result<Vec<Refusal>, Status> {
@@ -36,7 +41,9 @@ impl AdminService {
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or_default()
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 fn instance_to_proto(status: InstanceStatus) -> proto::InstanceStatus {
@@ -66,9 +73,17 @@ fn plugin_to_proto(plugin: InstalledPlugin) -> proto::PluginInfo {
         protocol_versions: manifest.protocol_versions,
         capabilities: manifest.capabilities,
         framework: manifest.framework.to_string(),
-        dependencies: manifest.dependencies.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+        dependencies: manifest
+            .dependencies
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
         selected: plugin.selected,
-        trusted_sha256: plugin.pin.as_ref().map(|p| p.sha256.clone()).unwrap_or_default(),
+        trusted_sha256: plugin
+            .pin
+            .as_ref()
+            .map(|p| p.sha256.clone())
+            .unwrap_or_default(),
         trusted_by: plugin.pin.map(|p| p.pinned_by).unwrap_or_default(),
         refusal: plugin.refusal.unwrap_or_default(),
     }
@@ -84,17 +99,32 @@ fn refusal_to_proto(refusal: Refusal) -> proto::PluginRefusal {
 
 fn registry_status(err: RegistryError) -> Status {
     match err {
-        RegistryError::Unknown(_) | RegistryError::UnknownVersion { .. } => Status::not_found(err.to_string()),
-        RegistryError::BadChecksum(_) | RegistryError::Checksum(_) => Status::failed_precondition(err.to_string()),
-        RegistryError::PluginDir { .. } | RegistryError::Store(_) => Status::internal(err.to_string()),
+        RegistryError::Unknown(_) | RegistryError::UnknownVersion { .. } => {
+            Status::not_found(err.to_string())
+        }
+        RegistryError::BadChecksum(_) | RegistryError::Checksum(_) => {
+            Status::failed_precondition(err.to_string())
+        }
+        RegistryError::PluginDir { .. } | RegistryError::Store(_) => {
+            Status::internal(err.to_string())
+        }
     }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn status(&self, request: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
         require_operator(&request, &self.admin)?;
-        let instances = self.manager.status().await.into_iter().map(instance_to_proto).collect();
+        let instances = self
+            .manager
+            .status()
+            .await
+            .into_iter()
+            .map(instance_to_proto)
+            .collect();
         let refused = self
             .registry
             .list()
@@ -122,9 +152,23 @@ impl Admin for AdminService {
         request: Request<proto::ListPluginsRequest>,
     ) -> Result<Response<proto::ListPluginsResponse>, Status> {
         require_operator(&request, &self.admin)?;
-        let plugins = self.registry.list().map_err(registry_status)?.into_iter().map(plugin_to_proto).collect();
-        let unreadable = self.registry.unreadable().into_iter().map(refusal_to_proto).collect();
-        Ok(Response::new(proto::ListPluginsResponse { plugins, unreadable }))
+        let plugins = self
+            .registry
+            .list()
+            .map_err(registry_status)?
+            .into_iter()
+            .map(plugin_to_proto)
+            .collect();
+        let unreadable = self
+            .registry
+            .unreadable()
+            .into_iter()
+            .map(refusal_to_proto)
+            .collect();
+        Ok(Response::new(proto::ListPluginsResponse {
+            plugins,
+            unreadable,
+        }))
     }
 
     async fn show_plugin(
@@ -142,11 +186,22 @@ impl Admin for AdminService {
             .map(plugin_to_proto)
             .collect();
         if versions.is_empty() {
-            return Err(Status::not_found(format!("plugin `{name}` is not installed")));
+            return Err(Status::not_found(format!(
+                "plugin `{name}` is not installed"
+            )));
         }
-        let instances =
-            self.manager.status().await.into_iter().filter(|s| &s.plugin == name).map(instance_to_proto).collect();
-        Ok(Response::new(proto::ShowPluginResponse { versions, instances }))
+        let instances = self
+            .manager
+            .status()
+            .await
+            .into_iter()
+            .filter(|s| &s.plugin == name)
+            .map(instance_to_proto)
+            .collect();
+        Ok(Response::new(proto::ShowPluginResponse {
+            versions,
+            instances,
+        }))
     }
 
     async fn trust_plugin(
@@ -157,10 +212,17 @@ impl Admin for AdminService {
         let body = request.into_inner();
         let version = Some(body.version.as_str()).filter(|v| !v.is_empty());
         let sha256 = Some(body.sha256.as_str()).filter(|v| !v.is_empty());
-        let pin = self.registry.trust(&body.name, version, sha256, &caller.label()).map_err(registry_status)?;
+        let pin = self
+            .registry
+            .trust(&body.name, version, sha256, &caller.label())
+            .map_err(registry_status)?;
         tracing::info!(plugin = %pin.name, version = %pin.version, sha256 = %pin.sha256, by = %pin.pinned_by, "plugin trusted");
         self.manager.retry_refused().await;
-        Ok(Response::new(proto::TrustPluginResponse { name: pin.name, version: pin.version, sha256: pin.sha256 }))
+        Ok(Response::new(proto::TrustPluginResponse {
+            name: pin.name,
+            version: pin.version,
+            sha256: pin.sha256,
+        }))
     }
 
     async fn restart_plugin(
@@ -172,9 +234,14 @@ impl Admin for AdminService {
         let tenant = Some(body.tenant.as_str()).filter(|t| !t.is_empty());
         let restarted = self.manager.restart(&body.name, tenant).await;
         if restarted == 0 {
-            return Err(Status::not_found(format!("no running instance of plugin `{}`", body.name)));
+            return Err(Status::not_found(format!(
+                "no running instance of plugin `{}`",
+                body.name
+            )));
         }
-        Ok(Response::new(proto::RestartPluginResponse { restarted: u32::try_from(restarted).unwrap_or(u32::MAX) }))
+        Ok(Response::new(proto::RestartPluginResponse {
+            restarted: u32::try_from(restarted).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn rescan_plugins(
@@ -184,7 +251,13 @@ impl Admin for AdminService {
         require_operator(&request, &self.admin)?;
         let refused = self.rescan_and_report()?;
         self.manager.retry_refused().await;
-        let plugins = self.registry.list().map_err(registry_status)?.into_iter().map(plugin_to_proto).collect();
+        let plugins = self
+            .registry
+            .list()
+            .map_err(registry_status)?
+            .into_iter()
+            .map(plugin_to_proto)
+            .collect();
         Ok(Response::new(proto::RescanPluginsResponse {
             plugins,
             refused: refused.into_iter().map(refusal_to_proto).collect(),

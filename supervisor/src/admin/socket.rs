@@ -17,8 +17,14 @@ pub enum AdminSocketError {
 
 /// Binds the admin socket, preparing its directory.
 pub fn bind(path: &Path) -> Result<UnixListener, AdminSocketError> {
-    let error = |message: String| AdminSocketError::Setup { path: path.display().to_string(), message };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let error = |message: String| AdminSocketError::Setup {
+        path: path.display().to_string(),
+        message,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -26,9 +32,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminSocketError> {
             .create(dir)
             .map_err(|e| error(format!("cannot create directory {}: {e}", dir.display())))?;
     }
-    let meta = std::fs::metadata(dir).map_err(|e| error(format!("cannot inspect {}: {e}", dir.display())))?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| error(format!("cannot inspect {}: {e}", dir.display())))?;
     if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(error(format!("directory {} is not owned by this daemon's user", dir.display())));
+        return Err(error(format!(
+            "directory {} is not owned by this daemon's user",
+            dir.display()
+        )));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o027 != 0 {
@@ -38,9 +48,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminSocketError> {
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(AdminSocketError::InUse { path: path.display().to_string() });
+            return Err(AdminSocketError::InUse {
+                path: path.display().to_string(),
+            });
         }
-        std::fs::remove_file(path).map_err(|e| error(format!("cannot remove the stale socket: {e}")))?;
+        std::fs::remove_file(path)
+            .map_err(|e| error(format!("cannot remove the stale socket: {e}")))?;
         tracing::info!(socket = %path.display(), "removed a stale admin socket");
     }
     let listener = UnixListener::bind(path).map_err(|e| error(format!("cannot bind: {e}")))?;

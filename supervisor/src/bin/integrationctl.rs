@@ -15,7 +15,11 @@ use tonic::transport::{Channel, Endpoint};
 #[command(version, about)]
 struct Cli {
     /// The daemon's admin socket.
-    #[arg(long, env = "INTEGRATIONCTL_SOCKET", default_value = "/run/integrationd/admin.sock")]
+    #[arg(
+        long,
+        env = "INTEGRATIONCTL_SOCKET",
+        default_value = "/run/integrationd/admin.sock"
+    )]
     socket: PathBuf,
     /// A tenant token; without one, the caller's uid is checked.
     #[arg(long, env = "INTEGRATIONCTL_TOKEN", hide_env_values = true)]
@@ -72,7 +76,10 @@ enum PluginsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("integrationctl: {err}");
@@ -93,16 +100,24 @@ async fn connect(socket: PathBuf) -> anyhow::Result<Channel> {
     Endpoint::from_static("http://admin.invalid")
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(TokioIo::new)
+            }
         }))
         .await
-        .with_context(|| format!("cannot reach integrationd at {shown} (is it running? see --socket)"))
+        .with_context(|| {
+            format!("cannot reach integrationd at {shown} (is it running? see --socket)")
+        })
 }
 
 fn with_token<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     if let Some(token) = token {
-        let value = format!("Bearer {token}").parse().context("the token contains characters not allowed in a header")?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .context("the token contains characters not allowed in a header")?;
         request.metadata_mut().insert("authorization", value);
     }
     Ok(request)
@@ -114,7 +129,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let status_error = |status: tonic::Status| anyhow::anyhow!("{}", status.message());
     match cli.command {
         Command::Status => {
-            let response = client.status(with_token(proto::StatusRequest {}, token)?).await.map_err(status_error)?;
+            let response = client
+                .status(with_token(proto::StatusRequest {}, token)?)
+                .await
+                .map_err(status_error)?;
             let status = response.into_inner();
             match cli.output {
                 Output::Json => print_json(&status)?,
@@ -123,7 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plugins { command } => match command {
             PluginsCommand::List => {
-                let list = client.list_plugins(with_token(proto::ListPluginsRequest {}, token)?).await.map_err(status_error)?;
+                let list = client
+                    .list_plugins(with_token(proto::ListPluginsRequest {}, token)?)
+                    .await
+                    .map_err(status_error)?;
                 let list = list.into_inner();
                 match cli.output {
                     Output::Json => print_json(&list)?,
@@ -131,7 +152,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             PluginsCommand::Show { name } => {
-                let shown = client.show_plugin(with_token(proto::ShowPluginRequest { name }, token)?).await.map_err(status_error)?;
+                let shown = client
+                    .show_plugin(with_token(proto::ShowPluginRequest { name }, token)?)
+                    .await
+                    .map_err(status_error)?;
                 let shown = shown.into_inner();
                 match cli.output {
                     Output::Json => print_json(&shown)?,
@@ -142,28 +166,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            PluginsCommand::Trust { name, version, sha256 } => {
+            PluginsCommand::Trust {
+                name,
+                version,
+                sha256,
+            } => {
                 let request = proto::TrustPluginRequest {
                     name,
                     version: version.unwrap_or_default(),
                     sha256: sha256.unwrap_or_default(),
                 };
-                let pin = client.trust_plugin(with_token(request, token)?).await.map_err(status_error)?.into_inner();
+                let pin = client
+                    .trust_plugin(with_token(request, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
                 match cli.output {
                     Output::Json => print_json(&pin)?,
-                    Output::Table => println!("trusted {} {} sha256={}", pin.name, pin.version, pin.sha256),
+                    Output::Table => {
+                        println!("trusted {} {} sha256={}", pin.name, pin.version, pin.sha256)
+                    }
                 }
             }
             PluginsCommand::Restart { name, tenant } => {
-                let request = proto::RestartPluginRequest { name: name.clone(), tenant: tenant.unwrap_or_default() };
-                let done = client.restart_plugin(with_token(request, token)?).await.map_err(status_error)?.into_inner();
+                let request = proto::RestartPluginRequest {
+                    name: name.clone(),
+                    tenant: tenant.unwrap_or_default(),
+                };
+                let done = client
+                    .restart_plugin(with_token(request, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
                 match cli.output {
                     Output::Json => print_json(&done)?,
-                    Output::Table => println!("restarting {} instance(s) of {name}", done.restarted),
+                    Output::Table => {
+                        println!("restarting {} instance(s) of {name}", done.restarted)
+                    }
                 }
             }
             PluginsCommand::Rescan => {
-                let scan = client.rescan_plugins(with_token(proto::RescanPluginsRequest {}, token)?).await.map_err(status_error)?;
+                let scan = client
+                    .rescan_plugins(with_token(proto::RescanPluginsRequest {}, token)?)
+                    .await
+                    .map_err(status_error)?;
                 let scan = scan.into_inner();
                 match cli.output {
                     Output::Json => print_json(&scan)?,
@@ -189,7 +235,11 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
@@ -199,7 +249,10 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
 }
 
 fn print_status(status: &proto::StatusResponse) {
-    println!("integrationd {} pid {} up {}s", status.version, status.pid, status.uptime_seconds);
+    println!(
+        "integrationd {} pid {} up {}s",
+        status.version, status.pid, status.uptime_seconds
+    );
     println!();
     print_instances(&status.instances);
     for refusal in &status.refused {
@@ -216,14 +269,34 @@ fn print_instances(instances: &[proto::InstanceStatus]) {
                 i.integration.clone(),
                 i.plugin.clone(),
                 i.state.clone(),
-                if i.pid == 0 { "-".into() } else { i.pid.to_string() },
-                if i.version.is_empty() { "-".into() } else { i.version.clone() },
+                if i.pid == 0 {
+                    "-".into()
+                } else {
+                    i.pid.to_string()
+                },
+                if i.version.is_empty() {
+                    "-".into()
+                } else {
+                    i.version.clone()
+                },
                 i.restarts.to_string(),
                 i.last_error.chars().take(80).collect(),
             ]
         })
         .collect();
-    print_table(&["TENANT", "INTEGRATION", "PLUGIN", "STATE", "PID", "VERSION", "RESTARTS", "LAST ERROR"], rows);
+    print_table(
+        &[
+            "TENANT",
+            "INTEGRATION",
+            "PLUGIN",
+            "STATE",
+            "PID",
+            "VERSION",
+            "RESTARTS",
+            "LAST ERROR",
+        ],
+        rows,
+    );
 }
 
 fn print_plugins(plugins: &[proto::PluginInfo], refused: &[proto::PluginRefusal]) {

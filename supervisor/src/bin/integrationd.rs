@@ -72,8 +72,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Bench { what: BenchCommand::Heartbeat { plugin, calls, spawns } }) = cli.command {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Some(Command::Bench {
+        what:
+            BenchCommand::Heartbeat {
+                plugin,
+                calls,
+                spawns,
+            },
+    }) = cli.command
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let report = runtime.block_on(supervisor::bench::heartbeat(&plugin, calls, spawns))?;
         println!("{report}");
         return Ok(());

@@ -51,10 +51,21 @@ impl Metrics {
         let mut registry = Registry::with_prefix("integrationd");
         let state = Family::<StateLabels, Gauge>::default();
         let restarts = Family::<InstanceLabels, Counter>::default();
-        let heartbeat_seconds = Family::<InstanceLabels, Histogram, fn() -> Histogram>::new_with_constructor(rpc_histogram);
+        let heartbeat_seconds =
+            Family::<InstanceLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                rpc_histogram,
+            );
         let heartbeat_failures = Family::<InstanceLabels, Counter>::default();
-        registry.register("plugin_state", "1 for the state each plugin instance is in", state.clone());
-        registry.register("plugin_restarts", "Restarts of each plugin instance", restarts.clone());
+        registry.register(
+            "plugin_state",
+            "1 for the state each plugin instance is in",
+            state.clone(),
+        );
+        registry.register(
+            "plugin_restarts",
+            "Restarts of each plugin instance",
+            restarts.clone(),
+        );
         registry.register(
             "plugin_heartbeat_seconds",
             "Round trip of grpc.health.v1 Check calls to each plugin instance",
@@ -65,7 +76,13 @@ impl Metrics {
             "Heartbeats that failed or timed out",
             heartbeat_failures.clone(),
         );
-        Self { registry: Mutex::new(registry), state, restarts, heartbeat_seconds, heartbeat_failures }
+        Self {
+            registry: Mutex::new(registry),
+            state,
+            restarts,
+            heartbeat_seconds,
+            heartbeat_failures,
+        }
     }
 
     /// Moves an instance's state gauge from `from` to `to`.
@@ -92,7 +109,10 @@ impl Metrics {
 
     pub fn heartbeat(&self, labels: &InstanceLabels, seconds: Option<f64>) {
         match seconds {
-            Some(seconds) => self.heartbeat_seconds.get_or_create(labels).observe(seconds),
+            Some(seconds) => self
+                .heartbeat_seconds
+                .get_or_create(labels)
+                .observe(seconds),
             None => {
                 self.heartbeat_failures.get_or_create(labels).inc();
             }
@@ -116,7 +136,11 @@ mod tests {
     #[test]
     fn records_state_restarts_and_latency() {
         let metrics = Metrics::new();
-        let labels = InstanceLabels { plugin: "github".into(), tenant: "acme".into(), integration: "gh".into() };
+        let labels = InstanceLabels {
+            plugin: "github".into(),
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
         metrics.state_changed(&labels, "starting", "healthy");
         metrics.restarted(&labels);
         metrics.heartbeat(&labels, Some(0.0001));
@@ -125,7 +149,13 @@ mod tests {
         assert!(text.contains(r#"integrationd_plugin_state{plugin="github",tenant="acme",integration="gh",state="healthy"} 1"#), "{text}");
         assert!(text.contains(r#"state="starting"} 0"#), "{text}");
         assert!(text.contains(r#"integrationd_plugin_restarts_total{plugin="github",tenant="acme",integration="gh"} 1"#), "{text}");
-        assert!(text.contains("integrationd_plugin_heartbeat_seconds_count"), "{text}");
-        assert!(text.contains("integrationd_plugin_heartbeat_failures_total"), "{text}");
+        assert!(
+            text.contains("integrationd_plugin_heartbeat_seconds_count"),
+            "{text}"
+        );
+        assert!(
+            text.contains("integrationd_plugin_heartbeat_failures_total"),
+            "{text}"
+        );
     }
 }

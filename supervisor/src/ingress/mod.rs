@@ -20,7 +20,10 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
                 let metrics = metrics.clone();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         metrics.encode(),
                     )
                 }
@@ -30,11 +33,19 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 }
 
 async fn healthz() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    json_error(StatusCode::NOT_FOUND, "not_found", &format!("no route for {}", uri.path()))
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no route for {}", uri.path()),
+    )
 }
 
 /// A JSON error body with the matching status.

@@ -6,9 +6,13 @@
 pub enum Verdict {
     Healthy,
     /// Missed at least one heartbeat, not yet enough to kill it.
-    Degraded { missed: u32 },
+    Degraded {
+        missed: u32,
+    },
     /// Missed `misses_allowed` in a row: kill and restart.
-    Hung { missed: u32 },
+    Hung {
+        missed: u32,
+    },
 }
 
 /// Counts consecutive misses.
@@ -20,7 +24,10 @@ pub struct HeartbeatPolicy {
 
 impl HeartbeatPolicy {
     pub fn new(misses_allowed: u32) -> Self {
-        Self { misses_allowed: misses_allowed.max(1), missed: 0 }
+        Self {
+            misses_allowed: misses_allowed.max(1),
+            missed: 0,
+        }
     }
 
     /// `answered`: the check returned SERVING within its timeout.
@@ -31,9 +38,13 @@ impl HeartbeatPolicy {
         }
         self.missed += 1;
         if self.missed >= self.misses_allowed {
-            Verdict::Hung { missed: self.missed }
+            Verdict::Hung {
+                missed: self.missed,
+            }
         } else {
-            Verdict::Degraded { missed: self.missed }
+            Verdict::Degraded {
+                missed: self.missed,
+            }
         }
     }
 }

@@ -57,7 +57,8 @@ impl InstanceContext {
         change(&mut status);
         if status.state != before {
             status.since = SystemTime::now();
-            self.metrics.state_changed(&self.labels, before.as_str(), status.state.as_str());
+            self.metrics
+                .state_changed(&self.labels, before.as_str(), status.state.as_str());
         }
     }
 
@@ -66,7 +67,11 @@ impl InstanceContext {
     }
 
     fn plugin_fields(&self) -> (&str, &str, &str) {
-        (&self.labels.plugin, &self.labels.tenant, &self.labels.integration)
+        (
+            &self.labels.plugin,
+            &self.labels.tenant,
+            &self.labels.integration,
+        )
     }
 }
 
@@ -125,7 +130,11 @@ pub async fn run(ctx: Arc<InstanceContext>, mut control: mpsc::Receiver<Control>
             RunEnd::Crashed(reason) => {
                 let decision = policy.on_exit(Instant::now(), rand::random::<f64>());
                 ctx.metrics.restarted(&ctx.labels);
-                let state = if decision.crash_loop { InstanceState::CrashLoop } else { InstanceState::Backoff };
+                let state = if decision.crash_loop {
+                    InstanceState::CrashLoop
+                } else {
+                    InstanceState::Backoff
+                };
                 tracing::warn!(
                     plugin, tenant, integration, error = %reason, state = %state,
                     restart_in = ?decision.delay, "plugin instance down; restarting after backoff"
@@ -177,12 +186,28 @@ async fn start(ctx: &InstanceContext) -> Result<Running, StartError> {
 }
 
 /// Watches a running process until it exits, hangs, or the manager asks for a stop.
-async fn supervise(ctx: &InstanceContext, running: Running, control: &mut mpsc::Receiver<Control>) -> RunEnd {
-    let Running { launched, mut connection, .. } = running;
+async fn supervise(
+    ctx: &InstanceContext,
+    running: Running,
+    control: &mut mpsc::Receiver<Control>,
+) -> RunEnd {
+    let Running {
+        launched,
+        mut connection,
+        ..
+    } = running;
     let pid = launched.pid;
     let mut child = launched.child;
-    tokio::spawn(super::plugin_logs::relay(launched.stderr, ctx.labels.clone(), "stderr"));
-    tokio::spawn(super::plugin_logs::relay(launched.stdout, ctx.labels.clone(), "stdout"));
+    tokio::spawn(super::plugin_logs::relay(
+        launched.stderr,
+        ctx.labels.clone(),
+        "stderr",
+    ));
+    tokio::spawn(super::plugin_logs::relay(
+        launched.stdout,
+        ctx.labels.clone(),
+        "stdout",
+    ));
     let mut heartbeat = HeartbeatPolicy::new(ctx.heartbeat_misses);
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + ctx.heartbeat_interval,
@@ -251,7 +276,9 @@ async fn stop_gracefully(
     let start = tokio::time::Instant::now();
     let sigterm_at = start + ctx.grace_period / 2;
     let sigkill_at = start + ctx.grace_period;
-    let request = v1::ShutdownRequest { reason: "supervisor stopping this instance".to_owned() };
+    let request = v1::ShutdownRequest {
+        reason: "supervisor stopping this instance".to_owned(),
+    };
     let polite = async {
         let _ = connection.plugin.shutdown(request).await;
         child.wait().await
@@ -259,7 +286,10 @@ async fn stop_gracefully(
     if tokio::time::timeout_at(sigterm_at, polite).await.is_err() {
         tracing::warn!(plugin = %ctx.labels.plugin, pid, "plugin did not exit after Shutdown; sending SIGTERM");
         plugin_kit::host::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-        if tokio::time::timeout_at(sigkill_at, child.wait()).await.is_err() {
+        if tokio::time::timeout_at(sigkill_at, child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(plugin = %ctx.labels.plugin, pid, "plugin did not exit after SIGTERM; sending SIGKILL");
         }
     }

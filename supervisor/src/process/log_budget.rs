@@ -17,13 +17,20 @@ pub struct LogBudget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineVerdict {
     /// Emit it; `dropped_before` lines were dropped since the last emitted one.
-    Emit { dropped_before: u64 },
+    Emit {
+        dropped_before: u64,
+    },
     Drop,
 }
 
 impl LogBudget {
     pub fn new(per_second: u32, now: Instant) -> Self {
-        Self { per_second, window_start: now, used: 0, dropped: 0 }
+        Self {
+            per_second,
+            window_start: now,
+            used: 0,
+            dropped: 0,
+        }
     }
 
     pub fn on_line(&mut self, now: Instant) -> LineVerdict {
@@ -33,7 +40,9 @@ impl LogBudget {
         }
         if self.used < self.per_second {
             self.used += 1;
-            LineVerdict::Emit { dropped_before: std::mem::take(&mut self.dropped) }
+            LineVerdict::Emit {
+                dropped_before: std::mem::take(&mut self.dropped),
+            }
         } else {
             self.dropped += 1;
             LineVerdict::Drop
@@ -49,12 +58,27 @@ mod tests {
     fn drops_past_the_budget_and_reports_the_count() {
         let start = Instant::now();
         let mut budget = LogBudget::new(2, start);
-        assert_eq!(budget.on_line(start), LineVerdict::Emit { dropped_before: 0 });
-        assert_eq!(budget.on_line(start), LineVerdict::Emit { dropped_before: 0 });
+        assert_eq!(
+            budget.on_line(start),
+            LineVerdict::Emit { dropped_before: 0 }
+        );
+        assert_eq!(
+            budget.on_line(start),
+            LineVerdict::Emit { dropped_before: 0 }
+        );
         assert_eq!(budget.on_line(start), LineVerdict::Drop);
-        assert_eq!(budget.on_line(start + Duration::from_millis(999)), LineVerdict::Drop);
+        assert_eq!(
+            budget.on_line(start + Duration::from_millis(999)),
+            LineVerdict::Drop
+        );
         let next = start + Duration::from_secs(1);
-        assert_eq!(budget.on_line(next), LineVerdict::Emit { dropped_before: 2 });
-        assert_eq!(budget.on_line(next), LineVerdict::Emit { dropped_before: 0 });
+        assert_eq!(
+            budget.on_line(next),
+            LineVerdict::Emit { dropped_before: 2 }
+        );
+        assert_eq!(
+            budget.on_line(next),
+            LineVerdict::Emit { dropped_before: 0 }
+        );
     }
 }

@@ -55,7 +55,11 @@ pub struct Manager {
 impl Manager {
     /// Prepares the private runtime directory (0700, owned by us, stale sockets of a
     /// previous run removed).
-    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, settings: ManagerSettings) -> Result<Self, ManagerError> {
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        settings: ManagerSettings,
+    ) -> Result<Self, ManagerError> {
         prepare_runtime_dir(&settings.runtime_dir)?;
         Ok(Self {
             registry,
@@ -79,12 +83,14 @@ impl Manager {
             .filter(|(key, handle)| wanted.get(*key).is_none_or(|c| c.plugin != handle.plugin))
             .map(|(key, _)| key.clone())
             .collect();
-        let stops: Vec<Handle> = stale.iter().filter_map(|key| instances.remove(key)).collect();
+        let stops: Vec<Handle> = stale
+            .iter()
+            .filter_map(|key| instances.remove(key))
+            .collect();
         stop_handles(stops).await;
         for (key, config) in wanted {
-            if !instances.contains_key(&key) {
-                let handle = self.spawn_instance(config);
-                instances.insert(key, handle);
+            if let std::collections::btree_map::Entry::Vacant(slot) = instances.entry(key) {
+                slot.insert(self.spawn_instance(config));
             }
         }
     }
@@ -97,7 +103,9 @@ impl Manager {
             integration: config.integration().to_owned(),
         };
         self.metrics.instance_added(&labels);
-        let index = self.next_socket.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = self
+            .next_socket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let status = Arc::new(Mutex::new(InstanceStatus {
             plugin: labels.plugin.clone(),
             tenant: labels.tenant.clone(),
@@ -141,13 +149,21 @@ impl Manager {
         });
         let (control, receiver) = mpsc::channel(4);
         let task = tokio::spawn(instance::run(ctx, receiver));
-        Handle { plugin: config.plugin.clone(), status, control, task }
+        Handle {
+            plugin: config.plugin.clone(),
+            status,
+            control,
+            task,
+        }
     }
 
     /// A snapshot of every instance, sorted by tenant and integration.
     pub async fn status(&self) -> Vec<InstanceStatus> {
         let instances = self.instances.lock().await;
-        instances.values().map(|h| h.status.lock().expect("status lock poisoned").clone()).collect()
+        instances
+            .values()
+            .map(|h| h.status.lock().expect("status lock poisoned").clone())
+            .collect()
     }
 
     /// Restarts the instances of `plugin` (of one tenant, if given). Returns how many.
@@ -167,7 +183,8 @@ impl Manager {
     pub async fn retry_refused(&self) {
         let instances = self.instances.lock().await;
         for handle in instances.values() {
-            let refused = handle.status.lock().expect("status lock poisoned").state == InstanceState::Refused;
+            let refused =
+                handle.status.lock().expect("status lock poisoned").state == InstanceState::Refused;
             if refused {
                 let _ = handle.control.send(Control::Restart).await;
             }
@@ -176,7 +193,9 @@ impl Manager {
 
     /// Stops every instance gracefully, all at once.
     pub async fn stop_all(&self) {
-        let handles: Vec<Handle> = std::mem::take(&mut *self.instances.lock().await).into_values().collect();
+        let handles: Vec<Handle> = std::mem::take(&mut *self.instances.lock().await)
+            .into_values()
+            .collect();
         stop_handles(handles).await;
     }
 }
@@ -196,11 +215,17 @@ async fn stop_handles(handles: Vec<Handle>) {
 }
 
 fn prepare_runtime_dir(dir: &Path) -> Result<(), ManagerError> {
-    let error = |message: String| ManagerError::RuntimeDir { path: dir.display().to_string(), message };
+    let error = |message: String| ManagerError::RuntimeDir {
+        path: dir.display().to_string(),
+        message,
+    };
     std::fs::create_dir_all(dir).map_err(|e| error(format!("cannot create: {e}")))?;
     let meta = std::fs::metadata(dir).map_err(|e| error(format!("cannot inspect: {e}")))?;
     if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(error(format!("is owned by uid {}, not by this daemon", meta.uid())));
+        return Err(error(format!(
+            "is owned by uid {}, not by this daemon",
+            meta.uid()
+        )));
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| error(format!("cannot set mode 0700: {e}")))?;
@@ -210,7 +235,12 @@ fn prepare_runtime_dir(dir: &Path) -> Result<(), ManagerError> {
         if path.extension().is_some_and(|ext| ext == "sock") {
             match std::fs::remove_file(&path) {
                 Ok(()) => tracing::info!(socket = %path.display(), "removed a stale plugin socket"),
-                Err(e) => return Err(error(format!("cannot remove stale socket {}: {e}", path.display()))),
+                Err(e) => {
+                    return Err(error(format!(
+                        "cannot remove stale socket {}: {e}",
+                        path.display()
+                    )));
+                }
             }
         }
     }

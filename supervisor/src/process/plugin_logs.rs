@@ -21,7 +21,11 @@ pub async fn relay(stream: impl AsyncRead + Unpin, labels: InstanceLabels, sourc
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
-        match (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut line).await {
+        match (&mut reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -45,10 +49,16 @@ fn emit(raw: &[u8], labels: &InstanceLabels, source: &'static str) {
     if text.is_empty() {
         return;
     }
-    let parsed: Option<serde_json::Value> = serde_json::from_str(text).ok().filter(serde_json::Value::is_object);
+    let parsed: Option<serde_json::Value> = serde_json::from_str(text)
+        .ok()
+        .filter(serde_json::Value::is_object);
     let (level, message, fields) = match &parsed {
         Some(value) => {
-            let level = value.get("level").and_then(|l| l.as_str()).unwrap_or("INFO").to_ascii_uppercase();
+            let level = value
+                .get("level")
+                .and_then(|l| l.as_str())
+                .unwrap_or("INFO")
+                .to_ascii_uppercase();
             let mut fields = value.get("fields").cloned().unwrap_or_default();
             let message = fields
                 .as_object_mut()

@@ -38,7 +38,12 @@ const JITTER_FRACTION: f64 = 0.2;
 
 impl RestartPolicy {
     pub fn new(settings: RestartSettings) -> Self {
-        Self { settings, attempt: 0, recent_exits: VecDeque::new(), healthy_since: None }
+        Self {
+            settings,
+            attempt: 0,
+            recent_exits: VecDeque::new(),
+            healthy_since: None,
+        }
     }
 
     /// The instance answered its first health check at `now`.
@@ -74,10 +79,17 @@ impl RestartPolicy {
             .settings
             .initial_delay
             .saturating_mul(2u32.saturating_pow(self.attempt.min(31)));
-        let base = if crash_loop { self.settings.max_delay } else { exponential.min(self.settings.max_delay) };
+        let base = if crash_loop {
+            self.settings.max_delay
+        } else {
+            exponential.min(self.settings.max_delay)
+        };
         self.attempt = self.attempt.saturating_add(1);
         let jitter = 1.0 - JITTER_FRACTION * random.clamp(0.0, 1.0);
-        RestartDecision { delay: base.mul_f64(jitter), crash_loop }
+        RestartDecision {
+            delay: base.mul_f64(jitter),
+            crash_loop,
+        }
     }
 }
 
@@ -100,7 +112,12 @@ mod tests {
         let mut policy = RestartPolicy::new(settings());
         let start = Instant::now();
         let delays: Vec<u128> = (0..8)
-            .map(|i| policy.on_exit(start + Duration::from_secs(100 * i), 0.0).delay.as_millis())
+            .map(|i| {
+                policy
+                    .on_exit(start + Duration::from_secs(100 * i), 0.0)
+                    .delay
+                    .as_millis()
+            })
             .collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
     }
@@ -118,11 +135,19 @@ mod tests {
         let mut policy = RestartPolicy::new(settings());
         let start = Instant::now();
         for i in 0..5 {
-            assert!(!policy.on_exit(start + Duration::from_secs(i), 0.0).crash_loop);
+            assert!(
+                !policy
+                    .on_exit(start + Duration::from_secs(i), 0.0)
+                    .crash_loop
+            );
         }
         let sixth = policy.on_exit(start + Duration::from_secs(5), 0.0);
         assert!(sixth.crash_loop);
-        assert_eq!(sixth.delay, Duration::from_secs(5), "a crash loop retries at the cap");
+        assert_eq!(
+            sixth.delay,
+            Duration::from_secs(5),
+            "a crash loop retries at the cap"
+        );
     }
 
     #[test]
@@ -130,7 +155,11 @@ mod tests {
         let mut policy = RestartPolicy::new(settings());
         let start = Instant::now();
         for i in 0..20 {
-            assert!(!policy.on_exit(start + Duration::from_secs(61 * i), 0.0).crash_loop);
+            assert!(
+                !policy
+                    .on_exit(start + Duration::from_secs(61 * i), 0.0)
+                    .crash_loop
+            );
         }
     }
 
@@ -143,7 +172,11 @@ mod tests {
         }
         policy.on_healthy(start + Duration::from_secs(10));
         let short = policy.on_exit(start + Duration::from_secs(20), 0.0);
-        assert_eq!(short.delay, Duration::from_millis(1600), "healthy for 10s < reset_after: no reset");
+        assert_eq!(
+            short.delay,
+            Duration::from_millis(1600),
+            "healthy for 10s < reset_after: no reset"
+        );
         policy.on_healthy(start + Duration::from_secs(30));
         let reset = policy.on_exit(start + Duration::from_secs(61), 0.0);
         assert_eq!(reset.delay, Duration::from_millis(100));
@@ -158,6 +191,12 @@ mod tests {
         }
         policy.reset();
         let decision = policy.on_exit(start + Duration::from_millis(8), 0.0);
-        assert_eq!(decision, RestartDecision { delay: Duration::from_millis(100), crash_loop: false });
+        assert_eq!(
+            decision,
+            RestartDecision {
+                delay: Duration::from_millis(100),
+                crash_loop: false
+            }
+        );
     }
 }

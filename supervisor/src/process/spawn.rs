@@ -41,9 +41,18 @@ pub enum StartError {
 }
 
 /// Verifies and starts `package`, then checks its `Describe` against the manifest.
-pub async fn start(registry: &Registry, package: &Package, settings: &SpawnSettings) -> Result<Running, StartError> {
-    let label = format!("plugin `{}` {}", package.manifest.name, package.manifest.version);
-    let verified = registry.verify(package).map_err(|err| StartError::Refused(format!("{label}: {err}")))?;
+pub async fn start(
+    registry: &Registry,
+    package: &Package,
+    settings: &SpawnSettings,
+) -> Result<Running, StartError> {
+    let label = format!(
+        "plugin `{}` {}",
+        package.manifest.name, package.manifest.version
+    );
+    let verified = registry
+        .verify(package)
+        .map_err(|err| StartError::Refused(format!("{label}: {err}")))?;
     let protocols: Vec<u32> = package
         .manifest
         .protocol_versions
@@ -51,25 +60,34 @@ pub async fn start(registry: &Registry, package: &Package, settings: &SpawnSetti
         .copied()
         .filter(|v| plugin_protocol::SUPPORTED_PROTOCOL_VERSIONS.contains(v))
         .collect();
-    let (launched, mut connection) = launch_verified(verified, &package.manifest.args, protocols, settings)
-        .await
-        .map_err(|err| StartError::Failed(format!("{label}: {err}")))?;
+    let (launched, mut connection) =
+        launch_verified(verified, &package.manifest.args, protocols, settings)
+            .await
+            .map_err(|err| StartError::Failed(format!("{label}: {err}")))?;
     let pid = launched.pid;
     let fail = |message: String| {
         plugin_kit::host::kill_group(pid);
         StartError::Failed(format!("{label}: {message}"))
     };
-    let description =
-        match tokio::time::timeout(settings.start_timeout, connection.plugin.describe(v1::DescribeRequest {})).await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(fail(format!("Describe failed: {}", status.message()))),
-            Err(_) => return Err(fail("Describe timed out".to_owned())),
-        };
+    let description = match tokio::time::timeout(
+        settings.start_timeout,
+        connection.plugin.describe(v1::DescribeRequest {}),
+    )
+    .await
+    {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => return Err(fail(format!("Describe failed: {}", status.message()))),
+        Err(_) => return Err(fail("Describe timed out".to_owned())),
+    };
     if let Err(mismatch) = check_description(package, &description, launched.handshake.app) {
         plugin_kit::host::kill_group(pid);
         return Err(StartError::Refused(format!("{label}: {mismatch}")));
     }
-    Ok(Running { launched, connection, description })
+    Ok(Running {
+        launched,
+        connection,
+        description,
+    })
 }
 
 /// Executes an already-verified file through its descriptor, so the bytes that were
@@ -84,16 +102,26 @@ pub async fn launch_verified(
     match std::fs::remove_file(&settings.socket) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(format!("cannot remove stale socket {}: {err}", settings.socket.display())),
+        Err(err) => {
+            return Err(format!(
+                "cannot remove stale socket {}: {err}",
+                settings.socket.display()
+            ));
+        }
     }
-    let mut spec = LaunchSpec::new(format!("/proc/self/fd/{}", verified.file.as_raw_fd()), &settings.socket);
+    let mut spec = LaunchSpec::new(
+        format!("/proc/self/fd/{}", verified.file.as_raw_fd()),
+        &settings.socket,
+    );
     spec.arg0 = Some(verified.path.clone().into_os_string());
     spec.args = args.iter().map(OsString::from).collect();
     spec.env = settings.env.clone();
     spec.limits = settings.limits;
     spec.start_timeout = settings.start_timeout;
     spec.protocol_versions = protocol_versions;
-    let launched = plugin_kit::host::launch(&spec).await.map_err(|err| err.to_string())?;
+    let launched = plugin_kit::host::launch(&spec)
+        .await
+        .map_err(|err| err.to_string())?;
     // Executed: the descriptor is no longer needed.
     drop(verified);
     let pid = launched.pid;
@@ -109,29 +137,53 @@ pub async fn launch_verified(
     {
         Ok(Ok(connection)) => connection,
         Ok(Err(err)) => return Err(fail(err.to_string())),
-        Err(_) => return Err(fail("socket did not accept a connection in time".to_owned())),
+        Err(_) => {
+            return Err(fail(
+                "socket did not accept a connection in time".to_owned(),
+            ));
+        }
     };
     let health = tokio::time::timeout(
         settings.start_timeout,
-        connection.health.check(HealthCheckRequest { service: String::new() }),
+        connection.health.check(HealthCheckRequest {
+            service: String::new(),
+        }),
     )
     .await;
     match health {
-        Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => Ok((launched, connection)),
-        Ok(Ok(response)) => Err(fail(format!("first health check answered {:?}", response.get_ref().status))),
-        Ok(Err(status)) => Err(fail(format!("first health check failed: {}", status.message()))),
+        Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => {
+            Ok((launched, connection))
+        }
+        Ok(Ok(response)) => Err(fail(format!(
+            "first health check answered {:?}",
+            response.get_ref().status
+        ))),
+        Ok(Err(status)) => Err(fail(format!(
+            "first health check failed: {}",
+            status.message()
+        ))),
         Err(_) => Err(fail("first health check timed out".to_owned())),
     }
 }
 
 /// `Describe` must agree with the manifest the operator trusted.
-fn check_description(package: &Package, described: &v1::DescribeResponse, negotiated: u32) -> Result<(), String> {
+fn check_description(
+    package: &Package,
+    described: &v1::DescribeResponse,
+    negotiated: u32,
+) -> Result<(), String> {
     let manifest = &package.manifest;
     if described.name != manifest.name {
-        return Err(format!("Describe says name `{}`, the manifest says `{}`", described.name, manifest.name));
+        return Err(format!(
+            "Describe says name `{}`, the manifest says `{}`",
+            described.name, manifest.name
+        ));
     }
     if described.version != manifest.version.to_string() {
-        return Err(format!("Describe says version {}, the manifest says {}", described.version, manifest.version));
+        return Err(format!(
+            "Describe says version {}, the manifest says {}",
+            described.version, manifest.version
+        ));
     }
     if described.protocol_version != negotiated {
         return Err(format!(
@@ -144,7 +196,9 @@ fn check_description(package: &Package, described: &v1::DescribeResponse, negoti
     declared.sort();
     offered.sort();
     if declared != offered {
-        return Err(format!("Describe offers capabilities {offered:?}, the manifest declares {declared:?}"));
+        return Err(format!(
+            "Describe offers capabilities {offered:?}, the manifest declares {declared:?}"
+        ));
     }
     if !described.config_schema_json.is_empty()
         && serde_json::from_str::<serde_json::Value>(&described.config_schema_json).is_err()
@@ -164,7 +218,10 @@ mod tests {
             "name = \"gh\"\nversion = \"1.0.0\"\nexecutable = \"x\"\nprotocol_versions = [1]\nframework = \"*\"\ncapabilities = [\"webhook\", \"check\"]\n",
         )
         .expect("manifest");
-        Package { dir: "/p".into(), manifest }
+        Package {
+            dir: "/p".into(),
+            manifest,
+        }
     }
 
     fn described() -> v1::DescribeResponse {
@@ -183,16 +240,36 @@ mod tests {
         assert!(check_description(&package(), &described(), 1).is_ok());
         let mut other = described();
         other.name = "evil".into();
-        assert!(check_description(&package(), &other, 1).expect_err("name").contains("name `evil`"));
+        assert!(
+            check_description(&package(), &other, 1)
+                .expect_err("name")
+                .contains("name `evil`")
+        );
         let mut other = described();
         other.version = "2.0.0".into();
-        assert!(check_description(&package(), &other, 1).expect_err("version").contains("version 2.0.0"));
+        assert!(
+            check_description(&package(), &other, 1)
+                .expect_err("version")
+                .contains("version 2.0.0")
+        );
         let mut other = described();
         other.capabilities.push("collect".into());
-        assert!(check_description(&package(), &other, 1).expect_err("caps").contains("capabilities"));
-        assert!(check_description(&package(), &described(), 2).expect_err("proto").contains("negotiated 2"));
+        assert!(
+            check_description(&package(), &other, 1)
+                .expect_err("caps")
+                .contains("capabilities")
+        );
+        assert!(
+            check_description(&package(), &described(), 2)
+                .expect_err("proto")
+                .contains("negotiated 2")
+        );
         let mut other = described();
         other.config_schema_json = "{not json".into();
-        assert!(check_description(&package(), &other, 1).expect_err("schema").contains("not JSON"));
+        assert!(
+            check_description(&package(), &other, 1)
+                .expect_err("schema")
+                .contains("not JSON")
+        );
     }
 }

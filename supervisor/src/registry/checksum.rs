@@ -24,15 +24,26 @@ pub struct VerifiedExecutable {
 #[derive(Debug, thiserror::Error)]
 pub enum ChecksumError {
     #[error("cannot read executable {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("executable {path} is not a regular file")]
     NotAFile { path: String },
     #[error("executable {path} is writable by group or others (mode {mode:o}); refusing to run it")]
     Writable { path: String, mode: u32 },
-    #[error("executable {path} has SHA-256 {found}, which is not trusted; trust it with `integrationctl plugins trust`")]
+    #[error(
+        "executable {path} has SHA-256 {found}, which is not trusted; trust it with `integrationctl plugins trust`"
+    )]
     NotTrusted { path: String, found: String },
-    #[error("executable {path} has SHA-256 {found}, but {expected} is trusted: refused, not executed")]
-    Mismatch { path: String, expected: String, found: String },
+    #[error(
+        "executable {path} has SHA-256 {found}, but {expected} is trusted: refused, not executed"
+    )]
+    Mismatch {
+        path: String,
+        expected: String,
+        found: String,
+    },
 }
 
 /// Hashes the file at `path` (what `plugins trust` records).
@@ -42,29 +53,48 @@ pub fn sha256_file(path: &Path) -> Result<String, ChecksumError> {
 }
 
 /// Opens `path`, hashes it and compares with `trusted` (lowercase hex).
-pub fn open_verified(path: &Path, trusted: Option<&str>) -> Result<VerifiedExecutable, ChecksumError> {
+pub fn open_verified(
+    path: &Path,
+    trusted: Option<&str>,
+) -> Result<VerifiedExecutable, ChecksumError> {
     let mut file = open_checked(path)?;
     let found = hash(&mut file, path)?;
     let shown = path.display().to_string();
     match trusted {
         None => Err(ChecksumError::NotTrusted { path: shown, found }),
         Some(expected) if !constant_time_eq(expected.as_bytes(), found.as_bytes()) => {
-            Err(ChecksumError::Mismatch { path: shown, expected: expected.to_owned(), found })
+            Err(ChecksumError::Mismatch {
+                path: shown,
+                expected: expected.to_owned(),
+                found,
+            })
         }
-        Some(_) => Ok(VerifiedExecutable { file, path: path.to_path_buf(), sha256: found }),
+        Some(_) => Ok(VerifiedExecutable {
+            file,
+            path: path.to_path_buf(),
+            sha256: found,
+        }),
     }
 }
 
 fn open_checked(path: &Path) -> Result<File, ChecksumError> {
-    let io = |source| ChecksumError::Io { path: path.display().to_string(), source };
+    let io = |source| ChecksumError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let file = File::open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(ChecksumError::NotAFile { path: path.display().to_string() });
+        return Err(ChecksumError::NotAFile {
+            path: path.display().to_string(),
+        });
     }
     let mode = meta.permissions().mode();
     if mode & 0o022 != 0 {
-        return Err(ChecksumError::Writable { path: path.display().to_string(), mode: mode & 0o7777 });
+        return Err(ChecksumError::Writable {
+            path: path.display().to_string(),
+            mode: mode & 0o7777,
+        });
     }
     Ok(file)
 }
@@ -73,9 +103,10 @@ fn hash(file: &mut File, path: &Path) -> Result<String, ChecksumError> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 256 * 1024];
     loop {
-        let read = file
-            .read(&mut buffer)
-            .map_err(|source| ChecksumError::Io { path: path.display().to_string(), source })?;
+        let read = file.read(&mut buffer).map_err(|source| ChecksumError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         if read == 0 {
             break;
         }
@@ -113,9 +144,16 @@ mod tests {
         assert_eq!(sha256_file(&path).expect("hash"), abc);
         assert!(open_verified(&path, Some(abc)).is_ok());
         let wrong = "0".repeat(64);
-        let err = open_verified(&path, Some(&wrong)).expect_err("mismatch").to_string();
-        assert!(err.contains("refused, not executed") && err.contains(abc), "{err}");
-        let err = open_verified(&path, None).expect_err("untrusted").to_string();
+        let err = open_verified(&path, Some(&wrong))
+            .expect_err("mismatch")
+            .to_string();
+        assert!(
+            err.contains("refused, not executed") && err.contains(abc),
+            "{err}"
+        );
+        let err = open_verified(&path, None)
+            .expect_err("untrusted")
+            .to_string();
         assert!(err.contains("not trusted"), "{err}");
     }
 
@@ -123,9 +161,18 @@ mod tests {
     fn refuses_writable_and_non_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_exec(dir.path(), b"x", 0o777);
-        assert!(matches!(sha256_file(&path), Err(ChecksumError::Writable { .. })));
-        assert!(matches!(sha256_file(dir.path()), Err(ChecksumError::NotAFile { .. })));
-        assert!(matches!(sha256_file(&dir.path().join("missing")), Err(ChecksumError::Io { .. })));
+        assert!(matches!(
+            sha256_file(&path),
+            Err(ChecksumError::Writable { .. })
+        ));
+        assert!(matches!(
+            sha256_file(dir.path()),
+            Err(ChecksumError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            sha256_file(&dir.path().join("missing")),
+            Err(ChecksumError::Io { .. })
+        ));
     }
 
     #[test]

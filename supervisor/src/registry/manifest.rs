@@ -48,12 +48,20 @@ impl Manifest {
     /// Reads `dir/plugin.toml`.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join("plugin.toml");
-        let error = |message: String| ManifestError { path: path.display().to_string(), message };
-        let size = std::fs::metadata(&path).map_err(|err| error(format!("cannot read: {err}")))?.len();
+        let error = |message: String| ManifestError {
+            path: path.display().to_string(),
+            message,
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|err| error(format!("cannot read: {err}")))?
+            .len();
         if size > MAX_MANIFEST_BYTES {
-            return Err(error(format!("is {size} bytes, more than the {MAX_MANIFEST_BYTES}-byte limit")));
+            return Err(error(format!(
+                "is {size} bytes, more than the {MAX_MANIFEST_BYTES}-byte limit"
+            )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|err| error(format!("cannot read: {err}")))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|err| error(format!("cannot read: {err}")))?;
         Self::parse(&text).map_err(error)
     }
 
@@ -66,7 +74,10 @@ impl Manifest {
 
     fn validate(&self) -> Result<(), String> {
         if !crate::config::is_name(&self.name) {
-            return Err(format!("name `{}`: use 1-64 letters, digits, `-` or `_`", self.name));
+            return Err(format!(
+                "name `{}`: use 1-64 letters, digits, `-` or `_`",
+                self.name
+            ));
         }
         if self.protocol_versions.is_empty() {
             return Err("protocol_versions is empty".to_owned());
@@ -74,8 +85,15 @@ impl Manifest {
         if self.executable.as_os_str().is_empty() {
             return Err("executable is empty".to_owned());
         }
-        if let Some(unknown) = self.capabilities.iter().find(|c| !KNOWN_CAPABILITIES.contains(&c.as_str())) {
-            return Err(format!("capability `{unknown}` is unknown; known: {}", KNOWN_CAPABILITIES.join(", ")));
+        if let Some(unknown) = self
+            .capabilities
+            .iter()
+            .find(|c| !KNOWN_CAPABILITIES.contains(&c.as_str()))
+        {
+            return Err(format!(
+                "capability `{unknown}` is unknown; known: {}",
+                KNOWN_CAPABILITIES.join(", ")
+            ));
         }
         if self.dependencies.contains_key(&self.name) {
             return Err(format!("`{}` depends on itself", self.name));
@@ -117,12 +135,30 @@ cloudwatch = ">=1"
     #[test]
     fn names_what_is_wrong() {
         let cases = [
-            (VALID.replace("version = \"1.2.0\"", "version = \"one\""), "version"),
-            (VALID.replace("name = \"github\"", "name = \"../x\""), "name `../x`"),
-            (VALID.replace("protocol_versions = [1]", "protocol_versions = []"), "protocol_versions is empty"),
-            (VALID.replace("\"webhook\"", "\"telepathy\""), "capability `telepathy`"),
-            (VALID.replace("framework = \">=0.1, <1\"", "framework = \"soon\""), "framework"),
-            (VALID.replace("cloudwatch = \">=1\"", "github = \"1\""), "depends on itself"),
+            (
+                VALID.replace("version = \"1.2.0\"", "version = \"one\""),
+                "version",
+            ),
+            (
+                VALID.replace("name = \"github\"", "name = \"../x\""),
+                "name `../x`",
+            ),
+            (
+                VALID.replace("protocol_versions = [1]", "protocol_versions = []"),
+                "protocol_versions is empty",
+            ),
+            (
+                VALID.replace("\"webhook\"", "\"telepathy\""),
+                "capability `telepathy`",
+            ),
+            (
+                VALID.replace("framework = \">=0.1, <1\"", "framework = \"soon\""),
+                "framework",
+            ),
+            (
+                VALID.replace("cloudwatch = \">=1\"", "github = \"1\""),
+                "depends on itself",
+            ),
             (VALID.to_owned() + "\nextra = 1\n", "unknown field `extra`"),
             ("\u{0}\u{ffff}[[[".to_owned(), "TOML parse error"),
         ];
@@ -137,6 +173,9 @@ cloudwatch = ">=1"
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("plugin.toml"), "#".repeat(100_000)).expect("write");
         let err = Manifest::load(dir.path()).expect_err("too big").to_string();
-        assert!(err.contains("byte limit") && err.contains("plugin.toml"), "{err}");
+        assert!(
+            err.contains("byte limit") && err.contains("plugin.toml"),
+            "{err}"
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use checksum::{ChecksumError, VerifiedExecutable, open_verified, parse_sha256, sha256_file as sha256_of};
+pub use checksum::{
+    ChecksumError, VerifiedExecutable, open_verified, parse_sha256, sha256_file as sha256_of,
+};
 pub use manifest::{KNOWN_CAPABILITIES, Manifest};
 pub use resolve::{Package, Refusal};
 use semver::Version;
@@ -26,7 +28,10 @@ pub fn framework_version() -> Version {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot read the plugin directory {path}: {source}")]
-    PluginDir { path: String, source: std::io::Error },
+    PluginDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("plugin `{0}` is not installed")]
     Unknown(String),
     #[error("plugin `{name}` has no installed version {version}")]
@@ -75,7 +80,13 @@ impl Registry {
         trust_build_output: bool,
         trust: TrustTable,
     ) -> Self {
-        Self { plugin_dir, pins, trust_build_output, trust, snapshot: RwLock::default() }
+        Self {
+            plugin_dir,
+            pins,
+            trust_build_output,
+            trust,
+            snapshot: RwLock::default(),
+        }
     }
 
     /// Scans the plugin directory again. Returns the refusals, each naming the plugin and
@@ -96,7 +107,11 @@ impl Registry {
             }
         }
         let snapshot = Snapshot {
-            selected: resolution.selected.into_iter().map(|(name, package)| (name, Arc::new(package))).collect(),
+            selected: resolution
+                .selected
+                .into_iter()
+                .map(|(name, package)| (name, Arc::new(package)))
+                .collect(),
             installed: packages,
             refused: refused.clone(),
         };
@@ -106,25 +121,41 @@ impl Registry {
 
     /// The version of `name` that runs, if any.
     pub fn selected(&self, name: &str) -> Option<Arc<Package>> {
-        self.snapshot.read().expect("registry lock poisoned").selected.get(name).cloned()
+        self.snapshot
+            .read()
+            .expect("registry lock poisoned")
+            .selected
+            .get(name)
+            .cloned()
     }
 
     /// Why `name` cannot run, when it cannot.
     pub fn refusal(&self, name: &str) -> Option<String> {
         let snapshot = self.snapshot.read().expect("registry lock poisoned");
-        let reasons: Vec<&str> =
-            snapshot.refused.iter().filter(|r| r.plugin == name).map(|r| r.reason.as_str()).collect();
+        let reasons: Vec<&str> = snapshot
+            .refused
+            .iter()
+            .filter(|r| r.plugin == name)
+            .map(|r| r.reason.as_str())
+            .collect();
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     /// Every installed package and every refused one, sorted by name and version.
     pub fn list(&self) -> Result<Vec<InstalledPlugin>, RegistryError> {
-        let snapshot = self.snapshot.read().expect("registry lock poisoned").clone();
+        let snapshot = self
+            .snapshot
+            .read()
+            .expect("registry lock poisoned")
+            .clone();
         let mut out = Vec::new();
         for package in &snapshot.installed {
             let name = &package.manifest.name;
             let version = &package.manifest.version;
-            let selected = snapshot.selected.get(name).is_some_and(|s| &s.manifest.version == version);
+            let selected = snapshot
+                .selected
+                .get(name)
+                .is_some_and(|s| &s.manifest.version == version);
             let refusal = snapshot
                 .refused
                 .iter()
@@ -139,14 +170,22 @@ impl Registry {
             });
         }
         out.sort_by(|a, b| {
-            (&a.package.manifest.name, &b.package.manifest.version).cmp(&(&b.package.manifest.name, &a.package.manifest.version))
+            (&a.package.manifest.name, &b.package.manifest.version)
+                .cmp(&(&b.package.manifest.name, &a.package.manifest.version))
         });
         Ok(out)
     }
 
     /// Refusals of packages whose manifest could not even be read.
     pub fn unreadable(&self) -> Vec<Refusal> {
-        self.snapshot.read().expect("registry lock poisoned").refused.iter().filter(|r| r.version.is_none()).cloned().collect()
+        self.snapshot
+            .read()
+            .expect("registry lock poisoned")
+            .refused
+            .iter()
+            .filter(|r| r.version.is_none())
+            .cloned()
+            .collect()
     }
 
     /// Pins a checksum for `name` (the selected version unless `version` is given):
@@ -160,7 +199,9 @@ impl Registry {
     ) -> Result<TrustPin, RegistryError> {
         let package = self.find(name, version)?;
         let sha256 = match sha256 {
-            Some(given) => parse_sha256(given).ok_or_else(|| RegistryError::BadChecksum(given.to_owned()))?,
+            Some(given) => {
+                parse_sha256(given).ok_or_else(|| RegistryError::BadChecksum(given.to_owned()))?
+            }
             None => checksum::sha256_file(&package.manifest.executable_in(&package.dir))?,
         };
         let pin = TrustPin {
@@ -177,7 +218,10 @@ impl Registry {
     /// Opens the package's executable and verifies it against its pin. Called before
     /// every spawn; the returned file is what gets executed.
     pub fn verify(&self, package: &Package) -> Result<VerifiedExecutable, RegistryError> {
-        let pin = self.trust.get(&package.manifest.name, &package.manifest.version.to_string())?;
+        let pin = self.trust.get(
+            &package.manifest.name,
+            &package.manifest.version.to_string(),
+        )?;
         Ok(checksum::open_verified(
             &package.manifest.executable_in(&package.dir),
             pin.as_ref().map(|p| p.sha256.as_str()),
@@ -186,7 +230,11 @@ impl Registry {
 
     fn find(&self, name: &str, version: Option<&str>) -> Result<Package, RegistryError> {
         let snapshot = self.snapshot.read().expect("registry lock poisoned");
-        let mut candidates: Vec<&Package> = snapshot.installed.iter().filter(|p| p.manifest.name == name).collect();
+        let mut candidates: Vec<&Package> = snapshot
+            .installed
+            .iter()
+            .filter(|p| p.manifest.name == name)
+            .collect();
         if candidates.is_empty() {
             return Err(RegistryError::Unknown(name.to_owned()));
         }
@@ -195,7 +243,10 @@ impl Registry {
                 .into_iter()
                 .find(|p| p.manifest.version.to_string() == version)
                 .cloned()
-                .ok_or_else(|| RegistryError::UnknownVersion { name: name.to_owned(), version: version.to_owned() }),
+                .ok_or_else(|| RegistryError::UnknownVersion {
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                }),
             None => {
                 if let Some(selected) = snapshot.selected.get(name) {
                     return Ok((**selected).clone());
@@ -214,7 +265,11 @@ impl Registry {
             Err(_) => return Ok(()),
         };
         let version = package.manifest.version.to_string();
-        if self.trust.get(&package.manifest.name, &version)?.is_some_and(|pin| pin.sha256 == sha256) {
+        if self
+            .trust
+            .get(&package.manifest.name, &version)?
+            .is_some_and(|pin| pin.sha256 == sha256)
+        {
             return Ok(());
         }
         self.trust.pin(&TrustPin {
@@ -230,9 +285,15 @@ impl Registry {
 
 /// Reads every `*/plugin.toml` under `dir`; unreadable manifests become refusals.
 fn discover(dir: &Path) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|source| RegistryError::PluginDir { path: dir.display().to_string(), source })?;
-    let mut dirs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::PluginDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
     let mut packages = Vec::new();
     let mut refused = Vec::new();
@@ -241,9 +302,15 @@ fn discover(dir: &Path) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
             continue;
         }
         match Manifest::load(&package_dir) {
-            Ok(manifest) => packages.push(Package { dir: package_dir, manifest }),
+            Ok(manifest) => packages.push(Package {
+                dir: package_dir,
+                manifest,
+            }),
             Err(err) => refused.push(Refusal {
-                plugin: package_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                plugin: package_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 version: None,
                 reason: format!("malformed manifest {err}"),
             }),
@@ -253,5 +320,8 @@ fn discover(dir: &Path) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }

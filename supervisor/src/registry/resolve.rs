@@ -17,7 +17,12 @@ pub struct Package {
 
 impl Package {
     fn label(&self) -> String {
-        format!("plugin `{}` {} ({})", self.manifest.name, self.manifest.version, self.dir.display())
+        format!(
+            "plugin `{}` {} ({})",
+            self.manifest.name,
+            self.manifest.version,
+            self.dir.display()
+        )
     }
 }
 
@@ -57,7 +62,11 @@ pub fn resolve(packages: Vec<Package>, host: &Host<'_>) -> Resolution {
             version: Some(manifest.version.clone()),
             reason,
         };
-        if !manifest.protocol_versions.iter().any(|v| host.protocols.contains(v)) {
+        if !manifest
+            .protocol_versions
+            .iter()
+            .any(|v| host.protocols.contains(v))
+        {
             resolution.refused.push(refuse(format!(
                 "{} speaks protocol versions {:?}, this supervisor speaks {:?}",
                 package.label(),
@@ -76,7 +85,10 @@ pub fn resolve(packages: Vec<Package>, host: &Host<'_>) -> Resolution {
             continue;
         }
         let versions = compatible.entry(manifest.name.clone()).or_default();
-        if let Some(other) = versions.iter().find(|p| p.manifest.version == manifest.version) {
+        if let Some(other) = versions
+            .iter()
+            .find(|p| p.manifest.version == manifest.version)
+        {
             resolution.refused.push(refuse(format!(
                 "{} is installed twice; using {}",
                 package.label(),
@@ -115,8 +127,15 @@ pub fn resolve(packages: Vec<Package>, host: &Host<'_>) -> Resolution {
 }
 
 fn list_versions(versions: &[Package]) -> String {
-    let list: Vec<String> = versions.iter().map(|p| p.manifest.version.to_string()).collect();
-    if list.is_empty() { "none compatible".to_owned() } else { list.join(", ") }
+    let list: Vec<String> = versions
+        .iter()
+        .map(|p| p.manifest.version.to_string())
+        .collect();
+    if list.is_empty() {
+        "none compatible".to_owned()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Repeats until stable: dropping one plugin can break the plugins that need it.
@@ -126,7 +145,10 @@ fn drop_unsatisfied_dependencies(resolution: &mut Resolution) {
         for (name, package) in &resolution.selected {
             for (dependency, requirement) in &package.manifest.dependencies {
                 let reason = match resolution.selected.get(dependency) {
-                    None => format!("{} depends on `{dependency}` {requirement}, which is not available", package.label()),
+                    None => format!(
+                        "{} depends on `{dependency}` {requirement}, which is not available",
+                        package.label()
+                    ),
                     Some(found) if !requirement.matches(&found.manifest.version) => format!(
                         "{} depends on `{dependency}` {requirement}, but {} is installed",
                         package.label(),
@@ -143,7 +165,11 @@ fn drop_unsatisfied_dependencies(resolution: &mut Resolution) {
         }
         for (name, reason) in broken {
             if let Some(package) = resolution.selected.remove(&name) {
-                resolution.refused.push(Refusal { plugin: name, version: Some(package.manifest.version), reason });
+                resolution.refused.push(Refusal {
+                    plugin: name,
+                    version: Some(package.manifest.version),
+                    reason,
+                });
             }
         }
     }
@@ -155,12 +181,22 @@ fn drop_cycles(resolution: &mut Resolution) {
     for start in resolution.selected.keys() {
         let mut path = vec![start.clone()];
         let mut visited = BTreeSet::new();
-        find_cycle_through(start, &resolution.selected, &mut path, &mut visited, &mut on_cycle);
+        find_cycle_through(
+            start,
+            &resolution.selected,
+            &mut path,
+            &mut visited,
+            &mut on_cycle,
+        );
     }
     for (name, cycle) in on_cycle {
         if let Some(package) = resolution.selected.remove(&name) {
             resolution.refused.push(Refusal {
-                reason: format!("{} is on a dependency cycle: {}", package.label(), cycle.join(" -> ")),
+                reason: format!(
+                    "{} is on a dependency cycle: {}",
+                    package.label(),
+                    cycle.join(" -> ")
+                ),
                 plugin: name,
                 version: Some(package.manifest.version),
             });
@@ -176,7 +212,9 @@ fn find_cycle_through(
     visited: &mut BTreeSet<String>,
     on_cycle: &mut BTreeMap<String, Vec<String>>,
 ) {
-    let Some(package) = selected.get(current) else { return };
+    let Some(package) = selected.get(current) else {
+        return;
+    };
     for dependency in package.manifest.dependencies.keys() {
         if dependency == &path[0] {
             let mut cycle = path.clone();
@@ -200,22 +238,46 @@ mod tests {
         let text = format!(
             "name = \"{name}\"\nversion = \"{version}\"\nexecutable = \"bin\"\nprotocol_versions = [1]\nframework = \">=0.1\"\n{extra}"
         );
-        Package { dir: format!("/plugins/{name}-{version}").into(), manifest: Manifest::parse(&text).expect("manifest") }
+        Package {
+            dir: format!("/plugins/{name}-{version}").into(),
+            manifest: Manifest::parse(&text).expect("manifest"),
+        }
     }
 
     fn run(packages: Vec<Package>, pins: &[(&str, &str)]) -> Resolution {
         let framework = Version::new(0, 1, 0);
-        let pins = pins.iter().map(|(n, v)| ((*n).to_owned(), Version::parse(v).expect("v"))).collect();
-        resolve(packages, &Host { framework: &framework, protocols: &[1], pins: &pins })
+        let pins = pins
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), Version::parse(v).expect("v")))
+            .collect();
+        resolve(
+            packages,
+            &Host {
+                framework: &framework,
+                protocols: &[1],
+                pins: &pins,
+            },
+        )
     }
 
     fn reason(resolution: &Resolution, plugin: &str) -> String {
-        resolution.refused.iter().find(|r| r.plugin == plugin).map(|r| r.reason.clone()).unwrap_or_default()
+        resolution
+            .refused
+            .iter()
+            .find(|r| r.plugin == plugin)
+            .map(|r| r.reason.clone())
+            .unwrap_or_default()
     }
 
     #[test]
     fn picks_newest_compatible_unless_pinned() {
-        let packages = || vec![package("a", "1.0.0", ""), package("a", "1.2.0", ""), package("a", "1.1.0", "")];
+        let packages = || {
+            vec![
+                package("a", "1.0.0", ""),
+                package("a", "1.2.0", ""),
+                package("a", "1.1.0", ""),
+            ]
+        };
         let newest = run(packages(), &[]);
         assert_eq!(newest.selected["a"].manifest.version, Version::new(1, 2, 0));
         let pinned = run(packages(), &[("a", "1.1.0")]);
@@ -231,10 +293,27 @@ mod tests {
         let mut future = package("a", "3.0.0", "");
         future.manifest.framework = semver::VersionReq::parse(">=5").expect("req");
         let resolution = run(vec![package("a", "1.0.0", ""), new, future], &[]);
-        assert_eq!(resolution.selected["a"].manifest.version, Version::new(1, 0, 0));
-        let reasons: Vec<_> = resolution.refused.iter().map(|r| r.reason.as_str()).collect();
-        assert!(reasons.iter().any(|r| r.contains("speaks protocol versions [9], this supervisor speaks [1]")), "{reasons:?}");
-        assert!(reasons.iter().any(|r| r.contains("requires integrationd >=5, this is 0.1.0")), "{reasons:?}");
+        assert_eq!(
+            resolution.selected["a"].manifest.version,
+            Version::new(1, 0, 0)
+        );
+        let reasons: Vec<_> = resolution
+            .refused
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("speaks protocol versions [9], this supervisor speaks [1]")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("requires integrationd >=5, this is 0.1.0")),
+            "{reasons:?}"
+        );
     }
 
     #[test]
@@ -265,7 +344,11 @@ mod tests {
             ],
             &[],
         );
-        assert!(reason(&resolution, "a").contains("dependency cycle: a -> b -> c -> a"), "{:?}", resolution.refused);
+        assert!(
+            reason(&resolution, "a").contains("dependency cycle: a -> b -> c -> a"),
+            "{:?}",
+            resolution.refused
+        );
         assert!(reason(&resolution, "b").contains("cycle"));
         assert_eq!(resolution.selected.keys().collect::<Vec<_>>(), vec!["ok"]);
     }

@@ -44,14 +44,22 @@ impl Store {
             .path(&path)
             .cache_capacity(8 * 1024 * 1024)
             .open()
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: shown.clone(),
+                source,
+            })?;
         match db.get(FORMAT_KEY)? {
             None => {
                 db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
                 db.flush()?;
             }
             Some(raw) => {
-                let bytes: [u8; 4] = raw.as_ref().try_into().map_err(|_| StoreError::CorruptVersion { path: shown.clone() })?;
+                let bytes: [u8; 4] =
+                    raw.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::CorruptVersion {
+                            path: shown.clone(),
+                        })?;
                 let found = u32::from_be_bytes(bytes);
                 if found > FORMAT_VERSION {
                     return Err(StoreError::TooNew { path: shown, found });
@@ -78,12 +86,16 @@ mod tests {
         drop(Store::open(dir.path()).expect("fresh"));
         {
             let db = sled::open(dir.path().join("db")).expect("raw");
-            db.insert(FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes()).expect("insert");
+            db.insert(FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes())
+                .expect("insert");
             db.flush().expect("flush");
         }
         let err = Store::open(dir.path()).expect_err("too new").to_string();
         assert!(err.contains("newer integrationd"), "{err}");
-        assert!(err.contains(&format!("format {}", FORMAT_VERSION + 1)), "{err}");
+        assert!(
+            err.contains(&format!("format {}", FORMAT_VERSION + 1)),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,8 +38,10 @@ impl TrustTable {
         self.tree
             .get(key.as_bytes())?
             .map(|raw| {
-                serde_json::from_slice(&raw)
-                    .map_err(|err| StoreError::Corrupt { key: key.clone(), reason: err.to_string() })
+                serde_json::from_slice(&raw).map_err(|err| StoreError::Corrupt {
+                    key: key.clone(),
+                    reason: err.to_string(),
+                })
             })
             .transpose()
     }
@@ -47,7 +49,10 @@ impl TrustTable {
     /// Records (or replaces) a pin and flushes before returning.
     pub fn pin(&self, pin: &TrustPin) -> Result<(), StoreError> {
         let key = Self::key(&pin.name, &pin.version);
-        let value = serde_json::to_vec(pin).map_err(|err| StoreError::Corrupt { key: key.clone(), reason: err.to_string() })?;
+        let value = serde_json::to_vec(pin).map_err(|err| StoreError::Corrupt {
+            key: key.clone(),
+            reason: err.to_string(),
+        })?;
         self.tree.insert(key.as_bytes(), value)?;
         self.tree.flush()?;
         Ok(())
@@ -69,8 +74,16 @@ mod tests {
             pinned_at: 1,
             pinned_by: "uid:0".into(),
         };
-        Store::open(dir.path()).expect("open").trust().expect("tree").pin(&pin).expect("pin");
-        let table = Store::open(dir.path()).expect("reopen").trust().expect("tree");
+        Store::open(dir.path())
+            .expect("open")
+            .trust()
+            .expect("tree")
+            .pin(&pin)
+            .expect("pin");
+        let table = Store::open(dir.path())
+            .expect("reopen")
+            .trust()
+            .expect("tree");
         assert_eq!(table.get("github", "1.0.0").expect("get"), Some(pin));
         assert_eq!(table.get("github", "2.0.0").expect("get"), None);
     }
