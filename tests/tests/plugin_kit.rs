@@ -226,3 +226,66 @@ fn a_plugin_exits_when_its_host_dies() {
         || (!process_alive(plugin_pid)).then_some(()),
     );
 }
+
+#[tokio::test]
+async fn a_launched_plugin_gets_its_own_group_a_clean_environment_and_its_limits() {
+    let limits = plugin_kit::host::ResourceLimits {
+        address_space_bytes: Some(2 << 30),
+        open_files: Some(64),
+        cpu_seconds: Some(30),
+    };
+    let plugin = PluginUnderTest::start_with(bin("integration-testfault"), |spec| {
+        spec.limits = limits;
+        spec.env = vec![("RUST_LOG".into(), "debug".into())];
+    })
+    .await
+    .expect("start");
+    let pid = plugin.pid();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let limit = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(limit("Max open files").contains(&"64"), "{table}");
+    assert!(limit("Max cpu time").contains(&"30"), "{table}");
+    assert!(
+        limit("Max address space").contains(&"2147483648"),
+        "{table}"
+    );
+
+    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).expect("pgid");
+    assert_eq!(
+        group.as_raw(),
+        pid as i32,
+        "the plugin leads its own process group"
+    );
+
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let mut names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ENV_HOST_PID,
+            ENV_MAGIC_COOKIE,
+            ENV_PROTOCOL_VERSIONS,
+            ENV_SOCKET_PATH,
+            ENV_TOKEN,
+            "RUST_LOG"
+        ],
+        "everything else is cleared"
+    );
+}

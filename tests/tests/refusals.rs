@@ -15,6 +15,10 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
     world.install(&PluginPackage::testfault("garbled", &["--bad-handshake"]));
     world.install(&PluginPackage::testfault("silent", &["--no-handshake"]));
     world.install(&PluginPackage::testfault(
+        "fragile",
+        &["--crash-after-calls", "1"],
+    ));
+    world.install(&PluginPackage::testfault(
         "future",
         &["--claim-protocol", "9"],
     ));
@@ -50,7 +54,8 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
     .expect("manifest");
 
     let names = [
-        "good", "garbled", "silent", "future", "v9only", "ahead", "needy", "chicken", "egg", "liar",
+        "good", "garbled", "silent", "fragile", "future", "v9only", "ahead", "needy", "chicken",
+        "egg", "liar",
     ];
     let mut setup = DaemonSetup::default()
         .process("start_timeout = \"1s\"")
@@ -86,6 +91,7 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
     );
     expect_error("silent", &["printed no handshake line within 1s"]);
     expect_error("future", &["offers protocol 9, this host speaks [1]"]);
+    expect_error("fragile", &["Describe failed"]);
     let v9 = expect_error(
         "v9only",
         &["speaks protocol versions [9], this supervisor speaks [1]"],

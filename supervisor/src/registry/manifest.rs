@@ -159,7 +159,7 @@ cloudwatch = ">=1"
                 VALID.replace("cloudwatch = \">=1\"", "github = \"1\""),
                 "depends on itself",
             ),
-            (VALID.to_owned() + "\nextra = 1\n", "unknown field `extra`"),
+            (format!("extra = 1\n{VALID}"), "unknown field `extra`"),
             ("\u{0}\u{ffff}[[[".to_owned(), "TOML parse error"),
         ];
         for (text, expected) in cases {

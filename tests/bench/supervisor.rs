@@ -1,0 +1,195 @@
+//! Measures the supervisor's performance targets on this machine, with the binaries
+//! of the same build profile as this one (use `--release`):
+//!
+//! - idle RSS of `integrationd` with no plugins, and of one plugin-kit plugin;
+//! - kill -9 of a plugin to healthy again, against the configured first backoff delay;
+//! - supervisor CPU over a minute with 200 idle plugin instances.
+//!
+//! `supervisor-bench [--idle-seconds N] [--kills N]`; prints `key=value` lines.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use e2e_tests::{DaemonSetup, PluginPackage, World, bin, pid_of, state_of, wait_for};
+
+const FIRST_DELAY_MS: u64 = 100;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 0, utime 11, stime 12.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn github_package() -> PluginPackage {
+    PluginPackage {
+        args: Vec::new(),
+        executable: bin("integration-github"),
+        capabilities: ["check", "collect", "webhook", "enrich"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..PluginPackage::testfault("github", &[])
+    }
+}
+
+fn main() {
+    let mut idle_seconds = 60u64;
+    let mut kills = 20usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("a number after the flag");
+        match arg.as_str() {
+            "--idle-seconds" => idle_seconds = value,
+            "--kills" => kills = value as usize,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let settle = Duration::from_secs(2);
+
+    // 1. The daemon alone.
+    {
+        let world = World::new();
+        let daemon = world.start(&DaemonSetup::default());
+        std::thread::sleep(settle);
+        println!(
+            "daemon_idle_rss_mib={:.1}",
+            rss_kib(daemon.pid()) as f64 / 1024.0
+        );
+    }
+
+    // 2. One plugin-kit plugin, and kill -9 to healthy again.
+    {
+        let world = World::new();
+        world.install(&github_package());
+        let setup = DaemonSetup::default()
+            .instance("github")
+            .process(&format!("restart_initial_delay = \"{FIRST_DELAY_MS}ms\""))
+            .process("restart_reset_after = \"300ms\"")
+            .process("crash_loop_restarts = 100000")
+            .process("heartbeat_interval = \"3s\"")
+            .process("heartbeat_timeout = \"2s\"");
+        let daemon = world.start(&setup);
+        let healthy = daemon.wait_instance("github", "healthy", Duration::from_secs(30), |i| {
+            state_of(i) == "healthy"
+        });
+        std::thread::sleep(settle);
+        println!(
+            "plugin_idle_rss_mib={:.1}",
+            rss_kib(pid_of(&healthy)) as f64 / 1024.0
+        );
+
+        let mut latencies = Vec::new();
+        let mut pid = pid_of(&healthy);
+        for _ in 0..kills {
+            // Healthy for longer than restart_reset_after, so each kill is a first restart.
+            std::thread::sleep(Duration::from_millis(400));
+            let killed_at = unix_ms();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill -9");
+            let again =
+                daemon.wait_instance("github", "healthy again", Duration::from_secs(30), |i| {
+                    state_of(i) == "healthy" && pid_of(i) != pid
+                });
+            pid = pid_of(&again);
+            latencies.push(
+                again["since_unix_ms"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(killed_at),
+            );
+        }
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies[((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
+        };
+        println!(
+            "kill9_to_healthy_ms p50={} p90={} max={} first_backoff_ms={FIRST_DELAY_MS} (jitter only shortens it)",
+            at(0.5),
+            at(0.9),
+            latencies[latencies.len() - 1]
+        );
+    }
+
+    // 3. 200 idle plugins.
+    {
+        let world = World::new();
+        world.install(&github_package());
+        let mut setup = DaemonSetup::default()
+            .process("heartbeat_interval = \"3s\"")
+            .process("heartbeat_timeout = \"2s\"");
+        for index in 0..200 {
+            setup
+                .instances
+                .push(("github".to_owned(), format!("gh-{index}")));
+        }
+        let started = Instant::now();
+        let daemon = world.start(&setup);
+        let instances = wait_for("200 healthy", Duration::from_secs(120), || {
+            let instances = daemon.instances();
+            (instances
+                .iter()
+                .filter(|i| state_of(i) == "healthy")
+                .count()
+                == 200)
+                .then_some(instances)
+        });
+        println!("start_200_s={:.2}", started.elapsed().as_secs_f64());
+        std::thread::sleep(settle);
+        let ticks_per_s = 100.0; // USER_HZ on Linux
+        let plugin_pids: Vec<u32> = instances.iter().map(pid_of).collect();
+        let daemon_before = cpu_ticks(daemon.pid());
+        let plugins_before: u64 = plugin_pids.iter().map(|p| cpu_ticks(*p)).sum();
+        let window = Instant::now();
+        std::thread::sleep(Duration::from_secs(idle_seconds));
+        let seconds = window.elapsed().as_secs_f64();
+        let daemon_pct =
+            (cpu_ticks(daemon.pid()) - daemon_before) as f64 / ticks_per_s / seconds * 100.0;
+        let plugins_pct = (plugin_pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - plugins_before)
+            as f64
+            / ticks_per_s
+            / seconds
+            * 100.0;
+        let plugin_rss: u64 = plugin_pids.iter().map(|p| rss_kib(*p)).sum();
+        println!("idle_200_daemon_cpu_pct_of_one_core={daemon_pct:.2} over_s={seconds:.0}");
+        println!("idle_200_plugins_cpu_pct_total={plugins_pct:.2}");
+        println!(
+            "idle_200_daemon_rss_mib={:.1} plugin_rss_mib_mean={:.1}",
+            rss_kib(daemon.pid()) as f64 / 1024.0,
+            plugin_rss as f64 / 1024.0 / 200.0
+        );
+    }
+}
