@@ -10,11 +10,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// `target/debug` (or wherever this test binary's profile lives).
+/// `target/debug` (or whichever profile directory this binary was built into): test
+/// binaries live in its `deps/`, the bench binary in it directly.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("binary directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; the test command builds them before the tests run.
