@@ -1,10 +1,13 @@
 //! A harness for plugin authors: start a plugin binary exactly as the supervisor would
 //! and drive it through the protocol, without a running `integrationd`.
 //!
+//! In an integration test of the plugin's crate, `env!("CARGO_BIN_EXE_<name>")` is the
+//! path of the plugin binary (see `templates/plugin/tests/plugin.rs`):
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use plugin_kit::testing::PluginUnderTest;
-//! let mut plugin = PluginUnderTest::start(env!("CARGO_BIN_EXE_integration-example")).await?;
+//! let mut plugin = PluginUnderTest::start("target/debug/integration-example").await?;
 //! assert_eq!(plugin.describe().await?.name, "example");
 //! plugin.configure("acme", "main", serde_json::json!({}), vec![]).await?;
 //! let batches = plugin.collect("").await?;
