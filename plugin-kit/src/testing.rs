@@ -187,26 +187,22 @@ impl PluginUnderTest {
             reason: "test harness".to_owned(),
         };
         self.connection.plugin.shutdown(reason).await?;
+        self.wait_exit().await
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self) -> Result<ExitStatus, HarnessError> {
+        crate::host::signal_group(self.launched.pid, nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit().await
+    }
+
+    async fn wait_exit(&mut self) -> Result<ExitStatus, HarnessError> {
         let limit = Duration::from_secs(10);
         let status = tokio::time::timeout(limit, self.launched.child.wait())
             .await
             .map_err(|_| HarnessError::NoExit(limit))?
             .map_err(HarnessError::Wait)?;
         // Reaped: the pid may be reused, so Drop must not signal it any more.
-        self.launched.pid = 0;
-        Ok(status)
-    }
-}
-
-impl PluginUnderTest {
-    /// Sends SIGTERM and waits for the process to exit.
-    pub async fn terminate(mut self) -> Result<ExitStatus, HarnessError> {
-        crate::host::signal_group(self.launched.pid, nix::sys::signal::Signal::SIGTERM);
-        let limit = Duration::from_secs(10);
-        let status = tokio::time::timeout(limit, self.launched.child.wait())
-            .await
-            .map_err(|_| HarnessError::NoExit(limit))?
-            .map_err(HarnessError::Wait)?;
         self.launched.pid = 0;
         Ok(status)
     }

@@ -228,7 +228,8 @@ impl Config {
         Self::parse(&text, path)
     }
 
-    /// Parses config text; relative paths are resolved against the current directory.
+    /// Parses config text. Relative paths stay as written; [`Config::resolve_paths`]
+    /// anchors them.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|err| ConfigError::Invalid {
             path: path.display().to_string(),
@@ -281,6 +282,25 @@ impl Config {
                     )));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Makes every path absolute, relative ones against the current directory: plugins
+    /// get their socket path in the environment and must not depend on our directory.
+    pub fn resolve_paths(&mut self) -> Result<(), ConfigError> {
+        let absolute = |path: &mut PathBuf, key: &str| -> Result<(), ConfigError> {
+            *path = std::path::absolute(&*path).map_err(|source| ConfigError::Read {
+                path: format!("{key} = {}", path.display()),
+                source,
+            })?;
+            Ok(())
+        };
+        absolute(&mut self.state_dir, "state_dir")?;
+        absolute(&mut self.plugin_dir, "plugin_dir")?;
+        absolute(&mut self.admin_socket, "admin_socket")?;
+        if let Some(dir) = &mut self.runtime_dir {
+            absolute(dir, "runtime_dir")?;
         }
         Ok(())
     }
@@ -358,6 +378,18 @@ mod tests {
         let err = parse("[process]\nrestart_initial_delay = \"2m\"\nrestart_max_delay = \"1m\"\n")
             .expect_err("order");
         assert!(err.contains("restart_max_delay"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_are_anchored_to_the_current_directory() {
+        let mut config =
+            parse("state_dir = \"state\"\nadmin_socket = \"state/admin.sock\"\n").expect("valid");
+        config.resolve_paths().expect("resolve");
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(config.state_dir, cwd.join("state"));
+        assert_eq!(config.admin_socket, cwd.join("state/admin.sock"));
+        assert!(config.runtime_dir().is_absolute());
+        assert!(config.plugin_dir.is_absolute());
     }
 
     #[test]

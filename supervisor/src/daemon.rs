@@ -73,6 +73,7 @@ pub fn load_config(path: Option<&Path>, overrides: &Overrides) -> Result<Config,
         None => Config::default(),
     };
     overrides.apply(&mut config);
+    config.resolve_paths()?;
     Ok(config)
 }
 

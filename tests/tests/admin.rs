@@ -170,30 +170,33 @@ fn status_json_is_complete_and_stable() {
     );
 }
 
+/// Runs `integrationctl -o json status` as uid/gid 65534 (nobody). The socket and its
+/// directories are opened up first, so the call reaches the daemon's own check of the
+/// peer's credentials instead of stopping at file permissions.
+fn status_as_nobody(world: &World, daemon: &e2e_tests::Daemon) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let open = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    open(world.root.path(), 0o755);
+    open(world.admin_socket().parent().expect("dir"), 0o755);
+    open(&daemon.socket, 0o666);
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin("integrationctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["-o", "json", "status"])
+        .output()
+        .expect("setpriv")
+}
+
 #[test]
 fn operator_commands_check_the_callers_uid() {
     let world = World::new();
     world.install(&PluginPackage::testfault("steady", &[]));
     let daemon = world.start(&DaemonSetup::default().instance("steady"));
-    // Open the socket's directory so an unprivileged user reaches SO_PEERCRED at all.
-    let dir = world.admin_socket().parent().expect("dir").to_path_buf();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(world.root.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666))
-        .expect("chmod");
-    let as_nobody = || {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(bin("integrationctl"))
-            .arg("--socket")
-            .arg(&daemon.socket)
-            .args(["-o", "json", "status"])
-            .output()
-            .expect("setpriv")
-    };
-    let output = as_nobody();
+    let output = status_as_nobody(&world, &daemon);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("uid 65534 is not an operator"), "{stderr}");
@@ -205,23 +208,8 @@ fn operator_commands_check_the_callers_uid() {
 #[test]
 fn configured_operator_uid_may_use_the_admin_socket() {
     let world = World::new();
-    let setup = DaemonSetup::default().extra("[admin]\noperator_uids = [65534]\n");
-    let daemon = world.start(&setup);
-    use std::os::unix::fs::PermissionsExt;
-    let dir = world.admin_socket().parent().expect("dir").to_path_buf();
-    std::fs::set_permissions(world.root.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666))
-        .expect("chmod");
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin("integrationctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(["-o", "json", "status"])
-        .output()
-        .expect("setpriv");
+    let daemon = world.start(&DaemonSetup::default().extra("[admin]\noperator_uids = [65534]\n"));
+    let output = status_as_nobody(&world, &daemon);
     assert!(
         output.status.success(),
         "{}",

@@ -42,13 +42,20 @@ fn quickstart_manifests_match_the_installable_ones() {
 }
 
 #[test]
-fn quickstart_config_supervises_both_product_plugins() {
+fn quickstart_config_supervises_both_product_plugins_from_relative_paths() {
     let root = repo_root();
+    // A copy of the repository's quickstart layout, run from its root as the README
+    // says, with the packages pointed at this build's binaries instead of target/release.
     let temp = tempfile::Builder::new()
         .prefix("qs")
         .tempdir_in("/tmp")
         .expect("tempdir");
-    // The same packages, pointed at this build's binaries instead of target/release.
+    std::fs::create_dir_all(temp.path().join("examples")).expect("dir");
+    std::fs::copy(
+        root.join("examples/quickstart.toml"),
+        temp.path().join("examples/quickstart.toml"),
+    )
+    .expect("copy config");
     for plugin in ["github", "cloudwatch"] {
         let manifest =
             std::fs::read_to_string(root.join(format!("examples/plugins/{plugin}/plugin.toml")))
@@ -58,33 +65,26 @@ fn quickstart_config_supervises_both_product_plugins() {
             &format!("../../../target/release/integration-{plugin}"),
             executable.to_str().expect("utf8"),
         );
-        std::fs::create_dir_all(temp.path().join("plugins").join(plugin)).expect("dir");
-        std::fs::write(
-            temp.path().join("plugins").join(plugin).join("plugin.toml"),
-            manifest,
-        )
-        .expect("write");
+        let dir = temp.path().join("examples/plugins").join(plugin);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("plugin.toml"), manifest).expect("write");
     }
-    let socket = temp.path().join("state/admin.sock");
     let log = std::fs::File::create(temp.path().join("daemon.log")).expect("log");
     let child = Command::new(bin("integrationd"))
-        .current_dir(&root)
-        .arg("--config")
-        .arg("examples/quickstart.toml")
-        .arg("--state-dir")
-        .arg(temp.path().join("state"))
-        .arg("--plugin-dir")
-        .arg(temp.path().join("plugins"))
-        .arg("--admin-socket")
-        .arg(&socket)
-        .args(["--http-listen", "127.0.0.1:0"])
+        .current_dir(temp.path())
+        .args([
+            "--config",
+            "examples/quickstart.toml",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("spawn");
     let daemon = Daemon {
         child: Some(child),
-        socket,
+        socket: temp.path().join("state/admin.sock"),
         log: temp.path().join("daemon.log"),
     };
     wait_for("the admin socket", Duration::from_secs(20), || {
@@ -95,9 +95,10 @@ fn quickstart_config_supervises_both_product_plugins() {
             state_of(i) == "healthy"
         });
         assert_eq!(instance["version"], "0.1.0");
+        assert_eq!(instance["restarts"], 0, "{instance}");
     }
     assert!(
         temp.path().join("state/db").is_dir(),
-        "--state-dir overrides the file's state_dir"
+        "state lives in ./state"
     );
 }
