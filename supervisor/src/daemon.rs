@@ -93,7 +93,7 @@ pub async fn run(
         config.plugin_dir.clone(),
         config.registry.pins.clone(),
         config.registry.trust_build_output,
-        store.trust()?,
+        store.clone(),
     ));
     if config.registry.trust_build_output {
         tracing::warn!(
@@ -125,7 +125,12 @@ pub async fn run(
             source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let admin_service = AdminService::new(registry.clone(), manager.clone(), config.admin.clone());
+    let admin_service = AdminService::new(
+        registry.clone(),
+        manager.clone(),
+        config.admin.clone(),
+        store.clone(),
+    );
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(
         tonic::transport::Server::builder()

@@ -10,3 +10,4 @@ pub mod ingress;
 pub mod process;
 pub mod registry;
 pub mod store;
+pub mod tenants;

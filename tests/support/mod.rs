@@ -143,6 +143,8 @@ pub struct DaemonSetup {
     pub process: Vec<String>,
     /// `(plugin, integration)` instances in tenant `system`.
     pub instances: Vec<(String, String)>,
+    /// `(plugin, tenant, integration)` instances.
+    pub tenant_instances: Vec<(String, String, String)>,
     pub extra: String,
 }
 
@@ -161,6 +163,7 @@ impl Default for DaemonSetup {
                 "restart_max_delay = \"2s\"".into(),
             ],
             instances: Vec::new(),
+            tenant_instances: Vec::new(),
             extra: String::new(),
         }
     }
@@ -169,6 +172,12 @@ impl Default for DaemonSetup {
 impl DaemonSetup {
     pub fn instance(mut self, plugin: &str) -> Self {
         self.instances.push((plugin.to_owned(), plugin.to_owned()));
+        self
+    }
+
+    pub fn tenant_instance(mut self, plugin: &str, tenant: &str, integration: &str) -> Self {
+        self.tenant_instances
+            .push((plugin.to_owned(), tenant.to_owned(), integration.to_owned()));
         self
     }
 
@@ -241,6 +250,12 @@ impl World {
                 "\n[[instances]]\nplugin = {plugin:?}\nintegration = {integration:?}\n"
             );
         }
+        for (plugin, tenant, integration) in &setup.tenant_instances {
+            let _ = write!(
+                text,
+                "\n[[instances]]\nplugin = {plugin:?}\ntenant = {tenant:?}\nintegration = {integration:?}\n"
+            );
+        }
         std::fs::write(self.config_path(), text).expect("config");
     }
 
@@ -307,6 +322,18 @@ impl Daemon {
             .args(["-o", "json"])
             .args(args)
             .env_remove("INTEGRATIONCTL_TOKEN")
+            .output()
+            .expect("run integrationctl")
+    }
+
+    /// Runs `integrationctl --socket S --token TOKEN -o json ARGS`.
+    pub fn ctl_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(bin("integrationctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["-o", "json"])
+            .args(args)
+            .env("INTEGRATIONCTL_TOKEN", token)
             .output()
             .expect("run integrationctl")
     }

@@ -5,7 +5,7 @@ mod peer;
 mod service;
 mod socket;
 
-pub use peer::Caller;
+pub use peer::{Authenticator, Caller, Principal};
 pub use service::AdminService;
 pub use socket::{AdminSocketError, bind};
 

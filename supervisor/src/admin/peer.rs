@@ -1,12 +1,15 @@
-//! Who is calling: the peer's uid, gid and groups from `SO_PEERCRED`. Operator
-//! commands are for root and the configured operator uids and groups.
+//! Who is calling and what they may do. Operators are recognised by `SO_PEERCRED` (root
+//! and the configured uids and groups); tenants by a bearer token, which acts on its own
+//! tenant only and never runs operator commands.
 
+use secrecy::SecretString;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 use crate::config::AdminConfig;
+use crate::tenants::{Tenants, TokenInfo, TokenScope};
 
-/// The authenticated caller of an admin request.
+/// A process on the admin socket, from its peer credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
@@ -14,48 +17,111 @@ pub struct Caller {
     pub pid: Option<i32>,
 }
 
-impl Caller {
-    /// For audit and `pinned_by`.
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Operator(Caller),
+    Tenant(TokenInfo),
+}
+
+impl Principal {
+    /// For audit records and `pinned_by`.
     pub fn label(&self) -> String {
-        format!("uid:{}", self.uid)
+        match self {
+            Principal::Operator(caller) => format!("uid:{}", caller.uid),
+            Principal::Tenant(token) => format!("token:{}", token.id),
+        }
+    }
+
+    /// The tenant a token is bound to; `None` for operators.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Principal::Operator(_) => None,
+            Principal::Tenant(token) => Some(&token.tenant),
+        }
     }
 }
 
-/// Checks that the request comes from an operator. Tenant tokens are not accepted
-/// for operator commands.
-pub fn require_operator<T>(request: &Request<T>, admin: &AdminConfig) -> Result<Caller, Status> {
-    if request.metadata().get("authorization").is_some() {
-        return Err(Status::permission_denied(
-            "this command is for operators; a tenant token cannot run it",
-        ));
+/// Checks callers against the config and the token table.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    admin: AdminConfig,
+    tenants: Tenants,
+}
+
+impl Authenticator {
+    pub fn new(admin: AdminConfig, tenants: Tenants) -> Self {
+        Self { admin, tenants }
     }
-    let cred = request
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .ok_or_else(|| {
-            Status::unauthenticated("cannot read the caller's credentials from the socket")
-        })?;
-    let caller = Caller {
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pid: cred.pid(),
-    };
-    if is_operator(
-        &caller,
-        admin,
-        caller
+
+    /// Identifies the caller: a bearer token if one is sent, else the peer's uid.
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        if let Some(value) = request.metadata().get("authorization") {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| {
+                    Status::unauthenticated("the authorization header is not `Bearer <token>`")
+                })?;
+            let info = self
+                .tenants
+                .authenticate(&SecretString::from(token.to_owned()))
+                .map_err(|err| Status::internal(err.to_string()))?
+                .ok_or_else(|| Status::unauthenticated("invalid or revoked token"))?;
+            if info.scope != TokenScope::Admin {
+                return Err(Status::permission_denied(
+                    "an ingest token only posts events to /v1/events/{tenant}; use an admin token here",
+                ));
+            }
+            return Ok(Principal::Tenant(info));
+        }
+        let cred = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .ok_or_else(|| {
+                Status::unauthenticated("cannot read the caller's credentials from the socket")
+            })?;
+        let caller = Caller {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        };
+        let groups = caller
             .pid
             .and_then(supplementary_groups)
-            .unwrap_or_default()
-            .as_slice(),
-    ) {
-        Ok(caller)
-    } else {
-        Err(Status::permission_denied(format!(
-            "uid {} is not an operator (root, admin.operator_uids or admin.operator_gids)",
-            caller.uid
-        )))
+            .unwrap_or_default();
+        if is_operator(&caller, &self.admin, &groups) {
+            Ok(Principal::Operator(caller))
+        } else {
+            Err(Status::permission_denied(format!(
+                "uid {} is not an operator (root, admin.operator_uids or admin.operator_gids); tenants pass --token",
+                caller.uid
+            )))
+        }
+    }
+
+    /// Operator commands only.
+    pub fn operator<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        match self.authenticate(request)? {
+            principal @ Principal::Operator(_) => Ok(principal),
+            Principal::Tenant(_) => Err(Status::permission_denied(
+                "this command is for operators; a tenant token cannot run it",
+            )),
+        }
+    }
+
+    /// A command on `tenant`'s resources: operators, or that tenant's own token. The
+    /// refusal is the same whether or not the other tenant exists, so it reveals nothing.
+    pub fn for_tenant<T>(&self, request: &Request<T>, tenant: &str) -> Result<Principal, Status> {
+        let principal = self.authenticate(request)?;
+        match &principal {
+            Principal::Tenant(token) if token.tenant != tenant => Err(Status::permission_denied(
+                "this token belongs to another tenant",
+            )),
+            _ => Ok(principal),
+        }
     }
 }
 

@@ -5,28 +5,41 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
-use super::peer::require_operator;
+use super::peer::{Authenticator, Principal};
 use super::proto;
 use super::proto::admin_server::Admin;
 use crate::config::AdminConfig;
 use crate::process::{InstanceStatus, Manager};
 use crate::registry::{InstalledPlugin, Refusal, Registry, RegistryError};
+use crate::store::{AuditDraft, AuditRecord, Store};
+use crate::tenants::{TenantError, Tenants, TokenScope};
 
 /// Serves `betalogs.admin.v1.Admin`.
 #[derive(Debug)]
 pub struct AdminService {
     registry: Arc<Registry>,
     manager: Arc<Manager>,
-    admin: AdminConfig,
+    auth: Authenticator,
+    tenants: Tenants,
+    store: Store,
     started: Instant,
 }
 
 impl AdminService {
-    pub fn new(registry: Arc<Registry>, manager: Arc<Manager>, admin: AdminConfig) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        manager: Arc<Manager>,
+        admin: AdminConfig,
+        store: Store,
+    ) -> Self {
+        let tenants = Tenants::new(store.clone());
+        let auth = Authenticator::new(admin, tenants.clone());
         Self {
             registry,
             manager,
-            admin,
+            auth,
+            tenants,
+            store,
             started: Instant::now(),
         }
     }
@@ -117,27 +130,33 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        require_operator(&request, &self.admin)?;
+        let principal = self.auth.authenticate(&request)?;
+        let own = principal.tenant().map(str::to_owned);
         let instances = self
             .manager
             .status()
             .await
             .into_iter()
+            .filter(|i| own.as_deref().is_none_or(|t| t == i.tenant))
             .map(instance_to_proto)
             .collect();
-        let refused = self
-            .registry
-            .list()
-            .map_err(registry_status)?
-            .into_iter()
-            .filter(|p| p.refusal.is_some())
-            .map(|p| proto::PluginRefusal {
-                plugin: p.package.manifest.name.clone(),
-                version: p.package.manifest.version.to_string(),
-                reason: p.refusal.unwrap_or_default(),
-            })
-            .chain(self.registry.unreadable().into_iter().map(refusal_to_proto))
-            .collect();
+        // Plugin refusals are operator information.
+        let refused = if own.is_some() {
+            Vec::new()
+        } else {
+            self.registry
+                .list()
+                .map_err(registry_status)?
+                .into_iter()
+                .filter(|p| p.refusal.is_some())
+                .map(|p| proto::PluginRefusal {
+                    plugin: p.package.manifest.name.clone(),
+                    version: p.package.manifest.version.to_string(),
+                    reason: p.refusal.unwrap_or_default(),
+                })
+                .chain(self.registry.unreadable().into_iter().map(refusal_to_proto))
+                .collect()
+        };
         Ok(Response::new(proto::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -151,7 +170,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ListPluginsRequest>,
     ) -> Result<Response<proto::ListPluginsResponse>, Status> {
-        require_operator(&request, &self.admin)?;
+        self.auth.operator(&request)?;
         let plugins = self
             .registry
             .list()
@@ -175,7 +194,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ShowPluginRequest>,
     ) -> Result<Response<proto::ShowPluginResponse>, Status> {
-        require_operator(&request, &self.admin)?;
+        self.auth.operator(&request)?;
         let name = &request.get_ref().name;
         let versions: Vec<proto::PluginInfo> = self
             .registry
@@ -208,7 +227,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::TrustPluginRequest>,
     ) -> Result<Response<proto::TrustPluginResponse>, Status> {
-        let caller = require_operator(&request, &self.admin)?;
+        let caller = self.auth.operator(&request)?;
         let body = request.into_inner();
         let version = Some(body.version.as_str()).filter(|v| !v.is_empty());
         let sha256 = Some(body.sha256.as_str()).filter(|v| !v.is_empty());
@@ -229,7 +248,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::RestartPluginRequest>,
     ) -> Result<Response<proto::RestartPluginResponse>, Status> {
-        require_operator(&request, &self.admin)?;
+        self.auth.operator(&request)?;
         let body = request.into_inner();
         let tenant = Some(body.tenant.as_str()).filter(|t| !t.is_empty());
         let restarted = self.manager.restart(&body.name, tenant).await;
@@ -248,7 +267,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::RescanPluginsRequest>,
     ) -> Result<Response<proto::RescanPluginsResponse>, Status> {
-        require_operator(&request, &self.admin)?;
+        self.auth.operator(&request)?;
         let refused = self.rescan_and_report()?;
         self.manager.retry_refused().await;
         let plugins = self
@@ -262,5 +281,218 @@ impl Admin for AdminService {
             plugins,
             refused: refused.into_iter().map(refusal_to_proto).collect(),
         }))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<proto::CreateTenantRequest>,
+    ) -> Result<Response<proto::TenantInfo>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let tenant = self
+            .tenants
+            .create(&request.get_ref().name, &principal.label())
+            .map_err(tenant_status)?;
+        Ok(Response::new(proto::TenantInfo {
+            name: tenant.name,
+            created_unix_ms: tenant.created_ms,
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<proto::ListTenantsRequest>,
+    ) -> Result<Response<proto::ListTenantsResponse>, Status> {
+        self.auth.operator(&request)?;
+        let tenants = self
+            .tenants
+            .list()
+            .map_err(tenant_status)?
+            .into_iter()
+            .map(|t| proto::TenantInfo {
+                name: t.name,
+                created_unix_ms: t.created_ms,
+            })
+            .collect();
+        Ok(Response::new(proto::ListTenantsResponse { tenants }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<proto::DeleteTenantRequest>,
+    ) -> Result<Response<proto::DeleteTenantResponse>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let name = request.into_inner().name;
+        let _turn = self.store.writer();
+        let tokens = self.tenants.tokens(&name).map_err(tenant_status)?.len();
+        let batch = self.tenants.delete_batch(&name).map_err(tenant_status)?;
+        let audit = AuditDraft::ok(
+            Some(&name),
+            &principal.label(),
+            "tenant.delete",
+            &format!("tenant:{name}"),
+            format!("{tokens} token(s) revoked"),
+        );
+        self.store
+            .commit(&batch, &audit)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::DeleteTenantResponse {
+            name,
+            tokens_revoked: u32::try_from(tokens).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<proto::CreateTokenRequest>,
+    ) -> Result<Response<proto::CreateTokenResponse>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let body = request.into_inner();
+        let scope_text = if body.scope.is_empty() {
+            "admin"
+        } else {
+            body.scope.as_str()
+        };
+        let scope = TokenScope::parse(scope_text).ok_or_else(|| {
+            Status::invalid_argument(format!("scope `{scope_text}` is not `admin` or `ingest`"))
+        })?;
+        let issued = self
+            .tenants
+            .create_token(&body.tenant, scope, &principal.label())
+            .map_err(tenant_status)?;
+        use secrecy::ExposeSecret;
+        Ok(Response::new(proto::CreateTokenResponse {
+            tenant: issued.info.tenant,
+            token: issued.token.expose_secret().to_owned(),
+            id: issued.info.id,
+            scope: scope.as_str().to_owned(),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<proto::ListTokensRequest>,
+    ) -> Result<Response<proto::ListTokensResponse>, Status> {
+        self.auth.operator(&request)?;
+        let tenant = &request.get_ref().tenant;
+        self.tenants.require(tenant).map_err(tenant_status)?;
+        let tokens = self
+            .tenants
+            .tokens(tenant)
+            .map_err(tenant_status)?
+            .into_iter()
+            .map(token_to_proto)
+            .collect();
+        Ok(Response::new(proto::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<proto::RevokeTokenRequest>,
+    ) -> Result<Response<proto::TokenInfo>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let info = self
+            .tenants
+            .revoke_token(&request.get_ref().id, &principal.label())
+            .map_err(tenant_status)?;
+        Ok(Response::new(token_to_proto(info)))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        let principal = self.auth.authenticate(&request)?;
+        let body = request.into_inner();
+        let tenant = match (&principal, body.tenant.as_str()) {
+            (Principal::Tenant(token), "") => Some(token.tenant.clone()),
+            (Principal::Tenant(token), asked) if asked != token.tenant => {
+                return Err(Status::permission_denied(
+                    "this token belongs to another tenant",
+                ));
+            }
+            (_, "") => None,
+            (_, asked) => Some(asked.to_owned()),
+        };
+        let limit = if body.limit == 0 {
+            100
+        } else {
+            body.limit as usize
+        };
+        let until = if body.until_unix_ms == 0 {
+            u64::MAX
+        } else {
+            body.until_unix_ms
+        };
+        let records = self
+            .store
+            .audit_records(limit, |r| {
+                tenant.as_ref().is_none_or(|t| r.tenant.as_ref() == Some(t))
+                    && r.action.starts_with(&body.action_prefix)
+                    && r.time_ms >= body.since_unix_ms
+                    && r.time_ms <= until
+            })
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .map(audit_to_proto)
+            .collect();
+        Ok(Response::new(proto::ListAuditResponse { records }))
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<proto::VerifyAuditRequest>,
+    ) -> Result<Response<proto::VerifyAuditResponse>, Status> {
+        self.auth.operator(&request)?;
+        let store = self.store.clone();
+        let outcome = tokio::task::spawn_blocking(move || store.audit_verify())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(match outcome {
+            Ok(records) => proto::VerifyAuditResponse {
+                ok: true,
+                records,
+                error: String::new(),
+            },
+            Err(broken) => proto::VerifyAuditResponse {
+                ok: false,
+                records: 0,
+                error: broken.to_string(),
+            },
+        }))
+    }
+}
+
+fn tenant_status(err: TenantError) -> Status {
+    match err {
+        TenantError::Exists(_) => Status::already_exists(err.to_string()),
+        TenantError::Unknown(_) | TenantError::UnknownToken(_) => {
+            Status::not_found(err.to_string())
+        }
+        TenantError::BadName(_) => Status::invalid_argument(err.to_string()),
+        TenantError::Store(_) => Status::internal(err.to_string()),
+    }
+}
+
+fn token_to_proto(info: crate::tenants::TokenInfo) -> proto::TokenInfo {
+    proto::TokenInfo {
+        id: info.id,
+        tenant: info.tenant,
+        scope: info.scope.as_str().to_owned(),
+        created_unix_ms: info.created_ms,
+    }
+}
+
+fn audit_to_proto(record: AuditRecord) -> proto::AuditRecord {
+    proto::AuditRecord {
+        seq: record.seq,
+        time_unix_ms: record.time_ms,
+        tenant: record.tenant.unwrap_or_default(),
+        actor: record.actor,
+        action: record.action,
+        target: record.target,
+        outcome: record.outcome,
+        detail: record.detail,
+        prev_sha256: record.prev,
     }
 }

@@ -46,6 +46,73 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Tenants (operators).
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Tenant tokens (operators). A token is printed once, when created.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    Create {
+        name: String,
+    },
+    List,
+    /// Delete a tenant with its tokens and data.
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Issue a token; it is shown only now.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_parser = ["admin", "ingest"], default_value = "admin")]
+        scope: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Records, newest first (a tenant token sees its own tenant's only).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only actions starting with this, e.g. `credential.` or `tenant.create`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only records at or after this Unix time in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        since_ms: u64,
+        /// Only records at or before this Unix time in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        until_ms: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Walk the whole hash chain; fails if a record was modified, removed or reordered.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +281,180 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match cli.output {
                     Output::Json => print_json(&scan)?,
                     Output::Table => print_plugins(&scan.plugins, &scan.refused),
+                }
+            }
+        },
+        Command::Tenants { command } => match command {
+            TenantsCommand::Create { name } => {
+                let tenant = client
+                    .create_tenant(with_token(proto::CreateTenantRequest { name }, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&tenant)?,
+                    Output::Table => println!("created tenant {}", tenant.name),
+                }
+            }
+            TenantsCommand::List => {
+                let list = client
+                    .list_tenants(with_token(proto::ListTenantsRequest {}, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&list.tenants)?,
+                    Output::Table => print_table(
+                        &["NAME", "CREATED (UNIX MS)"],
+                        list.tenants
+                            .iter()
+                            .map(|t| vec![t.name.clone(), t.created_unix_ms.to_string()])
+                            .collect(),
+                    ),
+                }
+            }
+            TenantsCommand::Delete { name } => {
+                let done = client
+                    .delete_tenant(with_token(proto::DeleteTenantRequest { name }, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&done)?,
+                    Output::Table => println!(
+                        "deleted tenant {} ({} token(s) revoked)",
+                        done.name, done.tokens_revoked
+                    ),
+                }
+            }
+        },
+        Command::Tokens { command } => match command {
+            TokensCommand::Create { tenant, scope } => {
+                let issued = client
+                    .create_token(with_token(
+                        proto::CreateTokenRequest { tenant, scope },
+                        token,
+                    )?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(
+                        &serde_json::json!({ "tenant": issued.tenant, "token": issued.token, "id": issued.id, "scope": issued.scope }),
+                    )?,
+                    Output::Table => {
+                        println!("{}", issued.token);
+                        eprintln!(
+                            "token {} ({} scope) for tenant {}: shown only now",
+                            issued.id, issued.scope, issued.tenant
+                        );
+                    }
+                }
+            }
+            TokensCommand::List { tenant } => {
+                let list = client
+                    .list_tokens(with_token(proto::ListTokensRequest { tenant }, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&list.tokens)?,
+                    Output::Table => print_table(
+                        &["ID", "TENANT", "SCOPE", "CREATED (UNIX MS)"],
+                        list.tokens
+                            .iter()
+                            .map(|t| {
+                                vec![
+                                    t.id.clone(),
+                                    t.tenant.clone(),
+                                    t.scope.clone(),
+                                    t.created_unix_ms.to_string(),
+                                ]
+                            })
+                            .collect(),
+                    ),
+                }
+            }
+            TokensCommand::Revoke { id } => {
+                let info = client
+                    .revoke_token(with_token(proto::RevokeTokenRequest { id }, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&info)?,
+                    Output::Table => {
+                        println!("revoked token {} of tenant {}", info.id, info.tenant)
+                    }
+                }
+            }
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::List {
+                tenant,
+                kind,
+                since_ms,
+                until_ms,
+                limit,
+            } => {
+                let request = proto::ListAuditRequest {
+                    tenant: tenant.unwrap_or_default(),
+                    action_prefix: kind.unwrap_or_default(),
+                    since_unix_ms: since_ms,
+                    until_unix_ms: until_ms,
+                    limit,
+                };
+                let list = client
+                    .list_audit(with_token(request, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&list.records)?,
+                    Output::Table => print_table(
+                        &[
+                            "SEQ",
+                            "TIME (UNIX MS)",
+                            "TENANT",
+                            "ACTOR",
+                            "ACTION",
+                            "TARGET",
+                            "OUTCOME",
+                            "DETAIL",
+                        ],
+                        list.records
+                            .iter()
+                            .map(|r| {
+                                vec![
+                                    r.seq.to_string(),
+                                    r.time_unix_ms.to_string(),
+                                    r.tenant.clone(),
+                                    r.actor.clone(),
+                                    r.action.clone(),
+                                    r.target.clone(),
+                                    r.outcome.clone(),
+                                    r.detail.chars().take(60).collect(),
+                                ]
+                            })
+                            .collect(),
+                    ),
+                }
+            }
+            AuditCommand::Verify => {
+                let verdict = client
+                    .verify_audit(with_token(proto::VerifyAuditRequest {}, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&verdict)?,
+                    Output::Table if verdict.ok => {
+                        println!("audit chain intact: {} records", verdict.records)
+                    }
+                    Output::Table => {}
+                }
+                if !verdict.ok {
+                    anyhow::bail!("audit chain broken: {}", verdict.error);
                 }
             }
         },

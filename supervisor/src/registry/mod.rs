@@ -17,7 +17,7 @@ pub use manifest::{KNOWN_CAPABILITIES, Manifest};
 pub use resolve::{Package, Refusal};
 use semver::Version;
 
-use crate::store::{StoreError, TrustPin, TrustTable};
+use crate::store::{AuditDraft, Store, StoreError, TrustPin, TrustTable};
 
 /// The supervisor's own version: plugins declare a `framework` range against it.
 pub fn framework_version() -> Version {
@@ -70,6 +70,7 @@ pub struct Registry {
     pins: BTreeMap<String, Version>,
     trust_build_output: bool,
     trust: TrustTable,
+    store: Store,
     snapshot: RwLock<Snapshot>,
 }
 
@@ -78,13 +79,14 @@ impl Registry {
         plugin_dir: PathBuf,
         pins: BTreeMap<String, Version>,
         trust_build_output: bool,
-        trust: TrustTable,
+        store: Store,
     ) -> Self {
         Self {
             plugin_dir,
             pins,
             trust_build_output,
-            trust,
+            trust: store.trust(),
+            store,
             snapshot: RwLock::default(),
         }
     }
@@ -211,7 +213,7 @@ impl Registry {
             pinned_at: unix_now(),
             pinned_by: by.to_owned(),
         };
-        self.trust.pin(&pin)?;
+        self.record_pin(&pin)?;
         Ok(pin)
     }
 
@@ -272,13 +274,26 @@ impl Registry {
         {
             return Ok(());
         }
-        self.trust.pin(&TrustPin {
+        self.record_pin(&TrustPin {
             name: package.manifest.name.clone(),
             version,
             sha256,
             pinned_at: unix_now(),
             pinned_by: by.to_owned(),
-        })?;
+        })
+    }
+
+    /// Stores a pin with its audit record.
+    fn record_pin(&self, pin: &TrustPin) -> Result<(), RegistryError> {
+        let _turn = self.store.writer();
+        let audit = AuditDraft::ok(
+            None,
+            &pin.pinned_by,
+            "plugin.trust",
+            &format!("plugin:{}@{}", pin.name, pin.version),
+            format!("sha256 {}", pin.sha256),
+        );
+        self.store.commit(&TrustTable::pin_batch(pin)?, &audit)?;
         Ok(())
     }
 }

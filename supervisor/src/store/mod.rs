@@ -1,11 +1,97 @@
 //! The only module that touches sled. Each component owns named trees and reaches them
-//! through a typed API here; every write that is acknowledged is flushed first.
+//! through a typed API here. Every change is committed in one transaction together with
+//! its audit record (so a change without its record cannot happen: fail closed), and
+//! flushed before the caller hears of it.
 
+mod audit;
 mod trust;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+pub use audit::{AuditDraft, AuditRecord, ChainError};
+use audit::{HEAD_KEY, Head};
 pub use trust::{TrustPin, TrustTable};
+
+/// The trees that hold state, each owned by one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Registry: trusted plugin checksums.
+    Trust,
+    /// Tenants: one record per tenant.
+    Tenants,
+    /// Tenants: admin and ingest tokens (hashes only).
+    Tokens,
+    /// Credentials: ciphertexts and metadata.
+    Credentials,
+    /// Credentials: each tenant's age identity, wrapped by the master key.
+    TenantKeys,
+    /// Tenants: per-tenant feature flag overrides.
+    Flags,
+}
+
+impl Table {
+    const ALL: [Table; 6] = [
+        Table::Trust,
+        Table::Tenants,
+        Table::Tokens,
+        Table::Credentials,
+        Table::TenantKeys,
+        Table::Flags,
+    ];
+
+    fn tree_name(self) -> &'static str {
+        match self {
+            Table::Trust => "registry.trust",
+            Table::Tenants => "tenants",
+            Table::Tokens => "tenants.tokens",
+            Table::Credentials => "credentials",
+            Table::TenantKeys => "credentials.tenant_keys",
+            Table::Flags => "tenants.flags",
+        }
+    }
+
+    /// Position in the transaction's tree list (after the two audit trees).
+    fn slot(self) -> usize {
+        2 + Table::ALL
+            .iter()
+            .position(|t| *t == self)
+            .expect("every table is in ALL")
+    }
+}
+
+/// A key and its value, as read.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Writes that must happen together.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        self.ops.push((table, key.into(), Some(value.into())));
+        self
+    }
+
+    pub fn delete(mut self, table: Table, key: impl Into<Vec<u8>>) -> Self {
+        self.ops.push((table, key.into(), None));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
 
 /// The on-disk format this build writes. A database written by a newer build is
 /// refused; an older one is migrated on open.
@@ -33,6 +119,12 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    audit: sled::Tree,
+    audit_head: sled::Tree,
+    tables: [sled::Tree; 6],
+    /// Writers take turns: read-check-write sequences in the components stay consistent,
+    /// and the audit chain has one writer.
+    writer: Arc<Mutex<()>>,
 }
 
 impl Store {
@@ -67,18 +159,267 @@ impl Store {
                 // Older formats would be migrated here, one step at a time.
             }
         }
-        Ok(Self { db })
+        let audit = db.open_tree("audit")?;
+        let audit_head = db.open_tree("audit.head")?;
+        let mut tables = Vec::with_capacity(Table::ALL.len());
+        for table in Table::ALL {
+            tables.push(db.open_tree(table.tree_name())?);
+        }
+        let tables: [sled::Tree; 6] = tables.try_into().expect("one tree per table");
+        Ok(Self {
+            db,
+            audit,
+            audit_head,
+            tables,
+            writer: Arc::default(),
+        })
+    }
+
+    fn tree(&self, table: Table) -> &sled::Tree {
+        &self.tables[table.slot() - 2]
     }
 
     /// The registry's table of trusted plugin checksums.
-    pub fn trust(&self) -> Result<TrustTable, StoreError> {
-        Ok(TrustTable::new(self.db.open_tree("registry.trust")?))
+    pub fn trust(&self) -> TrustTable {
+        TrustTable::new(self.tree(Table::Trust).clone())
+    }
+
+    /// Reads one value.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(table).get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.tree(table)
+            .scan_prefix(prefix)
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    /// Takes the writer's turn: hold it across the reads a batch depends on.
+    pub fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies `batch` and appends `audit` in one transaction, then flushes. Either both
+    /// are durable when this returns `Ok`, or neither happened.
+    pub fn commit(&self, batch: &Batch, audit: &AuditDraft) -> Result<AuditRecord, StoreError> {
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut trees: Vec<sled::Tree> = vec![self.audit.clone(), self.audit_head.clone()];
+        trees.extend(self.tables.iter().cloned());
+        let result = trees.as_slice().transaction(|tx| {
+            let head = match tx[1].get(HEAD_KEY)? {
+                None => Head::GENESIS,
+                Some(raw) => Head::decode(&raw).ok_or_else(|| {
+                    ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        key: "audit.head".to_owned(),
+                        reason: "not a sequence number and hash".to_owned(),
+                    })
+                })?,
+            };
+            let (record, bytes, next) = audit::next_record(head, audit, time_ms)
+                .map_err(ConflictableTransactionError::Abort)?;
+            tx[0].insert(&record.seq.to_be_bytes(), bytes)?;
+            tx[1].insert(HEAD_KEY, next.encode().as_slice())?;
+            for (table, key, value) in &batch.ops {
+                let tree = &tx[table.slot()];
+                match value {
+                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                    None => tree.remove(key.as_slice())?,
+                };
+            }
+            Ok(record)
+        });
+        let record = match result {
+            Ok(record) => record,
+            Err(TransactionError::Abort(err)) => return Err(err),
+            Err(TransactionError::Storage(err)) => return Err(err.into()),
+        };
+        self.db.flush()?;
+        Ok(record)
+    }
+
+    /// Appends an audit record alone (a read, a refused access).
+    pub fn audit(&self, audit: &AuditDraft) -> Result<AuditRecord, StoreError> {
+        let _turn = self.writer();
+        self.commit(&Batch::new(), audit)
+    }
+
+    /// Audit records, newest first, that `keep` accepts, at most `limit`.
+    pub fn audit_records(
+        &self,
+        limit: usize,
+        keep: impl Fn(&AuditRecord) -> bool,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.audit.iter().rev() {
+            let (key, value) = entry?;
+            let record: AuditRecord =
+                serde_json::from_slice(&value).map_err(|err| StoreError::Corrupt {
+                    key: format!("audit {}", hex::encode(&key)),
+                    reason: err.to_string(),
+                })?;
+            if keep(&record) {
+                out.push(record);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks the whole audit chain. `Ok(Ok(n))`: `n` records, intact.
+    pub fn audit_verify(&self) -> Result<Result<u64, ChainError>, StoreError> {
+        let head = match self.audit_head.get(HEAD_KEY)? {
+            None => Head::GENESIS,
+            Some(raw) => Head::decode(&raw).ok_or_else(|| StoreError::Corrupt {
+                key: "audit.head".to_owned(),
+                reason: "not a sequence number and hash".to_owned(),
+            })?,
+        };
+        audit::verify_chain(self.audit.iter(), head)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn draft(action: &str) -> AuditDraft {
+        AuditDraft::ok(Some("acme"), "uid:0", action, "thing", "detail")
+    }
+
+    #[test]
+    fn a_commit_writes_the_change_and_its_audit_record_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let record = store
+            .commit(
+                &Batch::new().put(Table::Tenants, "acme", "{}"),
+                &draft("tenant.create"),
+            )
+            .expect("commit");
+        assert_eq!(record.seq, 1);
+        assert_eq!(record.prev, "0".repeat(64));
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.get(Table::Tenants, b"acme").expect("get"),
+            Some(b"{}".to_vec())
+        );
+        assert_eq!(store.audit_verify().expect("verify"), Ok(1));
+    }
+
+    #[test]
+    fn no_audit_record_means_no_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .commit(&Batch::new(), &draft("first"))
+            .expect("commit");
+        store
+            .audit_head
+            .insert(HEAD_KEY, b"garbage".as_slice())
+            .expect("corrupt the head");
+        let err = store.commit(
+            &Batch::new().put(Table::Tenants, "acme", "{}"),
+            &draft("tenant.create"),
+        );
+        assert!(matches!(err, Err(StoreError::Corrupt { .. })), "{err:?}");
+        assert_eq!(
+            store.get(Table::Tenants, b"acme").expect("get"),
+            None,
+            "fail closed"
+        );
+    }
+
+    fn chain(n: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for i in 0..n {
+            store.audit(&draft(&format!("action.{i}"))).expect("append");
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn verify_detects_modified_removed_reordered_and_truncated_records() {
+        let (_dir, store) = chain(5);
+        assert_eq!(store.audit_verify().expect("verify"), Ok(5));
+
+        let key = 3u64.to_be_bytes();
+        let original = store.audit.get(key).expect("get").expect("record 3");
+        let forged = String::from_utf8(original.to_vec())
+            .expect("utf8")
+            .replace("action.2", "action.X");
+        store.audit.insert(key, forged.as_bytes()).expect("modify");
+        assert_eq!(
+            store.audit_verify().expect("verify"),
+            Err(ChainError::BrokenLink {
+                seq: 4,
+                previous: 3
+            })
+        );
+        store.audit.insert(key, original.clone()).expect("restore");
+
+        store.audit.remove(key).expect("remove");
+        assert_eq!(
+            store.audit_verify().expect("verify"),
+            Err(ChainError::Gap {
+                expected: 3,
+                found: 4
+            })
+        );
+        store.audit.insert(key, original.clone()).expect("restore");
+
+        let four = store
+            .audit
+            .get(4u64.to_be_bytes())
+            .expect("get")
+            .expect("record 4");
+        store.audit.insert(key, four.clone()).expect("swap");
+        store
+            .audit
+            .insert(4u64.to_be_bytes(), original.clone())
+            .expect("swap");
+        assert!(matches!(
+            store.audit_verify().expect("verify"),
+            Err(ChainError::Gap { .. })
+        ));
+        store.audit.insert(key, original).expect("restore");
+        store
+            .audit
+            .insert(4u64.to_be_bytes(), four)
+            .expect("restore");
+        assert_eq!(store.audit_verify().expect("verify"), Ok(5));
+
+        store.audit.remove(5u64.to_be_bytes()).expect("truncate");
+        assert_eq!(
+            store.audit_verify().expect("verify"),
+            Err(ChainError::Truncated { last: 4, head: 5 })
+        );
+    }
+
+    #[test]
+    fn lists_newest_first_with_a_filter() {
+        let (_dir, store) = chain(4);
+        let records = store
+            .audit_records(2, |r| r.action != "action.3")
+            .expect("list");
+        let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, vec!["action.2", "action.1"]);
+    }
 
     #[test]
     fn refuses_a_database_from_a_newer_build() {

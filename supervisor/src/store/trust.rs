@@ -46,16 +46,14 @@ impl TrustTable {
             .transpose()
     }
 
-    /// Records (or replaces) a pin and flushes before returning.
-    pub fn pin(&self, pin: &TrustPin) -> Result<(), StoreError> {
+    /// The write that records (or replaces) a pin; commit it with its audit record.
+    pub fn pin_batch(pin: &TrustPin) -> Result<super::Batch, StoreError> {
         let key = Self::key(&pin.name, &pin.version);
         let value = serde_json::to_vec(pin).map_err(|err| StoreError::Corrupt {
             key: key.clone(),
             reason: err.to_string(),
         })?;
-        self.tree.insert(key.as_bytes(), value)?;
-        self.tree.flush()?;
-        Ok(())
+        Ok(super::Batch::new().put(super::Table::Trust, key, value))
     }
 }
 
@@ -74,16 +72,13 @@ mod tests {
             pinned_at: 1,
             pinned_by: "uid:0".into(),
         };
-        Store::open(dir.path())
-            .expect("open")
-            .trust()
-            .expect("tree")
-            .pin(&pin)
-            .expect("pin");
-        let table = Store::open(dir.path())
-            .expect("reopen")
-            .trust()
-            .expect("tree");
+        let store = Store::open(dir.path()).expect("open");
+        let batch = TrustTable::pin_batch(&pin).expect("batch");
+        let audit =
+            super::super::AuditDraft::ok(None, "uid:0", "plugin.trust", "plugin:github", "");
+        store.commit(&batch, &audit).expect("pin");
+        drop(store);
+        let table = Store::open(dir.path()).expect("reopen").trust();
         assert_eq!(table.get("github", "1.0.0").expect("get"), Some(pin));
         assert_eq!(table.get("github", "2.0.0").expect("get"), None);
     }

@@ -1,0 +1,127 @@
+//! Tenants and their tokens. A tenant is a name; its tokens authenticate tenant
+//! administrators (`admin` scope) and platform event producers (`ingest` scope). Only a
+//! hash of each token is stored, so the database never holds a usable token.
+
+mod tokens;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
+pub use tokens::{IssuedToken, TokenInfo, TokenScope};
+
+/// Errors from tenant operations, worded for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("tenant `{0}` already exists")]
+    Exists(String),
+    #[error("tenant `{0}` does not exist")]
+    Unknown(String),
+    #[error("`{0}` is not a valid tenant name: use 1-64 letters, digits, `-` or `_`")]
+    BadName(String),
+    #[error("token `{0}` does not exist")]
+    UnknownToken(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// One tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+    pub created_ms: u64,
+}
+
+/// The tenants component.
+#[derive(Debug, Clone)]
+pub struct Tenants {
+    store: Store,
+}
+
+fn corrupt(key: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: err.to_string(),
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Tenants {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<Tenant>, TenantError> {
+        match self.store.get(Table::Tenants, name.as_bytes())? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(
+                serde_json::from_slice(&raw).map_err(|e| corrupt(name, e))?,
+            )),
+        }
+    }
+
+    /// Fails unless `name` exists.
+    pub fn require(&self, name: &str) -> Result<Tenant, TenantError> {
+        self.get(name)?
+            .ok_or_else(|| TenantError::Unknown(name.to_owned()))
+    }
+
+    pub fn list(&self) -> Result<Vec<Tenant>, TenantError> {
+        self.store
+            .scan(Table::Tenants, b"")?
+            .into_iter()
+            .map(|(key, raw)| {
+                serde_json::from_slice(&raw)
+                    .map_err(|e| corrupt(&String::from_utf8_lossy(&key), e).into())
+            })
+            .collect()
+    }
+
+    /// Creates a tenant; audited as `actor`.
+    pub fn create(&self, name: &str, actor: &str) -> Result<Tenant, TenantError> {
+        if !crate::config::is_name(name) {
+            return Err(TenantError::BadName(name.to_owned()));
+        }
+        let _turn = self.store.writer();
+        if self.get(name)?.is_some() {
+            return Err(TenantError::Exists(name.to_owned()));
+        }
+        let tenant = Tenant {
+            name: name.to_owned(),
+            created_ms: now_ms(),
+        };
+        let value = serde_json::to_vec(&tenant).map_err(|e| corrupt(name, e))?;
+        let audit = AuditDraft::ok(
+            Some(name),
+            actor,
+            "tenant.create",
+            &format!("tenant:{name}"),
+            "",
+        );
+        self.store
+            .commit(&Batch::new().put(Table::Tenants, name, value), &audit)?;
+        Ok(tenant)
+    }
+
+    /// The writes that remove a tenant and its tokens and flags. Other components add
+    /// theirs (credentials, keys) before the caller commits the whole batch.
+    pub fn delete_batch(&self, name: &str) -> Result<Batch, TenantError> {
+        self.require(name)?;
+        let mut batch = Batch::new().delete(Table::Tenants, name);
+        for token in self.tokens(name)? {
+            batch = batch.delete(Table::Tokens, token.id);
+        }
+        for (key, _) in self
+            .store
+            .scan(Table::Flags, format!("{name}\0").as_bytes())?
+        {
+            batch = batch.delete(Table::Flags, key);
+        }
+        Ok(batch)
+    }
+}
