@@ -8,6 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .type_attribute(".betalogs.admin.v1", "#[derive(serde::Serialize)]")
+        // Messages that carry secrets get a redacting Debug (admin/redact.rs) instead.
+        .skip_debug([
+            ".betalogs.admin.v1.SetCredentialRequest",
+            ".betalogs.admin.v1.CreateTokenResponse",
+        ])
         .compile_fds(descriptors)?;
     Ok(())
 }

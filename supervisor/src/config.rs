@@ -47,6 +47,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     #[serde(default)]
     pub process: ProcessConfig,
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
     /// Plugin instances to keep running.
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,
@@ -68,6 +70,20 @@ pub struct AdminConfig {
     pub operator_uids: Vec<u32>,
     #[serde(default)]
     pub operator_gids: Vec<u32>,
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// `file:PATH` (an age identity file, mode 0600), `systemd:NAME`
+    /// (`$CREDENTIALS_DIRECTORY/NAME`) or `passphrase-file:PATH` (scrypt). Unset: no
+    /// credentials can be stored.
+    #[serde(default)]
+    pub master_key: Option<String>,
+    /// DEVELOPMENT ONLY: create the `file:` key if it does not exist.
+    #[serde(default)]
+    pub generate_missing_key: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

@@ -27,6 +27,10 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("credentials: {0}")]
+    Credentials(#[from] crate::credentials::CredentialError),
+    #[error("credentials: {0}")]
+    MasterKey(#[from] crate::credentials::MasterKeyError),
     #[error(transparent)]
     Manager(#[from] crate::process::ManagerError),
     #[error(transparent)]
@@ -101,6 +105,7 @@ pub async fn run(
         );
     }
     log_refusals(&registry.rescan()?);
+    let credentials = open_credentials(&config, &store)?;
     let metrics = Arc::new(Metrics::new());
     let manager = Arc::new(Manager::new(
         registry.clone(),
@@ -130,6 +135,7 @@ pub async fn run(
         manager.clone(),
         config.admin.clone(),
         store.clone(),
+        credentials,
     );
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(
@@ -184,6 +190,34 @@ pub async fn run(
     let _ = std::fs::remove_file(&config.admin_socket);
     tracing::info!("integrationd stopped");
     Ok(())
+}
+
+/// Opens the credential manager when a master key is configured. A wrong or unreadable
+/// key stops the daemon before anything is written.
+fn open_credentials(
+    config: &Config,
+    store: &Store,
+) -> Result<Option<Arc<crate::credentials::Credentials>>, DaemonError> {
+    let Some(source) = &config.credentials.master_key else {
+        tracing::warn!("no credentials.master_key: credentials cannot be stored");
+        return Ok(None);
+    };
+    let source = crate::credentials::MasterKeySource::parse(source)?;
+    let source = source.resolve().map_err(|source| DaemonError::StateDir {
+        path: "credentials.master_key".to_owned(),
+        source,
+    })?;
+    if config.credentials.generate_missing_key {
+        tracing::warn!(
+            "credentials.generate_missing_key is on: a missing master key file is created (development only)"
+        );
+    }
+    let credentials = crate::credentials::Credentials::open(
+        store.clone(),
+        &source,
+        config.credentials.generate_missing_key,
+    )?;
+    Ok(Some(Arc::new(credentials)))
 }
 
 fn log_refusals(refusals: &[crate::registry::Refusal]) {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod health;
 pub mod ingress;

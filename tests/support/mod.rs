@@ -175,6 +175,14 @@ impl DaemonSetup {
         self
     }
 
+    /// Credentials with a master key file in `dir`, created on first start.
+    pub fn with_master_key(self, key: &Path) -> Self {
+        self.extra(&format!(
+            "[credentials]\nmaster_key = \"file:{}\"\ngenerate_missing_key = true\n",
+            key.display()
+        ))
+    }
+
     pub fn tenant_instance(mut self, plugin: &str, tenant: &str, integration: &str) -> Self {
         self.tenant_instances
             .push((plugin.to_owned(), tenant.to_owned(), integration.to_owned()));
@@ -324,6 +332,33 @@ impl Daemon {
             .env_remove("INTEGRATIONCTL_TOKEN")
             .output()
             .expect("run integrationctl")
+    }
+
+    /// Runs `integrationctl -o json ARGS` with `input` on stdin (and `token`, if any).
+    pub fn ctl_stdin(&self, token: Option<&str>, args: &[&str], input: &[u8]) -> Output {
+        let mut command = Command::new(bin("integrationctl"));
+        command
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["-o", "json"])
+            .args(args)
+            .env_remove("INTEGRATIONCTL_TOKEN");
+        if let Some(token) = token {
+            command.env("INTEGRATIONCTL_TOKEN", token);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run integrationctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+        child.wait_with_output().expect("integrationctl output")
     }
 
     /// Runs `integrationctl --socket S --token TOKEN -o json ARGS`.

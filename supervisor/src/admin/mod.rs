@@ -2,6 +2,7 @@
 //! service, and the socket's set-up.
 
 mod peer;
+mod redact;
 mod service;
 mod socket;
 

@@ -9,6 +9,9 @@ use super::peer::{Authenticator, Principal};
 use super::proto;
 use super::proto::admin_server::Admin;
 use crate::config::AdminConfig;
+use crate::credentials::{
+    CredentialError, CredentialInfo, Credentials, MasterKeySource, NewSecret, SecretBytes,
+};
 use crate::process::{InstanceStatus, Manager};
 use crate::registry::{InstalledPlugin, Refusal, Registry, RegistryError};
 use crate::store::{AuditDraft, AuditRecord, Store};
@@ -22,6 +25,7 @@ pub struct AdminService {
     auth: Authenticator,
     tenants: Tenants,
     store: Store,
+    credentials: Option<Arc<Credentials>>,
     started: Instant,
 }
 
@@ -31,6 +35,7 @@ impl AdminService {
         manager: Arc<Manager>,
         admin: AdminConfig,
         store: Store,
+        credentials: Option<Arc<Credentials>>,
     ) -> Self {
         let tenants = Tenants::new(store.clone());
         let auth = Authenticator::new(admin, tenants.clone());
@@ -40,8 +45,15 @@ impl AdminService {
             auth,
             tenants,
             store,
+            credentials,
             started: Instant::now(),
         }
+    }
+
+    fn credentials(&self) -> Result<Arc<Credentials>, Status> {
+        self.credentials
+            .clone()
+            .ok_or_else(|| Status::failed_precondition(CredentialError::NoMasterKey.to_string()))
     }
 
     fn rescan_and_report(&self) -> Result<Vec<Refusal>, Status> {
@@ -324,17 +336,30 @@ impl Admin for AdminService {
         let name = request.into_inner().name;
         let _turn = self.store.writer();
         let tokens = self.tenants.tokens(&name).map_err(tenant_status)?.len();
-        let batch = self.tenants.delete_batch(&name).map_err(tenant_status)?;
+        let mut batch = self.tenants.delete_batch(&name).map_err(tenant_status)?;
+        let mut detail = format!("{tokens} token(s) revoked");
+        if let Some(credentials) = &self.credentials {
+            let count = credentials.list(&name).map_err(credential_status)?.len();
+            batch.extend(
+                credentials
+                    .delete_tenant_batch(&name)
+                    .map_err(credential_status)?,
+            );
+            detail.push_str(&format!("; key and {count} credential(s) destroyed"));
+        }
         let audit = AuditDraft::ok(
             Some(&name),
             &principal.label(),
             "tenant.delete",
             &format!("tenant:{name}"),
-            format!("{tokens} token(s) revoked"),
+            detail,
         );
         self.store
             .commit(&batch, &audit)
             .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(credentials) = &self.credentials {
+            credentials.forget_tenant(&name);
+        }
         Ok(Response::new(proto::DeleteTenantResponse {
             name,
             tokens_revoked: u32::try_from(tokens).unwrap_or(u32::MAX),
@@ -395,6 +420,104 @@ impl Admin for AdminService {
             .revoke_token(&request.get_ref().id, &principal.label())
             .map_err(tenant_status)?;
         Ok(Response::new(token_to_proto(info)))
+    }
+
+    async fn set_credential(
+        &self,
+        request: Request<proto::SetCredentialRequest>,
+    ) -> Result<Response<proto::CredentialInfo>, Status> {
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
+        let credentials = self.credentials()?;
+        let body = request.into_inner();
+        self.tenants.require(&body.tenant).map_err(tenant_status)?;
+        let new = NewSecret {
+            kind: body.kind,
+            raw: SecretBytes::new(body.secret),
+            expires_ms: (body.expires_unix_ms > 0).then_some(body.expires_unix_ms),
+            rotate: body.rotate,
+        };
+        let tenant = body.tenant;
+        let name = body.name;
+        let info = tokio::task::spawn_blocking(move || {
+            credentials.set(&tenant, &name, &new, &principal.label())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(credential_status)?;
+        Ok(Response::new(credential_to_proto(info)))
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<proto::ListCredentialsRequest>,
+    ) -> Result<Response<proto::ListCredentialsResponse>, Status> {
+        self.auth.for_tenant(&request, &request.get_ref().tenant)?;
+        let credentials = self.credentials()?;
+        self.tenants
+            .require(&request.get_ref().tenant)
+            .map_err(tenant_status)?;
+        let list = credentials
+            .list(&request.get_ref().tenant)
+            .map_err(credential_status)?;
+        Ok(Response::new(proto::ListCredentialsResponse {
+            credentials: list.into_iter().map(credential_to_proto).collect(),
+        }))
+    }
+
+    async fn delete_credential(
+        &self,
+        request: Request<proto::DeleteCredentialRequest>,
+    ) -> Result<Response<proto::CredentialInfo>, Status> {
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
+        let credentials = self.credentials()?;
+        let body = request.into_inner();
+        let info = credentials
+            .delete(&body.tenant, &body.name, &principal.label())
+            .map_err(credential_status)?;
+        Ok(Response::new(credential_to_proto(info)))
+    }
+
+    async fn rotate_tenant_key(
+        &self,
+        request: Request<proto::RotateTenantKeyRequest>,
+    ) -> Result<Response<proto::RotateTenantKeyResponse>, Status> {
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
+        let credentials = self.credentials()?;
+        let tenant = request.into_inner().tenant;
+        self.tenants.require(&tenant).map_err(tenant_status)?;
+        let count = tokio::task::spawn_blocking(move || {
+            credentials.rotate_tenant_key(&tenant, &principal.label())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(credential_status)?;
+        Ok(Response::new(proto::RotateTenantKeyResponse {
+            reencrypted: count,
+        }))
+    }
+
+    async fn rotate_master_key(
+        &self,
+        request: Request<proto::RotateMasterKeyRequest>,
+    ) -> Result<Response<proto::RotateMasterKeyResponse>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let credentials = self.credentials()?;
+        let source = MasterKeySource::parse(&request.get_ref().new_master_key)
+            .and_then(|s| {
+                s.resolve()
+                    .map_err(|e| crate::credentials::MasterKeyError::Read {
+                        path: request.get_ref().new_master_key.clone(),
+                        source: e,
+                    })
+            })
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let recipient = tokio::task::spawn_blocking(move || {
+            credentials.rotate_master(&source, &principal.label())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(credential_status)?;
+        Ok(Response::new(proto::RotateMasterKeyResponse { recipient }))
     }
 
     async fn list_audit(
@@ -494,5 +617,35 @@ fn audit_to_proto(record: AuditRecord) -> proto::AuditRecord {
         outcome: record.outcome,
         detail: record.detail,
         prev_sha256: record.prev,
+    }
+}
+
+fn credential_status(err: CredentialError) -> Status {
+    match &err {
+        CredentialError::Unknown { .. } => Status::not_found(err.to_string()),
+        CredentialError::UnknownKind(_)
+        | CredentialError::BadName(_)
+        | CredentialError::Secret(_) => Status::invalid_argument(err.to_string()),
+        CredentialError::NoMasterKey
+        | CredentialError::MasterKey(_)
+        | CredentialError::WrongMasterKey { .. }
+        | CredentialError::WrongPassphrase => Status::failed_precondition(err.to_string()),
+        CredentialError::Undecryptable { .. }
+        | CredentialError::TenantKey(_)
+        | CredentialError::Encrypt(_)
+        | CredentialError::Store(_) => Status::internal(err.to_string()),
+    }
+}
+
+fn credential_to_proto(info: CredentialInfo) -> proto::CredentialInfo {
+    proto::CredentialInfo {
+        tenant: info.tenant,
+        name: info.name,
+        kind: info.kind,
+        created_unix_ms: info.created_ms,
+        updated_unix_ms: info.updated_ms,
+        expires_unix_ms: info.expires_ms.unwrap_or(0),
+        last_used_unix_ms: info.last_used_ms.unwrap_or(0),
+        key_version: info.key_version,
     }
 }

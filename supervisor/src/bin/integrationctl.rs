@@ -56,6 +56,12 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Encrypted credentials. Secrets are read from stdin (or --from-file), never argv,
+    /// and never printed.
+    Credentials {
+        #[command(subcommand)]
+        command: CredentialsCommand,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -91,6 +97,87 @@ enum TokensCommand {
     Revoke {
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialsCommand {
+    /// Store a credential: api-key and webhook-secret as the raw value, the other kinds
+    /// as a JSON object.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long, value_parser = ["api-key", "oauth2", "github-app", "aws", "webhook-secret", "basic"])]
+        kind: String,
+        #[command(flatten)]
+        input: SecretInput,
+    },
+    /// Name, kind, created, expires, last used: never the secret.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Replace a credential's secret (a webhook secret keeps the old one as `previous`).
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long)]
+        kind: String,
+        #[command(flatten)]
+        input: SecretInput,
+    },
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Give the tenant a new key and re-encrypt its credentials.
+    RotateKey {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Re-wrap every tenant key for a new master key (operators), e.g. `file:/etc/integrationd/master-2.key`.
+    RotateMaster {
+        #[arg(long, value_name = "SOURCE")]
+        new_master_key: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SecretInput {
+    /// Read the secret from this file instead of stdin.
+    #[arg(long, value_name = "PATH")]
+    from_file: Option<PathBuf>,
+    /// When the credential expires (RFC 3339, e.g. 2026-12-31T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    expires_at: Option<String>,
+}
+
+impl SecretInput {
+    fn read(&self) -> anyhow::Result<(Vec<u8>, u64)> {
+        use std::io::Read;
+        let secret = match &self.from_file {
+            Some(path) => std::fs::read(path)
+                .with_context(|| format!("cannot read the secret from {}", path.display()))?,
+            None => {
+                let mut buffer = Vec::new();
+                std::io::stdin()
+                    .take(supervisor::credentials::MAX_SECRET_BYTES as u64 + 1)
+                    .read_to_end(&mut buffer)
+                    .context("cannot read the secret from stdin")?;
+                buffer
+            }
+        };
+        let expires = match &self.expires_at {
+            None => 0,
+            Some(text) => {
+                supervisor::credentials::parse_time_ms(&serde_json::Value::String(text.clone()))
+                    .with_context(|| format!("--expires-at `{text}` is not an RFC 3339 time"))?
+            }
+        };
+        Ok((secret, expires))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,6 +476,107 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Credentials { command } => match command {
+            CredentialsCommand::Set {
+                tenant,
+                name,
+                kind,
+                input,
+            } => {
+                let (secret, expires_unix_ms) = input.read()?;
+                let request = proto::SetCredentialRequest {
+                    tenant,
+                    name,
+                    kind,
+                    secret,
+                    expires_unix_ms,
+                    rotate: false,
+                };
+                let info = client
+                    .set_credential(with_token(request, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                print_credentials(cli.output, &[info], true)?;
+            }
+            CredentialsCommand::Rotate {
+                tenant,
+                name,
+                kind,
+                input,
+            } => {
+                let (secret, expires_unix_ms) = input.read()?;
+                let request = proto::SetCredentialRequest {
+                    tenant,
+                    name,
+                    kind,
+                    secret,
+                    expires_unix_ms,
+                    rotate: true,
+                };
+                let info = client
+                    .set_credential(with_token(request, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                print_credentials(cli.output, &[info], true)?;
+            }
+            CredentialsCommand::List { tenant } => {
+                let list = client
+                    .list_credentials(with_token(proto::ListCredentialsRequest { tenant }, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                print_credentials(cli.output, &list.credentials, false)?;
+            }
+            CredentialsCommand::Delete { tenant, name } => {
+                let info = client
+                    .delete_credential(with_token(
+                        proto::DeleteCredentialRequest { tenant, name },
+                        token,
+                    )?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&info)?,
+                    Output::Table => {
+                        println!("deleted credential {} of tenant {}", info.name, info.tenant)
+                    }
+                }
+            }
+            CredentialsCommand::RotateKey { tenant } => {
+                let done = client
+                    .rotate_tenant_key(with_token(proto::RotateTenantKeyRequest { tenant }, token)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&done)?,
+                    Output::Table => println!(
+                        "new tenant key; {} credential(s) re-encrypted",
+                        done.reencrypted
+                    ),
+                }
+            }
+            CredentialsCommand::RotateMaster { new_master_key } => {
+                let done = client
+                    .rotate_master_key(with_token(
+                        proto::RotateMasterKeyRequest { new_master_key },
+                        token,
+                    )?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&done)?,
+                    Output::Table => println!(
+                        "tenant keys re-wrapped for {}; set credentials.master_key to the new key before the next restart",
+                        done.recipient
+                    ),
+                }
+            }
+        },
         Command::Audit { command } => match command {
             AuditCommand::List {
                 tenant,
@@ -460,6 +648,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// Credential metadata; a single one (after set/rotate) as an object in JSON.
+fn print_credentials(
+    output: Output,
+    credentials: &[proto::CredentialInfo],
+    single: bool,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json if single => print_json(&credentials[0]),
+        Output::Json => print_json(&credentials),
+        Output::Table => {
+            let time = |ms: u64| {
+                if ms == 0 {
+                    "-".to_owned()
+                } else {
+                    ms.to_string()
+                }
+            };
+            let rows = credentials
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.kind.clone(),
+                        time(c.created_unix_ms),
+                        time(c.expires_unix_ms),
+                        time(c.last_used_unix_ms),
+                        c.key_version.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "NAME",
+                    "KIND",
+                    "CREATED (UNIX MS)",
+                    "EXPIRES",
+                    "LAST USED",
+                    "KEY",
+                ],
+                rows,
+            );
+            Ok(())
+        }
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -88,6 +88,11 @@ impl Batch {
         self
     }
 
+    /// Appends another batch's writes.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
