@@ -49,6 +49,9 @@ pub struct Config {
     pub process: ProcessConfig,
     #[serde(default)]
     pub credentials: CredentialsConfig,
+    /// Feature flag defaults; tenants override them at runtime.
+    #[serde(default)]
+    pub flags: crate::tenants::FlagDefaults,
     /// Plugin instances to keep running.
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,

@@ -106,6 +106,8 @@ pub async fn run(
     }
     log_refusals(&registry.rescan()?);
     let credentials = open_credentials(&config, &store)?;
+    let integrations = crate::integrations::Integrations::new(store.clone(), credentials.clone());
+    let flags = crate::tenants::Flags::new(store.clone(), config.flags.clone());
     let metrics = Arc::new(Metrics::new());
     let manager = Arc::new(Manager::new(
         registry.clone(),
@@ -113,8 +115,15 @@ pub async fn run(
         ManagerSettings {
             process: config.process.clone(),
             runtime_dir: config.runtime_dir(),
+            configurer: Some(Arc::new(integrations.clone())),
         },
     )?);
+    let desired = Arc::new(crate::desired::Desired::new(
+        config.instances.clone(),
+        integrations.clone(),
+        flags.clone(),
+        manager.clone(),
+    ));
 
     let admin_listener = admin::bind(&config.admin_socket)?;
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
@@ -131,11 +140,15 @@ pub async fn run(
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_service = AdminService::new(
-        registry.clone(),
-        manager.clone(),
+        crate::admin::Components {
+            registry: registry.clone(),
+            desired: desired.clone(),
+            store: store.clone(),
+            credentials,
+            integrations,
+            flags,
+        },
         config.admin.clone(),
-        store.clone(),
-        credentials,
     );
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(
@@ -159,7 +172,7 @@ pub async fn run(
     );
     notify_systemd("READY=1");
 
-    manager.reconcile(&config.instances).await;
+    desired.apply().await;
 
     loop {
         tokio::select! {
@@ -171,7 +184,8 @@ pub async fn run(
                     Ok(new) => {
                         warn_about_restart_only_changes(&config, &new);
                         log_refusals(&registry.rescan().unwrap_or_default());
-                        manager.reconcile(&new.instances).await;
+                        desired.set_config_instances(new.instances.clone());
+                        desired.apply().await;
                         manager.retry_refused().await;
                         tracing::info!(instances = new.instances.len(), "configuration reloaded");
                         config = new;

@@ -117,6 +117,7 @@ fn main() -> std::process::ExitCode {
     plugin_kit::serve(TestFault {
         faults,
         calls: AtomicU64::new(0),
+        config: std::sync::Mutex::default(),
         hang_after,
     })
 }
@@ -124,6 +125,7 @@ fn main() -> std::process::ExitCode {
 struct TestFault {
     faults: Faults,
     calls: AtomicU64,
+    config: std::sync::Mutex<Option<serde_json::Value>>,
     hang_after: Option<Duration>,
 }
 
@@ -165,15 +167,90 @@ impl Plugin for TestFault {
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             description: "test plugin with controllable faults".to_owned(),
             capabilities: self.faults.capabilities.clone(),
-            config_schema: serde_json::json!({"type": "object"}),
+            config_schema: serde_json::json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "repositories": { "type": "array", "items": { "type": "string" } },
+                    "poll": { "type": "integer", "minimum": 1 },
+                    "forbidden": { "type": "array", "items": { "type": "string" } },
+                    "credentials": { "type": "object", "additionalProperties": { "type": "string" } }
+                }
+            }),
             credential_kinds: Vec::new(),
             dependencies: Vec::new(),
         }
     }
 
-    async fn configure(&self, _request: v1::ConfigureRequest) -> Result<(), Status> {
+    async fn configure(&self, request: v1::ConfigureRequest) -> Result<(), Status> {
         self.count_call();
+        let config: serde_json::Value = serde_json::from_str(&request.config_json)
+            .map_err(|e| Status::invalid_argument(format!("config is not JSON: {e}")))?;
+        let roles: Vec<&str> = request
+            .credentials
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        eprintln!(
+            "{{\"level\":\"INFO\",\"fields\":{{\"message\":\"configured\",\"tenant\":\"{}\",\"poll\":\"{}\",\"credential_roles\":\"{}\"}}}}",
+            request.tenant,
+            config
+                .get("poll")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            roles.join(",")
+        );
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(config);
         Ok(())
+    }
+
+    /// Every repository in `forbidden` fails with a missing `contents:read`.
+    async fn check(&self) -> Result<v1::CheckResponse, Status> {
+        self.count_call();
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default();
+        let forbidden: Vec<String> = config
+            .get("forbidden")
+            .and_then(|f| f.as_array())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let results: Vec<v1::CheckResult> = config
+            .get("repositories")
+            .and_then(|r| r.as_array())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str())
+                    .map(|repo| {
+                        let ok = !forbidden.iter().any(|f| f == repo);
+                        v1::CheckResult {
+                            resource: repo.to_owned(),
+                            permission: "contents:read".to_owned(),
+                            ok,
+                            message: if ok {
+                                "readable".to_owned()
+                            } else {
+                                "403 Resource not accessible by integration".to_owned()
+                            },
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(v1::CheckResponse {
+            ok: results.iter().all(|r| r.ok),
+            results,
+        })
     }
 
     async fn handle_webhook(

@@ -1,13 +1,14 @@
 //! The admin API on the admin socket: who may call it (peer credentials), the gRPC
 //! service, and the socket's set-up.
 
+mod integration_calls;
 mod peer;
 mod redact;
 mod service;
 mod socket;
 
 pub use peer::{Authenticator, Caller, Principal};
-pub use service::AdminService;
+pub use service::{AdminService, Components};
 pub use socket::{AdminSocketError, bind};
 
 /// Generated admin API (`betalogs.admin.v1`), shared with `integrationctl`.

@@ -17,37 +17,68 @@ use crate::registry::{InstalledPlugin, Refusal, Registry, RegistryError};
 use crate::store::{AuditDraft, AuditRecord, Store};
 use crate::tenants::{TenantError, Tenants, TokenScope};
 
+/// Everything the admin API works on.
+#[derive(Debug)]
+pub struct Components {
+    pub registry: Arc<Registry>,
+    pub desired: Arc<crate::desired::Desired>,
+    pub store: Store,
+    pub credentials: Option<Arc<Credentials>>,
+    pub integrations: crate::integrations::Integrations,
+    pub flags: crate::tenants::Flags,
+}
+
 /// Serves `betalogs.admin.v1.Admin`.
 #[derive(Debug)]
 pub struct AdminService {
     registry: Arc<Registry>,
     manager: Arc<Manager>,
+    desired: Arc<crate::desired::Desired>,
     auth: Authenticator,
     tenants: Tenants,
     store: Store,
     credentials: Option<Arc<Credentials>>,
+    pub(super) integrations: crate::integrations::Integrations,
+    pub(super) flags: crate::tenants::Flags,
     started: Instant,
 }
 
 impl AdminService {
-    pub fn new(
-        registry: Arc<Registry>,
-        manager: Arc<Manager>,
-        admin: AdminConfig,
-        store: Store,
-        credentials: Option<Arc<Credentials>>,
-    ) -> Self {
-        let tenants = Tenants::new(store.clone());
+    pub fn new(components: Components, admin: AdminConfig) -> Self {
+        let tenants = Tenants::new(components.store.clone());
         let auth = Authenticator::new(admin, tenants.clone());
         Self {
-            registry,
-            manager,
+            registry: components.registry,
+            manager: components.desired.manager().clone(),
+            desired: components.desired,
             auth,
             tenants,
-            store,
-            credentials,
+            store: components.store,
+            credentials: components.credentials,
+            integrations: components.integrations,
+            flags: components.flags,
             started: Instant::now(),
         }
+    }
+
+    pub(super) fn manager_ref(&self) -> &Arc<Manager> {
+        &self.manager
+    }
+
+    pub(super) fn desired_ref(&self) -> &Arc<crate::desired::Desired> {
+        &self.desired
+    }
+
+    pub(super) fn auth_ref(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    pub(super) fn tenants_ref(&self) -> &Tenants {
+        &self.tenants
+    }
+
+    pub(super) fn registry_ref(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     fn credentials(&self) -> Result<Arc<Credentials>, Status> {
@@ -518,6 +549,76 @@ impl Admin for AdminService {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(credential_status)?;
         Ok(Response::new(proto::RotateMasterKeyResponse { recipient }))
+    }
+
+    async fn add_integration(
+        &self,
+        request: Request<proto::AddIntegrationRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        self.add_integration_call(request).await
+    }
+
+    async fn update_integration(
+        &self,
+        request: Request<proto::UpdateIntegrationRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        self.update_integration_call(request).await
+    }
+
+    async fn set_integration_enabled(
+        &self,
+        request: Request<proto::SetIntegrationEnabledRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        self.set_integration_enabled_call(request).await
+    }
+
+    async fn remove_integration(
+        &self,
+        request: Request<proto::IntegrationRef>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        self.remove_integration_call(request).await
+    }
+
+    async fn list_integrations(
+        &self,
+        request: Request<proto::ListIntegrationsRequest>,
+    ) -> Result<Response<proto::ListIntegrationsResponse>, Status> {
+        self.list_integrations_call(request).await
+    }
+
+    async fn show_integration(
+        &self,
+        request: Request<proto::IntegrationRef>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        self.show_integration_call(request).await
+    }
+
+    async fn integration_history(
+        &self,
+        request: Request<proto::IntegrationRef>,
+    ) -> Result<Response<proto::IntegrationHistoryResponse>, Status> {
+        self.integration_history_call(request).await
+    }
+
+    async fn rollback_integration(
+        &self,
+        request: Request<proto::RollbackIntegrationRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        self.rollback_integration_call(request).await
+    }
+
+    async fn list_flags(
+        &self,
+        request: Request<proto::ListFlagsRequest>,
+    ) -> Result<Response<proto::ListFlagsResponse>, Status> {
+        self.list_flags_call(request).await
+    }
+
+    async fn set_flag(
+        &self,
+        request: Request<proto::SetFlagRequest>,
+    ) -> Result<Response<proto::FlagInfo>, Status> {
+        self.set_flag_call(request).await
     }
 
     async fn list_audit(

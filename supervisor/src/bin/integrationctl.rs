@@ -62,6 +62,16 @@ enum Command {
         #[command(subcommand)]
         command: CredentialsCommand,
     },
+    /// Integrations: a configured plugin instance of a tenant, versioned.
+    Integrations {
+        #[command(subcommand)]
+        command: IntegrationsCommand,
+    },
+    /// Feature flags: `plugin.<name>` and `realtime_enrichment`.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -142,6 +152,136 @@ enum CredentialsCommand {
         #[arg(long, value_name = "SOURCE")]
         new_master_key: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum IntegrationsCommand {
+    /// Add an integration: the config (TOML or JSON) is checked against the plugin's
+    /// schema and by the plugin's Check before it is accepted.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long)]
+        plugin: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// A new version of the config; restarts only this integration's instance.
+    Update {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    Enable {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    Disable {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Show {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Every version with author, time and diff.
+    History {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// A new version equal to version N.
+    Rollback {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long)]
+        to: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FlagsCommand {
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// `KEY=VALUE`, e.g. `plugin.github=off` or `realtime_enrichment=on`.
+    Set {
+        #[arg(long)]
+        tenant: Option<String>,
+        assignment: String,
+    },
+}
+
+/// Reads an integration config file: JSON, or TOML when it does not parse as JSON.
+fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+        return Ok(value.to_string());
+    }
+    let value: serde_json::Value = toml::from_str(&text)
+        .with_context(|| format!("{} is neither JSON nor TOML", path.display()))?;
+    Ok(value.to_string())
+}
+
+fn print_integrations(
+    output: Output,
+    integrations: &[proto::IntegrationInfo],
+    single: bool,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json if single => print_json(&integrations[0]),
+        Output::Json => print_json(&integrations),
+        Output::Table => {
+            let rows = integrations
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.plugin.clone(),
+                        if i.enabled {
+                            "enabled".into()
+                        } else {
+                            format!("disabled: {}", i.disabled_reason)
+                        },
+                        i.version.to_string(),
+                        i.state.clone(),
+                        i.author.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["NAME", "PLUGIN", "ENABLED", "VERSION", "STATE", "AUTHOR"],
+                rows,
+            );
+            for check in integrations.iter().flat_map(|i| &i.check) {
+                println!(
+                    "check {}: {} {}",
+                    if check.ok { "ok" } else { "FAILED" },
+                    check.resource,
+                    check.permission
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -574,6 +714,182 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "tenant keys re-wrapped for {}; set credentials.master_key to the new key before the next restart",
                         done.recipient
                     ),
+                }
+            }
+        },
+        Command::Integrations { command } => {
+            let one = |info: proto::IntegrationInfo| print_integrations(cli.output, &[info], true);
+            match command {
+                IntegrationsCommand::Add {
+                    tenant,
+                    name,
+                    plugin,
+                    config,
+                } => {
+                    let request = proto::AddIntegrationRequest {
+                        tenant,
+                        name,
+                        plugin,
+                        config_json: read_config(&config)?,
+                    };
+                    one(client
+                        .add_integration(with_token(request, token)?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner())?;
+                }
+                IntegrationsCommand::Update {
+                    tenant,
+                    name,
+                    config,
+                } => {
+                    let request = proto::UpdateIntegrationRequest {
+                        tenant,
+                        name,
+                        config_json: read_config(&config)?,
+                    };
+                    one(client
+                        .update_integration(with_token(request, token)?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner())?;
+                }
+                IntegrationsCommand::Enable { tenant, name } => {
+                    let request = proto::SetIntegrationEnabledRequest {
+                        tenant,
+                        name,
+                        enabled: true,
+                    };
+                    one(client
+                        .set_integration_enabled(with_token(request, token)?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner())?;
+                }
+                IntegrationsCommand::Disable { tenant, name } => {
+                    let request = proto::SetIntegrationEnabledRequest {
+                        tenant,
+                        name,
+                        enabled: false,
+                    };
+                    one(client
+                        .set_integration_enabled(with_token(request, token)?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner())?;
+                }
+                IntegrationsCommand::Remove { tenant, name } => {
+                    one(client
+                        .remove_integration(with_token(
+                            proto::IntegrationRef { tenant, name },
+                            token,
+                        )?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner())?;
+                }
+                IntegrationsCommand::List { tenant } => {
+                    let list = client
+                        .list_integrations(with_token(
+                            proto::ListIntegrationsRequest { tenant },
+                            token,
+                        )?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    print_integrations(cli.output, &list.integrations, false)?;
+                }
+                IntegrationsCommand::Show { tenant, name } => {
+                    let shown = client
+                        .show_integration(with_token(
+                            proto::IntegrationRef { tenant, name },
+                            token,
+                        )?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    match cli.output {
+                        Output::Json => print_json(&shown)?,
+                        Output::Table => {
+                            let config: serde_json::Value =
+                                serde_json::from_str(&shown.config_json).unwrap_or_default();
+                            print_integrations(cli.output, std::slice::from_ref(&shown), true)?;
+                            println!("{}", serde_json::to_string_pretty(&config)?);
+                        }
+                    }
+                }
+                IntegrationsCommand::History { tenant, name } => {
+                    let history = client
+                        .integration_history(with_token(
+                            proto::IntegrationRef { tenant, name },
+                            token,
+                        )?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    match cli.output {
+                        Output::Json => print_json(&history.versions)?,
+                        Output::Table => {
+                            for v in &history.versions {
+                                println!(
+                                    "version {} by {} at {} ({})",
+                                    v.version, v.author, v.time_unix_ms, v.change
+                                );
+                                for line in v.diff.lines() {
+                                    println!("    {line}");
+                                }
+                            }
+                        }
+                    }
+                }
+                IntegrationsCommand::Rollback { tenant, name, to } => {
+                    let request = proto::RollbackIntegrationRequest { tenant, name, to };
+                    one(client
+                        .rollback_integration(with_token(request, token)?)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner())?;
+                }
+            }
+        }
+        Command::Flags { command } => match command {
+            FlagsCommand::List { tenant } => {
+                let list = client
+                    .list_flags(with_token(
+                        proto::ListFlagsRequest {
+                            tenant: tenant.unwrap_or_default(),
+                        },
+                        token,
+                    )?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&list.flags)?,
+                    Output::Table => print_table(
+                        &["KEY", "VALUE", "SOURCE"],
+                        list.flags
+                            .iter()
+                            .map(|f| vec![f.key.clone(), f.value.to_string(), f.source.clone()])
+                            .collect(),
+                    ),
+                }
+            }
+            FlagsCommand::Set { tenant, assignment } => {
+                let flag = client
+                    .set_flag(with_token(
+                        proto::SetFlagRequest {
+                            tenant: tenant.unwrap_or_default(),
+                            assignment,
+                        },
+                        token,
+                    )?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match cli.output {
+                    Output::Json => print_json(&flag)?,
+                    Output::Table => println!("{}={} ({})", flag.key, flag.value, flag.source),
                 }
             }
         },

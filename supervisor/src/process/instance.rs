@@ -39,6 +39,7 @@ pub struct InstanceContext {
     pub heartbeat_misses: u32,
     pub grace_period: Duration,
     pub status: Arc<Mutex<InstanceStatus>>,
+    pub configurer: Option<Arc<dyn super::InstanceConfigurer>>,
 }
 
 /// How one run of the process ended.
@@ -170,7 +171,12 @@ async fn start(ctx: &InstanceContext) -> Result<Running, StartError> {
             .unwrap_or_else(|| format!("plugin `{}` is not installed", ctx.labels.plugin));
         return Err(StartError::Refused(why));
     };
-    let running = super::spawn::start(&ctx.registry, &package, &ctx.spawn).await?;
+    let mut running = super::spawn::start(&ctx.registry, &package, &ctx.spawn).await?;
+    if let Err(err) = configure(ctx, &mut running).await {
+        plugin_kit::host::kill_group(running.launched.pid);
+        let _ = running.launched.child.wait().await;
+        return Err(err);
+    }
     let (plugin, tenant, integration) = ctx.plugin_fields();
     tracing::info!(
         plugin, tenant, integration, pid = running.launched.pid, version = %running.description.version,
@@ -183,6 +189,49 @@ async fn start(ctx: &InstanceContext) -> Result<Running, StartError> {
         status.protocol_version = Some(running.launched.handshake.app);
     });
     Ok(running)
+}
+
+/// Sends the instance's configuration, if it has one.
+async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), StartError> {
+    let Some(configurer) = ctx.configurer.clone() else {
+        return Ok(());
+    };
+    let labels = ctx.labels.clone();
+    let reader = format!(
+        "plugin:{}/{}/{}",
+        labels.plugin, labels.tenant, labels.integration
+    );
+    let request = tokio::task::spawn_blocking(move || {
+        configurer.configure_request(&labels.tenant, &labels.integration, &reader)
+    })
+    .await
+    .map_err(|err| StartError::Failed(err.to_string()))?
+    .map_err(|why| {
+        StartError::Refused(format!(
+            "integration `{}` cannot be configured: {why}",
+            ctx.labels.integration
+        ))
+    })?;
+    let Some(request) = request else {
+        return Ok(());
+    };
+    match tokio::time::timeout(
+        ctx.spawn.start_timeout,
+        running.connection.plugin.configure(request),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(StartError::Failed(format!(
+            "plugin `{}` refused Configure: {}",
+            ctx.labels.plugin,
+            status.message()
+        ))),
+        Err(_) => Err(StartError::Failed(format!(
+            "plugin `{}`: Configure timed out",
+            ctx.labels.plugin
+        ))),
+    }
 }
 
 /// Watches a running process until it exits, hangs, or the manager asks for a stop.

@@ -24,6 +24,7 @@ use crate::registry::Registry;
 pub struct ManagerSettings {
     pub process: ProcessConfig,
     pub runtime_dir: PathBuf,
+    pub configurer: Option<Arc<dyn super::InstanceConfigurer>>,
 }
 
 /// Errors preparing the runtime directory.
@@ -146,6 +147,7 @@ impl Manager {
             heartbeat_misses: process.heartbeat_misses,
             grace_period: process.grace_period,
             status: status.clone(),
+            configurer: self.settings.configurer.clone(),
         });
         let (control, receiver) = mpsc::channel(4);
         let task = tokio::spawn(instance::run(ctx, receiver));
@@ -177,6 +179,38 @@ impl Manager {
             }
         }
         count
+    }
+
+    /// Restarts one instance (after its configuration changed). Returns whether it exists.
+    pub async fn restart_instance(&self, tenant: &str, integration: &str) -> bool {
+        let instances = self.instances.lock().await;
+        match instances.get(&(tenant.to_owned(), integration.to_owned())) {
+            Some(handle) => handle.control.send(Control::Restart).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Starts a probe of `plugin` (verified like any spawn) for admitting a configuration.
+    pub async fn probe(&self, plugin: &str) -> Result<super::Probe, String> {
+        let package = self.registry.selected(plugin).ok_or_else(|| {
+            self.registry
+                .refusal(plugin)
+                .unwrap_or_else(|| format!("plugin `{plugin}` is not installed"))
+        })?;
+        let index = self
+            .next_socket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let process = &self.settings.process;
+        let settings = SpawnSettings {
+            socket: self.settings.runtime_dir.join(format!("probe{index}.sock")),
+            env: Vec::new(),
+            limits: process.limits.to_resource_limits(),
+            start_timeout: process.start_timeout,
+        };
+        super::spawn::start(&self.registry, &package, &settings)
+            .await
+            .map(|running| super::Probe { running })
+            .map_err(|err| err.to_string())
     }
 
     /// Retries instances that were refused (after a rescan or a new trust pin).

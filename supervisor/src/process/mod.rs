@@ -6,10 +6,24 @@ mod instance;
 mod log_budget;
 mod manager;
 mod plugin_logs;
+mod probe;
 mod restart;
 pub(crate) mod spawn;
 mod state;
 
 pub use manager::{Manager, ManagerError, ManagerSettings};
+pub use probe::Probe;
+
+/// Supplies the `Configure` call for an instance when it starts (integrations do; the
+/// config file's bare instances have none).
+pub trait InstanceConfigurer: Send + Sync + std::fmt::Debug {
+    /// `Ok(None)`: nothing to configure. `Err`: why the instance cannot be configured.
+    fn configure_request(
+        &self,
+        tenant: &str,
+        integration: &str,
+        reader: &str,
+    ) -> Result<Option<plugin_protocol::v1::ConfigureRequest>, String>;
+}
 pub use restart::{RestartDecision, RestartPolicy, RestartSettings};
 pub use state::{InstanceState, InstanceStatus};

@@ -32,16 +32,19 @@ pub enum Table {
     TenantKeys,
     /// Tenants: per-tenant feature flag overrides.
     Flags,
+    /// Integrations: configured plugin instances per tenant, with their versions.
+    Integrations,
 }
 
 impl Table {
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 7] = [
         Table::Trust,
         Table::Tenants,
         Table::Tokens,
         Table::Credentials,
         Table::TenantKeys,
         Table::Flags,
+        Table::Integrations,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Table {
             Table::Credentials => "credentials",
             Table::TenantKeys => "credentials.tenant_keys",
             Table::Flags => "tenants.flags",
+            Table::Integrations => "integrations",
         }
     }
 
@@ -126,7 +130,7 @@ pub struct Store {
     db: sled::Db,
     audit: sled::Tree,
     audit_head: sled::Tree,
-    tables: [sled::Tree; 6],
+    tables: [sled::Tree; 7],
     /// Writers take turns: read-check-write sequences in the components stay consistent,
     /// and the audit chain has one writer.
     writer: Arc<Mutex<()>>,
@@ -170,7 +174,7 @@ impl Store {
         for table in Table::ALL {
             tables.push(db.open_tree(table.tree_name())?);
         }
-        let tables: [sled::Tree; 6] = tables.try_into().expect("one tree per table");
+        let tables: [sled::Tree; 7] = tables.try_into().expect("one tree per table");
         Ok(Self {
             db,
             audit,

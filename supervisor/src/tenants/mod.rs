@@ -2,11 +2,13 @@
 //! administrators (`admin` scope) and platform event producers (`ingest` scope). Only a
 //! hash of each token is stored, so the database never holds a usable token.
 
+mod flags;
 mod tokens;
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
+pub use flags::{FlagDefaults, FlagError, FlagValue, Flags};
 pub use tokens::{IssuedToken, TokenInfo, TokenScope};
 
 /// Errors from tenant operations, worded for the caller.

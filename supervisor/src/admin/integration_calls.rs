@@ -1,0 +1,475 @@
+//! The admin calls on integrations and flags. Admitting a configuration: the plugin must
+//! be enabled for the tenant, the credentials it names must exist, the configuration must
+//! pass the plugin's JSON Schema (from `Describe`), and the plugin's `Check`, run in a
+//! probe process, must pass. Only then is a new version stored and the tenant's instance
+//! (and nothing else) started or restarted.
+
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use super::proto;
+use super::service::AdminService;
+use crate::integrations::{Integration, IntegrationError, against_schema};
+use crate::process::InstanceStatus;
+use crate::tenants::FlagError;
+
+fn integration_status(err: IntegrationError) -> Status {
+    match &err {
+        IntegrationError::Exists { .. } => Status::already_exists(err.to_string()),
+        IntegrationError::Unknown { .. } | IntegrationError::UnknownVersion { .. } => {
+            Status::not_found(err.to_string())
+        }
+        IntegrationError::Credential(_) | IntegrationError::Store(_) => {
+            Status::internal(err.to_string())
+        }
+        _ => Status::invalid_argument(err.to_string()),
+    }
+}
+
+fn flag_status(err: FlagError) -> Status {
+    match err {
+        FlagError::Tenant(inner) => Status::internal(inner.to_string()),
+        other => Status::invalid_argument(other.to_string()),
+    }
+}
+
+fn parse_config(text: &str) -> Result<Value, Status> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Status::invalid_argument(format!(
+            "the configuration is not JSON: line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(Status::invalid_argument(
+            "the configuration is not a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+fn info(
+    integration: &Integration,
+    instance: Option<&InstanceStatus>,
+    check: Vec<proto::CheckResult>,
+) -> proto::IntegrationInfo {
+    let current = integration.current();
+    proto::IntegrationInfo {
+        tenant: integration.tenant.clone(),
+        name: integration.name.clone(),
+        plugin: integration.plugin.clone(),
+        enabled: integration.enabled,
+        disabled_reason: integration.disabled_reason.clone().unwrap_or_default(),
+        version: current.version,
+        config_json: current.config.to_string(),
+        author: current.author.clone(),
+        updated_unix_ms: current.time_ms,
+        state: instance.map_or_else(|| "not-running".to_owned(), |i| i.state.as_str().to_owned()),
+        check,
+        diff: current.diff.clone(),
+    }
+}
+
+impl AdminService {
+    async fn instance_of(&self, tenant: &str, name: &str) -> Option<InstanceStatus> {
+        self.manager_ref()
+            .status()
+            .await
+            .into_iter()
+            .find(|i| i.tenant == tenant && i.integration == name)
+    }
+
+    async fn describe(
+        &self,
+        integration: Integration,
+        check: Vec<proto::CheckResult>,
+    ) -> proto::IntegrationInfo {
+        let instance = self
+            .instance_of(&integration.tenant, &integration.name)
+            .await;
+        info(&integration, instance.as_ref(), check)
+    }
+
+    /// Runs the admission checks on a candidate configuration; returns the Check results.
+    async fn admit(
+        &self,
+        tenant: &str,
+        name: &str,
+        plugin: &str,
+        config: &Value,
+        reader: &str,
+    ) -> Result<Vec<proto::CheckResult>, Status> {
+        if !self.flags.plugin_enabled(tenant, plugin) {
+            return Err(Status::failed_precondition(format!(
+                "plugin `{plugin}` is disabled for tenant `{tenant}` (flag plugin.{plugin})"
+            )));
+        }
+        self.integrations
+            .check_credential_refs(tenant, config)
+            .map_err(integration_status)?;
+        let mut probe = self.manager_ref().probe(plugin).await.map_err(|why| {
+            Status::failed_precondition(format!(
+                "cannot start plugin `{plugin}` to check the configuration: {why}"
+            ))
+        })?;
+        let verdict = async {
+            if let Err(errors) = against_schema(&probe.description().config_schema_json, config) {
+                return Err(Status::invalid_argument(format!(
+                    "the configuration does not match plugin `{plugin}`'s schema:\n{}",
+                    errors.join("\n")
+                )));
+            }
+            let request = self
+                .integrations
+                .build_configure(tenant, name, config, &format!("{reader} (admission check)"))
+                .map_err(integration_status)?;
+            match probe.configure_and_check(request).await {
+                Err(status) => Err(Status::failed_precondition(format!(
+                    "plugin `{plugin}` refused the configuration: {}",
+                    status.message()
+                ))),
+                Ok(None) => Ok(Vec::new()),
+                Ok(Some(check)) => {
+                    let results: Vec<proto::CheckResult> = check
+                        .results
+                        .into_iter()
+                        .map(|r| proto::CheckResult {
+                            resource: r.resource,
+                            permission: r.permission,
+                            ok: r.ok,
+                            message: r.message,
+                        })
+                        .collect();
+                    if check.ok {
+                        Ok(results)
+                    } else {
+                        let failures: Vec<String> = results
+                            .iter()
+                            .filter(|r| !r.ok)
+                            .map(|r| {
+                                format!(
+                                    "{}: missing permission {} ({})",
+                                    r.resource, r.permission, r.message
+                                )
+                            })
+                            .collect();
+                        Err(Status::failed_precondition(format!(
+                            "plugin `{plugin}`'s check failed:\n{}",
+                            failures.join("\n")
+                        )))
+                    }
+                }
+            }
+        }
+        .await;
+        probe.stop().await;
+        verdict
+    }
+
+    pub(super) async fn add_integration_call(
+        &self,
+        request: Request<proto::AddIntegrationRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let body = request.into_inner();
+        self.tenants_ref()
+            .require(&body.tenant)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        if self
+            .integrations
+            .get(&body.tenant, &body.name)
+            .map_err(integration_status)?
+            .is_some()
+        {
+            return Err(integration_status(IntegrationError::Exists {
+                tenant: body.tenant,
+                name: body.name,
+            }));
+        }
+        let config = parse_config(&body.config_json)?;
+        let check = self
+            .admit(
+                &body.tenant,
+                &body.name,
+                &body.plugin,
+                &config,
+                &principal.label(),
+            )
+            .await?;
+        let integration = self
+            .integrations
+            .record_version(
+                &body.tenant,
+                &body.name,
+                Some(&body.plugin),
+                config,
+                "add",
+                &principal.label(),
+            )
+            .map_err(integration_status)?;
+        self.desired_ref().apply().await;
+        Ok(Response::new(self.describe(integration, check).await))
+    }
+
+    /// Admits `config` as the next version of an existing integration and restarts only
+    /// that integration's instance.
+    async fn new_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: Value,
+        change: &str,
+        author: &str,
+    ) -> Result<proto::IntegrationInfo, Status> {
+        let existing = self
+            .integrations
+            .require(tenant, name)
+            .map_err(integration_status)?;
+        let check = self
+            .admit(tenant, name, &existing.plugin, &config, author)
+            .await?;
+        let integration = self
+            .integrations
+            .record_version(tenant, name, None, config, change, author)
+            .map_err(integration_status)?;
+        if !self.manager_ref().restart_instance(tenant, name).await {
+            self.desired_ref().apply().await;
+        }
+        Ok(self.describe(integration, check).await)
+    }
+
+    pub(super) async fn update_integration_call(
+        &self,
+        request: Request<proto::UpdateIntegrationRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let body = request.into_inner();
+        let config = parse_config(&body.config_json)?;
+        Ok(Response::new(
+            self.new_version(
+                &body.tenant,
+                &body.name,
+                config,
+                "update",
+                &principal.label(),
+            )
+            .await?,
+        ))
+    }
+
+    pub(super) async fn rollback_integration_call(
+        &self,
+        request: Request<proto::RollbackIntegrationRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let body = request.into_inner();
+        let existing = self
+            .integrations
+            .require(&body.tenant, &body.name)
+            .map_err(integration_status)?;
+        let target = existing
+            .versions
+            .iter()
+            .find(|v| v.version == body.to)
+            .ok_or_else(|| {
+                integration_status(IntegrationError::UnknownVersion {
+                    name: body.name.clone(),
+                    version: body.to,
+                })
+            })?;
+        let config = target.config.clone();
+        let change = format!("rollback to {}", body.to);
+        Ok(Response::new(
+            self.new_version(
+                &body.tenant,
+                &body.name,
+                config,
+                &change,
+                &principal.label(),
+            )
+            .await?,
+        ))
+    }
+
+    pub(super) async fn set_integration_enabled_call(
+        &self,
+        request: Request<proto::SetIntegrationEnabledRequest>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let body = request.into_inner();
+        let reason = format!("disabled by {}", principal.label());
+        let integration = self
+            .integrations
+            .set_enabled(
+                &body.tenant,
+                &body.name,
+                body.enabled,
+                (!body.enabled).then_some(reason.as_str()),
+                &principal.label(),
+            )
+            .map_err(integration_status)?;
+        self.desired_ref().apply().await;
+        Ok(Response::new(self.describe(integration, Vec::new()).await))
+    }
+
+    pub(super) async fn remove_integration_call(
+        &self,
+        request: Request<proto::IntegrationRef>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let body = request.into_inner();
+        let integration = self
+            .integrations
+            .remove(&body.tenant, &body.name, &principal.label())
+            .map_err(integration_status)?;
+        self.desired_ref().apply().await;
+        Ok(Response::new(info(&integration, None, Vec::new())))
+    }
+
+    pub(super) async fn list_integrations_call(
+        &self,
+        request: Request<proto::ListIntegrationsRequest>,
+    ) -> Result<Response<proto::ListIntegrationsResponse>, Status> {
+        self.auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let tenant = &request.get_ref().tenant;
+        self.tenants_ref()
+            .require(tenant)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let instances = self.manager_ref().status().await;
+        let integrations = self
+            .integrations
+            .list(Some(tenant))
+            .map_err(integration_status)?
+            .iter()
+            .map(|i| {
+                info(
+                    i,
+                    instances
+                        .iter()
+                        .find(|s| s.tenant == i.tenant && s.integration == i.name),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        Ok(Response::new(proto::ListIntegrationsResponse {
+            integrations,
+        }))
+    }
+
+    pub(super) async fn show_integration_call(
+        &self,
+        request: Request<proto::IntegrationRef>,
+    ) -> Result<Response<proto::IntegrationInfo>, Status> {
+        self.auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let body = request.into_inner();
+        let integration = self
+            .integrations
+            .require(&body.tenant, &body.name)
+            .map_err(integration_status)?;
+        Ok(Response::new(self.describe(integration, Vec::new()).await))
+    }
+
+    pub(super) async fn integration_history_call(
+        &self,
+        request: Request<proto::IntegrationRef>,
+    ) -> Result<Response<proto::IntegrationHistoryResponse>, Status> {
+        self.auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let body = request.into_inner();
+        let integration = self
+            .integrations
+            .require(&body.tenant, &body.name)
+            .map_err(integration_status)?;
+        let versions = integration
+            .versions
+            .into_iter()
+            .map(|v| proto::IntegrationVersion {
+                version: v.version,
+                config_json: v.config.to_string(),
+                author: v.author,
+                time_unix_ms: v.time_ms,
+                change: v.change,
+                diff: v.diff,
+            })
+            .collect();
+        Ok(Response::new(proto::IntegrationHistoryResponse {
+            versions,
+        }))
+    }
+
+    pub(super) async fn list_flags_call(
+        &self,
+        request: Request<proto::ListFlagsRequest>,
+    ) -> Result<Response<proto::ListFlagsResponse>, Status> {
+        let tenant = request.get_ref().tenant.clone();
+        let tenant = if tenant.is_empty() {
+            self.auth_ref().operator(&request)?;
+            None
+        } else {
+            self.auth_ref().for_tenant(&request, &tenant)?;
+            Some(tenant)
+        };
+        let plugins: Vec<String> = self
+            .registry_ref()
+            .list()
+            .map(|l| l.into_iter().map(|p| p.package.manifest.name).collect())
+            .unwrap_or_default();
+        let flags = self
+            .flags
+            .list(tenant.as_deref(), &plugins)
+            .map_err(flag_status)?
+            .into_iter()
+            .map(|f| proto::FlagInfo {
+                key: f.key,
+                value: f.value,
+                source: f.source.to_owned(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListFlagsResponse { flags }))
+    }
+
+    pub(super) async fn set_flag_call(
+        &self,
+        request: Request<proto::SetFlagRequest>,
+    ) -> Result<Response<proto::FlagInfo>, Status> {
+        let tenant = request.get_ref().tenant.clone();
+        let principal = if tenant.is_empty() {
+            self.auth_ref().operator(&request)?
+        } else {
+            let principal = self.auth_ref().for_tenant(&request, &tenant)?;
+            self.tenants_ref()
+                .require(&tenant)
+                .map_err(|e| Status::not_found(e.to_string()))?;
+            principal
+        };
+        let tenant = (!tenant.is_empty()).then_some(tenant);
+        let flag = self
+            .flags
+            .set(
+                tenant.as_deref(),
+                &request.get_ref().assignment,
+                &principal.label(),
+            )
+            .map_err(flag_status)?;
+        // Only instances whose flag changed start or stop.
+        self.desired_ref().apply().await;
+        Ok(Response::new(proto::FlagInfo {
+            key: flag.key,
+            value: flag.value,
+            source: flag.source.to_owned(),
+        }))
+    }
+}

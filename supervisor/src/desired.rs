@@ -1,0 +1,91 @@
+//! The set of plugin instances that should run: the config file's `[[instances]]` plus
+//! every enabled integration whose plugin the tenant may run (flag `plugin.<name>`).
+//! Recomputed and applied after any change to either; the manager starts what is new and
+//! stops what is gone, touching nothing else.
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::InstanceConfig;
+use crate::integrations::Integrations;
+use crate::process::Manager;
+use crate::tenants::Flags;
+
+/// Desired instances and the means to apply them.
+#[derive(Debug)]
+pub struct Desired {
+    config_instances: RwLock<Vec<InstanceConfig>>,
+    integrations: Integrations,
+    flags: Flags,
+    manager: Arc<Manager>,
+}
+
+impl Desired {
+    pub fn new(
+        config_instances: Vec<InstanceConfig>,
+        integrations: Integrations,
+        flags: Flags,
+        manager: Arc<Manager>,
+    ) -> Self {
+        Self {
+            config_instances: RwLock::new(config_instances),
+            integrations,
+            flags,
+            manager,
+        }
+    }
+
+    /// After a SIGHUP reload.
+    pub fn set_config_instances(&self, instances: Vec<InstanceConfig>) {
+        *self
+            .config_instances
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = instances;
+    }
+
+    /// What should run now.
+    pub fn compute(&self) -> Vec<InstanceConfig> {
+        let mut out: Vec<InstanceConfig> = self
+            .config_instances
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|i| self.flags.plugin_enabled(&i.tenant, &i.plugin))
+            .cloned()
+            .collect();
+        match self.integrations.list(None) {
+            Ok(integrations) => {
+                for integration in integrations {
+                    let taken = out.iter().any(|i| {
+                        i.tenant == integration.tenant && i.integration() == integration.name
+                    });
+                    if integration.enabled
+                        && !taken
+                        && self
+                            .flags
+                            .plugin_enabled(&integration.tenant, &integration.plugin)
+                    {
+                        out.push(InstanceConfig {
+                            plugin: integration.plugin,
+                            tenant: integration.tenant,
+                            integration: Some(integration.name),
+                        });
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read integrations; keeping them as they run")
+            }
+        }
+        out
+    }
+
+    /// Starts and stops instances to match [`Desired::compute`].
+    pub async fn apply(&self) {
+        let desired = self.compute();
+        self.manager.reconcile(&desired).await;
+    }
+
+    pub fn manager(&self) -> &Arc<Manager> {
+        &self.manager
+    }
+}

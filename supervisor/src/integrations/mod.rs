@@ -1,0 +1,369 @@
+//! Integrations: a configured instance of a plugin for a tenant. Every change is a new
+//! version with its author, time and a readable diff; rollback is a new version equal to
+//! an old one. The configuration references credentials by name; they are decrypted
+//! (and the read audited) only to build the plugin's `Configure` call.
+
+mod diff;
+mod validate;
+
+use std::sync::Arc;
+
+use age::secrecy::ExposeSecret;
+use plugin_protocol::v1;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::credentials::{CredentialError, Credentials};
+use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
+use crate::tenants::now_ms;
+pub use diff::diff;
+pub use validate::against_schema;
+
+/// Integration errors, worded for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    #[error("tenant `{tenant}` already has an integration `{name}`")]
+    Exists { tenant: String, name: String },
+    #[error("tenant `{tenant}` has no integration `{name}`")]
+    Unknown { tenant: String, name: String },
+    #[error("integration `{name}` has no version {version}")]
+    UnknownVersion { name: String, version: u32 },
+    #[error("`{0}` is not a valid integration name: use 1-64 letters, digits, `-` or `_`")]
+    BadName(String),
+    #[error("the configuration is not a JSON object")]
+    NotObject,
+    #[error("`credentials.{role}` must name a stored credential (a string)")]
+    BadCredentialRef { role: String },
+    #[error("`credentials.{role}` names `{name}`, which tenant `{tenant}` does not have")]
+    MissingCredential {
+        tenant: String,
+        role: String,
+        name: String,
+    },
+    #[error("{0}")]
+    Credential(#[from] CredentialError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// One version of an integration's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationVersion {
+    pub version: u32,
+    pub config: Value,
+    pub author: String,
+    pub time_ms: u64,
+    /// `add`, `update`, `rollback to N`.
+    pub change: String,
+    pub diff: String,
+}
+
+/// An integration with its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Integration {
+    pub tenant: String,
+    pub name: String,
+    pub plugin: String,
+    pub enabled: bool,
+    /// Why it is disabled, when it is.
+    pub disabled_reason: Option<String>,
+    pub versions: Vec<IntegrationVersion>,
+}
+
+impl Integration {
+    /// The version in force.
+    pub fn current(&self) -> &IntegrationVersion {
+        self.versions
+            .last()
+            .expect("an integration always has a version")
+    }
+}
+
+fn key(tenant: &str, name: &str) -> Vec<u8> {
+    format!("{tenant}\0{name}").into_bytes()
+}
+
+fn corrupt(key: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: err.to_string(),
+    }
+}
+
+/// The integrations component.
+#[derive(Debug, Clone)]
+pub struct Integrations {
+    store: Store,
+    credentials: Option<Arc<Credentials>>,
+}
+
+impl Integrations {
+    pub fn new(store: Store, credentials: Option<Arc<Credentials>>) -> Self {
+        Self { store, credentials }
+    }
+
+    pub fn get(&self, tenant: &str, name: &str) -> Result<Option<Integration>, IntegrationError> {
+        match self.store.get(Table::Integrations, &key(tenant, name))? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(
+                serde_json::from_slice(&raw).map_err(|e| corrupt(name, e))?,
+            )),
+        }
+    }
+
+    pub fn require(&self, tenant: &str, name: &str) -> Result<Integration, IntegrationError> {
+        self.get(tenant, name)?
+            .ok_or_else(|| IntegrationError::Unknown {
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+            })
+    }
+
+    /// A tenant's integrations, or everyone's.
+    pub fn list(&self, tenant: Option<&str>) -> Result<Vec<Integration>, IntegrationError> {
+        let prefix = tenant.map(|t| format!("{t}\0")).unwrap_or_default();
+        self.store
+            .scan(Table::Integrations, prefix.as_bytes())?
+            .into_iter()
+            .map(|(k, raw)| {
+                serde_json::from_slice(&raw)
+                    .map_err(|e| corrupt(&String::from_utf8_lossy(&k), e).into())
+            })
+            .collect()
+    }
+
+    /// Checks the credential references of a configuration (`credentials = {role = name}`).
+    pub fn check_credential_refs(
+        &self,
+        tenant: &str,
+        config: &Value,
+    ) -> Result<Vec<(String, String)>, IntegrationError> {
+        let object = config.as_object().ok_or(IntegrationError::NotObject)?;
+        let mut refs = Vec::new();
+        if let Some(map) = object.get("credentials").and_then(Value::as_object) {
+            let stored: Vec<String> = match &self.credentials {
+                Some(credentials) => credentials
+                    .list(tenant)?
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect(),
+                None => Vec::new(),
+            };
+            for (role, name) in map {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| IntegrationError::BadCredentialRef { role: role.clone() })?;
+                if !stored.iter().any(|s| s == name) {
+                    return Err(IntegrationError::MissingCredential {
+                        tenant: tenant.to_owned(),
+                        role: role.clone(),
+                        name: name.to_owned(),
+                    });
+                }
+                refs.push((role.clone(), name.to_owned()));
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Records a new version (creating the integration when `plugin` is given and it does
+    /// not exist). Returns the integration as stored.
+    pub fn record_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        plugin: Option<&str>,
+        config: Value,
+        change: &str,
+        author: &str,
+    ) -> Result<Integration, IntegrationError> {
+        if !crate::config::is_name(name) {
+            return Err(IntegrationError::BadName(name.to_owned()));
+        }
+        let _turn = self.store.writer();
+        let existing = self.get(tenant, name)?;
+        let mut integration = match (existing, plugin) {
+            (Some(_), Some(_)) => {
+                return Err(IntegrationError::Exists {
+                    tenant: tenant.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            (None, None) => {
+                return Err(IntegrationError::Unknown {
+                    tenant: tenant.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            (Some(existing), None) => existing,
+            (None, Some(plugin)) => Integration {
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+                plugin: plugin.to_owned(),
+                enabled: true,
+                disabled_reason: None,
+                versions: Vec::new(),
+            },
+        };
+        let previous = integration
+            .versions
+            .last()
+            .map_or(Value::Null, |v| v.config.clone());
+        let version = IntegrationVersion {
+            version: integration.versions.len() as u32 + 1,
+            diff: diff(&previous, &config),
+            config,
+            author: author.to_owned(),
+            time_ms: now_ms(),
+            change: change.to_owned(),
+        };
+        let detail = format!("version {} ({change})\n{}", version.version, version.diff);
+        integration.versions.push(version);
+        let value = serde_json::to_vec(&integration).map_err(|e| corrupt(name, e))?;
+        let audit = AuditDraft::ok(
+            Some(tenant),
+            author,
+            &format!("integration.{}", change.split(' ').next().unwrap_or(change)),
+            &format!("integration:{name}"),
+            detail,
+        );
+        self.store.commit(
+            &Batch::new().put(Table::Integrations, key(tenant, name), value),
+            &audit,
+        )?;
+        Ok(integration)
+    }
+
+    /// Enables or disables (with a reason, shown in status).
+    pub fn set_enabled(
+        &self,
+        tenant: &str,
+        name: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        author: &str,
+    ) -> Result<Integration, IntegrationError> {
+        let _turn = self.store.writer();
+        let mut integration = self.require(tenant, name)?;
+        integration.enabled = enabled;
+        integration.disabled_reason = if enabled {
+            None
+        } else {
+            Some(reason.unwrap_or("disabled by an operator").to_owned())
+        };
+        let value = serde_json::to_vec(&integration).map_err(|e| corrupt(name, e))?;
+        let action = if enabled {
+            "integration.enable"
+        } else {
+            "integration.disable"
+        };
+        let audit = AuditDraft::ok(
+            Some(tenant),
+            author,
+            action,
+            &format!("integration:{name}"),
+            reason.unwrap_or_default(),
+        );
+        self.store.commit(
+            &Batch::new().put(Table::Integrations, key(tenant, name), value),
+            &audit,
+        )?;
+        Ok(integration)
+    }
+
+    pub fn remove(
+        &self,
+        tenant: &str,
+        name: &str,
+        author: &str,
+    ) -> Result<Integration, IntegrationError> {
+        let _turn = self.store.writer();
+        let integration = self.require(tenant, name)?;
+        let audit = AuditDraft::ok(
+            Some(tenant),
+            author,
+            "integration.remove",
+            &format!("integration:{name}"),
+            "",
+        );
+        self.store.commit(
+            &Batch::new().delete(Table::Integrations, key(tenant, name)),
+            &audit,
+        )?;
+        Ok(integration)
+    }
+
+    /// The writes that remove all of a tenant's integrations.
+    pub fn delete_tenant_batch(&self, tenant: &str) -> Result<Batch, IntegrationError> {
+        let mut batch = Batch::new();
+        for (k, _) in self
+            .store
+            .scan(Table::Integrations, format!("{tenant}\0").as_bytes())?
+        {
+            batch = batch.delete(Table::Integrations, k);
+        }
+        Ok(batch)
+    }
+
+    /// The `Configure` call for an integration's current version, with its credentials
+    /// decrypted for `reader`. `None` when there is no such integration.
+    pub fn configure_request(
+        &self,
+        tenant: &str,
+        name: &str,
+        reader: &str,
+    ) -> Result<Option<v1::ConfigureRequest>, IntegrationError> {
+        let Some(integration) = self.get(tenant, name)? else {
+            return Ok(None);
+        };
+        let config = integration.current().config.clone();
+        self.build_configure(tenant, name, &config, reader)
+            .map(Some)
+    }
+
+    /// The `Configure` call for `config` (a candidate version, or the current one).
+    pub fn build_configure(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: &Value,
+        reader: &str,
+    ) -> Result<v1::ConfigureRequest, IntegrationError> {
+        let refs = self.check_credential_refs(tenant, config)?;
+        let mut credentials = Vec::new();
+        for (role, credential) in refs {
+            let Some(manager) = &self.credentials else {
+                return Err(CredentialError::NoMasterKey.into());
+            };
+            let secret = manager.read(
+                tenant,
+                &credential,
+                reader,
+                &format!("Configure integration `{name}`"),
+            )?;
+            credentials.push(v1::Credential {
+                name: role,
+                kind: secret.kind.clone(),
+                secret: secret.secret.expose_secret().as_bytes().to_vec(),
+            });
+        }
+        Ok(v1::ConfigureRequest {
+            tenant: tenant.to_owned(),
+            integration: name.to_owned(),
+            config_json: config.to_string(),
+            credentials,
+        })
+    }
+}
+
+impl crate::process::InstanceConfigurer for Integrations {
+    fn configure_request(
+        &self,
+        tenant: &str,
+        integration: &str,
+        reader: &str,
+    ) -> Result<Option<v1::ConfigureRequest>, String> {
+        Integrations::configure_request(self, tenant, integration, reader)
+            .map_err(|err| err.to_string())
+    }
+}
