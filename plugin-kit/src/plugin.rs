@@ -60,6 +60,15 @@ pub trait Plugin: Send + Sync + 'static {
         async { Err(Status::unimplemented("this plugin takes no webhooks")) }
     }
 
+    /// Renews an expiring credential this plugin owns.
+    fn renew_credential(
+        &self,
+        request: v1::RenewCredentialRequest,
+    ) -> impl Future<Output = Result<v1::RenewCredentialResponse, Status>> + Send {
+        let _ = request;
+        async { Err(Status::unimplemented("this plugin renews no credentials")) }
+    }
+
     /// Looks up context for one event.
     fn enrich(
         &self,

@@ -322,6 +322,15 @@ impl<P: Plugin> PluginRpc for PluginRpcService<P> {
         ))
     }
 
+    async fn renew_credential(
+        &self,
+        request: Request<v1::RenewCredentialRequest>,
+    ) -> Result<Response<v1::RenewCredentialResponse>, Status> {
+        Ok(Response::new(
+            self.plugin.renew_credential(request.into_inner()).await?,
+        ))
+    }
+
     async fn shutdown(
         &self,
         request: Request<v1::ShutdownRequest>,

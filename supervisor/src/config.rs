@@ -76,7 +76,7 @@ pub struct AdminConfig {
 }
 
 /// Where the master key comes from.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsConfig {
     /// `file:PATH` (an age identity file, mode 0600), `systemd:NAME`
@@ -87,6 +87,19 @@ pub struct CredentialsConfig {
     /// DEVELOPMENT ONLY: create the `file:` key if it does not exist.
     #[serde(default)]
     pub generate_missing_key: bool,
+    /// How often expiring credentials are looked at for renewal.
+    #[serde(default = "defaults::renewal_interval", deserialize_with = "duration")]
+    pub renewal_interval: Duration,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            generate_missing_key: false,
+            renewal_interval: defaults::renewal_interval(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -216,6 +229,9 @@ mod defaults {
     }
     pub fn http_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8787))
+    }
+    pub fn renewal_interval() -> std::time::Duration {
+        std::time::Duration::from_secs(60)
     }
     pub fn tenant() -> String {
         "system".to_owned()

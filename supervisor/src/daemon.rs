@@ -139,6 +139,15 @@ pub async fn run(
             source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let renewer = credentials.clone().map(|credentials| {
+        let renewer = Arc::new(crate::renewal::Renewer::new(
+            credentials,
+            integrations.clone(),
+            desired.clone(),
+            store.clone(),
+        ));
+        tokio::spawn(renewer.run(config.credentials.renewal_interval, stop_rx.clone()))
+    });
     let admin_service = AdminService::new(
         crate::admin::Components {
             registry: registry.clone(),
@@ -200,6 +209,9 @@ pub async fn run(
     manager.stop_all().await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
+    if let Some(renewer) = renewer {
+        let _ = renewer.await;
+    }
     let _ = http_task.await;
     let _ = std::fs::remove_file(&config.admin_socket);
     tracing::info!("integrationd stopped");

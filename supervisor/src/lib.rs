@@ -12,5 +12,6 @@ pub mod ingress;
 pub mod integrations;
 pub mod process;
 pub mod registry;
+pub mod renewal;
 pub mod store;
 pub mod tenants;

@@ -14,6 +14,7 @@
 //! | `--claim-protocol N` | print a well-formed handshake offering protocol N |
 //! | `--flood-stderr` | write to stderr as fast as it can, while serving normally |
 //! | `--allocate-mb N` | allocate and touch N MiB at start (to hit the memory limit) |
+//! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,7 @@ struct Faults {
     claim_protocol: Option<u32>,
     flood_stderr: bool,
     allocate_mb: Option<usize>,
+    renew_fails: bool,
 }
 
 fn parse_faults() -> Result<Faults, String> {
@@ -55,6 +57,7 @@ fn parse_faults() -> Result<Faults, String> {
             "--claim-protocol" => faults.claim_protocol = Some(number(&value()?)?),
             "--flood-stderr" => faults.flood_stderr = true,
             "--allocate-mb" => faults.allocate_mb = Some(number(&value()?)?),
+            "--renew-fails" => faults.renew_fails = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -205,6 +208,29 @@ impl Plugin for TestFault {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(config);
         Ok(())
+    }
+
+    /// A renewed OAuth2-style secret valid for an hour, unless told to fail.
+    async fn renew_credential(
+        &self,
+        request: v1::RenewCredentialRequest,
+    ) -> Result<v1::RenewCredentialResponse, Status> {
+        if self.faults.renew_fails {
+            return Err(Status::unavailable(
+                "token endpoint refused the refresh token",
+            ));
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let expires = now_ms + 3_600_000;
+        let name = request.credential.map(|c| c.name).unwrap_or_default();
+        let secret = serde_json::json!({ "access_token": format!("renewed-{name}-{now_ms}"), "expires_at": expires / 1000 });
+        Ok(v1::RenewCredentialResponse {
+            secret: secret.to_string().into_bytes(),
+            expires_unix_ms: expires,
+        })
     }
 
     /// Every repository in `forbidden` fails with a missing `contents:read`.

@@ -469,12 +469,21 @@ impl Admin for AdminService {
         };
         let tenant = body.tenant;
         let name = body.name;
-        let info = tokio::task::spawn_blocking(move || {
-            credentials.set(&tenant, &name, &new, &principal.label())
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(credential_status)?;
+        let author = principal.label();
+        let info =
+            tokio::task::spawn_blocking(move || credentials.set(&tenant, &name, &new, &author))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(credential_status)?;
+        // A working credential brings back what its failure disabled.
+        let revived = self
+            .integrations
+            .enable_for_credential(&info.tenant, &info.name, &principal.label())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if !revived.is_empty() {
+            tracing::info!(tenant = %info.tenant, credential = %info.name, integrations = ?revived, "integrations re-enabled by a new credential");
+            self.desired.apply().await;
+        }
         Ok(Response::new(credential_to_proto(info)))
     }
 

@@ -6,6 +6,7 @@
 
 mod kinds;
 mod master;
+mod renewal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,6 +21,7 @@ use crate::tenants::now_ms;
 pub use kinds::{Kind, MAX_SECRET_BYTES, SecretError, parse_time_ms};
 use master::MasterSecret;
 pub use master::{MasterKeyError, MasterKeySource, generate_file as generate_master_key_file};
+pub use renewal::renew_at;
 
 /// Errors from the credential manager. None of them carries secret material.
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +373,19 @@ impl Credentials {
     pub fn list(&self, tenant: &str) -> Result<Vec<CredentialInfo>, CredentialError> {
         self.store
             .scan(Table::Credentials, format!("{tenant}\0").as_bytes())?
+            .into_iter()
+            .map(|(key, raw)| {
+                serde_json::from_slice::<CredentialRecord>(&raw)
+                    .map(|r| r.info)
+                    .map_err(|e| corrupt(&String::from_utf8_lossy(&key), e).into())
+            })
+            .collect()
+    }
+
+    /// Every tenant's credentials, metadata only.
+    pub fn list_all(&self) -> Result<Vec<CredentialInfo>, CredentialError> {
+        self.store
+            .scan(Table::Credentials, b"")?
             .into_iter()
             .map(|(key, raw)| {
                 serde_json::from_slice::<CredentialRecord>(&raw)

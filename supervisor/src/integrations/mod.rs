@@ -67,6 +67,9 @@ pub struct Integration {
     pub enabled: bool,
     /// Why it is disabled, when it is.
     pub disabled_reason: Option<String>,
+    /// The credential whose failure disabled it; storing a working one re-enables it.
+    #[serde(default)]
+    pub disabled_by_credential: Option<String>,
     pub versions: Vec<IntegrationVersion>,
 }
 
@@ -202,6 +205,7 @@ impl Integrations {
                 plugin: plugin.to_owned(),
                 enabled: true,
                 disabled_reason: None,
+                disabled_by_credential: None,
                 versions: Vec::new(),
             },
         };
@@ -251,6 +255,7 @@ impl Integrations {
         } else {
             Some(reason.unwrap_or("disabled by an operator").to_owned())
         };
+        integration.disabled_by_credential = None;
         let value = serde_json::to_vec(&integration).map_err(|e| corrupt(name, e))?;
         let action = if enabled {
             "integration.enable"
@@ -269,6 +274,77 @@ impl Integrations {
             &audit,
         )?;
         Ok(integration)
+    }
+
+    /// The tenant's integrations whose configuration names `credential`.
+    pub fn using_credential(
+        &self,
+        tenant: &str,
+        credential: &str,
+    ) -> Result<Vec<Integration>, IntegrationError> {
+        Ok(self
+            .list(Some(tenant))?
+            .into_iter()
+            .filter(|i| {
+                i.current()
+                    .config
+                    .get("credentials")
+                    .and_then(Value::as_object)
+                    .is_some_and(|refs| refs.values().any(|v| v.as_str() == Some(credential)))
+            })
+            .collect())
+    }
+
+    /// Disables the integrations using `credential` because it failed; returns their names.
+    pub fn disable_for_credential(
+        &self,
+        tenant: &str,
+        credential: &str,
+        reason: &str,
+        author: &str,
+    ) -> Result<Vec<String>, IntegrationError> {
+        let mut names = Vec::new();
+        for mut integration in self.using_credential(tenant, credential)? {
+            if !integration.enabled {
+                continue;
+            }
+            let _turn = self.store.writer();
+            integration.enabled = false;
+            integration.disabled_reason = Some(reason.to_owned());
+            integration.disabled_by_credential = Some(credential.to_owned());
+            let value =
+                serde_json::to_vec(&integration).map_err(|e| corrupt(&integration.name, e))?;
+            let audit = AuditDraft::ok(
+                Some(tenant),
+                author,
+                "integration.disable",
+                &format!("integration:{}", integration.name),
+                reason,
+            );
+            self.store.commit(
+                &Batch::new().put(Table::Integrations, key(tenant, &integration.name), value),
+                &audit,
+            )?;
+            names.push(integration.name);
+        }
+        Ok(names)
+    }
+
+    /// Re-enables the integrations a failure of `credential` disabled; returns their names.
+    pub fn enable_for_credential(
+        &self,
+        tenant: &str,
+        credential: &str,
+        author: &str,
+    ) -> Result<Vec<String>, IntegrationError> {
+        let mut names = Vec::new();
+        for integration in self.list(Some(tenant))? {
+            if integration.disabled_by_credential.as_deref() == Some(credential) {
+                self.set_enabled(tenant, &integration.name, true, None, author)?;
+                names.push(integration.name);
+            }
+        }
+        Ok(names)
     }
 
     pub fn remove(

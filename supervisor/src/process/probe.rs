@@ -39,6 +39,20 @@ impl Probe {
         }
     }
 
+    /// Asks the plugin to renew a credential it owns.
+    pub async fn renew(
+        &mut self,
+        request: v1::RenewCredentialRequest,
+    ) -> Result<v1::RenewCredentialResponse, Status> {
+        Ok(self
+            .running
+            .connection
+            .plugin
+            .renew_credential(request)
+            .await?
+            .into_inner())
+    }
+
     /// Stops the probe: `Shutdown`, then SIGKILL of its group.
     pub async fn stop(mut self) {
         let request = v1::ShutdownRequest {
