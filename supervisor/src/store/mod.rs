@@ -258,6 +258,42 @@ impl Store {
         Ok(record)
     }
 
+    /// Appends many audit records in one transaction (imports, benchmarks), then flushes.
+    pub fn audit_many(&self, drafts: &[AuditDraft]) -> Result<u64, StoreError> {
+        let _turn = self.writer();
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let trees = [self.audit.clone(), self.audit_head.clone()];
+        let result = trees.as_slice().transaction(|tx| {
+            let mut head = match tx[1].get(HEAD_KEY)? {
+                None => Head::GENESIS,
+                Some(raw) => Head::decode(&raw).ok_or_else(|| {
+                    ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        key: "audit.head".to_owned(),
+                        reason: "not a sequence number and hash".to_owned(),
+                    })
+                })?,
+            };
+            for draft in drafts {
+                let (record, bytes, next) = audit::next_record(head, draft, time_ms)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                tx[0].insert(&record.seq.to_be_bytes(), bytes)?;
+                head = next;
+            }
+            tx[1].insert(HEAD_KEY, head.encode().as_slice())?;
+            Ok(head.seq)
+        });
+        let last = match result {
+            Ok(last) => last,
+            Err(TransactionError::Abort(err)) => return Err(err),
+            Err(TransactionError::Storage(err)) => return Err(err.into()),
+        };
+        self.db.flush()?;
+        Ok(last)
+    }
+
     /// Appends an audit record alone (a read, a refused access).
     pub fn audit(&self, audit: &AuditDraft) -> Result<AuditRecord, StoreError> {
         let _turn = self.writer();
@@ -418,6 +454,15 @@ mod tests {
             store.audit_verify().expect("verify"),
             Err(ChainError::Truncated { last: 4, head: 5 })
         );
+    }
+
+    #[test]
+    fn bulk_appends_continue_the_same_chain() {
+        let (_dir, store) = chain(2);
+        let drafts: Vec<AuditDraft> = (0..50).map(|i| draft(&format!("bulk.{i}"))).collect();
+        assert_eq!(store.audit_many(&drafts).expect("bulk"), 52);
+        store.audit(&draft("after")).expect("append");
+        assert_eq!(store.audit_verify().expect("verify"), Ok(53));
     }
 
     #[test]
