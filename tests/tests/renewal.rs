@@ -271,3 +271,61 @@ fn humantime_like(unix_s: u64) -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
+
+#[test]
+fn credentials_the_plugin_rejects_disable_the_integration_until_replaced() {
+    let (world, daemon) = start(PluginPackage::testfault("steady", &[]));
+    let set = |value: &[u8]| {
+        let output = daemon.ctl_stdin(
+            None,
+            &[
+                "credentials",
+                "set",
+                "--tenant",
+                "acme",
+                "oauth",
+                "--kind",
+                "api-key",
+            ],
+            value,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    set(b"good");
+    add_integration(&world, &daemon, "steady");
+    wait_for("healthy", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "healthy")
+    });
+
+    // The credential goes bad; the next start is refused by the plugin.
+    set(b"revoked");
+    daemon.ctl_json(&["plugins", "restart", "steady"]);
+    let disabled = wait_for("disabled by the rejection", LONG, || {
+        let list = daemon.ctl_json(&["integrations", "list", "--tenant", "acme"]);
+        (list[0]["enabled"] == false).then_some(list)
+    });
+    let reason = disabled[0]["disabled_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("rejected the credentials: 401 Bad credentials"),
+        "{reason}"
+    );
+    let refused = wait_for("refused in status", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "refused")
+    });
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("401 Bad credentials"),
+        "{refused}"
+    );
+
+    set(b"good-again");
+    wait_for("healthy with the new credential", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "healthy")
+    });
+}

@@ -14,6 +14,7 @@
 //! | `--claim-protocol N` | print a well-formed handshake offering protocol N |
 //! | `--flood-stderr` | write to stderr as fast as it can, while serving normally |
 //! | `--allocate-mb N` | allocate and touch N MiB at start (to hit the memory limit) |
+//! | (credential `revoked`) | `Configure` answers UNAUTHENTICATED |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 
 use std::io::Write;
@@ -189,6 +190,14 @@ impl Plugin for TestFault {
         self.count_call();
         let config: serde_json::Value = serde_json::from_str(&request.config_json)
             .map_err(|e| Status::invalid_argument(format!("config is not JSON: {e}")))?;
+        // A credential whose value is `revoked` is refused like a real API would.
+        if request
+            .credentials
+            .iter()
+            .any(|c| c.secret.as_slice() == b"\"revoked\"")
+        {
+            return Err(Status::unauthenticated("401 Bad credentials"));
+        }
         let roles: Vec<&str> = request
             .credentials
             .iter()

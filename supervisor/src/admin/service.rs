@@ -483,6 +483,7 @@ impl Admin for AdminService {
         if !revived.is_empty() {
             tracing::info!(tenant = %info.tenant, credential = %info.name, integrations = ?revived, "integrations re-enabled by a new credential");
             self.desired.apply().await;
+            self.manager.retry_refused().await;
         }
         Ok(Response::new(credential_to_proto(info)))
     }

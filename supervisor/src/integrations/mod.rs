@@ -433,6 +433,21 @@ impl Integrations {
 }
 
 impl crate::process::InstanceConfigurer for Integrations {
+    fn credentials_rejected(&self, tenant: &str, integration: &str, reason: &str) {
+        let Ok(Some(record)) = self.get(tenant, integration) else {
+            return;
+        };
+        let refs = self
+            .check_credential_refs(tenant, &record.current().config)
+            .unwrap_or_default();
+        let Some((_, credential)) = refs.first() else {
+            return;
+        };
+        if let Err(err) = self.disable_for_credential(tenant, credential, reason, "daemon") {
+            tracing::error!(error = %err, "cannot disable an integration whose credentials were rejected");
+        }
+    }
+
     fn configure_request(
         &self,
         tenant: &str,

@@ -201,8 +201,9 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
         "plugin:{}/{}/{}",
         labels.plugin, labels.tenant, labels.integration
     );
+    let source = configurer.clone();
     let request = tokio::task::spawn_blocking(move || {
-        configurer.configure_request(&labels.tenant, &labels.integration, &reader)
+        source.configure_request(&labels.tenant, &labels.integration, &reader)
     })
     .await
     .map_err(|err| StartError::Failed(err.to_string()))?
@@ -222,6 +223,26 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
     .await
     {
         Ok(Ok(_)) => Ok(()),
+        Ok(Err(status))
+            if matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) =>
+        {
+            let reason = format!(
+                "plugin `{}` rejected the credentials: {}",
+                ctx.labels.plugin,
+                status.message()
+            );
+            let (configurer, labels, why) =
+                (configurer.clone(), ctx.labels.clone(), reason.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                configurer.credentials_rejected(&labels.tenant, &labels.integration, &why)
+            })
+            .await;
+            tracing::error!(alert = true, plugin = %ctx.labels.plugin, tenant = %ctx.labels.tenant, integration = %ctx.labels.integration, "{reason}; integration disabled");
+            Err(StartError::Refused(reason))
+        }
         Ok(Err(status)) => Err(StartError::Failed(format!(
             "plugin `{}` refused Configure: {}",
             ctx.labels.plugin,

@@ -24,6 +24,11 @@ pub trait InstanceConfigurer: Send + Sync + std::fmt::Debug {
         integration: &str,
         reader: &str,
     ) -> Result<Option<plugin_protocol::v1::ConfigureRequest>, String>;
+
+    /// The plugin refused the instance's credentials (UNAUTHENTICATED or
+    /// PERMISSION_DENIED from `Configure`): the integration is disabled until a working
+    /// credential is stored.
+    fn credentials_rejected(&self, tenant: &str, integration: &str, reason: &str);
 }
 pub use restart::{RestartDecision, RestartPolicy, RestartSettings};
 pub use state::{InstanceState, InstanceStatus};
