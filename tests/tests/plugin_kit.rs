@@ -28,6 +28,10 @@ async fn the_harness_drives_a_plugin_like_the_supervisor_does() {
             serde_json::from_str(&described.config_schema_json).expect("schema is JSON");
         assert_eq!(schema["type"], "object");
         assert!(!described.credential_kinds.is_empty());
+        plugin
+            .configure("acme", "main", serde_json::json!({"poll_interval": "30s"}), vec![])
+            .await
+            .expect("the product plugins accept a configuration");
         assert!(plugin.health().await.expect("health"));
         let status = plugin.shutdown().await.expect("shutdown");
         assert!(status.success(), "{name} exited with {status}");
