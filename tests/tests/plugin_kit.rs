@@ -29,7 +29,12 @@ async fn the_harness_drives_a_plugin_like_the_supervisor_does() {
         assert_eq!(schema["type"], "object");
         assert!(!described.credential_kinds.is_empty());
         plugin
-            .configure("acme", "main", serde_json::json!({"poll_interval": "30s"}), vec![])
+            .configure(
+                "acme",
+                "main",
+                serde_json::json!({"poll_interval": "30s"}),
+                vec![],
+            )
             .await
             .expect("the product plugins accept a configuration");
         assert!(plugin.health().await.expect("health"));

@@ -6,6 +6,13 @@ use serde_json::Value;
 /// when equal.
 pub fn diff(old: &Value, new: &Value) -> String {
     let mut lines = Vec::new();
+    // A first version is every field added.
+    let empty = Value::Object(serde_json::Map::new());
+    let old = if old.is_null() && new.is_object() {
+        &empty
+    } else {
+        old
+    };
     walk("", old, new, &mut lines);
     lines.join("\n")
 }
@@ -51,6 +58,9 @@ mod tests {
             "- /gone: 1\n+ /nested/y~1z: 2\n~ /poll_interval: \"30s\" -> \"60s\"\n~ /repositories: [\"a/b\"] -> [\"a/b\",\"a/c\"]"
         );
         assert_eq!(diff(&new, &new), "");
-        assert_eq!(diff(&Value::Null, &json!({"a": 1})), "+ /: {\"a\":1}");
+        assert_eq!(
+            diff(&Value::Null, &json!({"a": 1, "b": [2]})),
+            "+ /a: 1\n+ /b: [2]"
+        );
     }
 }
