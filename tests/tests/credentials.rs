@@ -218,6 +218,7 @@ fn acknowledged_writes_survive_kill_9_and_the_audit_chain_verifies() {
                 socket,
                 log,
             };
+            // Credential writes and configuration (flag) writes, interleaved.
             for i in 0..100_000 {
                 let name = format!("cred-{i}");
                 if !set(
@@ -234,6 +235,18 @@ fn acknowledged_writes_survive_kill_9_and_the_audit_chain_verifies() {
                     break;
                 }
                 acknowledged.lock().expect("lock").push(name);
+                let flag = format!("plugin.p{i}=off");
+                if !client
+                    .ctl(&["flags", "set", "--tenant", "acme", &flag])
+                    .status
+                    .success()
+                {
+                    break;
+                }
+                acknowledged
+                    .lock()
+                    .expect("lock")
+                    .push(format!("flag:plugin.p{i}"));
             }
         })
     };
@@ -254,14 +267,20 @@ fn acknowledged_writes_survive_kill_9_and_the_audit_chain_verifies() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
+    let flags = daemon.ctl_json(&["flags", "list", "--tenant", "acme"]);
+    let flags: Vec<String> = flags
+        .as_array()
+        .expect("flags")
+        .iter()
+        .filter(|f| f["source"] == "tenant" && f["value"] == false)
+        .filter_map(|f| f["key"].as_str().map(|k| format!("flag:{k}")))
+        .collect();
     for name in &acknowledged {
-        assert!(
-            names.contains(&name.as_str()),
-            "acknowledged {name} is missing after kill -9"
-        );
+        let there = names.contains(&name.as_str()) || flags.contains(name);
+        assert!(there, "acknowledged {name} is missing after kill -9");
     }
     assert!(
-        names.len() <= acknowledged.len() + 1,
+        names.len() + flags.len() <= acknowledged.len() + 1,
         "at most the in-flight write extra"
     );
     let verdict = daemon.ctl_json(&["audit", "verify"]);
@@ -278,6 +297,12 @@ fn acknowledged_writes_survive_kill_9_and_the_audit_chain_verifies() {
         creates.as_array().map(Vec::len),
         Some(names.len()),
         "one audit record per stored credential, none half-applied"
+    );
+    let flag_sets = daemon.ctl_json(&["audit", "list", "--kind", "flag.set", "--limit", "1000"]);
+    assert_eq!(
+        flag_sets.as_array().map(Vec::len),
+        Some(flags.len()),
+        "one audit record per flag write"
     );
 }
 

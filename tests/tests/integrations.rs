@@ -363,3 +363,31 @@ fn a_tenant_token_manages_only_its_own_integrations() {
         1
     );
 }
+
+#[test]
+fn deleting_a_tenant_removes_its_integrations_and_stops_their_processes() {
+    let (world, daemon) = start();
+    let config = config_file(&world, "c.toml", "poll = 1\n");
+    assert!(add(&daemon, "acme", "main", &config).status.success());
+    assert!(add(&daemon, "globex", "main", &config).status.success());
+    let acme_pid = pid_of(&healthy(&daemon, "acme", "main"));
+    let globex_pid = pid_of(&healthy(&daemon, "globex", "main"));
+    let deleted = daemon.ctl_json(&["tenants", "delete", "acme"]);
+    assert_eq!(deleted["name"], "acme");
+    wait_for("acme's process gone", LONG, || {
+        (!e2e_tests::process_alive(acme_pid)).then_some(())
+    });
+    assert!(instance(&daemon, "acme", "main").is_none());
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    assert_eq!(
+        daemon
+            .ctl_json(&["integrations", "list", "--tenant", "acme"])
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    assert_eq!(
+        pid_of(&instance(&daemon, "globex", "main").expect("globex")),
+        globex_pid
+    );
+}

@@ -104,9 +104,25 @@ fn a_tenant_token_is_refused_everything_of_another_tenant_and_of_operators() {
         );
         assert!(!message.contains("globex"), "{args:?} leaked: {message}");
     }
-    // Nothing changed.
+    // Nothing changed, and each attempt is on record in the token's own tenant only.
     let tenants = daemon.ctl_json(&["tenants", "list"]);
     assert_eq!(tenants.as_array().expect("list").len(), 2);
+    let denied = daemon.ctl_json(&[
+        "audit",
+        "list",
+        "--kind",
+        "access.denied",
+        "--limit",
+        "1000",
+    ]);
+    let denied = denied.as_array().expect("records");
+    assert!(denied.len() >= operator_commands.len(), "{denied:?}");
+    assert!(
+        denied
+            .iter()
+            .all(|r| r["tenant"] == "acme" && r["outcome"] == "denied"),
+        "{denied:?}"
+    );
 }
 
 #[test]

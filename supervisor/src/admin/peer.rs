@@ -7,6 +7,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 use crate::config::AdminConfig;
+use crate::store::AuditDraft;
 use crate::tenants::{Tenants, TokenInfo, TokenScope};
 
 /// A process on the admin socket, from its peer credentials.
@@ -106,9 +107,27 @@ impl Authenticator {
     pub fn operator<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         match self.authenticate(request)? {
             principal @ Principal::Operator(_) => Ok(principal),
-            Principal::Tenant(_) => Err(Status::permission_denied(
-                "this command is for operators; a tenant token cannot run it",
-            )),
+            Principal::Tenant(token) => {
+                self.record_denial(&token, "an operator command");
+                Err(Status::permission_denied(
+                    "this command is for operators; a tenant token cannot run it",
+                ))
+            }
+        }
+    }
+
+    /// Audits a refused attempt in the token's own tenant (never the other tenant's log).
+    fn record_denial(&self, token: &TokenInfo, what: &str) {
+        let audit = AuditDraft::ok(
+            Some(&token.tenant),
+            &format!("token:{}", token.id),
+            "access.denied",
+            what,
+            "",
+        )
+        .with_outcome("denied");
+        if let Err(err) = self.tenants.store().audit(&audit) {
+            tracing::error!(error = %err, "cannot audit a refused access");
         }
     }
 
@@ -117,9 +136,12 @@ impl Authenticator {
     pub fn for_tenant<T>(&self, request: &Request<T>, tenant: &str) -> Result<Principal, Status> {
         let principal = self.authenticate(request)?;
         match &principal {
-            Principal::Tenant(token) if token.tenant != tenant => Err(Status::permission_denied(
-                "this token belongs to another tenant",
-            )),
+            Principal::Tenant(token) if token.tenant != tenant => {
+                self.record_denial(token, "another tenant's resources");
+                Err(Status::permission_denied(
+                    "this token belongs to another tenant",
+                ))
+            }
             _ => Ok(principal),
         }
     }

@@ -369,6 +369,17 @@ impl Admin for AdminService {
         let tokens = self.tenants.tokens(&name).map_err(tenant_status)?.len();
         let mut batch = self.tenants.delete_batch(&name).map_err(tenant_status)?;
         let mut detail = format!("{tokens} token(s) revoked");
+        let integrations = self
+            .integrations
+            .list(Some(&name))
+            .map(|l| l.len())
+            .unwrap_or(0);
+        batch.extend(
+            self.integrations
+                .delete_tenant_batch(&name)
+                .map_err(|e| Status::internal(e.to_string()))?,
+        );
+        detail.push_str(&format!("; {integrations} integration(s) removed"));
         if let Some(credentials) = &self.credentials {
             let count = credentials.list(&name).map_err(credential_status)?.len();
             batch.extend(
@@ -391,6 +402,9 @@ impl Admin for AdminService {
         if let Some(credentials) = &self.credentials {
             credentials.forget_tenant(&name);
         }
+        drop(_turn);
+        // Its plugin processes stop with it.
+        self.desired.apply().await;
         Ok(Response::new(proto::DeleteTenantResponse {
             name,
             tokens_revoked: u32::try_from(tokens).unwrap_or(u32::MAX),

@@ -58,6 +58,11 @@ impl Tenants {
         Self { store }
     }
 
+    /// The state database, for callers that audit on the tenants' behalf.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn get(&self, name: &str) -> Result<Option<Tenant>, TenantError> {
         match self.store.get(Table::Tenants, name.as_bytes())? {
             None => Ok(None),
