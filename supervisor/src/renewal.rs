@@ -205,10 +205,13 @@ impl Renewer {
     }
 
     async fn fail(&self, info: &CredentialInfo, reason: &str) {
-        match self
-            .integrations
-            .disable_for_credential(&info.tenant, &info.name, reason, ACTOR)
-        {
+        match self.integrations.disable_for_credential(
+            &info.tenant,
+            &info.name,
+            None,
+            reason,
+            ACTOR,
+        ) {
             Ok(disabled) if disabled.is_empty() => {}
             Ok(disabled) => {
                 tracing::error!(alert = true, tenant = %info.tenant, credential = %info.name, integrations = ?disabled, "{reason}; integrations disabled");

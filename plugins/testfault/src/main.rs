@@ -15,6 +15,7 @@
 //! | `--flood-stderr` | write to stderr as fast as it can, while serving normally |
 //! | `--allocate-mb N` | allocate and touch N MiB at start (to hit the memory limit) |
 //! | (credential `revoked`) | `Configure` answers UNAUTHENTICATED |
+//! | `--reject-credentials-file PATH` | `Configure` answers UNAUTHENTICATED while PATH exists |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 
 use std::io::Write;
@@ -37,6 +38,7 @@ struct Faults {
     flood_stderr: bool,
     allocate_mb: Option<usize>,
     renew_fails: bool,
+    reject_credentials_file: Option<String>,
 }
 
 fn parse_faults() -> Result<Faults, String> {
@@ -59,6 +61,7 @@ fn parse_faults() -> Result<Faults, String> {
             "--flood-stderr" => faults.flood_stderr = true,
             "--allocate-mb" => faults.allocate_mb = Some(number(&value()?)?),
             "--renew-fails" => faults.renew_fails = true,
+            "--reject-credentials-file" => faults.reject_credentials_file = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -190,6 +193,17 @@ impl Plugin for TestFault {
         self.count_call();
         let config: serde_json::Value = serde_json::from_str(&request.config_json)
             .map_err(|e| Status::invalid_argument(format!("config is not JSON: {e}")))?;
+        // Credentials revoked upstream, as a real API would answer.
+        if self
+            .faults
+            .reject_credentials_file
+            .as_ref()
+            .is_some_and(|path| std::path::Path::new(path).exists())
+        {
+            return Err(Status::unauthenticated(
+                "401 Bad credentials (revoked upstream)",
+            ));
+        }
         // A credential whose value is `revoked` is refused like a real API would.
         if request
             .credentials

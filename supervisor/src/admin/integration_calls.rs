@@ -167,6 +167,75 @@ impl AdminService {
         verdict
     }
 
+    /// After a credential changed: every integration using it is checked again with the
+    /// new secret. Those that pass are restarted (or re-enabled, if this credential's
+    /// failure had disabled them) and so receive it; those that fail are disabled with
+    /// the reason, and an alert is logged.
+    pub(super) async fn revalidate_users(&self, tenant: &str, credential: &str, author: &str) {
+        let users = match self.integrations.using_credential(tenant, credential) {
+            Ok(users) => users,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot find the integrations using a changed credential");
+                return;
+            }
+        };
+        let mut changed = false;
+        for integration in users {
+            let revivable = integration.disabled_by_credential.as_deref() == Some(credential);
+            if !integration.enabled && !revivable {
+                continue;
+            }
+            let config = integration.current().config.clone();
+            match self
+                .admit(
+                    tenant,
+                    &integration.name,
+                    &integration.plugin,
+                    &config,
+                    author,
+                )
+                .await
+            {
+                Ok(_) if revivable => {
+                    if let Err(err) =
+                        self.integrations
+                            .set_enabled(tenant, &integration.name, true, None, author)
+                    {
+                        tracing::error!(error = %err, "cannot re-enable an integration");
+                    }
+                    tracing::info!(tenant, integration = %integration.name, credential, "integration re-enabled by a working credential");
+                    changed = true;
+                }
+                Ok(_) => {
+                    self.manager_ref()
+                        .restart_instance(tenant, &integration.name)
+                        .await;
+                }
+                Err(status) => {
+                    let reason = format!(
+                        "credential `{credential}` failed validation: {}",
+                        status.message()
+                    );
+                    tracing::error!(alert = true, tenant, integration = %integration.name, "{reason}; integration disabled");
+                    if let Err(err) = self.integrations.disable_for_credential(
+                        tenant,
+                        credential,
+                        Some(&integration.name),
+                        &reason,
+                        author,
+                    ) {
+                        tracing::error!(error = %err, "cannot disable an integration");
+                    }
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.desired_ref().apply().await;
+            self.manager_ref().retry_refused().await;
+        }
+    }
+
     pub(super) async fn add_integration_call(
         &self,
         request: Request<proto::AddIntegrationRequest>,

@@ -489,16 +489,8 @@ impl Admin for AdminService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(credential_status)?;
-        // A working credential brings back what its failure disabled.
-        let revived = self
-            .integrations
-            .enable_for_credential(&info.tenant, &info.name, &principal.label())
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if !revived.is_empty() {
-            tracing::info!(tenant = %info.tenant, credential = %info.name, integrations = ?revived, "integrations re-enabled by a new credential");
-            self.desired.apply().await;
-            self.manager.retry_refused().await;
-        }
+        self.revalidate_users(&info.tenant, &info.name, &principal.label())
+            .await;
         Ok(Response::new(credential_to_proto(info)))
     }
 

@@ -295,17 +295,19 @@ impl Integrations {
             .collect())
     }
 
-    /// Disables the integrations using `credential` because it failed; returns their names.
+    /// Disables the integrations using `credential` (or only `only`) because it failed;
+    /// returns their names.
     pub fn disable_for_credential(
         &self,
         tenant: &str,
         credential: &str,
+        only: Option<&str>,
         reason: &str,
         author: &str,
     ) -> Result<Vec<String>, IntegrationError> {
         let mut names = Vec::new();
         for mut integration in self.using_credential(tenant, credential)? {
-            if !integration.enabled {
+            if !integration.enabled || only.is_some_and(|name| name != integration.name) {
                 continue;
             }
             let _turn = self.store.writer();
@@ -443,7 +445,9 @@ impl crate::process::InstanceConfigurer for Integrations {
         let Some((_, credential)) = refs.first() else {
             return;
         };
-        if let Err(err) = self.disable_for_credential(tenant, credential, reason, "daemon") {
+        if let Err(err) =
+            self.disable_for_credential(tenant, credential, Some(integration), reason, "daemon")
+        {
             tracing::error!(error = %err, "cannot disable an integration whose credentials were rejected");
         }
     }
