@@ -113,30 +113,14 @@ enum TokensCommand {
 enum CredentialsCommand {
     /// Store a credential: api-key and webhook-secret as the raw value, the other kinds
     /// as a JSON object.
-    Set {
-        #[arg(long)]
-        tenant: String,
-        name: String,
-        #[arg(long, value_parser = ["api-key", "oauth2", "github-app", "aws", "webhook-secret", "basic"])]
-        kind: String,
-        #[command(flatten)]
-        input: SecretInput,
-    },
+    Set(SecretTarget),
     /// Name, kind, created, expires, last used: never the secret.
     List {
         #[arg(long)]
         tenant: String,
     },
     /// Replace a credential's secret (a webhook secret keeps the old one as `previous`).
-    Rotate {
-        #[arg(long)]
-        tenant: String,
-        name: String,
-        #[arg(long)]
-        kind: String,
-        #[command(flatten)]
-        input: SecretInput,
-    },
+    Rotate(SecretTarget),
     Delete {
         #[arg(long)]
         tenant: String,
@@ -281,6 +265,32 @@ fn print_integrations(
             }
             Ok(())
         }
+    }
+}
+
+/// Which credential, of what kind, and where its secret comes from.
+#[derive(Debug, clap::Args)]
+struct SecretTarget {
+    #[arg(long)]
+    tenant: String,
+    name: String,
+    #[arg(long, value_parser = ["api-key", "oauth2", "github-app", "aws", "webhook-secret", "basic"])]
+    kind: String,
+    #[command(flatten)]
+    input: SecretInput,
+}
+
+impl SecretTarget {
+    fn request(self, rotate: bool) -> anyhow::Result<proto::SetCredentialRequest> {
+        let (secret, expires_unix_ms) = self.input.read()?;
+        Ok(proto::SetCredentialRequest {
+            tenant: self.tenant,
+            name: self.name,
+            kind: self.kind,
+            secret,
+            expires_unix_ms,
+            rotate,
+        })
     }
 }
 
@@ -617,49 +627,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Credentials { command } => match command {
-            CredentialsCommand::Set {
-                tenant,
-                name,
-                kind,
-                input,
-            } => {
-                let (secret, expires_unix_ms) = input.read()?;
-                let request = proto::SetCredentialRequest {
-                    tenant,
-                    name,
-                    kind,
-                    secret,
-                    expires_unix_ms,
-                    rotate: false,
-                };
-                let info = client
-                    .set_credential(with_token(request, token)?)
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                print_credentials(cli.output, &[info], true)?;
+            CredentialsCommand::Set(target) => {
+                store_credential(&mut client, target.request(false)?, token, cli.output).await?;
             }
-            CredentialsCommand::Rotate {
-                tenant,
-                name,
-                kind,
-                input,
-            } => {
-                let (secret, expires_unix_ms) = input.read()?;
-                let request = proto::SetCredentialRequest {
-                    tenant,
-                    name,
-                    kind,
-                    secret,
-                    expires_unix_ms,
-                    rotate: true,
-                };
-                let info = client
-                    .set_credential(with_token(request, token)?)
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                print_credentials(cli.output, &[info], true)?;
+            CredentialsCommand::Rotate(target) => {
+                store_credential(&mut client, target.request(true)?, token, cli.output).await?;
             }
             CredentialsCommand::List { tenant } => {
                 let list = client
@@ -964,6 +936,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+async fn store_credential(
+    client: &mut AdminClient<Channel>,
+    request: proto::SetCredentialRequest,
+    token: Option<&str>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let info = client
+        .set_credential(with_token(request, token)?)
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .into_inner();
+    print_credentials(output, &[info], true)
 }
 
 /// Credential metadata; a single one (after set/rotate) as an object in JSON.
