@@ -426,3 +426,70 @@ fn without_a_master_key_credentials_are_refused_with_the_reason() {
         stderr(&output)
     );
 }
+
+#[test]
+fn tenant_and_master_keys_rotate_online_and_the_new_master_key_works_after_a_restart() {
+    let (world, setup) = world_with_key();
+    let mut daemon = world.start(&setup);
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    assert!(
+        set(&daemon, None, "acme", "prod-aws", "aws", &aws_secret())
+            .status
+            .success()
+    );
+
+    let rotated = daemon.ctl_json(&["credentials", "rotate-key", "--tenant", "acme"]);
+    assert_eq!(rotated["reencrypted"], 1);
+    assert_eq!(
+        daemon.ctl_json(&["credentials", "list", "--tenant", "acme"])[0]["key_version"],
+        2
+    );
+
+    let new_key = world.root.path().join("master-2.key");
+    supervisor::credentials::generate_master_key_file(&new_key).expect("new key");
+    let source = format!("file:{}", new_key.display());
+    let master = daemon.ctl_json(&["credentials", "rotate-master", "--new-master-key", &source]);
+    assert!(
+        master["recipient"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("age1")
+    );
+    // Online: the running daemon keeps serving and storing.
+    assert!(
+        set(&daemon, None, "acme", "after", "api-key", "v")
+            .status
+            .success()
+    );
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(10));
+    let old_key = world.root.path().join("master.key").display().to_string();
+    let config = std::fs::read_to_string(world.config_path()).expect("config");
+    std::fs::write(
+        world.config_path(),
+        config.replace(&old_key, &new_key.display().to_string()),
+    )
+    .expect("config");
+    let daemon = world.start_written();
+    let listed = daemon.ctl_json(&["credentials", "list", "--tenant", "acme"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    // Re-encrypting decrypts every credential: the new master unwraps the tenant key.
+    assert_eq!(
+        daemon.ctl_json(&["credentials", "rotate-key", "--tenant", "acme"])["reencrypted"],
+        2
+    );
+    let actions = daemon.ctl_json(&["audit", "list", "--kind", "credentials."]);
+    let actions: Vec<&str> = actions
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"credentials.tenant_key_rotate")
+            && actions.contains(&"credentials.master_rotate"),
+        "{actions:?}"
+    );
+    assert_eq!(daemon.ctl_json(&["audit", "verify"])["ok"], true);
+}
