@@ -4,6 +4,7 @@
 //! The host side of the transport ([`host`]) lives here too, so the supervisor and the
 //! test harness launch and talk to plugins through the same code.
 
+mod event;
 mod logging;
 mod plugin;
 mod serve;
@@ -12,7 +13,8 @@ mod token;
 pub mod host;
 pub mod testing;
 
+pub use event::{EventBuilder, MapContext, MapError, Mapper};
 pub use plugin::{Description, EventStream, Plugin};
-pub use plugin_protocol::v1;
+pub use plugin_protocol::{CanonicalEvent, Category, Severity, v1};
 pub use serve::serve;
 pub use tonic::Status;

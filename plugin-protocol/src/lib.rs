@@ -1,10 +1,16 @@
 //! The integrationd plugin protocol: generated gRPC code for each protocol major, the
-//! handshake line a plugin prints on stdout, and the version constants both sides
-//! agree on. This crate performs no I/O; transport lives in `plugin-kit`.
+//! handshake line a plugin prints on stdout, the version constants both sides agree on,
+//! and the canonical event (schema and types). This crate performs no I/O; transport
+//! lives in `plugin-kit`.
 
+mod event;
 mod handshake;
 mod version;
 
+pub use event::{
+    CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent, Category, Enrichment, EnrichmentSource, EventData,
+    Link, Severity, event_id,
+};
 pub use handshake::{HandshakeError, HandshakeLine};
 pub use version::{
     CORE_PROTOCOL_VERSION, ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH,

@@ -10,6 +10,7 @@ pub mod desired;
 pub mod health;
 pub mod ingress;
 pub mod integrations;
+pub mod pipeline;
 pub mod process;
 pub mod registry;
 pub mod renewal;

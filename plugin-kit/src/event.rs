@@ -1,0 +1,177 @@
+//! Building canonical events: a plugin's mapping code says what the source object is and
+//! which standardized fields and links it has; the builder fills in the envelope, the
+//! deterministic id and the `original` payload.
+
+use std::collections::BTreeMap;
+
+use plugin_protocol::{CanonicalEvent, Category, EventData, Link, Severity, event_id};
+
+/// Where a plugin instance's events belong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapContext {
+    pub tenant: String,
+    pub integration: String,
+}
+
+/// Why a source object could not be mapped; names the object and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot map {what}: {why}")]
+pub struct MapError {
+    pub what: String,
+    pub why: String,
+}
+
+/// A plugin's mapping from one kind of source object to canonical events.
+pub trait Mapper {
+    type Input;
+    fn map(
+        &self,
+        input: &Self::Input,
+        context: &MapContext,
+    ) -> Result<Vec<CanonicalEvent>, MapError>;
+}
+
+/// Builds one event.
+#[derive(Debug, Clone)]
+pub struct EventBuilder {
+    event_type: String,
+    category: Category,
+    severity: Severity,
+    source: String,
+    source_id: String,
+    time: String,
+    subject: Option<String>,
+    correlationid: Option<String>,
+    fields: BTreeMap<String, serde_json::Value>,
+    links: Vec<Link>,
+    original: serde_json::Value,
+}
+
+impl EventBuilder {
+    /// `event_type` like `com.betalogs.delivery.deployment`; `source_id` is the source's own
+    /// identity for this fact (it determines the event id); `time` is RFC 3339.
+    pub fn new(
+        event_type: impl Into<String>,
+        category: Category,
+        source: impl Into<String>,
+        source_id: impl Into<String>,
+        time: impl Into<String>,
+    ) -> Self {
+        Self {
+            event_type: event_type.into(),
+            category,
+            severity: Severity::Info,
+            source: source.into(),
+            source_id: source_id.into(),
+            time: time.into(),
+            subject: None,
+            correlationid: None,
+            fields: BTreeMap::new(),
+            links: Vec::new(),
+            original: serde_json::Value::Null,
+        }
+    }
+
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    pub fn correlation(mut self, id: impl Into<String>) -> Self {
+        self.correlationid = Some(id.into());
+        self
+    }
+
+    /// A standardized field, e.g. `("service.name", "checkout")`.
+    pub fn field(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.fields.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Evidence, e.g. `("commit", "https://github.com/org/repo/commit/abc")`.
+    pub fn link(mut self, rel: &str, url: impl Into<String>) -> Self {
+        self.links.push(Link {
+            rel: rel.to_owned(),
+            url: url.into(),
+            title: None,
+        });
+        self
+    }
+
+    /// The source payload, kept untouched.
+    pub fn original(mut self, original: serde_json::Value) -> Self {
+        self.original = original;
+        self
+    }
+
+    pub fn build(self, context: &MapContext) -> CanonicalEvent {
+        CanonicalEvent {
+            specversion: "1.0".to_owned(),
+            id: event_id(
+                &context.tenant,
+                &context.integration,
+                &self.event_type,
+                &self.source_id,
+            ),
+            source: self.source,
+            event_type: self.event_type,
+            time: self.time,
+            subject: self.subject,
+            dataschema: None,
+            tenant: context.tenant.clone(),
+            integration: context.integration.clone(),
+            category: self.category,
+            severity: self.severity,
+            correlationid: self.correlationid,
+            revision: None,
+            data: EventData {
+                fields: self.fields,
+                links: self.links,
+                enrichments: Vec::new(),
+                original: self.original,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_an_event_with_a_deterministic_id() {
+        let context = MapContext {
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
+        let build = || {
+            EventBuilder::new(
+                "com.betalogs.delivery.deployment",
+                Category::Delivery,
+                "https://github.com/org/app",
+                "deploy-42",
+                "2026-11-25T10:00:00Z",
+            )
+            .severity(Severity::Info)
+            .subject("deploy-42")
+            .field("service.name", "checkout")
+            .field("deployment.environment", "production")
+            .link("deployment", "https://github.com/org/app/deployments/42")
+            .original(serde_json::json!({"id": 42}))
+            .build(&context)
+        };
+        let event = build();
+        assert_eq!(event.id, build().id);
+        let json = serde_json::to_value(&event).expect("json");
+        assert_eq!(json["type"], "com.betalogs.delivery.deployment");
+        assert_eq!(json["data"]["service.name"], "checkout");
+        assert_eq!(json["data"]["links"][0]["rel"], "deployment");
+        assert_eq!(json["data"]["original"]["id"], 42);
+        assert_eq!(json["category"], "delivery");
+    }
+}

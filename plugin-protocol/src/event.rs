@@ -1,0 +1,169 @@
+//! The canonical event, version 1: Rust types matching
+//! `schema/canonical-event.v1.json` (the schema is the contract; these types are how
+//! Rust code builds and reads events).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The JSON Schema every event is validated against.
+pub const CANONICAL_EVENT_SCHEMA_V1: &str = include_str!("../schema/canonical-event.v1.json");
+
+/// Which part of the platform an event concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    System,
+    Security,
+    Delivery,
+}
+
+/// How bad it is, in rising order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+/// A piece of evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub rel: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// Where an enrichment came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrichmentSource {
+    pub plugin: String,
+    pub integration: String,
+    pub tenant: String,
+}
+
+/// Context added to an event by another integration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrichment {
+    pub source: EnrichmentSource,
+    pub kind: String,
+    /// A reason a person can read, e.g. "deployed 12 min before, same service and environment".
+    pub reason: String,
+    /// 0 to 1.
+    pub score: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// The `data` member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventData {
+    /// Standardized fields with OpenTelemetry-style names (`service.name`, ...).
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, serde_json::Value>,
+    pub links: Vec<Link>,
+    pub enrichments: Vec<Enrichment>,
+    /// The source payload, untouched.
+    pub original: serde_json::Value,
+}
+
+/// A canonical event (CloudEvents 1.0 with Betalogs extensions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanonicalEvent {
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// RFC 3339.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    pub tenant: String,
+    pub integration: String,
+    pub category: Category,
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlationid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    pub data: EventData,
+}
+
+/// The deterministic id of the event for `source_id` (the source's own identity, e.g. a
+/// GitHub delivery id plus a commit SHA) within a tenant's integration: the same source
+/// object always gets the same id, so re-reading it is deduplicated, not duplicated.
+pub fn event_id(tenant: &str, integration: &str, event_type: &str, source_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [tenant, integration, event_type, source_id] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    format!("ev_{}", hex::encode(&digest[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = event_id("acme", "gh", "com.betalogs.delivery.push", "delivery-1");
+        assert_eq!(
+            a,
+            event_id("acme", "gh", "com.betalogs.delivery.push", "delivery-1")
+        );
+        assert_ne!(
+            a,
+            event_id("globex", "gh", "com.betalogs.delivery.push", "delivery-1")
+        );
+        assert_ne!(
+            a,
+            event_id("acme", "gh", "com.betalogs.delivery.push", "delivery-2")
+        );
+        // Separators keep `ab`+`c` and `a`+`bc` apart.
+        assert_ne!(event_id("ab", "c", "t", "x"), event_id("a", "bc", "t", "x"));
+        assert_eq!(a.len(), 35);
+    }
+
+    #[test]
+    fn the_schema_is_json_and_names_the_required_members() {
+        let schema: serde_json::Value =
+            serde_json::from_str(CANONICAL_EVENT_SCHEMA_V1).expect("schema is JSON");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for member in [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "time",
+            "tenant",
+            "integration",
+            "category",
+            "severity",
+            "data",
+        ] {
+            assert!(required.contains(&member), "{member}");
+        }
+    }
+
+    #[test]
+    fn severities_order_by_badness() {
+        assert!(Severity::Critical > Severity::Error && Severity::Warning > Severity::Info);
+    }
+}

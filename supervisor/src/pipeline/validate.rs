@@ -1,0 +1,230 @@
+//! Validating events against the canonical event schema, and against the instance that
+//! produced them: a plugin of tenant A cannot emit an event for tenant B.
+
+use plugin_protocol::{CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent};
+
+/// Events larger than this are rejected unparsed.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Why an event was rejected: the stage and every reason, each naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event rejected at {stage}: {}", reasons.join("; "))]
+pub struct Rejection {
+    /// `size`, `parse`, `schema` or `binding`.
+    pub stage: &'static str,
+    pub reasons: Vec<String>,
+}
+
+impl Rejection {
+    fn one(stage: &'static str, reason: String) -> Self {
+        Self {
+            stage,
+            reasons: vec![reason],
+        }
+    }
+}
+
+/// The compiled canonical schema.
+#[derive(Debug)]
+pub struct EventValidator {
+    schema: jsonschema::Validator,
+}
+
+impl Default for EventValidator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventValidator {
+    pub fn new() -> Self {
+        let schema: serde_json::Value = serde_json::from_str(CANONICAL_EVENT_SCHEMA_V1)
+            .expect("the embedded canonical schema is JSON (tested)");
+        let schema = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the embedded canonical schema compiles (tested)");
+        Self { schema }
+    }
+
+    /// Parses and validates one event produced for `tenant`/`integration`.
+    pub fn validate(
+        &self,
+        raw: &str,
+        tenant: &str,
+        integration: &str,
+    ) -> Result<CanonicalEvent, Rejection> {
+        if raw.len() > MAX_EVENT_BYTES {
+            return Err(Rejection::one(
+                "size",
+                format!(
+                    "{} bytes, more than the {MAX_EVENT_BYTES}-byte limit",
+                    raw.len()
+                ),
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+            Rejection::one(
+                "parse",
+                format!("not JSON (line {} column {})", e.line(), e.column()),
+            )
+        })?;
+        let reasons: Vec<String> = self
+            .schema
+            .iter_errors(&value)
+            .map(|error| {
+                let path = error.instance_path().as_str().to_owned();
+                format!("{}: {error}", if path.is_empty() { "/" } else { &path })
+            })
+            .collect();
+        if !reasons.is_empty() {
+            return Err(Rejection {
+                stage: "schema",
+                reasons,
+            });
+        }
+        let event: CanonicalEvent = serde_json::from_value(value).map_err(|e| {
+            Rejection::one("schema", format!("does not match the event types: {e}"))
+        })?;
+        if event.tenant != tenant || event.integration != integration {
+            return Err(Rejection::one(
+                "binding",
+                format!(
+                    "the event says tenant `{}` integration `{}`, but it came from tenant `{tenant}` integration `{integration}`",
+                    event.tenant, event.integration
+                ),
+            ));
+        }
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plugin_kit::{Category, EventBuilder, MapContext, Severity};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn valid() -> Value {
+        let context = MapContext {
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
+        let event = EventBuilder::new(
+            "com.betalogs.delivery.deployment",
+            Category::Delivery,
+            "https://github.com/org/app",
+            "d-1",
+            "2026-11-25T10:00:00Z",
+        )
+        .severity(Severity::Warning)
+        .field("service.name", "checkout")
+        .link("deployment", "https://github.com/org/app/deployments/1")
+        .original(json!({"id": 1}))
+        .build(&context);
+        serde_json::to_value(event).expect("json")
+    }
+
+    fn check(value: &Value) -> Result<CanonicalEvent, Rejection> {
+        EventValidator::new().validate(&value.to_string(), "acme", "gh")
+    }
+
+    #[test]
+    fn a_built_event_is_valid() {
+        let event = check(&valid()).expect("valid");
+        assert_eq!(event.category, Category::Delivery);
+    }
+
+    #[test]
+    fn each_violation_names_its_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+            (
+                "category",
+                Box::new(|v| v["category"] = json!("finance")),
+                "/category",
+            ),
+            (
+                "time",
+                Box::new(|v| v["time"] = json!("yesterday")),
+                "/time",
+            ),
+            (
+                "type",
+                Box::new(|v| v["type"] = json!("deployment")),
+                "/type",
+            ),
+            (
+                "original",
+                Box::new(|v| {
+                    v["data"].as_object_mut().expect("data").remove("original");
+                }),
+                "original",
+            ),
+            (
+                "link",
+                Box::new(|v| v["data"]["links"][0]["url"] = json!("javascript:alert(1)")),
+                "/data/links/0/url",
+            ),
+            ("extra", Box::new(|v| v["surprise"] = json!(1)), "surprise"),
+            (
+                "field",
+                Box::new(|v| v["data"]["service.name"] = json!({"nested": true})),
+                "/data/service.name",
+            ),
+            (
+                "specversion",
+                Box::new(|v| v["specversion"] = json!("0.3")),
+                "/specversion",
+            ),
+        ];
+        for (name, mutate, expected) in cases {
+            let mut event = valid();
+            mutate(&mut event);
+            let rejection = check(&event).expect_err(name);
+            assert_eq!(rejection.stage, "schema", "{name}");
+            assert!(
+                rejection.to_string().contains(expected),
+                "{name}: {rejection}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_for_another_tenant_is_refused() {
+        let mut event = valid();
+        event["tenant"] = json!("globex");
+        let rejection = check(&event).expect_err("binding");
+        assert_eq!(rejection.stage, "binding");
+        assert!(rejection.to_string().contains("came from tenant `acme`"));
+    }
+
+    #[test]
+    fn hostile_input_is_rejected_cheaply() {
+        let validator = EventValidator::new();
+        assert_eq!(
+            validator
+                .validate("{not json", "acme", "gh")
+                .expect_err("parse")
+                .stage,
+            "parse"
+        );
+        assert_eq!(
+            validator
+                .validate("[]", "acme", "gh")
+                .expect_err("array")
+                .stage,
+            "schema"
+        );
+        let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_EVENT_BYTES));
+        assert_eq!(
+            validator
+                .validate(&huge, "acme", "gh")
+                .expect_err("size")
+                .stage,
+            "size"
+        );
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(validator.validate(&deep, "acme", "gh").is_err());
+    }
+}
