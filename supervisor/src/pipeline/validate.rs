@@ -136,9 +136,12 @@ mod tests {
         assert_eq!(event.category, Category::Delivery);
     }
 
+    /// Breaks one thing in a valid event.
+    type Mutation = Box<dyn Fn(&mut Value)>;
+
     #[test]
     fn each_violation_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        let cases: Vec<(&str, Mutation, &str)> = vec![
             (
                 "category",
                 Box::new(|v| v["category"] = json!("finance")),
