@@ -84,9 +84,10 @@ pub struct Launched {
     /// The token the plugin requires; pass it to [`connect`].
     pub token: String,
     /// The rest of stdout. A well-behaved plugin writes nothing more; drain it anyway so
-    /// a misbehaving one cannot block on a full pipe.
-    pub stdout: BufReader<ChildStdout>,
-    pub stderr: ChildStderr,
+    /// a misbehaving one cannot block on a full pipe. Take both streams and read them from
+    /// the start: a plugin blocked on a full stderr pipe answers no call.
+    pub stdout: Option<BufReader<ChildStdout>>,
+    pub stderr: Option<ChildStderr>,
 }
 
 /// Why a plugin did not start.
@@ -167,8 +168,8 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
                         pid,
                         handshake,
                         token,
-                        stdout,
-                        stderr,
+                        stdout: Some(stdout),
+                        stderr: Some(stderr),
                     });
                 }
                 Err(err) => err.into(),

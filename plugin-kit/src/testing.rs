@@ -75,13 +75,21 @@ impl PluginUnderTest {
             .map_err(HarnessError::SocketDir)?;
         let mut spec = LaunchSpec::new(executable.as_ref(), socket_dir.join("plugin.sock"));
         adjust(&mut spec);
-        let launched = match launch(&spec).await {
+        let mut launched = match launch(&spec).await {
             Ok(launched) => launched,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&socket_dir);
                 return Err(err.into());
             }
         };
+        // The plugin's logs go to the test's stderr (shown when a test fails); reading
+        // them also keeps a chatty plugin from blocking on a full pipe.
+        if let Some(stderr) = launched.stderr.take() {
+            tokio::spawn(forward_lines(stderr));
+        }
+        if let Some(stdout) = launched.stdout.take() {
+            tokio::spawn(forward_lines(stdout));
+        }
         let connection = connect(&launched.handshake.socket, &launched.token).await?;
         Ok(Self {
             launched,
@@ -205,6 +213,14 @@ impl PluginUnderTest {
         // Reaped: the pid may be reused, so Drop must not signal it any more.
         self.launched.pid = 0;
         Ok(status)
+    }
+}
+
+async fn forward_lines(stream: impl tokio::io::AsyncRead + Unpin) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("plugin: {line}");
     }
 }
 

@@ -64,15 +64,21 @@ pub async fn heartbeat(
         plugin: plugin.display().to_string(),
         message,
     };
+    let labels = crate::health::InstanceLabels {
+        plugin: "bench".to_owned(),
+        tenant: "-".to_owned(),
+        integration: "bench".to_owned(),
+    };
     let mut spawn_times = Vec::with_capacity(spawns);
     let mut kept = None;
     for round in 0..spawns {
         let begin = Instant::now();
         let verified = registry::open_verified(plugin, Some(&trusted))?;
         let protocols = plugin_protocol::SUPPORTED_PROTOCOL_VERSIONS.to_vec();
-        let (mut launched, connection) = launch_verified(verified, &[], protocols, &settings)
-            .await
-            .map_err(fail)?;
+        let (mut launched, connection) =
+            launch_verified(verified, &[], protocols, &settings, &labels)
+                .await
+                .map_err(fail)?;
         spawn_times.push(begin.elapsed());
         if round + 1 == spawns {
             kept = Some((launched, connection));

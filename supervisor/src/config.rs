@@ -49,6 +49,8 @@ pub struct Config {
     pub process: ProcessConfig,
     #[serde(default)]
     pub credentials: CredentialsConfig,
+    #[serde(default)]
+    pub sinks: SinksConfig,
     /// Feature flag defaults; tenants override them at runtime.
     #[serde(default)]
     pub flags: crate::tenants::FlagDefaults,
@@ -73,6 +75,25 @@ pub struct AdminConfig {
     pub operator_uids: Vec<u32>,
     #[serde(default)]
     pub operator_gids: Vec<u32>,
+}
+
+/// Event sinks.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// The JSONL file sink; defaults to `<state_dir>/sinks/events.jsonl`.
+    pub jsonl_path: Option<PathBuf>,
+    /// Rotate the JSONL file when it reaches this size.
+    pub jsonl_max_bytes: u64,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        Self {
+            jsonl_path: None,
+            jsonl_max_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// Where the master key comes from.
@@ -141,6 +162,9 @@ pub struct ProcessConfig {
     #[serde(deserialize_with = "duration")]
     pub crash_loop_window: Duration,
     pub limits: LimitsConfig,
+    /// Pause between the end of one `Collect` stream and the next.
+    #[serde(deserialize_with = "duration")]
+    pub collect_interval: Duration,
     /// Environment variables passed through to plugins (everything else is cleared).
     pub pass_env: Vec<String>,
 }
@@ -159,6 +183,7 @@ impl Default for ProcessConfig {
             crash_loop_restarts: 5,
             crash_loop_window: Duration::from_secs(60),
             limits: LimitsConfig::default(),
+            collect_interval: Duration::from_secs(30),
             pass_env: vec!["RUST_LOG".to_owned()],
         }
     }

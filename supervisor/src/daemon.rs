@@ -108,6 +108,7 @@ pub async fn run(
     let credentials = open_credentials(&config, &store)?;
     let integrations = crate::integrations::Integrations::new(store.clone(), credentials.clone());
     let flags = crate::tenants::Flags::new(store.clone(), config.flags.clone());
+    let pipeline = Arc::new(crate::pipeline::Pipeline::open(store.clone())?);
     let metrics = Arc::new(Metrics::new());
     let manager = Arc::new(Manager::new(
         registry.clone(),
@@ -116,6 +117,7 @@ pub async fn run(
             process: config.process.clone(),
             runtime_dir: config.runtime_dir(),
             configurer: Some(Arc::new(integrations.clone())),
+            pipeline: Some(pipeline.clone()),
         },
     )?);
     let desired = Arc::new(crate::desired::Desired::new(
@@ -139,6 +141,15 @@ pub async fn run(
             source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let jsonl_path = config
+        .sinks
+        .jsonl_path
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("sinks/events.jsonl"));
+    let jsonl = tokio::spawn(
+        crate::pipeline::JsonlSink::new(jsonl_path, config.sinks.jsonl_max_bytes, pipeline.clone())
+            .run(stop_rx.clone()),
+    );
     let renewer = credentials.clone().map(|credentials| {
         let renewer = Arc::new(crate::renewal::Renewer::new(
             credentials,
@@ -209,6 +220,7 @@ pub async fn run(
     manager.stop_all().await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
+    let _ = jsonl.await;
     if let Some(renewer) = renewer {
         let _ = renewer.await;
     }

@@ -16,6 +16,8 @@
 //! | `--allocate-mb N` | allocate and touch N MiB at start (to hit the memory limit) |
 //! | (credential `revoked`) | `Configure` answers UNAUTHENTICATED |
 //! | `--reject-credentials-file PATH` | `Configure` answers UNAUTHENTICATED while PATH exists |
+//! | `--emit N` | `Collect` streams events N in total, 500 a batch, resuming at the cursor |
+//! | `--invalid-every K` | every K-th emitted event is schema-invalid |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 
 use std::io::Write;
@@ -38,6 +40,8 @@ struct Faults {
     flood_stderr: bool,
     allocate_mb: Option<usize>,
     renew_fails: bool,
+    emit: Option<u64>,
+    invalid_every: Option<u64>,
     reject_credentials_file: Option<String>,
 }
 
@@ -61,6 +65,8 @@ fn parse_faults() -> Result<Faults, String> {
             "--flood-stderr" => faults.flood_stderr = true,
             "--allocate-mb" => faults.allocate_mb = Some(number(&value()?)?),
             "--renew-fails" => faults.renew_fails = true,
+            "--emit" => faults.emit = Some(number(&value()?)?),
+            "--invalid-every" => faults.invalid_every = Some(number(&value()?)?),
             "--reject-credentials-file" => faults.reject_credentials_file = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -117,7 +123,11 @@ fn main() -> std::process::ExitCode {
                 "x".repeat(200)
             );
             let mut stderr = std::io::stderr();
-            while stderr.write_all(line.as_bytes()).is_ok() {}
+            // Yield between lines: the lock on stderr is not fair, and the plugin's own
+            // logging (on Configure, say) must still get its turn.
+            while stderr.write_all(line.as_bytes()).is_ok() {
+                std::thread::yield_now();
+            }
         });
     }
     let hang_after = faults.hang_after_ms.map(Duration::from_millis);
@@ -125,12 +135,15 @@ fn main() -> std::process::ExitCode {
         faults,
         calls: AtomicU64::new(0),
         config: std::sync::Mutex::default(),
+        context: std::sync::Mutex::default(),
         hang_after,
     })
 }
 
 struct TestFault {
     faults: Faults,
+    /// Tenant and integration, from Configure.
+    context: std::sync::Mutex<Option<plugin_kit::MapContext>>,
     calls: AtomicU64,
     config: std::sync::Mutex<Option<serde_json::Value>>,
     hang_after: Option<Duration>,
@@ -227,10 +240,49 @@ impl Plugin for TestFault {
             roles.join(",")
         );
         *self
+            .context
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(plugin_kit::MapContext {
+            tenant: request.tenant.clone(),
+            integration: request.integration.clone(),
+        });
+        *self
             .config
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(config);
         Ok(())
+    }
+
+    /// Synthetic metric events from the cursor to `--emit`, 500 a batch.
+    async fn collect(&self, cursor: String) -> Result<plugin_kit::EventStream, Status> {
+        let Some(total) = self.faults.emit else {
+            return Err(Status::unimplemented("start with --emit N to collect"));
+        };
+        let start: u64 = if cursor.is_empty() {
+            0
+        } else {
+            cursor
+                .parse()
+                .map_err(|_| Status::invalid_argument(format!("cursor `{cursor}`")))?
+        };
+        let context = self
+            .context
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("not configured"))?;
+        let invalid_every = self.faults.invalid_every;
+        let batches = (start..total).step_by(500).map(move |first| {
+            let last = (first + 500).min(total);
+            let events_json = (first..last)
+                .map(|i| synthetic_event(&context, i, invalid_every))
+                .collect();
+            Ok(v1::EventBatch {
+                events_json,
+                cursor: last.to_string(),
+            })
+        });
+        Ok(Box::pin(tokio_stream::iter(batches)))
     }
 
     /// A renewed OAuth2-style secret valid for an hour, unless told to fail.
@@ -313,4 +365,24 @@ impl Plugin for TestFault {
             message: format!("{} bytes", request.body.len()),
         })
     }
+}
+
+/// Event `i`: valid, or (every `invalid_every`-th) with a category the schema refuses.
+fn synthetic_event(context: &plugin_kit::MapContext, i: u64, invalid_every: Option<u64>) -> String {
+    let event = plugin_kit::EventBuilder::new(
+        "com.betalogs.system.metric",
+        plugin_kit::Category::System,
+        "https://testfault.invalid/metrics",
+        format!("e-{i}"),
+        "2026-11-25T10:00:00Z",
+    )
+    .field("service.name", "testfault")
+    .field("metric.value", i)
+    .original(serde_json::json!({ "i": i }))
+    .build(context);
+    let mut json = serde_json::to_value(event).unwrap_or_default();
+    if invalid_every.is_some_and(|k| k > 0 && (i + 1).is_multiple_of(k)) {
+        json["category"] = serde_json::json!("finance");
+    }
+    json.to_string()
 }

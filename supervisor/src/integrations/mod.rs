@@ -392,7 +392,13 @@ impl Integrations {
         reader: &str,
     ) -> Result<Option<v1::ConfigureRequest>, IntegrationError> {
         let Some(integration) = self.get(tenant, name)? else {
-            return Ok(None);
+            // A config-file instance: it still learns whom it serves.
+            return Ok(Some(v1::ConfigureRequest {
+                tenant: tenant.to_owned(),
+                integration: name.to_owned(),
+                config_json: "{}".to_owned(),
+                credentials: Vec::new(),
+            }));
         };
         let config = integration.current().config.clone();
         self.build_configure(tenant, name, &config, reader)

@@ -40,6 +40,9 @@ pub struct InstanceContext {
     pub grace_period: Duration,
     pub status: Arc<Mutex<InstanceStatus>>,
     pub configurer: Option<Arc<dyn super::InstanceConfigurer>>,
+    /// Where collected events go; `None` keeps instances from collecting.
+    pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
+    pub collect_interval: Duration,
 }
 
 /// How one run of the process ended.
@@ -171,7 +174,7 @@ async fn start(ctx: &InstanceContext) -> Result<Running, StartError> {
             .unwrap_or_else(|| format!("plugin `{}` is not installed", ctx.labels.plugin));
         return Err(StartError::Refused(why));
     };
-    let mut running = super::spawn::start(&ctx.registry, &package, &ctx.spawn).await?;
+    let mut running = super::spawn::start(&ctx.registry, &package, &ctx.spawn, &ctx.labels).await?;
     if let Err(err) = configure(ctx, &mut running).await {
         plugin_kit::host::kill_group(running.launched.pid);
         let _ = running.launched.child.wait().await;
@@ -264,20 +267,22 @@ async fn supervise(
     let Running {
         launched,
         mut connection,
-        ..
+        description,
     } = running;
+    let collector = match &ctx.pipeline {
+        Some(pipeline) if description.capabilities.iter().any(|c| c == "collect") => {
+            Some(tokio::spawn(super::collect::run(
+                connection.plugin.clone(),
+                pipeline.clone(),
+                ctx.labels.clone(),
+                ctx.collect_interval,
+            )))
+        }
+        _ => None,
+    };
+    let _stop_collector = AbortOnDrop(collector);
     let pid = launched.pid;
     let mut child = launched.child;
-    tokio::spawn(super::plugin_logs::relay(
-        launched.stderr,
-        ctx.labels.clone(),
-        "stderr",
-    ));
-    tokio::spawn(super::plugin_logs::relay(
-        launched.stdout,
-        ctx.labels.clone(),
-        "stdout",
-    ));
     let mut heartbeat = HeartbeatPolicy::new(ctx.heartbeat_misses);
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + ctx.heartbeat_interval,
@@ -365,4 +370,15 @@ async fn stop_gracefully(
     }
     plugin_kit::host::kill_group(pid);
     let _ = child.wait().await;
+}
+
+/// Stops the collector when the instance's run ends, however it ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }

@@ -25,6 +25,7 @@ pub struct ManagerSettings {
     pub process: ProcessConfig,
     pub runtime_dir: PathBuf,
     pub configurer: Option<Arc<dyn super::InstanceConfigurer>>,
+    pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
 }
 
 /// Errors preparing the runtime directory.
@@ -148,6 +149,8 @@ impl Manager {
             grace_period: process.grace_period,
             status: status.clone(),
             configurer: self.settings.configurer.clone(),
+            pipeline: self.settings.pipeline.clone(),
+            collect_interval: process.collect_interval,
         });
         let (control, receiver) = mpsc::channel(4);
         let task = tokio::spawn(instance::run(ctx, receiver));
@@ -207,7 +210,12 @@ impl Manager {
             limits: process.limits.to_resource_limits(),
             start_timeout: process.start_timeout,
         };
-        super::spawn::start(&self.registry, &package, &settings)
+        let labels = InstanceLabels {
+            plugin: plugin.to_owned(),
+            tenant: "-".to_owned(),
+            integration: "probe".to_owned(),
+        };
+        super::spawn::start(&self.registry, &package, &settings, &labels)
             .await
             .map(|running| super::Probe { running })
             .map_err(|err| err.to_string())

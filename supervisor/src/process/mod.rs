@@ -1,11 +1,12 @@
 //! The process manager: one supervising task per plugin instance, each with its own
 //! process group, heartbeat and restart policy.
 
+mod collect;
 mod heartbeat;
 mod instance;
 mod log_budget;
 mod manager;
-mod plugin_logs;
+pub(crate) mod plugin_logs;
 mod probe;
 mod restart;
 pub(crate) mod spawn;

@@ -11,6 +11,7 @@ use plugin_protocol::v1;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+use crate::health::InstanceLabels;
 use crate::registry::{Package, Registry, VerifiedExecutable};
 
 /// Everything needed to start one instance's process.
@@ -45,6 +46,7 @@ pub async fn start(
     registry: &Registry,
     package: &Package,
     settings: &SpawnSettings,
+    labels: &InstanceLabels,
 ) -> Result<Running, StartError> {
     let label = format!(
         "plugin `{}` {}",
@@ -60,10 +62,15 @@ pub async fn start(
         .copied()
         .filter(|v| plugin_protocol::SUPPORTED_PROTOCOL_VERSIONS.contains(v))
         .collect();
-    let (launched, mut connection) =
-        launch_verified(verified, &package.manifest.args, protocols, settings)
-            .await
-            .map_err(|err| StartError::Failed(format!("{label}: {err}")))?;
+    let (launched, mut connection) = launch_verified(
+        verified,
+        &package.manifest.args,
+        protocols,
+        settings,
+        labels,
+    )
+    .await
+    .map_err(|err| StartError::Failed(format!("{label}: {err}")))?;
     let pid = launched.pid;
     let fail = |message: String| {
         plugin_kit::host::kill_group(pid);
@@ -98,6 +105,7 @@ pub async fn launch_verified(
     args: &[String],
     protocol_versions: Vec<u32>,
     settings: &SpawnSettings,
+    labels: &InstanceLabels,
 ) -> Result<(Launched, Connection), String> {
     match std::fs::remove_file(&settings.socket) {
         Ok(()) => {}
@@ -119,9 +127,16 @@ pub async fn launch_verified(
     spec.limits = settings.limits;
     spec.start_timeout = settings.start_timeout;
     spec.protocol_versions = protocol_versions;
-    let launched = plugin_kit::host::launch(&spec)
+    let mut launched = plugin_kit::host::launch(&spec)
         .await
         .map_err(|err| err.to_string())?;
+    // Drain its output from now on: a plugin blocked on a full pipe answers no call.
+    if let Some(stderr) = launched.stderr.take() {
+        tokio::spawn(super::plugin_logs::relay(stderr, labels.clone(), "stderr"));
+    }
+    if let Some(stdout) = launched.stdout.take() {
+        tokio::spawn(super::plugin_logs::relay(stdout, labels.clone(), "stdout"));
+    }
     // Executed: the descriptor is no longer needed.
     drop(verified);
     let pid = launched.pid;

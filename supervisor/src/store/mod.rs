@@ -34,10 +34,20 @@ pub enum Table {
     Flags,
     /// Integrations: configured plugin instances per tenant, with their versions.
     Integrations,
+    /// Pipeline: stored events by tenant and id (the deduplication index).
+    Events,
+    /// Pipeline: each integration's last committed `Collect` cursor.
+    Cursors,
+    /// Pipeline: events in commit order, for the sinks.
+    Outbox,
+    /// Pipeline: each sink's delivered position in the outbox.
+    SinkOffsets,
+    /// Pipeline: dead letters with their reason.
+    DeadLetters,
 }
 
 impl Table {
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 12] = [
         Table::Trust,
         Table::Tenants,
         Table::Tokens,
@@ -45,6 +55,11 @@ impl Table {
         Table::TenantKeys,
         Table::Flags,
         Table::Integrations,
+        Table::Events,
+        Table::Cursors,
+        Table::Outbox,
+        Table::SinkOffsets,
+        Table::DeadLetters,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -56,6 +71,11 @@ impl Table {
             Table::TenantKeys => "credentials.tenant_keys",
             Table::Flags => "tenants.flags",
             Table::Integrations => "integrations",
+            Table::Events => "pipeline.events",
+            Table::Cursors => "pipeline.cursors",
+            Table::Outbox => "pipeline.outbox",
+            Table::SinkOffsets => "pipeline.sink_offsets",
+            Table::DeadLetters => "pipeline.dlq",
         }
     }
 
@@ -130,7 +150,7 @@ pub struct Store {
     db: sled::Db,
     audit: sled::Tree,
     audit_head: sled::Tree,
-    tables: [sled::Tree; 7],
+    tables: [sled::Tree; 12],
     /// Writers take turns: read-check-write sequences in the components stay consistent,
     /// and the audit chain has one writer.
     writer: Arc<Mutex<()>>,
@@ -174,7 +194,7 @@ impl Store {
         for table in Table::ALL {
             tables.push(db.open_tree(table.tree_name())?);
         }
-        let tables: [sled::Tree; 7] = tables.try_into().expect("one tree per table");
+        let tables: [sled::Tree; 12] = tables.try_into().expect("one tree per table");
         Ok(Self {
             db,
             audit,
@@ -292,6 +312,57 @@ impl Store {
         };
         self.db.flush()?;
         Ok(last)
+    }
+
+    /// Applies a data-plane batch (events, cursors, offsets) in one transaction and
+    /// flushes. Data is not audited; configuration and secrets always are (`commit`).
+    pub fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        let trees: Vec<sled::Tree> = self.tables.to_vec();
+        let result = trees.as_slice().transaction(|tx| {
+            for (table, key, value) in &batch.ops {
+                let tree = &tx[table.slot() - 2];
+                match value {
+                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                    None => tree.remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(err)) => return Err(err),
+            Err(TransactionError::Storage(err)) => return Err(err.into()),
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether `key` exists in `table`.
+    pub fn contains(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.tree(table).contains_key(key)?)
+    }
+
+    /// The last key of `table`, if any.
+    pub fn last_key(&self, table: Table) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(table).last()?.map(|(k, _)| k.to_vec()))
+    }
+
+    /// Up to `limit` entries of `table` with keys at or after `from`, in key order.
+    pub fn range_from(
+        &self,
+        table: Table,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.tree(table)
+            .range(from.to_vec()..)
+            .take(limit)
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
     }
 
     /// Appends an audit record alone (a read, a refused access).

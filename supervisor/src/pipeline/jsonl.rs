@@ -1,0 +1,275 @@
+//! The JSONL file sink: one canonical event per line, in outbox order, rotated by size.
+//! Lines are written and synced before the sink's offset is committed; after a crash
+//! between the two, the ids in the file's tail tell which entries were already written,
+//! so no line is ever written twice. A torn last line is cut off first.
+
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::commit::Pipeline;
+use crate::store::{Batch, StoreError, Table};
+
+/// How much of the file's end is read to recognise already-written events.
+const TAIL_BYTES: u64 = 4 * 1024 * 1024;
+const OFFSET_KEY: &[u8] = b"jsonl";
+
+/// Sink errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("JSONL sink {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The JSONL sink.
+#[derive(Debug)]
+pub struct JsonlSink {
+    path: PathBuf,
+    max_bytes: u64,
+    pipeline: Arc<Pipeline>,
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl JsonlSink {
+    pub fn new(path: PathBuf, max_bytes: u64, pipeline: Arc<Pipeline>) -> Self {
+        Self {
+            path,
+            max_bytes,
+            pipeline,
+        }
+    }
+
+    fn offset(&self) -> Result<u64, SinkError> {
+        Ok(self
+            .pipeline
+            .store()
+            .get(Table::SinkOffsets, OFFSET_KEY)?
+            .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Cuts a torn last line and returns the ids of the complete lines in the tail.
+    fn recover(&self) -> Result<HashSet<String>, SinkError> {
+        let mut ids = HashSet::new();
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+        else {
+            return Ok(ids);
+        };
+        let length = file.metadata().map_err(io(&self.path))?.len();
+        let start = length.saturating_sub(TAIL_BYTES);
+        file.seek(SeekFrom::Start(start)).map_err(io(&self.path))?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail).map_err(io(&self.path))?;
+        let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        if complete < tail.len() {
+            file.set_len(start + complete as u64)
+                .map_err(io(&self.path))?;
+            file.sync_all().map_err(io(&self.path))?;
+            tracing::warn!(path = %self.path.display(), "cut a torn last line from the JSONL sink");
+        }
+        for line in tail[..complete].split(|b| *b == b'\n') {
+            if let Ok(event) = serde_json::from_slice::<IdOnly>(line) {
+                ids.insert(event.id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Delivers until `stop` turns true.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let committed = self.pipeline.committed();
+        loop {
+            let sink = &self;
+            let written = tokio::task::block_in_place(|| sink.deliver_available());
+            match written {
+                Ok(0) => {}
+                Ok(_) => continue,
+                Err(err) => tracing::error!(error = %err, "JSONL sink failed; retrying"),
+            }
+            tokio::select! {
+                () = committed.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes everything committed since the offset; returns how many entries it passed.
+    pub fn deliver_available(&self) -> Result<usize, SinkError> {
+        let mut already = self.recover()?;
+        let mut offset = self.offset()?;
+        let mut total = 0;
+        loop {
+            let entries = self.pipeline.outbox_after(offset, 2000)?;
+            let Some(&(last, _)) = entries.last() else {
+                return Ok(total);
+            };
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).map_err(io(&self.path))?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(io(&self.path))?;
+            let mut buffer = Vec::with_capacity(entries.len() * 512);
+            for (_, json) in &entries {
+                let id = serde_json::from_str::<IdOnly>(json)
+                    .map(|e| e.id)
+                    .unwrap_or_default();
+                if !already.is_empty() && already.remove(&id) {
+                    continue;
+                }
+                buffer.extend_from_slice(json.as_bytes());
+                buffer.push(b'\n');
+            }
+            file.write_all(&buffer).map_err(io(&self.path))?;
+            file.sync_data().map_err(io(&self.path))?;
+            self.pipeline.store().apply(&Batch::new().put(
+                Table::SinkOffsets,
+                OFFSET_KEY,
+                last.to_be_bytes().to_vec(),
+            ))?;
+            offset = last;
+            total += entries.len();
+            already.clear();
+            if file.metadata().map_err(io(&self.path))?.len() >= self.max_bytes {
+                self.rotate()?;
+            }
+        }
+    }
+
+    fn rotate(&self) -> Result<(), SinkError> {
+        let stamp = crate::tenants::now_ms();
+        let rotated = self.path.with_extension(format!("jsonl.{stamp}"));
+        std::fs::rename(&self.path, &rotated).map_err(io(&self.path))?;
+        tracing::info!(path = %rotated.display(), "rotated the JSONL sink");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plugin_kit::{Category, EventBuilder, MapContext};
+
+    use super::*;
+    use crate::store::Store;
+
+    fn event(n: u32) -> String {
+        let context = MapContext {
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
+        let event = EventBuilder::new(
+            "com.betalogs.system.metric",
+            Category::System,
+            "https://example.com",
+            format!("m-{n}"),
+            "2026-11-25T10:00:00Z",
+        )
+        .build(&context);
+        serde_json::to_string(&event).expect("json")
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn writes_each_event_once_even_after_a_crash_between_write_and_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline =
+            Arc::new(Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline"));
+        let path = dir.path().join("sinks/events.jsonl");
+        let sink = JsonlSink::new(path.clone(), u64::MAX, pipeline.clone());
+        pipeline
+            .commit_batch("acme", "gh", &[event(1), event(2)], "2")
+            .expect("commit");
+        assert_eq!(sink.deliver_available().expect("deliver"), 2);
+        assert_eq!(lines(&path).len(), 2);
+
+        // Lines 3 and 4 written, then a crash before the offset moved, and a torn line.
+        pipeline
+            .commit_batch("acme", "gh", &[event(3), event(4)], "4")
+            .expect("commit");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        for (_, json) in pipeline.outbox_after(2, 10).expect("outbox") {
+            writeln!(file, "{json}").expect("write");
+        }
+        write!(file, "{{\"id\":\"torn").expect("torn");
+        drop(file);
+        pipeline
+            .commit_batch("acme", "gh", &[event(5)], "5")
+            .expect("commit");
+
+        let sink = JsonlSink::new(path.clone(), u64::MAX, pipeline);
+        sink.deliver_available().expect("deliver");
+        let written = lines(&path);
+        let ids: Vec<String> = written
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<IdOnly>(l)
+                    .expect("a complete JSON line")
+                    .id
+            })
+            .collect();
+        let unique: HashSet<&String> = ids.iter().collect();
+        assert_eq!(ids.len(), 5, "{written:?}");
+        assert_eq!(unique.len(), 5, "no event twice");
+    }
+
+    #[test]
+    fn rotates_by_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline =
+            Arc::new(Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline"));
+        let path = dir.path().join("events.jsonl");
+        let sink = JsonlSink::new(path.clone(), 10, pipeline.clone());
+        pipeline
+            .commit_batch("acme", "gh", &[event(1)], "1")
+            .expect("commit");
+        sink.deliver_available().expect("deliver");
+        pipeline
+            .commit_batch("acme", "gh", &[event(2)], "2")
+            .expect("commit");
+        sink.deliver_available().expect("deliver");
+        let rotated = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("events.jsonl."))
+            .count();
+        assert_eq!(rotated, 2);
+    }
+}

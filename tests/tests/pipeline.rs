@@ -1,0 +1,132 @@
+//! The pull path end to end: a plugin streams events through `Collect`; valid ones reach
+//! the JSONL sink exactly once, across kill -9 of the daemon or the plugin; invalid ones
+//! are dead-lettered without holding up the rest.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, pid_of, state_of, wait_for};
+
+fn emitter(total: u64, invalid_every: Option<u64>) -> PluginPackage {
+    let mut faults = vec![
+        "--capabilities".to_owned(),
+        "collect".to_owned(),
+        "--emit".to_owned(),
+        total.to_string(),
+    ];
+    if let Some(k) = invalid_every {
+        faults.extend(["--invalid-every".to_owned(), k.to_string()]);
+    }
+    let refs: Vec<&str> = faults.iter().map(String::as_str).collect();
+    PluginPackage {
+        capabilities: vec!["collect".to_owned()],
+        ..PluginPackage::testfault("emitter", &refs)
+    }
+}
+
+fn setup() -> DaemonSetup {
+    DaemonSetup::default()
+        .instance("emitter")
+        .process("collect_interval = \"100ms\"")
+}
+
+/// Ids in the sink, checking each line is a complete event.
+fn sink_ids(world: &World) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(world.state_dir().join("sinks/events.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let event: serde_json::Value =
+                serde_json::from_str(line).expect("every line is one JSON event");
+            event["id"].as_str().expect("id").to_owned()
+        })
+        .collect()
+}
+
+fn assert_unique(ids: &[String]) {
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an event id appears twice in the sink"
+    );
+}
+
+fn wait_for_count(world: &World, expected: usize, limit: Duration) -> Vec<String> {
+    wait_for(&format!("{expected} events in the sink"), limit, || {
+        let ids = sink_ids(world);
+        (ids.len() >= expected).then_some(ids)
+    })
+}
+
+#[test]
+fn invalid_events_are_dead_lettered_and_the_rest_flow_on() {
+    let world = World::new();
+    world.install(&emitter(2_000, Some(500)));
+    let daemon = world.start(&setup());
+    let ids = wait_for_count(&world, 1_996, Duration::from_secs(60));
+    assert_eq!(ids.len(), 1_996);
+    assert_unique(&ids);
+    wait_for("the dead-letter warning", Duration::from_secs(10), || {
+        daemon
+            .log_text()
+            .contains("events failed validation")
+            .then_some(())
+    });
+    // Collecting again from the cursor adds nothing.
+    daemon.ctl_json(&["plugins", "restart", "emitter"]);
+    wait_for("restarted", Duration::from_secs(30), || {
+        daemon
+            .instance("emitter")
+            .filter(|i| state_of(i) == "healthy" && i["restarts"] == 0)
+            .map(|_| ())
+    });
+    assert_eq!(sink_ids(&world).len(), 1_996);
+}
+
+fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+}
+
+const STREAM: u64 = 200_000;
+
+#[test]
+fn kill_9_of_the_daemon_mid_stream_loses_and_duplicates_nothing() {
+    let world = World::new();
+    world.install(&emitter(STREAM, None));
+    let mut daemon = world.start(&setup());
+    wait_for("the stream under way", Duration::from_secs(60), || {
+        (sink_ids(&world).len() >= 5_000).then_some(())
+    });
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    let before = sink_ids(&world).len();
+    assert!((before as u64) < STREAM, "the kill landed mid-stream");
+
+    let _daemon: Daemon = world.start_written();
+    let ids = wait_for_count(&world, STREAM as usize, Duration::from_secs(300));
+    assert_eq!(ids.len() as u64, STREAM);
+    assert_unique(&ids);
+}
+
+#[test]
+fn kill_9_of_the_plugin_mid_stream_loses_and_duplicates_nothing() {
+    let world = World::new();
+    world.install(&emitter(STREAM, None));
+    let daemon = world.start(&setup());
+    let first = daemon.wait_instance("emitter", "healthy", Duration::from_secs(30), |i| {
+        state_of(i) == "healthy"
+    });
+    wait_for("the stream under way", Duration::from_secs(60), || {
+        (sink_ids(&world).len() >= 5_000).then_some(())
+    });
+    kill9(pid_of(&first));
+    let ids = wait_for_count(&world, STREAM as usize, Duration::from_secs(300));
+    assert_eq!(ids.len() as u64, STREAM);
+    assert_unique(&ids);
+    assert!(daemon.instance("emitter").expect("emitter")["restarts"].as_u64() >= Some(1));
+}
