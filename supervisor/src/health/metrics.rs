@@ -38,6 +38,13 @@ pub struct Metrics {
     restarts: Family<InstanceLabels, Counter>,
     heartbeat_seconds: Family<InstanceLabels, Histogram, fn() -> Histogram>,
     heartbeat_failures: Family<InstanceLabels, Counter>,
+    commit_seconds: Histogram,
+    events: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -76,12 +83,27 @@ impl Metrics {
             "Heartbeats that failed or timed out",
             heartbeat_failures.clone(),
         );
+        // 0.1 ms .. ~1.6 s
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
+        let events = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "pipeline_commit_seconds",
+            "Durable commit of one collected batch (events, dead letters and cursor, flushed)",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "pipeline_events",
+            "Collected events by outcome: stored, duplicate, dead_lettered",
+            events.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             state,
             restarts,
             heartbeat_seconds,
             heartbeat_failures,
+            commit_seconds,
+            events,
         }
     }
 
@@ -116,6 +138,26 @@ impl Metrics {
             None => {
                 self.heartbeat_failures.get_or_create(labels).inc();
             }
+        }
+    }
+
+    /// One committed batch: how long the durable commit took and what became of its events.
+    pub fn batch_committed(
+        &self,
+        seconds: f64,
+        stored: usize,
+        duplicates: usize,
+        dead_lettered: usize,
+    ) {
+        self.commit_seconds.observe(seconds);
+        for (outcome, count) in [
+            ("stored", stored),
+            ("duplicate", duplicates),
+            ("dead_lettered", dead_lettered),
+        ] {
+            self.events
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(count as u64);
         }
     }
 

@@ -99,9 +99,17 @@ impl JsonlSink {
     /// Delivers until `stop` turns true.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let committed = self.pipeline.committed();
+        // Only the lines written before a crash can repeat: read the tail once, at start.
+        let mut already = match tokio::task::block_in_place(|| self.recover()) {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the JSONL sink's tail");
+                HashSet::new()
+            }
+        };
         loop {
             let sink = &self;
-            let written = tokio::task::block_in_place(|| sink.deliver_available());
+            let written = tokio::task::block_in_place(|| sink.deliver(&mut already));
             match written {
                 Ok(0) => {}
                 Ok(_) => continue,
@@ -119,9 +127,15 @@ impl JsonlSink {
         }
     }
 
-    /// Writes everything committed since the offset; returns how many entries it passed.
+    /// Recovers the file's tail, then writes everything committed since the offset.
     pub fn deliver_available(&self) -> Result<usize, SinkError> {
         let mut already = self.recover()?;
+        self.deliver(&mut already)
+    }
+
+    /// Writes everything committed since the offset, skipping `already` written ids;
+    /// returns how many outbox entries it passed.
+    fn deliver(&self, already: &mut HashSet<String>) -> Result<usize, SinkError> {
         let mut offset = self.offset()?;
         let mut total = 0;
         loop {

@@ -8,13 +8,14 @@ use std::time::Duration;
 use plugin_kit::host::PluginRpcClient;
 use plugin_protocol::v1;
 
-use crate::health::InstanceLabels;
+use crate::health::{InstanceLabels, Metrics};
 use crate::pipeline::Pipeline;
 
 /// Runs until the instance stops (the task is aborted) or the plugin does not collect.
 pub async fn run(
     mut client: PluginRpcClient,
     pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
     labels: InstanceLabels,
     interval: Duration,
 ) {
@@ -34,6 +35,7 @@ pub async fn run(
                     match stream.message().await {
                         Ok(Some(batch)) => {
                             let (pipeline, labels2) = (pipeline.clone(), labels.clone());
+                            let started = std::time::Instant::now();
                             let committed = tokio::task::spawn_blocking(move || {
                                 pipeline.commit_batch(
                                     &labels2.tenant,
@@ -43,6 +45,14 @@ pub async fn run(
                                 )
                             })
                             .await;
+                            if let Ok(Ok(outcome)) = &committed {
+                                metrics.batch_committed(
+                                    started.elapsed().as_secs_f64(),
+                                    outcome.stored,
+                                    outcome.duplicates,
+                                    outcome.dead_lettered,
+                                );
+                            }
                             match committed {
                                 Ok(Ok(outcome)) if outcome.dead_lettered > 0 => tracing::warn!(
                                     plugin = %labels.plugin, tenant = %labels.tenant, integration = %labels.integration,

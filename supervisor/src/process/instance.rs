@@ -274,6 +274,7 @@ async fn supervise(
             Some(tokio::spawn(super::collect::run(
                 connection.plugin.clone(),
                 pipeline.clone(),
+                ctx.metrics.clone(),
                 ctx.labels.clone(),
                 ctx.collect_interval,
             )))
