@@ -184,7 +184,7 @@ fn a_failed_renewal_disables_the_integration_until_a_working_credential_is_store
 #[test]
 fn a_credential_nobody_can_renew_is_warned_about_once_ahead_of_expiry() {
     let (_world, daemon) = start(PluginPackage::testfault("steady", &[]));
-    let expires = chrono_free_rfc3339(now_s() + 600);
+    let expires = rfc3339(now_s() + 600);
     let output = daemon.ctl_stdin(
         None,
         &[
@@ -251,11 +251,7 @@ fn a_credential_nobody_can_renew_is_warned_about_once_ahead_of_expiry() {
 }
 
 /// RFC 3339 for a Unix time, without a date library.
-fn chrono_free_rfc3339(unix_s: u64) -> String {
-    humantime_like(unix_s)
-}
-
-fn humantime_like(unix_s: u64) -> String {
+fn rfc3339(unix_s: u64) -> String {
     let days = unix_s / 86_400;
     let rem = unix_s % 86_400;
     let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
