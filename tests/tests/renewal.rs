@@ -254,3 +254,127 @@ fn a_credential_nobody_can_renew_is_warned_about_once_ahead_of_expiry() {
 fn rfc3339(unix_s: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_s)).to_string()
 }
+
+#[test]
+fn a_rotated_credential_that_fails_validation_disables_its_integration() {
+    let (world, daemon) = start(PluginPackage::testfault("steady", &[]));
+    let set = |value: &[u8]| {
+        let output = daemon.ctl_stdin(
+            None,
+            &[
+                "credentials",
+                "set",
+                "--tenant",
+                "acme",
+                "oauth",
+                "--kind",
+                "api-key",
+            ],
+            value,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    set(b"good");
+    add_integration(&world, &daemon, "steady");
+    let first = wait_for("healthy", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "healthy")
+    });
+
+    // A working rotation reaches the plugin: its instance restarts with the new secret.
+    set(b"better");
+    wait_for("restarted with the rotated credential", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "healthy" && pid_of(i) != pid_of(&first))
+    });
+
+    // A rotation to a credential the plugin refuses is caught at once.
+    set(b"revoked");
+    let disabled = wait_for("disabled", LONG, || {
+        let list = daemon.ctl_json(&["integrations", "list", "--tenant", "acme"]);
+        (list[0]["enabled"] == false).then_some(list)
+    });
+    let reason = disabled[0]["disabled_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("credential `oauth` failed validation")
+            && reason.contains("401 Bad credentials"),
+        "{reason}"
+    );
+    wait_for("stopped", LONG, || {
+        main_instance(&daemon).is_none().then_some(())
+    });
+
+    set(b"good-again");
+    wait_for("healthy with the new credential", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "healthy")
+    });
+}
+
+#[test]
+fn credentials_revoked_upstream_disable_the_integration_until_replaced() {
+    let world_marker = tempfile::tempdir().expect("tempdir");
+    let revoked = world_marker.path().join("revoked");
+    let package = PluginPackage::testfault(
+        "steady",
+        &["--reject-credentials-file", revoked.to_str().expect("utf8")],
+    );
+    let (world, daemon) = start(package);
+    let set = |value: &[u8]| {
+        let output = daemon.ctl_stdin(
+            None,
+            &[
+                "credentials",
+                "set",
+                "--tenant",
+                "acme",
+                "oauth",
+                "--kind",
+                "api-key",
+            ],
+            value,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    set(b"good");
+    add_integration(&world, &daemon, "steady");
+    wait_for("healthy", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "healthy")
+    });
+
+    std::fs::write(&revoked, "").expect("revoke upstream");
+    daemon.ctl_json(&["plugins", "restart", "steady"]);
+    let refused = wait_for("refused in status", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "refused")
+    });
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rejected the credentials"),
+        "{refused}"
+    );
+    let list = daemon.ctl_json(&["integrations", "list", "--tenant", "acme"]);
+    assert_eq!(list[0]["enabled"], false);
+    assert!(
+        list[0]["disabled_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked upstream")
+    );
+
+    std::fs::remove_file(&revoked).expect("fixed upstream");
+    set(b"new-token");
+    wait_for("healthy again", LONG, || {
+        main_instance(&daemon).filter(|i| state_of(i) == "healthy")
+    });
+    assert_eq!(
+        daemon.ctl_json(&["integrations", "list", "--tenant", "acme"])[0]["enabled"],
+        true
+    );
+}
