@@ -24,7 +24,9 @@ fn main() {
         capabilities: vec!["collect".to_owned()],
         ..PluginPackage::testfault("emitter", &["--capabilities", "collect", "--emit", &total])
     });
+    // One file, so the line count is one file's (rotation is tested elsewhere).
     let setup = DaemonSetup::default()
+        .extra("[sinks]\njsonl_max_bytes = 1000000000000\n")
         .instance("emitter")
         .process("collect_interval = \"100ms\"")
         .process("heartbeat_interval = \"3s\"")
