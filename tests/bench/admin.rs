@@ -218,11 +218,11 @@ async fn main() {
             .output()
             .expect("ctl")
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ctl(&["status"]).status.success() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e2e_tests::wait_for(
+        "the daemon on the big audit log",
+        Duration::from_secs(30),
+        || ctl(&["status"]).status.success().then_some(()),
+    );
     let started = Instant::now();
     let output = ctl(&["audit", "verify"]);
     println!(

@@ -73,6 +73,28 @@ fn add_integration(world: &World, daemon: &Daemon, plugin: &str) {
     );
 }
 
+/// Stores `value` as the api-key credential `oauth` of tenant acme.
+fn set_api_key(daemon: &Daemon, value: &[u8]) {
+    let output = daemon.ctl_stdin(
+        None,
+        &[
+            "credentials",
+            "set",
+            "--tenant",
+            "acme",
+            "oauth",
+            "--kind",
+            "api-key",
+        ],
+        value,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn main_instance(daemon: &Daemon) -> Option<Value> {
     daemon
         .instances()
@@ -258,40 +280,20 @@ fn rfc3339(unix_s: u64) -> String {
 #[test]
 fn a_rotated_credential_that_fails_validation_disables_its_integration() {
     let (world, daemon) = start(PluginPackage::testfault("steady", &[]));
-    let set = |value: &[u8]| {
-        let output = daemon.ctl_stdin(
-            None,
-            &[
-                "credentials",
-                "set",
-                "--tenant",
-                "acme",
-                "oauth",
-                "--kind",
-                "api-key",
-            ],
-            value,
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    set(b"good");
+    set_api_key(&daemon, b"good");
     add_integration(&world, &daemon, "steady");
     let first = wait_for("healthy", LONG, || {
         main_instance(&daemon).filter(|i| state_of(i) == "healthy")
     });
 
     // A working rotation reaches the plugin: its instance restarts with the new secret.
-    set(b"better");
+    set_api_key(&daemon, b"better");
     wait_for("restarted with the rotated credential", LONG, || {
         main_instance(&daemon).filter(|i| state_of(i) == "healthy" && pid_of(i) != pid_of(&first))
     });
 
     // A rotation to a credential the plugin refuses is caught at once.
-    set(b"revoked");
+    set_api_key(&daemon, b"revoked");
     let disabled = wait_for("disabled", LONG, || {
         let list = daemon.ctl_json(&["integrations", "list", "--tenant", "acme"]);
         (list[0]["enabled"] == false).then_some(list)
@@ -306,7 +308,7 @@ fn a_rotated_credential_that_fails_validation_disables_its_integration() {
         main_instance(&daemon).is_none().then_some(())
     });
 
-    set(b"good-again");
+    set_api_key(&daemon, b"good-again");
     wait_for("healthy with the new credential", LONG, || {
         main_instance(&daemon).filter(|i| state_of(i) == "healthy")
     });
@@ -321,27 +323,7 @@ fn credentials_revoked_upstream_disable_the_integration_until_replaced() {
         &["--reject-credentials-file", revoked.to_str().expect("utf8")],
     );
     let (world, daemon) = start(package);
-    let set = |value: &[u8]| {
-        let output = daemon.ctl_stdin(
-            None,
-            &[
-                "credentials",
-                "set",
-                "--tenant",
-                "acme",
-                "oauth",
-                "--kind",
-                "api-key",
-            ],
-            value,
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    set(b"good");
+    set_api_key(&daemon, b"good");
     add_integration(&world, &daemon, "steady");
     wait_for("healthy", LONG, || {
         main_instance(&daemon).filter(|i| state_of(i) == "healthy")
@@ -369,7 +351,7 @@ fn credentials_revoked_upstream_disable_the_integration_until_replaced() {
     );
 
     std::fs::remove_file(&revoked).expect("fixed upstream");
-    set(b"new-token");
+    set_api_key(&daemon, b"new-token");
     wait_for("healthy again", LONG, || {
         main_instance(&daemon).filter(|i| state_of(i) == "healthy")
     });

@@ -691,6 +691,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Integrations { command } => {
             let one = |info: proto::IntegrationInfo| print_integrations(cli.output, &[info], true);
+            let enabled = matches!(command, IntegrationsCommand::Enable { .. });
             match command {
                 IntegrationsCommand::Add {
                     tenant,
@@ -726,23 +727,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(status_error)?
                         .into_inner())?;
                 }
-                IntegrationsCommand::Enable { tenant, name } => {
+                IntegrationsCommand::Enable { tenant, name }
+                | IntegrationsCommand::Disable { tenant, name } => {
                     let request = proto::SetIntegrationEnabledRequest {
                         tenant,
                         name,
-                        enabled: true,
-                    };
-                    one(client
-                        .set_integration_enabled(with_token(request, token)?)
-                        .await
-                        .map_err(status_error)?
-                        .into_inner())?;
-                }
-                IntegrationsCommand::Disable { tenant, name } => {
-                    let request = proto::SetIntegrationEnabledRequest {
-                        tenant,
-                        name,
-                        enabled: false,
+                        enabled,
                     };
                     one(client
                         .set_integration_enabled(with_token(request, token)?)
