@@ -34,7 +34,10 @@ fn setup() -> DaemonSetup {
 fn sink_ids(world: &World) -> Vec<String> {
     let text =
         std::fs::read_to_string(world.state_dir().join("sinks/events.jsonl")).unwrap_or_default();
-    text.lines()
+    // The sink may be mid-write: only complete lines count.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .map(|line| {
             let event: serde_json::Value =
                 serde_json::from_str(line).expect("every line is one JSON event");
