@@ -112,9 +112,62 @@ pub fn event_id(tenant: &str, integration: &str, event_type: &str, source_id: &s
     format!("ev_{}", hex::encode(&digest[..16]))
 }
 
+/// Milliseconds since the Unix epoch of an RFC 3339 time as the schema allows it
+/// (`Z` or a `±hh:mm` offset, optional fraction); `None` for anything else or for times
+/// before 1970. The pipeline orders and indexes events by it.
+pub fn event_time_ms(time: &str) -> Option<u64> {
+    let (local, offset_minutes) = match time.strip_suffix('Z').or_else(|| time.strip_suffix('z')) {
+        Some(local) => (local, 0i64),
+        None => {
+            let split = time.len().checked_sub(6)?;
+            let (local, offset) = (time.get(..split)?, time.get(split..)?);
+            let sign = match offset.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (hours, minutes) = offset.get(1..)?.split_once(':')?;
+            let hours: i64 = hours.parse().ok()?;
+            let minutes: i64 = minutes.parse().ok()?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            (local, sign * (hours * 60 + minutes))
+        }
+    };
+    // humantime reads the local part as UTC; the offset is then taken out.
+    let utc = humantime::parse_rfc3339_weak(local).ok()?;
+    let millis = i64::try_from(utc.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    u64::try_from(millis - offset_minutes * 60_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_with_offsets_and_fractions_are_read() {
+        assert_eq!(event_time_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(event_time_ms("1970-01-01T00:00:01.250Z"), Some(1250));
+        assert_eq!(
+            event_time_ms("2026-11-25T12:00:00+02:00"),
+            event_time_ms("2026-11-25T10:00:00Z")
+        );
+        assert_eq!(
+            event_time_ms("2026-11-25T12:00:00-01:30"),
+            event_time_ms("2026-11-25T13:30:00Z")
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-25",
+            "2026-11-25T10:00:00+25:00",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(event_time_ms(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn ids_are_deterministic_and_distinct() {

@@ -9,7 +9,7 @@ mod version;
 
 pub use event::{
     CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent, Category, Enrichment, EnrichmentSource, EventData,
-    Link, Severity, event_id,
+    Link, Severity, event_id, event_time_ms,
 };
 pub use handshake::{HandshakeError, HandshakeLine};
 pub use version::{

@@ -27,6 +27,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] crate::pipeline::OpenError),
     #[error("credentials: {0}")]
     Credentials(#[from] crate::credentials::CredentialError),
     #[error("credentials: {0}")]

@@ -1,24 +1,59 @@
-//! Committing what a plugin collected: each batch's valid events (deduplicated by id),
-//! its dead letters and the new cursor are written in one transaction and flushed before
-//! the plugin's next batch is read. A crash resumes from the last committed cursor, and
-//! events read again are recognised by id and dropped.
+//! Committing events: each submission's valid events (deduplicated by id), its dead
+//! letters, its cursor and any writes that must land with them are written in one
+//! transaction and flushed before the submitter hears back. Submissions that arrive
+//! while a flush is under way are committed together in the next one (group commit), so
+//! a flush's cost is shared by every plugin and webhook waiting on it.
+//!
+//! Validation is the caller's work (`prepare`), on its own thread; the committer only
+//! checks ids, assigns the outbox sequence and writes.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
-use super::validate::EventValidator;
+use super::dedup::{self, DedupWindow};
+use super::log::{EventLog, Location, LogError};
+use super::validate::{EventValidator, Validated};
 use crate::store::{Batch, Store, StoreError, Table};
 use crate::tenants::now_ms;
 
-/// What became of a batch.
+/// Events committed together at most (more wait for the next flush).
+const GROUP_EVENTS: usize = 50_000;
+
+/// Ids remembered for deduplication by default.
+pub const DEFAULT_DEDUP_WINDOW: usize = 1_000_000;
+
+/// What became of a submission.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub stored: usize,
     pub duplicates: usize,
     pub dead_lettered: usize,
+}
+
+/// Why the outbox could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Why a submission was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("cannot commit events: {0}")]
+    Store(String),
+    #[error("the pipeline is shutting down")]
+    Stopped,
+    #[error(
+        "the event log is at its disk quota ({quota} bytes): a sink is not keeping up; nothing was stored"
+    )]
+    BacklogFull { quota: u64 },
 }
 
 /// An event that could not be accepted, with why and what it was.
@@ -27,7 +62,7 @@ pub struct DeadLetter {
     pub id: String,
     pub tenant: String,
     pub integration: String,
-    /// `size`, `parse`, `schema`, `binding`.
+    /// `size`, `parse`, `schema`, `binding`, `mapping`, `webhook`, `sink`.
     pub stage: String,
     pub reason: String,
     pub time_ms: u64,
@@ -35,36 +70,231 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
-/// The pull path's durable state and the sinks' wake-up.
+impl DeadLetter {
+    /// A new dead letter, with an id that sorts by time.
+    pub fn new(
+        tenant: &str,
+        integration: &str,
+        stage: &str,
+        reason: String,
+        payload: &str,
+    ) -> Self {
+        let now = now_ms();
+        Self {
+            id: format!("{now:013}-{}", hex::encode(rand::random::<[u8; 6]>())),
+            tenant: tenant.to_owned(),
+            integration: integration.to_owned(),
+            stage: stage.to_owned(),
+            reason,
+            time_ms: now,
+            payload: cut(payload, super::MAX_EVENT_BYTES).to_owned(),
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// One unit of work for the committer.
+#[derive(Debug, Default)]
+pub struct Submission {
+    pub tenant: String,
+    pub integration: String,
+    /// The integration's new collect cursor, if this submission moves it.
+    pub cursor: Option<String>,
+    pub accepted: Vec<Validated>,
+    pub dead: Vec<DeadLetter>,
+    /// Other writes that must land with these events (an inbox entry removed, say).
+    pub extra: Batch,
+}
+
+struct Job {
+    submission: Submission,
+    reply: oneshot::Sender<Result<BatchOutcome, CommitError>>,
+}
+
+/// The pipeline's durable state, its committer and the sinks' wake-up.
 #[derive(Debug)]
 pub struct Pipeline {
     store: Store,
+    log: Arc<EventLog>,
+    sinks: Mutex<SinkOffsets>,
     validator: EventValidator,
-    next_seq: AtomicU64,
     committed: Arc<Notify>,
-    writer: std::sync::Mutex<()>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-fn event_key(tenant: &str, id: &str) -> Vec<u8> {
-    format!("{tenant}\0{id}").into_bytes()
+/// The registered sinks' offsets, and how far the log has been pruned.
+#[derive(Debug)]
+struct SinkOffsets {
+    offsets: std::collections::BTreeMap<String, u64>,
+    pruned: u64,
+}
+
+/// Development builds before the event log kept each event in the outbox itself and
+/// indexed events one key each (`tenant\0id` → sequence): moves such events into the
+/// log (one record each) and their ids into per-commit digest lists.
+fn migrate_unlogged(store: &Store, log_dir: &std::path::Path) -> Result<(), OpenError> {
+    let first = store.range_from(Table::Outbox, &[], 1)?;
+    let Some((_, value)) = first.first() else {
+        return Ok(());
+    };
+    if Location::decode(value).is_some() && value.len() == 20 {
+        return Ok(());
+    }
+    let log = EventLog::open(log_dir, None)?;
+    let mut batch = Batch::new();
+    let mut digests: std::collections::BTreeMap<Vec<u8>, Vec<u128>> = Default::default();
+    for (key, value) in store.scan(Table::Events, &[])? {
+        if let Some(split) = key.iter().position(|b| *b == 0) {
+            let tenant = String::from_utf8_lossy(&key[..split]);
+            let id = String::from_utf8_lossy(&key[split + 1..]);
+            digests
+                .entry(value)
+                .or_default()
+                .push(dedup::id_digest(&tenant, &id));
+            batch = batch.delete(Table::Events, key);
+        }
+    }
+    let mut moved = 0usize;
+    for (key, value) in store.scan(Table::Outbox, &[])? {
+        let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
+        let mut record = value;
+        record.push(b'\n');
+        let location = log.append(seq, &record)?;
+        batch = batch.put(Table::Outbox, key.clone(), location.encode());
+        if let Some(list) = digests.remove(&key) {
+            batch = batch.put(Table::Events, key, dedup::encode(&list));
+        }
+        moved += 1;
+    }
+    store.apply(&batch)?;
+    tracing::info!(events = moved, "moved outbox events into the event log");
+    Ok(())
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+fn corrupt(key: &[u8], reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").finish_non_exhaustive()
+    }
 }
 
 fn cursor_key(tenant: &str, integration: &str) -> Vec<u8> {
     format!("{tenant}\0{integration}").into_bytes()
 }
 
+/// Tunables of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineSettings {
+    /// Ids remembered for deduplication (events).
+    pub dedup_window: usize,
+    /// The event log's disk quota: commits are refused (backpressure) beyond it, and an
+    /// alert is raised at 80%. The log holds what the slowest sink has not delivered.
+    pub backlog_quota_bytes: u64,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+            backlog_quota_bytes: 4 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the pipeline could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot start the committer thread: {0}")]
+    Thread(std::io::Error),
+}
+
 impl Pipeline {
-    pub fn open(store: Store) -> Result<Self, StoreError> {
-        let last = store
-            .last_key(Table::Outbox)?
-            .and_then(|k| <[u8; 8]>::try_from(k.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes);
+    pub fn open(store: Store) -> Result<Self, OpenError> {
+        Self::open_with(store, PipelineSettings::default())
+    }
+
+    /// Opens the event log under `<state-dir>/pipeline/log` (cutting what was written
+    /// but not committed) and loads the ids of the latest commits.
+    pub fn open_with(store: Store, settings: PipelineSettings) -> Result<Self, OpenError> {
+        let log_dir = store.state_dir().join("pipeline").join("log");
+        migrate_unlogged(&store, &log_dir)?;
+        let last = match store.iter_rev(Table::Outbox).next() {
+            Some(entry) => {
+                let (key, value) = entry?;
+                let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
+                let location =
+                    Location::decode(&value).ok_or_else(|| corrupt(&key, "not a log location"))?;
+                Some((seq, location))
+            }
+            None => None,
+        };
+        let log = Arc::new(EventLog::open(&log_dir, last)?);
+        let mut window = DedupWindow::new(settings.dedup_window);
+        for entry in store.iter_rev(Table::Events) {
+            if !window.wants_more() {
+                break;
+            }
+            let (key, digests) = entry?;
+            let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
+            window.push_older(seq, dedup::decode(&digests));
+        }
+        let committed = Arc::new(Notify::new());
+        let (jobs, receiver) = mpsc::channel();
+        let committer = Committer {
+            store: store.clone(),
+            log: log.clone(),
+            next_seq: AtomicU64::new(last.map_or(0, |(seq, _)| seq) + 1),
+            committed: committed.clone(),
+            window: Mutex::new(window),
+            quota: settings.backlog_quota_bytes,
+            alerted: std::sync::atomic::AtomicBool::new(false),
+        };
+        let handle = std::thread::Builder::new()
+            .name("pipeline-commit".into())
+            .spawn(move || committer.run(&receiver))
+            .map_err(OpenError::Thread)?;
+        let pruned = store
+            .range_from(Table::Outbox, &[], 1)?
+            .first()
+            .and_then(|(key, _)| seq_of(key))
+            .map_or(0, |first| first - 1);
         Ok(Self {
             store,
+            log,
             validator: EventValidator::new(),
-            next_seq: AtomicU64::new(last + 1),
-            committed: Arc::new(Notify::new()),
-            writer: std::sync::Mutex::new(()),
+            committed,
+            jobs: Mutex::new(Some(jobs)),
+            committer: Mutex::new(Some(handle)),
+            sinks: Mutex::new(SinkOffsets {
+                offsets: std::collections::BTreeMap::new(),
+                pruned,
+            }),
         })
     }
 
@@ -82,92 +312,135 @@ impl Pipeline {
             .unwrap_or_default())
     }
 
-    /// Validates and commits one batch with its cursor.
+    /// Validates events of `tenant`/`integration` (CPU only; any thread).
+    pub fn prepare(&self, tenant: &str, integration: &str, events: &[String]) -> Submission {
+        let mut submission = Submission {
+            tenant: tenant.to_owned(),
+            integration: integration.to_owned(),
+            accepted: Vec::with_capacity(events.len()),
+            ..Submission::default()
+        };
+        for raw in events {
+            match self.validator.validate(raw, tenant, integration) {
+                Ok(event) => submission.accepted.push(event),
+                Err(rejection) => submission.dead.push(DeadLetter::new(
+                    tenant,
+                    integration,
+                    rejection.stage,
+                    rejection.reasons.join("; "),
+                    raw,
+                )),
+            }
+        }
+        submission
+    }
+
+    /// Hands a submission to the committer; the answer comes once it is durable.
+    pub fn submit(
+        &self,
+        submission: Submission,
+    ) -> oneshot::Receiver<Result<BatchOutcome, CommitError>> {
+        let (reply, answer) = oneshot::channel();
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(jobs) = jobs.as_ref() {
+            // A send fails only when the committer is gone; the dropped reply says so.
+            let _ = jobs.send(Job { submission, reply });
+        }
+        answer
+    }
+
+    /// Commits a submission, waiting for it (async callers).
+    pub async fn commit(&self, submission: Submission) -> Result<BatchOutcome, CommitError> {
+        self.submit(submission)
+            .await
+            .unwrap_or(Err(CommitError::Stopped))
+    }
+
+    /// Validates and commits one batch with its cursor, blocking the calling thread
+    /// (not for async contexts; `prepare` and `commit` are).
     pub fn commit_batch(
         &self,
         tenant: &str,
         integration: &str,
         events: &[String],
         cursor: &str,
-    ) -> Result<BatchOutcome, StoreError> {
-        let _turn = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut outcome = BatchOutcome::default();
-        let mut batch = Batch::new().put(
-            Table::Cursors,
-            cursor_key(tenant, integration),
-            cursor.as_bytes().to_vec(),
-        );
-        let mut seen = std::collections::HashSet::new();
-        let mut seq = self.next_seq.load(Ordering::SeqCst);
-        let now = now_ms();
-        for (index, raw) in events.iter().enumerate() {
-            match self.validator.validate(raw, tenant, integration) {
-                Ok(event) => {
-                    let key = event_key(tenant, &event.id);
-                    if !seen.insert(event.id.clone()) || self.store.contains(Table::Events, &key)? {
-                        outcome.duplicates += 1;
-                        continue;
-                    }
-                    let json = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt {
-                        key: event.id.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    batch = batch
-                        .put(Table::Events, key, seq.to_be_bytes().to_vec())
-                        .put(Table::Outbox, seq.to_be_bytes().to_vec(), json);
-                    seq += 1;
-                    outcome.stored += 1;
-                }
-                Err(rejection) => {
-                    let letter = DeadLetter {
-                        id: format!(
-                            "{now:013}-{index:05}-{}",
-                            hex::encode(rand::random::<[u8; 4]>())
-                        ),
-                        tenant: tenant.to_owned(),
-                        integration: integration.to_owned(),
-                        stage: rejection.stage.to_owned(),
-                        reason: rejection.reasons.join("; "),
-                        time_ms: now,
-                        payload: raw.chars().take(super::MAX_EVENT_BYTES).collect(),
-                    };
-                    let value = serde_json::to_vec(&letter).map_err(|e| StoreError::Corrupt {
-                        key: letter.id.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    batch = batch.put(
-                        Table::DeadLetters,
-                        format!("{tenant}\0{}", letter.id),
-                        value,
-                    );
-                    outcome.dead_lettered += 1;
-                }
-            }
-        }
-        self.store.apply(&batch)?;
-        self.next_seq.store(seq, Ordering::SeqCst);
-        self.committed.notify_waiters();
-        Ok(outcome)
+    ) -> Result<BatchOutcome, CommitError> {
+        let mut submission = self.prepare(tenant, integration, events);
+        submission.cursor = Some(cursor.to_owned());
+        self.submit(submission)
+            .blocking_recv()
+            .unwrap_or(Err(CommitError::Stopped))
     }
 
-    /// Up to `limit` outbox entries after `offset`: (sequence, event JSON).
+    /// Up to `limit` commits after `offset`: (sequence, its newline-terminated event
+    /// lines).
     pub fn outbox_after(
         &self,
         offset: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, String)>, StoreError> {
-        Ok(self
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        let mut records = Vec::new();
+        for (key, value) in
+            self.store
+                .range_from(Table::Outbox, &(offset + 1).to_be_bytes(), limit)?
+        {
+            let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
+            let location =
+                Location::decode(&value).ok_or_else(|| corrupt(&key, "not a log location"))?;
+            records.push((seq, self.log.read(location)?));
+        }
+        Ok(records)
+    }
+
+    /// Where sink `name` is (0 before its first delivery); registers it, so the log
+    /// keeps what it has not delivered.
+    pub fn sink_offset(&self, name: &str) -> Result<u64, StoreError> {
+        let offset = self
             .store
-            .range_from(Table::Outbox, &(offset + 1).to_be_bytes(), limit)?
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let seq = u64::from_be_bytes(<[u8; 8]>::try_from(k.as_slice()).ok()?);
-                Some((seq, String::from_utf8_lossy(&v).into_owned()))
-            })
-            .collect())
+            .get(Table::SinkOffsets, name.as_bytes())?
+            .and_then(|raw| seq_of(&raw))
+            .unwrap_or(0);
+        let mut sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sinks.offsets.insert(name.to_owned(), offset);
+        Ok(offset)
+    }
+
+    /// Records that sink `name` delivered everything through `offset`, and prunes what
+    /// every registered sink has delivered (the log's segments and their index entries;
+    /// the last index entry stays, it carries the sequence on).
+    pub fn advance_sink(&self, name: &str, offset: u64) -> Result<(), ReadError> {
+        let mut sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sinks.offsets.insert(name.to_owned(), offset);
+        let delivered = sinks.offsets.values().copied().min().unwrap_or(0);
+        let mut batch = Batch::new().put(
+            Table::SinkOffsets,
+            name.as_bytes().to_vec(),
+            offset.to_be_bytes().to_vec(),
+        );
+        let prune_to = delivered.saturating_sub(1);
+        for seq in sinks.pruned + 1..=prune_to {
+            batch = batch.delete(Table::Outbox, seq.to_be_bytes().to_vec());
+        }
+        self.store.apply(&batch)?;
+        if prune_to > sinks.pruned {
+            sinks.pruned = prune_to;
+            self.log.prune_through(prune_to)?;
+        }
+        Ok(())
+    }
+
+    /// The event log's size on disk.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
     }
 
     /// A tenant's dead letters, oldest first.
@@ -190,28 +463,182 @@ impl Pipeline {
     }
 }
 
+impl Drop for Pipeline {
+    /// Stops the committer after what was submitted, so the store closes cleanly.
+    fn drop(&mut self) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let handle = self
+            .committer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The single writer of events.
+struct Committer {
+    store: Store,
+    log: Arc<EventLog>,
+    quota: u64,
+    alerted: std::sync::atomic::AtomicBool,
+    next_seq: AtomicU64,
+    committed: Arc<Notify>,
+    window: Mutex<DedupWindow>,
+}
+
+impl Committer {
+    /// Refuses a record that would take the log past its quota; alerts at 80%.
+    fn check_quota(&self, adding: u64) -> Result<(), CommitError> {
+        let after = self.log.bytes() + adding;
+        let near = after >= self.quota / 5 * 4;
+        if near != self.alerted.swap(near, Ordering::Relaxed) {
+            if near {
+                tracing::error!(
+                    alert = true,
+                    log_bytes = after,
+                    quota = self.quota,
+                    "the event log is above 80% of its disk quota: a sink is not keeping up"
+                );
+            } else {
+                tracing::info!(
+                    log_bytes = after,
+                    quota = self.quota,
+                    "the event log is back below 80% of its disk quota"
+                );
+            }
+        }
+        if after > self.quota {
+            return Err(CommitError::BacklogFull { quota: self.quota });
+        }
+        Ok(())
+    }
+
+    fn run(&self, jobs: &mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            let mut events = group[0].submission.accepted.len();
+            while events < GROUP_EVENTS {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        events += job.submission.accepted.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.commit_group(&group) {
+                Ok(outcomes) => {
+                    self.committed.notify_waiters();
+                    for (job, outcome) in group.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                }
+                Err(err) => {
+                    if !matches!(err, CommitError::BacklogFull { .. }) {
+                        tracing::error!(error = %err, "cannot commit events");
+                    }
+                    for job in group {
+                        let _ = job.reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit_group(&self, group: &[Job]) -> Result<Vec<BatchOutcome>, CommitError> {
+        let seq = self.next_seq.load(Ordering::SeqCst);
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut batch = Batch::new();
+        let mut lines = Vec::new();
+        let mut digests = Vec::new();
+        let mut seen = HashSet::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in group {
+            let submission = &job.submission;
+            let mut outcome = BatchOutcome::default();
+            for event in &submission.accepted {
+                let digest = dedup::id_digest(&submission.tenant, &event.id);
+                if window.contains(digest) || !seen.insert(digest) {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                lines.extend_from_slice(event.json.as_bytes());
+                lines.push(b'\n');
+                digests.push(digest);
+                outcome.stored += 1;
+            }
+            for letter in &submission.dead {
+                let value = serde_json::to_vec(letter)
+                    .map_err(|e| CommitError::Store(format!("dead letter {}: {e}", letter.id)))?;
+                batch = batch.put(
+                    Table::DeadLetters,
+                    format!("{}\0{}", submission.tenant, letter.id),
+                    value,
+                );
+                outcome.dead_lettered += 1;
+            }
+            if let Some(cursor) = &submission.cursor {
+                batch = batch.put(
+                    Table::Cursors,
+                    cursor_key(&submission.tenant, &submission.integration),
+                    cursor.as_bytes().to_vec(),
+                );
+            }
+            batch.extend(submission.extra.clone());
+            outcomes.push(outcome);
+        }
+        let stored = !lines.is_empty();
+        let mut location = None;
+        if stored {
+            self.check_quota(lines.len() as u64)?;
+            let appended = self
+                .log
+                .append(seq, &lines)
+                .map_err(|e| CommitError::Store(e.to_string()))?;
+            let key = seq.to_be_bytes().to_vec();
+            batch = batch
+                .put(Table::Events, key.clone(), dedup::encode(&digests))
+                .put(Table::Outbox, key, appended.encode());
+            location = Some(appended);
+        }
+        if stored {
+            // Ids that leave the window leave the store with this commit.
+            for forgotten in window.push(seq, digests) {
+                batch = batch.delete(Table::Events, forgotten.to_be_bytes().to_vec());
+            }
+        }
+        if !batch.is_empty()
+            && let Err(err) = self.store.apply(&batch)
+        {
+            if let Some(location) = location {
+                if let Err(undo) = self.log.undo(location) {
+                    tracing::error!(error = %undo, "cannot take back an uncommitted log record; it is cut at the next start");
+                }
+                // The window remembered ids that were not stored.
+                window.forget_last();
+            }
+            return Err(CommitError::Store(err.to_string()));
+        }
+        if stored {
+            self.next_seq.store(seq + 1, Ordering::SeqCst);
+        }
+        Ok(outcomes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use plugin_kit::{Category, EventBuilder, MapContext};
-
+    use super::tests_support::event;
     use super::*;
-
-    fn event(n: u32) -> String {
-        let context = MapContext {
-            tenant: "acme".into(),
-            integration: "gh".into(),
-        };
-        let event = EventBuilder::new(
-            "com.betalogs.system.metric",
-            Category::System,
-            "https://example.com",
-            format!("m-{n}"),
-            "2026-11-25T10:00:00Z",
-        )
-        .original(serde_json::json!({"n": n}))
-        .build(&context);
-        serde_json::to_string(&event).expect("json")
-    }
 
     #[test]
     fn valid_events_flow_invalid_ones_are_dead_lettered_and_repeats_dropped() {
@@ -249,8 +676,14 @@ mod tests {
         let outbox = pipeline.outbox_after(0, 10).expect("outbox");
         assert_eq!(
             outbox.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            vec![1, 2, 3]
+            vec![1, 2],
+            "one outbox entry per commit"
         );
+        let lines: usize = outbox
+            .iter()
+            .map(|(_, blob)| blob.iter().filter(|b| **b == b'\n').count())
+            .sum();
+        assert_eq!(lines, 3);
         let letters = pipeline.dead_letters("acme").expect("dlq");
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].stage, "schema");
@@ -262,6 +695,131 @@ mod tests {
         pipeline
             .commit_batch("acme", "gh", &[event(4)], "4")
             .expect("commit");
+        assert_eq!(pipeline.outbox_after(2, 10).expect("outbox")[0].0, 3);
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::tests_support::event;
+    use super::*;
+
+    fn lines(pipeline: &Pipeline, after: u64) -> usize {
+        pipeline
+            .outbox_after(after, 1000)
+            .expect("outbox")
+            .iter()
+            .map(|(_, record)| record.iter().filter(|b| **b == b'\n').count())
+            .sum()
+    }
+
+    #[test]
+    fn delivered_commits_are_pruned_and_the_sequence_carries_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
+        for n in 1..=3 {
+            pipeline
+                .commit_batch("acme", "gh", &[event(n)], &n.to_string())
+                .expect("commit");
+        }
+        assert_eq!(pipeline.sink_offset("a").expect("offset"), 0);
+        assert_eq!(pipeline.sink_offset("b").expect("offset"), 0);
+        pipeline.advance_sink("a", 3).expect("advance");
+        assert_eq!(lines(&pipeline, 0), 3, "sink b has delivered nothing yet");
+        pipeline.advance_sink("b", 3).expect("advance");
+        assert_eq!(
+            pipeline
+                .outbox_after(0, 10)
+                .expect("outbox")
+                .iter()
+                .map(|(seq, _)| *seq)
+                .collect::<Vec<_>>(),
+            vec![3],
+            "only the last entry stays"
+        );
+        drop(pipeline);
+        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("reopen");
+        pipeline
+            .commit_batch("acme", "gh", &[event(3), event(4)], "4")
+            .expect("commit");
         assert_eq!(pipeline.outbox_after(3, 10).expect("outbox")[0].0, 4);
+        assert_eq!(
+            lines(&pipeline, 3),
+            1,
+            "event 3 is still known after a restart"
+        );
+    }
+
+    #[test]
+    fn a_full_log_refuses_commits_and_keeps_what_it_has() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline = Pipeline::open_with(
+            Store::open(dir.path()).expect("store"),
+            PipelineSettings {
+                backlog_quota_bytes: 2000,
+                ..PipelineSettings::default()
+            },
+        )
+        .expect("pipeline");
+        pipeline
+            .commit_batch("acme", "gh", &[event(1)], "1")
+            .expect("commit");
+        let refused = pipeline
+            .commit_batch("acme", "gh", &(2..10).map(event).collect::<Vec<_>>(), "9")
+            .expect_err("over quota");
+        assert!(matches!(refused, CommitError::BacklogFull { quota: 2000 }));
+        assert_eq!(pipeline.cursor("acme", "gh").expect("cursor"), "1");
+        assert_eq!(lines(&pipeline, 0), 1);
+    }
+
+    #[test]
+    fn outbox_entries_of_the_format_before_the_log_are_moved_into_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let old = event(1);
+        let id = serde_json::from_str::<serde_json::Value>(&old).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        store
+            .apply(
+                &Batch::new()
+                    .put(Table::Outbox, 1u64.to_be_bytes().to_vec(), old.clone())
+                    .put(
+                        Table::Events,
+                        format!("acme\0{id}").into_bytes(),
+                        1u64.to_be_bytes().to_vec(),
+                    ),
+            )
+            .expect("old format");
+        let pipeline = Pipeline::open(store).expect("migrated");
+        let records = pipeline.outbox_after(0, 10).expect("outbox");
+        assert_eq!(records, vec![(1, format!("{old}\n").into_bytes())]);
+        let again = pipeline
+            .commit_batch("acme", "gh", &[event(1), event(2)], "2")
+            .expect("commit");
+        assert_eq!((again.stored, again.duplicates), (1, 1));
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use plugin_kit::{Category, EventBuilder, MapContext};
+
+    pub fn event(n: u32) -> String {
+        let context = MapContext {
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
+        let event = EventBuilder::new(
+            "com.betalogs.system.metric",
+            Category::System,
+            "https://example.com",
+            format!("m-{n}"),
+            "2026-11-25T10:00:00Z",
+        )
+        .original(serde_json::json!({"n": n}))
+        .build(&context);
+        serde_json::to_string(&event).expect("json")
     }
 }

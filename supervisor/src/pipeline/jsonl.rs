@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::commit::Pipeline;
-use crate::store::{Batch, StoreError, Table};
+use super::commit::{Pipeline, ReadError};
+use crate::store::StoreError;
 
 /// How much of the file's end is read to recognise already-written events.
 const TAIL_BYTES: u64 = 4 * 1024 * 1024;
-const OFFSET_KEY: &[u8] = b"jsonl";
+/// The sink's name for its offset.
+const SINK_NAME: &str = "jsonl";
 
 /// Sink errors.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub enum SinkError {
     },
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Read(#[from] ReadError),
 }
 
 /// The JSONL sink.
@@ -58,12 +61,7 @@ impl JsonlSink {
     }
 
     fn offset(&self) -> Result<u64, SinkError> {
-        Ok(self
-            .pipeline
-            .store()
-            .get(Table::SinkOffsets, OFFSET_KEY)?
-            .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes))
+        Ok(self.pipeline.sink_offset(SINK_NAME)?)
     }
 
     /// Cuts a torn last line and returns the ids of the complete lines in the tail.
@@ -134,12 +132,12 @@ impl JsonlSink {
     }
 
     /// Writes everything committed since the offset, skipping `already` written ids;
-    /// returns how many outbox entries it passed.
+    /// returns how many events it passed.
     fn deliver(&self, already: &mut HashSet<String>) -> Result<usize, SinkError> {
         let mut offset = self.offset()?;
         let mut total = 0;
         loop {
-            let entries = self.pipeline.outbox_after(offset, 2000)?;
+            let entries = self.pipeline.outbox_after(offset, 16)?;
             let Some(&(last, _)) = entries.last() else {
                 return Ok(total);
             };
@@ -151,26 +149,29 @@ impl JsonlSink {
                 .append(true)
                 .open(&self.path)
                 .map_err(io(&self.path))?;
-            let mut buffer = Vec::with_capacity(entries.len() * 512);
-            for (_, json) in &entries {
-                let id = serde_json::from_str::<IdOnly>(json)
-                    .map(|e| e.id)
-                    .unwrap_or_default();
-                if !already.is_empty() && already.remove(&id) {
+            let mut buffer = Vec::with_capacity(entries.iter().map(|(_, lines)| lines.len()).sum());
+            for (_, lines) in &entries {
+                if already.is_empty() {
+                    buffer.extend_from_slice(lines);
                     continue;
                 }
-                buffer.extend_from_slice(json.as_bytes());
-                buffer.push(b'\n');
+                for line in lines.split_inclusive(|b| *b == b'\n') {
+                    let id = serde_json::from_slice::<IdOnly>(line)
+                        .map(|e| e.id)
+                        .unwrap_or_default();
+                    if !already.remove(&id) {
+                        buffer.extend_from_slice(line);
+                    }
+                }
             }
             file.write_all(&buffer).map_err(io(&self.path))?;
             file.sync_data().map_err(io(&self.path))?;
-            self.pipeline.store().apply(&Batch::new().put(
-                Table::SinkOffsets,
-                OFFSET_KEY,
-                last.to_be_bytes().to_vec(),
-            ))?;
+            self.pipeline.advance_sink(SINK_NAME, last)?;
             offset = last;
-            total += entries.len();
+            total += entries
+                .iter()
+                .map(|(_, lines)| lines.iter().filter(|b| **b == b'\n').count())
+                .sum::<usize>();
             already.clear();
             if file.metadata().map_err(io(&self.path))?.len() >= self.max_bytes {
                 self.rotate()?;
@@ -239,8 +240,8 @@ mod tests {
             .append(true)
             .open(&path)
             .expect("open");
-        for (_, json) in pipeline.outbox_after(2, 10).expect("outbox") {
-            writeln!(file, "{json}").expect("write");
+        for (_, lines) in pipeline.outbox_after(1, 10).expect("outbox") {
+            file.write_all(&lines).expect("write");
         }
         write!(file, "{{\"id\":\"torn").expect("torn");
         drop(file);

@@ -2,9 +2,16 @@
 //! dead letters, durable delivery and webhook ingress are built on it.
 
 mod commit;
+mod dedup;
 mod jsonl;
+mod log;
 mod validate;
 
-pub use commit::{BatchOutcome, DeadLetter, Pipeline};
+pub use commit::{
+    BatchOutcome, CommitError, DeadLetter, OpenError, Pipeline, PipelineSettings, ReadError,
+    Submission,
+};
+pub use dedup::id_digest;
 pub use jsonl::JsonlSink;
-pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection};
+pub use log::LogError;
+pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection, Validated};

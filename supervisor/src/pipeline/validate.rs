@@ -1,7 +1,7 @@
 //! Validating events against the canonical event schema, and against the instance that
 //! produced them: a plugin of tenant A cannot emit an event for tenant B.
 
-use plugin_protocol::{CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent};
+use plugin_protocol::CANONICAL_EVENT_SCHEMA_V1;
 
 /// Events larger than this are rejected unparsed.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -47,56 +47,91 @@ impl EventValidator {
         Self { schema }
     }
 
-    /// Parses and validates one event produced for `tenant`/`integration`.
+    /// Parses and validates one event produced for `tenant`/`integration`. The event is
+    /// stored as it came (it is valid JSON), so nothing is serialized twice.
     pub fn validate(
         &self,
         raw: &str,
         tenant: &str,
         integration: &str,
-    ) -> Result<CanonicalEvent, Rejection> {
-        if raw.len() > MAX_EVENT_BYTES {
-            return Err(Rejection::one(
-                "size",
-                format!(
-                    "{} bytes, more than the {MAX_EVENT_BYTES}-byte limit",
-                    raw.len()
-                ),
-            ));
-        }
-        let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
-            Rejection::one(
-                "parse",
-                format!("not JSON (line {} column {})", e.line(), e.column()),
-            )
-        })?;
-        let reasons: Vec<String> = self
-            .schema
-            .iter_errors(&value)
-            .map(|error| {
-                let path = error.instance_path().as_str().to_owned();
-                format!("{}: {error}", if path.is_empty() { "/" } else { &path })
-            })
-            .collect();
-        if !reasons.is_empty() {
+    ) -> Result<Validated, Rejection> {
+        let value = parse(raw)?;
+        self.check(&value, tenant, integration, || raw.to_owned())
+    }
+
+    /// Validates an event already parsed (and perhaps changed by field mappings);
+    /// `json` gives its text when it is accepted.
+    pub fn check(
+        &self,
+        value: &serde_json::Value,
+        tenant: &str,
+        integration: &str,
+        json: impl FnOnce() -> String,
+    ) -> Result<Validated, Rejection> {
+        if !self.schema.is_valid(value) {
+            let reasons: Vec<String> = self
+                .schema
+                .iter_errors(value)
+                .map(|error| {
+                    let path = error.instance_path().as_str().to_owned();
+                    format!("{}: {error}", if path.is_empty() { "/" } else { &path })
+                })
+                .collect();
             return Err(Rejection {
                 stage: "schema",
                 reasons,
             });
         }
-        let event: CanonicalEvent = serde_json::from_value(value).map_err(|e| {
-            Rejection::one("schema", format!("does not match the event types: {e}"))
-        })?;
-        if event.tenant != tenant || event.integration != integration {
+        // The schema guarantees these members are strings.
+        let member = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+        let (event_tenant, event_integration) = (member("tenant"), member("integration"));
+        if event_tenant != tenant || event_integration != integration {
             return Err(Rejection::one(
                 "binding",
                 format!(
-                    "the event says tenant `{}` integration `{}`, but it came from tenant `{tenant}` integration `{integration}`",
-                    event.tenant, event.integration
+                    "the event says tenant `{event_tenant}` integration `{event_integration}`, but it came from tenant `{tenant}` integration `{integration}`"
                 ),
             ));
         }
-        Ok(event)
+        let time_ms = plugin_protocol::event_time_ms(member("time")).ok_or_else(|| {
+            Rejection::one(
+                "schema",
+                format!("/time: `{}` is before 1970 or not RFC 3339", member("time")),
+            )
+        })?;
+        Ok(Validated {
+            id: member("id").to_owned(),
+            time_ms,
+            json: json(),
+        })
     }
+}
+
+/// Parses one event's text, refusing oversized input before reading it.
+pub fn parse(raw: &str) -> Result<serde_json::Value, Rejection> {
+    if raw.len() > MAX_EVENT_BYTES {
+        return Err(Rejection::one(
+            "size",
+            format!(
+                "{} bytes, more than the {MAX_EVENT_BYTES}-byte limit",
+                raw.len()
+            ),
+        ));
+    }
+    serde_json::from_str(raw).map_err(|e| {
+        Rejection::one(
+            "parse",
+            format!("not JSON (line {} column {})", e.line(), e.column()),
+        )
+    })
+}
+
+/// An accepted event: its identity, its time, and its JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    pub id: String,
+    pub time_ms: u64,
+    pub json: String,
 }
 
 #[cfg(test)]
@@ -126,14 +161,21 @@ mod tests {
         serde_json::to_value(event).expect("json")
     }
 
-    fn check(value: &Value) -> Result<CanonicalEvent, Rejection> {
+    fn check(value: &Value) -> Result<Validated, Rejection> {
         EventValidator::new().validate(&value.to_string(), "acme", "gh")
     }
 
     #[test]
     fn a_built_event_is_valid() {
         let event = check(&valid()).expect("valid");
-        assert_eq!(event.category, Category::Delivery);
+        assert!(event.id.starts_with("ev_"));
+        assert_eq!(
+            Some(event.time_ms),
+            plugin_protocol::event_time_ms("2026-11-25T10:00:00Z")
+        );
+        let parsed: plugin_protocol::CanonicalEvent =
+            serde_json::from_str(&event.json).expect("the stored text is the event");
+        assert_eq!(parsed.category, Category::Delivery);
     }
 
     /// Breaks one thing in a valid event.

@@ -34,11 +34,13 @@ pub enum Table {
     Flags,
     /// Integrations: configured plugin instances per tenant, with their versions.
     Integrations,
-    /// Pipeline: stored events by tenant and id (the deduplication index).
+    /// Pipeline: per outbox entry, the digests of its events' ids (the deduplication
+    /// window is rebuilt from the latest).
     Events,
     /// Pipeline: each integration's last committed `Collect` cursor.
     Cursors,
-    /// Pipeline: events in commit order, for the sinks.
+    /// Pipeline: events in commit order, for the sinks: one entry per commit, its
+    /// events as newline-terminated JSON lines.
     Outbox,
     /// Pipeline: each sink's delivered position in the outbox.
     SinkOffsets,
@@ -154,6 +156,7 @@ pub struct Store {
     /// Writers take turns: read-check-write sequences in the components stay consistent,
     /// and the audit chain has one writer.
     writer: Arc<Mutex<()>>,
+    state_dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -201,7 +204,13 @@ impl Store {
             audit_head,
             tables,
             writer: Arc::default(),
+            state_dir: state_dir.to_owned(),
         })
+    }
+
+    /// The state directory the database lives in.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     fn tree(&self, table: Table) -> &sled::Tree {
@@ -363,6 +372,18 @@ impl Store {
                     .map_err(StoreError::from)
             })
             .collect()
+    }
+
+    /// Every entry of `table`, last key first.
+    pub fn iter_rev(
+        &self,
+        table: Table,
+    ) -> impl Iterator<Item = Result<Entry, StoreError>> + use<> {
+        self.tree(table).iter().rev().map(|entry| {
+            entry
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        })
     }
 
     /// Appends an audit record alone (a read, a refused access).
