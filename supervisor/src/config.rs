@@ -51,6 +51,10 @@ pub struct Config {
     pub credentials: CredentialsConfig,
     #[serde(default)]
     pub sinks: SinksConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub ingress: IngressConfig,
     /// Feature flag defaults; tenants override them at runtime.
     #[serde(default)]
     pub flags: crate::tenants::FlagDefaults,
@@ -92,6 +96,57 @@ impl Default for SinksConfig {
         Self {
             jsonl_path: None,
             jsonl_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The event pipeline's limits.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Event ids remembered to drop repeats (the latest this many events).
+    pub dedup_window: usize,
+    /// Disk quota of the event log (what the slowest sink has not delivered): past it,
+    /// collection pauses and webhooks are answered 503; an alert is raised at 80%.
+    pub backlog_quota_bytes: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let settings = crate::pipeline::PipelineSettings::default();
+        Self {
+            dedup_window: settings.dedup_window,
+            backlog_quota_bytes: settings.backlog_quota_bytes,
+        }
+    }
+}
+
+/// The HTTP ingress (`/v1/webhooks`, `/v1/events`): limits per request and per tenant.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Larger request bodies are answered 413.
+    pub max_body_bytes: usize,
+    /// Requests per second per tenant (webhooks and platform events together), with
+    /// bursts up to `burst`; beyond it, 429 with `Retry-After`.
+    pub rate_per_second: u32,
+    pub burst: u32,
+    /// Deliveries kept per tenant while their plugin is down; beyond it, 503.
+    pub inbox_max_entries: usize,
+    /// How long a plugin may take to verify and map a delivery before it goes to the
+    /// inbox instead.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_timeout: Duration,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 25 * 1024 * 1024,
+            rate_per_second: 1000,
+            burst: 2000,
+            inbox_max_entries: 10_000,
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -321,6 +376,22 @@ impl Config {
                 "process.restart_max_delay ({:?}) is below process.restart_initial_delay ({:?})",
                 p.restart_max_delay, p.restart_initial_delay
             )));
+        }
+        let i = &self.ingress;
+        if i.rate_per_second == 0 || i.burst == 0 {
+            return Err(invalid(
+                "ingress.rate_per_second and ingress.burst must be at least 1".into(),
+            ));
+        }
+        if i.max_body_bytes < 1024 || i.inbox_max_entries == 0 || i.webhook_timeout.is_zero() {
+            return Err(invalid(
+                "ingress.max_body_bytes must be at least 1024, ingress.inbox_max_entries and ingress.webhook_timeout above zero".into(),
+            ));
+        }
+        if self.pipeline.dedup_window == 0 || self.pipeline.backlog_quota_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "pipeline.dedup_window must be above zero and pipeline.backlog_quota_bytes at least 1 MiB".into(),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (index, instance) in self.instances.iter().enumerate() {

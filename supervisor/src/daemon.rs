@@ -110,7 +110,14 @@ pub async fn run(
     let credentials = open_credentials(&config, &store)?;
     let integrations = crate::integrations::Integrations::new(store.clone(), credentials.clone());
     let flags = crate::tenants::Flags::new(store.clone(), config.flags.clone());
-    let pipeline = Arc::new(crate::pipeline::Pipeline::open(store.clone())?);
+    let pipeline = Arc::new(crate::pipeline::Pipeline::open_with(
+        store.clone(),
+        crate::pipeline::PipelineSettings {
+            dedup_window: config.pipeline.dedup_window,
+            backlog_quota_bytes: config.pipeline.backlog_quota_bytes,
+            inbox_max_entries: config.ingress.inbox_max_entries,
+        },
+    )?);
     let metrics = Arc::new(Metrics::new());
     let manager = Arc::new(Manager::new(
         registry.clone(),
@@ -120,6 +127,7 @@ pub async fn run(
             runtime_dir: config.runtime_dir(),
             configurer: Some(Arc::new(integrations.clone())),
             pipeline: Some(pipeline.clone()),
+            webhook_timeout: config.ingress.webhook_timeout,
         },
     )?);
     let desired = Arc::new(crate::desired::Desired::new(
@@ -182,11 +190,20 @@ pub async fn run(
     );
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(
-        axum::serve(http_listener, crate::ingress::router(metrics.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
+        axum::serve(
+            http_listener,
+            crate::ingress::router(Arc::new(crate::ingress::Ingress::new(
+                metrics.clone(),
+                pipeline.clone(),
+                manager.clone(),
+                crate::tenants::Tenants::new(store.clone()),
+                config.ingress.clone(),
+            ))),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
     );
     tracing::info!(
         admin_socket = %config.admin_socket.display(), http = %http_addr,

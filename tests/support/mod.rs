@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod http;
+
 /// `target/debug` (or whichever profile directory this binary was built into): test
 /// binaries live in its `deps/`, the bench binary in it directly.
 pub fn bin_dir() -> PathBuf {

@@ -19,6 +19,7 @@
 //! | `--emit N` | `Collect` streams events N in total, 500 a batch, resuming at the cursor |
 //! | `--invalid-every K` | every K-th emitted event is schema-invalid |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
+//! | (webhooks) | `HandleWebhook` wants header `x-testfault-token: good` (else 401) and a JSON body `{"id": "d-1", "events": N}`: N events with ids from `id`; `"forbidden": true` answers 403, `"invalid": true` makes the last event schema-invalid, `"ping": true` answers 200 with no events |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -359,10 +360,61 @@ impl Plugin for TestFault {
         request: v1::WebhookRequest,
     ) -> Result<v1::WebhookResponse, Status> {
         self.count_call();
+        let refuse = |status: u32, message: &str| v1::WebhookResponse {
+            status,
+            events_json: Vec::new(),
+            message: message.to_owned(),
+        };
+        let token = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("x-testfault-token"))
+            .map(|h| h.value.as_str());
+        if token != Some("good") {
+            return Ok(refuse(401, "x-testfault-token is missing or wrong"));
+        }
+        let body: serde_json::Value = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(err) => return Ok(refuse(400, &format!("body is not JSON: {err}"))),
+        };
+        if body["forbidden"] == serde_json::json!(true) {
+            return Ok(refuse(403, "repository not covered by this integration"));
+        }
+        if body["ping"] == serde_json::json!(true) {
+            return Ok(refuse(200, "pong"));
+        }
+        let context = self
+            .context
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("not configured"))?;
+        let id = body["id"].as_str().unwrap_or("delivery");
+        let count = body["events"].as_u64().unwrap_or(1).min(1000);
+        let invalid = body["invalid"] == serde_json::json!(true);
+        let events_json = (0..count)
+            .map(|k| {
+                let event = plugin_kit::EventBuilder::new(
+                    "com.betalogs.delivery.push",
+                    plugin_kit::Category::Delivery,
+                    "https://testfault.invalid/webhooks",
+                    format!("{id}-{k}"),
+                    "2026-11-25T10:00:00Z",
+                )
+                .field("service.name", "testfault")
+                .original(body.clone())
+                .build(&context);
+                let mut json = serde_json::to_value(event).unwrap_or_default();
+                if invalid && k + 1 == count {
+                    json["category"] = serde_json::json!("finance");
+                }
+                json.to_string()
+            })
+            .collect();
         Ok(v1::WebhookResponse {
             status: 202,
-            events_json: Vec::new(),
-            message: format!("{} bytes", request.body.len()),
+            events_json,
+            message: String::new(),
         })
     }
 }

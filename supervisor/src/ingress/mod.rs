@@ -1,35 +1,70 @@
-//! The HTTP listener: liveness and metrics now; webhooks and platform events later.
-//! Errors are JSON: `{"error": "<code>", "message": "<what and why>"}`.
+//! The HTTP listener: liveness, metrics, webhooks (`POST /v1/webhooks/{tenant}/{integration}`)
+//! and platform events (`POST /v1/events/{tenant}`). Errors are JSON:
+//! `{"error": "<code>", "message": "<what and why>"}` with the matching status.
+
+mod body;
+mod events;
+mod rate;
+mod webhooks;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use crate::config::IngressConfig;
 use crate::health::Metrics;
+use crate::pipeline::Pipeline;
+use crate::process::Manager;
+use crate::tenants::Tenants;
+
+pub use rate::TenantRates;
+
+/// What the routes need.
+#[derive(Debug)]
+pub struct Ingress {
+    pub metrics: Arc<Metrics>,
+    pub pipeline: Arc<Pipeline>,
+    pub manager: Arc<Manager>,
+    pub tenants: Tenants,
+    pub rates: TenantRates,
+    pub config: IngressConfig,
+}
+
+impl Ingress {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        pipeline: Arc<Pipeline>,
+        manager: Arc<Manager>,
+        tenants: Tenants,
+        config: IngressConfig,
+    ) -> Self {
+        Self {
+            rates: TenantRates::new(config.rate_per_second, config.burst),
+            metrics,
+            pipeline,
+            manager,
+            tenants,
+            config,
+        }
+    }
+}
 
 /// The routes, ready to serve.
-pub fn router(metrics: Arc<Metrics>) -> Router {
+pub fn router(ingress: Arc<Ingress>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                }
-            }),
+            "/v1/webhooks/{tenant}/{integration}",
+            post(webhooks::receive),
         )
+        .route("/v1/events/{tenant}", post(events::receive))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(ingress)
 }
 
 async fn healthz() -> Response {
@@ -40,11 +75,30 @@ async fn healthz() -> Response {
         .into_response()
 }
 
+async fn metrics(axum::extract::State(ingress): axum::extract::State<Arc<Ingress>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ingress.metrics.encode(),
+    )
+        .into_response()
+}
+
 async fn not_found(uri: axum::http::Uri) -> Response {
     json_error(
         StatusCode::NOT_FOUND,
         "not_found",
-        &format!("no route for {}", uri.path()),
+        &format!("no route for {}", printable(uri.path(), 200)),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{method} is not allowed on {}", printable(uri.path(), 200)),
     )
 }
 
@@ -52,4 +106,101 @@ async fn not_found(uri: axum::http::Uri) -> Response {
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Untrusted text for a message: control characters escaped, at most `max` characters.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut shown: String = text
+        .chars()
+        .take(max)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > max {
+        shown.push('…');
+    }
+    shown
+}
+
+/// A refused request: the status, a stable code and a message naming what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = json_error(self.status, self.code, &self.message);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// A JSON body with a status.
+fn json_ok(status: StatusCode, body: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// 429 with `Retry-After` when the tenant is over its rate.
+fn check_rate(ingress: &Ingress, tenant: &str) -> Result<(), Refusal> {
+    ingress.rates.check(tenant).map_err(|wait| {
+        let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        Refusal {
+            retry_after: Some(seconds),
+            ..Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "tenant `{tenant}` is over its rate of {} requests/s; retry in {seconds} s",
+                    ingress.config.rate_per_second
+                ),
+            )
+        }
+    })
+}
+
+/// The answer to a commit that failed: the sender should retry later.
+fn not_stored(err: &crate::pipeline::CommitError) -> Refusal {
+    let code = match err {
+        crate::pipeline::CommitError::BacklogFull { .. } => "backlog_full",
+        _ => "not_stored",
+    };
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        code,
+        format!("{err}; retry later"),
+    )
+}
+
+/// The counts of a commit, as the 2xx body says them.
+fn outcome_json(status: &str, outcome: &crate::pipeline::BatchOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "status": status,
+        "events": outcome.stored,
+        "duplicates": outcome.duplicates,
+        "dead_lettered": outcome.dead_lettered,
+    })
 }

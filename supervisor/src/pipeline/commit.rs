@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
 use super::dedup::{self, DedupWindow};
+use super::inbox::Inbox;
 use super::log::{EventLog, Location, LogError};
 use super::validate::{EventValidator, Validated};
 use crate::store::{Batch, Store, StoreError, Table};
@@ -22,6 +23,10 @@ use crate::tenants::now_ms;
 
 /// Events committed together at most (more wait for the next flush).
 const GROUP_EVENTS: usize = 50_000;
+
+/// The integration name dead letters of platform events are filed under when the event
+/// names none.
+pub const PLATFORM_INTEGRATION: &str = "platform";
 
 /// Ids remembered for deduplication by default.
 pub const DEFAULT_DEDUP_WINDOW: usize = 1_000_000;
@@ -126,6 +131,7 @@ struct Job {
 #[derive(Debug)]
 pub struct Pipeline {
     store: Store,
+    inbox: Inbox,
     log: Arc<EventLog>,
     sinks: Mutex<SinkOffsets>,
     validator: EventValidator,
@@ -212,6 +218,8 @@ pub struct PipelineSettings {
     /// The event log's disk quota: commits are refused (backpressure) beyond it, and an
     /// alert is raised at 80%. The log holds what the slowest sink has not delivered.
     pub backlog_quota_bytes: u64,
+    /// Webhook deliveries kept per tenant while their plugin is down.
+    pub inbox_max_entries: usize,
 }
 
 impl Default for PipelineSettings {
@@ -219,6 +227,7 @@ impl Default for PipelineSettings {
         Self {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             backlog_quota_bytes: 4 * 1024 * 1024 * 1024,
+            inbox_max_entries: 10_000,
         }
     }
 }
@@ -285,6 +294,7 @@ impl Pipeline {
             .and_then(|(key, _)| seq_of(key))
             .map_or(0, |first| first - 1);
         Ok(Self {
+            inbox: Inbox::open(store.clone(), settings.inbox_max_entries)?,
             store,
             log,
             validator: EventValidator::new(),
@@ -333,6 +343,42 @@ impl Pipeline {
             }
         }
         submission
+    }
+
+    /// Validates events a client submitted for `tenant` (`POST /v1/events`): each may
+    /// name any integration of its tenant, none another tenant.
+    pub fn prepare_platform(&self, tenant: &str, events: &[serde_json::Value]) -> Submission {
+        let mut submission = Submission {
+            tenant: tenant.to_owned(),
+            integration: PLATFORM_INTEGRATION.to_owned(),
+            accepted: Vec::with_capacity(events.len()),
+            ..Submission::default()
+        };
+        for value in events {
+            let integration = value
+                .get("integration")
+                .and_then(|v| v.as_str())
+                .unwrap_or(PLATFORM_INTEGRATION);
+            match self
+                .validator
+                .check(value, tenant, integration, || value.to_string())
+            {
+                Ok(event) => submission.accepted.push(event),
+                Err(rejection) => submission.dead.push(DeadLetter::new(
+                    tenant,
+                    integration,
+                    rejection.stage,
+                    rejection.reasons.join("; "),
+                    &value.to_string(),
+                )),
+            }
+        }
+        submission
+    }
+
+    /// The webhook inbox.
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
     }
 
     /// Hands a submission to the committer; the answer comes once it is durable.

@@ -3,15 +3,17 @@
 
 mod commit;
 mod dedup;
+mod inbox;
 mod jsonl;
 mod log;
 mod validate;
 
 pub use commit::{
-    BatchOutcome, CommitError, DeadLetter, OpenError, Pipeline, PipelineSettings, ReadError,
-    Submission,
+    BatchOutcome, CommitError, DeadLetter, OpenError, PLATFORM_INTEGRATION, Pipeline,
+    PipelineSettings, ReadError, Submission,
 };
 pub use dedup::id_digest;
+pub use inbox::{Inbox, InboxError, Pending};
 pub use jsonl::JsonlSink;
 pub use log::LogError;
 pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection, Validated};

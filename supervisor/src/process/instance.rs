@@ -43,6 +43,52 @@ pub struct InstanceContext {
     /// Where collected events go; `None` keeps instances from collecting.
     pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
     pub collect_interval: Duration,
+    /// Where the HTTP ingress finds the running plugin for webhooks.
+    pub webhooks: Arc<WebhookSlot>,
+    pub webhook_timeout: Duration,
+}
+
+/// The running plugin's client while it takes webhooks, and whether it takes them at
+/// all (known once it has started).
+#[derive(Debug, Default)]
+pub struct WebhookSlot {
+    client: Mutex<Option<plugin_kit::host::PluginRpcClient>>,
+    /// `None` until the plugin has described itself.
+    accepts: Mutex<Option<bool>>,
+}
+
+impl WebhookSlot {
+    /// The client, while the plugin runs and takes webhooks.
+    pub fn client(&self) -> Option<plugin_kit::host::PluginRpcClient> {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the plugin takes webhooks (`None` before it first started).
+    pub fn accepts(&self) -> Option<bool> {
+        *self
+            .accepts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, client: Option<plugin_kit::host::PluginRpcClient>) {
+        *self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+    }
+}
+
+/// Takes the client out of the slot when the run ends, however it ends.
+struct ClearOnDrop(Arc<WebhookSlot>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.set(None);
+    }
 }
 
 /// How one run of the process ended.
@@ -282,6 +328,25 @@ async fn supervise(
         _ => None,
     };
     let _stop_collector = AbortOnDrop(collector);
+    let takes_webhooks = description.capabilities.iter().any(|c| c == "webhook");
+    *ctx.webhooks
+        .accepts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(takes_webhooks);
+    let drainer = match &ctx.pipeline {
+        Some(pipeline) if takes_webhooks => Some(tokio::spawn(super::inbox_drain::run(
+            connection.plugin.clone(),
+            pipeline.clone(),
+            ctx.labels.clone(),
+            ctx.webhook_timeout,
+        ))),
+        _ => None,
+    };
+    let _stop_drainer = AbortOnDrop(drainer);
+    if takes_webhooks {
+        ctx.webhooks.set(Some(connection.plugin.clone()));
+    }
+    let _clear_webhooks = ClearOnDrop(ctx.webhooks.clone());
     let pid = launched.pid;
     let mut child = launched.child;
     let mut heartbeat = HeartbeatPolicy::new(ctx.heartbeat_misses);

@@ -26,6 +26,22 @@ pub struct ManagerSettings {
     pub runtime_dir: PathBuf,
     pub configurer: Option<Arc<dyn super::InstanceConfigurer>>,
     pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
+    /// How long a plugin may take over a webhook delivery.
+    pub webhook_timeout: std::time::Duration,
+}
+
+/// Where a webhook delivery goes.
+#[derive(Debug)]
+pub enum WebhookTarget {
+    /// No such integration for the tenant (or it is disabled).
+    Unknown,
+    /// The integration's plugin does not take webhooks.
+    NoWebhooks {
+        plugin: String,
+    },
+    /// The plugin is not running now: the delivery waits in the inbox.
+    Down,
+    Up(plugin_kit::host::PluginRpcClient),
 }
 
 /// Errors preparing the runtime directory.
@@ -38,6 +54,7 @@ pub enum ManagerError {
 #[derive(Debug)]
 struct Handle {
     plugin: String,
+    webhooks: Arc<super::instance::WebhookSlot>,
     status: Arc<Mutex<InstanceStatus>>,
     control: mpsc::Sender<Control>,
     task: JoinHandle<()>,
@@ -126,6 +143,7 @@ impl Manager {
             .iter()
             .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
             .collect();
+        let webhooks = Arc::new(super::instance::WebhookSlot::default());
         let ctx = Arc::new(InstanceContext {
             labels,
             registry: self.registry.clone(),
@@ -151,11 +169,14 @@ impl Manager {
             configurer: self.settings.configurer.clone(),
             pipeline: self.settings.pipeline.clone(),
             collect_interval: process.collect_interval,
+            webhooks: webhooks.clone(),
+            webhook_timeout: self.settings.webhook_timeout,
         });
         let (control, receiver) = mpsc::channel(4);
         let task = tokio::spawn(instance::run(ctx, receiver));
         Handle {
             plugin: config.plugin.clone(),
+            webhooks,
             status,
             control,
             task,
@@ -182,6 +203,21 @@ impl Manager {
             }
         }
         count
+    }
+
+    /// Where a webhook for `tenant`'s `integration` goes.
+    pub async fn webhook_target(&self, tenant: &str, integration: &str) -> WebhookTarget {
+        let instances = self.instances.lock().await;
+        let Some(handle) = instances.get(&(tenant.to_owned(), integration.to_owned())) else {
+            return WebhookTarget::Unknown;
+        };
+        match (handle.webhooks.accepts(), handle.webhooks.client()) {
+            (Some(false), _) => WebhookTarget::NoWebhooks {
+                plugin: handle.plugin.clone(),
+            },
+            (_, Some(client)) => WebhookTarget::Up(client),
+            _ => WebhookTarget::Down,
+        }
     }
 
     /// Restarts one instance (after its configuration changed). Returns whether it exists.

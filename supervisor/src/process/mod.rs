@@ -3,6 +3,7 @@
 
 mod collect;
 mod heartbeat;
+mod inbox_drain;
 mod instance;
 mod log_budget;
 mod manager;
@@ -12,7 +13,7 @@ mod restart;
 pub(crate) mod spawn;
 mod state;
 
-pub use manager::{Manager, ManagerError, ManagerSettings};
+pub use manager::{Manager, ManagerError, ManagerSettings, WebhookTarget};
 pub use probe::Probe;
 
 /// Supplies the `Configure` call for an instance when it starts (integrations do; the

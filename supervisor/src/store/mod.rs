@@ -46,10 +46,12 @@ pub enum Table {
     SinkOffsets,
     /// Pipeline: dead letters with their reason.
     DeadLetters,
+    /// Pipeline: webhook deliveries received while their plugin was down.
+    Inbox,
 }
 
 impl Table {
-    const ALL: [Table; 12] = [
+    const ALL: [Table; 13] = [
         Table::Trust,
         Table::Tenants,
         Table::Tokens,
@@ -62,6 +64,7 @@ impl Table {
         Table::Outbox,
         Table::SinkOffsets,
         Table::DeadLetters,
+        Table::Inbox,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Table {
             Table::Outbox => "pipeline.outbox",
             Table::SinkOffsets => "pipeline.sink_offsets",
             Table::DeadLetters => "pipeline.dlq",
+            Table::Inbox => "pipeline.inbox",
         }
     }
 
@@ -152,7 +156,7 @@ pub struct Store {
     db: sled::Db,
     audit: sled::Tree,
     audit_head: sled::Tree,
-    tables: [sled::Tree; 12],
+    tables: [sled::Tree; 13],
     /// Writers take turns: read-check-write sequences in the components stay consistent,
     /// and the audit chain has one writer.
     writer: Arc<Mutex<()>>,
@@ -197,7 +201,7 @@ impl Store {
         for table in Table::ALL {
             tables.push(db.open_tree(table.tree_name())?);
         }
-        let tables: [sled::Tree; 12] = tables.try_into().expect("one tree per table");
+        let tables: [sled::Tree; 13] = tables.try_into().expect("one tree per table");
         Ok(Self {
             db,
             audit,

@@ -1,0 +1,163 @@
+//! `POST /v1/events/{tenant}`: events a platform client submits with a tenant ingest
+//! token (bearer). Each event is validated like a plugin's; invalid ones go to the
+//! dead-letter queue and are reported, valid ones are stored and delivered.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+
+use super::body::{self, BodyKind};
+use super::{Ingress, Refusal, check_rate, json_ok, not_stored, outcome_json};
+use crate::tenants::TokenScope;
+
+/// Events in one request at most.
+pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
+
+pub async fn receive(
+    State(ingress): State<Arc<Ingress>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Response {
+    match handle(&ingress, &tenant, &headers, request_body).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn handle(
+    ingress: &Ingress,
+    tenant: &str,
+    headers: &HeaderMap,
+    request_body: Body,
+) -> Result<Response, Refusal> {
+    authorize(ingress, tenant, headers)?;
+    check_rate(ingress, tenant)?;
+    let kind = body::kind(headers, &[BodyKind::Json, BodyKind::NdJson])?;
+    let bytes = body::read(headers, request_body, ingress.config.max_body_bytes).await?;
+    body::check_json(kind, &bytes)?;
+    let events = parse_events(kind, &bytes)?;
+    let (pipeline, owned_tenant) = (ingress.pipeline.clone(), tenant.to_owned());
+    let submission =
+        tokio::task::spawn_blocking(move || pipeline.prepare_platform(&owned_tenant, &events))
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "event validation failed unexpectedly; nothing was stored",
+                )
+            })?;
+    let reasons: Vec<String> = submission
+        .dead
+        .iter()
+        .take(20)
+        .map(|letter| format!("{}: {}", letter.stage, letter.reason))
+        .collect();
+    let all_invalid = submission.accepted.is_empty() && !submission.dead.is_empty();
+    let outcome = ingress
+        .pipeline
+        .commit(submission)
+        .await
+        .map_err(|err| not_stored(&err))?;
+    if all_invalid {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            format!(
+                "no event was valid (kept in the dead-letter queue): {}",
+                reasons.join(" | ")
+            ),
+        ));
+    }
+    let mut body = outcome_json("accepted", &outcome);
+    body["rejected"] = serde_json::json!(reasons);
+    Ok(json_ok(StatusCode::ACCEPTED, &body))
+}
+
+/// 401 without a valid bearer token; 403 for another tenant's token or an admin token.
+fn authorize(ingress: &Ingress, tenant: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+    let unauthorized = |why: &str| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "an ingest token is required: Authorization: Bearer <token>",
+        ));
+    };
+    let Some(token) = value.to_str().ok().and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    }) else {
+        return Err(unauthorized(
+            "the Authorization header is not `Bearer <token>`",
+        ));
+    };
+    let token = SecretString::from(token.trim().to_owned());
+    let info = match ingress.tenants.authenticate(&token) {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(unauthorized("the token is not valid (unknown or revoked)")),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot check an ingest token");
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "tokens cannot be checked now; retry later",
+            ));
+        }
+    };
+    if info.tenant != tenant {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token is not for this tenant",
+        ));
+    }
+    if info.scope != TokenScope::Ingest {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only ingest tokens post events: integrationctl tokens create --tenant T --scope ingest",
+        ));
+    }
+    Ok(())
+}
+
+/// One event (an object), several (an array), or one per line (NDJSON).
+fn parse_events(kind: BodyKind, bytes: &[u8]) -> Result<Vec<serde_json::Value>, Refusal> {
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", &message);
+    let events = match kind {
+        BodyKind::NdJson => bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(serde_json::from_slice)
+            .collect::<Result<Vec<serde_json::Value>, _>>()
+            .map_err(|e| bad(format!("a line is not JSON: {e}")))?,
+        _ => match serde_json::from_slice(bytes) {
+            Ok(serde_json::Value::Array(events)) => events,
+            Ok(event @ serde_json::Value::Object(_)) => vec![event],
+            Ok(_) => {
+                return Err(bad(
+                    "the body must be an event (a JSON object) or an array of events".into(),
+                ));
+            }
+            Err(e) => return Err(bad(format!("the body is not JSON: {e}"))),
+        },
+    };
+    if events.is_empty() {
+        return Err(bad("the body holds no event".into()));
+    }
+    if events.len() > MAX_EVENTS_PER_REQUEST {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!(
+                "{} events in one request; at most {MAX_EVENTS_PER_REQUEST}",
+                events.len()
+            ),
+        ));
+    }
+    Ok(events)
+}
