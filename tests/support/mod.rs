@@ -436,11 +436,13 @@ impl Daemon {
         (status, start.elapsed())
     }
 
-    /// The HTTP address the daemon listens on, from its ready line.
+    /// The HTTP address the daemon listens on, from its (latest) ready line: a restarted
+    /// daemon appends to the same log.
     pub fn http_addr(&self) -> String {
         let log = self.log_text();
-        log.split("http=")
-            .nth(1)
+        log.rsplit("http=")
+            .next()
+            .filter(|_| log.contains("http="))
             .and_then(|rest| rest.split_whitespace().next())
             .expect("the ready line names the HTTP address")
             .to_owned()

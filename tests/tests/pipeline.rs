@@ -28,6 +28,8 @@ fn setup() -> DaemonSetup {
     DaemonSetup::default()
         .instance("emitter")
         .process("collect_interval = \"100ms\"")
+        // One sink file for the whole stream (no rotation), so the test reads it whole.
+        .extra("[sinks]\njsonl_max_bytes = 4294967296\n")
 }
 
 /// Ids in the sink, checking each line is a complete event.
@@ -55,11 +57,47 @@ fn assert_unique(ids: &[String]) {
     );
 }
 
+/// Waits for `expected` lines, counting only what was appended since the last look
+/// (the sink grows to hundreds of MiB), then reads their ids.
 fn wait_for_count(world: &World, expected: usize, limit: Duration) -> Vec<String> {
+    let mut counter = LineCounter::new(world);
     wait_for(&format!("{expected} events in the sink"), limit, || {
-        let ids = sink_ids(world);
-        (ids.len() >= expected).then_some(ids)
-    })
+        (counter.count() >= expected).then_some(())
+    });
+    sink_ids(world)
+}
+
+/// Counts the sink's lines incrementally.
+struct LineCounter {
+    path: std::path::PathBuf,
+    offset: u64,
+    lines: usize,
+}
+
+impl LineCounter {
+    fn new(world: &World) -> Self {
+        Self {
+            path: world.state_dir().join("sinks/events.jsonl"),
+            offset: 0,
+            lines: 0,
+        }
+    }
+
+    fn count(&mut self) -> usize {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return self.lines;
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return self.lines;
+        }
+        let mut fresh = Vec::new();
+        if file.read_to_end(&mut fresh).is_ok() {
+            self.offset += fresh.len() as u64;
+            self.lines += fresh.iter().filter(|b| **b == b'\n').count();
+        }
+        self.lines
+    }
 }
 
 #[test]
@@ -95,7 +133,7 @@ fn kill9(pid: u32) {
     .expect("kill -9");
 }
 
-const STREAM: u64 = 200_000;
+const STREAM: u64 = 1_000_000;
 
 #[test]
 fn kill_9_of_the_daemon_mid_stream_loses_and_duplicates_nothing() {
@@ -103,7 +141,7 @@ fn kill_9_of_the_daemon_mid_stream_loses_and_duplicates_nothing() {
     world.install(&emitter(STREAM, None));
     let mut daemon = world.start(&setup());
     wait_for("the stream under way", Duration::from_secs(60), || {
-        (sink_ids(&world).len() >= 5_000).then_some(())
+        (LineCounter::new(&world).count() >= 5_000).then_some(())
     });
     daemon.signal(nix::sys::signal::Signal::SIGKILL);
     daemon.wait_exit(Duration::from_secs(10));
@@ -125,7 +163,7 @@ fn kill_9_of_the_plugin_mid_stream_loses_and_duplicates_nothing() {
         state_of(i) == "healthy"
     });
     wait_for("the stream under way", Duration::from_secs(60), || {
-        (sink_ids(&world).len() >= 5_000).then_some(())
+        (LineCounter::new(&world).count() >= 5_000).then_some(())
     });
     kill9(pid_of(&first));
     let ids = wait_for_count(&world, STREAM as usize, Duration::from_secs(300));

@@ -302,3 +302,87 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
             .is_some_and(|i| state_of(&i) == "healthy")
     );
 }
+
+#[test]
+fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const DELIVERIES: usize = 2_000;
+    const SENDERS: usize = 4;
+    let world = World::new();
+    world.install(&hooks());
+    let mut daemon = world.start(&setup(
+        "[ingress]\nrate_per_second = 100000\nburst = 100000\n",
+    ));
+    wait_healthy(&daemon, "gh");
+    let addr = Arc::new(Mutex::new(daemon.http_addr()));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    // Each sender delivers its share and, like GitHub's redelivery, retries a delivery
+    // until it is acknowledged.
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let (addr, acked, failures) = (addr.clone(), acked.clone(), failures.clone());
+            std::thread::spawn(move || {
+                for n in (sender..DELIVERIES).step_by(SENDERS) {
+                    let body = format!(r#"{{"id":"k{n}","events":1}}"#);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                    loop {
+                        let target = addr.lock().expect("addr").clone();
+                        match http::post_json(&target, "/v1/webhooks/acme/gh", &[GOOD], &body) {
+                            Ok(response) if response.status == 202 => break,
+                            other => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                                assert!(
+                                    std::time::Instant::now() < deadline,
+                                    "k{n} never acknowledged; last answer: {other:?}"
+                                );
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    wait_for(
+        "500 deliveries acknowledged",
+        Duration::from_secs(60),
+        || (acked.load(Ordering::Relaxed) >= 500).then_some(()),
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    let acked_before_kill = acked.load(Ordering::Relaxed);
+    assert!(acked_before_kill < DELIVERIES, "the kill landed mid-flood");
+    let stored_before_restart = sink_ids(&world).len();
+
+    let daemon = world.start_written();
+    *addr.lock().expect("addr") = daemon.http_addr();
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    assert!(
+        failures.load(Ordering::Relaxed) > 0,
+        "some requests met the dead daemon"
+    );
+    let ids = wait_for(
+        "every acknowledged delivery in the sink",
+        Duration::from_secs(60),
+        || {
+            let ids = sink_ids(&world);
+            (ids.len() >= DELIVERIES).then_some(ids)
+        },
+    );
+    assert_eq!(
+        ids.len(),
+        DELIVERIES,
+        "{stored_before_restart} were stored before the restart"
+    );
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        DELIVERIES,
+        "an event twice"
+    );
+}
