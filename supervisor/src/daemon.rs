@@ -116,6 +116,7 @@ pub async fn run(
             dedup_window: config.pipeline.dedup_window,
             backlog_quota_bytes: config.pipeline.backlog_quota_bytes,
             inbox_max_entries: config.ingress.inbox_max_entries,
+            ..crate::pipeline::PipelineSettings::default()
         },
     )?);
     let metrics = Arc::new(Metrics::new());
@@ -177,6 +178,7 @@ pub async fn run(
             credentials,
             integrations,
             flags,
+            pipeline: pipeline.clone(),
         },
         config.admin.clone(),
     );

@@ -123,6 +123,66 @@ fn invalid_events_are_dead_lettered_and_the_rest_flow_on() {
             .map(|_| ())
     });
     assert_eq!(sink_ids(&world).len(), 1_996);
+
+    // The dead letters, by their tenant's commands.
+    let letters = daemon.ctl_json(&["dlq", "list", "--tenant", "system"]);
+    let letters = letters.as_array().expect("a list");
+    assert_eq!(letters.len(), 4);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["stage"] == "schema" && l["integration"] == "emitter")
+    );
+    let id = letters[0]["id"].as_str().expect("id");
+    let shown = daemon.ctl_json(&["dlq", "show", "--tenant", "system", id]);
+    assert!(
+        shown["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("/category"),
+        "{shown}"
+    );
+    assert!(
+        shown["payload"]
+            .as_str()
+            .expect("payload")
+            .contains("finance")
+    );
+    let elsewhere = daemon.ctl(&["dlq", "show", "--tenant", "acme", id]);
+    assert!(
+        !elsewhere.status.success(),
+        "another tenant's queue does not have it"
+    );
+    let replay = daemon.ctl_json(&["dlq", "replay", "--tenant", "system", "--all"]);
+    assert_eq!(replay["still_invalid"].as_array().expect("list").len(), 4);
+    let refused = daemon.ctl(&["dlq", "purge", "--tenant", "system"]);
+    assert!(!refused.status.success(), "purge names ids or --all");
+    let purged = daemon.ctl_json(&["dlq", "purge", "--tenant", "system", id]);
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(
+        daemon
+            .ctl_json(&["dlq", "list", "--tenant", "system"])
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let audit = daemon.ctl_json(&["audit", "list", "--kind", "dlq."]);
+    assert_eq!(
+        audit.as_array().map(Vec::len),
+        Some(2),
+        "replay and purge are audited"
+    );
+
+    // The latest events, as stored.
+    let tail = daemon.ctl(&["events", "tail", "--tenant", "system", "--last", "3"]);
+    assert!(tail.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    // Event 1999 is one of the invalid ones (every 500th).
+    assert_eq!(lines[2]["data"]["metric.value"], 1_998, "the latest last");
 }
 
 fn kill9(pid: u32) {

@@ -147,3 +147,54 @@ fn ingest_tokens_post_valid_events_and_nothing_else_gets_in() {
     assert_eq!(events.len(), 5, "nothing refused was stored");
     assert!(events.iter().all(|e| e["tenant"] == "acme"));
 }
+
+#[test]
+fn events_tail_follows_new_events_of_its_tenant_only() {
+    use std::io::BufRead;
+
+    let world = World::new();
+    let daemon = world.start(&DaemonSetup::default());
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    daemon.ctl_json(&["tenants", "create", "globex"]);
+    let acme = token(&daemon, "acme", "ingest");
+    let globex = token(&daemon, "globex", "ingest");
+    let addr = daemon.http_addr();
+    let mut follower = std::process::Command::new(e2e_tests::bin("integrationctl"))
+        .arg("--socket")
+        .arg(world.admin_socket())
+        .args(["events", "tail", "--tenant", "acme", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("integrationctl events tail --follow");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for (tenant, token, n) in [("globex", &globex, 1), ("acme", &acme, 2)] {
+        let posted = http::post_json(
+            &addr,
+            &format!("/v1/events/{tenant}"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            &event(tenant, n).to_string(),
+        )
+        .expect("answered");
+        assert_eq!(posted.status, 202, "{}", posted.body);
+    }
+    let line = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the follower prints acme's event");
+    let shown: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(shown["tenant"], "acme");
+    assert_eq!(shown["data"]["original"]["n"], 2);
+    // globex's event was committed first: being shown acme's first means it was not.
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

@@ -3,6 +3,7 @@
 
 mod integration_calls;
 mod peer;
+mod pipeline_calls;
 mod redact;
 mod service;
 mod socket;

@@ -26,6 +26,7 @@ pub struct Components {
     pub credentials: Option<Arc<Credentials>>,
     pub integrations: crate::integrations::Integrations,
     pub flags: crate::tenants::Flags,
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
 }
 
 /// Serves `betalogs.admin.v1.Admin`.
@@ -40,6 +41,7 @@ pub struct AdminService {
     credentials: Option<Arc<Credentials>>,
     pub(super) integrations: crate::integrations::Integrations,
     pub(super) flags: crate::tenants::Flags,
+    pub(super) pipeline: Arc<crate::pipeline::Pipeline>,
     started: Instant,
 }
 
@@ -57,6 +59,7 @@ impl AdminService {
             credentials: components.credentials,
             integrations: components.integrations,
             flags: components.flags,
+            pipeline: components.pipeline,
             started: Instant::now(),
         }
     }
@@ -700,6 +703,43 @@ impl Admin for AdminService {
                 error: broken.to_string(),
             },
         }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<proto::DeadLetterQuery>,
+    ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
+        self.list_dead_letters_call(request).await
+    }
+
+    async fn show_dead_letter(
+        &self,
+        request: Request<proto::DeadLetterRef>,
+    ) -> Result<Response<proto::DeadLetter>, Status> {
+        self.show_dead_letter_call(request).await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<proto::DeadLetterQuery>,
+    ) -> Result<Response<proto::ReplayDeadLettersResponse>, Status> {
+        self.replay_dead_letters_call(request).await
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<proto::DeadLetterQuery>,
+    ) -> Result<Response<proto::PurgeDeadLettersResponse>, Status> {
+        self.purge_dead_letters_call(request).await
+    }
+
+    type TailEventsStream = super::pipeline_calls::EventLines;
+
+    async fn tail_events(
+        &self,
+        request: Request<proto::TailEventsRequest>,
+    ) -> Result<Response<Self::TailEventsStream>, Status> {
+        self.tail_events_call(request).await
     }
 }
 

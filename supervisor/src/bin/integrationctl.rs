@@ -77,6 +77,68 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// A tenant's stored events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// A tenant's dead-letter queue: events and deliveries that could not be accepted.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// The tenant's latest events, one canonical JSON event a line (whatever `-o`);
+    /// with `--follow`, then each new one as it is committed, until interrupted.
+    Tail {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 10)]
+        last: u32,
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Dead letters, oldest first (payloads cut at 200 characters; `show` has them whole).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        integration: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One dead letter, with its whole payload.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+    /// Send dead letters through validation again: the valid ones are stored and leave
+    /// the queue, the others stay with the new reason.
+    Replay {
+        #[arg(long)]
+        tenant: String,
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        #[arg(long)]
+        tenant: String,
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -430,7 +492,6 @@ fn with_token<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Reque
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut client = AdminClient::new(connect(cli.socket).await?);
     let token = cli.token.as_deref();
-    let status_error = |status: tonic::Status| anyhow::anyhow!("{}", status.message());
     match cli.command {
         Command::Status => {
             let response = client
@@ -924,6 +985,142 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    tenant,
+                    last,
+                    follow,
+                },
+        } => {
+            let request = proto::TailEventsRequest {
+                tenant,
+                last,
+                follow,
+            };
+            let mut lines = client
+                .tail_events(with_token(request, token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            while let Some(line) = lines.message().await.map_err(status_error)? {
+                println!("{}", line.json);
+            }
+        }
+        Command::Dlq { command } => run_dlq(&mut client, token, cli.output, command).await?,
+    }
+    Ok(())
+}
+
+/// A refused call, as its message says it.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+async fn run_dlq(
+    client: &mut AdminClient<tonic::transport::Channel>,
+    token: Option<&str>,
+    output: Output,
+    command: DlqCommand,
+) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List {
+            tenant,
+            integration,
+            limit,
+        } => {
+            let request = proto::DeadLetterQuery {
+                tenant,
+                integration: integration.unwrap_or_default(),
+                limit,
+                ..Default::default()
+            };
+            let list = client
+                .list_dead_letters(with_token(request, token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                Output::Json => print_json(&list.letters)?,
+                Output::Table => print_table(
+                    &["ID", "TIME (UNIX MS)", "INTEGRATION", "STAGE", "REASON"],
+                    list.letters
+                        .iter()
+                        .map(|l| {
+                            vec![
+                                l.id.clone(),
+                                l.time_unix_ms.to_string(),
+                                l.integration.clone(),
+                                l.stage.clone(),
+                                l.reason.chars().take(80).collect(),
+                            ]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        DlqCommand::Show { tenant, id } => {
+            let letter = client
+                .show_dead_letter(with_token(proto::DeadLetterRef { tenant, id }, token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                Output::Json => print_json(&letter)?,
+                Output::Table => {
+                    println!("id:          {}", letter.id);
+                    println!("integration: {}", letter.integration);
+                    println!("stage:       {}", letter.stage);
+                    println!("time:        {} (unix ms)", letter.time_unix_ms);
+                    println!("reason:      {}", letter.reason);
+                    println!("payload:\n{}", letter.payload);
+                }
+            }
+        }
+        DlqCommand::Replay { tenant, ids, all } => {
+            let request = proto::DeadLetterQuery {
+                tenant,
+                ids,
+                all,
+                ..Default::default()
+            };
+            let outcome = client
+                .replay_dead_letters(with_token(request, token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                Output::Json => print_json(&outcome)?,
+                Output::Table => {
+                    println!(
+                        "{} stored, {} already stored, {} still invalid",
+                        outcome.stored,
+                        outcome.duplicates,
+                        outcome.still_invalid.len()
+                    );
+                    for line in &outcome.still_invalid {
+                        println!("  {line}");
+                    }
+                }
+            }
+        }
+        DlqCommand::Purge { tenant, ids, all } => {
+            let request = proto::DeadLetterQuery {
+                tenant,
+                ids,
+                all,
+                ..Default::default()
+            };
+            let outcome = client
+                .purge_dead_letters(with_token(request, token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                Output::Json => print_json(&outcome)?,
+                Output::Table => println!("{} purged", outcome.purged),
+            }
+        }
     }
     Ok(())
 }

@@ -150,7 +150,11 @@ struct SinkOffsets {
 /// Development builds before the event log kept each event in the outbox itself and
 /// indexed events one key each (`tenant\0id` → sequence): moves such events into the
 /// log (one record each) and their ids into per-commit digest lists.
-fn migrate_unlogged(store: &Store, log_dir: &std::path::Path) -> Result<(), OpenError> {
+fn migrate_unlogged(
+    store: &Store,
+    log_dir: &std::path::Path,
+    segment_bytes: u64,
+) -> Result<(), OpenError> {
     let first = store.range_from(Table::Outbox, &[], 1)?;
     let Some((_, value)) = first.first() else {
         return Ok(());
@@ -158,7 +162,7 @@ fn migrate_unlogged(store: &Store, log_dir: &std::path::Path) -> Result<(), Open
     if Location::decode(value).is_some() && value.len() == 20 {
         return Ok(());
     }
-    let log = EventLog::open(log_dir, None)?;
+    let log = EventLog::open(log_dir, segment_bytes, None, None)?;
     let mut batch = Batch::new();
     let mut digests: std::collections::BTreeMap<Vec<u8>, Vec<u128>> = Default::default();
     for (key, value) in store.scan(Table::Events, &[])? {
@@ -220,6 +224,8 @@ pub struct PipelineSettings {
     pub backlog_quota_bytes: u64,
     /// Webhook deliveries kept per tenant while their plugin is down.
     pub inbox_max_entries: usize,
+    /// The event log's segment size: the unit of pruning.
+    pub segment_bytes: u64,
 }
 
 impl Default for PipelineSettings {
@@ -228,6 +234,7 @@ impl Default for PipelineSettings {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             backlog_quota_bytes: 4 * 1024 * 1024 * 1024,
             inbox_max_entries: 10_000,
+            segment_bytes: super::log::SEGMENT_BYTES,
         }
     }
 }
@@ -252,7 +259,7 @@ impl Pipeline {
     /// but not committed) and loads the ids of the latest commits.
     pub fn open_with(store: Store, settings: PipelineSettings) -> Result<Self, OpenError> {
         let log_dir = store.state_dir().join("pipeline").join("log");
-        migrate_unlogged(&store, &log_dir)?;
+        migrate_unlogged(&store, &log_dir, settings.segment_bytes)?;
         let last = match store.iter_rev(Table::Outbox).next() {
             Some(entry) => {
                 let (key, value) = entry?;
@@ -263,7 +270,16 @@ impl Pipeline {
             }
             None => None,
         };
-        let log = Arc::new(EventLog::open(&log_dir, last)?);
+        let first = store
+            .range_from(Table::Outbox, &[], 1)?
+            .first()
+            .and_then(|(key, _)| seq_of(key));
+        let log = Arc::new(EventLog::open(
+            &log_dir,
+            settings.segment_bytes,
+            first,
+            last,
+        )?);
         let mut window = DedupWindow::new(settings.dedup_window);
         for entry in store.iter_rev(Table::Events) {
             if !window.wants_more() {
@@ -405,6 +421,13 @@ impl Pipeline {
             .unwrap_or(Err(CommitError::Stopped))
     }
 
+    /// Commits a submission, blocking the calling thread until it is durable.
+    pub fn commit_blocking(&self, submission: Submission) -> Result<BatchOutcome, CommitError> {
+        self.submit(submission)
+            .blocking_recv()
+            .unwrap_or(Err(CommitError::Stopped))
+    }
+
     /// Validates and commits one batch with its cursor, blocking the calling thread
     /// (not for async contexts; `prepare` and `commit` are).
     pub fn commit_batch(
@@ -416,9 +439,7 @@ impl Pipeline {
     ) -> Result<BatchOutcome, CommitError> {
         let mut submission = self.prepare(tenant, integration, events);
         submission.cursor = Some(cursor.to_owned());
-        self.submit(submission)
-            .blocking_recv()
-            .unwrap_or(Err(CommitError::Stopped))
+        self.commit_blocking(submission)
     }
 
     /// Up to `limit` commits after `offset`: (sequence, its newline-terminated event
@@ -458,8 +479,9 @@ impl Pipeline {
     }
 
     /// Records that sink `name` delivered everything through `offset`, and prunes what
-    /// every registered sink has delivered (the log's segments and their index entries;
-    /// the last index entry stays, it carries the sequence on).
+    /// every registered sink has delivered: whole segments of the log, their index
+    /// entries first (so the index never points at a deleted file). What stays in the
+    /// active segment remains readable (`events tail`).
     pub fn advance_sink(&self, name: &str, offset: u64) -> Result<(), ReadError> {
         let mut sinks = self
             .sinks
@@ -472,14 +494,19 @@ impl Pipeline {
             name.as_bytes().to_vec(),
             offset.to_be_bytes().to_vec(),
         );
-        let prune_to = delivered.saturating_sub(1);
-        for seq in sinks.pruned + 1..=prune_to {
-            batch = batch.delete(Table::Outbox, seq.to_be_bytes().to_vec());
+        let prunable = self
+            .log
+            .prunable_through(delivered)
+            .filter(|through| *through > sinks.pruned);
+        if let Some(through) = prunable {
+            for seq in sinks.pruned + 1..=through {
+                batch = batch.delete(Table::Outbox, seq.to_be_bytes().to_vec());
+            }
         }
         self.store.apply(&batch)?;
-        if prune_to > sinks.pruned {
-            sinks.pruned = prune_to;
-            self.log.prune_through(prune_to)?;
+        if let Some(through) = prunable {
+            sinks.pruned = through;
+            self.log.prune_through(through)?;
         }
         Ok(())
     }
@@ -762,17 +789,31 @@ mod log_tests {
     #[test]
     fn delivered_commits_are_pruned_and_the_sequence_carries_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
+        let small_segments = PipelineSettings {
+            segment_bytes: 1,
+            ..PipelineSettings::default()
+        };
+        let open = || {
+            Pipeline::open_with(Store::open(dir.path()).expect("store"), small_segments)
+                .expect("pipeline")
+        };
+        let pipeline = open();
         for n in 1..=3 {
             pipeline
                 .commit_batch("acme", "gh", &[event(n)], &n.to_string())
                 .expect("commit");
         }
+        let segments = || {
+            std::fs::read_dir(dir.path().join("pipeline/log"))
+                .expect("log")
+                .count()
+        };
+        assert_eq!(segments(), 3, "one commit a segment");
         assert_eq!(pipeline.sink_offset("a").expect("offset"), 0);
         assert_eq!(pipeline.sink_offset("b").expect("offset"), 0);
         pipeline.advance_sink("a", 3).expect("advance");
         assert_eq!(lines(&pipeline, 0), 3, "sink b has delivered nothing yet");
-        pipeline.advance_sink("b", 3).expect("advance");
+        pipeline.advance_sink("b", 2).expect("advance");
         assert_eq!(
             pipeline
                 .outbox_after(0, 10)
@@ -781,10 +822,12 @@ mod log_tests {
                 .map(|(seq, _)| *seq)
                 .collect::<Vec<_>>(),
             vec![3],
-            "only the last entry stays"
+            "what both delivered is gone, the active segment stays"
         );
+        assert_eq!(segments(), 1);
         drop(pipeline);
-        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("reopen");
+        let pipeline = open();
+        assert_eq!(pipeline.sink_offset("b").expect("offset"), 2);
         pipeline
             .commit_batch("acme", "gh", &[event(3), event(4)], "4")
             .expect("commit");
@@ -849,7 +892,7 @@ mod log_tests {
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(super) mod tests_support {
     use plugin_kit::{Category, EventBuilder, MapContext};
 
     pub fn event(n: u32) -> String {

@@ -150,9 +150,9 @@ impl Inbox {
         self.counts().get(tenant).copied().unwrap_or(0)
     }
 
-    /// Resolves when a delivery is stored.
-    pub async fn arrived(&self) {
-        self.arrived.notified().await;
+    /// Resolves when a delivery is stored after this call (even before it is polled).
+    pub fn arrived(&self) -> tokio::sync::futures::Notified<'_> {
+        self.arrived.notified()
     }
 }
 

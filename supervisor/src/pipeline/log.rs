@@ -15,7 +15,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// A segment is closed once it holds this much.
+/// By default a segment is closed once it holds this much.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Event log errors.
@@ -85,6 +85,7 @@ struct Segments {
 #[derive(Debug)]
 pub struct EventLog {
     dir: PathBuf,
+    segment_bytes: u64,
     segments: Mutex<Segments>,
 }
 
@@ -107,7 +108,12 @@ impl EventLog {
     /// Opens the log in `dir`, given the last committed record (`None` before the
     /// first commit): anything written after it is cut off, so only committed records
     /// remain.
-    pub fn open(dir: &Path, last: Option<(u64, Location)>) -> Result<Self, LogError> {
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        first: Option<u64>,
+        last: Option<(u64, Location)>,
+    ) -> Result<Self, LogError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -139,6 +145,18 @@ impl EventLog {
             std::fs::remove_file(&path).map_err(io(&path))?;
             sizes.remove(&first);
         }
+        // Segments wholly before the first indexed commit were pruned from the index
+        // but not yet deleted (a crash in between).
+        if let Some(first) = first {
+            let firsts: Vec<u64> = sizes.keys().copied().collect();
+            for pair in firsts.windows(2) {
+                if pair[1] <= first && pair[0] != active_first {
+                    let path = segment_path(dir, pair[0]);
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                    sizes.remove(&pair[0]);
+                }
+            }
+        }
         let path = segment_path(dir, active_first);
         let file = open_segment(&path)?;
         let found = file.metadata().map_err(io(&path))?.len();
@@ -157,6 +175,7 @@ impl EventLog {
         sizes.insert(active_first, end);
         Ok(Self {
             dir: dir.to_owned(),
+            segment_bytes,
             segments: Mutex::new(Segments {
                 active: Active {
                     first: active_first,
@@ -177,7 +196,7 @@ impl EventLog {
     /// Appends the record of commit `seq` and syncs it.
     pub fn append(&self, seq: u64, record: &[u8]) -> Result<Location, LogError> {
         let mut segments = self.lock();
-        if segments.active.len >= SEGMENT_BYTES {
+        if segments.active.len >= self.segment_bytes {
             let path = segment_path(&self.dir, seq);
             let file = open_segment(&path)?;
             file.set_len(0).map_err(io(&path))?;
@@ -254,6 +273,19 @@ impl EventLog {
         Ok(record)
     }
 
+    /// The last commit of the last segment that holds only commits up to `seq` (never
+    /// the active one): what `prune_through` would delete, once the index no longer
+    /// points into it.
+    pub fn prunable_through(&self, seq: u64) -> Option<u64> {
+        let segments = self.lock();
+        let firsts: Vec<u64> = segments.sizes.keys().copied().collect();
+        firsts
+            .windows(2)
+            .rev()
+            .find(|pair| pair[1] <= seq + 1 && pair[0] != segments.active.first)
+            .map(|pair| pair[1] - 1)
+    }
+
     /// Deletes the segments that hold only commits up to `seq` (never the active one).
     pub fn prune_through(&self, seq: u64) -> Result<(), LogError> {
         let mut segments = self.lock();
@@ -282,14 +314,14 @@ mod tests {
     #[test]
     fn records_round_trip_and_uncommitted_bytes_are_cut_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open(dir.path(), None).expect("open");
+        let log = EventLog::open(dir.path(), 1024, None, None).expect("open");
         let one = log.append(1, b"a\n").expect("append");
         let two = log.append(2, b"bb\n").expect("append");
         assert_eq!(log.read(two).expect("read"), b"bb\n");
         assert_eq!(log.bytes(), 5);
         drop(log);
         // Only record 1 was indexed: record 2 is cut.
-        let log = EventLog::open(dir.path(), Some((1, one))).expect("reopen");
+        let log = EventLog::open(dir.path(), 1024, Some(1), Some((1, one))).expect("reopen");
         assert_eq!(log.bytes(), 2);
         assert!(log.read(two).is_err());
         let three = log.append(3, b"ccc\n").expect("append");
@@ -300,12 +332,14 @@ mod tests {
     #[test]
     fn whole_segments_are_pruned_once_delivered() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open(dir.path(), None).expect("open");
-        let big = vec![b'x'; SEGMENT_BYTES as usize];
+        let log = EventLog::open(dir.path(), 1024, None, None).expect("open");
+        let big = vec![b'x'; 1024];
         log.append(1, &big).expect("append");
         let second = log.append(2, b"y\n").expect("append");
         assert_eq!(second.segment, 2, "a full segment is closed");
         log.append(3, b"z\n").expect("append");
+        assert_eq!(log.prunable_through(0), None);
+        assert_eq!(log.prunable_through(5), Some(1), "the active segment stays");
         log.prune_through(0).expect("prune");
         assert!(
             log.read(Location {

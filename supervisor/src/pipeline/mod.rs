@@ -2,16 +2,19 @@
 //! dead letters, durable delivery and webhook ingress are built on it.
 
 mod commit;
+mod dead_letters;
 mod dedup;
 mod inbox;
 mod jsonl;
 mod log;
+mod tail;
 mod validate;
 
 pub use commit::{
     BatchOutcome, CommitError, DeadLetter, OpenError, PLATFORM_INTEGRATION, Pipeline,
     PipelineSettings, ReadError, Submission,
 };
+pub use dead_letters::{DeadLetterError, ReplayOutcome};
 pub use dedup::id_digest;
 pub use inbox::{Inbox, InboxError, Pending};
 pub use jsonl::JsonlSink;

@@ -1,0 +1,262 @@
+//! The admin calls on a tenant's dead letters and events. Every call is tenant-scoped:
+//! operators name any tenant, a tenant token only its own. Replays and purges are
+//! audited; reads are not.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::proto;
+use super::service::AdminService;
+use crate::pipeline::{DeadLetter, DeadLetterError, Pipeline};
+use crate::store::AuditDraft;
+
+/// The stream `TailEvents` answers with.
+pub type EventLines = Pin<Box<dyn Stream<Item = Result<proto::EventLine, Status>> + Send>>;
+
+fn dead_letter_status(err: DeadLetterError) -> Status {
+    match err {
+        DeadLetterError::Unknown { .. } => Status::not_found(err.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn to_proto(letter: DeadLetter, payload_chars: Option<usize>) -> proto::DeadLetter {
+    let payload = match payload_chars {
+        Some(max) if letter.payload.chars().count() > max => {
+            let mut cut: String = letter.payload.chars().take(max).collect();
+            cut.push('…');
+            cut
+        }
+        _ => letter.payload,
+    };
+    proto::DeadLetter {
+        id: letter.id,
+        tenant: letter.tenant,
+        integration: letter.integration,
+        stage: letter.stage,
+        reason: letter.reason,
+        time_unix_ms: letter.time_ms,
+        payload,
+    }
+}
+
+/// Runs blocking pipeline work off the async threads.
+async fn blocking<T: Send + 'static>(
+    pipeline: &Arc<Pipeline>,
+    work: impl FnOnce(&Pipeline) -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    let pipeline = pipeline.clone();
+    tokio::task::spawn_blocking(move || work(&pipeline))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+}
+
+impl AdminService {
+    fn require_selection(query: &proto::DeadLetterQuery) -> Result<(), Status> {
+        if query.ids.is_empty() && !query.all {
+            return Err(Status::invalid_argument(
+                "name the dead letters (ids) or ask for all of them (--all)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn list_dead_letters_call(
+        &self,
+        request: Request<proto::DeadLetterQuery>,
+    ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
+        self.auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let query = request.into_inner();
+        let limit = if query.limit == 0 {
+            100
+        } else {
+            query.limit as usize
+        };
+        let letters = blocking(&self.pipeline, move |pipeline| {
+            pipeline
+                .dead_letters(&query.tenant)
+                .map_err(|e| Status::internal(e.to_string()))
+                .map(|letters| {
+                    letters
+                        .into_iter()
+                        .filter(|l| {
+                            query.integration.is_empty() || l.integration == query.integration
+                        })
+                        .take(limit)
+                        .map(|l| to_proto(l, Some(200)))
+                        .collect()
+                })
+        })
+        .await?;
+        Ok(Response::new(proto::ListDeadLettersResponse { letters }))
+    }
+
+    pub(super) async fn show_dead_letter_call(
+        &self,
+        request: Request<proto::DeadLetterRef>,
+    ) -> Result<Response<proto::DeadLetter>, Status> {
+        self.auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let query = request.into_inner();
+        let letter = blocking(&self.pipeline, move |pipeline| {
+            pipeline
+                .dead_letter(&query.tenant, &query.id)
+                .map_err(dead_letter_status)
+        })
+        .await?;
+        Ok(Response::new(to_proto(letter, None)))
+    }
+
+    pub(super) async fn replay_dead_letters_call(
+        &self,
+        request: Request<proto::DeadLetterQuery>,
+    ) -> Result<Response<proto::ReplayDeadLettersResponse>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let query = request.into_inner();
+        Self::require_selection(&query)?;
+        let tenant = query.tenant.clone();
+        let outcome = blocking(&self.pipeline, move |pipeline| {
+            pipeline
+                .replay_dead_letters(&query.tenant, &query.ids)
+                .map_err(dead_letter_status)
+        })
+        .await?;
+        self.audit_pipeline(
+            &tenant,
+            &principal.label(),
+            "dlq.replay",
+            &format!(
+                "{} stored, {} already stored, {} still invalid",
+                outcome.stored,
+                outcome.duplicates,
+                outcome.still_invalid.len()
+            ),
+        );
+        Ok(Response::new(proto::ReplayDeadLettersResponse {
+            stored: u32::try_from(outcome.stored).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(outcome.duplicates).unwrap_or(u32::MAX),
+            still_invalid: outcome
+                .still_invalid
+                .into_iter()
+                .map(|(id, reason)| format!("{id}: {reason}"))
+                .collect(),
+        }))
+    }
+
+    pub(super) async fn purge_dead_letters_call(
+        &self,
+        request: Request<proto::DeadLetterQuery>,
+    ) -> Result<Response<proto::PurgeDeadLettersResponse>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let query = request.into_inner();
+        Self::require_selection(&query)?;
+        let tenant = query.tenant.clone();
+        let purged = blocking(&self.pipeline, move |pipeline| {
+            pipeline
+                .purge_dead_letters(&query.tenant, &query.ids)
+                .map_err(dead_letter_status)
+        })
+        .await?;
+        self.audit_pipeline(
+            &tenant,
+            &principal.label(),
+            "dlq.purge",
+            &format!("{purged} purged"),
+        );
+        Ok(Response::new(proto::PurgeDeadLettersResponse {
+            purged: u32::try_from(purged).unwrap_or(u32::MAX),
+        }))
+    }
+
+    pub(super) async fn tail_events_call(
+        &self,
+        request: Request<proto::TailEventsRequest>,
+    ) -> Result<Response<EventLines>, Status> {
+        self.auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let query = request.into_inner();
+        let last = if query.last == 0 {
+            10
+        } else {
+            query.last as usize
+        };
+        let tenant = query.tenant.clone();
+        let (recent, position) = blocking(&self.pipeline, move |pipeline| {
+            pipeline
+                .recent_events(&tenant, last)
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        let pipeline = self.pipeline.clone();
+        let tenant = query.tenant;
+        let follow = query.follow;
+        tokio::spawn(async move {
+            for json in recent {
+                if sender.send(Ok(proto::EventLine { json })).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            let committed = pipeline.committed();
+            let mut position = position;
+            loop {
+                let notified = committed.notified();
+                let (pipeline2, tenant2) = (pipeline.clone(), tenant.clone());
+                let read = tokio::task::spawn_blocking(move || {
+                    pipeline2.events_after(&tenant2, position, 64)
+                })
+                .await;
+                let (lines, reached) = match read {
+                    Ok(Ok(found)) => found,
+                    Ok(Err(err)) => {
+                        let _ = sender.send(Err(Status::internal(err.to_string()))).await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                for json in lines {
+                    if sender.send(Ok(proto::EventLine { json })).await.is_err() {
+                        return;
+                    }
+                }
+                if reached == position {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = sender.closed() => return,
+                    }
+                }
+                position = reached;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    fn audit_pipeline(&self, tenant: &str, actor: &str, action: &str, detail: &str) {
+        let draft = AuditDraft {
+            tenant: Some(tenant.to_owned()),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: tenant.to_owned(),
+            outcome: "ok".to_owned(),
+            detail: detail.to_owned(),
+        };
+        if let Err(err) = self.pipeline.store().audit(&draft) {
+            tracing::error!(error = %err, action, "cannot audit a dead-letter change");
+        }
+    }
+}
