@@ -89,6 +89,37 @@ pub struct SinksConfig {
     pub jsonl_path: Option<PathBuf>,
     /// Rotate the JSONL file when it reaches this size.
     pub jsonl_max_bytes: u64,
+    /// HTTP ingest endpoints (`[[sinks.http]]`), each with its own offset.
+    pub http: Vec<HttpSinkConfig>,
+}
+
+/// An HTTP sink: batches of events POSTed as NDJSON with a bearer token.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// Names the sink's offset and its dead letters; unique among sinks.
+    pub name: String,
+    pub url: String,
+    /// A file holding the bearer token (read at start; the token never sits in this
+    /// file, so the config can be shared and logged).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Events per request at most.
+    #[serde(default = "defaults::http_sink_batch")]
+    pub batch_events: usize,
+    #[serde(default = "defaults::http_sink_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// First and longest wait between retries (exponential, with jitter).
+    #[serde(
+        default = "defaults::http_sink_retry_min",
+        deserialize_with = "duration"
+    )]
+    pub retry_min: Duration,
+    #[serde(
+        default = "defaults::http_sink_retry_max",
+        deserialize_with = "duration"
+    )]
+    pub retry_max: Duration,
 }
 
 impl Default for SinksConfig {
@@ -96,6 +127,7 @@ impl Default for SinksConfig {
         Self {
             jsonl_path: None,
             jsonl_max_bytes: 256 * 1024 * 1024,
+            http: Vec::new(),
         }
     }
 }
@@ -297,6 +329,23 @@ impl InstanceConfig {
 mod defaults {
     use std::net::SocketAddr;
     use std::path::PathBuf;
+    use std::time::Duration;
+
+    pub fn http_sink_batch() -> usize {
+        1000
+    }
+
+    pub fn http_sink_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    pub fn http_sink_retry_min() -> Duration {
+        Duration::from_millis(200)
+    }
+
+    pub fn http_sink_retry_max() -> Duration {
+        Duration::from_secs(30)
+    }
 
     pub fn state_dir() -> PathBuf {
         "/var/lib/integrationd".into()
@@ -392,6 +441,30 @@ impl Config {
             return Err(invalid(
                 "pipeline.dedup_window must be above zero and pipeline.backlog_quota_bytes at least 1 MiB".into(),
             ));
+        }
+        let mut sink_names = std::collections::BTreeSet::from(["jsonl"]);
+        for (index, sink) in self.sinks.http.iter().enumerate() {
+            if !is_name(&sink.name) || !sink_names.insert(sink.name.as_str()) {
+                return Err(invalid(format!(
+                    "sinks.http[{index}].name = `{}`: use 1-64 letters, digits, `-` or `_`, unique among sinks (`jsonl` is taken)",
+                    sink.name
+                )));
+            }
+            if !(sink.url.starts_with("http://") || sink.url.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "sinks.http[{index}].url = `{}`: an http:// or https:// URL",
+                    sink.url
+                )));
+            }
+            if sink.batch_events == 0
+                || sink.timeout.is_zero()
+                || sink.retry_min.is_zero()
+                || sink.retry_max < sink.retry_min
+            {
+                return Err(invalid(format!(
+                    "sinks.http[{index}]: batch_events and timeout above zero, retry_min above zero and at most retry_max"
+                )));
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (index, instance) in self.instances.iter().enumerate() {

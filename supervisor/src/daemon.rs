@@ -29,6 +29,8 @@ pub enum DaemonError {
     Registry(#[from] RegistryError),
     #[error("pipeline: {0}")]
     Pipeline(#[from] crate::pipeline::OpenError),
+    #[error(transparent)]
+    HttpSink(#[from] crate::pipeline::HttpSinkError),
     #[error("credentials: {0}")]
     Credentials(#[from] crate::credentials::CredentialError),
     #[error("credentials: {0}")]
@@ -161,6 +163,11 @@ pub async fn run(
         crate::pipeline::JsonlSink::new(jsonl_path, config.sinks.jsonl_max_bytes, pipeline.clone())
             .run(stop_rx.clone()),
     );
+    let mut http_sinks = Vec::new();
+    for sink in &config.sinks.http {
+        let sink = crate::pipeline::HttpSink::new(sink.clone(), pipeline.clone())?;
+        http_sinks.push(tokio::spawn(sink.run(stop_rx.clone())));
+    }
     let renewer = credentials.clone().map(|credentials| {
         let renewer = Arc::new(crate::renewal::Renewer::new(
             credentials,
@@ -242,6 +249,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     let _ = jsonl.await;
+    for sink in http_sinks {
+        let _ = sink.await;
+    }
     if let Some(renewer) = renewer {
         let _ = renewer.await;
     }

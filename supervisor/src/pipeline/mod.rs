@@ -4,6 +4,7 @@
 mod commit;
 mod dead_letters;
 mod dedup;
+mod http_sink;
 mod inbox;
 mod jsonl;
 mod log;
@@ -16,6 +17,7 @@ pub use commit::{
 };
 pub use dead_letters::{DeadLetterError, ReplayOutcome};
 pub use dedup::id_digest;
+pub use http_sink::{Attempt, HttpSink, HttpSinkError, classify};
 pub use inbox::{Inbox, InboxError, Pending};
 pub use jsonl::JsonlSink;
 pub use log::LogError;
