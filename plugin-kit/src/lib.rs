@@ -6,6 +6,7 @@
 
 mod event;
 mod logging;
+mod mapping;
 mod plugin;
 mod serve;
 mod token;
@@ -14,6 +15,7 @@ pub mod host;
 pub mod testing;
 
 pub use event::{EventBuilder, MapContext, MapError, Mapper};
+pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, Plugin};
 pub use plugin_protocol::{CanonicalEvent, Category, Severity, v1};
 pub use serve::serve;

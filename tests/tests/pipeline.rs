@@ -231,3 +231,63 @@ fn kill_9_of_the_plugin_mid_stream_loses_and_duplicates_nothing() {
     assert_unique(&ids);
     assert!(daemon.instance("emitter").expect("emitter")["restarts"].as_u64() >= Some(1));
 }
+
+#[test]
+fn an_integrations_field_mappings_shape_its_events_without_code() {
+    let world = World::new();
+    world.install(&emitter(100, None));
+    let daemon = world.start(
+        &DaemonSetup::default()
+            .with_master_key(&world.root.path().join("master.key"))
+            .process("collect_interval = \"100ms\""),
+    );
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    let config = world.root.path().join("mapped.toml");
+    std::fs::write(
+        &config,
+        "[[mappings]]\nset = \"service.name\"\ntemplate = \"shard-{/i}\"\n[[mappings]]\ndrop = \"metric.value\"\n",
+    )
+    .expect("config");
+    let bad = world.root.path().join("bad.toml");
+    std::fs::write(&bad, "[[mappings]]\nset = \"original\"\nvalue = 1\n").expect("config");
+    let refused = daemon.ctl(&[
+        "integrations",
+        "add",
+        "--tenant",
+        "acme",
+        "main",
+        "--plugin",
+        "emitter",
+        "--config",
+        &bad.display().to_string(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("mapping rule 0: `original` is evidence"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    daemon.ctl_json(&[
+        "integrations",
+        "add",
+        "--tenant",
+        "acme",
+        "main",
+        "--plugin",
+        "emitter",
+        "--config",
+        &config.display().to_string(),
+    ]);
+    wait_for_count(&world, 100, Duration::from_secs(60));
+    let tail = daemon.ctl(&["events", "tail", "--tenant", "acme", "--last", "100"]);
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(events.len(), 100);
+    for event in &events {
+        let i = event["data"]["original"]["i"].as_u64().expect("i");
+        assert_eq!(event["data"]["service.name"], format!("shard-{i}"));
+        assert!(event["data"].get("metric.value").is_none());
+    }
+}

@@ -114,7 +114,19 @@ impl AdminService {
             ))
         })?;
         let verdict = async {
-            if let Err(errors) = against_schema(&probe.description().config_schema_json, config) {
+            if let Err(err) = plugin_kit::FieldMappings::compile(config.get("mappings")) {
+                return Err(Status::invalid_argument(format!(
+                    "the configuration's field mappings are invalid: {err}"
+                )));
+            }
+            // `mappings` is the pipeline's, not the plugin's: its schema need not know it.
+            let mut for_plugin = config.clone();
+            if let Some(object) = for_plugin.as_object_mut() {
+                object.remove("mappings");
+            }
+            if let Err(errors) =
+                against_schema(&probe.description().config_schema_json, &for_plugin)
+            {
                 return Err(Status::invalid_argument(format!(
                     "the configuration does not match plugin `{plugin}`'s schema:\n{}",
                     errors.join("\n")

@@ -132,6 +132,10 @@ struct Job {
 pub struct Pipeline {
     store: Store,
     inbox: Inbox,
+    /// Each integration's field mappings, set when its instance is configured.
+    mappings: std::sync::RwLock<
+        std::collections::HashMap<(String, String), Arc<plugin_kit::FieldMappings>>,
+    >,
     log: Arc<EventLog>,
     sinks: Mutex<SinkOffsets>,
     validator: EventValidator,
@@ -311,6 +315,7 @@ impl Pipeline {
             .map_or(0, |first| first - 1);
         Ok(Self {
             inbox: Inbox::open(store.clone(), settings.inbox_max_entries)?,
+            mappings: std::sync::RwLock::default(),
             store,
             log,
             validator: EventValidator::new(),
@@ -346,8 +351,13 @@ impl Pipeline {
             accepted: Vec::with_capacity(events.len()),
             ..Submission::default()
         };
+        let mappings = self.mappings_of(tenant, integration);
         for raw in events {
-            match self.validator.validate(raw, tenant, integration) {
+            let checked = match &mappings {
+                None => self.validator.validate(raw, tenant, integration),
+                Some(mappings) => self.map_and_validate(mappings, raw, tenant, integration),
+            };
+            match checked {
                 Ok(event) => submission.accepted.push(event),
                 Err(rejection) => submission.dead.push(DeadLetter::new(
                     tenant,
@@ -359,6 +369,53 @@ impl Pipeline {
             }
         }
         submission
+    }
+
+    /// Sets the field mappings the pipeline applies to an integration's events.
+    pub fn set_mappings(
+        &self,
+        tenant: &str,
+        integration: &str,
+        mappings: plugin_kit::FieldMappings,
+    ) {
+        let mut all = self
+            .mappings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (tenant.to_owned(), integration.to_owned());
+        if mappings.is_empty() {
+            all.remove(&key);
+        } else {
+            all.insert(key, Arc::new(mappings));
+        }
+    }
+
+    fn mappings_of(
+        &self,
+        tenant: &str,
+        integration: &str,
+    ) -> Option<Arc<plugin_kit::FieldMappings>> {
+        self.mappings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(tenant.to_owned(), integration.to_owned()))
+            .cloned()
+    }
+
+    fn map_and_validate(
+        &self,
+        mappings: &plugin_kit::FieldMappings,
+        raw: &str,
+        tenant: &str,
+        integration: &str,
+    ) -> Result<Validated, super::Rejection> {
+        let mut value = super::validate::parse(raw)?;
+        mappings.apply(&mut value).map_err(|e| super::Rejection {
+            stage: "mapping",
+            reasons: vec![e.to_string()],
+        })?;
+        self.validator
+            .check(&value, tenant, integration, || value.to_string())
     }
 
     /// Validates events a client submitted for `tenant` (`POST /v1/events`): each may
@@ -837,6 +894,49 @@ mod log_tests {
             1,
             "event 3 is still known after a restart"
         );
+    }
+
+    #[test]
+    fn field_mappings_apply_before_validation_and_their_errors_are_dead_lettered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
+        let compile = |rules: serde_json::Value| {
+            plugin_kit::FieldMappings::compile(Some(&rules)).expect("rules")
+        };
+        pipeline.set_mappings(
+            "acme",
+            "gh",
+            compile(serde_json::json!([
+                {"set": "service.name", "template": "svc-{/n}"},
+                {"set": "x", "from": "/absent", "required": true}
+            ])),
+        );
+        let outcome = pipeline
+            .commit_batch("acme", "gh", &[event(1)], "1")
+            .expect("commit");
+        assert_eq!(outcome.dead_lettered, 1);
+        let letter = &pipeline.dead_letters("acme").expect("dlq")[0];
+        assert_eq!(letter.stage, "mapping");
+        assert!(
+            letter
+                .reason
+                .contains("mapping rule 1 (set x from /absent) on event `ev_"),
+            "{}",
+            letter.reason
+        );
+
+        // The mapping fixed, the dead letter replays into a mapped event.
+        pipeline.set_mappings(
+            "acme",
+            "gh",
+            compile(serde_json::json!([{"set": "service.name", "template": "svc-{/n}"}])),
+        );
+        let replayed = pipeline.replay_dead_letters("acme", &[]).expect("replay");
+        assert_eq!(replayed.stored, 1);
+        let record = &pipeline.outbox_after(0, 10).expect("outbox")[0].1;
+        let stored: serde_json::Value =
+            serde_json::from_slice(record.strip_suffix(b"\n").expect("a line")).expect("json");
+        assert_eq!(stored["data"]["service.name"], "svc-1");
     }
 
     #[test]

@@ -265,6 +265,14 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
     let Some(request) = request else {
         return Ok(());
     };
+    if let Some(pipeline) = &ctx.pipeline {
+        let config: serde_json::Value =
+            serde_json::from_str(&request.config_json).unwrap_or_default();
+        let mappings = plugin_kit::FieldMappings::compile(config.get("mappings")).map_err(|e| {
+            StartError::Refused(format!("integration `{}`: {e}", ctx.labels.integration))
+        })?;
+        pipeline.set_mappings(&ctx.labels.tenant, &ctx.labels.integration, mappings);
+    }
     match tokio::time::timeout(
         ctx.spawn.start_timeout,
         running.connection.plugin.configure(request),
