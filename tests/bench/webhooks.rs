@@ -1,0 +1,145 @@
+//! The push path's throughput and latency: 10 KB webhook deliveries POSTed over loopback
+//! by concurrent keep-alive clients, each verified and mapped by the plugin
+//! (`HandleWebhook`), validated and committed durably before the 202. Reports
+//! deliveries/s, latency p50/p99 (client side, request to 202) and the daemon's peak
+//! RSS, which stays bounded because the durable commit is the backpressure.
+//!
+//! `webhook-bench [--deliveries N] [--clients C]` (release build).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e_tests::{DaemonSetup, PluginPackage, World};
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let deliveries = arg(&args, "--deliveries", 50_000);
+    let clients = arg(&args, "--clients", 32);
+    let world = World::new();
+    world.install(&PluginPackage {
+        capabilities: vec!["webhook".to_owned()],
+        ..PluginPackage::testfault("hooks", &["--capabilities", "webhook"])
+    });
+    let setup = DaemonSetup::default()
+        .extra("[sinks]\njsonl_max_bytes = 1000000000000\n[ingress]\nrate_per_second = 1000000\nburst = 1000000\n")
+        .tenant_instance("hooks", "acme", "gh")
+        .process("heartbeat_interval = \"3s\"")
+        .process("heartbeat_timeout = \"2s\"");
+    let daemon = world.start(&setup);
+    e2e_tests::wait_for("the plugin healthy", Duration::from_secs(30), || {
+        daemon
+            .instance("gh")
+            .filter(|i| e2e_tests::state_of(i) == "healthy")
+    });
+    let url = format!("http://{}/v1/webhooks/acme/gh", daemon.http_addr());
+    let padding = "x".repeat(10 * 1024 - 64);
+    let body_bytes = padding.len() + 64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pid = daemon.pid();
+    let peak_rss = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak_rss = peak_rss.clone();
+        std::thread::spawn(move || {
+            while e2e_tests::process_alive(pid) {
+                peak_rss.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+                if peak_rss.load(std::sync::atomic::Ordering::Relaxed) == u64::MAX {
+                    return;
+                }
+            }
+        })
+    };
+    let (elapsed, mut latencies, failures) = runtime.block_on(async move {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .build()
+            .expect("client");
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (client, next, url, padding) =
+                    (client.clone(), next.clone(), url.clone(), padding.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut failures = 0usize;
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= deliveries {
+                            return (latencies, failures);
+                        }
+                        let body =
+                            format!(r#"{{"id":"bench-{n}","events":1,"padding":"{padding}"}}"#);
+                        let sent = Instant::now();
+                        let response = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("x-testfault-token", "good")
+                            .header("x-github-delivery", format!("bench-{n}"))
+                            .body(body)
+                            .send()
+                            .await;
+                        match response {
+                            Ok(r) if r.status().as_u16() == 202 => {
+                                latencies.push(sent.elapsed());
+                            }
+                            _ => failures += 1,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut latencies = Vec::with_capacity(deliveries);
+        let mut failures = 0;
+        for task in tasks {
+            let (some, failed) = task.await.expect("client task");
+            latencies.extend(some);
+            failures += failed;
+        }
+        (started.elapsed(), latencies, failures)
+    });
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "push_deliveries_per_s={:.0} deliveries={} failures={failures} clients={clients} seconds={:.2} p50_ms={:.2} p99_ms={:.2} body_bytes={}",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        at(0.50),
+        at(0.99),
+        body_bytes,
+    );
+    println!(
+        "daemon_peak_rss_mib={:.1}",
+        peak_rss.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    );
+    peak_rss.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    drop(daemon);
+    let _ = sampler.join();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
