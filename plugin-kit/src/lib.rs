@@ -12,6 +12,7 @@ mod serve;
 mod token;
 
 pub mod host;
+pub mod resilience;
 pub mod testing;
 
 pub use event::{EventBuilder, MapContext, MapError, Mapper};
