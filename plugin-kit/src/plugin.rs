@@ -69,6 +69,13 @@ pub trait Plugin: Send + Sync + 'static {
         async { Err(Status::unimplemented("this plugin renews no credentials")) }
     }
 
+    /// The state of the plugin's external dependencies, for the supervisor's status and
+    /// metrics: one entry per [`crate::resilience::Resilience`] it uses
+    /// ([`crate::resilience::Resilience::status`]).
+    fn dependencies(&self) -> Vec<v1::DependencyStatus> {
+        Vec::new()
+    }
+
     /// Looks up context for one event.
     fn enrich(
         &self,

@@ -331,6 +331,15 @@ impl<P: Plugin> PluginRpc for PluginRpcService<P> {
         ))
     }
 
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        Ok(Response::new(v1::StatusResponse {
+            dependencies: self.plugin.dependencies(),
+        }))
+    }
+
     async fn shutdown(
         &self,
         request: Request<v1::ShutdownRequest>,

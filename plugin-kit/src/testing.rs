@@ -189,6 +189,12 @@ impl PluginUnderTest {
         Ok(response.into_inner().status == ServingStatus::Serving as i32)
     }
 
+    /// Calls `Status`: the plugin's dependencies and their circuit breakers.
+    pub async fn status(&mut self) -> Result<Vec<v1::DependencyStatus>, HarnessError> {
+        let response = self.connection.plugin.status(v1::StatusRequest {}).await?;
+        Ok(response.into_inner().dependencies)
+    }
+
     /// Calls `Shutdown` and waits for the process to exit.
     pub async fn shutdown(mut self) -> Result<ExitStatus, HarnessError> {
         let reason = v1::ShutdownRequest {

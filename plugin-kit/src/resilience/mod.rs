@@ -82,6 +82,24 @@ impl Resilience {
             .state()
     }
 
+    /// This dependency as the plugin reports it (`Plugin::dependencies`).
+    pub fn status(&self) -> plugin_protocol::v1::DependencyStatus {
+        let state = self.breaker_state();
+        let detail = match state {
+            BreakerState::Open { until } => format!(
+                "refusing calls for {:?} after repeated failures",
+                until.saturating_duration_since(Instant::now())
+            ),
+            BreakerState::HalfOpen => "probing".to_owned(),
+            BreakerState::Closed => String::new(),
+        };
+        plugin_protocol::v1::DependencyStatus {
+            name: self.name.clone(),
+            breaker: state.as_str().to_owned(),
+            detail,
+        }
+    }
+
     fn breaker(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
         self.breaker
             .lock()

@@ -19,6 +19,7 @@
 //! | `--emit N` | `Collect` streams events N in total, 500 a batch, resuming at the cursor |
 //! | `--invalid-every K` | every K-th emitted event is schema-invalid |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
+//! | `--probe-url URL` | once configured, GETs URL every 200 ms through plugin-kit's resilient client (breaker: 2 failures, 1 s cool-down) and reports it as dependency `probe` |
 //! | (webhooks) | `HandleWebhook` wants header `x-testfault-token: good` (else 401) and a JSON body `{"id": "d-1", "events": N}`: N events with ids from `id`; `"forbidden": true` answers 403, `"invalid": true` makes the last event schema-invalid, `"ping": true` answers 200 with no events |
 
 use std::io::Write;
@@ -44,6 +45,7 @@ struct Faults {
     emit: Option<u64>,
     invalid_every: Option<u64>,
     reject_credentials_file: Option<String>,
+    probe_url: Option<String>,
 }
 
 fn parse_faults() -> Result<Faults, String> {
@@ -69,6 +71,7 @@ fn parse_faults() -> Result<Faults, String> {
             "--emit" => faults.emit = Some(number(&value()?)?),
             "--invalid-every" => faults.invalid_every = Some(number(&value()?)?),
             "--reject-credentials-file" => faults.reject_credentials_file = Some(value()?),
+            "--probe-url" => faults.probe_url = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -132,7 +135,25 @@ fn main() -> std::process::ExitCode {
         });
     }
     let hang_after = faults.hang_after_ms.map(Duration::from_millis);
+    let probe = faults.probe_url.as_ref().and_then(|_| {
+        let resilience = plugin_kit::resilience::Resilience::new(
+            "probe",
+            plugin_kit::resilience::RetryPolicy {
+                max_attempts: 1,
+                ..Default::default()
+            },
+            plugin_kit::resilience::BreakerSettings {
+                failure_threshold: 2,
+                cool_down: Duration::from_secs(1),
+            },
+        );
+        plugin_kit::resilience::ResilientHttp::new(resilience, Duration::from_secs(1))
+            .ok()
+            .map(std::sync::Arc::new)
+    });
     plugin_kit::serve(TestFault {
+        probe,
+        probing: std::sync::atomic::AtomicBool::new(false),
         faults,
         calls: AtomicU64::new(0),
         config: std::sync::Mutex::default(),
@@ -143,6 +164,8 @@ fn main() -> std::process::ExitCode {
 
 struct TestFault {
     faults: Faults,
+    probe: Option<std::sync::Arc<plugin_kit::resilience::ResilientHttp>>,
+    probing: std::sync::atomic::AtomicBool,
     /// Tenant and integration, from Configure.
     context: std::sync::Mutex<Option<plugin_kit::MapContext>>,
     calls: AtomicU64,
@@ -203,8 +226,26 @@ impl Plugin for TestFault {
         }
     }
 
+    fn dependencies(&self) -> Vec<v1::DependencyStatus> {
+        self.probe
+            .iter()
+            .map(|probe| probe.resilience().status())
+            .collect()
+    }
+
     async fn configure(&self, request: v1::ConfigureRequest) -> Result<(), Status> {
         self.count_call();
+        if let (Some(probe), Some(url)) = (&self.probe, &self.faults.probe_url)
+            && !self.probing.swap(true, Ordering::SeqCst)
+        {
+            let (probe, url) = (probe.clone(), url.clone());
+            tokio::spawn(async move {
+                loop {
+                    let _ = probe.send(|client| client.get(&url)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }
         let config: serde_json::Value = serde_json::from_str(&request.config_json)
             .map_err(|e| Status::invalid_argument(format!("config is not JSON: {e}")))?;
         // Credentials revoked upstream, as a real API would answer.

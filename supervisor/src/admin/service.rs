@@ -118,6 +118,15 @@ fn instance_to_proto(status: InstanceStatus) -> proto::InstanceStatus {
         last_error: status.last_error.unwrap_or_default(),
         since_unix_ms: unix_ms(status.since),
         next_restart_unix_ms: status.next_restart_at.map(unix_ms).unwrap_or_default(),
+        dependencies: status
+            .dependencies
+            .into_iter()
+            .map(|d| proto::Dependency {
+                name: d.name,
+                breaker: d.breaker,
+                detail: d.detail,
+            })
+            .collect(),
     }
 }
 

@@ -1244,6 +1244,19 @@ fn print_instances(instances: &[proto::InstanceStatus]) {
                     i.version.clone()
                 },
                 i.restarts.to_string(),
+                {
+                    let open: Vec<String> = i
+                        .dependencies
+                        .iter()
+                        .filter(|d| d.breaker != "closed")
+                        .map(|d| format!("{} {}", d.name, d.breaker))
+                        .collect();
+                    if open.is_empty() {
+                        "-".into()
+                    } else {
+                        open.join(", ")
+                    }
+                },
                 i.last_error.chars().take(80).collect(),
             ]
         })
@@ -1257,6 +1270,7 @@ fn print_instances(instances: &[proto::InstanceStatus]) {
             "PID",
             "VERSION",
             "RESTARTS",
+            "BREAKERS",
             "LAST ERROR",
         ],
         rows,

@@ -40,6 +40,15 @@ pub struct Metrics {
     heartbeat_failures: Family<InstanceLabels, Counter>,
     commit_seconds: Histogram,
     events: Family<OutcomeLabels, Counter>,
+    breaker_open: Family<DependencyLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    plugin: String,
+    tenant: String,
+    integration: String,
+    dependency: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,7 +108,14 @@ impl Metrics {
             "Collected events by outcome: stored, duplicate, dead_lettered",
             events.clone(),
         );
+        let breaker_open = Family::<DependencyLabels, Gauge>::default();
+        registry.register(
+            "plugin_dependency_breaker_open",
+            "1 while a plugin's circuit breaker for an external dependency is open or half-open",
+            breaker_open.clone(),
+        );
         Self {
+            breaker_open,
             registry: Mutex::new(registry),
             state,
             restarts,
@@ -141,6 +157,25 @@ impl Metrics {
             None => {
                 self.heartbeat_failures.get_or_create(labels).inc();
             }
+        }
+    }
+
+    /// The breakers a plugin reported.
+    pub fn dependencies(
+        &self,
+        labels: &InstanceLabels,
+        dependencies: &[plugin_protocol::v1::DependencyStatus],
+    ) {
+        for dependency in dependencies {
+            let series = DependencyLabels {
+                plugin: labels.plugin.clone(),
+                tenant: labels.tenant.clone(),
+                integration: labels.integration.clone(),
+                dependency: dependency.name.clone(),
+            };
+            self.breaker_open
+                .get_or_create(&series)
+                .set(i64::from(dependency.breaker != "closed"));
         }
     }
 

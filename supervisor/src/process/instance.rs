@@ -82,6 +82,52 @@ impl WebhookSlot {
     }
 }
 
+/// Heartbeats between two `Status` calls.
+const STATUS_EVERY_TICKS: u64 = 5;
+
+/// Asks the plugin for its dependencies' states; false when it does not report them.
+async fn poll_status(
+    ctx: &InstanceContext,
+    client: &mut plugin_kit::host::PluginRpcClient,
+) -> bool {
+    let answer =
+        tokio::time::timeout(ctx.heartbeat_timeout, client.status(v1::StatusRequest {})).await;
+    match answer {
+        Ok(Ok(response)) => {
+            let dependencies = response.into_inner().dependencies;
+            let before: Vec<(String, String)> = ctx
+                .status
+                .lock()
+                .expect("status lock poisoned")
+                .dependencies
+                .iter()
+                .map(|d| (d.name.clone(), d.breaker.clone()))
+                .collect();
+            for dependency in &dependencies {
+                let was = before
+                    .iter()
+                    .find(|(name, _)| *name == dependency.name)
+                    .map(|(_, state)| state.as_str());
+                if was != Some(dependency.breaker.as_str())
+                    && (dependency.breaker != "closed" || was.is_some())
+                {
+                    tracing::warn!(
+                        plugin = %ctx.labels.plugin, tenant = %ctx.labels.tenant, integration = %ctx.labels.integration,
+                        dependency = %dependency.name, breaker = %dependency.breaker, detail = %dependency.detail,
+                        "a plugin dependency's circuit breaker changed"
+                    );
+                }
+            }
+            ctx.metrics.dependencies(&ctx.labels, &dependencies);
+            ctx.update(|status| status.dependencies = dependencies);
+            true
+        }
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => false,
+        // A slow or failed answer: the heartbeats judge the plugin's health.
+        _ => true,
+    }
+}
+
 /// Takes the client out of the slot when the run ends, however it ends.
 struct ClearOnDrop(Arc<WebhookSlot>);
 
@@ -358,6 +404,9 @@ async fn supervise(
     let pid = launched.pid;
     let mut child = launched.child;
     let mut heartbeat = HeartbeatPolicy::new(ctx.heartbeat_misses);
+    // The plugin's dependencies are asked after every few healthy heartbeats, until it
+    // says it does not report them.
+    let (mut ticks, mut polls_status) = (0u64, true);
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + ctx.heartbeat_interval,
         ctx.heartbeat_interval,
@@ -380,7 +429,13 @@ async fn supervise(
                 let answered = matches!(&answer, Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32);
                 ctx.metrics.heartbeat(&ctx.labels, answered.then(|| sent.elapsed().as_secs_f64()));
                 match heartbeat.on_result(answered) {
-                    Verdict::Healthy => ctx.set_state(InstanceState::Healthy),
+                    Verdict::Healthy => {
+                        ctx.set_state(InstanceState::Healthy);
+                        ticks += 1;
+                        if polls_status && ticks % STATUS_EVERY_TICKS == 1 {
+                            polls_status = poll_status(ctx, &mut connection.plugin).await;
+                        }
+                    }
                     Verdict::Degraded { missed } => {
                         if let Ok(Some(_)) = child.try_wait() {
                             continue; // the exit branch reports it

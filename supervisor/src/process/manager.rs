@@ -137,6 +137,7 @@ impl Manager {
             last_error: None,
             since: SystemTime::now(),
             next_restart_at: None,
+            dependencies: Vec::new(),
         }));
         let env = process
             .pass_env

@@ -56,4 +56,6 @@ pub struct InstanceStatus {
     pub last_error: Option<String>,
     pub since: SystemTime,
     pub next_restart_at: Option<SystemTime>,
+    /// The plugin's dependencies and their breakers, as its `Status` last said.
+    pub dependencies: Vec<plugin_protocol::v1::DependencyStatus>,
 }
