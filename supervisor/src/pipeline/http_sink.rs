@@ -1,7 +1,7 @@
 //! The HTTP sink: batches of events POSTed as NDJSON to an ingest endpoint with a bearer
 //! token. At-least-once: the sink's offset moves only after the endpoint accepted a
 //! batch, and events carry their ids for deduplication. Transient failures (connection
-//! errors, timeouts, 408, 429, 5xx) are retried with exponential backoff and jitter,
+//! errors, timeouts, 408, 429, 5xx) are retried with exponential backoff and full jitter,
 //! honouring `Retry-After`; a permanent refusal (any other 4xx) sends the batch's events
 //! to the dead-letter queue, so one bad batch cannot stop the sink. Each sink runs on its
 //! own task with its own offset: a slow or failing endpoint holds back nothing else, and
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use plugin_kit::resilience::RetryPolicy;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::commit::{DeadLetter, Pipeline, Submission};
@@ -103,13 +103,14 @@ impl HttpSink {
         })
     }
 
-    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::new()
-            .with_jitter()
-            .with_min_delay(self.config.retry_min)
-            .with_max_delay(self.config.retry_max)
-            .without_max_times()
-            .build()
+    /// The same schedule as plugin-kit's resilient client: exponential, full jitter.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: u32::MAX,
+            base: self.config.retry_min,
+            cap: self.config.retry_max,
+            max_wait: Duration::from_secs(3600),
+        }
     }
 
     async fn post(&self, body: Vec<u8>) -> Attempt {
@@ -201,7 +202,7 @@ impl HttpSink {
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> bool {
         let body: Vec<u8> = lines.concat();
-        let mut backoff = self.backoff();
+        let policy = self.retry_policy();
         let mut failures = 0u32;
         loop {
             match self.post(body.clone()).await {
@@ -212,10 +213,10 @@ impl HttpSink {
                     return true;
                 }
                 Attempt::Retry { after, why } => {
+                    let delay = policy
+                        .delay(failures, after, rand::random::<f64>())
+                        .max(Duration::from_millis(10));
                     failures += 1;
-                    let delay = after
-                        .or_else(|| backoff.next())
-                        .unwrap_or(self.config.retry_max);
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(sink = %self.config.name, failures, retry_in = ?delay, error = %why, "sink endpoint failed; retrying (the backlog waits in the event log)");
                     }
