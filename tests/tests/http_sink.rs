@@ -180,7 +180,10 @@ fn retry_after_is_honoured_and_a_refused_batch_is_dead_lettered() {
         let received = received.lock().expect("received");
         (received.lines.len() >= EVENTS - 100).then(|| received.lines.clone())
     });
-    let jsonl = jsonl_lines(&world);
+    let jsonl = wait_for("the JSONL sink complete", Duration::from_secs(10), || {
+        let lines = jsonl_lines(&world);
+        (lines.len() >= EVENTS).then_some(lines)
+    });
     assert_eq!(jsonl.len(), EVENTS);
     // The first batch met the 429, then the 400: its 100 events are dead letters.
     assert_eq!(ids_of(&lines), ids_of(&jsonl[100..]));
