@@ -51,7 +51,7 @@ fn main() {
             read_to += buffer.len() as u64;
             lines += buffer.iter().filter(|b| **b == b'\n').count() as u64;
         }
-        peak_rss_kib = peak_rss_kib.max(rss_kib(daemon.pid()));
+        peak_rss_kib = peak_rss_kib.max(e2e_tests::rss_kib(daemon.pid()));
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
@@ -64,16 +64,6 @@ fn main() {
         p99_bucket_ms(&metrics).map_or("n/a".to_owned(), |ms| format!("{ms:.2}"))
     );
     println!("daemon_peak_rss_mib={:.1}", peak_rss_kib as f64 / 1024.0);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The upper bound of the histogram bucket holding the 99th percentile of batch commits.

@@ -13,16 +13,6 @@ use e2e_tests::{DaemonSetup, PluginPackage, World, bin, pid_of, state_of, wait_f
 
 const FIRST_DELAY_MS: u64 = 100;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// utime + stime in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -84,7 +74,7 @@ fn main() {
         std::thread::sleep(settle);
         println!(
             "daemon_idle_rss_mib={:.1}",
-            rss_kib(daemon.pid()) as f64 / 1024.0
+            e2e_tests::rss_kib(daemon.pid()) as f64 / 1024.0
         );
     }
 
@@ -106,7 +96,7 @@ fn main() {
         std::thread::sleep(settle);
         println!(
             "plugin_idle_rss_mib={:.1}",
-            rss_kib(pid_of(&healthy)) as f64 / 1024.0
+            e2e_tests::rss_kib(pid_of(&healthy)) as f64 / 1024.0
         );
 
         let mut latencies = Vec::new();
@@ -183,12 +173,12 @@ fn main() {
             / ticks_per_s
             / seconds
             * 100.0;
-        let plugin_rss: u64 = plugin_pids.iter().map(|p| rss_kib(*p)).sum();
+        let plugin_rss: u64 = plugin_pids.iter().map(|p| e2e_tests::rss_kib(*p)).sum();
         println!("idle_200_daemon_cpu_pct_of_one_core={daemon_pct:.2} over_s={seconds:.0}");
         println!("idle_200_plugins_cpu_pct_total={plugins_pct:.2}");
         println!(
             "idle_200_daemon_rss_mib={:.1} plugin_rss_mib_mean={:.1}",
-            rss_kib(daemon.pid()) as f64 / 1024.0,
+            e2e_tests::rss_kib(daemon.pid()) as f64 / 1024.0,
             plugin_rss as f64 / 1024.0 / 200.0
         );
     }

@@ -53,7 +53,10 @@ fn main() {
         let peak_rss = peak_rss.clone();
         std::thread::spawn(move || {
             while e2e_tests::process_alive(pid) {
-                peak_rss.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                peak_rss.fetch_max(
+                    e2e_tests::rss_kib(pid),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 std::thread::sleep(Duration::from_millis(100));
                 if peak_rss.load(std::sync::atomic::Ordering::Relaxed) == u64::MAX {
                     return;
@@ -132,14 +135,4 @@ fn main() {
     peak_rss.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
     drop(daemon);
     let _ = sampler.join();
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }

@@ -238,6 +238,28 @@ impl World {
         self.root.path().join("daemon.log")
     }
 
+    /// The complete lines of the default JSONL sink (it may be mid-write: a partial last
+    /// line is not counted).
+    pub fn sink_lines(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.state_dir().join("sinks/events.jsonl"))
+            .unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.lines().map(str::to_owned).collect()
+    }
+
+    /// The ids of the events in the default JSONL sink, each line checked to be one
+    /// JSON event.
+    pub fn sink_ids(&self) -> Vec<String> {
+        self.sink_lines()
+            .iter()
+            .map(|line| {
+                let event: Value =
+                    serde_json::from_str(line).expect("every line is one JSON event");
+                event["id"].as_str().expect("id").to_owned()
+            })
+            .collect()
+    }
+
     pub fn install(&self, package: &PluginPackage) -> PathBuf {
         package.install(&self.plugin_dir())
     }
@@ -484,6 +506,17 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// The resident set size of a process, in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The pid of an instance as a number (0 when none).

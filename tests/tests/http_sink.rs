@@ -80,13 +80,6 @@ fn ids_of(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn jsonl_lines(world: &World) -> Vec<String> {
-    let text =
-        std::fs::read_to_string(world.state_dir().join("sinks/events.jsonl")).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete.lines().map(str::to_owned).collect()
-}
-
 fn setup(world: &World, port: u16, batch: usize) -> DaemonSetup {
     let token = world.root.path().join("sink-token");
     std::fs::write(&token, "s3cret-sink-token\n").expect("token");
@@ -117,7 +110,7 @@ fn an_endpoint_down_for_a_minute_gets_the_whole_backlog_in_order_and_jsonl_keeps
         "the JSONL sink to have every event",
         Duration::from_secs(60),
         || {
-            let lines = jsonl_lines(&world);
+            let lines = world.sink_lines();
             (lines.len() >= EVENTS).then_some(lines)
         },
     );
@@ -181,7 +174,7 @@ fn retry_after_is_honoured_and_a_refused_batch_is_dead_lettered() {
         (received.lines.len() >= EVENTS - 100).then(|| received.lines.clone())
     });
     let jsonl = wait_for("the JSONL sink complete", Duration::from_secs(10), || {
-        let lines = jsonl_lines(&world);
+        let lines = world.sink_lines();
         (lines.len() >= EVENTS).then_some(lines)
     });
     assert_eq!(jsonl.len(), EVENTS);

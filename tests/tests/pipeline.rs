@@ -32,22 +32,6 @@ fn setup() -> DaemonSetup {
         .extra("[sinks]\njsonl_max_bytes = 4294967296\n")
 }
 
-/// Ids in the sink, checking each line is a complete event.
-fn sink_ids(world: &World) -> Vec<String> {
-    let text =
-        std::fs::read_to_string(world.state_dir().join("sinks/events.jsonl")).unwrap_or_default();
-    // The sink may be mid-write: only complete lines count.
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|line| {
-            let event: serde_json::Value =
-                serde_json::from_str(line).expect("every line is one JSON event");
-            event["id"].as_str().expect("id").to_owned()
-        })
-        .collect()
-}
-
 fn assert_unique(ids: &[String]) {
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(
@@ -64,7 +48,7 @@ fn wait_for_count(world: &World, expected: usize, limit: Duration) -> Vec<String
     wait_for(&format!("{expected} events in the sink"), limit, || {
         (counter.count() >= expected).then_some(())
     });
-    sink_ids(world)
+    world.sink_ids()
 }
 
 /// Counts the sink's lines incrementally.
@@ -122,7 +106,7 @@ fn invalid_events_are_dead_lettered_and_the_rest_flow_on() {
             .filter(|i| state_of(i) == "healthy" && i["restarts"] == 0)
             .map(|_| ())
     });
-    assert_eq!(sink_ids(&world).len(), 1_996);
+    assert_eq!(world.sink_ids().len(), 1_996);
 
     // The dead letters, by their tenant's commands.
     let letters = daemon.ctl_json(&["dlq", "list", "--tenant", "system"]);
@@ -205,7 +189,7 @@ fn kill_9_of_the_daemon_mid_stream_loses_and_duplicates_nothing() {
     });
     daemon.signal(nix::sys::signal::Signal::SIGKILL);
     daemon.wait_exit(Duration::from_secs(10));
-    let before = sink_ids(&world).len();
+    let before = world.sink_ids().len();
     assert!((before as u64) < STREAM, "the kill landed mid-stream");
 
     let _daemon: Daemon = world.start_written();

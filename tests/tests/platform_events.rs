@@ -34,16 +34,6 @@ fn token(daemon: &Daemon, tenant: &str, scope: &str) -> String {
         .to_owned()
 }
 
-fn sink_lines(world: &World) -> Vec<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(world.state_dir().join("sinks/events.jsonl")).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON event"))
-        .collect()
-}
-
 #[test]
 fn ingest_tokens_post_valid_events_and_nothing_else_gets_in() {
     let world = World::new();
@@ -141,7 +131,11 @@ fn ingest_tokens_post_valid_events_and_nothing_else_gets_in() {
     }
 
     let events = wait_for("5 events in the sink", Duration::from_secs(10), || {
-        let events = sink_lines(&world);
+        let events = world
+            .sink_lines()
+            .iter()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("one JSON event"))
+            .collect::<Vec<_>>();
         (events.len() >= 5).then_some(events)
     });
     assert_eq!(events.len(), 5, "nothing refused was stored");

@@ -26,19 +26,6 @@ fn setup(extra: &str) -> DaemonSetup {
         .extra(extra)
 }
 
-fn sink_ids(world: &World) -> Vec<String> {
-    let text =
-        std::fs::read_to_string(world.state_dir().join("sinks/events.jsonl")).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line).expect("one JSON event");
-            event["id"].as_str().expect("id").to_owned()
-        })
-        .collect()
-}
-
 fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
     http::post_json(addr, path, headers, body).expect("the daemon answers")
 }
@@ -64,7 +51,7 @@ fn deliveries_are_mapped_by_the_plugin_and_durable_before_202() {
     assert_eq!(accepted.json()["events"], 3);
     // 202 means durable: the sink has them without waiting for anything else.
     let ids = wait_for("3 events in the sink", Duration::from_secs(10), || {
-        let ids = sink_ids(&world);
+        let ids = world.sink_ids();
         (ids.len() == 3).then_some(ids)
     });
 
@@ -99,7 +86,7 @@ fn deliveries_are_mapped_by_the_plugin_and_durable_before_202() {
     assert_eq!(mixed.json()["dead_lettered"], 1);
 
     let after = wait_for("4 events in the sink", Duration::from_secs(10), || {
-        let ids = sink_ids(&world);
+        let ids = world.sink_ids();
         (ids.len() >= 4).then_some(ids)
     });
     assert_eq!(after.len(), 4, "3 + the valid one of d4: {after:?}");
@@ -139,11 +126,11 @@ fn deliveries_to_a_stopped_plugin_wait_in_the_inbox() {
     let full = post(&addr, "/v1/webhooks/acme/gh", &[GOOD], r#"{"id":"q3"}"#);
     assert_eq!(full.status, 503, "{}", full.body);
     assert_eq!(full.json()["error"], "inbox_full");
-    assert!(sink_ids(&world).is_empty(), "nothing processed while down");
+    assert!(world.sink_ids().is_empty(), "nothing processed while down");
 
     // Back after its backoff, the plugin gets the waiting deliveries.
     let ids = wait_for("the inbox processed", Duration::from_secs(20), || {
-        let ids = sink_ids(&world);
+        let ids = world.sink_ids();
         (ids.len() == 6).then_some(ids)
     });
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 6);
@@ -297,7 +284,7 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
         "globex's event in the sink",
         Duration::from_secs(10),
         || {
-            let ids = sink_ids(&world);
+            let ids = world.sink_ids();
             (!ids.is_empty()).then_some(ids)
         },
     );
@@ -364,7 +351,7 @@ fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
     daemon.wait_exit(Duration::from_secs(10));
     let acked_before_kill = acked.load(Ordering::Relaxed);
     assert!(acked_before_kill < DELIVERIES, "the kill landed mid-flood");
-    let stored_before_restart = sink_ids(&world).len();
+    let stored_before_restart = world.sink_ids().len();
 
     let daemon = world.start_written();
     *addr.lock().expect("addr") = daemon.http_addr();
@@ -379,7 +366,7 @@ fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
         "every acknowledged delivery in the sink",
         Duration::from_secs(60),
         || {
-            let ids = sink_ids(&world);
+            let ids = world.sink_ids();
             (ids.len() >= DELIVERIES).then_some(ids)
         },
     );

@@ -190,26 +190,9 @@ impl JsonlSink {
 
 #[cfg(test)]
 mod tests {
-    use plugin_kit::{Category, EventBuilder, MapContext};
-
+    use super::super::commit::tests_support::event;
     use super::*;
     use crate::store::Store;
-
-    fn event(n: u32) -> String {
-        let context = MapContext {
-            tenant: "acme".into(),
-            integration: "gh".into(),
-        };
-        let event = EventBuilder::new(
-            "com.betalogs.system.metric",
-            Category::System,
-            "https://example.com",
-            format!("m-{n}"),
-            "2026-11-25T10:00:00Z",
-        )
-        .build(&context);
-        serde_json::to_string(&event).expect("json")
-    }
 
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
