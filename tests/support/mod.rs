@@ -508,6 +508,41 @@ impl Drop for Daemon {
     }
 }
 
+/// Counts the default JSONL sink's lines incrementally: each call reads only what was
+/// appended since the last (the sink grows to hundreds of MiB in the long tests).
+#[derive(Debug)]
+pub struct SinkLineCounter {
+    path: std::path::PathBuf,
+    offset: u64,
+    lines: usize,
+}
+
+impl SinkLineCounter {
+    pub fn new(world: &World) -> Self {
+        Self {
+            path: world.state_dir().join("sinks/events.jsonl"),
+            offset: 0,
+            lines: 0,
+        }
+    }
+
+    pub fn count(&mut self) -> usize {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return self.lines;
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return self.lines;
+        }
+        let mut fresh = Vec::new();
+        if file.read_to_end(&mut fresh).is_ok() {
+            self.offset += fresh.len() as u64;
+            self.lines += fresh.iter().filter(|b| **b == b'\n').count();
+        }
+        self.lines
+    }
+}
+
 /// The resident set size of a process, in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

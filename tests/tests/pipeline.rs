@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, pid_of, state_of, wait_for};
+use e2e_tests::{
+    Daemon, DaemonSetup, PluginPackage, SinkLineCounter, World, pid_of, state_of, wait_for,
+};
 
 fn emitter(total: u64, invalid_every: Option<u64>) -> PluginPackage {
     let mut faults = vec![
@@ -44,44 +46,11 @@ fn assert_unique(ids: &[String]) {
 /// Waits for `expected` lines, counting only what was appended since the last look
 /// (the sink grows to hundreds of MiB), then reads their ids.
 fn wait_for_count(world: &World, expected: usize, limit: Duration) -> Vec<String> {
-    let mut counter = LineCounter::new(world);
+    let mut counter = SinkLineCounter::new(world);
     wait_for(&format!("{expected} events in the sink"), limit, || {
         (counter.count() >= expected).then_some(())
     });
     world.sink_ids()
-}
-
-/// Counts the sink's lines incrementally.
-struct LineCounter {
-    path: std::path::PathBuf,
-    offset: u64,
-    lines: usize,
-}
-
-impl LineCounter {
-    fn new(world: &World) -> Self {
-        Self {
-            path: world.state_dir().join("sinks/events.jsonl"),
-            offset: 0,
-            lines: 0,
-        }
-    }
-
-    fn count(&mut self) -> usize {
-        use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return self.lines;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return self.lines;
-        }
-        let mut fresh = Vec::new();
-        if file.read_to_end(&mut fresh).is_ok() {
-            self.offset += fresh.len() as u64;
-            self.lines += fresh.iter().filter(|b| **b == b'\n').count();
-        }
-        self.lines
-    }
 }
 
 #[test]
@@ -185,7 +154,7 @@ fn kill_9_of_the_daemon_mid_stream_loses_and_duplicates_nothing() {
     world.install(&emitter(STREAM, None));
     let mut daemon = world.start(&setup());
     wait_for("the stream under way", Duration::from_secs(60), || {
-        (LineCounter::new(&world).count() >= 5_000).then_some(())
+        (SinkLineCounter::new(&world).count() >= 5_000).then_some(())
     });
     daemon.signal(nix::sys::signal::Signal::SIGKILL);
     daemon.wait_exit(Duration::from_secs(10));
@@ -207,7 +176,7 @@ fn kill_9_of_the_plugin_mid_stream_loses_and_duplicates_nothing() {
         state_of(i) == "healthy"
     });
     wait_for("the stream under way", Duration::from_secs(60), || {
-        (LineCounter::new(&world).count() >= 5_000).then_some(())
+        (SinkLineCounter::new(&world).count() >= 5_000).then_some(())
     });
     kill9(pid_of(&first));
     let ids = wait_for_count(&world, STREAM as usize, Duration::from_secs(300));

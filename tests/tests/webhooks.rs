@@ -381,3 +381,80 @@ fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
         "an event twice"
     );
 }
+
+#[test]
+fn kill_9_of_the_daemon_while_a_million_events_stream_and_webhooks_arrive_loses_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const STREAM: usize = 1_000_000;
+    const DELIVERIES: usize = 2_000;
+    let world = World::new();
+    let stream = STREAM.to_string();
+    world.install(&PluginPackage {
+        capabilities: vec!["collect".to_owned(), "webhook".to_owned()],
+        ..PluginPackage::testfault(
+            "both",
+            &["--capabilities", "collect,webhook", "--emit", &stream],
+        )
+    });
+    let setup = DaemonSetup::default()
+        .tenant_instance("both", "acme", "gh")
+        .process("collect_interval = \"100ms\"")
+        .extra(
+            "[ingress]\nrate_per_second = 100000\nburst = 100000\n[sinks]\njsonl_max_bytes = 4294967296\n",
+        );
+    let mut daemon = world.start(&setup);
+    wait_healthy(&daemon, "gh");
+    let addr = Arc::new(Mutex::new(daemon.http_addr()));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..4)
+        .map(|sender| {
+            let (addr, acked) = (addr.clone(), acked.clone());
+            std::thread::spawn(move || {
+                for n in (sender..DELIVERIES).step_by(4) {
+                    let body = format!(r#"{{"id":"both{n}","events":1}}"#);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+                    loop {
+                        let target = addr.lock().expect("addr").clone();
+                        match http::post_json(&target, "/v1/webhooks/acme/gh", &[GOOD], &body) {
+                            Ok(response) if response.status == 202 => break,
+                            other => {
+                                assert!(
+                                    std::time::Instant::now() < deadline,
+                                    "both{n} never acknowledged; last answer: {other:?}"
+                                );
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut counter = e2e_tests::SinkLineCounter::new(&world);
+    wait_for("both paths under way", Duration::from_secs(60), || {
+        (acked.load(Ordering::Relaxed) >= 300 && counter.count() >= 50_000).then_some(())
+    });
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    assert!(counter.count() < STREAM, "the kill landed mid-stream");
+
+    let daemon = world.start_written();
+    *addr.lock().expect("addr") = daemon.http_addr();
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    let mut counter = e2e_tests::SinkLineCounter::new(&world);
+    wait_for("every event in the sink", Duration::from_secs(300), || {
+        (counter.count() >= STREAM + DELIVERIES).then_some(())
+    });
+    let ids = world.sink_ids();
+    assert_eq!(ids.len(), STREAM + DELIVERIES);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        ids.len(),
+        "an event id twice"
+    );
+}
