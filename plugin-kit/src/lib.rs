@@ -13,6 +13,7 @@ mod token;
 
 pub mod host;
 pub mod resilience;
+pub mod signature;
 pub mod testing;
 
 pub use event::{EventBuilder, MapContext, MapError, Mapper};
