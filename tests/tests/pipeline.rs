@@ -203,34 +203,32 @@ fn an_integrations_field_mappings_shape_its_events_without_code() {
     .expect("config");
     let bad = world.root.path().join("bad.toml");
     std::fs::write(&bad, "[[mappings]]\nset = \"original\"\nvalue = 1\n").expect("config");
-    let refused = daemon.ctl(&[
-        "integrations",
-        "add",
-        "--tenant",
-        "acme",
-        "main",
-        "--plugin",
-        "emitter",
-        "--config",
-        &bad.display().to_string(),
-    ]);
+    let add = |config: &std::path::Path| {
+        daemon.ctl(&[
+            "integrations",
+            "add",
+            "--tenant",
+            "acme",
+            "main",
+            "--plugin",
+            "emitter",
+            "--config",
+            &config.display().to_string(),
+        ])
+    };
+    let refused = add(&bad);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("mapping rule 0: `original` is evidence"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    daemon.ctl_json(&[
-        "integrations",
-        "add",
-        "--tenant",
-        "acme",
-        "main",
-        "--plugin",
-        "emitter",
-        "--config",
-        &config.display().to_string(),
-    ]);
+    let added = add(&config);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     wait_for_count(&world, 100, Duration::from_secs(60));
     let tail = daemon.ctl(&["events", "tail", "--tenant", "acme", "--last", "100"]);
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&tail.stdout)

@@ -112,10 +112,15 @@ impl AdminService {
         Ok(Response::new(to_proto(letter, None)))
     }
 
-    pub(super) async fn replay_dead_letters_call(
+    /// A change to selected dead letters (replay, purge): authorized for the tenant,
+    /// explicit about what it selects, run off the async threads, audited.
+    async fn change_dead_letters<T: Send + 'static>(
         &self,
         request: Request<proto::DeadLetterQuery>,
-    ) -> Result<Response<proto::ReplayDeadLettersResponse>, Status> {
+        action: &str,
+        work: impl FnOnce(&Pipeline, &str, &[String]) -> Result<T, DeadLetterError> + Send + 'static,
+        summary: impl FnOnce(&T) -> String,
+    ) -> Result<T, Status> {
         let principal = self
             .auth_ref()
             .for_tenant(&request, &request.get_ref().tenant)?;
@@ -123,22 +128,32 @@ impl AdminService {
         Self::require_selection(&query)?;
         let tenant = query.tenant.clone();
         let outcome = blocking(&self.pipeline, move |pipeline| {
-            pipeline
-                .replay_dead_letters(&query.tenant, &query.ids)
-                .map_err(dead_letter_status)
+            work(pipeline, &query.tenant, &query.ids).map_err(dead_letter_status)
         })
         .await?;
-        self.audit_pipeline(
-            &tenant,
-            &principal.label(),
-            "dlq.replay",
-            &format!(
-                "{} stored, {} already stored, {} still invalid",
-                outcome.stored,
-                outcome.duplicates,
-                outcome.still_invalid.len()
-            ),
-        );
+        self.audit_pipeline(&tenant, &principal.label(), action, &summary(&outcome));
+        Ok(outcome)
+    }
+
+    pub(super) async fn replay_dead_letters_call(
+        &self,
+        request: Request<proto::DeadLetterQuery>,
+    ) -> Result<Response<proto::ReplayDeadLettersResponse>, Status> {
+        let outcome = self
+            .change_dead_letters(
+                request,
+                "dlq.replay",
+                |pipeline, tenant, ids| pipeline.replay_dead_letters(tenant, ids),
+                |outcome| {
+                    format!(
+                        "{} stored, {} already stored, {} still invalid",
+                        outcome.stored,
+                        outcome.duplicates,
+                        outcome.still_invalid.len()
+                    )
+                },
+            )
+            .await?;
         Ok(Response::new(proto::ReplayDeadLettersResponse {
             stored: u32::try_from(outcome.stored).unwrap_or(u32::MAX),
             duplicates: u32::try_from(outcome.duplicates).unwrap_or(u32::MAX),
@@ -154,24 +169,14 @@ impl AdminService {
         &self,
         request: Request<proto::DeadLetterQuery>,
     ) -> Result<Response<proto::PurgeDeadLettersResponse>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
-        let query = request.into_inner();
-        Self::require_selection(&query)?;
-        let tenant = query.tenant.clone();
-        let purged = blocking(&self.pipeline, move |pipeline| {
-            pipeline
-                .purge_dead_letters(&query.tenant, &query.ids)
-                .map_err(dead_letter_status)
-        })
-        .await?;
-        self.audit_pipeline(
-            &tenant,
-            &principal.label(),
-            "dlq.purge",
-            &format!("{purged} purged"),
-        );
+        let purged = self
+            .change_dead_letters(
+                request,
+                "dlq.purge",
+                |pipeline, tenant, ids| pipeline.purge_dead_letters(tenant, ids),
+                |purged| format!("{purged} purged"),
+            )
+            .await?;
         Ok(Response::new(proto::PurgeDeadLettersResponse {
             purged: u32::try_from(purged).unwrap_or(u32::MAX),
         }))

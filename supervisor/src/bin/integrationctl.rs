@@ -122,23 +122,31 @@ enum DlqCommand {
     },
     /// Send dead letters through validation again: the valid ones are stored and leave
     /// the queue, the others stay with the new reason.
-    Replay {
-        #[arg(long)]
-        tenant: String,
-        #[arg(required_unless_present = "all")]
-        ids: Vec<String>,
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-    },
+    Replay(DeadLetterSelection),
     /// Delete dead letters for good.
-    Purge {
-        #[arg(long)]
-        tenant: String,
-        #[arg(required_unless_present = "all")]
-        ids: Vec<String>,
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-    },
+    Purge(DeadLetterSelection),
+}
+
+/// Which dead letters a change applies to: named ones, or `--all`.
+#[derive(Debug, clap::Args)]
+struct DeadLetterSelection {
+    #[arg(long)]
+    tenant: String,
+    #[arg(required_unless_present = "all")]
+    ids: Vec<String>,
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+}
+
+impl DeadLetterSelection {
+    fn query(self) -> proto::DeadLetterQuery {
+        proto::DeadLetterQuery {
+            tenant: self.tenant,
+            ids: self.ids,
+            all: self.all,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -1077,15 +1085,9 @@ async fn run_dlq(
                 }
             }
         }
-        DlqCommand::Replay { tenant, ids, all } => {
-            let request = proto::DeadLetterQuery {
-                tenant,
-                ids,
-                all,
-                ..Default::default()
-            };
+        DlqCommand::Replay(selection) => {
             let outcome = client
-                .replay_dead_letters(with_token(request, token)?)
+                .replay_dead_letters(with_token(selection.query(), token)?)
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -1104,15 +1106,9 @@ async fn run_dlq(
                 }
             }
         }
-        DlqCommand::Purge { tenant, ids, all } => {
-            let request = proto::DeadLetterQuery {
-                tenant,
-                ids,
-                all,
-                ..Default::default()
-            };
+        DlqCommand::Purge(selection) => {
             let outcome = client
-                .purge_dead_letters(with_token(request, token)?)
+                .purge_dead_letters(with_token(selection.query(), token)?)
                 .await
                 .map_err(status_error)?
                 .into_inner();
