@@ -19,6 +19,6 @@ pub mod testing;
 pub use event::{EventBuilder, MapContext, MapError, Mapper};
 pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, Plugin};
-pub use plugin_protocol::{CanonicalEvent, Category, Severity, v1};
+pub use plugin_protocol::{CanonicalEvent, Category, Severity, event_time_ms, v1};
 pub use serve::serve;
 pub use tonic::Status;

@@ -177,6 +177,36 @@ impl PluginUnderTest {
             .into_inner())
     }
 
+    /// Calls `Check`.
+    pub async fn check(&mut self) -> Result<v1::CheckResponse, HarnessError> {
+        let response = self.connection.plugin.check(v1::CheckRequest {}).await?;
+        Ok(response.into_inner())
+    }
+
+    /// Calls `Enrich` for one event (JSON).
+    pub async fn enrich(
+        &mut self,
+        event: &serde_json::Value,
+    ) -> Result<v1::EnrichResponse, HarnessError> {
+        let request = v1::EnrichRequest {
+            event_json: event.to_string(),
+        };
+        Ok(self.connection.plugin.enrich(request).await?.into_inner())
+    }
+
+    /// Calls `RenewCredential`.
+    pub async fn renew(
+        &mut self,
+        request: v1::RenewCredentialRequest,
+    ) -> Result<v1::RenewCredentialResponse, HarnessError> {
+        Ok(self
+            .connection
+            .plugin
+            .renew_credential(request)
+            .await?
+            .into_inner())
+    }
+
     /// `true` when `grpc.health.v1` answers SERVING.
     pub async fn health(&mut self) -> Result<bool, HarnessError> {
         let response = self

@@ -1,18 +1,66 @@
-//! `integration-github`: the GitHub plugin (webhooks, API, deployments).
+//! `integration-github`: GitHub commits, pull requests, deployments, releases and
+//! workflow runs, from signed webhooks and from the REST API, as canonical events;
+//! enrichment of failures with the commits and deployments around them.
 //!
-//! This first form handshakes, describes itself and serves health; the webhook,
-//! collection and enrichment calls arrive with the GitHub integration itself.
+//! Module map: `settings` (Configure → typed settings and secrets), `scope` (which
+//! repositories the integration covers), `webhook` (verify, scope, map one delivery),
+//! `events` (GitHub objects → canonical events, shared by webhooks and the API), `api`
+//! (REST client on plugin-kit's resilient HTTP; `api::auth` for tokens and App
+//! installation tokens), `repositories`, `collect`, `check`, `enrich`, `renewal`.
 
+mod api;
+mod check;
+mod collect;
 mod description;
+mod enrich;
+mod events;
+mod renewal;
+mod repositories;
+mod scope;
+mod settings;
+mod webhook;
+
+use std::sync::{Arc, RwLock};
+
+use plugin_kit::{EventStream, Status, v1};
+
+use api::GitHubApi;
+use api::auth::TokenSource;
+use settings::Settings;
 
 fn main() -> std::process::ExitCode {
     plugin_kit::serve(GitHub::default())
 }
 
-/// The plugin: holds the configuration the supervisor gave it.
-#[derive(Default)]
+/// One configured integration.
+#[derive(Debug)]
+struct Instance {
+    settings: Settings,
+    api: Option<GitHubApi>,
+}
+
+/// The plugin; `Configure` replaces the instance.
+#[derive(Debug, Default)]
 struct GitHub {
-    config: std::sync::Mutex<Option<serde_json::Value>>,
+    instance: RwLock<Option<Arc<Instance>>>,
+}
+
+impl GitHub {
+    fn instance(&self) -> Result<Arc<Instance>, Status> {
+        self.instance
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("the plugin is not configured yet"))
+    }
+
+    fn api(instance: &Instance) -> Result<&GitHubApi, Status> {
+        instance.api.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "no API credential is configured (credentials.token or credentials.app)",
+            )
+        })
+    }
 }
 
 impl plugin_kit::Plugin for GitHub {
@@ -20,20 +68,87 @@ impl plugin_kit::Plugin for GitHub {
         description::describe()
     }
 
-    /// Keeps the integration's configuration (already validated against the schema by
-    /// the supervisor); credentials arrive with it and are not logged.
-    async fn configure(
-        &self,
-        request: plugin_kit::v1::ConfigureRequest,
-    ) -> Result<(), plugin_kit::Status> {
-        let config: serde_json::Value =
-            serde_json::from_str(&request.config_json).map_err(|e| {
-                plugin_kit::Status::invalid_argument(format!("the configuration is not JSON: {e}"))
-            })?;
+    async fn configure(&self, request: v1::ConfigureRequest) -> Result<(), Status> {
+        let mut settings = Settings::from_configure(&request)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let api = match settings.api.take() {
+            None => None,
+            Some(credential) => Some(
+                GitHubApi::new(&settings.api_url, TokenSource::new(credential))
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            ),
+        };
+        tracing::info!(
+            tenant = %settings.tenant,
+            integration = %settings.integration,
+            api = api.is_some(),
+            webhooks = settings.webhook_secrets.is_some(),
+            "configured"
+        );
         *self
-            .config
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(config);
+            .instance
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(Instance { settings, api }));
         Ok(())
+    }
+
+    async fn check(&self) -> Result<v1::CheckResponse, Status> {
+        let instance = self.instance()?;
+        Ok(check::check(&instance.settings, instance.api.as_ref()).await)
+    }
+
+    async fn collect(&self, cursor: String) -> Result<EventStream, Status> {
+        let instance = self.instance()?;
+        if instance.api.is_none() {
+            return Err(Status::unimplemented(
+                "no API credential is configured: this integration takes webhooks only",
+            ));
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            if let Some(api) = &instance.api {
+                collect::poll(
+                    api,
+                    &instance.settings,
+                    collect::Cursor::parse(&cursor),
+                    sender,
+                )
+                .await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+    }
+
+    async fn handle_webhook(
+        &self,
+        request: v1::WebhookRequest,
+    ) -> Result<v1::WebhookResponse, Status> {
+        let instance = self.instance()?;
+        Ok(webhook::handle(&instance.settings, &request))
+    }
+
+    async fn enrich(&self, request: v1::EnrichRequest) -> Result<v1::EnrichResponse, Status> {
+        let instance = self.instance()?;
+        enrich::enrich(&instance.settings, Self::api(&instance)?, &request).await
+    }
+
+    async fn renew_credential(
+        &self,
+        request: v1::RenewCredentialRequest,
+    ) -> Result<v1::RenewCredentialResponse, Status> {
+        renewal::renew(&request).await
+    }
+
+    fn dependencies(&self) -> Vec<v1::DependencyStatus> {
+        self.instance
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .and_then(|i| i.api.as_ref().map(|api| api.resilience().status()))
+            .into_iter()
+            .collect()
     }
 }
