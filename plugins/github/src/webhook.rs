@@ -61,7 +61,9 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
     };
     if kind.is_empty()
         || kind.len() > 64
-        || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
         return answer(
             400,

@@ -100,7 +100,12 @@ fn schema(kind: Kind) -> (&'static [&'static str], &'static [&'static str]) {
                 "client_secret",
             ],
         ),
-        Kind::GitHubApp => (&["app_id", "installation_id", "private_key"], &[]),
+        // `installation_token` and `expires_at` are written by renewal (the plugin
+        // exchanges the App's JWT for an installation token).
+        Kind::GitHubApp => (
+            &["app_id", "installation_id", "private_key"],
+            &["installation_token", "expires_at"],
+        ),
         Kind::Aws => (
             &[],
             &[
@@ -191,6 +196,9 @@ pub fn parse(kind: Kind, raw: &[u8]) -> Result<Parsed, SecretError> {
         }
     }
     let expires_ms = match object.get("expires_at") {
+        // An App without an installation token is due for renewal at once: the
+        // renewal loop has its plugin mint one, then renews it before each expiry.
+        None if kind == Kind::GitHubApp => Some(crate::tenants::now_ms()),
         None => None,
         Some(value) => Some(parse_time_ms(value).ok_or(SecretError::BadExpiry { kind: name })?),
     };
