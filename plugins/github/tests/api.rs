@@ -1,0 +1,249 @@
+//! The plugin's API paths through the real process against a local GitHub API that
+//! serves recorded responses (see `support::server`): collection with pagination,
+//! check, rate limits, failures, App installation tokens.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::server::{Fault, FixtureServer, REPO};
+use support::*;
+
+fn token(value: &str) -> plugin_kit::v1::Credential {
+    credential("token", "api-key", &json!(value).to_string())
+}
+
+async fn configured(
+    server: &FixtureServer,
+    credentials: Vec<plugin_kit::v1::Credential>,
+) -> plugin_kit::testing::PluginUnderTest {
+    let roles: serde_json::Map<String, Value> = credentials
+        .iter()
+        .map(|c| (c.name.clone(), json!(c.name)))
+        .collect();
+    let mut plugin = start().await;
+    plugin
+        .configure(
+            "acme",
+            "gh",
+            json!({
+                "repositories": [REPO],
+                "credentials": roles,
+                "api_url": server.url,
+                "backfill_since": "2000-01-01T00:00:00Z"
+            }),
+            credentials,
+        )
+        .await
+        .expect("configure");
+    plugin
+}
+
+fn events_of(batches: &[plugin_kit::v1::EventBatch]) -> Vec<Value> {
+    batches
+        .iter()
+        .flat_map(|b| &b.events_json)
+        .map(|e| serde_json::from_str(e).expect("json"))
+        .collect()
+}
+
+#[tokio::test]
+async fn collect_pages_through_commits_and_reads_pulls_and_deployments() {
+    let server = FixtureServer::start(250).await;
+    let mut plugin = configured(&server, vec![token("good-token")]).await;
+    let batches = plugin.collect("").await.expect("collect");
+    let events = events_of(&batches);
+    let count = |kind: &str| events.iter().filter(|e| e["type"] == kind).count();
+    assert_eq!(
+        count("com.betalogs.delivery.commit"),
+        250,
+        "three pages of 100"
+    );
+    assert_eq!(count("com.betalogs.delivery.pull_request.merged"), 1);
+    assert_eq!(count("com.betalogs.delivery.deployment"), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("com.betalogs.delivery.deployment.")))
+            .count()
+            + count("com.betalogs.delivery.deployment_status"),
+        1,
+        "the deployment's status"
+    );
+    let commit_pages = server
+        .world()
+        .requests
+        .iter()
+        .filter(|(path, _, _)| path.ends_with("/commits"))
+        .count();
+    assert_eq!(commit_pages, 3, "followed the Link headers to the end");
+    let schema = schema();
+    for event in &events {
+        assert!(schema.is_valid(event), "{event}");
+        assert_eq!(event["data"]["service.name"], "hello-world");
+        assert!(
+            event["data"]["links"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        );
+    }
+    // The last batch carries the repository's cursor; collecting again from it reads
+    // only the overlap, and ids are the same (the pipeline keeps one of each).
+    let cursor = batches.last().expect("batches").cursor.clone();
+    let parsed: Value = serde_json::from_str(&cursor).expect("cursor JSON");
+    assert!(parsed["repositories"][REPO].is_u64(), "{cursor}");
+    let again = plugin.collect(&cursor).await.expect("collect again");
+    let first_ids: std::collections::HashSet<_> = events.iter().map(|e| e["id"].clone()).collect();
+    assert!(
+        events_of(&again)
+            .iter()
+            .all(|e| first_ids.contains(&e["id"]))
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_fails_with_githubs_message_and_check_names_it() {
+    let server = FixtureServer::start(3).await;
+    let mut plugin = configured(&server, vec![token("wrong"), webhook_secret("s", None)]).await;
+    let check = plugin.check().await.expect("check answers");
+    assert!(!check.ok);
+    let failed: Vec<_> = check.results.iter().filter(|r| !r.ok).collect();
+    assert!(
+        failed
+            .iter()
+            .any(|r| r.resource == REPO && r.message.contains("Bad credentials")),
+        "{failed:?}"
+    );
+    let err = plugin.collect("").await.expect_err("collect fails");
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn check_names_an_inaccessible_repository_and_the_permission() {
+    let server = FixtureServer::start(3).await;
+    let mut plugin = start().await;
+    plugin
+        .configure(
+            "acme",
+            "gh",
+            json!({
+                "repositories": [REPO, "octokit-fixture-org/secret-repo"],
+                "credentials": {"token": "token", "webhook_secret": "webhook_secret"},
+                "api_url": server.url
+            }),
+            vec![token("good-token"), webhook_secret("s", None)],
+        )
+        .await
+        .expect("configure");
+    let check = plugin.check().await.expect("check");
+    assert!(!check.ok);
+    let failed: Vec<_> = check.results.iter().filter(|r| !r.ok).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].resource, "octokit-fixture-org/secret-repo");
+    assert_eq!(failed[0].permission, "metadata");
+    assert!(
+        failed[0].message.contains("not found or not readable"),
+        "{failed:?}"
+    );
+    for permission in ["metadata", "contents", "pull_requests", "deployments"] {
+        assert!(
+            check
+                .results
+                .iter()
+                .any(|r| r.ok && r.resource == REPO && r.permission == permission),
+            "{permission}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_and_outages_are_waited_out() {
+    for (fault, count, at_least) in [
+        (Fault::PrimaryLimit, 1, Duration::from_millis(500)),
+        (Fault::SecondaryLimit, 2, Duration::from_secs(2)),
+        (Fault::Unavailable, 2, Duration::ZERO),
+    ] {
+        let server = FixtureServer::start(5).await;
+        let mut plugin = configured(&server, vec![token("good-token")]).await;
+        server.fail_next(fault, count);
+        let started = std::time::Instant::now();
+        let batches = plugin
+            .collect("")
+            .await
+            .expect("collect succeeds after the wait");
+        assert_eq!(
+            events_of(&batches)
+                .iter()
+                .filter(|e| e["type"] == "com.betalogs.delivery.commit")
+                .count(),
+            5,
+            "{fault:?}"
+        );
+        assert!(
+            started.elapsed() >= at_least,
+            "{fault:?} waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            server.world().fault_count,
+            0,
+            "{fault:?}: every fault was met"
+        );
+        let status = plugin.status().await.expect("status");
+        assert_eq!(status[0].breaker, "closed", "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn app_installation_tokens_are_renewed_before_they_expire() {
+    let server = FixtureServer::start(3).await;
+    server.world().token_lifetime_ms = 3_000;
+    let key = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-app-key.pem"),
+    )
+    .expect("key");
+    let app = credential(
+        "app",
+        "github-app",
+        &json!({"app_id": 7, "installation_id": 42, "private_key": key}).to_string(),
+    );
+    let mut plugin = configured(&server, vec![app.clone(), webhook_secret("s", None)]).await;
+    let check = plugin.check().await.expect("check");
+    assert!(check.ok, "{:?}", check.results);
+    // Calls for about three token lifetimes: every one carries a valid token.
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < until {
+        plugin.collect("").await.expect("collect");
+    }
+    let world = server.world();
+    assert_eq!(world.refused_tokens, 0, "no call carried an expired token");
+    assert!(world.minted >= 3, "renewed {} times", world.minted);
+    drop(world);
+
+    // The credential manager's path: RenewCredential returns the credential with a
+    // fresh installation token and its expiry.
+    let renewed = plugin
+        .renew(plugin_kit::v1::RenewCredentialRequest {
+            tenant: "acme".into(),
+            integration: "gh".into(),
+            config_json: json!({"repositories": [REPO], "api_url": server.url}).to_string(),
+            credential: Some(app),
+        })
+        .await
+        .expect("renew");
+    let secret: Value = serde_json::from_slice(&renewed.secret).expect("json");
+    assert!(
+        secret["installation_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("ghs_"))
+    );
+    assert_eq!(secret["app_id"], 7, "the same shape, with the token added");
+    assert!(renewed.expires_unix_ms > support::server::now_ms());
+    assert_eq!(
+        secret["expires_at"].as_u64(),
+        Some(renewed.expires_unix_ms / 1000)
+    );
+}
