@@ -218,10 +218,12 @@ async fn app_installation_tokens_are_renewed_before_they_expire() {
     while std::time::Instant::now() < until {
         plugin.collect("").await.expect("collect");
     }
-    let world = server.world();
-    assert_eq!(world.refused_tokens, 0, "no call carried an expired token");
-    assert!(world.minted >= 3, "renewed {} times", world.minted);
-    drop(world);
+    let (refused, minted) = {
+        let world = server.world();
+        (world.refused_tokens, world.minted)
+    };
+    assert_eq!(refused, 0, "no call carried an expired token");
+    assert!(minted >= 3, "renewed {minted} times");
 
     // The credential manager's path: RenewCredential returns the credential with a
     // fresh installation token and its expiry.
