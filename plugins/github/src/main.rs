@@ -69,6 +69,17 @@ impl plugin_kit::Plugin for GitHub {
     }
 
     async fn configure(&self, request: v1::ConfigureRequest) -> Result<(), Status> {
+        // An instance from the daemon's own config file gets `{}`: it stays idle
+        // (healthy, collecting nothing, refusing webhooks) until an integration names
+        // repositories.
+        if request.config_json.trim() == "{}" {
+            tracing::info!(tenant = %request.tenant, "no integration configuration: idle");
+            *self
+                .instance
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            return Ok(());
+        }
         let mut settings = Settings::from_configure(&request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let api = match settings.api.take() {
@@ -99,7 +110,9 @@ impl plugin_kit::Plugin for GitHub {
     }
 
     async fn collect(&self, cursor: String) -> Result<EventStream, Status> {
-        let instance = self.instance()?;
+        let instance = self
+            .instance()
+            .map_err(|_| Status::unimplemented("no integration configuration: nothing to collect"))?;
         if instance.api.is_none() {
             return Err(Status::unimplemented(
                 "no API credential is configured: this integration takes webhooks only",
@@ -126,7 +139,13 @@ impl plugin_kit::Plugin for GitHub {
         &self,
         request: v1::WebhookRequest,
     ) -> Result<v1::WebhookResponse, Status> {
-        let instance = self.instance()?;
+        let Ok(instance) = self.instance() else {
+            return Ok(v1::WebhookResponse {
+                status: 401,
+                events_json: Vec::new(),
+                message: "this instance has no integration configuration: no webhook secret to verify with".to_owned(),
+            });
+        };
         Ok(webhook::handle(&instance.settings, &request))
     }
 
