@@ -566,3 +566,25 @@ pub fn pid_of(instance: &Value) -> u32 {
 pub fn state_of(instance: &Value) -> &str {
     instance["state"].as_str().unwrap_or_default()
 }
+
+/// A file of the npm fixtures `scripts/test` installs (`npm ci --prefix tests/fixtures/npm`):
+/// GitHub's webhook examples and recorded API responses.
+pub fn npm_fixture(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/npm/node_modules")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run `npm ci --prefix tests/fixtures/npm` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// `sha256=<hex>`: the HMAC-SHA256 of `body` with `secret`, as GitHub signs deliveries.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}

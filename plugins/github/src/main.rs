@@ -110,9 +110,9 @@ impl plugin_kit::Plugin for GitHub {
     }
 
     async fn collect(&self, cursor: String) -> Result<EventStream, Status> {
-        let instance = self
-            .instance()
-            .map_err(|_| Status::unimplemented("no integration configuration: nothing to collect"))?;
+        let instance = self.instance().map_err(|_| {
+            Status::unimplemented("no integration configuration: nothing to collect")
+        })?;
         if instance.api.is_none() {
             return Err(Status::unimplemented(
                 "no API credential is configured: this integration takes webhooks only",

@@ -15,6 +15,7 @@ use super::body::{self, BodyKind};
 use super::{Ingress, Refusal, check_rate, json_ok, not_stored, outcome_json, printable};
 use crate::pipeline::InboxError;
 use crate::process::WebhookTarget;
+use crate::store::AuditDraft;
 
 pub async fn receive(
     State(ingress): State<Arc<Ingress>>,
@@ -124,6 +125,9 @@ async fn answer_with(
             _ => "refused",
         };
         tracing::info!(tenant, integration, status = status.as_u16(), reason = %printable(&response.message, 200), "plugin refused a webhook");
+        if status == StatusCode::FORBIDDEN {
+            audit_forbidden(ingress, tenant, integration, &response.message).await;
+        }
         return Err(Refusal::new(
             status,
             code,
@@ -168,6 +172,28 @@ async fn answer_with(
             Ok(json_ok(status, &outcome_json(message, &outcome)))
         }
         Err(err) => Err(not_stored(&err)),
+    }
+}
+
+/// A delivery the plugin refused as outside the integration's scope (another
+/// organization's repository, say) is a tenant-boundary event: it is audited.
+async fn audit_forbidden(ingress: &Ingress, tenant: &str, integration: &str, reason: &str) {
+    let draft = AuditDraft::ok(
+        Some(tenant),
+        "ingress:webhook",
+        "webhook.forbidden",
+        &format!("integration:{integration}"),
+        printable(reason, 500),
+    )
+    .with_outcome("denied");
+    let store = ingress.tenants.store().clone();
+    let written = tokio::task::spawn_blocking(move || store.audit(&draft)).await;
+    if !matches!(written, Ok(Ok(_))) {
+        tracing::error!(
+            tenant,
+            integration,
+            "cannot audit a refused webhook delivery"
+        );
     }
 }
 
