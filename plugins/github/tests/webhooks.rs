@@ -6,14 +6,8 @@ mod support;
 use serde_json::{Value, json};
 use support::*;
 
-const MAPPED: [&str; 6] = [
-    "push",
-    "pull_request",
-    "deployment",
-    "deployment_status",
-    "release",
-    "workflow_run",
-];
+/// The mapped types: the plugin's own list.
+const MAPPED: [&str; 6] = integration_github::settings::SUPPORTED_EVENT_TYPES;
 
 /// Configured to cover every repository an example names.
 async fn configured(previous: Option<&str>) -> plugin_kit::testing::PluginUnderTest {
