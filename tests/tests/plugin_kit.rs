@@ -16,9 +16,17 @@ use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
 async fn the_harness_drives_a_plugin_like_the_supervisor_does() {
-    for (binary, name) in [
-        ("integration-github", "github"),
-        ("integration-cloudwatch", "cloudwatch"),
+    for (binary, name, config) in [
+        (
+            "integration-github",
+            "github",
+            serde_json::json!({"repositories": ["acme/api"]}),
+        ),
+        (
+            "integration-cloudwatch",
+            "cloudwatch",
+            serde_json::json!({"poll_interval": "30s"}),
+        ),
     ] {
         let mut plugin = PluginUnderTest::start(bin(binary)).await.expect("start");
         let described = plugin.describe().await.expect("describe");
@@ -29,12 +37,7 @@ async fn the_harness_drives_a_plugin_like_the_supervisor_does() {
         assert_eq!(schema["type"], "object");
         assert!(!described.credential_kinds.is_empty());
         plugin
-            .configure(
-                "acme",
-                "main",
-                serde_json::json!({"poll_interval": "30s"}),
-                vec![],
-            )
+            .configure("acme", "main", config, vec![])
             .await
             .expect("the product plugins accept a configuration");
         assert!(plugin.health().await.expect("health"));
