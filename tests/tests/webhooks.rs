@@ -298,42 +298,76 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
     );
 }
 
-#[test]
-fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+/// Where the daemon's HTTP ingress listens now. A sender whose request failed waits
+/// for the next daemon's address to be published (at most `limit`: a refusal from a
+/// daemon that is up, a 503 say, is retried after it) instead of a fixed pause.
+struct IngressAddress {
+    current: std::sync::Mutex<(u64, String)>,
+    changed: std::sync::Condvar,
+}
 
-    const DELIVERIES: usize = 2_000;
-    const SENDERS: usize = 4;
-    let world = World::new();
-    world.install(&hooks());
-    let mut daemon = world.start(&setup(
-        "[ingress]\nrate_per_second = 100000\nburst = 100000\n",
-    ));
-    wait_healthy(&daemon, "gh");
-    let addr = Arc::new(Mutex::new(daemon.http_addr()));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(AtomicUsize::new(0));
-    // Each sender delivers its share and, like GitHub's redelivery, retries a delivery
-    // until it is acknowledged.
-    let senders: Vec<_> = (0..SENDERS)
+impl IngressAddress {
+    fn new(addr: String) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            current: std::sync::Mutex::new((0, addr)),
+            changed: std::sync::Condvar::new(),
+        })
+    }
+
+    fn current(&self) -> (u64, String) {
+        self.current.lock().expect("address").clone()
+    }
+
+    fn publish(&self, addr: String) {
+        let mut current = self.current.lock().expect("address");
+        *current = (current.0 + 1, addr);
+        self.changed.notify_all();
+    }
+
+    fn wait_newer_than(&self, seen: u64, limit: Duration) {
+        let current = self.current.lock().expect("address");
+        let _ = self
+            .changed
+            .wait_timeout_while(current, limit, |(generation, _)| *generation == seen)
+            .expect("address");
+    }
+}
+
+/// Senders delivering `{"id": "<prefix><n>", "events": 1}` for n in 0..count, spread
+/// over `senders` threads, each retried until a 202 like GitHub's redelivery. Counts
+/// acknowledged deliveries and failed attempts.
+fn redelivering_senders(
+    address: &std::sync::Arc<IngressAddress>,
+    senders: usize,
+    prefix: &'static str,
+    count: usize,
+    deadline: Duration,
+) -> (
+    Vec<std::thread::JoinHandle<()>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let acked = std::sync::Arc::new(AtomicUsize::new(0));
+    let failures = std::sync::Arc::new(AtomicUsize::new(0));
+    let threads = (0..senders)
         .map(|sender| {
-            let (addr, acked, failures) = (addr.clone(), acked.clone(), failures.clone());
+            let (address, acked, failures) = (address.clone(), acked.clone(), failures.clone());
             std::thread::spawn(move || {
-                for n in (sender..DELIVERIES).step_by(SENDERS) {
-                    let body = format!(r#"{{"id":"k{n}","events":1}}"#);
-                    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                for n in (sender..count).step_by(senders) {
+                    let body = format!(r#"{{"id":"{prefix}{n}","events":1}}"#);
+                    let give_up = std::time::Instant::now() + deadline;
                     loop {
-                        let target = addr.lock().expect("addr").clone();
+                        let (generation, target) = address.current();
                         match http::post_json(&target, "/v1/webhooks/acme/gh", &[GOOD], &body) {
                             Ok(response) if response.status == 202 => break,
                             other => {
                                 failures.fetch_add(1, Ordering::Relaxed);
                                 assert!(
-                                    std::time::Instant::now() < deadline,
-                                    "k{n} never acknowledged; last answer: {other:?}"
+                                    std::time::Instant::now() < give_up,
+                                    "{prefix}{n} never acknowledged; last answer: {other:?}"
                                 );
-                                std::thread::sleep(Duration::from_millis(20));
+                                address.wait_newer_than(generation, Duration::from_millis(500));
                             }
                         }
                     }
@@ -342,6 +376,23 @@ fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
             })
         })
         .collect();
+    (threads, acked, failures)
+}
+
+#[test]
+fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
+    use std::sync::atomic::Ordering;
+
+    const DELIVERIES: usize = 2_000;
+    let world = World::new();
+    world.install(&hooks());
+    let mut daemon = world.start(&setup(
+        "[ingress]\nrate_per_second = 100000\nburst = 100000\n",
+    ));
+    wait_healthy(&daemon, "gh");
+    let address = IngressAddress::new(daemon.http_addr());
+    let (senders, acked, failures) =
+        redelivering_senders(&address, 4, "k", DELIVERIES, Duration::from_secs(120));
     wait_for(
         "500 deliveries acknowledged",
         Duration::from_secs(60),
@@ -354,7 +405,7 @@ fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
     let stored_before_restart = world.sink_ids().len();
 
     let daemon = world.start_written();
-    *addr.lock().expect("addr") = daemon.http_addr();
+    address.publish(daemon.http_addr());
     for sender in senders {
         sender.join().expect("sender");
     }
@@ -384,8 +435,7 @@ fn kill_9_of_the_daemon_while_webhooks_arrive_loses_no_acknowledged_delivery() {
 
 #[test]
 fn kill_9_of_the_daemon_while_a_million_events_stream_and_webhooks_arrive_loses_nothing() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::Ordering;
 
     const STREAM: usize = 1_000_000;
     const DELIVERIES: usize = 2_000;
@@ -406,33 +456,9 @@ fn kill_9_of_the_daemon_while_a_million_events_stream_and_webhooks_arrive_loses_
         );
     let mut daemon = world.start(&setup);
     wait_healthy(&daemon, "gh");
-    let addr = Arc::new(Mutex::new(daemon.http_addr()));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let senders: Vec<_> = (0..4)
-        .map(|sender| {
-            let (addr, acked) = (addr.clone(), acked.clone());
-            std::thread::spawn(move || {
-                for n in (sender..DELIVERIES).step_by(4) {
-                    let body = format!(r#"{{"id":"both{n}","events":1}}"#);
-                    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-                    loop {
-                        let target = addr.lock().expect("addr").clone();
-                        match http::post_json(&target, "/v1/webhooks/acme/gh", &[GOOD], &body) {
-                            Ok(response) if response.status == 202 => break,
-                            other => {
-                                assert!(
-                                    std::time::Instant::now() < deadline,
-                                    "both{n} never acknowledged; last answer: {other:?}"
-                                );
-                                std::thread::sleep(Duration::from_millis(20));
-                            }
-                        }
-                    }
-                    acked.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let address = IngressAddress::new(daemon.http_addr());
+    let (senders, acked, _) =
+        redelivering_senders(&address, 4, "both", DELIVERIES, Duration::from_secs(180));
     let mut counter = e2e_tests::SinkLineCounter::new(&world);
     wait_for("both paths under way", Duration::from_secs(60), || {
         (acked.load(Ordering::Relaxed) >= 300 && counter.count() >= 50_000).then_some(())
@@ -442,7 +468,7 @@ fn kill_9_of_the_daemon_while_a_million_events_stream_and_webhooks_arrive_loses_
     assert!(counter.count() < STREAM, "the kill landed mid-stream");
 
     let daemon = world.start_written();
-    *addr.lock().expect("addr") = daemon.http_addr();
+    address.publish(daemon.http_addr());
     for sender in senders {
         sender.join().expect("sender");
     }

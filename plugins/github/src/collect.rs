@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::api::{ApiError, GitHubApi, PER_PAGE, auth::now_ms};
-use crate::events::{self, CommitFacts};
+use crate::events;
 use crate::repositories::{self, RepositoryInfo};
 use crate::settings::Settings;
 
@@ -182,15 +182,13 @@ async fn repository(
         let page = api.page(&url, None).await?;
         let mut batch = Vec::with_capacity(page.items.len());
         for commit in page.items {
-            let Ok(facts) = CommitFacts::from_api(&commit) else {
-                tracing::warn!(repository = %info.full_name, "a commit without sha or date; skipped");
-                continue;
-            };
-            let builder = events::commit_event(&repo, &facts, Some(&info.default_branch), true);
-            let event = builder.original(commit.clone()).build(&context);
-            if let Ok(json) = serde_json::to_string(&event) {
-                batch.push(json);
-            }
+            mapped(events::api_commit(
+                &repo,
+                commit,
+                &info.default_branch,
+                &context,
+                &mut batch,
+            ));
         }
         sink.send(batch).await?;
         next = page.next;

@@ -63,7 +63,14 @@ pub async fn enrich(
         field(&event, "vcs.ref.head.revision"),
     ) {
         in_scope(settings, repository)?;
-        commit_context(settings, api, repository, sha, &mut enrichments).await?;
+        commit_context(
+            settings,
+            api,
+            repository,
+            commit_sha(sha)?,
+            &mut enrichments,
+        )
+        .await?;
     } else if let (Some(service), Some(environment), Some(time)) = (
         field(&event, "service.name"),
         field(&event, "deployment.environment"),
@@ -92,6 +99,16 @@ pub async fn enrich(
     Ok(v1::EnrichResponse {
         enrichments_json: enrichments,
     })
+}
+
+/// A commit SHA (abbreviated or full) before it goes into an API path.
+fn commit_sha(sha: &str) -> Result<&str, Status> {
+    if (7..=40).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(sha);
+    }
+    Err(Status::invalid_argument(
+        "`vcs.ref.head.revision` is not a commit SHA (7 to 40 hex digits)",
+    ))
 }
 
 fn in_scope(settings: &Settings, repository: &str) -> Result<(), Status> {
@@ -220,7 +237,8 @@ async fn deployment_context(
     at_ms: u64,
     out: &mut Vec<String>,
 ) -> Result<(), Status> {
-    let path = format!("/repos/{repository}/deployments?environment={environment}&per_page=100");
+    let encoded: String = form_urlencoded::byte_serialize(environment.as_bytes()).collect();
+    let path = format!("/repos/{repository}/deployments?environment={encoded}&per_page=100");
     let page = api.page(&path, None).await.map_err(unavailable)?;
     let created = |d: &Value| {
         d.get("created_at")
@@ -255,7 +273,12 @@ async fn deployment_context(
         ],
         json!({"id": deployment.get("id"), "sha": sha, "environment": environment, "minutes_before": minutes}),
     ));
-    let Some(previous) = previous.and_then(|p| p.get("sha")).and_then(Value::as_str) else {
+    // Both SHAs come from an API response: checked before they go into a path.
+    let previous = previous
+        .and_then(|p| p.get("sha"))
+        .and_then(Value::as_str)
+        .and_then(|p| commit_sha(p).ok());
+    let (Some(previous), Ok(sha)) = (previous, commit_sha(sha)) else {
         return Ok(());
     };
     let compare = api

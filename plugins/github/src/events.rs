@@ -170,6 +170,26 @@ pub fn push(
     Ok(())
 }
 
+/// A commit read from the commits API (`GET /repos/{r}/commits`), on `branch`.
+pub fn api_commit(
+    repo: &Repository<'_>,
+    commit: Value,
+    branch: &str,
+    context: &MapContext,
+    out: &mut Vec<String>,
+) -> Result<(), MapError> {
+    let builder = {
+        let facts = CommitFacts::from_api(&commit)?;
+        commit_event(
+            repo,
+            &facts,
+            Some(branch),
+            repo.default_branch == Some(branch),
+        )
+    };
+    serialize(builder.original(commit), context, out)
+}
+
 /// The facts of a commit, from a push payload's commit or the commits API.
 #[derive(Debug)]
 pub struct CommitFacts<'a> {

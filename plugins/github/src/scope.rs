@@ -52,11 +52,20 @@ impl RepositoryScope {
         Ok(Self { patterns: compiled })
     }
 
-    /// Whether `full_name` (`owner/repo`) is covered.
+    /// Whether `full_name` (`owner/repo`) is covered. Only GitHub's name characters
+    /// count as a name: a glob never covers `acme/x/../../orgs` (the name reaches API
+    /// paths).
     pub fn covers(&self, full_name: &str) -> bool {
         let Some((owner, repository)) = full_name.split_once('/') else {
             return false;
         };
+        let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if !owner.chars().all(name_char)
+            || !repository.chars().all(name_char)
+            || repository.chars().all(|c| c == '.')
+        {
+            return false;
+        }
         let repository = repository.to_ascii_lowercase();
         self.patterns.iter().any(|p| {
             p.owner.eq_ignore_ascii_case(owner) && glob_matches(&p.repository, &repository)
@@ -126,6 +135,12 @@ mod tests {
         );
         assert!(!scope.covers("acme/web-shop-app-old"));
         assert!(!scope.covers("acme/api/extra"));
+        assert!(
+            !scope.covers("acme-labs/x/../../orgs/other"),
+            "no path in a name"
+        );
+        assert!(!scope.covers("acme-labs/.."));
+        assert!(!scope.covers("acme-labs/a?b"));
         assert_eq!(scope.exact().collect::<Vec<_>>(), ["acme/api"]);
         assert_eq!(scope.glob_owners(), ["acme", "acme-labs"]);
     }

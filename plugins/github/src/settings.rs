@@ -137,12 +137,13 @@ impl Settings {
                 list.into_iter().collect()
             }
         };
-        let secret = |role: &str| -> Result<Option<&v1::Credential>, SettingsError> {
-            Ok(request.credentials.iter().find(|c| c.name == role))
-        };
+        // A role named in the configuration must have arrived with Configure.
         let require = |role: &str, named: &Option<String>| match named {
             None => Ok(None),
-            Some(_) => secret(role)?
+            Some(_) => request
+                .credentials
+                .iter()
+                .find(|c| c.name == role)
                 .map(Some)
                 .ok_or_else(|| SettingsError::MissingCredential {
                     role: role.to_owned(),

@@ -164,12 +164,17 @@ async fn answer_with(
                     "webhook events failed validation; see the dead-letter queue"
                 );
             }
-            let message = if status == StatusCode::OK {
+            let label = if status == StatusCode::OK {
                 "ok"
             } else {
                 "accepted"
             };
-            Ok(json_ok(status, &outcome_json(message, &outcome)))
+            let mut body = outcome_json(label, &outcome);
+            // What the plugin said (`ignored: event type ...`), for the sender's logs.
+            if !response.message.is_empty() {
+                body["message"] = serde_json::Value::String(printable(&response.message, 500));
+            }
+            Ok(json_ok(status, &body))
         }
         Err(err) => Err(not_stored(&err)),
     }

@@ -84,10 +84,12 @@ impl TokenSource {
                 if !fresh {
                     *current = Some(mint(api, app).await?);
                 }
-                let token = current.as_ref().map(|t| t.token.expose_secret().to_owned());
+                let token = current
+                    .as_ref()
+                    .expect("a token is held: it was fresh or was just minted");
                 Ok(SecretString::from(format!(
                     "token {}",
-                    token.unwrap_or_default()
+                    token.token.expose_secret()
                 )))
             }
         }
