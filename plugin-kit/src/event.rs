@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use plugin_protocol::{CanonicalEvent, Category, EventData, Link, Severity, event_id};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// Where a plugin instance's events belong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +46,15 @@ pub struct EventBuilder {
     correlationid: Option<String>,
     fields: BTreeMap<String, serde_json::Value>,
     links: Vec<Link>,
-    original: serde_json::Value,
+    original: Original,
+}
+
+/// The source payload: parsed, or its JSON text as the source sent it (copied into the
+/// event as it is: no tree is built and nothing is escaped again).
+#[derive(Debug, Clone)]
+enum Original {
+    Value(serde_json::Value),
+    Raw(Box<RawValue>),
 }
 
 impl EventBuilder {
@@ -68,7 +78,7 @@ impl EventBuilder {
             correlationid: None,
             fields: BTreeMap::new(),
             links: Vec::new(),
-            original: serde_json::Value::Null,
+            original: Original::Value(serde_json::Value::Null),
         }
     }
 
@@ -105,19 +115,81 @@ impl EventBuilder {
 
     /// The source payload, kept untouched.
     pub fn original(mut self, original: serde_json::Value) -> Self {
-        self.original = original;
+        self.original = Original::Value(original);
         self
+    }
+
+    /// The source payload as the JSON text it arrived in: the fast path for plugins
+    /// that read their payloads with borrowed `&RawValue`s.
+    pub fn original_raw(mut self, original: &RawValue) -> Self {
+        self.original = Original::Raw(original.to_owned());
+        self
+    }
+
+    /// The event as one line of JSON, the form `Collect` and `HandleWebhook` carry:
+    /// the same document [`EventBuilder::build`] would serialize to, written without
+    /// building it first (a raw original is copied as it is).
+    pub fn to_json(&self, context: &MapContext) -> Result<String, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            #[serde(flatten)]
+            fields: &'a BTreeMap<String, serde_json::Value>,
+            links: &'a [Link],
+            enrichments: [(); 0],
+            original: &'a Original,
+        }
+        #[derive(Serialize)]
+        struct Event<'a> {
+            specversion: &'static str,
+            id: String,
+            source: &'a str,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            time: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            subject: Option<&'a str>,
+            tenant: &'a str,
+            integration: &'a str,
+            category: Category,
+            severity: Severity,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            correlationid: Option<&'a str>,
+            data: Data<'a>,
+        }
+        serde_json::to_string(&Event {
+            specversion: "1.0",
+            id: self.id(context),
+            source: &self.source,
+            event_type: &self.event_type,
+            time: &self.time,
+            subject: self.subject.as_deref(),
+            tenant: &context.tenant,
+            integration: &context.integration,
+            category: self.category,
+            severity: self.severity,
+            correlationid: self.correlationid.as_deref(),
+            data: Data {
+                fields: &self.fields,
+                links: &self.links,
+                enrichments: [],
+                original: &self.original,
+            },
+        })
+    }
+
+    fn id(&self, context: &MapContext) -> String {
+        event_id(
+            &context.tenant,
+            &context.integration,
+            &self.event_type,
+            &self.source_id,
+        )
     }
 
     pub fn build(self, context: &MapContext) -> CanonicalEvent {
         CanonicalEvent {
             specversion: "1.0".to_owned(),
-            id: event_id(
-                &context.tenant,
-                &context.integration,
-                &self.event_type,
-                &self.source_id,
-            ),
+            id: self.id(context),
             source: self.source,
             event_type: self.event_type,
             time: self.time,
@@ -133,8 +205,21 @@ impl EventBuilder {
                 fields: self.fields,
                 links: self.links,
                 enrichments: Vec::new(),
-                original: self.original,
+                original: match self.original {
+                    Original::Value(value) => value,
+                    Original::Raw(raw) => serde_json::from_str(raw.get())
+                        .expect("a RawValue holds valid JSON by construction"),
+                },
             },
+        }
+    }
+}
+
+impl Serialize for Original {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Value(value) => value.serialize(serializer),
+            Self::Raw(raw) => raw.serialize(serializer),
         }
     }
 }
@@ -173,5 +258,34 @@ mod tests {
         assert_eq!(json["data"]["links"][0]["rel"], "deployment");
         assert_eq!(json["data"]["original"]["id"], 42);
         assert_eq!(json["category"], "delivery");
+    }
+
+    #[test]
+    fn to_json_writes_what_build_serializes_with_the_raw_original_as_sent() {
+        let context = MapContext {
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"id": 42, "note": "tab\there"}"#).expect("raw");
+        let builder = EventBuilder::new(
+            "com.betalogs.delivery.commit",
+            Category::Delivery,
+            "https://github.com/org/app",
+            "abc",
+            "2026-11-25T10:00:00Z",
+        )
+        .subject("abc")
+        .field("service.name", "app")
+        .link("commit", "https://github.com/org/app/commit/abc")
+        .original_raw(&raw);
+        let written = builder.to_json(&context).expect("json");
+        assert!(
+            written.contains(r#""original":{"id": 42, "note": "tab\there"}"#),
+            "copied as sent: {written}"
+        );
+        let built = serde_json::to_value(builder.build(&context)).expect("json");
+        let reread: serde_json::Value = serde_json::from_str(&written).expect("json");
+        assert_eq!(reread, built);
     }
 }

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use plugin_kit::{MapContext, v1};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::api::{ApiError, GitHubApi, PER_PAGE, auth::now_ms};
@@ -50,10 +49,6 @@ impl Cursor {
 fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
-}
-
-fn time_ms(value: &Value, key: &str) -> Option<u64> {
-    plugin_kit::event_time_ms(value.get(key)?.as_str()?)
 }
 
 /// Runs one poll over every repository, sending batches to `out`.
@@ -179,9 +174,9 @@ async fn repository(
         info.full_name, info.default_branch
     ));
     while let Some(url) = next.take() {
-        let page = api.page(&url, None).await?;
+        let page = api.page_raw(&url).await?;
         let mut batch = Vec::with_capacity(page.items.len());
-        for commit in page.items {
+        for commit in &page.items {
             mapped(events::api_commit(
                 &repo,
                 commit,
@@ -200,17 +195,29 @@ async fn repository(
         info.full_name
     ));
     while let Some(url) = next.take() {
-        let page = api.page(&url, None).await?;
+        let page = api.page_raw(&url).await?;
         let mut batch = Vec::new();
         let mut older = false;
-        for pull in page.items {
-            if time_ms(&pull, "updated_at").is_some_and(|t| t < since_ms) {
+        for raw in &page.items {
+            let pull: events::Pull<'_> = match events::parse(raw.get(), "pull_request") {
+                Ok(pull) => pull,
+                Err(err) => {
+                    mapped(Err(err));
+                    continue;
+                }
+            };
+            if pull
+                .updated_at
+                .as_ref()
+                .and_then(|t| t.ms())
+                .is_some_and(|t| t < since_ms)
+            {
                 older = true;
                 continue;
             }
-            if pull.get("merged_at").is_some_and(|m| !m.is_null()) {
+            if pull.merged_at.is_some() {
                 mapped(events::pull_request(
-                    &repo, "merged", pull, &context, &mut batch,
+                    &repo, "merged", &pull, raw, &context, &mut batch,
                 ));
             }
         }
@@ -224,36 +231,52 @@ async fn repository(
         info.full_name
     ));
     while let Some(url) = next.take() {
-        let page = api.page(&url, None).await?;
+        let page = api.page_raw(&url).await?;
         let mut batch = Vec::new();
         let mut older = false;
-        for deployment in page.items {
-            if time_ms(&deployment, "created_at").is_some_and(|t| t < since_ms) {
+        for raw in &page.items {
+            let deployment: events::Deployment<'_> = match events::parse(raw.get(), "deployment") {
+                Ok(deployment) => deployment,
+                Err(err) => {
+                    mapped(Err(err));
+                    continue;
+                }
+            };
+            if deployment
+                .created_at
+                .as_ref()
+                .and_then(|t| t.ms())
+                .is_some_and(|t| t < since_ms)
+            {
                 older = true;
                 continue;
             }
-            let Some(id) = deployment.get("id").and_then(Value::as_u64) else {
-                continue;
-            };
             let statuses = api
-                .page(
-                    &format!(
-                        "/repos/{}/deployments/{id}/statuses?per_page={PER_PAGE}",
-                        info.full_name
-                    ),
-                    None,
-                )
+                .page_raw(&format!(
+                    "/repos/{}/deployments/{}/statuses?per_page={PER_PAGE}",
+                    info.full_name, deployment.id
+                ))
                 .await?;
-            for status in statuses.items {
-                mapped(events::deployment_status(
-                    &repo,
-                    &deployment,
-                    status,
-                    &context,
-                    &mut batch,
-                ));
+            for status_raw in &statuses.items {
+                let status = events::parse(status_raw.get(), "deployment_status");
+                mapped(status.and_then(|status| {
+                    events::deployment_status(
+                        &repo,
+                        &deployment,
+                        &status,
+                        status_raw,
+                        &context,
+                        &mut batch,
+                    )
+                }));
             }
-            mapped(events::deployment(&repo, deployment, &context, &mut batch));
+            mapped(events::deployment(
+                &repo,
+                &deployment,
+                raw,
+                &context,
+                &mut batch,
+            ));
         }
         sink.send(batch).await?;
         next = if older { None } else { page.next };

@@ -3,15 +3,21 @@
 //! delivered by a webhook get the same event id (ids come from GitHub's own ids and
 //! SHAs, never from the delivery) and the pipeline keeps one.
 //!
-//! Functions take the parsed objects by value: each event's `original` is moved out of
-//! the payload, never cloned (a push's commits become their own events' originals and
-//! the push keeps the rest of its payload).
+//! Objects are read as borrowed typed views over their JSON text, and each event's
+//! `original` is that text copied as it came ([`RawValue`]): no JSON tree is built and
+//! nothing is escaped twice, which is most of the cost of mapping a delivery.
+
+use std::borrow::Cow;
 
 use plugin_kit::{Category, EventBuilder, MapContext, MapError, Severity};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The canonical type prefix of everything this plugin emits.
 const DELIVERY: &str = "com.betalogs.delivery";
+
+/// The longest excerpt of a parse error quoted back (serde's messages can quote input).
+const QUOTE: usize = 160;
 
 /// What every event of one repository carries.
 #[derive(Debug, Clone)]
@@ -38,28 +44,76 @@ impl Repository<'_> {
     }
 }
 
-/// Reads a string at a JSON Pointer, or says which field is missing.
-pub fn text<'v>(value: &'v Value, pointer: &str, what: &str) -> Result<&'v str, MapError> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .ok_or_else(|| MapError {
-            what: what.to_owned(),
-            why: format!("`{pointer}` is missing or not a string"),
-        })
+/// Reads `raw` as a `T`; the error names `what` and serde's reason, shortened.
+pub fn parse<'a, T: Deserialize<'a>>(raw: &'a str, what: &str) -> Result<T, MapError> {
+    serde_json::from_str(raw).map_err(|e| map_error(what, &e))
 }
 
-fn optional<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
-    value.pointer(pointer).and_then(Value::as_str)
+fn map_error(what: &str, err: &serde_json::Error) -> MapError {
+    let why: String = err
+        .to_string()
+        .chars()
+        .take(QUOTE)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    MapError {
+        what: what.to_owned(),
+        why,
+    }
 }
 
-fn number(value: &Value, pointer: &str, what: &str) -> Result<u64, MapError> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_u64)
+/// A `{ "login": ... }` or `{ "name": ... }` object.
+#[derive(Debug, Default, Deserialize)]
+pub struct Person<'a> {
+    #[serde(borrow, default)]
+    pub login: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub username: Option<Cow<'a, str>>,
+}
+
+/// A time as GitHub writes it: RFC 3339 text, or Unix seconds (a push's `pushed_at`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum GitHubTime<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Seconds(u64),
+}
+
+impl GitHubTime<'_> {
+    fn rfc3339(&self) -> Option<String> {
+        match self {
+            Self::Text(text) if plugin_kit::event_time_ms(text).is_some() => Some(text.to_string()),
+            Self::Text(_) => None,
+            Self::Seconds(seconds) => {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*seconds);
+                Some(humantime::format_rfc3339_seconds(at).to_string())
+            }
+        }
+    }
+
+    pub fn ms(&self) -> Option<u64> {
+        match self {
+            Self::Text(text) => plugin_kit::event_time_ms(text),
+            Self::Seconds(seconds) => seconds.checked_mul(1000),
+        }
+    }
+}
+
+/// The first of `times` that is a time, or an error naming `what`.
+fn first_time(
+    times: &[Option<&GitHubTime<'_>>],
+    what: &str,
+    fields: &str,
+) -> Result<String, MapError> {
+    times
+        .iter()
+        .flatten()
+        .find_map(|t| t.rfc3339())
         .ok_or_else(|| MapError {
             what: what.to_owned(),
-            why: format!("`{pointer}` is missing or not a number"),
+            why: format!("none of {fields} is a time"),
         })
 }
 
@@ -68,37 +122,13 @@ fn web_link(url: Option<&str>) -> Option<&str> {
     url.filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 2048)
 }
 
-/// RFC 3339 from GitHub's times: a string as it is, a number as Unix seconds (push
-/// payloads give `pushed_at` so).
-fn time_of(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(text) if plugin_kit::event_time_ms(text).is_some() => Some(text.clone()),
-        Value::Number(seconds) => {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.as_u64()?);
-            Some(humantime::format_rfc3339_seconds(at).to_string())
-        }
-        _ => None,
-    }
-}
-
-fn first_time(value: &Value, pointers: &[&str], what: &str) -> Result<String, MapError> {
-    pointers
-        .iter()
-        .find_map(|p| time_of(value.pointer(p)))
-        .ok_or_else(|| MapError {
-            what: what.to_owned(),
-            why: format!("none of {} is a time", pointers.join(", ")),
-        })
-}
-
-fn serialize(
-    builder: EventBuilder,
+fn emit(
+    builder: &EventBuilder,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let event = builder.build(context);
-    let json = serde_json::to_string(&event).map_err(|e| MapError {
-        what: event.event_type.clone(),
+    let json = builder.to_json(context).map_err(|e| MapError {
+        what: "event".to_owned(),
         why: e.to_string(),
     })?;
     out.push(json);
@@ -109,124 +139,185 @@ fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or_default()
 }
 
-/// A `push`: one event for the push, one per commit on it.
+/// The parts of a `push` payload the events need (the rest stays in `original`).
+#[derive(Debug, Deserialize)]
+pub struct Push<'a> {
+    #[serde(rename = "ref", borrow)]
+    pub git_ref: Cow<'a, str>,
+    #[serde(borrow)]
+    pub after: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub before: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub compare: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(borrow, default)]
+    pub commits: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub head_commit: Option<HeadCommit<'a>>,
+    #[serde(borrow, default)]
+    pub pusher: Option<Person<'a>>,
+    #[serde(borrow, default)]
+    pub repository: Option<PushRepository<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HeadCommit<'a> {
+    #[serde(borrow, default)]
+    pub timestamp: Option<GitHubTime<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PushRepository<'a> {
+    #[serde(borrow, default)]
+    pub pushed_at: Option<GitHubTime<'a>>,
+}
+
+/// A `push`: one event for the push (its original is the whole payload) and one per
+/// commit on it (the commit as its original).
 pub fn push(
     repo: &Repository<'_>,
-    mut payload: Value,
+    payload: &RawValue,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let git_ref = text(&payload, "/ref", "push")?.to_owned();
-    let after = text(&payload, "/after", "push")?.to_owned();
-    let before = optional(&payload, "/before").unwrap_or_default().to_owned();
-    let branch = git_ref.strip_prefix("refs/heads/").map(str::to_owned);
-    let default = branch
-        .as_deref()
-        .is_some_and(|b| Some(b) == repo.default_branch);
-    let commits = match payload.as_object_mut().and_then(|o| o.remove("commits")) {
-        Some(Value::Array(commits)) => commits,
-        _ => Vec::new(),
-    };
+    let push: Push<'_> = parse(payload.get(), "push")?;
+    let git_ref = push.git_ref.as_ref();
+    let branch = git_ref.strip_prefix("refs/heads/");
+    let default = branch.is_some_and(|b| Some(b) == repo.default_branch);
+    let before = push.before.as_deref().unwrap_or_default();
     let time = first_time(
-        &payload,
-        &["/head_commit/timestamp", "/repository/pushed_at"],
+        &[
+            push.head_commit.as_ref().and_then(|h| h.timestamp.as_ref()),
+            push.repository.as_ref().and_then(|r| r.pushed_at.as_ref()),
+        ],
         "push",
+        "`/head_commit/timestamp`, `/repository/pushed_at`",
     )?;
     let mut builder = repo
         .builder(
             "push",
-            format!("{}:{git_ref}:{before}..{after}", repo.full_name),
+            format!("{}:{git_ref}:{before}..{}", repo.full_name, push.after),
             time,
         )
-        .subject(git_ref.clone())
-        .field("vcs.ref.head.name", branch.as_deref().unwrap_or(&git_ref))
-        .field("vcs.ref.head.revision", after.as_str())
-        .field("vcs.ref.base.revision", before.as_str())
+        .subject(git_ref)
+        .correlation(push.after.as_ref())
+        .field("vcs.ref.head.name", branch.unwrap_or(git_ref))
+        .field("vcs.ref.head.revision", push.after.as_ref())
+        .field("vcs.ref.base.revision", before)
         .field("vcs.ref.default", default)
-        .field("vcs.change.commits", commits.len())
-        .field(
-            "vcs.ref.deleted",
-            payload
-                .get("deleted")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        );
-    if let Some(url) = web_link(optional(&payload, "/compare")) {
+        .field("vcs.change.commits", push.commits.len())
+        .field("vcs.ref.deleted", push.deleted);
+    if let Some(url) = web_link(push.compare.as_deref()) {
         builder = builder.link("compare", url);
     }
-    if let Some(user) = optional(&payload, "/pusher/name") {
-        builder = builder.field("vcs.actor", user);
+    if let Some(name) = push.pusher.as_ref().and_then(|p| p.name.as_deref()) {
+        builder = builder.field("vcs.actor", name);
     }
-    serialize(
-        builder.correlation(after.clone()).original(payload),
-        context,
-        out,
-    )?;
-    for commit in commits {
-        let facts = CommitFacts::from_push(&commit)?;
-        let builder = commit_event(repo, &facts, branch.as_deref(), default);
-        serialize(builder.original(commit), context, out)?;
+    emit(&builder.original_raw(payload), context, out)?;
+    for commit in &push.commits {
+        let facts = CommitFacts::from_push(parse(commit.get(), "push commit")?)?;
+        let builder = commit_event(repo, &facts, branch, default).original_raw(commit);
+        emit(&builder, context, out)?;
     }
     Ok(())
 }
 
-/// A commit read from the commits API (`GET /repos/{r}/commits`), on `branch`.
-pub fn api_commit(
-    repo: &Repository<'_>,
-    commit: Value,
-    branch: &str,
-    context: &MapContext,
-    out: &mut Vec<String>,
-) -> Result<(), MapError> {
-    let builder = {
-        let facts = CommitFacts::from_api(&commit)?;
-        commit_event(
-            repo,
-            &facts,
-            Some(branch),
-            repo.default_branch == Some(branch),
-        )
-    };
-    serialize(builder.original(commit), context, out)
+/// A commit in a push payload: `{id, message, timestamp, url, author}`.
+#[derive(Debug, Deserialize)]
+pub struct PushCommit<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub message: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub timestamp: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub author: Option<Person<'a>>,
 }
 
-/// The facts of a commit, from a push payload's commit or the commits API.
+/// A commit from the commits API: `{sha, html_url, commit: {message, author, committer}, author}`.
+#[derive(Debug, Deserialize)]
+pub struct ApiCommit<'a> {
+    #[serde(borrow)]
+    pub sha: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub html_url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub commit: GitCommit<'a>,
+    #[serde(borrow, default)]
+    pub author: Option<Person<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GitCommit<'a> {
+    #[serde(borrow, default)]
+    pub message: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub author: Option<Signature<'a>>,
+    #[serde(borrow, default)]
+    pub committer: Option<Signature<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Signature<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub date: Option<GitHubTime<'a>>,
+}
+
+/// The facts of a commit, from either shape.
 #[derive(Debug)]
 pub struct CommitFacts<'a> {
-    pub sha: &'a str,
-    pub message: &'a str,
-    pub author: Option<&'a str>,
-    pub login: Option<&'a str>,
+    pub sha: Cow<'a, str>,
+    pub message: Cow<'a, str>,
+    pub author: Option<Cow<'a, str>>,
+    pub login: Option<Cow<'a, str>>,
     pub time: String,
-    pub url: Option<&'a str>,
+    pub url: Option<Cow<'a, str>>,
 }
 
 impl<'a> CommitFacts<'a> {
-    /// `{id, message, timestamp, url, author: {name, username}}`.
-    pub fn from_push(commit: &'a Value) -> Result<Self, MapError> {
+    pub fn from_push(commit: PushCommit<'a>) -> Result<Self, MapError> {
+        let time = first_time(&[commit.timestamp.as_ref()], "push commit", "`timestamp`")?;
+        let (author, login) = match commit.author {
+            Some(person) => (person.name, person.username),
+            None => (None, None),
+        };
         Ok(Self {
-            sha: text(commit, "/id", "push commit")?,
-            message: optional(commit, "/message").unwrap_or_default(),
-            author: optional(commit, "/author/name"),
-            login: optional(commit, "/author/username"),
-            time: first_time(commit, &["/timestamp"], "push commit")?,
-            url: optional(commit, "/url"),
+            sha: commit.id,
+            message: commit.message,
+            author,
+            login,
+            time,
+            url: commit.url,
         })
     }
 
-    /// `{sha, html_url, commit: {message, author: {name, date}}, author: {login}}`.
-    pub fn from_api(commit: &'a Value) -> Result<Self, MapError> {
+    pub fn from_api(commit: ApiCommit<'a>) -> Result<Self, MapError> {
+        let time = first_time(
+            &[
+                commit
+                    .commit
+                    .committer
+                    .as_ref()
+                    .and_then(|c| c.date.as_ref()),
+                commit.commit.author.as_ref().and_then(|a| a.date.as_ref()),
+            ],
+            "commit",
+            "`/commit/committer/date`, `/commit/author/date`",
+        )?;
         Ok(Self {
-            sha: text(commit, "/sha", "commit")?,
-            message: optional(commit, "/commit/message").unwrap_or_default(),
-            author: optional(commit, "/commit/author/name"),
-            login: optional(commit, "/author/login"),
-            time: first_time(
-                commit,
-                &["/commit/committer/date", "/commit/author/date"],
-                "commit",
-            )?,
-            url: optional(commit, "/html_url"),
+            sha: commit.sha,
+            message: commit.commit.message,
+            author: commit.commit.author.and_then(|a| a.name),
+            login: commit.author.and_then(|a| a.login),
+            time,
+            url: commit.html_url,
         })
     }
 }
@@ -238,31 +329,51 @@ pub fn commit_event(
     branch: Option<&str>,
     default: bool,
 ) -> EventBuilder {
-    let url = web_link(facts.url)
+    let sha = facts.sha.as_ref();
+    let url = web_link(facts.url.as_deref())
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("{}/commit/{}", repo.html_url, facts.sha));
+        .unwrap_or_else(|| format!("{}/commit/{sha}", repo.html_url));
     let mut builder = repo
         .builder(
             "commit",
-            format!("{}:{}", repo.full_name, facts.sha),
+            format!("{}:{sha}", repo.full_name),
             facts.time.clone(),
         )
-        .subject(facts.sha)
-        .correlation(facts.sha)
-        .field("vcs.ref.head.revision", facts.sha)
-        .field("vcs.commit.message", first_line(facts.message))
+        .subject(sha)
+        .correlation(sha)
+        .field("vcs.ref.head.revision", sha)
+        .field("vcs.commit.message", first_line(&facts.message))
         .field("vcs.ref.default", default)
         .link("commit", url);
     if let Some(branch) = branch {
         builder = builder.field("vcs.ref.head.name", branch);
     }
-    if let Some(author) = facts.author {
-        builder = builder.field("vcs.commit.author", author);
+    if let Some(author) = &facts.author {
+        builder = builder.field("vcs.commit.author", author.as_ref());
     }
-    if let Some(login) = facts.login {
-        builder = builder.field("vcs.actor", login);
+    if let Some(login) = &facts.login {
+        builder = builder.field("vcs.actor", login.as_ref());
     }
     builder
+}
+
+/// A commit read from the commits API (`GET /repos/{r}/commits`), on `branch`.
+pub fn api_commit(
+    repo: &Repository<'_>,
+    commit: &RawValue,
+    branch: &str,
+    context: &MapContext,
+    out: &mut Vec<String>,
+) -> Result<(), MapError> {
+    let facts = CommitFacts::from_api(parse(commit.get(), "commit")?)?;
+    let builder = commit_event(
+        repo,
+        &facts,
+        Some(branch),
+        repo.default_branch == Some(branch),
+    )
+    .original_raw(commit);
+    emit(&builder, context, out)
 }
 
 /// Pull request actions that become events; the rest are ignored.
@@ -277,36 +388,81 @@ pub fn pull_request_action(action: &str, merged: bool) -> Option<&'static str> {
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct GitRef<'a> {
+    #[serde(borrow)]
+    pub sha: Cow<'a, str>,
+    #[serde(rename = "ref", borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+}
+
+/// A pull request, as webhooks and the pulls API give it.
+#[derive(Debug, Deserialize)]
+pub struct Pull<'a> {
+    pub number: u64,
+    #[serde(borrow)]
+    pub head: GitRef<'a>,
+    #[serde(borrow)]
+    pub base: GitRef<'a>,
+    #[serde(default)]
+    pub merged: Option<bool>,
+    #[serde(borrow, default)]
+    pub merged_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub closed_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub created_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub updated_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub html_url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub title: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub merge_commit_sha: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub user: Option<Person<'a>>,
+}
+
 /// A pull request event: `action` from [`pull_request_action`].
 pub fn pull_request(
     repo: &Repository<'_>,
     action: &str,
-    pull: Value,
+    pull: &Pull<'_>,
+    raw: &RawValue,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let what = "pull_request";
-    let number = number(&pull, "/number", what)?;
-    let head = text(&pull, "/head/sha", what)?;
-    let base = text(&pull, "/base/sha", what)?;
+    let number = pull.number;
+    let head = pull.head.sha.as_ref();
     // One event per fact: a merge happens once; a synchronize per new head; the others
     // at their own time (a pull request can be closed and reopened more than once).
-    let time = first_time(
-        &pull,
-        match action {
-            "merged" => &["/merged_at", "/closed_at", "/updated_at"],
-            "closed" => &["/closed_at", "/updated_at"],
-            "opened" => &["/created_at"],
-            _ => &["/updated_at", "/created_at"],
-        },
-        what,
-    )?;
+    let (times, fields): (&[Option<&GitHubTime<'_>>], &str) = match action {
+        "merged" => (
+            &[
+                pull.merged_at.as_ref(),
+                pull.closed_at.as_ref(),
+                pull.updated_at.as_ref(),
+            ],
+            "`merged_at`, `closed_at`, `updated_at`",
+        ),
+        "closed" => (
+            &[pull.closed_at.as_ref(), pull.updated_at.as_ref()],
+            "`closed_at`, `updated_at`",
+        ),
+        "opened" => (&[pull.created_at.as_ref()], "`created_at`"),
+        _ => (
+            &[pull.updated_at.as_ref(), pull.created_at.as_ref()],
+            "`updated_at`, `created_at`",
+        ),
+    };
+    let time = first_time(times, "pull_request", fields)?;
     let source_id = match action {
         "merged" => format!("{}#{number}:merged", repo.full_name),
         "synchronize" => format!("{}#{number}:synchronize:{head}", repo.full_name),
         _ => format!("{}#{number}:{action}:{time}", repo.full_name),
     };
-    let url = web_link(optional(&pull, "/html_url"))
+    let url = web_link(pull.html_url.as_deref())
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{}/pull/{number}", repo.html_url));
     let mut builder = repo
@@ -317,63 +473,114 @@ pub fn pull_request(
         .field("vcs.change.state", action)
         .field(
             "vcs.change.title",
-            optional(&pull, "/title").unwrap_or_default(),
+            pull.title.as_deref().unwrap_or_default(),
         )
         .field("vcs.ref.head.revision", head)
-        .field("vcs.ref.base.revision", base)
+        .field("vcs.ref.base.revision", pull.base.sha.as_ref())
         .field(
             "vcs.ref.head.name",
-            optional(&pull, "/head/ref").unwrap_or_default(),
+            pull.head.name.as_deref().unwrap_or_default(),
         )
         .field(
             "vcs.ref.base.name",
-            optional(&pull, "/base/ref").unwrap_or_default(),
+            pull.base.name.as_deref().unwrap_or_default(),
         )
         .link("pull_request", url);
-    if let Some(merge) = optional(&pull, "/merge_commit_sha").filter(|_| action == "merged") {
+    if let Some(merge) = pull
+        .merge_commit_sha
+        .as_deref()
+        .filter(|_| action == "merged")
+    {
         builder = builder
             .field("vcs.change.merge_commit", merge)
             .link("commit", format!("{}/commit/{merge}", repo.html_url));
     }
-    if let Some(login) = optional(&pull, "/user/login") {
+    if let Some(login) = pull.user.as_ref().and_then(|u| u.login.as_deref()) {
         builder = builder.field("vcs.actor", login);
     }
-    serialize(builder.original(pull), context, out)
+    emit(&builder.original_raw(raw), context, out)
+}
+
+/// A deployment, as webhooks and the deployments API give it.
+#[derive(Debug, Deserialize)]
+pub struct Deployment<'a> {
+    pub id: u64,
+    #[serde(borrow)]
+    pub sha: Cow<'a, str>,
+    #[serde(borrow)]
+    pub environment: Cow<'a, str>,
+    #[serde(rename = "ref", borrow, default)]
+    pub git_ref: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub task: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub creator: Option<Person<'a>>,
+    #[serde(borrow, default)]
+    pub created_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub updated_at: Option<GitHubTime<'a>>,
+}
+
+/// A deployment status.
+#[derive(Debug, Deserialize)]
+pub struct DeploymentStatus<'a> {
+    pub id: u64,
+    #[serde(borrow)]
+    pub state: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub created_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub updated_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub log_url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub target_url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub environment_url: Option<Cow<'a, str>>,
 }
 
 /// A deployment was created.
 pub fn deployment(
     repo: &Repository<'_>,
-    deployment: Value,
+    deployment: &Deployment<'_>,
+    raw: &RawValue,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let builder = deployment_builder(repo, &deployment, "deployment", None)?;
-    serialize(builder.original(deployment), context, out)
+    let builder = deployment_builder(repo, deployment, "deployment", None)?;
+    emit(&builder.original_raw(raw), context, out)
 }
 
 fn deployment_builder(
     repo: &Repository<'_>,
-    deployment: &Value,
+    deployment: &Deployment<'_>,
     kind: &str,
-    status: Option<(&Value, &str)>,
+    status: Option<&DeploymentStatus<'_>>,
 ) -> Result<EventBuilder, MapError> {
-    let what = kind;
-    let id = number(deployment, "/id", what)?;
-    let sha = text(deployment, "/sha", what)?;
-    let environment = text(deployment, "/environment", what)?;
+    let (id, sha, environment) = (
+        deployment.id,
+        deployment.sha.as_ref(),
+        deployment.environment.as_ref(),
+    );
     let (source_id, time) = match status {
-        Some((status, _)) => (
-            format!(
-                "{}:deployment:{id}:status:{}",
-                repo.full_name,
-                number(status, "/id", what)?
-            ),
-            first_time(status, &["/created_at", "/updated_at"], what)?,
+        Some(status) => (
+            format!("{}:deployment:{id}:status:{}", repo.full_name, status.id),
+            first_time(
+                &[status.created_at.as_ref(), status.updated_at.as_ref()],
+                kind,
+                "`created_at`, `updated_at`",
+            )?,
         ),
         None => (
             format!("{}:deployment:{id}", repo.full_name),
-            first_time(deployment, &["/created_at", "/updated_at"], what)?,
+            first_time(
+                &[
+                    deployment.created_at.as_ref(),
+                    deployment.updated_at.as_ref(),
+                ],
+                kind,
+                "`created_at`, `updated_at`",
+            )?,
         ),
     };
     let mut builder = repo
@@ -385,23 +592,23 @@ fn deployment_builder(
         .field("vcs.ref.head.revision", sha)
         .link("commit", format!("{}/commit/{sha}", repo.html_url))
         .link("deployments", format!("{}/deployments", repo.html_url));
-    if let Some(git_ref) = optional(deployment, "/ref") {
+    if let Some(git_ref) = deployment.git_ref.as_deref() {
         builder = builder.field("vcs.ref.head.name", git_ref);
     }
-    if let Some(task) = optional(deployment, "/task") {
+    if let Some(task) = deployment.task.as_deref() {
         builder = builder.field("deployment.task", task);
     }
-    if let Some(login) = optional(deployment, "/creator/login") {
+    if let Some(login) = deployment.creator.as_ref().and_then(|c| c.login.as_deref()) {
         builder = builder.field("vcs.actor", login);
     }
-    if let Some((status, state)) = status {
-        builder = builder.field("deployment.status", state);
-        for (rel, pointer) in [
-            ("deployment_log", "/log_url"),
-            ("deployment_target", "/target_url"),
-            ("environment", "/environment_url"),
+    if let Some(status) = status {
+        builder = builder.field("deployment.status", status.state.as_ref());
+        for (rel, url) in [
+            ("deployment_log", &status.log_url),
+            ("deployment_target", &status.target_url),
+            ("environment", &status.environment_url),
         ] {
-            if let Some(url) = web_link(optional(status, pointer)).filter(|u| !u.is_empty()) {
+            if let Some(url) = web_link(url.as_deref()) {
                 builder = builder.link(rel, url);
             }
         }
@@ -412,22 +619,23 @@ fn deployment_builder(
 /// A deployment's status changed. `failure` and `error` are failure events.
 pub fn deployment_status(
     repo: &Repository<'_>,
-    deployment: &Value,
-    status: Value,
+    deployment: &Deployment<'_>,
+    status: &DeploymentStatus<'_>,
+    raw: &RawValue,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let state = text(&status, "/state", "deployment_status")?.to_owned();
-    let (kind, severity) = match state.as_str() {
+    let (kind, severity) = match status.state.as_ref() {
         "failure" => ("deployment.failed", Severity::Error),
         // GitHub's `error`: the deployment could not even run.
         "error" => ("deployment.failed", Severity::Critical),
         "success" => ("deployment.succeeded", Severity::Info),
         _ => ("deployment_status", Severity::Info),
     };
-    let builder =
-        deployment_builder(repo, deployment, kind, Some((&status, &state)))?.severity(severity);
-    serialize(builder.original(status), context, out)
+    let builder = deployment_builder(repo, deployment, kind, Some(status))?
+        .severity(severity)
+        .original_raw(raw);
+    emit(&builder, context, out)
 }
 
 /// Release actions that become events.
@@ -435,19 +643,41 @@ pub fn release_action(action: &str) -> bool {
     matches!(action, "published" | "released" | "prereleased")
 }
 
+#[derive(Debug, Deserialize)]
+pub struct Release<'a> {
+    pub id: u64,
+    #[serde(borrow)]
+    pub tag_name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub prerelease: bool,
+    #[serde(borrow, default)]
+    pub published_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub created_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub html_url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub target_commitish: Option<Cow<'a, str>>,
+}
+
 /// A release was published.
 pub fn release(
     repo: &Repository<'_>,
     action: &str,
-    release: Value,
+    raw: &RawValue,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let what = "release";
-    let id = number(&release, "/id", what)?;
-    let tag = text(&release, "/tag_name", what)?;
-    let time = first_time(&release, &["/published_at", "/created_at"], what)?;
-    let url = web_link(optional(&release, "/html_url"))
+    let release: Release<'_> = parse(raw.get(), "release")?;
+    let (id, tag) = (release.id, release.tag_name.as_ref());
+    let time = first_time(
+        &[release.published_at.as_ref(), release.created_at.as_ref()],
+        "release",
+        "`published_at`, `created_at`",
+    )?;
+    let url = web_link(release.html_url.as_deref())
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{}/releases/tag/{tag}", repo.html_url));
     let mut builder = repo
@@ -459,48 +689,69 @@ pub fn release(
         .subject(tag)
         .field("release.tag", tag)
         .field("release.action", action)
-        .field(
-            "release.prerelease",
-            release
-                .get("prerelease")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        )
+        .field("release.prerelease", release.prerelease)
         .link("release", url);
-    if let Some(name) = optional(&release, "/name") {
+    if let Some(name) = release.name.as_deref() {
         builder = builder.field("release.name", name);
     }
-    if let Some(target) = optional(&release, "/target_commitish") {
+    if let Some(target) = release.target_commitish.as_deref() {
         builder = builder.field("vcs.ref.head.name", target);
     }
-    serialize(builder.original(release), context, out)
+    emit(&builder.original_raw(raw), context, out)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WorkflowRun<'a> {
+    pub id: u64,
+    #[serde(default)]
+    pub run_attempt: Option<u64>,
+    #[serde(borrow)]
+    pub head_sha: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub head_branch: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub conclusion: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub updated_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub run_started_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub created_at: Option<GitHubTime<'a>>,
+    #[serde(borrow, default)]
+    pub html_url: Option<Cow<'a, str>>,
 }
 
 /// A completed workflow run, with its conclusion as severity.
 pub fn workflow_run(
     repo: &Repository<'_>,
-    run: Value,
+    raw: &RawValue,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let what = "workflow_run";
-    let id = number(&run, "/id", what)?;
-    let attempt = run.get("run_attempt").and_then(Value::as_u64).unwrap_or(1);
-    let sha = text(&run, "/head_sha", what)?;
-    let conclusion = optional(&run, "/conclusion").unwrap_or("unknown");
+    let run: WorkflowRun<'_> = parse(raw.get(), "workflow_run")?;
+    let (id, sha) = (run.id, run.head_sha.as_ref());
+    let attempt = run.run_attempt.unwrap_or(1);
+    let conclusion = run.conclusion.as_deref().unwrap_or("unknown");
     let severity = match conclusion {
         "failure" | "timed_out" | "startup_failure" => Severity::Error,
         "cancelled" | "action_required" | "stale" => Severity::Warning,
         _ => Severity::Info,
     };
     let time = first_time(
-        &run,
-        &["/updated_at", "/run_started_at", "/created_at"],
-        what,
+        &[
+            run.updated_at.as_ref(),
+            run.run_started_at.as_ref(),
+            run.created_at.as_ref(),
+        ],
+        "workflow_run",
+        "`updated_at`, `run_started_at`, `created_at`",
     )?;
-    let url = web_link(optional(&run, "/html_url"))
+    let url = web_link(run.html_url.as_deref())
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{}/actions/runs/{id}", repo.html_url));
+    let name = run.name.as_deref().unwrap_or_default();
     let mut builder = repo
         .builder(
             "workflow_run",
@@ -508,20 +759,21 @@ pub fn workflow_run(
             time,
         )
         .severity(severity)
-        .subject(optional(&run, "/name").unwrap_or("workflow run"))
+        .subject(if name.is_empty() {
+            "workflow run"
+        } else {
+            name
+        })
         .correlation(sha)
         .field("cicd.pipeline.run.id", id)
         .field("cicd.pipeline.run.attempt", attempt)
-        .field(
-            "cicd.pipeline.name",
-            optional(&run, "/name").unwrap_or_default(),
-        )
+        .field("cicd.pipeline.name", name)
         .field("cicd.pipeline.result", conclusion)
         .field("vcs.ref.head.revision", sha)
         .link("workflow_run", url)
         .link("commit", format!("{}/commit/{sha}", repo.html_url));
-    if let Some(branch) = optional(&run, "/head_branch") {
+    if let Some(branch) = run.head_branch.as_deref() {
         builder = builder.field("vcs.ref.head.name", branch);
     }
-    serialize(builder.original(run), context, out)
+    emit(&builder.original_raw(raw), context, out)
 }

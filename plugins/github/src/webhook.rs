@@ -6,9 +6,12 @@
 //! the pipeline drops them as duplicates. Remembering delivery ids here instead would
 //! lose a delivery whose first attempt was answered but never stored.
 
+use std::borrow::Cow;
+
 use plugin_kit::signature::{self, Verified};
 use plugin_kit::{MapContext, v1};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::events::{self, Repository};
 use crate::settings::Settings;
@@ -74,17 +77,22 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
     else {
         return answer(400, "the X-GitHub-Delivery header is missing");
     };
-    let payload = match parse_body(request) {
-        Ok(payload) => payload,
+    let text = match body_text(request) {
+        Ok(text) => text,
+        Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
+    };
+    let envelope = match Envelope::read(&text) {
+        Ok(envelope) => envelope,
         Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
     };
     if verified == Verified::Previous {
         tracing::info!(delivery = %quote(delivery), "delivery signed with the previous webhook secret; the sender has not switched yet");
     }
-    let repository = payload
-        .pointer("/repository/full_name")
-        .and_then(Value::as_str);
-    if let Some(full_name) = repository
+    let full_name = envelope
+        .repository
+        .as_ref()
+        .and_then(|r| r.full_name.as_deref());
+    if let Some(full_name) = full_name
         && !settings.scope.covers(full_name)
     {
         return answer(
@@ -105,7 +113,7 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
             format!("ignored: event type `{kind}` is not enabled for this integration"),
         );
     }
-    match map(settings, kind, payload) {
+    match map(settings, kind, &text, &envelope) {
         Ok(Mapped::Events(events_json)) => v1::WebhookResponse {
             status: 202,
             events_json,
@@ -119,28 +127,80 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
     }
 }
 
-/// JSON, or GitHub's form encoding (`payload=<json>`).
-fn parse_body(request: &v1::WebhookRequest) -> Result<Value, String> {
+/// The JSON text of the delivery: the body, or the `payload` field of GitHub's form
+/// encoding.
+fn body_text(request: &v1::WebhookRequest) -> Result<Cow<'_, str>, String> {
     let form = header(request, "content-type")
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    let parsed = if form {
-        let payload = form_urlencoded::parse(&request.body)
+    if form {
+        return form_urlencoded::parse(&request.body)
             .find(|(key, _)| key == "payload")
-            .map(|(_, value)| value.into_owned())
-            .ok_or("the form body has no `payload` field")?;
-        serde_json::from_str::<Value>(&payload)
-    } else {
-        serde_json::from_slice::<Value>(&request.body)
-    };
-    match parsed {
-        Ok(value @ Value::Object(_)) => Ok(value),
-        Ok(_) => Err("the body is not a JSON object".to_owned()),
-        Err(err) => Err(format!(
-            "the body is not JSON (line {} column {})",
-            err.line(),
-            err.column()
-        )),
+            .map(|(_, value)| Cow::Owned(value.into_owned()))
+            .ok_or_else(|| "the form body has no `payload` field".to_owned());
     }
+    std::str::from_utf8(&request.body)
+        .map(Cow::Borrowed)
+        .map_err(|e| format!("the body is not UTF-8 (byte {})", e.valid_up_to()))
+}
+
+/// The repository every delivery about one names.
+#[derive(Debug, Deserialize)]
+struct RepositoryRef<'a> {
+    #[serde(borrow, default)]
+    full_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    html_url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    default_branch: Option<Cow<'a, str>>,
+}
+
+/// The top of a delivery: what routing needs, and the objects the events are made of
+/// (as their JSON text).
+#[derive(Debug, Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    repository: Option<RepositoryRef<'a>>,
+    #[serde(borrow, default)]
+    pull_request: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    deployment: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    deployment_status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    release: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    workflow_run: Option<&'a RawValue>,
+}
+
+impl<'a> Envelope<'a> {
+    fn read(text: &'a str) -> Result<Self, String> {
+        if !text.trim_start().starts_with('{') {
+            return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => Err("the body is not a JSON object".to_owned()),
+                Err(err) => Err(not_json(&err)),
+            };
+        }
+        serde_json::from_str(text).map_err(|err| {
+            if err.is_data() {
+                format!(
+                    "the payload does not have GitHub's shape: {}",
+                    quote(&err.to_string())
+                )
+            } else {
+                not_json(&err)
+            }
+        })
+    }
+}
+
+fn not_json(err: &serde_json::Error) -> String {
+    format!(
+        "the body is not JSON (line {} column {})",
+        err.line(),
+        err.column()
+    )
 }
 
 enum Mapped {
@@ -148,77 +208,104 @@ enum Mapped {
     Ignored(String),
 }
 
-fn map(settings: &Settings, kind: &str, mut payload: Value) -> Result<Mapped, String> {
-    let full_name = events::text(&payload, "/repository/full_name", kind)
-        .map_err(|e| e.to_string())?
-        .to_owned();
-    let html_url = events::text(&payload, "/repository/html_url", kind)
-        .map_err(|e| e.to_string())?
-        .to_owned();
-    let default_branch = payload
-        .pointer("/repository/default_branch")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+/// A member that must be an object.
+fn object<'r>(raw: Option<&'r RawValue>, kind: &str, key: &str) -> Result<&'r RawValue, String> {
+    raw.filter(|r| r.get().starts_with('{'))
+        .ok_or_else(|| format!("cannot map {kind}: `/{key}` is missing or not an object"))
+}
+
+fn map(
+    settings: &Settings,
+    kind: &str,
+    text: &str,
+    envelope: &Envelope<'_>,
+) -> Result<Mapped, String> {
+    let missing = |what: &str| format!("cannot map {kind}: `{what}` is missing");
+    let repository = envelope
+        .repository
+        .as_ref()
+        .ok_or_else(|| missing("/repository"))?;
+    let full_name = repository
+        .full_name
+        .as_deref()
+        .ok_or_else(|| missing("/repository/full_name"))?;
+    let html_url = repository
+        .html_url
+        .as_deref()
+        .ok_or_else(|| missing("/repository/html_url"))?;
     let repo = Repository {
-        full_name: &full_name,
-        html_url: &html_url,
-        default_branch: default_branch.as_deref(),
-        service: settings.service_for(&full_name),
+        full_name,
+        html_url,
+        default_branch: repository.default_branch.as_deref(),
+        service: settings.service_for(full_name),
     };
     let context = MapContext {
         tenant: settings.tenant.clone(),
         integration: settings.integration.clone(),
     };
-    let action = payload
-        .get("action")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let mut take = |key: &str| -> Result<Value, String> {
-        match payload.as_object_mut().and_then(|o| o.remove(key)) {
-            Some(value @ Value::Object(_)) => Ok(value),
-            _ => Err(format!(
-                "cannot map {kind}: `/{key}` is missing or not an object"
-            )),
-        }
-    };
+    let action = envelope.action.as_deref().unwrap_or_default();
+    let object = |raw, key| object(raw, kind, key);
     let mut out = Vec::new();
     let mapped = match kind {
-        "push" => events::push(&repo, payload, &context, &mut out),
+        "push" => {
+            let whole: &RawValue = serde_json::from_str(text).map_err(|e| not_json(&e))?;
+            events::push(&repo, whole, &context, &mut out)
+        }
         "pull_request" => {
-            let pull = take("pull_request")?;
-            let merged = pull.get("merged").and_then(Value::as_bool).unwrap_or(false);
-            let Some(action) = events::pull_request_action(&action, merged) else {
+            let raw = object(envelope.pull_request, "pull_request")?;
+            let pull: events::Pull<'_> =
+                events::parse(raw.get(), "pull_request").map_err(|e| e.to_string())?;
+            let Some(action) = events::pull_request_action(action, pull.merged.unwrap_or(false))
+            else {
                 return Ok(Mapped::Ignored(format!(
                     "pull_request action `{}`",
-                    quote(&action)
+                    quote(action)
                 )));
             };
-            events::pull_request(&repo, action, pull, &context, &mut out)
+            events::pull_request(&repo, action, &pull, raw, &context, &mut out)
         }
-        "deployment" => events::deployment(&repo, take("deployment")?, &context, &mut out),
+        "deployment" => {
+            let raw = object(envelope.deployment, "deployment")?;
+            let deployment = events::parse(raw.get(), "deployment").map_err(|e| e.to_string())?;
+            events::deployment(&repo, &deployment, raw, &context, &mut out)
+        }
         "deployment_status" => {
-            let status = take("deployment_status")?;
-            let deployment = take("deployment")?;
-            events::deployment_status(&repo, &deployment, status, &context, &mut out)
+            let raw = object(envelope.deployment_status, "deployment_status")?;
+            let status =
+                events::parse(raw.get(), "deployment_status").map_err(|e| e.to_string())?;
+            let deployment_raw = object(envelope.deployment, "deployment")?;
+            let deployment =
+                events::parse(deployment_raw.get(), "deployment").map_err(|e| e.to_string())?;
+            events::deployment_status(&repo, &deployment, &status, raw, &context, &mut out)
         }
         "release" => {
-            if !events::release_action(&action) {
+            if !events::release_action(action) {
                 return Ok(Mapped::Ignored(format!(
                     "release action `{}`",
-                    quote(&action)
+                    quote(action)
                 )));
             }
-            events::release(&repo, &action, take("release")?, &context, &mut out)
+            events::release(
+                &repo,
+                action,
+                object(envelope.release, "release")?,
+                &context,
+                &mut out,
+            )
         }
         "workflow_run" => {
             if action != "completed" {
                 return Ok(Mapped::Ignored(format!(
                     "workflow_run action `{}`",
-                    quote(&action)
+                    quote(action)
                 )));
             }
-            events::workflow_run(&repo, take("workflow_run")?, &context, &mut out)
+            events::workflow_run(
+                &repo,
+                object(envelope.workflow_run, "workflow_run")?,
+                &context,
+                &mut out,
+            )
         }
         other => return Ok(Mapped::Ignored(format!("event type `{other}`"))),
     };

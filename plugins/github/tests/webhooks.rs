@@ -323,8 +323,21 @@ async fn hostile_deliveries_are_refused_with_the_reason() {
         ("no event header", b"{}".to_vec(), vec![("x-github-event", String::new())], 400, "X-GitHub-Event"),
         ("odd event", b"{}".to_vec(), vec![("x-github-event", "push\u{7}; rm".to_owned())], 400, "not an event name"),
         ("no delivery", b"{}".to_vec(), vec![("x-github-delivery", String::new())], 400, "X-GitHub-Delivery"),
-        ("push without ref", br#"{"repository":{"full_name":"Codertocat/Hello-World","html_url":"https://github.com/Codertocat/Hello-World"}}"#.to_vec(), vec![], 400, "/ref"),
-        ("deep nesting", format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), vec![], 400, "not JSON"),
+        ("push without ref", br#"{"repository":{"full_name":"Codertocat/Hello-World","html_url":"https://github.com/Codertocat/Hello-World"}}"#.to_vec(), vec![], 400, "`ref`"),
+        ("deep nesting", format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), vec![], 400, "not a JSON object"),
+        // Nesting is skipped without recursion (serde_json), wherever it is.
+        (
+            "deep nesting in a field",
+            format!(
+                r#"{{"ref":{}{},"repository":{{"full_name":"Codertocat/Hello-World","html_url":"https://github.com/Codertocat/Hello-World"}}}}"#,
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            )
+            .into_bytes(),
+            vec![],
+            400,
+            "expected a string",
+        ),
     ];
     for (label, body, overrides, status, needle) in cases {
         let signature = sign(SECRET, &body);

@@ -18,6 +18,7 @@ use plugin_kit::resilience::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use auth::TokenSource;
 
@@ -59,8 +60,8 @@ pub enum ApiError {
 
 /// One page of a list: its items and the next page's URL.
 #[derive(Debug)]
-pub struct Page {
-    pub items: Vec<Value>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub next: Option<String>,
 }
 
@@ -216,31 +217,36 @@ impl GitHubApi {
         authorization: &SecretString,
     ) -> Result<T, ApiError> {
         let (_, body) = self.send(method, path, authorization).await?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::Response {
-            path: path.to_owned(),
-            why: format!("the response is not the expected JSON ({e})"),
-        })
+        serde_json::from_slice(&body).map_err(|e| not_expected(path, &e))
     }
 
-    /// `GET` with the integration's credential.
+    /// `GET` with the integration's credential: the headers and the body.
+    async fn get_bytes(
+        &self,
+        path_or_url: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), ApiError> {
+        let authorization = self.tokens.authorization(self).await?;
+        self.send(reqwest::Method::GET, path_or_url, &authorization)
+            .await
+    }
+
+    /// `GET` with the integration's credential, as JSON.
     pub async fn get(
         &self,
         path_or_url: &str,
     ) -> Result<(reqwest::header::HeaderMap, Value), ApiError> {
-        let authorization = self.tokens.authorization(self).await?;
-        let (headers, body) = self
-            .send(reqwest::Method::GET, path_or_url, &authorization)
-            .await?;
-        let value = serde_json::from_slice(&body).map_err(|e| ApiError::Response {
-            path: excerpt(path_or_url),
-            why: format!("the response is not JSON ({e})"),
-        })?;
+        let (headers, body) = self.get_bytes(path_or_url).await?;
+        let value = serde_json::from_slice(&body).map_err(|e| not_expected(path_or_url, &e))?;
         Ok((headers, value))
     }
 
     /// One page of a list endpoint (a JSON array, or an object holding one under
     /// `array_key`, as `/installation/repositories` does).
-    pub async fn page(&self, path_or_url: &str, array_key: Option<&str>) -> Result<Page, ApiError> {
+    pub async fn page(
+        &self,
+        path_or_url: &str,
+        array_key: Option<&str>,
+    ) -> Result<Page<Value>, ApiError> {
         let (headers, value) = self.get(path_or_url).await?;
         let items = match (value, array_key) {
             (Value::Array(items), None) => items,
@@ -260,13 +266,39 @@ impl GitHubApi {
                 });
             }
         };
-        let next = headers
-            .get("link")
-            .and_then(|v| v.to_str().ok())
-            .and_then(next_link)
-            .map(str::to_owned);
-        Ok(Page { items, next })
+        Ok(Page {
+            items,
+            next: next_of(&headers),
+        })
     }
+
+    /// One page of a JSON array endpoint, each item kept as its JSON text (the events
+    /// copy it into `original` as it is).
+    pub async fn page_raw(&self, path_or_url: &str) -> Result<Page<Box<RawValue>>, ApiError> {
+        let (headers, body) = self.get_bytes(path_or_url).await?;
+        let items: Vec<Box<RawValue>> =
+            serde_json::from_slice(&body).map_err(|e| not_expected(path_or_url, &e))?;
+        Ok(Page {
+            items,
+            next: next_of(&headers),
+        })
+    }
+}
+
+fn not_expected(path_or_url: &str, err: &serde_json::Error) -> ApiError {
+    ApiError::Response {
+        path: excerpt(path_or_url),
+        why: format!("the response is not the expected JSON ({err})"),
+    }
+}
+
+/// The next page's URL, from the `Link` header.
+fn next_of(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .and_then(next_link)
+        .map(str::to_owned)
 }
 
 async fn read_limited(mut response: reqwest::Response, path: &str) -> Result<Vec<u8>, ApiError> {
