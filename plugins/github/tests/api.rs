@@ -61,18 +61,25 @@ async fn collect_pages_through_commits_and_reads_pulls_and_deployments() {
         "three pages of 100"
     );
     assert_eq!(count("com.betalogs.delivery.pull_request.merged"), 1);
-    assert_eq!(count("com.betalogs.delivery.deployment"), 1);
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["type"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("com.betalogs.delivery.deployment.")))
-            .count()
-            + count("com.betalogs.delivery.deployment_status"),
-        1,
-        "the deployment's status"
+        count("com.betalogs.delivery.deployment"),
+        2,
+        "both deployments"
     );
+    let statuses: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["data"]["deployment.status"].is_string())
+        .collect();
+    assert_eq!(statuses.len(), 2, "one status read for each deployment");
+    for status in statuses {
+        assert!(
+            events
+                .iter()
+                .any(|d| d["type"] == "com.betalogs.delivery.deployment"
+                    && d["data"]["deployment.id"] == status["data"]["deployment.id"]),
+            "{status}"
+        );
+    }
     let commit_pages = server
         .world()
         .requests
@@ -248,4 +255,149 @@ async fn app_installation_tokens_are_renewed_before_they_expire() {
         secret["expires_at"].as_u64(),
         Some(renewed.expires_unix_ms / 1000)
     );
+}
+
+#[tokio::test]
+async fn enrich_finds_the_commit_its_pull_request_and_deployments() {
+    let server = FixtureServer::start(10).await;
+    let mut plugin = configured(&server, vec![token("good-token")]).await;
+    let sha = server.world().commits[0]["sha"]
+        .as_str()
+        .expect("sha")
+        .to_owned();
+    let answer = plugin
+        .enrich(&json!({
+            "tenant": "acme",
+            "time": "2026-11-25T10:00:00Z",
+            "data": {"vcs.repository.name": REPO, "vcs.ref.head.revision": sha}
+        }))
+        .await
+        .expect("enrich");
+    let enrichments: Vec<Value> = answer
+        .enrichments_json
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("json"))
+        .collect();
+    let kinds: Vec<&str> = enrichments
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["commit", "pull_request", "deployment"],
+        "{enrichments:?}"
+    );
+    assert_eq!(
+        enrichments[0]["links"][0]["url"],
+        format!("https://github.com/{REPO}/commit/{sha}")
+    );
+    assert!(
+        enrichments[1]["links"][0]["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/pull/"))
+    );
+    for enrichment in &enrichments {
+        assert_eq!(enrichment["source"]["tenant"], "acme");
+        assert_eq!(enrichment["source"]["plugin"], "github");
+        assert!(enrichment["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn enrich_names_the_deployment_before_a_failure_and_its_suspect_commits() {
+    let server = FixtureServer::start(10).await;
+    let mut plugin = configured(&server, vec![token("good-token")]).await;
+    let environment = support::server::deployment_list(&server.world())[0]["environment"]
+        .as_str()
+        .expect("environment")
+        .to_owned();
+    let base = std::time::UNIX_EPOCH + Duration::from_secs(server.world().base_secs);
+    let now = humantime::format_rfc3339_seconds(base).to_string();
+    let answer = plugin
+        .enrich(&json!({
+            "tenant": "acme",
+            "time": now,
+            "data": {"service.name": "hello-world", "deployment.environment": environment}
+        }))
+        .await
+        .expect("enrich");
+    let enrichments: Vec<Value> = answer
+        .enrichments_json
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("json"))
+        .collect();
+    assert_eq!(enrichments.len(), 2, "{enrichments:?}");
+    let deployment = &enrichments[0];
+    assert_eq!(deployment["kind"], "deployment");
+    assert!(
+        deployment["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("deployed 10 min before")),
+        "{deployment}"
+    );
+    let suspects = &enrichments[1];
+    assert_eq!(suspects["kind"], "suspect_commits");
+    // The latest deployment shipped commit 0, the one before commit 3: commits 0-2 are
+    // new, listed newest first.
+    let world = server.world();
+    let expected: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "https://github.com/{REPO}/commit/{}",
+                world.commits[i]["sha"].as_str().expect("sha")
+            )
+        })
+        .collect();
+    let links: Vec<&str> = suspects["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| l["url"].as_str())
+        .collect();
+    assert_eq!(links, expected);
+}
+
+#[tokio::test]
+async fn enrich_refuses_other_tenants_other_repositories_and_odd_shas() {
+    let server = FixtureServer::start(3).await;
+    let mut plugin = configured(&server, vec![token("good-token")]).await;
+    let sha = "c0ffee0000000000000000000000000000000000";
+    for (event, code) in [
+        (
+            json!({"tenant": "globex", "data": {"vcs.repository.name": REPO, "vcs.ref.head.revision": sha}}),
+            tonic_code::PERMISSION_DENIED,
+        ),
+        (
+            json!({"tenant": "acme", "data": {"vcs.repository.name": "octokit-fixture-org/other", "vcs.ref.head.revision": sha}}),
+            tonic_code::PERMISSION_DENIED,
+        ),
+        (
+            json!({"tenant": "acme", "data": {"vcs.repository.name": REPO, "vcs.ref.head.revision": "../../orgs/x"}}),
+            tonic_code::INVALID_ARGUMENT,
+        ),
+        (
+            json!({"tenant": "acme", "data": {}}),
+            tonic_code::INVALID_ARGUMENT,
+        ),
+    ] {
+        match plugin.enrich(&event).await {
+            Err(plugin_kit::testing::HarnessError::Call(status)) => {
+                assert_eq!(status.code() as i32, code, "{event}: {status:?}")
+            }
+            other => panic!("{event}: {other:?}"),
+        }
+    }
+    let paths: Vec<String> = server
+        .world()
+        .requests
+        .iter()
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    assert!(paths.is_empty(), "nothing was asked of GitHub: {paths:?}");
+}
+
+/// gRPC status codes (as numbers: the tests do not depend on tonic).
+mod tonic_code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 7;
 }

@@ -44,6 +44,8 @@ pub struct World {
     pub refused_tokens: usize,
     pub requests: Vec<(String, Option<String>, u64)>,
     pub public_key: Vec<u8>,
+    /// Unix seconds the deployments' times count back from (fixed at start).
+    pub base_secs: u64,
 }
 
 pub fn now_ms() -> u64 {
@@ -72,6 +74,7 @@ impl FixtureServer {
             minted: 0,
             refused_tokens: 0,
             requests: Vec::new(),
+            base_secs: now_ms() / 1000,
             public_key: std::fs::read(
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("tests/fixtures/test-app-key.pub.pem"),
@@ -82,6 +85,12 @@ impl FixtureServer {
             .route("/app/installations/{id}/access_tokens", post(mint))
             .route("/repos/{owner}/{repo}", get(repository))
             .route("/repos/{owner}/{repo}/commits", get(list_commits))
+            .route("/repos/{owner}/{repo}/commits/{sha}", get(one_commit))
+            .route(
+                "/repos/{owner}/{repo}/commits/{sha}/pulls",
+                get(commit_pulls),
+            )
+            .route("/repos/{owner}/{repo}/compare/{range}", get(compare))
             .route("/repos/{owner}/{repo}/pulls", get(pulls))
             .route("/repos/{owner}/{repo}/deployments", get(deployments))
             .route(
@@ -312,6 +321,16 @@ async fn list_commits(
     paged(&commits, &query, &base, &headers)
 }
 
+/// The closed example, merged (the examples' closed ones were closed unmerged), and
+/// recently updated, so a poll's window covers it.
+pub fn merged_pull() -> Value {
+    let mut pull = example("pull_request", Some("closed"), "pull_request");
+    pull["merged"] = json!(true);
+    pull["merged_at"] = pull["closed_at"].clone();
+    pull["updated_at"] = json!(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+    pull
+}
+
 async fn pulls(
     State(world): State<Arc<Mutex<World>>>,
     Path((owner, repo)): Path<(String, String)>,
@@ -322,13 +341,31 @@ async fn pulls(
     if let Some(answer) = gate(&world, &headers, &base) {
         return answer;
     }
-    // The closed example, merged (the examples' closed ones were closed unmerged).
-    let mut pull = example("pull_request", Some("closed"), "pull_request");
-    pull["merged"] = json!(true);
-    pull["merged_at"] = pull["closed_at"].clone();
-    // Recently updated, so the poll's window covers it.
-    pull["updated_at"] = json!(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
-    paged(&[pull], &query, &base, &headers)
+    paged(&[merged_pull()], &query, &base, &headers)
+}
+
+/// Two deployments of the example's environment, newest first: the latest (10 minutes
+/// before `base_secs`) ships commit 0, the one before (3 hours before) shipped commit 3.
+pub fn deployment_list(world: &World) -> Vec<Value> {
+    let example = example("deployment", None, "deployment");
+    let ago = |minutes: u64| {
+        let at = UNIX_EPOCH + std::time::Duration::from_secs(world.base_secs - minutes * 60);
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    let sha = |i: usize| {
+        world
+            .commits
+            .get(i)
+            .map_or(json!("0000000"), |c| c["sha"].clone())
+    };
+    let mut latest = example.clone();
+    latest["created_at"] = json!(ago(10));
+    latest["sha"] = sha(0);
+    let mut previous = example;
+    previous["id"] = json!(previous["id"].as_u64().unwrap_or(1) - 1);
+    previous["created_at"] = json!(ago(180));
+    previous["sha"] = sha(3);
+    vec![latest, previous]
 }
 
 async fn deployments(
@@ -341,10 +378,77 @@ async fn deployments(
     if let Some(answer) = gate(&world, &headers, &base) {
         return answer;
     }
-    let mut deployment = example("deployment", None, "deployment");
-    deployment["created_at"] =
-        json!(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
-    paged(&[deployment], &query, &base, &headers)
+    let list: Vec<Value> = deployment_list(&world.lock().expect("world"))
+        .into_iter()
+        .filter(|d| query.get("sha").is_none_or(|s| d["sha"] == json!(s)))
+        .filter(|d| {
+            query
+                .get("environment")
+                .is_none_or(|e| d["environment"] == json!(e))
+        })
+        .collect();
+    paged(&list, &query, &base, &headers)
+}
+
+async fn one_commit(
+    State(world): State<Arc<Mutex<World>>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = gate(
+        &world,
+        &headers,
+        &format!("/repos/{owner}/{repo}/commits/{sha}"),
+    ) {
+        return answer;
+    }
+    let world = world.lock().expect("world");
+    match world.commits.iter().find(|c| c["sha"] == json!(sha)) {
+        Some(commit) => axum::Json(commit.clone()).into_response(),
+        None => not_found(),
+    }
+}
+
+async fn commit_pulls(
+    State(world): State<Arc<Mutex<World>>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = gate(
+        &world,
+        &headers,
+        &format!("/repos/{owner}/{repo}/commits/{sha}/pulls"),
+    ) {
+        return answer;
+    }
+    axum::Json(vec![merged_pull()]).into_response()
+}
+
+/// `base...head`: the commits after `base` up to `head`, oldest first, as GitHub lists them.
+async fn compare(
+    State(world): State<Arc<Mutex<World>>>,
+    Path((owner, repo, range)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = gate(
+        &world,
+        &headers,
+        &format!("/repos/{owner}/{repo}/compare/{range}"),
+    ) {
+        return answer;
+    }
+    let Some((base, head)) = range.split_once("...") else {
+        return not_found();
+    };
+    let world = world.lock().expect("world");
+    let at = |sha: &str| world.commits.iter().position(|c| c["sha"] == json!(sha));
+    let (Some(head), Some(base)) = (at(head), at(base)) else {
+        return not_found();
+    };
+    let mut commits: Vec<Value> = world.commits[head..base].to_vec();
+    commits.reverse();
+    axum::Json(json!({"status": "ahead", "ahead_by": commits.len(), "commits": commits}))
+        .into_response()
 }
 
 async fn statuses(
