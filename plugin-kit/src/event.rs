@@ -2,7 +2,7 @@
 //! which standardized fields and links it has; the builder fills in the envelope, the
 //! deterministic id and the `original` payload.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use plugin_protocol::{CanonicalEvent, Category, EventData, Link, Severity, event_id};
 use serde::Serialize;
@@ -44,7 +44,9 @@ pub struct EventBuilder {
     time: String,
     subject: Option<String>,
     correlationid: Option<String>,
-    fields: BTreeMap<String, serde_json::Value>,
+    /// Standardized fields in the order set; setting one again replaces it. Names are
+    /// `Cow` so the usual literal names cost no allocation per event.
+    fields: Vec<(Cow<'static, str>, serde_json::Value)>,
     links: Vec<Link>,
     original: Original,
 }
@@ -76,7 +78,7 @@ impl EventBuilder {
             time: time.into(),
             subject: None,
             correlationid: None,
-            fields: BTreeMap::new(),
+            fields: Vec::new(),
             links: Vec::new(),
             original: Original::Value(serde_json::Value::Null),
         }
@@ -98,8 +100,16 @@ impl EventBuilder {
     }
 
     /// A standardized field, e.g. `("service.name", "checkout")`.
-    pub fn field(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.fields.insert(name.to_owned(), value.into());
+    pub fn field(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        let (name, value) = (name.into(), value.into());
+        match self.fields.iter_mut().find(|(known, _)| *known == name) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((name, value)),
+        }
         self
     }
 
@@ -130,13 +140,21 @@ impl EventBuilder {
     /// the same document [`EventBuilder::build`] would serialize to, written without
     /// building it first (a raw original is copied as it is).
     pub fn to_json(&self, context: &MapContext) -> Result<String, serde_json::Error> {
-        #[derive(Serialize)]
-        struct Data<'a> {
-            #[serde(flatten)]
-            fields: &'a BTreeMap<String, serde_json::Value>,
-            links: &'a [Link],
-            enrichments: [(); 0],
-            original: &'a Original,
+        /// `data`: the fields, then `links`, `enrichments` and `original`.
+        struct Data<'a>(&'a EventBuilder);
+        impl Serialize for Data<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let builder = self.0;
+                let mut map = serializer.serialize_map(Some(builder.fields.len() + 3))?;
+                for (name, value) in &builder.fields {
+                    map.serialize_entry(name.as_ref(), value)?;
+                }
+                map.serialize_entry("links", &builder.links)?;
+                map.serialize_entry("enrichments", &[(); 0])?;
+                map.serialize_entry("original", &builder.original)?;
+                map.end()
+            }
         }
         #[derive(Serialize)]
         struct Event<'a> {
@@ -168,12 +186,7 @@ impl EventBuilder {
             category: self.category,
             severity: self.severity,
             correlationid: self.correlationid.as_deref(),
-            data: Data {
-                fields: &self.fields,
-                links: &self.links,
-                enrichments: [],
-                original: &self.original,
-            },
+            data: Data(self),
         })
     }
 
@@ -202,7 +215,11 @@ impl EventBuilder {
             correlationid: self.correlationid,
             revision: None,
             data: EventData {
-                fields: self.fields,
+                fields: self
+                    .fields
+                    .into_iter()
+                    .map(|(name, value)| (name.into_owned(), value))
+                    .collect(),
                 links: self.links,
                 enrichments: Vec::new(),
                 original: match self.original {

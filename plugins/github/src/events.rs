@@ -139,13 +139,30 @@ fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or_default()
 }
 
-/// The parts of a `push` payload the events need (the rest stays in `original`).
+/// A delivery's top level, read once: what routing needs (action, repository), a
+/// push's own fields, and the objects the other kinds' events are made of (as their
+/// JSON text, parsed by the kind's function).
 #[derive(Debug, Deserialize)]
-pub struct Push<'a> {
-    #[serde(rename = "ref", borrow)]
-    pub git_ref: Cow<'a, str>,
-    #[serde(borrow)]
-    pub after: Cow<'a, str>,
+pub struct Delivery<'a> {
+    #[serde(borrow, default)]
+    pub action: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub repository: Option<DeliveryRepository<'a>>,
+    #[serde(borrow, default)]
+    pub pull_request: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub deployment: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub deployment_status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub release: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub workflow_run: Option<&'a RawValue>,
+    // A push's fields.
+    #[serde(rename = "ref", borrow, default)]
+    pub git_ref: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub after: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub before: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -153,13 +170,24 @@ pub struct Push<'a> {
     #[serde(default)]
     pub deleted: bool,
     #[serde(borrow, default)]
-    pub commits: Vec<&'a RawValue>,
+    pub commits: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default)]
     pub head_commit: Option<HeadCommit<'a>>,
     #[serde(borrow, default)]
     pub pusher: Option<Person<'a>>,
+}
+
+/// The repository a delivery is about.
+#[derive(Debug, Deserialize)]
+pub struct DeliveryRepository<'a> {
     #[serde(borrow, default)]
-    pub repository: Option<PushRepository<'a>>,
+    pub full_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub html_url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub default_branch: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub pushed_at: Option<GitHubTime<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,22 +196,22 @@ pub struct HeadCommit<'a> {
     pub timestamp: Option<GitHubTime<'a>>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PushRepository<'a> {
-    #[serde(borrow, default)]
-    pub pushed_at: Option<GitHubTime<'a>>,
-}
-
-/// A `push`: one event for the push (its original is the whole payload) and one per
-/// commit on it (the commit as its original).
+/// A `push`: one event for the push (its original is the whole payload, `whole`) and
+/// one per commit on it (the commit as its original).
 pub fn push(
     repo: &Repository<'_>,
-    payload: &RawValue,
+    push: &Delivery<'_>,
+    whole: &RawValue,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
-    let push: Push<'_> = parse(payload.get(), "push")?;
-    let git_ref = push.git_ref.as_ref();
+    let missing = |field: &str| MapError {
+        what: "push".to_owned(),
+        why: format!("missing field `{field}`"),
+    };
+    let git_ref = push.git_ref.as_deref().ok_or_else(|| missing("ref"))?;
+    let after = push.after.as_deref().ok_or_else(|| missing("after"))?;
+    let commits = push.commits.as_deref().unwrap_or_default();
     let branch = git_ref.strip_prefix("refs/heads/");
     let default = branch.is_some_and(|b| Some(b) == repo.default_branch);
     let before = push.before.as_deref().unwrap_or_default();
@@ -198,16 +226,16 @@ pub fn push(
     let mut builder = repo
         .builder(
             "push",
-            format!("{}:{git_ref}:{before}..{}", repo.full_name, push.after),
+            format!("{}:{git_ref}:{before}..{after}", repo.full_name),
             time,
         )
         .subject(git_ref)
-        .correlation(push.after.as_ref())
+        .correlation(after)
         .field("vcs.ref.head.name", branch.unwrap_or(git_ref))
-        .field("vcs.ref.head.revision", push.after.as_ref())
+        .field("vcs.ref.head.revision", after)
         .field("vcs.ref.base.revision", before)
         .field("vcs.ref.default", default)
-        .field("vcs.change.commits", push.commits.len())
+        .field("vcs.change.commits", commits.len())
         .field("vcs.ref.deleted", push.deleted);
     if let Some(url) = web_link(push.compare.as_deref()) {
         builder = builder.link("compare", url);
@@ -215,8 +243,8 @@ pub fn push(
     if let Some(name) = push.pusher.as_ref().and_then(|p| p.name.as_deref()) {
         builder = builder.field("vcs.actor", name);
     }
-    emit(&builder.original_raw(payload), context, out)?;
-    for commit in &push.commits {
+    emit(&builder.original_raw(whole), context, out)?;
+    for commit in commits {
         let facts = CommitFacts::from_push(parse(commit.get(), "push commit")?)?;
         let builder = commit_event(repo, &facts, branch, default).original_raw(commit);
         emit(&builder, context, out)?;

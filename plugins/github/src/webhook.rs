@@ -10,10 +10,9 @@ use std::borrow::Cow;
 
 use plugin_kit::signature::{self, Verified};
 use plugin_kit::{MapContext, v1};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::events::{self, Repository};
+use crate::events::{self, Delivery, Repository};
 use crate::settings::Settings;
 
 /// The longest header value quoted back in an error.
@@ -81,8 +80,8 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
         Ok(text) => text,
         Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
     };
-    let envelope = match Envelope::read(&text) {
-        Ok(envelope) => envelope,
+    let (whole, envelope) = match read_delivery(&text) {
+        Ok(read) => read,
         Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
     };
     if verified == Verified::Previous {
@@ -113,7 +112,7 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
             format!("ignored: event type `{kind}` is not enabled for this integration"),
         );
     }
-    match map(settings, kind, &text, &envelope) {
+    match map(settings, kind, whole, &envelope) {
         Ok(Mapped::Events(events_json)) => v1::WebhookResponse {
             status: 202,
             events_json,
@@ -143,56 +142,19 @@ fn body_text(request: &v1::WebhookRequest) -> Result<Cow<'_, str>, String> {
         .map_err(|e| format!("the body is not UTF-8 (byte {})", e.valid_up_to()))
 }
 
-/// The repository every delivery about one names.
-#[derive(Debug, Deserialize)]
-struct RepositoryRef<'a> {
-    #[serde(borrow, default)]
-    full_name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    html_url: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    default_branch: Option<Cow<'a, str>>,
-}
-
-/// The top of a delivery: what routing needs, and the objects the events are made of
-/// (as their JSON text).
-#[derive(Debug, Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    action: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    repository: Option<RepositoryRef<'a>>,
-    #[serde(borrow, default)]
-    pull_request: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    deployment: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    deployment_status: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    release: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    workflow_run: Option<&'a RawValue>,
-}
-
-impl<'a> Envelope<'a> {
-    fn read(text: &'a str) -> Result<Self, String> {
-        if !text.trim_start().starts_with('{') {
-            return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-                Ok(_) => Err("the body is not a JSON object".to_owned()),
-                Err(err) => Err(not_json(&err)),
-            };
-        }
-        serde_json::from_str(text).map_err(|err| {
-            if err.is_data() {
-                format!(
-                    "the payload does not have GitHub's shape: {}",
-                    quote(&err.to_string())
-                )
-            } else {
-                not_json(&err)
-            }
-        })
+/// The delivery as JSON (`whole`, kept for a push's original) and its top level.
+fn read_delivery(text: &str) -> Result<(&RawValue, Delivery<'_>), String> {
+    let whole: &RawValue = serde_json::from_str(text).map_err(|e| not_json(&e))?;
+    if !whole.get().starts_with('{') {
+        return Err("the body is not a JSON object".to_owned());
     }
+    let delivery = serde_json::from_str(whole.get()).map_err(|err| {
+        format!(
+            "the payload does not have GitHub's shape: {}",
+            quote(&err.to_string())
+        )
+    })?;
+    Ok((whole, delivery))
 }
 
 fn not_json(err: &serde_json::Error) -> String {
@@ -217,8 +179,8 @@ fn object<'r>(raw: Option<&'r RawValue>, kind: &str, key: &str) -> Result<&'r Ra
 fn map(
     settings: &Settings,
     kind: &str,
-    text: &str,
-    envelope: &Envelope<'_>,
+    whole: &RawValue,
+    envelope: &Delivery<'_>,
 ) -> Result<Mapped, String> {
     let missing = |what: &str| format!("cannot map {kind}: `{what}` is missing");
     let repository = envelope
@@ -247,10 +209,7 @@ fn map(
     let object = |raw, key| object(raw, kind, key);
     let mut out = Vec::new();
     let mapped = match kind {
-        "push" => {
-            let whole: &RawValue = serde_json::from_str(text).map_err(|e| not_json(&e))?;
-            events::push(&repo, whole, &context, &mut out)
-        }
+        "push" => events::push(&repo, envelope, whole, &context, &mut out),
         "pull_request" => {
             let raw = object(envelope.pull_request, "pull_request")?;
             let pull: events::Pull<'_> =
