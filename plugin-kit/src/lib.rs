@@ -16,7 +16,7 @@ pub mod resilience;
 pub mod signature;
 pub mod testing;
 
-pub use event::{EventBuilder, MapContext, MapError, Mapper};
+pub use event::{EventBuilder, FieldValue, MapContext, MapError, Mapper};
 pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, Plugin};
 pub use plugin_protocol::{CanonicalEvent, Category, Severity, event_time_ms, v1};

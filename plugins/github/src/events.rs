@@ -29,11 +29,11 @@ pub struct Repository<'a> {
 }
 
 impl Repository<'_> {
-    fn builder(&self, kind: &str, source_id: String, time: String) -> EventBuilder {
+    fn builder(&self, kind: &str, source_id: String, time: String) -> EventBuilder<'_> {
         EventBuilder::new(
             format!("{DELIVERY}.{kind}"),
             Category::Delivery,
-            self.html_url.to_owned(),
+            self.html_url,
             source_id,
             time,
         )
@@ -351,12 +351,12 @@ impl<'a> CommitFacts<'a> {
 }
 
 /// The event of one commit (the caller adds its original).
-pub fn commit_event(
-    repo: &Repository<'_>,
-    facts: &CommitFacts<'_>,
-    branch: Option<&str>,
+pub fn commit_event<'a>(
+    repo: &'a Repository<'a>,
+    facts: &'a CommitFacts<'a>,
+    branch: Option<&'a str>,
     default: bool,
-) -> EventBuilder {
+) -> EventBuilder<'a> {
     let sha = facts.sha.as_ref();
     let url = web_link(facts.url.as_deref())
         .map(str::to_owned)
@@ -579,12 +579,12 @@ pub fn deployment(
     emit(&builder.original_raw(raw), context, out)
 }
 
-fn deployment_builder(
-    repo: &Repository<'_>,
-    deployment: &Deployment<'_>,
+fn deployment_builder<'a>(
+    repo: &'a Repository<'a>,
+    deployment: &'a Deployment<'a>,
     kind: &str,
-    status: Option<&DeploymentStatus<'_>>,
-) -> Result<EventBuilder, MapError> {
+    status: Option<&'a DeploymentStatus<'a>>,
+) -> Result<EventBuilder<'a>, MapError> {
     let (id, sha, environment) = (
         deployment.id,
         deployment.sha.as_ref(),
