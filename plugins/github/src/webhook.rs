@@ -80,17 +80,14 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
         Ok(text) => text,
         Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
     };
-    let (whole, envelope) = match read_delivery(&text) {
+    let (whole, top) = match read_delivery(&text) {
         Ok(read) => read,
         Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
     };
     if verified == Verified::Previous {
         tracing::info!(delivery = %quote(delivery), "delivery signed with the previous webhook secret; the sender has not switched yet");
     }
-    let full_name = envelope
-        .repository
-        .as_ref()
-        .and_then(|r| r.full_name.as_deref());
+    let full_name = top.repository.as_ref().and_then(|r| r.full_name.as_deref());
     if let Some(full_name) = full_name
         && !settings.scope.covers(full_name)
     {
@@ -112,7 +109,7 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
             format!("ignored: event type `{kind}` is not enabled for this integration"),
         );
     }
-    match map(settings, kind, whole, &envelope) {
+    match map(settings, kind, whole, &top) {
         Ok(Mapped::Events(events_json)) => v1::WebhookResponse {
             status: 202,
             events_json,
@@ -180,10 +177,10 @@ fn map(
     settings: &Settings,
     kind: &str,
     whole: &RawValue,
-    envelope: &Delivery<'_>,
+    delivery: &Delivery<'_>,
 ) -> Result<Mapped, String> {
     let missing = |what: &str| format!("cannot map {kind}: `{what}` is missing");
-    let repository = envelope
+    let repository = delivery
         .repository
         .as_ref()
         .ok_or_else(|| missing("/repository"))?;
@@ -205,13 +202,13 @@ fn map(
         tenant: settings.tenant.clone(),
         integration: settings.integration.clone(),
     };
-    let action = envelope.action.as_deref().unwrap_or_default();
-    let object = |raw, key| object(raw, kind, key);
+    let action = delivery.action.as_deref().unwrap_or_default();
+    let member = |raw, key| object(raw, kind, key);
     let mut out = Vec::new();
     let mapped = match kind {
-        "push" => events::push(&repo, envelope, whole, &context, &mut out),
+        "push" => events::push(&repo, delivery, whole, &context, &mut out),
         "pull_request" => {
-            let raw = object(envelope.pull_request, "pull_request")?;
+            let raw = member(delivery.pull_request, "pull_request")?;
             let pull: events::Pull<'_> =
                 events::parse(raw.get(), "pull_request").map_err(|e| e.to_string())?;
             let Some(action) = events::pull_request_action(action, pull.merged.unwrap_or(false))
@@ -224,15 +221,15 @@ fn map(
             events::pull_request(&repo, action, &pull, raw, &context, &mut out)
         }
         "deployment" => {
-            let raw = object(envelope.deployment, "deployment")?;
+            let raw = member(delivery.deployment, "deployment")?;
             let deployment = events::parse(raw.get(), "deployment").map_err(|e| e.to_string())?;
             events::deployment(&repo, &deployment, raw, &context, &mut out)
         }
         "deployment_status" => {
-            let raw = object(envelope.deployment_status, "deployment_status")?;
+            let raw = member(delivery.deployment_status, "deployment_status")?;
             let status =
                 events::parse(raw.get(), "deployment_status").map_err(|e| e.to_string())?;
-            let deployment_raw = object(envelope.deployment, "deployment")?;
+            let deployment_raw = member(delivery.deployment, "deployment")?;
             let deployment =
                 events::parse(deployment_raw.get(), "deployment").map_err(|e| e.to_string())?;
             events::deployment_status(&repo, &deployment, &status, raw, &context, &mut out)
@@ -247,7 +244,7 @@ fn map(
             events::release(
                 &repo,
                 action,
-                object(envelope.release, "release")?,
+                member(delivery.release, "release")?,
                 &context,
                 &mut out,
             )
@@ -261,7 +258,7 @@ fn map(
             }
             events::workflow_run(
                 &repo,
-                object(envelope.workflow_run, "workflow_run")?,
+                member(delivery.workflow_run, "workflow_run")?,
                 &context,
                 &mut out,
             )
