@@ -119,6 +119,8 @@ impl Serialize for FieldValue<'_> {
 enum Original<'a> {
     Value(serde_json::Value),
     Raw(&'a RawValue),
+    /// JSON text the plugin has already parsed; written as it is.
+    Text(&'a str),
 }
 
 impl<'a> EventBuilder<'a> {
@@ -194,6 +196,16 @@ impl<'a> EventBuilder<'a> {
         self
     }
 
+    /// The source payload as JSON text the plugin has just parsed in full (so it is one
+    /// JSON value), written as it is without checking it again: saves a pass over a large
+    /// payload. Text that is not JSON makes the event unreadable, and the pipeline, which
+    /// validates every event, dead-letters it; prefer [`EventBuilder::original_raw`]
+    /// where a `&RawValue` is at hand.
+    pub fn original_json_text(mut self, original: &'a str) -> Self {
+        self.original = Original::Text(original);
+        self
+    }
+
     /// The event as one line of JSON, the form `Collect` and `HandleWebhook` carry:
     /// the same document [`EventBuilder::build`] would serialize to, written without
     /// building it first (a raw original is copied as it is).
@@ -260,6 +272,7 @@ impl<'a> EventBuilder<'a> {
         // buffer by doubling would copy it several times.
         let original_len = match &self.original {
             Original::Raw(raw) => raw.get().len(),
+            Original::Text(text) => text.len(),
             Original::Value(_) => 0,
         };
         let mut buffer = Vec::with_capacity(original_len + 1024);
@@ -280,7 +293,16 @@ impl<'a> EventBuilder<'a> {
                 data: Data(self),
             },
         )?;
-        // serde_json writes only UTF-8.
+        if let Original::Text(text) = &self.original {
+            // `original` is the last member of `data`, itself the last member of the
+            // event: the document ends `null}}`, and the text takes the `null`'s place.
+            const TAIL: &[u8] = b"null}}";
+            debug_assert!(buffer.ends_with(TAIL));
+            buffer.truncate(buffer.len() - TAIL.len());
+            buffer.extend_from_slice(text.as_bytes());
+            buffer.extend_from_slice(b"}}");
+        }
+        // serde_json writes only UTF-8, and the spliced text is a `str`.
         Ok(String::from_utf8(buffer).expect("serde_json writes UTF-8"))
     }
 
@@ -328,6 +350,10 @@ impl<'a> EventBuilder<'a> {
                     Original::Value(value) => value,
                     Original::Raw(raw) => serde_json::from_str(raw.get())
                         .expect("a RawValue holds valid JSON by construction"),
+                    // The caller's promise (see `original_json_text`); broken, it is null.
+                    Original::Text(text) => {
+                        serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+                    }
                 },
             },
         }
@@ -339,6 +365,8 @@ impl Serialize for Original<'_> {
         match self {
             Self::Value(value) => value.serialize(serializer),
             Self::Raw(raw) => raw.serialize(serializer),
+            // Spliced in by `to_json` (serde has no public way to write unchecked text).
+            Self::Text(_) => serializer.serialize_unit(),
         }
     }
 }
@@ -406,5 +434,33 @@ mod tests {
         let built = serde_json::to_value(builder.build(&context)).expect("json");
         let reread: serde_json::Value = serde_json::from_str(&written).expect("json");
         assert_eq!(reread, built);
+    }
+
+    #[test]
+    fn already_parsed_text_is_spliced_in_as_the_original() {
+        let context = MapContext {
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
+        let text = r#"{"after": "abc", "commits": [ {"id": "1"} ]}"#;
+        let builder = EventBuilder::new(
+            "com.betalogs.delivery.push",
+            Category::Delivery,
+            "https://github.com/org/app",
+            "abc",
+            "2026-11-25T10:00:00Z",
+        )
+        .field("service.name", "app")
+        .original_json_text(text);
+        let written = builder.to_json(&context).expect("json");
+        assert!(
+            written.ends_with(&format!(r#""original":{text}}}}}"#)),
+            "{written}"
+        );
+        let reread: serde_json::Value = serde_json::from_str(&written).expect("one JSON document");
+        assert_eq!(
+            reread,
+            serde_json::to_value(builder.build(&context)).expect("json")
+        );
     }
 }

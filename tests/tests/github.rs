@@ -201,6 +201,21 @@ fn every_public_example_delivery_is_stored_or_acknowledged() {
     assert_eq!(again.status, 202);
     assert_eq!(again.json()["duplicates"], 1, "{}", again.body);
     assert_eq!(again.json()["events"], 0);
+
+    // A pretty-printed delivery (line breaks between tokens) is stored as one line.
+    let mut fresh = payload.clone();
+    fresh["deployment"]["id"] = json!(987_654_321);
+    let pretty = serde_json::to_vec_pretty(&fresh).expect("json");
+    let answer = deliver(&addr, event, "pretty", &pretty);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_eq!(answer.json()["events"], 1);
+    let lines = wait_for("the pretty delivery's event in the sink", LONG, || {
+        let lines = world.sink_lines();
+        (lines.len() as u64 > stored).then_some(lines)
+    });
+    let last: Value =
+        serde_json::from_str(lines.last().expect("a line")).expect("one event per line");
+    assert_eq!(last["data"]["deployment.id"], 987_654_321);
 }
 
 #[test]

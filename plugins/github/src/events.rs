@@ -196,12 +196,13 @@ pub struct HeadCommit<'a> {
     pub timestamp: Option<GitHubTime<'a>>,
 }
 
-/// A `push`: one event for the push (its original is the whole payload, `whole`) and
-/// one per commit on it (the commit as its original).
+/// A `push`: one event for the push (its original is the whole payload, `whole`: the
+/// text `push` was read from in full) and one per commit on it (the commit as its
+/// original).
 pub fn push(
     repo: &Repository<'_>,
     push: &Delivery<'_>,
-    whole: &RawValue,
+    whole: &str,
     context: &MapContext,
     out: &mut Vec<String>,
 ) -> Result<(), MapError> {
@@ -243,7 +244,7 @@ pub fn push(
     if let Some(name) = push.pusher.as_ref().and_then(|p| p.name.as_deref()) {
         builder = builder.field("vcs.actor", name);
     }
-    emit(&builder.original_raw(whole), context, out)?;
+    emit(&builder.original_json_text(whole), context, out)?;
     for commit in commits {
         let facts = CommitFacts::from_push(parse(commit.get(), "push commit")?)?;
         let builder = commit_event(repo, &facts, branch, default).original_raw(commit);

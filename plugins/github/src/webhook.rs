@@ -80,7 +80,7 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
         Ok(text) => text,
         Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
     };
-    let (whole, top) = match read_delivery(&text) {
+    let top = match read_delivery(&text) {
         Ok(read) => read,
         Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
     };
@@ -109,7 +109,7 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
             format!("ignored: event type `{kind}` is not enabled for this integration"),
         );
     }
-    match map(settings, kind, whole, &top) {
+    match map(settings, kind, &text, &top) {
         Ok(Mapped::Events(events_json)) => v1::WebhookResponse {
             status: 202,
             events_json,
@@ -139,19 +139,25 @@ fn body_text(request: &v1::WebhookRequest) -> Result<Cow<'_, str>, String> {
         .map_err(|e| format!("the body is not UTF-8 (byte {})", e.valid_up_to()))
 }
 
-/// The delivery as JSON (`whole`, kept for a push's original) and its top level.
-fn read_delivery(text: &str) -> Result<(&RawValue, Delivery<'_>), String> {
-    let whole: &RawValue = serde_json::from_str(text).map_err(|e| not_json(&e))?;
-    if !whole.get().starts_with('{') {
-        return Err("the body is not a JSON object".to_owned());
+/// The delivery's top level, read in full (so `text` is known to be one JSON object:
+/// a push's original is that text as it is).
+fn read_delivery(text: &str) -> Result<Delivery<'_>, String> {
+    if !text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Err("the body is not a JSON object".to_owned()),
+            Err(err) => Err(not_json(&err)),
+        };
     }
-    let delivery = serde_json::from_str(whole.get()).map_err(|err| {
-        format!(
-            "the payload does not have GitHub's shape: {}",
-            quote(&err.to_string())
-        )
-    })?;
-    Ok((whole, delivery))
+    serde_json::from_str(text).map_err(|err| {
+        if err.is_data() {
+            format!(
+                "the payload does not have GitHub's shape: {}",
+                quote(&err.to_string())
+            )
+        } else {
+            not_json(&err)
+        }
+    })
 }
 
 fn not_json(err: &serde_json::Error) -> String {
@@ -176,7 +182,7 @@ fn object<'r>(raw: Option<&'r RawValue>, kind: &str, key: &str) -> Result<&'r Ra
 fn map(
     settings: &Settings,
     kind: &str,
-    whole: &RawValue,
+    whole: &str,
     delivery: &Delivery<'_>,
 ) -> Result<Mapped, String> {
     let missing = |what: &str| format!("cannot map {kind}: `{what}` is missing");

@@ -56,7 +56,16 @@ impl EventValidator {
         integration: &str,
     ) -> Result<Validated, Rejection> {
         let value = parse(raw)?;
-        self.check(&value, tenant, integration, || raw.to_owned())
+        // The log and the JSONL sink hold one event per line: text with line breaks
+        // (whitespace between tokens, as in a pretty-printed payload a plugin copied in)
+        // is written compactly instead.
+        self.check(&value, tenant, integration, || {
+            if raw.contains(['\n', '\r']) {
+                value.to_string()
+            } else {
+                raw.to_owned()
+            }
+        })
     }
 
     /// Validates an event already parsed (and perhaps changed by field mappings);
@@ -176,6 +185,26 @@ mod tests {
         let parsed: plugin_protocol::CanonicalEvent =
             serde_json::from_str(&event.json).expect("the stored text is the event");
         assert_eq!(parsed.category, Category::Delivery);
+    }
+
+    #[test]
+    fn an_event_with_line_breaks_is_stored_on_one_line() {
+        let pretty = serde_json::to_string_pretty(&valid()).expect("json");
+        assert!(pretty.contains('\n'));
+        let event = EventValidator::new()
+            .validate(&pretty.replace('\n', "\r\n"), "acme", "gh")
+            .expect("valid");
+        assert!(!event.json.contains(['\n', '\r']), "{}", event.json);
+        assert_eq!(
+            serde_json::from_str::<Value>(&event.json).expect("json"),
+            valid()
+        );
+        let compact = check(&valid()).expect("valid");
+        assert_eq!(
+            compact.json,
+            valid().to_string(),
+            "compact text is kept as sent"
+        );
     }
 
     /// Breaks one thing in a valid event.
