@@ -142,8 +142,9 @@ impl<'a> EventBuilder<'a> {
             time: time.into(),
             subject: None,
             correlationid: None,
-            fields: Vec::new(),
-            links: Vec::new(),
+            // Room for a typical event's fields and links, grown once at most.
+            fields: Vec::with_capacity(12),
+            links: Vec::with_capacity(3),
             original: Original::Value(serde_json::Value::Null),
         }
     }
@@ -210,64 +211,7 @@ impl<'a> EventBuilder<'a> {
     /// the same document [`EventBuilder::build`] would serialize to, written without
     /// building it first (a raw original is copied as it is).
     pub fn to_json(&self, context: &MapContext) -> Result<String, serde_json::Error> {
-        /// `data`: the fields, then `links`, `enrichments` and `original`.
-        struct Data<'b, 'a>(&'b EventBuilder<'a>);
-        /// `{"rel", "url"}`.
-        struct Links<'b, 'a>(&'b [(Cow<'static, str>, Cow<'a, str>)]);
-        impl Serialize for Links<'_, '_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::{SerializeSeq, SerializeStruct};
-                struct One<'c>(&'c str, &'c str);
-                impl Serialize for One<'_> {
-                    fn serialize<S: serde::Serializer>(
-                        &self,
-                        serializer: S,
-                    ) -> Result<S::Ok, S::Error> {
-                        let mut link = serializer.serialize_struct("Link", 2)?;
-                        link.serialize_field("rel", self.0)?;
-                        link.serialize_field("url", self.1)?;
-                        link.end()
-                    }
-                }
-                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-                for (rel, url) in self.0 {
-                    seq.serialize_element(&One(rel, url))?;
-                }
-                seq.end()
-            }
-        }
-        impl Serialize for Data<'_, '_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeMap;
-                let builder = self.0;
-                let mut map = serializer.serialize_map(Some(builder.fields.len() + 3))?;
-                for (name, value) in &builder.fields {
-                    map.serialize_entry(name.as_ref(), value)?;
-                }
-                map.serialize_entry("links", &Links(&builder.links))?;
-                map.serialize_entry("enrichments", &[(); 0])?;
-                map.serialize_entry("original", &builder.original)?;
-                map.end()
-            }
-        }
-        #[derive(Serialize)]
-        struct Event<'a> {
-            specversion: &'static str,
-            id: String,
-            source: &'a str,
-            #[serde(rename = "type")]
-            event_type: &'a str,
-            time: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            subject: Option<&'a str>,
-            tenant: &'a str,
-            integration: &'a str,
-            category: Category,
-            severity: Severity,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            correlationid: Option<&'a str>,
-            data: Data<'a, 'a>,
-        }
+        use std::fmt::Write as _;
         // Sized up front: a raw original can be tens of kilobytes, and growing the
         // buffer by doubling would copy it several times.
         let original_len = match &self.original {
@@ -275,35 +219,72 @@ impl<'a> EventBuilder<'a> {
             Original::Text(text) => text.len(),
             Original::Value(_) => 0,
         };
-        let mut buffer = Vec::with_capacity(original_len + 1024);
-        serde_json::to_writer(
-            &mut buffer,
-            &Event {
-                specversion: "1.0",
-                id: self.id(context),
-                source: &self.source,
-                event_type: &self.event_type,
-                time: &self.time,
-                subject: self.subject.as_deref(),
-                tenant: &context.tenant,
-                integration: &context.integration,
-                category: self.category,
-                severity: self.severity,
-                correlationid: self.correlationid.as_deref(),
-                data: Data(self),
-            },
-        )?;
-        if let Original::Text(text) = &self.original {
-            // `original` is the last member of `data`, itself the last member of the
-            // event: the document ends `null}}`, and the text takes the `null`'s place.
-            const TAIL: &[u8] = b"null}}";
-            debug_assert!(buffer.ends_with(TAIL));
-            buffer.truncate(buffer.len() - TAIL.len());
-            buffer.extend_from_slice(text.as_bytes());
-            buffer.extend_from_slice(b"}}");
+        let mut out = String::with_capacity(original_len + 1024);
+        out.push_str(r#"{"specversion":"1.0","id":"#);
+        push_json_str(&mut out, &self.id(context));
+        for (name, value) in [
+            ("source", Some(&self.source)),
+            ("type", Some(&self.event_type)),
+            ("time", Some(&self.time)),
+            ("subject", self.subject.as_ref()),
+            ("tenant", Some(&Cow::Borrowed(context.tenant.as_str()))),
+            (
+                "integration",
+                Some(&Cow::Borrowed(context.integration.as_str())),
+            ),
+        ] {
+            if let Some(value) = value {
+                out.push_str(",\"");
+                out.push_str(name);
+                out.push_str("\":");
+                push_json_str(&mut out, value);
+            }
         }
-        // serde_json writes only UTF-8, and the spliced text is a `str`.
-        Ok(String::from_utf8(buffer).expect("serde_json writes UTF-8"))
+        out.push_str(r#","category":""#);
+        out.push_str(category_name(self.category));
+        out.push_str(r#"","severity":""#);
+        out.push_str(severity_name(self.severity));
+        out.push('"');
+        if let Some(id) = &self.correlationid {
+            out.push_str(r#","correlationid":"#);
+            push_json_str(&mut out, id);
+        }
+        out.push_str(r#","data":{"#);
+        for (name, value) in &self.fields {
+            push_json_str(&mut out, name);
+            out.push(':');
+            match value {
+                FieldValue::Text(text) => push_json_str(&mut out, text),
+                FieldValue::Json(serde_json::Value::Bool(flag)) => {
+                    out.push_str(if *flag { "true" } else { "false" });
+                }
+                FieldValue::Json(json) => {
+                    let _ = write!(out, "{json}");
+                }
+            }
+            out.push(',');
+        }
+        out.push_str(r#""links":["#);
+        for (index, (rel, url)) in self.links.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            out.push_str(r#"{"rel":"#);
+            push_json_str(&mut out, rel);
+            out.push_str(r#","url":"#);
+            push_json_str(&mut out, url);
+            out.push('}');
+        }
+        out.push_str(r#"],"enrichments":[],"original":"#);
+        match &self.original {
+            Original::Value(value) => {
+                let _ = write!(out, "{value}");
+            }
+            Original::Raw(raw) => out.push_str(raw.get()),
+            Original::Text(text) => out.push_str(text),
+        }
+        out.push_str("}}");
+        Ok(out)
     }
 
     fn id(&self, context: &MapContext) -> String {
@@ -360,14 +341,38 @@ impl<'a> EventBuilder<'a> {
     }
 }
 
-impl Serialize for Original<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Value(value) => value.serialize(serializer),
-            Self::Raw(raw) => raw.serialize(serializer),
-            // Spliced in by `to_json` (serde has no public way to write unchecked text).
-            Self::Text(_) => serializer.serialize_unit(),
-        }
+/// A JSON string: quotes around the text, escaped only when it has to be (most text in
+/// events, URLs and SHAs, has nothing to escape; checking that is one vectorized pass).
+fn push_json_str(out: &mut String, text: &str) {
+    let needs_escape = text.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        out.push_str(&serde_json::to_string(text).expect("a string always serializes"));
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
+}
+
+/// The schema's names, as `Category`'s serde form writes them.
+fn category_name(category: Category) -> &'static str {
+    match category {
+        Category::System => "system",
+        Category::Security => "security",
+        Category::Delivery => "delivery",
+    }
+}
+
+/// The schema's names, as `Severity`'s serde form writes them.
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Debug => "debug",
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Error => "error",
+        Severity::Critical => "critical",
     }
 }
 
@@ -434,6 +439,48 @@ mod tests {
         let built = serde_json::to_value(builder.build(&context)).expect("json");
         let reread: serde_json::Value = serde_json::from_str(&written).expect("json");
         assert_eq!(reread, built);
+    }
+
+    #[test]
+    fn to_json_escapes_what_needs_it_for_every_category_and_severity() {
+        let context = MapContext {
+            tenant: "acme \"quoted\"".into(),
+            integration: "gh".into(),
+        };
+        let tricky = "line\nbreak, tab\t, quote \", backslash \\, bell \u{7}, ü, 🦀";
+        for category in [Category::System, Category::Security, Category::Delivery] {
+            for severity in [
+                Severity::Debug,
+                Severity::Info,
+                Severity::Warning,
+                Severity::Error,
+                Severity::Critical,
+            ] {
+                let builder = EventBuilder::new(
+                    "com.betalogs.system.test",
+                    category,
+                    "https://example.com/a?b=\"c\"",
+                    tricky,
+                    "2026-11-25T10:00:00Z",
+                )
+                .severity(severity)
+                .subject(tricky)
+                .correlation(tricky)
+                .field("text", tricky)
+                .field("number", 42u64)
+                .field("flag", true)
+                .field("object", serde_json::json!({"nested": [1, "two"]}))
+                .field("text", "replaced")
+                .link("evidence", "https://example.com/\\path")
+                .original(serde_json::json!({"k": tricky}));
+                let written = builder.to_json(&context).expect("json");
+                let reread: serde_json::Value = serde_json::from_str(&written).expect("valid JSON");
+                let built = serde_json::to_value(builder.build(&context)).expect("json");
+                assert_eq!(reread, built, "{category:?} {severity:?}");
+                assert_eq!(reread["data"]["text"], "replaced", "set again, replaced");
+                assert!(!written.contains('\n'), "one line");
+            }
+        }
     }
 
     #[test]

@@ -28,10 +28,31 @@ pub struct Repository<'a> {
     pub service: &'a str,
 }
 
-impl Repository<'_> {
-    fn builder(&self, kind: &str, source_id: String, time: String) -> EventBuilder<'_> {
+/// `com.betalogs.delivery.<kind>`, without an allocation for the kinds this plugin emits.
+fn event_type(kind: &str) -> Cow<'static, str> {
+    let known = match kind {
+        "push" => "com.betalogs.delivery.push",
+        "commit" => "com.betalogs.delivery.commit",
+        "pull_request.opened" => "com.betalogs.delivery.pull_request.opened",
+        "pull_request.reopened" => "com.betalogs.delivery.pull_request.reopened",
+        "pull_request.synchronize" => "com.betalogs.delivery.pull_request.synchronize",
+        "pull_request.closed" => "com.betalogs.delivery.pull_request.closed",
+        "pull_request.merged" => "com.betalogs.delivery.pull_request.merged",
+        "deployment" => "com.betalogs.delivery.deployment",
+        "deployment.failed" => "com.betalogs.delivery.deployment.failed",
+        "deployment.succeeded" => "com.betalogs.delivery.deployment.succeeded",
+        "deployment_status" => "com.betalogs.delivery.deployment_status",
+        "release" => "com.betalogs.delivery.release",
+        "workflow_run" => "com.betalogs.delivery.workflow_run",
+        other => return Cow::Owned(format!("{DELIVERY}.{other}")),
+    };
+    Cow::Borrowed(known)
+}
+
+impl<'a> Repository<'a> {
+    fn builder(&self, kind: &str, source_id: String, time: Cow<'a, str>) -> EventBuilder<'a> {
         EventBuilder::new(
-            format!("{DELIVERY}.{kind}"),
+            event_type(kind),
             Category::Delivery,
             self.html_url,
             source_id,
@@ -81,14 +102,16 @@ pub enum GitHubTime<'a> {
     Seconds(u64),
 }
 
-impl GitHubTime<'_> {
-    fn rfc3339(&self) -> Option<String> {
+impl<'a> GitHubTime<'a> {
+    fn rfc3339(&self) -> Option<Cow<'a, str>> {
         match self {
-            Self::Text(text) if plugin_kit::event_time_ms(text).is_some() => Some(text.to_string()),
+            Self::Text(text) if plugin_kit::event_time_ms(text).is_some() => Some(text.clone()),
             Self::Text(_) => None,
             Self::Seconds(seconds) => {
                 let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*seconds);
-                Some(humantime::format_rfc3339_seconds(at).to_string())
+                Some(Cow::Owned(
+                    humantime::format_rfc3339_seconds(at).to_string(),
+                ))
             }
         }
     }
@@ -102,11 +125,11 @@ impl GitHubTime<'_> {
 }
 
 /// The first of `times` that is a time, or an error naming `what`.
-fn first_time(
-    times: &[Option<&GitHubTime<'_>>],
+fn first_time<'a>(
+    times: &[Option<&GitHubTime<'a>>],
     what: &str,
     fields: &str,
-) -> Result<String, MapError> {
+) -> Result<Cow<'a, str>, MapError> {
     times
         .iter()
         .flatten()
@@ -306,7 +329,7 @@ pub struct CommitFacts<'a> {
     pub message: Cow<'a, str>,
     pub author: Option<Cow<'a, str>>,
     pub login: Option<Cow<'a, str>>,
-    pub time: String,
+    pub time: Cow<'a, str>,
     pub url: Option<Cow<'a, str>>,
 }
 
@@ -359,14 +382,15 @@ pub fn commit_event<'a>(
     default: bool,
 ) -> EventBuilder<'a> {
     let sha = facts.sha.as_ref();
-    let url = web_link(facts.url.as_deref())
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{}/commit/{sha}", repo.html_url));
+    let url = web_link(facts.url.as_deref()).map_or_else(
+        || Cow::Owned(format!("{}/commit/{sha}", repo.html_url)),
+        Cow::Borrowed,
+    );
     let mut builder = repo
         .builder(
             "commit",
             format!("{}:{sha}", repo.full_name),
-            facts.time.clone(),
+            Cow::Borrowed(facts.time.as_ref()),
         )
         .subject(sha)
         .correlation(sha)
