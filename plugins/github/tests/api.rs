@@ -401,3 +401,77 @@ mod tonic_code {
     pub const INVALID_ARGUMENT: i32 = 3;
     pub const PERMISSION_DENIED: i32 = 7;
 }
+
+#[tokio::test]
+async fn a_glob_reads_only_the_repositories_it_covers() {
+    let server = FixtureServer::start(3).await;
+    let mut plugin = start().await;
+    plugin
+        .configure(
+            "acme",
+            "gh",
+            json!({
+                "repositories": ["octokit-fixture-org/hello-*"],
+                "credentials": {"token": "token"},
+                "api_url": server.url,
+                "backfill_since": "2000-01-01T00:00:00Z"
+            }),
+            vec![token("good-token")],
+        )
+        .await
+        .expect("configure");
+    let events = events_of(&plugin.collect("").await.expect("collect"));
+    assert!(!events.is_empty());
+    for event in &events {
+        assert_eq!(event["data"]["vcs.repository.name"], REPO, "{event}");
+    }
+    let paths: Vec<String> = server
+        .world()
+        .requests
+        .iter()
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p == "/orgs/octokit-fixture-org/repos"),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.contains("secret-repo")),
+        "the listed repository outside the scope is never read: {paths:?}"
+    );
+}
+
+#[tokio::test]
+async fn check_names_a_permission_the_app_installation_lacks() {
+    let server = FixtureServer::start(3).await;
+    server.world().permissions =
+        json!({"metadata": "read", "contents": "read", "pull_requests": "none"});
+    let key = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-app-key.pem"),
+    )
+    .expect("key");
+    let app = credential(
+        "app",
+        "github-app",
+        &json!({"app_id": 7, "installation_id": 42, "private_key": key}).to_string(),
+    );
+    let mut plugin = configured(&server, vec![app, webhook_secret("s", None)]).await;
+    let check = plugin.check().await.expect("check");
+    assert!(!check.ok);
+    let failed: Vec<(&str, &str)> = check
+        .results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| (r.permission.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (
+                "pull_requests",
+                "the installation has `pull_requests: none`; `read` is needed"
+            ),
+            ("deployments", "the installation lacks `deployments: read`"),
+        ]
+    );
+}

@@ -46,6 +46,8 @@ pub struct World {
     pub public_key: Vec<u8>,
     /// Unix seconds the deployments' times count back from (fixed at start).
     pub base_secs: u64,
+    /// What minted installation tokens may do.
+    pub permissions: Value,
 }
 
 pub fn now_ms() -> u64 {
@@ -75,6 +77,7 @@ impl FixtureServer {
             refused_tokens: 0,
             requests: Vec::new(),
             base_secs: now_ms() / 1000,
+            permissions: json!({"metadata": "read", "contents": "read", "pull_requests": "read", "deployments": "read"}),
             public_key: std::fs::read(
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("tests/fixtures/test-app-key.pub.pem"),
@@ -84,6 +87,8 @@ impl FixtureServer {
         let app = axum::Router::new()
             .route("/app/installations/{id}/access_tokens", post(mint))
             .route("/repos/{owner}/{repo}", get(repository))
+            .route("/orgs/{org}/repos", get(organization_repositories))
+            .route("/installation/repositories", get(installation_repositories))
             .route("/repos/{owner}/{repo}/commits", get(list_commits))
             .route("/repos/{owner}/{repo}/commits/{sha}", get(one_commit))
             .route(
@@ -223,6 +228,61 @@ fn not_found() -> Response {
         .into_response()
 }
 
+/// The recorded repository, and a copy of it named `secret-repo`: an organization
+/// with one repository the integration covers and one it does not.
+fn organization(
+    world: &Arc<Mutex<World>>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Vec<Value>, Response> {
+    if let Some(answer) = gate(world, headers, path) {
+        return Err(answer);
+    }
+    let recorded = recorded_repository();
+    let mut secret = recorded.clone();
+    secret["name"] = json!("secret-repo");
+    secret["full_name"] = json!("octokit-fixture-org/secret-repo");
+    secret["html_url"] = json!("https://github.com/octokit-fixture-org/secret-repo");
+    Ok(vec![recorded, secret])
+}
+
+async fn organization_repositories(
+    State(world): State<Arc<Mutex<World>>>,
+    Path(org): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let base = format!("/orgs/{org}/repos");
+    match organization(&world, &headers, &base) {
+        Ok(list) => paged(&list, &query, &base, &headers),
+        Err(answer) => answer,
+    }
+}
+
+async fn installation_repositories(
+    State(world): State<Arc<Mutex<World>>>,
+    headers: HeaderMap,
+) -> Response {
+    match organization(&world, &headers, "/installation/repositories") {
+        Ok(list) => {
+            axum::Json(json!({"total_count": list.len(), "repositories": list})).into_response()
+        }
+        Err(answer) => answer,
+    }
+}
+
+fn recorded_repository() -> Value {
+    let text = std::fs::read_to_string(npm_fixture(
+        "@octokit/fixtures/scenarios/api.github.com/get-repository/normalized-fixture.json",
+    ))
+    .expect("fixture");
+    let recorded: Value = serde_json::from_str(&text).expect("json");
+    let recorded = recorded
+        .as_array()
+        .map_or(recorded.clone(), |a| a[0].clone());
+    recorded["response"].clone()
+}
+
 /// The recorded `GET /repos/octokit-fixture-org/hello-world` of `@octokit/fixtures`.
 async fn repository(
     State(world): State<Arc<Mutex<World>>>,
@@ -235,15 +295,7 @@ async fn repository(
     if !is_repo(&owner, &repo) {
         return not_found();
     }
-    let text = std::fs::read_to_string(npm_fixture(
-        "@octokit/fixtures/scenarios/api.github.com/get-repository/normalized-fixture.json",
-    ))
-    .expect("fixture");
-    let recorded: Value = serde_json::from_str(&text).expect("json");
-    let recorded = recorded
-        .as_array()
-        .map_or(recorded.clone(), |a| a[0].clone());
-    axum::Json(recorded["response"].clone()).into_response()
+    axum::Json(recorded_repository()).into_response()
 }
 
 /// A page of `items` with GitHub's `Link` header.
@@ -511,7 +563,7 @@ async fn mint(
         axum::Json(json!({
             "token": token,
             "expires_at": expires_at,
-            "permissions": {"metadata": "read", "contents": "read", "pull_requests": "read", "deployments": "read"},
+            "permissions": world.permissions,
             "repository_selection": "selected"
         })),
     )
