@@ -230,20 +230,13 @@ fn not_found() -> Response {
 
 /// The recorded repository, and a copy of it named `secret-repo`: an organization
 /// with one repository the integration covers and one it does not.
-fn organization(
-    world: &Arc<Mutex<World>>,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<Vec<Value>, Response> {
-    if let Some(answer) = gate(world, headers, path) {
-        return Err(answer);
-    }
+fn organization() -> Vec<Value> {
     let recorded = recorded_repository();
     let mut secret = recorded.clone();
     secret["name"] = json!("secret-repo");
     secret["full_name"] = json!("octokit-fixture-org/secret-repo");
     secret["html_url"] = json!("https://github.com/octokit-fixture-org/secret-repo");
-    Ok(vec![recorded, secret])
+    vec![recorded, secret]
 }
 
 async fn organization_repositories(
@@ -253,22 +246,21 @@ async fn organization_repositories(
     headers: HeaderMap,
 ) -> Response {
     let base = format!("/orgs/{org}/repos");
-    match organization(&world, &headers, &base) {
-        Ok(list) => paged(&list, &query, &base, &headers),
-        Err(answer) => answer,
+    if let Some(answer) = gate(&world, &headers, &base) {
+        return answer;
     }
+    paged(&organization(), &query, &base, &headers)
 }
 
 async fn installation_repositories(
     State(world): State<Arc<Mutex<World>>>,
     headers: HeaderMap,
 ) -> Response {
-    match organization(&world, &headers, "/installation/repositories") {
-        Ok(list) => {
-            axum::Json(json!({"total_count": list.len(), "repositories": list})).into_response()
-        }
-        Err(answer) => answer,
+    if let Some(answer) = gate(&world, &headers, "/installation/repositories") {
+        return answer;
     }
+    let list = organization();
+    axum::Json(json!({"total_count": list.len(), "repositories": list})).into_response()
 }
 
 fn recorded_repository() -> Value {
