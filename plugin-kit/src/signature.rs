@@ -79,6 +79,78 @@ pub fn verify_sha256(
     Err(SignatureError::Mismatch)
 }
 
+/// Checks a secret presented as it is (an EventBridge API destination's API-key header,
+/// the password of HTTP basic authentication) against the current, then the previous
+/// secret. Both sides are hashed first and the digests compared in constant time, so
+/// neither the secret's bytes nor its length show in the timing.
+pub fn verify_shared_secret(
+    secrets: &WebhookSecrets,
+    presented: Option<&str>,
+) -> Result<Verified, SignatureError> {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let presented = presented.ok_or(SignatureError::Missing)?;
+    if presented.len() > MAX_SHARED_SECRET {
+        return Err(SignatureError::Malformed("longer than any configured secret"));
+    }
+    let digest = Sha256::digest(presented.as_bytes());
+    let matches = |secret: &SecretString| {
+        bool::from(
+            Sha256::digest(secret.expose_secret().as_bytes())
+                .as_slice()
+                .ct_eq(digest.as_slice()),
+        )
+    };
+    if matches(&secrets.current) {
+        return Ok(Verified::Current);
+    }
+    if secrets.previous.as_ref().is_some_and(matches) {
+        return Ok(Verified::Previous);
+    }
+    Err(SignatureError::Mismatch)
+}
+
+/// The longest shared secret looked at.
+const MAX_SHARED_SECRET: usize = 4096;
+
+/// Why a `webhook-secret` credential could not be read. Never quotes the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretFormatError {
+    #[error("a webhook secret must be a `webhook-secret` credential, not `{0}`")]
+    Kind(String),
+    #[error("the webhook secret is not JSON")]
+    NotJson,
+    #[error("the webhook secret has no current value")]
+    NoCurrent,
+}
+
+impl WebhookSecrets {
+    /// Reads a `webhook-secret` credential as the credential manager sends it:
+    /// `{"current", "previous"?}`, or a plain JSON string taken as the current secret.
+    pub fn from_credential(
+        credential: &plugin_protocol::v1::Credential,
+    ) -> Result<Self, SecretFormatError> {
+        if credential.kind != "webhook-secret" {
+            return Err(SecretFormatError::Kind(credential.kind.clone()));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&credential.secret).map_err(|_| SecretFormatError::NotJson)?;
+        let text = |v: Option<&serde_json::Value>| {
+            v.and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| SecretString::from(s.to_owned()))
+        };
+        let (current, previous) = match &value {
+            serde_json::Value::String(_) => (text(Some(&value)), None),
+            _ => (text(value.get("current")), text(value.get("previous"))),
+        };
+        Ok(Self {
+            current: current.ok_or(SecretFormatError::NoCurrent)?,
+            previous,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +207,64 @@ mod tests {
             verify_sha256(&rotated, Some(SIGNATURE), BODY),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn shared_secrets_verify_current_then_previous_and_nothing_else() {
+        let rotating = secrets("the new secret", Some("the old secret"));
+        assert_eq!(
+            verify_shared_secret(&rotating, Some("the new secret")),
+            Ok(Verified::Current)
+        );
+        assert_eq!(
+            verify_shared_secret(&rotating, Some("the old secret")),
+            Ok(Verified::Previous)
+        );
+        for wrong in ["", "the new secreT", "the new secret ", "the"] {
+            assert_eq!(
+                verify_shared_secret(&rotating, Some(wrong)),
+                Err(SignatureError::Mismatch),
+                "{wrong:?}"
+            );
+        }
+        assert_eq!(
+            verify_shared_secret(&rotating, None),
+            Err(SignatureError::Missing)
+        );
+        assert!(matches!(
+            verify_shared_secret(&rotating, Some(&"x".repeat(100_000))),
+            Err(SignatureError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn webhook_secret_credentials_are_read_in_both_shapes() {
+        let credential = |kind: &str, secret: &str| plugin_protocol::v1::Credential {
+            name: "webhook_secret".into(),
+            kind: kind.into(),
+            secret: secret.as_bytes().to_vec(),
+        };
+        let both = WebhookSecrets::from_credential(&credential(
+            "webhook-secret",
+            r#"{"current":"new","previous":"old"}"#,
+        ))
+        .expect("object");
+        assert_eq!(both.current.expose_secret(), "new");
+        assert!(both.previous.is_some());
+        let plain = WebhookSecrets::from_credential(&credential("webhook-secret", r#""only""#))
+            .expect("string");
+        assert!(plain.previous.is_none());
+        assert_eq!(
+            WebhookSecrets::from_credential(&credential("api-key", r#""hunter2""#))
+                .expect_err("kind")
+                .to_string(),
+            "a webhook secret must be a `webhook-secret` credential, not `api-key`"
+        );
+        for bad in ["hunter2", r#"{"current":""}"#, r#"{"previous":"hunter2"}"#, "[]"] {
+            let err = WebhookSecrets::from_credential(&credential("webhook-secret", bad))
+                .expect_err(bad);
+            assert!(!err.to_string().contains("hunter2"));
+        }
     }
 
     #[test]

@@ -24,50 +24,86 @@ fn config_schema() -> serde_json::Value {
         "title": "CloudWatch integration",
         "type": "object",
         "additionalProperties": false,
-        "required": ["accounts"],
         "properties": {
             "accounts": {
-                "type": "array", "minItems": 1,
+                "type": "array",
                 "items": {
                     "type": "object", "additionalProperties": false,
-                    "required": ["id", "credentials", "regions"],
+                    "required": ["id", "regions"],
                     "properties": {
                         "id": { "type": "string", "pattern": "^[0-9]{12}$" },
                         "credentials": { "type": "string", "description": "credential name of kind aws" },
                         "role_arn": { "type": "string", "pattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$" },
                         "external_id": { "type": "string" },
+                        "use_default_chain": { "type": "boolean", "description": "the host's AWS identity; only where the operator allows it" },
                         "regions": { "type": "array", "minItems": 1, "items": { "type": "string", "pattern": "^[a-z]{2}(-[a-z]+)+-[0-9]+$" } }
                     }
                 }
             },
-            "metrics": {
+            "metrics": { "type": "array", "items": metric_query(true) },
+            "metric_discovery": { "type": "array", "items": metric_query(false) },
+            "metric_delay": duration(),
+            "log_groups": { "type": "array", "items": { "type": "string", "minLength": 1, "maxLength": 512 } },
+            "log_group_prefixes": { "type": "array", "items": { "type": "string", "minLength": 1, "maxLength": 512 } },
+            "log_filter_pattern": { "type": "string", "maxLength": 1024 },
+            "log_lookback": duration(),
+            "alarms": {
                 "type": "array",
                 "items": {
                     "type": "object", "additionalProperties": false,
-                    "required": ["namespace", "metric", "stat", "period"],
                     "properties": {
+                        "name": { "type": "string" },
                         "namespace": { "type": "string" },
-                        "metric": { "type": "string" },
-                        "dimensions": { "type": "object", "additionalProperties": { "type": "string" } },
-                        "stat": { "type": "string" },
-                        "period": { "type": "integer", "minimum": 1 }
+                        "tags": { "type": "object", "additionalProperties": { "type": "string" } },
+                        "category": { "enum": ["system", "security"] },
+                        "severity": { "enum": ["debug", "info", "warning", "error", "critical"] },
+                        "service": { "type": "string" }
                     }
                 }
             },
-            "log_groups": { "type": "array", "items": { "type": "string" } },
-            "log_group_prefixes": { "type": "array", "items": { "type": "string" } },
-            "alarms": { "type": "array", "items": { "type": "object" } },
             "endpoint_url": {
                 "type": "object", "additionalProperties": false,
                 "properties": {
                     "cloudwatch": { "type": "string", "format": "uri" },
                     "logs": { "type": "string", "format": "uri" },
-                    "sts": { "type": "string", "format": "uri" }
+                    "sts": { "type": "string", "format": "uri" },
+                    "sns": { "type": "string", "format": "uri" }
                 }
             },
-            "poll_interval": { "type": "string", "pattern": "^[0-9]+(ms|s|m|h)$" },
-            "enabled_event_types": { "type": "array", "items": { "type": "string" } },
+            "poll_interval": duration(),
+            "backfill": duration(),
+            "service_map": { "type": "object", "additionalProperties": { "type": "string" } },
+            "credentials": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "webhook_secret": { "type": "string" } }
+            },
+            "enabled_event_types": { "type": "array", "items": { "enum": ["metric", "log", "alarm"] } },
             "mappings": { "type": "array", "items": { "type": "object" } }
+        }
+    })
+}
+
+fn duration() -> serde_json::Value {
+    json!({ "type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$" })
+}
+
+/// A configured query (`metric` required) or a discovery filter (`metric` optional).
+fn metric_query(metric_required: bool) -> serde_json::Value {
+    let required = if metric_required {
+        json!(["namespace", "metric", "stat", "period"])
+    } else {
+        json!(["namespace", "stat", "period"])
+    };
+    json!({
+        "type": "object", "additionalProperties": false,
+        "required": required,
+        "properties": {
+            "namespace": { "type": "string", "minLength": 1 },
+            "metric": { "type": "string", "minLength": 1 },
+            "dimensions": { "type": "object", "additionalProperties": { "type": "string" } },
+            "stat": { "type": "string", "minLength": 1 },
+            "period": { "type": "integer", "minimum": 1 },
+            "service": { "type": "string" }
         }
     })
 }

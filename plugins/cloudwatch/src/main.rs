@@ -1,39 +1,6 @@
-//! `integration-cloudwatch`: the AWS CloudWatch plugin (metrics, logs, alarms).
-//!
-//! This first form handshakes, describes itself and serves health; collection,
-//! alarm webhooks and enrichment arrive with the CloudWatch integration itself.
-
-mod description;
+//! `integration-cloudwatch`: serves the CloudWatch plugin (see the library's
+//! documentation).
 
 fn main() -> std::process::ExitCode {
-    plugin_kit::serve(CloudWatch::default())
-}
-
-/// The plugin: holds the configuration the supervisor gave it.
-#[derive(Default)]
-struct CloudWatch {
-    config: std::sync::Mutex<Option<serde_json::Value>>,
-}
-
-impl plugin_kit::Plugin for CloudWatch {
-    fn describe(&self) -> plugin_kit::Description {
-        description::describe()
-    }
-
-    /// Keeps the integration's configuration (already validated against the schema by
-    /// the supervisor); credentials arrive with it and are not logged.
-    async fn configure(
-        &self,
-        request: plugin_kit::v1::ConfigureRequest,
-    ) -> Result<(), plugin_kit::Status> {
-        let config: serde_json::Value =
-            serde_json::from_str(&request.config_json).map_err(|e| {
-                plugin_kit::Status::invalid_argument(format!("the configuration is not JSON: {e}"))
-            })?;
-        *self
-            .config
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(config);
-        Ok(())
-    }
+    plugin_kit::serve(integration_cloudwatch::CloudWatch::default())
 }

@@ -68,7 +68,7 @@ impl RepositoryScope {
         }
         let repository = repository.to_ascii_lowercase();
         self.patterns.iter().any(|p| {
-            p.owner.eq_ignore_ascii_case(owner) && glob_matches(&p.repository, &repository)
+            p.owner.eq_ignore_ascii_case(owner) && plugin_kit::glob::matches(&p.repository, &repository)
         })
     }
 
@@ -92,26 +92,6 @@ impl RepositoryScope {
         owners.dedup();
         owners
     }
-}
-
-/// `*` matches any run of characters; everything else literally.
-fn glob_matches(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[cfg(test)]

@@ -249,30 +249,8 @@ pub fn parse_app(credential: &v1::Credential) -> Result<AppCredential, SettingsE
     })
 }
 
-/// `{"current", "previous"}` as the credential manager keeps webhook secrets (a plain
-/// string is taken as the current one).
 fn parse_webhook_secret(credential: &v1::Credential) -> Result<WebhookSecrets, SettingsError> {
-    if credential.kind != "webhook-secret" {
-        return Err(bad(
-            credential,
-            "a webhook secret must be a `webhook-secret` credential",
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_slice(&credential.secret)
-        .map_err(|_| bad(credential, "the secret is not JSON"))?;
-    let text = |v: Option<&serde_json::Value>| {
-        v.and_then(serde_json::Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(|s| SecretString::from(s.to_owned()))
-    };
-    let (current, previous) = match &value {
-        serde_json::Value::String(_) => (text(Some(&value)), None),
-        _ => (text(value.get("current")), text(value.get("previous"))),
-    };
-    Ok(WebhookSecrets {
-        current: current.ok_or_else(|| bad(credential, "no current secret"))?,
-        previous,
-    })
+    WebhookSecrets::from_credential(credential).map_err(|e| bad(credential, e.to_string()))
 }
 
 #[cfg(test)]

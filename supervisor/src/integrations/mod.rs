@@ -32,12 +32,12 @@ pub enum IntegrationError {
     BadName(String),
     #[error("the configuration is not a JSON object")]
     NotObject,
-    #[error("`credentials.{role}` must name a stored credential (a string)")]
-    BadCredentialRef { role: String },
-    #[error("`credentials.{role}` names `{name}`, which tenant `{tenant}` does not have")]
+    #[error("`{path}` must name a stored credential (a string)")]
+    BadCredentialRef { path: String },
+    #[error("`{path}` names `{name}`, which tenant `{tenant}` does not have")]
     MissingCredential {
         tenant: String,
-        role: String,
+        path: String,
         name: String,
     },
     #[error("{0}")]
@@ -135,38 +135,43 @@ impl Integrations {
             .collect()
     }
 
-    /// Checks the credential references of a configuration (`credentials = {role = name}`).
+    /// Checks the credential references of a configuration (see [`credential_refs`]) and
+    /// returns `(role, name)` pairs: the role is the name the plugin finds the secret
+    /// under.
     pub fn check_credential_refs(
         &self,
         tenant: &str,
         config: &Value,
     ) -> Result<Vec<(String, String)>, IntegrationError> {
-        let object = config.as_object().ok_or(IntegrationError::NotObject)?;
-        let mut refs = Vec::new();
-        if let Some(map) = object.get("credentials").and_then(Value::as_object) {
-            let stored: Vec<String> = match &self.credentials {
-                Some(credentials) => credentials
-                    .list(tenant)?
-                    .into_iter()
-                    .map(|c| c.name)
-                    .collect(),
-                None => Vec::new(),
-            };
-            for (role, name) in map {
-                let name = name
-                    .as_str()
-                    .ok_or_else(|| IntegrationError::BadCredentialRef { role: role.clone() })?;
-                if !stored.iter().any(|s| s == name) {
-                    return Err(IntegrationError::MissingCredential {
-                        tenant: tenant.to_owned(),
-                        role: role.clone(),
-                        name: name.to_owned(),
-                    });
-                }
-                refs.push((role.clone(), name.to_owned()));
+        if !config.is_object() {
+            return Err(IntegrationError::NotObject);
+        }
+        let refs = credential_refs(config)?;
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = match &self.credentials {
+            Some(credentials) => credentials
+                .list(tenant)?
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(refs.len());
+        for reference in refs {
+            if !stored.iter().any(|s| *s == reference.name) {
+                return Err(IntegrationError::MissingCredential {
+                    tenant: tenant.to_owned(),
+                    path: reference.path,
+                    name: reference.name,
+                });
+            }
+            if !pairs.iter().any(|(role, _)| *role == reference.role) {
+                pairs.push((reference.role, reference.name));
             }
         }
-        Ok(refs)
+        Ok(pairs)
     }
 
     /// Records a new version (creating the integration when `plugin` is given and it does
@@ -286,11 +291,8 @@ impl Integrations {
             .list(Some(tenant))?
             .into_iter()
             .filter(|i| {
-                i.current()
-                    .config
-                    .get("credentials")
-                    .and_then(Value::as_object)
-                    .is_some_and(|refs| refs.values().any(|v| v.as_str() == Some(credential)))
+                credential_refs(&i.current().config)
+                    .is_ok_and(|refs| refs.iter().any(|r| r.name == credential))
             })
             .collect())
     }
@@ -466,5 +468,120 @@ impl crate::process::InstanceConfigurer for Integrations {
     ) -> Result<Option<v1::ConfigureRequest>, String> {
         Integrations::configure_request(self, tenant, integration, reader)
             .map_err(|err| err.to_string())
+    }
+}
+
+/// One reference to a stored credential in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRef {
+    /// Where it is, for messages: `credentials.token`, `accounts[1].credentials`.
+    pub path: String,
+    /// The name the plugin receives the secret under: the role in a
+    /// `credentials = {role = name}` map, else the credential's own name.
+    pub role: String,
+    pub name: String,
+}
+
+/// Every credential reference in a configuration, at any depth: a `credentials` key
+/// holding a map of role to name (`credentials = {token = "gh"}`), or one name
+/// (`accounts = [{credentials = "prod-keys"}]`, one per AWS account).
+pub fn credential_refs(config: &Value) -> Result<Vec<CredentialRef>, IntegrationError> {
+    fn walk(
+        value: &Value,
+        path: &str,
+        refs: &mut Vec<CredentialRef>,
+    ) -> Result<(), IntegrationError> {
+        match value {
+            Value::Object(object) => {
+                for (key, child) in object {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    if key != "credentials" {
+                        walk(child, &child_path, refs)?;
+                        continue;
+                    }
+                    match child {
+                        Value::String(name) => refs.push(CredentialRef {
+                            path: child_path,
+                            role: name.clone(),
+                            name: name.clone(),
+                        }),
+                        Value::Object(roles) => {
+                            for (role, name) in roles {
+                                let path = format!("{child_path}.{role}");
+                                let name = name
+                                    .as_str()
+                                    .ok_or(IntegrationError::BadCredentialRef { path: path.clone() })?;
+                                refs.push(CredentialRef {
+                                    path,
+                                    role: role.clone(),
+                                    name: name.to_owned(),
+                                });
+                            }
+                        }
+                        _ => return Err(IntegrationError::BadCredentialRef { path: child_path }),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}[{index}]"), refs)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut refs = Vec::new();
+    walk(config, "", &mut refs)?;
+    Ok(refs)
+}
+
+#[cfg(test)]
+mod credential_ref_tests {
+    use super::*;
+
+    #[test]
+    fn references_are_found_in_role_maps_and_per_account_names() {
+        let config = serde_json::json!({
+            "credentials": {"webhook_secret": "hook"},
+            "accounts": [
+                {"id": "1", "credentials": "prod-keys"},
+                {"id": "2", "credentials": "audit-keys", "regions": ["eu-west-1"]}
+            ]
+        });
+        let refs = credential_refs(&config).expect("valid");
+        let found: Vec<(&str, &str, &str)> = refs
+            .iter()
+            .map(|r| (r.path.as_str(), r.role.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("accounts[0].credentials", "prod-keys", "prod-keys"),
+                ("accounts[1].credentials", "audit-keys", "audit-keys"),
+                ("credentials.webhook_secret", "webhook_secret", "hook"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reference_that_is_not_a_name_is_refused_with_its_path() {
+        for (config, path) in [
+            (serde_json::json!({"credentials": {"token": 1}}), "credentials.token"),
+            (
+                serde_json::json!({"accounts": [{}, {"credentials": ["a"]}]}),
+                "accounts[1].credentials",
+            ),
+        ] {
+            let err = credential_refs(&config).expect_err("refused");
+            assert_eq!(
+                err.to_string(),
+                format!("`{path}` must name a stored credential (a string)")
+            );
+        }
     }
 }
