@@ -91,7 +91,9 @@ pub fn verify_shared_secret(
     use subtle::ConstantTimeEq;
     let presented = presented.ok_or(SignatureError::Missing)?;
     if presented.len() > MAX_SHARED_SECRET {
-        return Err(SignatureError::Malformed("longer than any configured secret"));
+        return Err(SignatureError::Malformed(
+            "longer than any configured secret",
+        ));
     }
     let digest = Sha256::digest(presented.as_bytes());
     let matches = |secret: &SecretString| {
@@ -260,9 +262,14 @@ mod tests {
                 .to_string(),
             "a webhook secret must be a `webhook-secret` credential, not `api-key`"
         );
-        for bad in ["hunter2", r#"{"current":""}"#, r#"{"previous":"hunter2"}"#, "[]"] {
-            let err = WebhookSecrets::from_credential(&credential("webhook-secret", bad))
-                .expect_err(bad);
+        for bad in [
+            "hunter2",
+            r#"{"current":""}"#,
+            r#"{"previous":"hunter2"}"#,
+            "[]",
+        ] {
+            let err =
+                WebhookSecrets::from_credential(&credential("webhook-secret", bad)).expect_err(bad);
             assert!(!err.to_string().contains("hunter2"));
         }
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_cloudwatch::types::MetricAlarm;
 use plugin_kit::{Category, EventBuilder, MapContext, Severity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::console;
 use crate::settings::severity_by_name;
@@ -173,15 +173,54 @@ pub fn event(
     builder.to_json(context)
 }
 
-/// The metric alarms whose state changed at or after `since_ms`, as
-/// `(change time, event)`, oldest first.
+/// Where a target's next alarm read starts: the newest state update read, and the
+/// alarms updated in that very millisecond (another alarm changing in it later is
+/// still read; these are not read again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmCursor {
+    pub since_ms: i64,
+    #[serde(default)]
+    pub at_since: Vec<String>,
+}
+
+impl AlarmCursor {
+    fn is_new(&self, arn: &str, updated_ms: i64) -> bool {
+        updated_ms > self.since_ms
+            || (updated_ms == self.since_ms && !self.at_since.iter().any(|a| a == arn))
+    }
+
+    /// The cursor after reading `changes` (`(time, arn)`).
+    pub fn after<'a>(&self, changes: impl IntoIterator<Item = (i64, &'a str)>) -> Self {
+        let mut next = self.clone();
+        for (time, arn) in changes {
+            if time > next.since_ms {
+                next.since_ms = time;
+                next.at_since.clear();
+            }
+            if time == next.since_ms && !next.at_since.iter().any(|a| a == arn) {
+                next.at_since.push(arn.to_owned());
+            }
+        }
+        next
+    }
+}
+
+/// A changed alarm: its state update time, ARN and event.
+#[derive(Debug)]
+pub struct PolledChange {
+    pub time_ms: i64,
+    pub arn: String,
+    pub event_json: String,
+}
+
+/// The metric alarms whose state changed since `cursor`, oldest first.
 pub async fn poll(
     target: &Target,
     context: &MapContext,
     rules: &[AlarmRule],
     service_map: &BTreeMap<String, String>,
-    since_ms: i64,
-) -> Result<Vec<(i64, String)>, AwsError> {
+    cursor: &AlarmCursor,
+) -> Result<Vec<PolledChange>, AwsError> {
     let mut changed: Vec<MetricAlarm> = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -197,7 +236,10 @@ pub async fn poll(
         changed.extend(
             page.metric_alarms()
                 .iter()
-                .filter(|alarm| updated_ms(alarm).is_some_and(|ms| ms >= since_ms))
+                .filter(|alarm| {
+                    updated_ms(alarm)
+                        .is_some_and(|ms| cursor.is_new(alarm.alarm_arn().unwrap_or(""), ms))
+                })
                 .cloned(),
         );
         next = page.next_token().map(str::to_owned);
@@ -266,11 +308,15 @@ pub async fn poll(
             "Dimensions": change.dimensions.iter().map(|(n, v)| serde_json::json!({"Name": n, "Value": v})).collect::<Vec<_>>(),
         });
         match event(&change, rules, service_map, context, original) {
-            Ok(json) => events.push((time_ms, json)),
+            Ok(event_json) => events.push(PolledChange {
+                time_ms,
+                arn: arn.to_owned(),
+                event_json,
+            }),
             Err(err) => tracing::warn!(alarm = name, error = %err, "cannot encode an alarm event"),
         }
     }
-    events.sort_by_key(|(time, _)| *time);
+    events.sort_by_key(|change| change.time_ms);
     Ok(events)
 }
 
@@ -307,9 +353,38 @@ mod tests {
             tenant: "acme".into(),
             integration: "cw".into(),
         };
-        let json = event(change, rules, &BTreeMap::new(), &context, serde_json::json!({})).expect("json");
+        let json = event(
+            change,
+            rules,
+            &BTreeMap::new(),
+            &context,
+            serde_json::json!({}),
+        )
+        .expect("json");
         crate::schema_check::assert_valid(&json);
         serde_json::from_str(&json).expect("event")
+    }
+
+    #[test]
+    fn the_alarm_cursor_reads_each_change_once_even_within_one_millisecond() {
+        let start = AlarmCursor::default();
+        let first = start.after([(5, "a"), (7, "b")]);
+        assert_eq!(
+            first,
+            AlarmCursor {
+                since_ms: 7,
+                at_since: vec!["b".into()]
+            }
+        );
+        assert!(!first.is_new("b", 7));
+        assert!(
+            first.is_new("c", 7),
+            "another alarm in the same millisecond"
+        );
+        assert!(!first.is_new("a", 5));
+        assert!(first.is_new("b", 8));
+        let second = first.after([(7, "c")]);
+        assert_eq!(second.at_since, ["b", "c"]);
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
     for target in targets {
         let key = target.key();
         let identity = target
-            .call("sts:GetCallerIdentity", || target.sts.get_caller_identity().send())
+            .call("sts:GetCallerIdentity", || {
+                target.sts.get_caller_identity().send()
+            })
             .await;
         let identity = match identity {
             Ok(identity) if identity.account() == Some(target.account.as_str()) => Ok(()),
@@ -34,7 +36,11 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
             Err(err) => Err(err.to_string()),
         };
         let denied = identity.is_err();
-        results.push(result(format!("{key} account"), "sts:GetCallerIdentity", identity));
+        results.push(result(
+            format!("{key} account"),
+            "sts:GetCallerIdentity",
+            identity,
+        ));
         if denied {
             // Nothing else can be read with credentials that do not work.
             continue;
@@ -123,11 +129,16 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
         results.push(result(
             "webhook secret".to_owned(),
             "credentials.webhook_secret",
-            Err("not set: SNS and EventBridge deliveries are refused (polling still works)".to_owned()),
+            Err(
+                "not set: SNS and EventBridge deliveries are refused (polling still works)"
+                    .to_owned(),
+            ),
         ));
     }
     v1::CheckResponse {
-        ok: results.iter().all(|r| r.ok || r.permission == "credentials.webhook_secret"),
+        ok: results
+            .iter()
+            .all(|r| r.ok || r.permission == "credentials.webhook_secret"),
         results,
     }
 }

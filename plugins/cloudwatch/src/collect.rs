@@ -11,11 +11,12 @@ use plugin_kit::{MapContext, Status, v1};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::alarms::{self, AlarmCursor};
 use crate::logs::{self, GroupCursor, GroupRead};
 use crate::metrics::{self, ReadError};
+use crate::now_ms;
 use crate::settings::Settings;
 use crate::targets::{AwsError, Target};
-use crate::{alarms, now_ms};
 
 /// The collect cursor.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -26,9 +27,9 @@ pub struct Cursor {
     /// `account/region/group` → the group's cursor.
     #[serde(default)]
     pub logs: BTreeMap<String, GroupCursor>,
-    /// `account/region` → newest alarm state update read (Unix milliseconds).
+    /// `account/region` → the newest alarm state updates read.
     #[serde(default)]
-    pub alarms: BTreeMap<String, i64>,
+    pub alarms: BTreeMap<String, AlarmCursor>,
 }
 
 impl Cursor {
@@ -136,41 +137,43 @@ async fn poll_target(
     let backfill_ms = i64::try_from(settings.backfill.as_millis()).unwrap_or(i64::MAX);
 
     if settings.wants("alarm") {
-        let since = output
+        let cursor = output
             .cursor
             .alarms
             .get(&key)
-            .copied()
-            .unwrap_or(now - backfill_ms);
+            .cloned()
+            .unwrap_or_else(|| AlarmCursor {
+                since_ms: now - backfill_ms,
+                at_since: Vec::new(),
+            });
         match alarms::poll(
             target,
             context,
             &settings.alarm_rules,
             &settings.service_map,
-            since,
+            &cursor,
         )
         .await
         {
-            Ok(events) => {
-                let newest = events.last().map(|(time, _)| *time);
+            Ok(changes) if !changes.is_empty() => {
+                let next = cursor.after(changes.iter().map(|c| (c.time_ms, c.arn.as_str())));
                 output
-                    .page(events.into_iter().map(|(_, json)| json).collect())
+                    .page(changes.into_iter().map(|c| c.event_json).collect())
                     .await?;
-                if let Some(newest) = newest {
-                    // The newest change is read again next time (same id, dropped by
-                    // the pipeline): a change in the same millisecond is not missed.
-                    output
-                        .advance(|c| {
-                            c.alarms.insert(key.clone(), newest);
-                        })
-                        .await?;
-                }
+                output
+                    .advance(|c| {
+                        c.alarms.insert(key.clone(), next);
+                    })
+                    .await?;
             }
+            Ok(_) => {}
             Err(err) => failed(err),
         }
     }
 
-    if settings.wants("metric") && !(settings.metrics.is_empty() && settings.metric_discovery.is_empty()) {
+    if settings.wants("metric")
+        && !(settings.metrics.is_empty() && settings.metric_discovery.is_empty())
+    {
         match metrics::resolve(target, settings).await {
             Ok(queries) if !queries.is_empty() => {
                 let window = metrics::window(
@@ -209,7 +212,10 @@ async fn poll_target(
         match logs::groups(target, &settings.log_groups, &settings.log_group_prefixes).await {
             Ok(groups) => {
                 for group in &groups {
-                    let group_key = format!("{key}{}{group}", if group.starts_with('/') { "" } else { "/" });
+                    let group_key = format!(
+                        "{key}{}{group}",
+                        if group.starts_with('/') { "" } else { "/" }
+                    );
                     let cursor = output
                         .cursor
                         .logs
@@ -227,8 +233,10 @@ async fn poll_target(
                             .unwrap_or(i64::MAX),
                         service: settings.service_for(group),
                     };
-                    match logs::read(target, context, &read, &cursor, |events| output.page(events))
-                        .await
+                    match logs::read(target, context, &read, &cursor, |events| {
+                        output.page(events)
+                    })
+                    .await
                     {
                         Ok(next) => {
                             if next != cursor {

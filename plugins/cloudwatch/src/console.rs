@@ -83,10 +83,8 @@ pub fn cloud_fields<'a>(
 /// Unix milliseconds as RFC 3339 with milliseconds.
 pub fn rfc3339_ms(ms: i64) -> String {
     let ms = u64::try_from(ms).unwrap_or(0);
-    humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-    )
-    .to_string()
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 #[cfg(test)]
@@ -107,7 +105,10 @@ mod tests {
             "Average",
             60,
         );
-        assert!(link.contains("~'AWS%2FEC2~'CPUUtilization~'InstanceId~'i-1"), "{link}");
+        assert!(
+            link.contains("~'AWS%2FEC2~'CPUUtilization~'InstanceId~'i-1"),
+            "{link}"
+        );
         assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

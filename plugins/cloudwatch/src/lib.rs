@@ -166,16 +166,18 @@ impl plugin_kit::Plugin for CloudWatch {
             });
         };
         let http = self.http();
-        Ok(webhook::handle(&instance.settings, &request, |url| async move {
-            let http = http?;
-            let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("SNS answered {}", response.status()))
-            }
-        })
-        .await)
+        Ok(
+            webhook::handle(&instance.settings, &request, |url| async move {
+                let http = http?;
+                let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("SNS answered {}", response.status()))
+                }
+            })
+            .await,
+        )
     }
 
     fn dependencies(&self) -> Vec<v1::DependencyStatus> {
@@ -201,7 +203,10 @@ mod schema_check {
                 .expect("compiles")
         });
         let event: serde_json::Value = serde_json::from_str(json).expect("JSON");
-        let errors: Vec<String> = validator.iter_errors(&event).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&event)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{errors:?}\n{json}");
     }
 }

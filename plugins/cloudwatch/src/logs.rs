@@ -34,7 +34,11 @@ pub struct GroupCursor {
 }
 
 /// The groups to read: the configured names, then those found by prefix.
-pub async fn groups(target: &Target, names: &[String], prefixes: &[String]) -> Result<Vec<String>, AwsError> {
+pub async fn groups(
+    target: &Target,
+    names: &[String],
+    prefixes: &[String],
+) -> Result<Vec<String>, AwsError> {
     let mut groups: Vec<String> = names.to_vec();
     for prefix in prefixes {
         let mut next: Option<String> = None;
@@ -127,7 +131,9 @@ where
             fresh.push((timestamp, id.to_owned()));
             match mapper.event(line) {
                 Ok(json) => events.push(json),
-                Err(err) => tracing::warn!(group = read.group, error = %err, "cannot encode a log event"),
+                Err(err) => {
+                    tracing::warn!(group = read.group, error = %err, "cannot encode a log event")
+                }
             }
         }
         page(events).await.map_err(ReadError::Closed)?;
@@ -341,14 +347,18 @@ mod tests {
             service: Some("checkout"),
             context: &context,
         };
-        let json = mapper.event(&line("3700", 1_700_000_000_123, message)).expect("json");
+        let json = mapper
+            .event(&line("3700", 1_700_000_000_123, message))
+            .expect("json");
         crate::schema_check::assert_valid(&json);
         serde_json::from_str(&json).expect("event")
     }
 
     #[test]
     fn json_lines_become_attributes_with_their_level() {
-        let event = map(r#"{"level":"ERROR","message":"payment failed","traceId":"t-1","Order ID":7,"nested":{"x":1},"ok":false}"#);
+        let event = map(
+            r#"{"level":"ERROR","message":"payment failed","traceId":"t-1","Order ID":7,"nested":{"x":1},"ok":false}"#,
+        );
         assert_eq!(event.severity, Severity::Error);
         assert_eq!(event.correlationid.as_deref(), Some("t-1"));
         let data = serde_json::to_value(&event.data).expect("data");
@@ -384,7 +394,10 @@ mod tests {
         let event = map(control);
         assert_eq!(event.data.original["message"], control);
         let big = "x".repeat(256 * 1024);
-        assert_eq!(map(&big).data.original["message"].as_str().map(str::len), Some(big.len()));
+        assert_eq!(
+            map(&big).data.original["message"].as_str().map(str::len),
+            Some(big.len())
+        );
         let keys: String = (0..500).map(|i| format!("\"k{i}\":{i},")).collect();
         let wide = map(&format!("{{{keys}\"end\":1}}"));
         let data = serde_json::to_value(&wide.data).expect("data");

@@ -91,10 +91,11 @@ pub async fn resolve(target: &Target, settings: &Settings) -> Result<Vec<Resolve
             dimensions: q.dimensions.clone().into_iter().collect(),
             stat: q.stat.clone(),
             period: q.period,
-            service: q
-                .service
-                .clone()
-                .or_else(|| settings.service_for(&format!("{}/{}", q.namespace, q.metric)).map(str::to_owned)),
+            service: q.service.clone().or_else(|| {
+                settings
+                    .service_for(&format!("{}/{}", q.namespace, q.metric))
+                    .map(str::to_owned)
+            }),
         })
         .collect();
     for discovery in &settings.metric_discovery {
@@ -173,7 +174,11 @@ pub fn window(
 
 /// The longest period among the queries: windows align to it.
 pub fn alignment(queries: &[ResolvedQuery]) -> u64 {
-    queries.iter().map(|q| u64::from(q.period)).max().unwrap_or(60)
+    queries
+        .iter()
+        .map(|q| u64::from(q.period))
+        .max()
+        .unwrap_or(60)
 }
 
 /// Reads one window; calls `page` with each response page's events.
@@ -262,7 +267,14 @@ pub fn datapoint_event(
     seconds: i64,
     value: f64,
 ) -> Result<String, serde_json::Error> {
-    datapoint_json(&target.account, &target.region, context, query, seconds, value)
+    datapoint_json(
+        &target.account,
+        &target.region,
+        context,
+        query,
+        seconds,
+        value,
+    )
 }
 
 fn datapoint_json(
@@ -338,7 +350,10 @@ mod tests {
         // The next poll starts where the last ended: no gap, no overlap.
         assert_eq!(window(10_000, 120, 300, Some(first.1), 3600), None);
         assert_eq!(window(10_019, 120, 300, Some(first.1), 3600), None);
-        assert_eq!(window(10_020, 120, 300, Some(first.1), 3600), Some((9600, 9900)));
+        assert_eq!(
+            window(10_020, 120, 300, Some(first.1), 3600),
+            Some((9600, 9900))
+        );
         // Far behind: one day at most per poll.
         let (start, end) = window(1_000_000, 0, 60, Some(0), 3600).expect("window");
         assert_eq!((start, end), (0, MAX_WINDOW_SECONDS));
@@ -368,8 +383,15 @@ mod tests {
             tenant: "acme".into(),
             integration: "cw".into(),
         };
-        let json = datapoint_json("123456789012", "eu-west-1", &context, &query, 1_700_000_040, 42.5)
-            .expect("json");
+        let json = datapoint_json(
+            "123456789012",
+            "eu-west-1",
+            &context,
+            &query,
+            1_700_000_040,
+            42.5,
+        )
+        .expect("json");
         let event: plugin_kit::CanonicalEvent = serde_json::from_str(&json).expect("event");
         crate::schema_check::assert_valid(&json);
         let data = serde_json::to_value(&event.data).expect("data");
@@ -381,9 +403,19 @@ mod tests {
             Some("aws:123456789012:eu-west-1:AWS/EC2:CPUUtilization:InstanceId=i-1")
         );
         assert_eq!(event.time, "2023-11-14T22:14:00.000Z");
-        let again = datapoint_json("123456789012", "eu-west-1", &context, &query, 1_700_000_040, 1.0)
-            .expect("json");
+        let again = datapoint_json(
+            "123456789012",
+            "eu-west-1",
+            &context,
+            &query,
+            1_700_000_040,
+            1.0,
+        )
+        .expect("json");
         let again: plugin_kit::CanonicalEvent = serde_json::from_str(&again).expect("event");
-        assert_eq!(event.id, again.id, "the id comes from the datapoint's identity");
+        assert_eq!(
+            event.id, again.id,
+            "the id comes from the datapoint's identity"
+        );
     }
 }

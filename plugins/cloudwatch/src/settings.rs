@@ -424,7 +424,8 @@ fn parse_keys(credential: &v1::Credential) -> Result<AccountCredentials, Setting
         return Err(bad("an account's credentials must be an `aws` credential"));
     }
     let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&credential.secret).map_err(|_| bad("the secret is not a JSON object"))?;
+        serde_json::from_slice(&credential.secret)
+            .map_err(|_| bad("the secret is not a JSON object"))?;
     let text = |key: &str| {
         object
             .get(key)
@@ -461,7 +462,10 @@ pub fn severity_by_name(name: &str) -> Option<Severity> {
 mod tests {
     use super::*;
 
-    fn request(config: serde_json::Value, credentials: &[(&str, &str, &str)]) -> v1::ConfigureRequest {
+    fn request(
+        config: serde_json::Value,
+        credentials: &[(&str, &str, &str)],
+    ) -> v1::ConfigureRequest {
         v1::ConfigureRequest {
             tenant: "acme".into(),
             integration: "cw".into(),
@@ -508,7 +512,10 @@ mod tests {
 
     #[test]
     fn a_configuration_without_accounts_is_idle() {
-        for config in [serde_json::json!({}), serde_json::json!({"poll_interval": "30s"})] {
+        for config in [
+            serde_json::json!({}),
+            serde_json::json!({"poll_interval": "30s"}),
+        ] {
             assert!(
                 Settings::from_configure_with(&request(config, &[]), None)
                     .expect("accepted")
@@ -545,11 +552,26 @@ mod tests {
         };
         let cases = [
             (account(serde_json::json!({"id": "12345"})), "12-digit"),
-            (account(serde_json::json!({"regions": ["mars-1"]})), "`mars-1`"),
-            (account(serde_json::json!({"regions": []})), "`regions` is empty"),
-            (account(serde_json::json!({"role_arn": "arn:aws:s3:::bucket"})), "IAM role"),
-            (account(serde_json::json!({"external_id": "x"})), "needs `role_arn`"),
-            (account(serde_json::json!({"credentials": "missing"})), "`missing`"),
+            (
+                account(serde_json::json!({"regions": ["mars-1"]})),
+                "`mars-1`",
+            ),
+            (
+                account(serde_json::json!({"regions": []})),
+                "`regions` is empty",
+            ),
+            (
+                account(serde_json::json!({"role_arn": "arn:aws:s3:::bucket"})),
+                "IAM role",
+            ),
+            (
+                account(serde_json::json!({"external_id": "x"})),
+                "needs `role_arn`",
+            ),
+            (
+                account(serde_json::json!({"credentials": "missing"})),
+                "`missing`",
+            ),
             (account(serde_json::json!({"colour": 1})), "colour"),
             (
                 serde_json::json!({"accounts": [{"id": "123456789012", "credentials": "prod", "regions": ["us-east-1"]}], "metrics": [{"namespace": "N", "metric": "M", "stat": "Sum", "period": 7}]}),
@@ -561,14 +583,20 @@ mod tests {
             ),
         ];
         for (config, expected) in cases {
-            let err = Settings::from_configure_with(&request(config.clone(), &[("prod", "aws", KEYS)]), None)
-                .expect_err(&config.to_string());
+            let err = Settings::from_configure_with(
+                &request(config.clone(), &[("prod", "aws", KEYS)]),
+                None,
+            )
+            .expect_err(&config.to_string());
             let text = err.to_string();
             assert!(text.contains(expected), "{config}: {text}");
             assert!(!text.contains("hunter2"), "{text}");
         }
         let err = Settings::from_configure_with(
-            &request(account(serde_json::json!({})), &[("prod", "aws", r#"{"role_arn":"hunter2"}"#)]),
+            &request(
+                account(serde_json::json!({})),
+                &[("prod", "aws", r#"{"role_arn":"hunter2"}"#)],
+            ),
             None,
         )
         .expect_err("no keys");

@@ -171,8 +171,11 @@ impl Target {
                     attempts, source, ..
                 } => {
                     let mut described = describe(operation, &source);
-                    described.detail =
-                        format!("{} ({attempts} attempt(s)): {}", self.key(), described.detail);
+                    described.detail = format!(
+                        "{} ({attempts} attempt(s)): {}",
+                        self.key(),
+                        described.detail
+                    );
                     described
                 }
             })

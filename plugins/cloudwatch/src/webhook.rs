@@ -52,11 +52,16 @@ fn presented_secret(request: &v1::WebhookRequest) -> Option<String> {
         .decode(encoded.trim())
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':').map(|(_, password)| password.to_owned())
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
 }
 
 /// Verifies, reads and maps one delivery. `confirm` fetches an SNS `SubscribeURL`.
-pub async fn handle<C, Fut>(settings: &Settings, request: &v1::WebhookRequest, confirm: C) -> v1::WebhookResponse
+pub async fn handle<C, Fut>(
+    settings: &Settings,
+    request: &v1::WebhookRequest,
+    confirm: C,
+) -> v1::WebhookResponse
 where
     C: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -72,7 +77,9 @@ where
         Err(SignatureError::Missing) => {
             return answer(
                 401,
-                format!("no secret presented: send it in `{SECRET_HEADER}` or as the basic-auth password"),
+                format!(
+                    "no secret presented: send it in `{SECRET_HEADER}` or as the basic-auth password"
+                ),
             );
         }
         Err(err) => return answer(401, format!("the presented secret is refused: {err}")),
@@ -90,7 +97,10 @@ where
     }
     if let Some(detail_type) = body.get("detail-type").and_then(serde_json::Value::as_str) {
         if detail_type != "CloudWatch Alarm State Change" {
-            return answer(200, format!("ignored: EventBridge `{detail_type}` events are not mapped"));
+            return answer(
+                200,
+                format!("ignored: EventBridge `{detail_type}` events are not mapped"),
+            );
         }
         return match eventbridge(&body) {
             Ok(change) => map_change(settings, &context, change, body.clone()),
@@ -126,11 +136,19 @@ where
             if let Some(topic) = text("TopicArn")
                 && !topic_in_scope(settings, topic)
             {
-                return answer(403, format!("topic `{topic}` is not in an account and region this integration lists"));
+                return answer(
+                    403,
+                    format!(
+                        "topic `{topic}` is not in an account and region this integration lists"
+                    ),
+                );
             }
             match confirm(url.to_owned()).await {
                 Ok(()) => answer(200, "subscription confirmed"),
-                Err(why) => answer(502, format!("the subscription could not be confirmed: {why}")),
+                Err(why) => answer(
+                    502,
+                    format!("the subscription could not be confirmed: {why}"),
+                ),
             }
         }
         "UnsubscribeConfirmation" => answer(200, "ignored: unsubscribed"),
@@ -149,7 +167,10 @@ where
             };
             match sns_change(&alarm) {
                 Ok(change) => map_change(settings, context, change, body.clone()),
-                Err(why) => answer(400, format!("the CloudWatch alarm message is incomplete: {why}")),
+                Err(why) => answer(
+                    400,
+                    format!("the CloudWatch alarm message is incomplete: {why}"),
+                ),
             }
         }
         other => answer(400, format!("unknown SNS message type `{other}`")),
@@ -165,9 +186,7 @@ fn sns_url_allowed(url: &str, configured: Option<&str>) -> Result<(), String> {
     {
         return Ok(());
     }
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or("it is not https")?;
+    let rest = url.strip_prefix("https://").ok_or("it is not https")?;
     let host = rest.split(['/', '?']).next().unwrap_or("");
     let region_part = host
         .strip_prefix("sns.")
@@ -215,7 +234,10 @@ fn map_change(
         );
     }
     if !settings.wants("alarm") {
-        return answer(200, "ignored: alarm events are not enabled for this integration");
+        return answer(
+            200,
+            "ignored: alarm events are not enabled for this integration",
+        );
     }
     match alarms::event(
         &change,
@@ -405,7 +427,10 @@ mod tests {
 
     #[test]
     fn aws_times_with_compact_zones_parse() {
-        assert_eq!(aws_time_ms("2021-08-19T14:50:51.735+0000"), Ok(1_629_384_651_735));
+        assert_eq!(
+            aws_time_ms("2021-08-19T14:50:51.735+0000"),
+            Ok(1_629_384_651_735)
+        );
         assert_eq!(aws_time_ms("2019-10-02T17:04:40Z"), Ok(1_570_035_880_000));
         assert!(aws_time_ms("yesterday").is_err());
         assert!(aws_time_ms("").is_err());
@@ -413,7 +438,13 @@ mod tests {
 
     #[test]
     fn only_sns_hosts_or_the_configured_endpoint_confirm() {
-        assert!(sns_url_allowed("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription", None).is_ok());
+        assert!(
+            sns_url_allowed(
+                "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
+                None
+            )
+            .is_ok()
+        );
         for bad in [
             "http://sns.us-east-1.amazonaws.com/",
             "https://sns.us-east-1.amazonaws.com.evil.example/",
@@ -424,7 +455,13 @@ mod tests {
         ] {
             assert!(sns_url_allowed(bad, None).is_err(), "{bad}");
         }
-        assert!(sns_url_allowed("http://127.0.0.1:5000/?Action=x", Some("http://127.0.0.1:5000")).is_ok());
+        assert!(
+            sns_url_allowed(
+                "http://127.0.0.1:5000/?Action=x",
+                Some("http://127.0.0.1:5000")
+            )
+            .is_ok()
+        );
         assert!(sns_url_allowed("http://127.0.0.1:50001/", Some("http://127.0.0.1:5000")).is_err());
     }
 }

@@ -68,7 +68,8 @@ impl RepositoryScope {
         }
         let repository = repository.to_ascii_lowercase();
         self.patterns.iter().any(|p| {
-            p.owner.eq_ignore_ascii_case(owner) && plugin_kit::glob::matches(&p.repository, &repository)
+            p.owner.eq_ignore_ascii_case(owner)
+                && plugin_kit::glob::matches(&p.repository, &repository)
         })
     }
 

@@ -512,9 +512,10 @@ pub fn credential_refs(config: &Value) -> Result<Vec<CredentialRef>, Integration
                         Value::Object(roles) => {
                             for (role, name) in roles {
                                 let path = format!("{child_path}.{role}");
-                                let name = name
-                                    .as_str()
-                                    .ok_or(IntegrationError::BadCredentialRef { path: path.clone() })?;
+                                let name =
+                                    name.as_str().ok_or(IntegrationError::BadCredentialRef {
+                                        path: path.clone(),
+                                    })?;
                                 refs.push(CredentialRef {
                                     path,
                                     role: role.clone(),
@@ -571,7 +572,10 @@ mod credential_ref_tests {
     #[test]
     fn a_reference_that_is_not_a_name_is_refused_with_its_path() {
         for (config, path) in [
-            (serde_json::json!({"credentials": {"token": 1}}), "credentials.token"),
+            (
+                serde_json::json!({"credentials": {"token": 1}}),
+                "credentials.token",
+            ),
             (
                 serde_json::json!({"accounts": [{}, {"credentials": ["a"]}]}),
                 "accounts[1].credentials",
