@@ -231,6 +231,7 @@ async fn poll_target(
                         end_ms: now,
                         lookback_ms: i64::try_from(settings.log_lookback.as_millis())
                             .unwrap_or(i64::MAX),
+                        page_size: settings.log_page_size,
                         service: settings.service_for(group),
                     };
                     match logs::read(target, context, &read, &cursor, |events| {

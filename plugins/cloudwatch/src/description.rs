@@ -47,6 +47,7 @@ fn config_schema() -> serde_json::Value {
             "log_group_prefixes": { "type": "array", "items": { "type": "string", "minLength": 1, "maxLength": 512 } },
             "log_filter_pattern": { "type": "string", "maxLength": 1024 },
             "log_lookback": duration(),
+            "log_page_size": { "type": "integer", "minimum": 1, "maximum": 10000 },
             "alarms": {
                 "type": "array",
                 "items": {

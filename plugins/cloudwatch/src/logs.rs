@@ -76,6 +76,7 @@ pub struct GroupRead<'a> {
     pub filter_pattern: Option<&'a str>,
     pub end_ms: i64,
     pub lookback_ms: i64,
+    pub page_size: Option<i32>,
     pub service: Option<&'a str>,
 }
 
@@ -113,6 +114,7 @@ where
                     .start_time(cursor.from_ms)
                     .end_time(read.end_ms)
                     .set_filter_pattern(read.filter_pattern.map(str::to_owned))
+                    .set_limit(read.page_size)
                     .set_next_token(next.clone())
                     .send()
             })
@@ -225,7 +227,12 @@ impl LineMapper<'_> {
             time.as_str(),
         )
         .severity(severity)
-        .subject(stream);
+        .subject(stream)
+        // The line's trace or request id replaces it below when it has one.
+        .correlation(format!(
+            "aws:{}:{}:logs:{}",
+            self.account, self.region, self.group
+        ));
         builder = console::cloud_fields(builder, self.account, self.region)
             .field("aws.log.group.name", self.group)
             .field("aws.log.stream.name", stream)

@@ -25,7 +25,7 @@ pub const MAX_WINDOW_SECONDS: u64 = 24 * 60 * 60;
 /// Periods CloudWatch accepts: high resolution (1, 5, 10, 20, 30 s) or multiples of a
 /// minute.
 pub fn validate_period(period: u32) -> Result<(), String> {
-    if matches!(period, 1 | 5 | 10 | 20 | 30) || (period >= 60 && period % 60 == 0) {
+    if matches!(period, 1 | 5 | 10 | 20 | 30) || (period >= 60 && period.is_multiple_of(60)) {
         Ok(())
     } else {
         Err(format!(

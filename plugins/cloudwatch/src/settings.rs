@@ -54,6 +54,7 @@ struct RawConfig {
     log_group_prefixes: Vec<String>,
     log_filter_pattern: Option<String>,
     log_lookback: Option<String>,
+    log_page_size: Option<i32>,
     #[serde(default)]
     alarms: Vec<AlarmRule>,
     #[serde(default)]
@@ -178,6 +179,9 @@ pub struct Settings {
     pub log_filter_pattern: Option<String>,
     /// Read again on every poll, deduplicated by event id: late-ingested lines.
     pub log_lookback: Duration,
+    /// Lines per `FilterLogEvents` page (AWS's default, 10,000, when unset); smaller
+    /// pages make smaller batches.
+    pub log_page_size: Option<i32>,
     pub alarm_rules: Vec<AlarmRule>,
     pub endpoints: Endpoints,
     /// Minimum time between two polls of the same integration.
@@ -384,6 +388,15 @@ impl Settings {
                 raw.log_lookback.as_deref(),
                 Duration::from_secs(300),
             )?,
+            log_page_size: match raw.log_page_size {
+                None => None,
+                Some(size @ 1..=10_000) => Some(size),
+                Some(size) => {
+                    return Err(SettingsError::Config(format!(
+                        "`log_page_size` = {size}: FilterLogEvents takes 1 to 10000 lines per page"
+                    )));
+                }
+            },
             alarm_rules: raw.alarms,
             endpoints: raw.endpoint_url,
             poll_interval: duration(

@@ -160,7 +160,7 @@ impl Integrations {
         };
         let mut pairs: Vec<(String, String)> = Vec::with_capacity(refs.len());
         for reference in refs {
-            if !stored.iter().any(|s| *s == reference.name) {
+            if !stored.contains(&reference.name) {
                 return Err(IntegrationError::MissingCredential {
                     tenant: tenant.to_owned(),
                     path: reference.path,

@@ -1,0 +1,492 @@
+//! The CloudWatch plugin behind the real daemon, against moto: metrics, log lines and
+//! alarm state changes set up with the AWS APIs reach the JSONL sink schema-valid (the
+//! pipeline validates; nothing is dead-lettered), with correlation ids and links; an
+//! SNS notification delivered by moto to the webhook route becomes an alarm event; and
+//! kill -9 of the plugin or the daemon, mid-page and between polls, loses no log line
+//! and duplicates none.
+
+#[path = "../../plugins/cloudwatch/tests/support/moto.rs"]
+mod moto;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use e2e_tests::http::{self, Framing};
+use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, bin, pid_of, state_of, wait_for};
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "123456789012";
+const SECRET: &str = "an-sns-and-eventbridge-secret";
+const LONG: Duration = Duration::from_secs(60);
+
+fn cloudwatch() -> PluginPackage {
+    PluginPackage {
+        dir: "cloudwatch".to_owned(),
+        name: "cloudwatch".to_owned(),
+        executable: bin("integration-cloudwatch"),
+        args: Vec::new(),
+        capabilities: ["check", "collect", "webhook", "enrich"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..PluginPackage::testfault("cloudwatch", &[])
+    }
+}
+
+/// One AWS JSON-protocol call to moto, signed only as far as moto looks (the scope
+/// picks the service and region).
+fn aws(moto: &moto::Moto, service: &str, target: &str, content_type: &str, body: Value) -> Value {
+    let addr = moto.url.trim_start_matches("http://");
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential=AKIDTESTTESTTEST/20261130/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let response = http::request(
+        addr,
+        "POST",
+        "/",
+        &[
+            ("X-Amz-Target", target),
+            ("Content-Type", content_type),
+            ("Authorization", &authorization),
+            // CloudWatch's JSON protocol is its query API in JSON.
+            ("x-amzn-query-mode", "true"),
+        ],
+        body.to_string().as_bytes(),
+        Framing::Length,
+    )
+    .expect("moto answers");
+    assert_eq!(response.status, 200, "{target}: {}", response.body);
+    serde_json::from_str(&response.body).unwrap_or(Value::Null)
+}
+
+fn logs(moto: &moto::Moto, operation: &str, body: Value) -> Value {
+    aws(
+        moto,
+        "logs",
+        &format!("Logs_20140328.{operation}"),
+        "application/x-amz-json-1.1",
+        body,
+    )
+}
+
+fn monitoring(moto: &moto::Moto, operation: &str, body: Value) -> Value {
+    aws(
+        moto,
+        "monitoring",
+        &format!("GraniteServiceVersion20100801.{operation}"),
+        "application/x-amz-json-1.0",
+        body,
+    )
+}
+
+fn put_lines(moto: &moto::Moto, group: &str, stream: &str, lines: &[(i64, String)]) {
+    let _ = http::request(
+        moto.url.trim_start_matches("http://"),
+        "POST",
+        "/",
+        &[
+            ("X-Amz-Target", "Logs_20140328.CreateLogGroup"),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDTESTTESTTEST/20261130/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
+            ),
+        ],
+        json!({"logGroupName": group}).to_string().as_bytes(),
+        Framing::Length,
+    );
+    logs(
+        moto,
+        "CreateLogStream",
+        json!({"logGroupName": group, "logStreamName": stream}),
+    );
+    for chunk in lines.chunks(500) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|(ms, message)| json!({"timestamp": ms, "message": message}))
+            .collect();
+        logs(
+            moto,
+            "PutLogEvents",
+            json!({"logGroupName": group, "logStreamName": stream, "logEvents": events}),
+        );
+    }
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+struct Setup {
+    world: World,
+    daemon: Daemon,
+    moto: moto::Moto,
+    _adapter: moto::CborAdapter,
+}
+
+/// A daemon with the CloudWatch plugin and an integration `acme/cw` on `moto`, after
+/// `prepare` has set up what the integration's check looks for.
+fn start(extra_config: Value, prepare: impl FnOnce(&moto::Moto)) -> Setup {
+    let moto = moto::Moto::start();
+    let adapter = moto::CborAdapter::start(&moto.url);
+    prepare(&moto);
+    let world = World::new();
+    world.install(&cloudwatch());
+    let daemon = world.start(
+        &DaemonSetup::default()
+            .with_master_key(&world.root.path().join("master.key"))
+            .process("collect_interval = \"300ms\""),
+    );
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    for (name, kind, secret) in [
+        (
+            "prod-keys",
+            "aws",
+            r#"{"access_key_id":"AKIDTESTTESTTEST","secret_access_key":"test-secret"}"#.to_owned(),
+        ),
+        ("hook", "webhook-secret", SECRET.to_owned()),
+    ] {
+        let stored = daemon.ctl_stdin(
+            None,
+            &[
+                "credentials",
+                "set",
+                "--tenant",
+                "acme",
+                name,
+                "--kind",
+                kind,
+            ],
+            secret.as_bytes(),
+        );
+        assert!(
+            stored.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stored.stderr)
+        );
+    }
+    let mut config = json!({
+        "accounts": [{"id": ACCOUNT, "credentials": "prod-keys", "regions": ["us-east-1"]}],
+        "credentials": {"webhook_secret": "hook"},
+        "poll_interval": "0s",
+        "metric_delay": "0s",
+        "endpoint_url": {"cloudwatch": adapter.url, "logs": moto.url, "sts": moto.url},
+    });
+    for (key, value) in extra_config.as_object().expect("object") {
+        config[key] = value.clone();
+    }
+    let path = world.root.path().join("cloudwatch.json");
+    std::fs::write(&path, config.to_string()).expect("config");
+    let added = daemon.ctl(&[
+        "integrations",
+        "add",
+        "--tenant",
+        "acme",
+        "cw",
+        "--plugin",
+        "cloudwatch",
+        "--config",
+        path.to_str().expect("utf8"),
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    wait_for("the integration healthy", LONG, || {
+        daemon
+            .instances()
+            .into_iter()
+            .find(|i| i["integration"] == "cw" && state_of(i) == "healthy")
+    });
+    Setup {
+        world,
+        daemon,
+        moto,
+        _adapter: adapter,
+    }
+}
+
+fn sink_events(world: &World) -> Vec<Value> {
+    world
+        .sink_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect()
+}
+
+fn of_type<'a>(events: &'a [Value], prefix: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with(prefix)))
+        .collect()
+}
+
+#[test]
+fn metrics_logs_and_alarms_from_moto_reach_the_sink_with_ids_and_links() {
+    let now = now_ms();
+    let minute = now / 60_000 * 60_000;
+    let setup = start(
+        json!({
+            "metrics": [{"namespace": "Betalogs/Test", "metric": "Errors", "dimensions": {"Service": "checkout"}, "stat": "Sum", "period": 60}],
+            "log_group_prefixes": ["/ecs/"],
+            "service_map": {"/ecs/checkout": "checkout", "checkout-errors": "checkout"},
+        }),
+        // Datapoints are read once, in the window that covers them: they exist
+        // before the first poll.
+        |moto| {
+            monitoring(
+                moto,
+                "PutMetricData",
+                json!({
+                    "Namespace": "Betalogs/Test",
+                    "MetricData": [
+                        {"MetricName": "Errors", "Dimensions": [{"Name": "Service", "Value": "checkout"}], "Timestamp": (minute - 120_000) / 1000, "Value": 3.0},
+                        {"MetricName": "Errors", "Dimensions": [{"Name": "Service", "Value": "checkout"}], "Timestamp": (minute - 60_000) / 1000, "Value": 9.0}
+                    ]
+                }),
+            );
+            monitoring(
+                moto,
+                "PutMetricAlarm",
+                json!({
+                    "AlarmName": "checkout-errors", "Namespace": "Betalogs/Test", "MetricName": "Errors",
+                    "Dimensions": [{"Name": "Service", "Value": "checkout"}], "Statistic": "Sum", "Period": 60,
+                    "EvaluationPeriods": 1, "Threshold": 5.0, "ComparisonOperator": "GreaterThanThreshold"
+                }),
+            );
+            monitoring(
+                moto,
+                "SetAlarmState",
+                json!({"AlarmName": "checkout-errors", "StateValue": "ALARM", "StateReason": "9 errors"}),
+            );
+        },
+    );
+    let moto = &setup.moto;
+
+    put_lines(
+        moto,
+        "/ecs/checkout",
+        "web/1",
+        &[
+            (
+                now - 5_000,
+                r#"{"level":"error","msg":"card declined","requestId":"r-1"}"#.to_owned(),
+            ),
+            (now - 4_000, "INFO healthy".to_owned()),
+        ],
+    );
+
+    let events = wait_for("metric, log and alarm events in the sink", LONG, || {
+        let events = sink_events(&setup.world);
+        (of_type(&events, "com.betalogs.system.metric").len() == 2
+            && of_type(&events, "com.betalogs.system.log").len() == 2
+            && of_type(&events, "com.betalogs.system.alarm").len() == 1)
+            .then_some(events)
+    });
+    for event in &events {
+        assert_eq!(event["tenant"], "acme");
+        assert_eq!(event["integration"], "cw");
+        assert_eq!(event["data"]["cloud.account.id"], ACCOUNT);
+        assert!(
+            event["correlationid"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "{event}"
+        );
+        assert!(
+            event["data"]["links"][0]["url"].as_str().is_some_and(
+                |u| u.starts_with("https://us-east-1.console.aws.amazon.com/cloudwatch/")
+            ),
+            "{event}"
+        );
+    }
+    let values: Vec<f64> = of_type(&events, "com.betalogs.system.metric")
+        .iter()
+        .map(|e| e["data"]["metric.value"].as_f64().expect("value"))
+        .collect();
+    assert_eq!(values, [3.0, 9.0]);
+    let declined = events
+        .iter()
+        .find(|e| e["data"]["log.message"] == "card declined")
+        .expect("the JSON line");
+    assert_eq!(declined["severity"], "error");
+    assert_eq!(declined["correlationid"], "r-1");
+    assert_eq!(declined["data"]["service.name"], "checkout");
+    let alarm = of_type(&events, "com.betalogs.system.alarm")[0];
+    assert_eq!(alarm["data"]["service.name"], "checkout");
+    assert_eq!(alarm["data"]["alarm.state"], "ALARM");
+    let dead = setup.daemon.ctl_json(&["dlq", "list", "--tenant", "acme"]);
+    assert_eq!(dead.as_array().map(Vec::len), Some(0), "{dead}");
+
+    // An SNS notification that moto delivers to the daemon's webhook route, with the
+    // secret as the endpoint URL's basic-auth password.
+    let topic = format!("arn:aws:sns:us-east-1:{ACCOUNT}:alarms");
+    let sns = |params: &[(&str, &str)]| {
+        let mut form = form_encode(&[("Version", "2010-03-31")]);
+        form.push('&');
+        form.push_str(&form_encode(params));
+        let response = http::request(
+            moto.url.trim_start_matches("http://"),
+            "POST",
+            "/",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDTESTTESTTEST/20261130/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0"),
+            ],
+            form.as_bytes(),
+            Framing::Length,
+        )
+        .expect("moto answers");
+        assert_eq!(response.status, 200, "{}", response.body);
+    };
+    sns(&[("Action", "CreateTopic"), ("Name", "alarms")]);
+    let endpoint = format!(
+        "http://betalogs:{SECRET}@{}/v1/webhooks/acme/cw",
+        setup.daemon.http_addr()
+    );
+    sns(&[
+        ("Action", "Subscribe"),
+        ("TopicArn", &topic),
+        ("Protocol", "http"),
+        ("Endpoint", &endpoint),
+    ]);
+    let message = json!({
+        "AlarmName": "checkout-errors", "AWSAccountId": ACCOUNT, "NewStateValue": "OK",
+        "NewStateReason": "back to normal", "StateChangeTime": "2026-11-30T10:00:00.250+0000",
+        "Region": "US East (N. Virginia)", "AlarmArn": format!("arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:checkout-errors"),
+        "OldStateValue": "ALARM", "Trigger": {"MetricName": "Errors", "Namespace": "Betalogs/Test", "Dimensions": [{"name": "Service", "value": "checkout"}]}
+    })
+    .to_string();
+    sns(&[
+        ("Action", "Publish"),
+        ("TopicArn", &topic),
+        ("Message", &message),
+    ]);
+    let resolved = wait_for("the SNS alarm event in the sink", LONG, || {
+        sink_events(&setup.world)
+            .into_iter()
+            .find(|e| e["type"] == "com.betalogs.system.alarm.resolved")
+    });
+    assert_eq!(resolved["data"]["alarm.received_via"], "sns");
+    assert_eq!(resolved["time"], "2026-11-30T10:00:00.250Z");
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Every line of the group is in the sink exactly once.
+fn assert_each_line_once(world: &World, expected: &HashSet<String>) {
+    let events = sink_events(world);
+    let logs = of_type(&events, "com.betalogs.system.log");
+    let messages: Vec<String> = logs
+        .iter()
+        .map(|e| {
+            e["data"]["log.message"]
+                .as_str()
+                .expect("message")
+                .to_owned()
+        })
+        .collect();
+    let unique: HashSet<String> = messages.iter().cloned().collect();
+    assert_eq!(messages.len(), unique.len(), "no line twice");
+    assert_eq!(&unique, expected, "no line lost");
+}
+
+fn log_count(world: &World) -> usize {
+    world
+        .sink_lines()
+        .iter()
+        .filter(|l| l.contains("\"com.betalogs.system.log\""))
+        .count()
+}
+
+#[test]
+fn kill_9_of_the_plugin_and_the_daemon_loses_and_duplicates_no_log_line() {
+    const LINES: i64 = 400;
+    // Twenty lines a page, five pages a second (the account's request budget): a
+    // pass over the group takes about four seconds, long enough to kill mid-page.
+    let base = now_ms() - 60_000;
+    // Pairs of lines share a millisecond.
+    let first: Vec<(i64, String)> = (0..LINES)
+        .map(|i| (base + i / 2, format!("order {i}")))
+        .collect();
+    let mut setup = start(
+        json!({"log_groups": ["/app/orders"], "log_page_size": 20, "enabled_event_types": ["log"]}),
+        |moto| put_lines(moto, "/app/orders", "s1", &first),
+    );
+    let mut expected: HashSet<String> = first.iter().map(|(_, m)| m.clone()).collect();
+
+    // kill -9 of the plugin mid-page.
+    let pid = wait_for("the first pages stored", LONG, || {
+        let stored = log_count(&setup.world);
+        (stored > 0).then(|| pid_of(&setup.daemon.instance("cw").expect("instance")))
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the plugin");
+    let after_kill = log_count(&setup.world);
+    assert!(
+        (after_kill as i64) < LINES,
+        "the kill landed mid-pass ({after_kill} stored)"
+    );
+    wait_for("every line after the plugin's restart", LONG, || {
+        (log_count(&setup.world) >= expected.len()).then_some(())
+    });
+    assert_each_line_once(&setup.world, &expected);
+
+    // kill -9 of the plugin between polls, then new lines (one in the last millisecond
+    // already read).
+    let pid = pid_of(&setup.daemon.instance("cw").expect("instance"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the plugin");
+    let second: Vec<(i64, String)> = (0..LINES)
+        .map(|i| (base + (LINES - 1) / 2 + i / 2, format!("refund {i}")))
+        .collect();
+    put_lines(&setup.moto, "/app/orders", "s2", &second);
+    expected.extend(second.iter().map(|(_, m)| m.clone()));
+
+    // kill -9 of the daemon mid-page.
+    wait_for("the second pass under way", LONG, || {
+        (log_count(&setup.world) > LINES as usize).then_some(())
+    });
+    setup.daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = setup.daemon.wait_exit(Duration::from_secs(10));
+    let before_restart = log_count(&setup.world);
+    assert!(
+        before_restart < expected.len(),
+        "the daemon's kill landed mid-pass ({before_restart} stored)"
+    );
+    setup.daemon = setup.world.start_written();
+    wait_for("every line after the daemon's restart", LONG, || {
+        (log_count(&setup.world) >= expected.len()).then_some(())
+    });
+    assert_each_line_once(&setup.world, &expected);
+}
