@@ -93,9 +93,7 @@ where
     F: FnMut(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
 {
-    let mut seen: HashSet<String> = cursor.seen.iter().map(|(_, id)| id.clone()).collect();
-    let mut fresh: Vec<(i64, String)> = Vec::new();
-    let mut newest = cursor.from_ms;
+    let mut pages = PageReader::new(cursor);
     let mut next: Option<String> = None;
     let mapper = LineMapper {
         account: &target.account,
@@ -120,24 +118,7 @@ where
             })
             .await
             .map_err(ReadError::Aws)?;
-        let mut events = Vec::with_capacity(response.events().len());
-        for line in response.events() {
-            let (Some(id), Some(timestamp)) = (line.event_id(), line.timestamp()) else {
-                continue;
-            };
-            if seen.contains(id) {
-                continue;
-            }
-            seen.insert(id.to_owned());
-            newest = newest.max(timestamp);
-            fresh.push((timestamp, id.to_owned()));
-            match mapper.event(line) {
-                Ok(json) => events.push(json),
-                Err(err) => {
-                    tracing::warn!(group = read.group, error = %err, "cannot encode a log event")
-                }
-            }
-        }
+        let events = pages.page(&mapper, response.events());
         page(events).await.map_err(ReadError::Closed)?;
         // An empty page with a token is not the end: CloudWatch pages by time and
         // streams, and answers empty pages while it searches.
@@ -146,22 +127,68 @@ where
             break;
         }
     }
-    let from_ms = newest.saturating_sub(read.lookback_ms).max(cursor.from_ms);
-    let mut kept: Vec<(i64, String)> = cursor
-        .seen
-        .iter()
-        .cloned()
-        .chain(fresh)
-        .filter(|(timestamp, _)| *timestamp >= from_ms)
-        .collect();
-    kept.sort();
-    if kept.len() > MAX_SEEN_IDS {
-        kept.drain(..kept.len() - MAX_SEEN_IDS);
+    Ok(pages.finish(cursor, read.lookback_ms))
+}
+
+/// One group's read in progress: the lines already seen and the newest time.
+#[derive(Debug)]
+pub struct PageReader {
+    seen: HashSet<String>,
+    fresh: Vec<(i64, String)>,
+    newest: i64,
+}
+
+impl PageReader {
+    pub fn new(cursor: &GroupCursor) -> Self {
+        Self {
+            seen: cursor.seen.iter().map(|(_, id)| id.clone()).collect(),
+            fresh: Vec::new(),
+            newest: cursor.from_ms,
+        }
     }
-    Ok(GroupCursor {
-        from_ms,
-        seen: kept,
-    })
+
+    /// The events of one page's lines not read before.
+    pub fn page(&mut self, mapper: &LineMapper<'_>, lines: &[FilteredLogEvent]) -> Vec<String> {
+        let mut events = Vec::with_capacity(lines.len());
+        for line in lines {
+            let (Some(id), Some(timestamp)) = (line.event_id(), line.timestamp()) else {
+                continue;
+            };
+            if !self.seen.insert(id.to_owned()) {
+                continue;
+            }
+            self.newest = self.newest.max(timestamp);
+            self.fresh.push((timestamp, id.to_owned()));
+            match mapper.event(line) {
+                Ok(json) => events.push(json),
+                Err(err) => {
+                    tracing::warn!(group = mapper.group, error = %err, "cannot encode a log event");
+                }
+            }
+        }
+        events
+    }
+
+    /// The group's next cursor: from `lookback_ms` before the newest line, with the
+    /// ids read since then.
+    pub fn finish(self, cursor: &GroupCursor, lookback_ms: i64) -> GroupCursor {
+        let from_ms = self.newest.saturating_sub(lookback_ms).max(cursor.from_ms);
+        let mut kept: Vec<(i64, String)> = cursor
+            .seen
+            .iter()
+            .cloned()
+            .chain(self.fresh)
+            .filter(|(timestamp, _)| *timestamp >= from_ms)
+            .collect();
+        kept.sort();
+        if kept.len() > MAX_SEEN_IDS {
+            kept.drain(..kept.len() - MAX_SEEN_IDS);
+        }
+        GroupCursor {
+            from_ms,
+            seen: kept,
+        }
+    }
 }
 
 /// Maps the lines of one group.
@@ -359,6 +386,47 @@ mod tests {
             .expect("json");
         crate::schema_check::assert_valid(&json);
         serde_json::from_str(&json).expect("event")
+    }
+
+    #[test]
+    fn a_group_cursor_skips_lines_read_and_keeps_those_in_the_lookback() {
+        let context = MapContext {
+            tenant: "acme".into(),
+            integration: "cw".into(),
+        };
+        let mapper = LineMapper {
+            account: "123456789012",
+            region: "eu-west-1",
+            group: "/g",
+            service: None,
+            context: &context,
+        };
+        let start = GroupCursor {
+            from_ms: 0,
+            seen: Vec::new(),
+        };
+        let mut reader = PageReader::new(&start);
+        let first = [
+            line("a", 100, "x"),
+            line("b", 200, "y"),
+            line("c", 200, "z"),
+        ];
+        assert_eq!(reader.page(&mapper, &first).len(), 3);
+        assert_eq!(reader.page(&mapper, &first).len(), 0, "a page read twice");
+        let cursor = reader.finish(&start, 50);
+        assert_eq!(cursor.from_ms, 150);
+        assert_eq!(cursor.seen, [(200, "b".to_owned()), (200, "c".to_owned())]);
+        // Next poll: the same millisecond again, with a new line in it.
+        let mut reader = PageReader::new(&cursor);
+        let again = [
+            line("b", 200, "y"),
+            line("c", 200, "z"),
+            line("d", 200, "w"),
+        ];
+        assert_eq!(reader.page(&mapper, &again).len(), 1);
+        let next = reader.finish(&cursor, 50);
+        assert_eq!(next.from_ms, 150);
+        assert_eq!(next.seen.len(), 3);
     }
 
     #[test]
