@@ -229,7 +229,8 @@ async fn two_accounts_and_two_regions_are_kept_apart() {
                 ],
                 "log_group_prefixes": ["/app/"],
                 "poll_interval": "0s",
-                "endpoint_url": aws.endpoints(),
+                // STS through the adapter, which passes it on and keeps what was sent.
+                "endpoint_url": {"cloudwatch": aws.adapter.url, "logs": aws.moto.url, "sts": aws.adapter.url},
             }),
             vec![credential("prod", "aws", KEYS)],
         )
@@ -272,6 +273,14 @@ async fn two_accounts_and_two_regions_are_kept_apart() {
             (ACCOUNT, "eu-west-1"),
             (ACCOUNT, "us-east-1")
         ]
+    );
+    // The role was assumed with the external id.
+    let sent = aws.adapter.faults.passed.lock().expect("lock").clone();
+    assert!(
+        sent.iter().any(|body| body.contains("Action=AssumeRole")
+            && body.contains("ExternalId=acme-7")
+            && body.contains("111111111111%3Arole%2Freader")),
+        "{sent:?}"
     );
     let status = plugin.status().await.expect("status");
     let names: Vec<&str> = status.iter().map(|d| d.name.as_str()).collect();

@@ -3,7 +3,8 @@
 //! CloudWatch's JSON protocol. The adapter turns each CBOR request into the JSON one
 //! (`X-Amz-Target: GraniteServiceVersion20100801.<Operation>`, timestamps as epoch
 //! seconds) and the JSON answer back into CBOR (timestamps as tag 1). CloudWatch Logs
-//! and STS reach moto directly.
+//! and STS reach moto directly, or through the adapter unchanged when a test wants to
+//! see what was sent.
 //!
 //! Shared by the plugin's tests and the end-to-end tests (included by path).
 
@@ -91,6 +92,9 @@ pub struct Faults {
     pub requests: AtomicUsize,
     /// Requests answered with throttling.
     pub throttled: AtomicUsize,
+    /// Bodies of the requests passed through as they were (anything that is not
+    /// rpc-v2-cbor: STS's query API, CloudWatch Logs' JSON).
+    pub passed: std::sync::Mutex<Vec<String>>,
 }
 
 /// The CBOR ↔ JSON adapter on a free loopback port, forwarding to `moto`.
@@ -157,6 +161,9 @@ async fn adapt(
     let body = axum::body::to_bytes(request.into_body(), 16 << 20)
         .await
         .unwrap_or_default();
+    if !path.starts_with("/service/") {
+        return pass_through(moto, client, faults, &headers, body).await;
+    }
     if faults
         .throttle
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -209,6 +216,47 @@ async fn adapt(
     let text = answer.text().await.unwrap_or_default();
     let value: Json = serde_json::from_str(&text).unwrap_or(Json::Object(Default::default()));
     cbor_response(status, &value)
+}
+
+/// Forwards a request that is not rpc-v2-cbor to moto as it is, keeping its body.
+async fn pass_through(
+    moto: &str,
+    client: &reqwest::Client,
+    faults: &Faults,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    faults
+        .passed
+        .lock()
+        .expect("lock")
+        .push(String::from_utf8_lossy(&body).into_owned());
+    let mut forward = client.post(format!("{moto}/")).body(body);
+    for (name, value) in headers {
+        if name != "host" && name != "content-length" {
+            forward = forward.header(name.as_str(), value.as_bytes());
+        }
+    }
+    match forward.send().await {
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            let content_type = answer
+                .headers()
+                .get("content-type")
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            axum::response::Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(bytes))
+                .expect("response")
+        }
+        Err(err) => axum::response::Response::builder()
+            .status(502)
+            .body(axum::body::Body::from(err.to_string()))
+            .expect("response"),
+    }
 }
 
 fn cbor_response(status: u16, value: &Json) -> axum::response::Response {
