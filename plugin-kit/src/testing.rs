@@ -266,3 +266,40 @@ impl Drop for PluginUnderTest {
         let _ = std::fs::remove_dir_all(&self.socket_dir);
     }
 }
+
+/// A `Configure` request as the supervisor sends it: `credentials` are
+/// `(name the plugin finds it under, kind, secret as stored)`.
+pub fn configure_request(
+    tenant: &str,
+    integration: &str,
+    config: &serde_json::Value,
+    credentials: &[(&str, &str, &str)],
+) -> v1::ConfigureRequest {
+    v1::ConfigureRequest {
+        tenant: tenant.to_owned(),
+        integration: integration.to_owned(),
+        config_json: config.to_string(),
+        credentials: credentials
+            .iter()
+            .map(|(name, kind, secret)| v1::Credential {
+                name: (*name).to_owned(),
+                kind: (*kind).to_owned(),
+                secret: secret.as_bytes().to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// The resident set size of a process in KiB (`VmRSS`), 0 when it cannot be read:
+/// for benchmarks that report a plugin's memory.
+pub fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -27,3 +27,44 @@ pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
     tonic::include_proto!("betalogs.plugin.v1");
 }
+
+impl v1::WebhookRequest {
+    /// The first header called `name` (header names compare without regard to case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+}
+
+impl v1::WebhookResponse {
+    /// An answer without events: a refusal, an acknowledgement, "ignored".
+    pub fn answer(status: u32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            events_json: Vec::new(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod webhook_message_tests {
+    use super::v1;
+
+    #[test]
+    fn headers_are_found_without_regard_to_case() {
+        let request = v1::WebhookRequest {
+            headers: vec![v1::Header {
+                name: "X-GitHub-Event".into(),
+                value: "push".into(),
+            }],
+            body: Vec::new(),
+        };
+        assert_eq!(request.header("x-github-event"), Some("push"));
+        assert_eq!(request.header("x-github-delivery"), None);
+        let answer = v1::WebhookResponse::answer(401, "no");
+        assert!(answer.events_json.is_empty());
+    }
+}

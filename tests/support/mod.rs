@@ -398,6 +398,59 @@ impl Daemon {
     }
 
     /// `integrationctl -o json ARGS`, parsed; panics with stderr on failure.
+    /// `credentials set` with the secret on stdin; panics with integrationctl's message
+    /// when it is refused.
+    pub fn set_credential(&self, tenant: &str, name: &str, kind: &str, secret: &[u8]) {
+        let stored = self.ctl_stdin(
+            None,
+            &[
+                "credentials",
+                "set",
+                "--tenant",
+                tenant,
+                name,
+                "--kind",
+                kind,
+            ],
+            secret,
+        );
+        assert!(
+            stored.status.success(),
+            "credentials set {name}: {}",
+            String::from_utf8_lossy(&stored.stderr)
+        );
+    }
+
+    /// `integrations add` with `config` written to a file beside the state; panics with
+    /// integrationctl's message when it is refused.
+    pub fn add_integration(
+        &self,
+        world: &World,
+        tenant: &str,
+        name: &str,
+        plugin: &str,
+        config: &Value,
+    ) {
+        let path = world.root.path().join(format!("{tenant}-{name}.json"));
+        std::fs::write(&path, config.to_string()).expect("config file");
+        let added = self.ctl(&[
+            "integrations",
+            "add",
+            "--tenant",
+            tenant,
+            name,
+            "--plugin",
+            plugin,
+            "--config",
+            path.to_str().expect("utf8"),
+        ]);
+        assert!(
+            added.status.success(),
+            "integrations add {name}: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+    }
+
     pub fn ctl_json(&self, args: &[&str]) -> Value {
         let output = self.ctl(args);
         assert!(
@@ -543,15 +596,9 @@ impl SinkLineCounter {
     }
 }
 
-/// The resident set size of a process, in KiB (0 when it is gone).
+/// The resident set size of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    plugin_kit::testing::resident_kib(pid)
 }
 
 /// The pid of an instance as a number (0 when none).

@@ -151,24 +151,7 @@ fn start(extra_config: Value, prepare: impl FnOnce(&moto::Moto)) -> Setup {
         ),
         ("hook", "webhook-secret", SECRET.to_owned()),
     ] {
-        let stored = daemon.ctl_stdin(
-            None,
-            &[
-                "credentials",
-                "set",
-                "--tenant",
-                "acme",
-                name,
-                "--kind",
-                kind,
-            ],
-            secret.as_bytes(),
-        );
-        assert!(
-            stored.status.success(),
-            "{}",
-            String::from_utf8_lossy(&stored.stderr)
-        );
+        daemon.set_credential("acme", name, kind, secret.as_bytes());
     }
     let mut config = json!({
         "accounts": [{"id": ACCOUNT, "credentials": "prod-keys", "regions": ["us-east-1"]}],
@@ -180,24 +163,7 @@ fn start(extra_config: Value, prepare: impl FnOnce(&moto::Moto)) -> Setup {
     for (key, value) in extra_config.as_object().expect("object") {
         config[key] = value.clone();
     }
-    let path = world.root.path().join("cloudwatch.json");
-    std::fs::write(&path, config.to_string()).expect("config");
-    let added = daemon.ctl(&[
-        "integrations",
-        "add",
-        "--tenant",
-        "acme",
-        "cw",
-        "--plugin",
-        "cloudwatch",
-        "--config",
-        path.to_str().expect("utf8"),
-    ]);
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    daemon.add_integration(&world, "acme", "cw", "cloudwatch", &config);
     wait_for("the integration healthy", LONG, || {
         daemon
             .instances()

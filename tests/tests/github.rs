@@ -54,46 +54,13 @@ fn start(world: &World, repositories: &[String]) -> Daemon {
     let daemon =
         world.start(&DaemonSetup::default().with_master_key(&world.root.path().join("master.key")));
     daemon.ctl_json(&["tenants", "create", "acme"]);
-    let stored = daemon.ctl_stdin(
-        None,
-        &[
-            "credentials",
-            "set",
-            "--tenant",
-            "acme",
-            "hook",
-            "--kind",
-            "webhook-secret",
-        ],
-        SECRET.as_bytes(),
-    );
-    assert!(
-        stored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stored.stderr)
-    );
-    let config = world.root.path().join("github.json");
-    std::fs::write(
-        &config,
-        json!({"repositories": repositories, "credentials": {"webhook_secret": "hook"}})
-            .to_string(),
-    )
-    .expect("config");
-    let added = daemon.ctl(&[
-        "integrations",
-        "add",
-        "--tenant",
+    daemon.set_credential("acme", "hook", "webhook-secret", SECRET.as_bytes());
+    daemon.add_integration(
+        world,
         "acme",
         "gh",
-        "--plugin",
         "github",
-        "--config",
-        config.to_str().expect("utf8"),
-    ]);
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
+        &json!({"repositories": repositories, "credentials": {"webhook_secret": "hook"}}),
     );
     wait_for("the integration healthy", LONG, || {
         daemon

@@ -89,17 +89,6 @@ fn mapping(lines: usize) {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn idle_rss() {
     let executable = std::env::current_exe()
         .expect("own path")
@@ -146,7 +135,7 @@ fn idle_rss() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         println!(
             "idle RSS: {} KiB (configured: 3 accounts x 2 regions, one assumed role, metrics, log prefixes, webhook secret)",
-            rss_kib(plugin.pid())
+            plugin_kit::testing::resident_kib(plugin.pid())
         );
     });
 }

@@ -33,20 +33,14 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// An empty or unreadable cursor starts over from the backfill (the pipeline drops
-    /// what it already has).
+    /// An empty or unreadable cursor starts over from the backfill start (nothing is
+    /// lost; the pipeline drops what it already has).
     pub fn parse(text: &str) -> Self {
-        if text.is_empty() {
-            return Self::default();
-        }
-        serde_json::from_str(text).unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "the collect cursor is unreadable; reading from the backfill start");
-            Self::default()
-        })
+        plugin_kit::cursor::decode(text)
     }
 
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        plugin_kit::cursor::encode(self)
     }
 }
 

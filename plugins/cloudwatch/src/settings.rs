@@ -479,19 +479,7 @@ mod tests {
         config: serde_json::Value,
         credentials: &[(&str, &str, &str)],
     ) -> v1::ConfigureRequest {
-        v1::ConfigureRequest {
-            tenant: "acme".into(),
-            integration: "cw".into(),
-            config_json: config.to_string(),
-            credentials: credentials
-                .iter()
-                .map(|(name, kind, secret)| v1::Credential {
-                    name: (*name).into(),
-                    kind: (*kind).into(),
-                    secret: secret.as_bytes().to_vec(),
-                })
-                .collect(),
-        }
+        plugin_kit::testing::configure_request("acme", "cw", &config, credentials)
     }
 
     const KEYS: &str = r#"{"access_key_id":"AKIDEXAMPLE","secret_access_key":"hunter2"}"#;

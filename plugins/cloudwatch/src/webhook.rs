@@ -22,29 +22,13 @@ use crate::settings::Settings;
 /// The header an EventBridge connection's API-key authorization sends the secret in.
 pub const SECRET_HEADER: &str = "x-betalogs-webhook-secret";
 
-fn header<'a>(request: &'a v1::WebhookRequest, name: &str) -> Option<&'a str> {
-    request
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str())
-}
-
-fn answer(status: u32, message: impl Into<String>) -> v1::WebhookResponse {
-    v1::WebhookResponse {
-        status,
-        events_json: Vec::new(),
-        message: message.into(),
-    }
-}
-
 /// The secret the sender presented: the API-key header, else basic authentication's
 /// password.
 fn presented_secret(request: &v1::WebhookRequest) -> Option<String> {
-    if let Some(value) = header(request, SECRET_HEADER) {
+    if let Some(value) = request.header(SECRET_HEADER) {
         return Some(value.to_owned());
     }
-    let encoded = header(request, "authorization")?.strip_prefix("Basic ")?;
+    let encoded = request.header("authorization")?.strip_prefix("Basic ")?;
     if encoded.len() > 8192 {
         return None;
     }
@@ -67,7 +51,7 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let Some(secrets) = &settings.webhook_secrets else {
-        return answer(
+        return v1::WebhookResponse::answer(
             401,
             "this integration has no webhook secret (credentials.webhook_secret): deliveries cannot be authenticated",
         );
@@ -75,18 +59,25 @@ where
     match verify_shared_secret(secrets, presented_secret(request).as_deref()) {
         Ok(_) => {}
         Err(SignatureError::Missing) => {
-            return answer(
+            return v1::WebhookResponse::answer(
                 401,
                 format!(
                     "no secret presented: send it in `{SECRET_HEADER}` or as the basic-auth password"
                 ),
             );
         }
-        Err(err) => return answer(401, format!("the presented secret is refused: {err}")),
+        Err(err) => {
+            return v1::WebhookResponse::answer(
+                401,
+                format!("the presented secret is refused: {err}"),
+            );
+        }
     }
     let body: serde_json::Value = match serde_json::from_slice(&request.body) {
         Ok(body) => body,
-        Err(err) => return answer(400, format!("the body is not JSON: {err}")),
+        Err(err) => {
+            return v1::WebhookResponse::answer(400, format!("the body is not JSON: {err}"));
+        }
     };
     let context = MapContext {
         tenant: settings.tenant.clone(),
@@ -97,17 +88,20 @@ where
     }
     if let Some(detail_type) = body.get("detail-type").and_then(serde_json::Value::as_str) {
         if detail_type != "CloudWatch Alarm State Change" {
-            return answer(
+            return v1::WebhookResponse::answer(
                 200,
                 format!("ignored: EventBridge `{detail_type}` events are not mapped"),
             );
         }
         return match eventbridge(&body) {
             Ok(change) => map_change(settings, &context, change, body.clone()),
-            Err(why) => answer(400, format!("not a CloudWatch alarm state change: {why}")),
+            Err(why) => v1::WebhookResponse::answer(
+                400,
+                format!("not a CloudWatch alarm state change: {why}"),
+            ),
         };
     }
-    answer(
+    v1::WebhookResponse::answer(
         400,
         "neither an SNS message (`Type`) nor an EventBridge event (`detail-type`)",
     )
@@ -128,15 +122,18 @@ where
     match kind {
         "SubscriptionConfirmation" => {
             let Some(url) = text("SubscribeURL") else {
-                return answer(400, "the subscription confirmation has no `SubscribeURL`");
+                return v1::WebhookResponse::answer(
+                    400,
+                    "the subscription confirmation has no `SubscribeURL`",
+                );
             };
             if let Err(why) = sns_url_allowed(url, settings.endpoints.sns.as_deref()) {
-                return answer(400, format!("`SubscribeURL` refused: {why}"));
+                return v1::WebhookResponse::answer(400, format!("`SubscribeURL` refused: {why}"));
             }
             if let Some(topic) = text("TopicArn")
                 && !topic_in_scope(settings, topic)
             {
-                return answer(
+                return v1::WebhookResponse::answer(
                     403,
                     format!(
                         "topic `{topic}` is not in an account and region this integration lists"
@@ -144,22 +141,22 @@ where
                 );
             }
             match confirm(url.to_owned()).await {
-                Ok(()) => answer(200, "subscription confirmed"),
-                Err(why) => answer(
+                Ok(()) => v1::WebhookResponse::answer(200, "subscription confirmed"),
+                Err(why) => v1::WebhookResponse::answer(
                     502,
                     format!("the subscription could not be confirmed: {why}"),
                 ),
             }
         }
-        "UnsubscribeConfirmation" => answer(200, "ignored: unsubscribed"),
+        "UnsubscribeConfirmation" => v1::WebhookResponse::answer(200, "ignored: unsubscribed"),
         "Notification" => {
             let Some(message) = text("Message") else {
-                return answer(400, "the SNS notification has no `Message`");
+                return v1::WebhookResponse::answer(400, "the SNS notification has no `Message`");
             };
             let alarm: SnsAlarm = match serde_json::from_str(message) {
                 Ok(alarm) => alarm,
                 Err(err) => {
-                    return answer(
+                    return v1::WebhookResponse::answer(
                         200,
                         format!("ignored: the SNS message is not a CloudWatch alarm ({err})"),
                     );
@@ -167,13 +164,13 @@ where
             };
             match sns_change(&alarm) {
                 Ok(change) => map_change(settings, context, change, body.clone()),
-                Err(why) => answer(
+                Err(why) => v1::WebhookResponse::answer(
                     400,
                     format!("the CloudWatch alarm message is incomplete: {why}"),
                 ),
             }
         }
-        other => answer(400, format!("unknown SNS message type `{other}`")),
+        other => v1::WebhookResponse::answer(400, format!("unknown SNS message type `{other}`")),
     }
 }
 
@@ -225,7 +222,7 @@ fn map_change(
     original: serde_json::Value,
 ) -> v1::WebhookResponse {
     if !in_scope(settings, change.account, change.region) {
-        return answer(
+        return v1::WebhookResponse::answer(
             403,
             format!(
                 "alarm `{}` is in account {} region {}, which this integration does not list",
@@ -234,7 +231,7 @@ fn map_change(
         );
     }
     if !settings.wants("alarm") {
-        return answer(
+        return v1::WebhookResponse::answer(
             200,
             "ignored: alarm events are not enabled for this integration",
         );
@@ -251,7 +248,9 @@ fn map_change(
             events_json: vec![json],
             message: String::new(),
         },
-        Err(err) => answer(500, format!("cannot encode the alarm event: {err}")),
+        Err(err) => {
+            v1::WebhookResponse::answer(500, format!("cannot encode the alarm event: {err}"))
+        }
     }
 }
 

@@ -261,19 +261,7 @@ mod tests {
         config: serde_json::Value,
         credentials: &[(&str, &str, &str)],
     ) -> v1::ConfigureRequest {
-        v1::ConfigureRequest {
-            tenant: "acme".into(),
-            integration: "gh".into(),
-            config_json: config.to_string(),
-            credentials: credentials
-                .iter()
-                .map(|(name, kind, secret)| v1::Credential {
-                    name: (*name).into(),
-                    kind: (*kind).into(),
-                    secret: secret.as_bytes().to_vec(),
-                })
-                .collect(),
-        }
+        plugin_kit::testing::configure_request("acme", "gh", &config, credentials)
     }
 
     #[test]

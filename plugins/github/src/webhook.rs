@@ -18,22 +18,6 @@ use crate::settings::Settings;
 /// The longest header value quoted back in an error.
 const QUOTE: usize = 64;
 
-fn header<'r>(request: &'r v1::WebhookRequest, name: &str) -> Option<&'r str> {
-    request
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str())
-}
-
-fn answer(status: u32, message: impl Into<String>) -> v1::WebhookResponse {
-    v1::WebhookResponse {
-        status,
-        events_json: Vec::new(),
-        message: message.into(),
-    }
-}
-
 /// Printable and short, for quoting untrusted input in messages.
 fn quote(text: &str) -> String {
     text.chars()
@@ -45,21 +29,21 @@ fn quote(text: &str) -> String {
 /// Handles one delivery.
 pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookResponse {
     let Some(secrets) = &settings.webhook_secrets else {
-        return answer(
+        return v1::WebhookResponse::answer(
             401,
             "no webhook secret is configured for this integration (credentials.webhook_secret): deliveries cannot be verified",
         );
     };
     let verified = match signature::verify_sha256(
         secrets,
-        header(request, "x-hub-signature-256"),
+        request.header("x-hub-signature-256"),
         &request.body,
     ) {
         Ok(verified) => verified,
-        Err(err) => return answer(401, format!("X-Hub-Signature-256: {err}")),
+        Err(err) => return v1::WebhookResponse::answer(401, format!("X-Hub-Signature-256: {err}")),
     };
-    let Some(kind) = header(request, "x-github-event") else {
-        return answer(400, "the X-GitHub-Event header is missing");
+    let Some(kind) = request.header("x-github-event") else {
+        return v1::WebhookResponse::answer(400, "the X-GitHub-Event header is missing");
     };
     if kind.is_empty()
         || kind.len() > 64
@@ -67,22 +51,34 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return answer(
+        return v1::WebhookResponse::answer(
             400,
             format!("X-GitHub-Event `{}` is not an event name", quote(kind)),
         );
     }
-    let Some(delivery) = header(request, "x-github-delivery").filter(|d| !d.trim().is_empty())
+    let Some(delivery) = request
+        .header("x-github-delivery")
+        .filter(|d| !d.trim().is_empty())
     else {
-        return answer(400, "the X-GitHub-Delivery header is missing");
+        return v1::WebhookResponse::answer(400, "the X-GitHub-Delivery header is missing");
     };
     let text = match body_text(request) {
         Ok(text) => text,
-        Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
+        Err(why) => {
+            return v1::WebhookResponse::answer(
+                400,
+                format!("{kind} delivery {}: {why}", quote(delivery)),
+            );
+        }
     };
     let top = match read_delivery(&text) {
         Ok(read) => read,
-        Err(why) => return answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
+        Err(why) => {
+            return v1::WebhookResponse::answer(
+                400,
+                format!("{kind} delivery {}: {why}", quote(delivery)),
+            );
+        }
     };
     if verified == Verified::Previous {
         tracing::info!(delivery = %quote(delivery), "delivery signed with the previous webhook secret; the sender has not switched yet");
@@ -91,7 +87,7 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
     if let Some(full_name) = full_name
         && !settings.scope.covers(full_name)
     {
-        return answer(
+        return v1::WebhookResponse::answer(
             403,
             format!(
                 "repository `{}` is not covered by this integration's `repositories`",
@@ -100,11 +96,11 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
         );
     }
     if kind == "ping" {
-        return answer(200, "pong");
+        return v1::WebhookResponse::answer(200, "pong");
     }
     if !settings.event_types.contains(kind) {
         tracing::info!(event = kind, delivery = %quote(delivery), "delivery ignored: event type not enabled");
-        return answer(
+        return v1::WebhookResponse::answer(
             200,
             format!("ignored: event type `{kind}` is not enabled for this integration"),
         );
@@ -117,16 +113,19 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
         },
         Ok(Mapped::Ignored(why)) => {
             tracing::info!(event = kind, delivery = %quote(delivery), "delivery ignored: {why}");
-            answer(200, format!("ignored: {why}"))
+            v1::WebhookResponse::answer(200, format!("ignored: {why}"))
         }
-        Err(why) => answer(400, format!("{kind} delivery {}: {why}", quote(delivery))),
+        Err(why) => {
+            v1::WebhookResponse::answer(400, format!("{kind} delivery {}: {why}", quote(delivery)))
+        }
     }
 }
 
 /// The JSON text of the delivery: the body, or the `payload` field of GitHub's form
 /// encoding.
 fn body_text(request: &v1::WebhookRequest) -> Result<Cow<'_, str>, String> {
-    let form = header(request, "content-type")
+    let form = request
+        .header("content-type")
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
     if form {
         return form_urlencoded::parse(&request.body)
