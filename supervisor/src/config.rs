@@ -58,6 +58,9 @@ pub struct Config {
     /// Feature flag defaults; tenants override them at runtime.
     #[serde(default)]
     pub flags: crate::tenants::FlagDefaults,
+    /// Realtime enrichment: regression windows and the failure severity.
+    #[serde(default)]
+    pub enrichment: crate::correlation::EnrichmentConfig,
     /// Plugin instances to keep running.
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,
@@ -367,7 +370,7 @@ mod defaults {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|err| {
         serde::de::Error::custom(format!(
@@ -426,6 +429,7 @@ impl Config {
                 p.restart_max_delay, p.restart_initial_delay
             )));
         }
+        self.enrichment.settings().map_err(invalid)?;
         let i = &self.ingress;
         if i.rate_per_second == 0 || i.burst == 0 {
             return Err(invalid(

@@ -118,6 +118,8 @@ pub async fn run(
             dedup_window: config.pipeline.dedup_window,
             backlog_quota_bytes: config.pipeline.backlog_quota_bytes,
             inbox_max_entries: config.ingress.inbox_max_entries,
+            // Checked when the configuration was loaded.
+            correlation: config.enrichment.settings().unwrap_or_default(),
             ..crate::pipeline::PipelineSettings::default()
         },
     )?);

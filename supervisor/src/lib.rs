@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod correlation;
 pub mod credentials;
 pub mod daemon;
 pub mod desired;

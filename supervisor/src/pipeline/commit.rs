@@ -109,6 +109,23 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Adds an accepted event, and the revisions of earlier events it brings, to a
+/// submission.
+fn accept(submission: &mut Submission, mut event: Validated) {
+    let revisions = std::mem::take(&mut event.revisions);
+    submission.accepted.push(event);
+    for revision in revisions {
+        submission.accepted.push(Validated {
+            id: revision.id,
+            time_ms: revision.time_ms,
+            json: revision.json,
+            revision: Some(revision.revision),
+            writes: Vec::new(),
+            revisions: Vec::new(),
+        });
+    }
+}
+
 /// One unit of work for the committer.
 #[derive(Debug, Default)]
 pub struct Submission {
@@ -139,6 +156,8 @@ pub struct Pipeline {
     log: Arc<EventLog>,
     sinks: Mutex<SinkOffsets>,
     validator: EventValidator,
+    /// The correlation index and realtime enrichment.
+    correlator: crate::correlation::Correlator,
     committed: Arc<Notify>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -219,7 +238,7 @@ fn cursor_key(tenant: &str, integration: &str) -> Vec<u8> {
 }
 
 /// Tunables of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineSettings {
     /// Ids remembered for deduplication (events).
     pub dedup_window: usize,
@@ -230,6 +249,8 @@ pub struct PipelineSettings {
     pub inbox_max_entries: usize,
     /// The event log's segment size: the unit of pruning.
     pub segment_bytes: u64,
+    /// Realtime enrichment: the regression windows and the failure severity.
+    pub correlation: crate::correlation::CorrelationSettings,
 }
 
 impl Default for PipelineSettings {
@@ -239,6 +260,7 @@ impl Default for PipelineSettings {
             backlog_quota_bytes: 4 * 1024 * 1024 * 1024,
             inbox_max_entries: 10_000,
             segment_bytes: super::log::SEGMENT_BYTES,
+            correlation: crate::correlation::CorrelationSettings::default(),
         }
     }
 }
@@ -263,6 +285,7 @@ impl Pipeline {
     /// but not committed) and loads the ids of the latest commits.
     pub fn open_with(store: Store, settings: PipelineSettings) -> Result<Self, OpenError> {
         let log_dir = store.state_dir().join("pipeline").join("log");
+        let correlation_store = store.clone();
         migrate_unlogged(&store, &log_dir, settings.segment_bytes)?;
         let last = match store.iter_rev(Table::Outbox).next() {
             Some(entry) => {
@@ -319,6 +342,10 @@ impl Pipeline {
             store,
             log,
             validator: EventValidator::new(),
+            correlator: crate::correlation::Correlator::new(
+                correlation_store,
+                settings.correlation.clone(),
+            ),
             committed,
             jobs: Mutex::new(Some(jobs)),
             committer: Mutex::new(Some(handle)),
@@ -352,13 +379,16 @@ impl Pipeline {
             ..Submission::default()
         };
         let mappings = self.mappings_of(tenant, integration);
+        let correlate = |value: &serde_json::Value, time_ms: u64| {
+            self.correlator.correlate(tenant, value, time_ms)
+        };
         for raw in events {
             let checked = match &mappings {
-                None => self.validator.validate(raw, tenant, integration),
+                None => self.validator.validate(raw, tenant, integration, correlate),
                 Some(mappings) => self.map_and_validate(mappings, raw, tenant, integration),
             };
             match checked {
-                Ok(event) => submission.accepted.push(event),
+                Ok(event) => accept(&mut submission, event),
                 Err(rejection) => submission.dead.push(DeadLetter::new(
                     tenant,
                     integration,
@@ -414,8 +444,13 @@ impl Pipeline {
             stage: "mapping",
             reasons: vec![e.to_string()],
         })?;
-        self.validator
-            .check(&value, tenant, integration, || value.to_string())
+        self.validator.check(
+            &value,
+            tenant,
+            integration,
+            || value.to_string(),
+            |value, time_ms| self.correlator.correlate(tenant, value, time_ms),
+        )
     }
 
     /// Validates events a client submitted for `tenant` (`POST /v1/events`): each may
@@ -432,11 +467,14 @@ impl Pipeline {
                 .get("integration")
                 .and_then(|v| v.as_str())
                 .unwrap_or(PLATFORM_INTEGRATION);
-            match self
-                .validator
-                .check(value, tenant, integration, || value.to_string())
-            {
-                Ok(event) => submission.accepted.push(event),
+            match self.validator.check(
+                value,
+                tenant,
+                integration,
+                || value.to_string(),
+                |value, time_ms| self.correlator.correlate(tenant, value, time_ms),
+            ) {
+                Ok(event) => accept(&mut submission, event),
                 Err(rejection) => submission.dead.push(DeadLetter::new(
                     tenant,
                     integration,
@@ -447,6 +485,11 @@ impl Pipeline {
             }
         }
         submission
+    }
+
+    /// The correlation index.
+    pub fn correlator(&self) -> &crate::correlation::Correlator {
+        &self.correlator
     }
 
     /// The webhook inbox.
@@ -696,10 +739,13 @@ impl Committer {
             let submission = &job.submission;
             let mut outcome = BatchOutcome::default();
             for event in &submission.accepted {
-                let digest = dedup::id_digest(&submission.tenant, &event.id);
+                let digest = dedup::id_digest(&submission.tenant, &event.dedup_id());
                 if window.contains(digest) || !seen.insert(digest) {
                     outcome.duplicates += 1;
                     continue;
+                }
+                for (table, key, value) in &event.writes {
+                    batch = batch.put(*table, key.clone(), value.clone());
                 }
                 lines.extend_from_slice(event.json.as_bytes());
                 lines.push(b'\n');
@@ -851,8 +897,11 @@ mod log_tests {
             ..PipelineSettings::default()
         };
         let open = || {
-            Pipeline::open_with(Store::open(dir.path()).expect("store"), small_segments)
-                .expect("pipeline")
+            Pipeline::open_with(
+                Store::open(dir.path()).expect("store"),
+                small_segments.clone(),
+            )
+            .expect("pipeline")
         };
         let pipeline = open();
         for n in 1..=3 {

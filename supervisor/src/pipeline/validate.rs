@@ -3,6 +3,8 @@
 
 use plugin_protocol::CANONICAL_EVENT_SCHEMA_V1;
 
+use crate::correlation::Correlated;
+
 /// Events larger than this are rejected unparsed.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
@@ -54,28 +56,37 @@ impl EventValidator {
         raw: &str,
         tenant: &str,
         integration: &str,
+        correlate: impl FnOnce(&serde_json::Value, u64) -> Correlated,
     ) -> Result<Validated, Rejection> {
         let value = parse(raw)?;
         // The log and the JSONL sink hold one event per line: text with line breaks
         // (whitespace between tokens, as in a pretty-printed payload a plugin copied in)
         // is written compactly instead.
-        self.check(&value, tenant, integration, || {
-            if raw.contains(['\n', '\r']) {
-                value.to_string()
-            } else {
-                raw.to_owned()
-            }
-        })
+        self.check(
+            &value,
+            tenant,
+            integration,
+            || {
+                if raw.contains(['\n', '\r']) {
+                    value.to_string()
+                } else {
+                    raw.to_owned()
+                }
+            },
+            correlate,
+        )
     }
 
     /// Validates an event already parsed (and perhaps changed by field mappings);
-    /// `json` gives its text when it is accepted.
+    /// `json` gives its text when it is accepted, unless `correlate` (the correlation
+    /// index's look at the valid event) enriched it.
     pub fn check(
         &self,
         value: &serde_json::Value,
         tenant: &str,
         integration: &str,
         json: impl FnOnce() -> String,
+        correlate: impl FnOnce(&serde_json::Value, u64) -> Correlated,
     ) -> Result<Validated, Rejection> {
         if !self.schema.is_valid(value) {
             let reasons: Vec<String> = self
@@ -108,10 +119,14 @@ impl EventValidator {
                 format!("/time: `{}` is before 1970 or not RFC 3339", member("time")),
             )
         })?;
+        let correlated = correlate(value, time_ms);
         Ok(Validated {
             id: member("id").to_owned(),
             time_ms,
-            json: json(),
+            json: correlated.enriched.unwrap_or_else(json),
+            revision: None,
+            writes: correlated.writes,
+            revisions: correlated.revisions,
         })
     }
 }
@@ -141,6 +156,25 @@ pub struct Validated {
     pub id: String,
     pub time_ms: u64,
     pub json: String,
+    /// A revision after the first: stored and delivered although its id was seen.
+    pub revision: Option<u64>,
+    /// Correlation index writes, committed with the event if it is stored.
+    pub writes: Vec<crate::correlation::IndexWrite>,
+    /// Earlier events this one revises (a late deployment re-enriching failures).
+    pub revisions: Vec<crate::correlation::Revision>,
+}
+
+impl Validated {
+    /// The id the deduplication window knows this event by: its id, or for a later
+    /// revision its id and revision.
+    pub fn dedup_id(&self) -> std::borrow::Cow<'_, str> {
+        match self.revision {
+            Some(revision) if revision > 1 => {
+                std::borrow::Cow::Owned(format!("{}#r{revision}", self.id))
+            }
+            _ => std::borrow::Cow::Borrowed(&self.id),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +183,10 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+
+    fn uncorrelated(_: &Value, _: u64) -> Correlated {
+        Correlated::default()
+    }
 
     fn valid() -> Value {
         let context = MapContext {
@@ -171,7 +209,7 @@ mod tests {
     }
 
     fn check(value: &Value) -> Result<Validated, Rejection> {
-        EventValidator::new().validate(&value.to_string(), "acme", "gh")
+        EventValidator::new().validate(&value.to_string(), "acme", "gh", uncorrelated)
     }
 
     #[test]
@@ -192,7 +230,7 @@ mod tests {
         let pretty = serde_json::to_string_pretty(&valid()).expect("json");
         assert!(pretty.contains('\n'));
         let event = EventValidator::new()
-            .validate(&pretty.replace('\n', "\r\n"), "acme", "gh")
+            .validate(&pretty.replace('\n', "\r\n"), "acme", "gh", uncorrelated)
             .expect("valid");
         assert!(!event.json.contains(['\n', '\r']), "{}", event.json);
         assert_eq!(
@@ -278,14 +316,14 @@ mod tests {
         let validator = EventValidator::new();
         assert_eq!(
             validator
-                .validate("{not json", "acme", "gh")
+                .validate("{not json", "acme", "gh", uncorrelated)
                 .expect_err("parse")
                 .stage,
             "parse"
         );
         assert_eq!(
             validator
-                .validate("[]", "acme", "gh")
+                .validate("[]", "acme", "gh", uncorrelated)
                 .expect_err("array")
                 .stage,
             "schema"
@@ -293,12 +331,16 @@ mod tests {
         let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_EVENT_BYTES));
         assert_eq!(
             validator
-                .validate(&huge, "acme", "gh")
+                .validate(&huge, "acme", "gh", uncorrelated)
                 .expect_err("size")
                 .stage,
             "size"
         );
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(validator.validate(&deep, "acme", "gh").is_err());
+        assert!(
+            validator
+                .validate(&deep, "acme", "gh", uncorrelated)
+                .is_err()
+        );
     }
 }

@@ -318,6 +318,11 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
             StartError::Refused(format!("integration `{}`: {e}", ctx.labels.integration))
         })?;
         pipeline.set_mappings(&ctx.labels.tenant, &ctx.labels.integration, mappings);
+        pipeline.correlator().register(
+            &ctx.labels.tenant,
+            &ctx.labels.integration,
+            &ctx.labels.plugin,
+        );
     }
     match tokio::time::timeout(
         ctx.spawn.start_timeout,

@@ -48,10 +48,24 @@ pub enum Table {
     DeadLetters,
     /// Pipeline: webhook deliveries received while their plugin was down.
     Inbox,
+    /// Correlation: delivery events (deployments, releases, merges, pushes) by tenant,
+    /// service, environment and time.
+    Deliveries,
+    /// Correlation: commits by tenant, repository and time.
+    Commits,
+    /// Correlation: merged pull requests by tenant, repository and merge commit.
+    Pulls,
+    /// Correlation: alarm state transitions by tenant, service, alarm and time.
+    AlarmStates,
+    /// Correlation: failures (system and security events at or above the enrichment
+    /// severity) by tenant, service, environment and time, as last enriched.
+    Failures,
+    /// Correlation: batch enrichment progress, per job.
+    EnrichJobs,
 }
 
 impl Table {
-    const ALL: [Table; 13] = [
+    const ALL: [Table; 19] = [
         Table::Trust,
         Table::Tenants,
         Table::Tokens,
@@ -65,6 +79,12 @@ impl Table {
         Table::SinkOffsets,
         Table::DeadLetters,
         Table::Inbox,
+        Table::Deliveries,
+        Table::Commits,
+        Table::Pulls,
+        Table::AlarmStates,
+        Table::Failures,
+        Table::EnrichJobs,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -82,6 +102,12 @@ impl Table {
             Table::SinkOffsets => "pipeline.sink_offsets",
             Table::DeadLetters => "pipeline.dlq",
             Table::Inbox => "pipeline.inbox",
+            Table::Deliveries => "correlation.deliveries",
+            Table::Commits => "correlation.commits",
+            Table::Pulls => "correlation.pulls",
+            Table::AlarmStates => "correlation.alarm_states",
+            Table::Failures => "correlation.failures",
+            Table::EnrichJobs => "correlation.enrich_jobs",
         }
     }
 
@@ -156,7 +182,7 @@ pub struct Store {
     db: sled::Db,
     audit: sled::Tree,
     audit_head: sled::Tree,
-    tables: [sled::Tree; 13],
+    tables: [sled::Tree; Table::ALL.len()],
     /// Writers take turns: read-check-write sequences in the components stay consistent,
     /// and the audit chain has one writer.
     writer: Arc<Mutex<()>>,
@@ -201,7 +227,7 @@ impl Store {
         for table in Table::ALL {
             tables.push(db.open_tree(table.tree_name())?);
         }
-        let tables: [sled::Tree; 13] = tables.try_into().expect("one tree per table");
+        let tables: [sled::Tree; Table::ALL.len()] = tables.try_into().expect("one tree per table");
         Ok(Self {
             db,
             audit,
@@ -369,6 +395,45 @@ impl Store {
     ) -> Result<Vec<Entry>, StoreError> {
         self.tree(table)
             .range(from.to_vec()..)
+            .take(limit)
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    /// Entries of `table` with keys in `from..=to`, last key first, at most `limit`.
+    pub fn range_rev(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.tree(table)
+            .range(from.to_vec()..=to.to_vec())
+            .rev()
+            .take(limit)
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    /// Entries of `table` with keys in `from..=to`, in key order, at most `limit`.
+    pub fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.tree(table)
+            .range(from.to_vec()..=to.to_vec())
             .take(limit)
             .map(|entry| {
                 entry

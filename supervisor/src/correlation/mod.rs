@@ -1,0 +1,665 @@
+//! Correlation: the index of delivery events (deployments, releases, merges, pushes),
+//! commits, merged pull requests and alarm transitions, per tenant; and enrichment of
+//! failures from it.
+//!
+//! The pipeline calls [`Correlator::correlate`] for every valid event while it prepares
+//! a submission (on its own thread, before the commit): the event's index entries are
+//! written in the same transaction as the event, and a failure (a `system` or `security`
+//! event at or above the configured severity) is stored enriched with the deployments
+//! to its service and environment within the regression window before it, their
+//! suspect commits with their pull requests, and the alarms in ALARM for its service.
+//! A deployment that arrives after failures it precedes revises them: each gets a new
+//! revision (same id) that goes to the sinks.
+//!
+//! Lookups read only the index, never a plugin, so enrichment costs no waiting and an
+//! unreachable plugin cannot delay ingestion. Every key starts with the tenant: no
+//! lookup can reach another tenant's entries.
+
+pub mod records;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use plugin_protocol::Severity;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::store::{Store, StoreError, Table};
+use records::{
+    AlarmRecord, CommitRecord, DeliveryRecord, IndexEntry, PullRecord, key_time, prefix, time_key,
+    time_range,
+};
+
+/// Deployments attached to one failure at most.
+const MAX_DEPLOYMENTS: usize = 5;
+/// Suspect commits listed per deployment at most.
+const MAX_SUSPECTS: usize = 50;
+/// Failures revised by one late deployment at most.
+const MAX_REVISED: usize = 1_000;
+
+/// `[enrichment]` in the daemon's configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichmentConfig {
+    /// How long before a failure a deployment may have caused it.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub window: Duration,
+    /// Failures are events of this severity or above.
+    pub min_severity: String,
+    /// Per tenant (`"acme"`) or per tenant and service (`"acme/checkout"`) windows,
+    /// e.g. `"30m"`.
+    pub windows: BTreeMap<String, String>,
+}
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(2 * 60 * 60),
+            min_severity: "error".to_owned(),
+            windows: BTreeMap::new(),
+        }
+    }
+}
+
+/// The settings, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelationSettings {
+    pub window: Duration,
+    pub min_severity: Severity,
+    pub windows: BTreeMap<String, Duration>,
+}
+
+impl Default for CorrelationSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(2 * 60 * 60),
+            min_severity: Severity::Error,
+            windows: BTreeMap::new(),
+        }
+    }
+}
+
+impl EnrichmentConfig {
+    pub fn settings(&self) -> Result<CorrelationSettings, String> {
+        let min_severity: Severity =
+            serde_json::from_value(Value::String(self.min_severity.clone())).map_err(|_| {
+                format!(
+                    "enrichment.min_severity `{}` is not debug, info, warning, error or critical",
+                    self.min_severity
+                )
+            })?;
+        let mut windows = BTreeMap::new();
+        for (scope, text) in &self.windows {
+            let window = humantime::parse_duration(text)
+                .map_err(|e| format!("enrichment.windows.{scope} = `{text}`: {e}"))?;
+            windows.insert(scope.clone(), window);
+        }
+        Ok(CorrelationSettings {
+            window: self.window,
+            min_severity,
+            windows,
+        })
+    }
+}
+
+/// One write to the index: table, key, value.
+pub type IndexWrite = (Table, Vec<u8>, Vec<u8>);
+
+/// What correlating one event produced.
+#[derive(Debug, Default)]
+pub struct Correlated {
+    /// Index writes to commit with the event.
+    pub writes: Vec<IndexWrite>,
+    /// The event as it is to be stored, when enrichment changed it.
+    pub enriched: Option<String>,
+    /// Earlier failures this event revises (a late deployment), to store and deliver.
+    pub revisions: Vec<Revision>,
+}
+
+/// A new revision of a stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub id: String,
+    pub revision: u64,
+    pub time_ms: u64,
+    pub json: String,
+}
+
+/// A deployment with the failures that followed it (the change-failure view).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeploymentView {
+    pub service: String,
+    pub environment: String,
+    pub time_ms: u64,
+    pub deployment: Option<String>,
+    pub revision: Option<String>,
+    pub url: Option<String>,
+    /// Ids of the failures that list this deployment as the newest before them.
+    pub failures: Vec<String>,
+}
+
+/// Why a correlation read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CorrelationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a correlation record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// The correlation index and enrichment.
+#[derive(Debug)]
+pub struct Correlator {
+    store: Store,
+    settings: CorrelationSettings,
+    /// `(tenant, integration)` → plugin, for naming an enrichment's source.
+    plugins: RwLock<HashMap<(String, String), String>>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, CorrelationError> {
+    serde_json::from_slice(raw).map_err(|e| CorrelationError::Corrupt(e.to_string()))
+}
+
+fn minutes(ms: u64) -> String {
+    let minutes = ms / 60_000;
+    if minutes == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{minutes} min")
+    }
+}
+
+fn web(url: Option<&str>) -> Option<&str> {
+    url.filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 2048)
+}
+
+impl Correlator {
+    pub fn new(store: Store, settings: CorrelationSettings) -> Self {
+        Self {
+            store,
+            settings,
+            plugins: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Records which plugin serves `tenant`/`integration`.
+    pub fn register(&self, tenant: &str, integration: &str, plugin: &str) {
+        self.plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                (tenant.to_owned(), integration.to_owned()),
+                plugin.to_owned(),
+            );
+    }
+
+    fn plugin_of(&self, tenant: &str, integration: &str) -> String {
+        self.plugins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(tenant.to_owned(), integration.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| integration.to_owned())
+    }
+
+    pub fn settings(&self) -> &CorrelationSettings {
+        &self.settings
+    }
+
+    /// The regression window of `tenant`'s `service`.
+    pub fn window(&self, tenant: &str, service: &str) -> Duration {
+        self.settings
+            .windows
+            .get(&format!("{tenant}/{service}"))
+            .or_else(|| self.settings.windows.get(tenant))
+            .copied()
+            .unwrap_or(self.settings.window)
+    }
+
+    /// Index writes, enrichment and revisions for one valid event of `tenant`.
+    pub fn correlate(&self, tenant: &str, event: &Value, time_ms: u64) -> Correlated {
+        let mut out = Correlated::default();
+        let entries = records::index_entries(event, time_ms);
+        for entry in &entries {
+            out.writes.push(entry.write(tenant));
+        }
+        if records::is_failure(event, self.settings.min_severity) {
+            match self.enriched(tenant, event, time_ms, &[]) {
+                Ok(enriched) => {
+                    let json = enriched.to_string();
+                    out.writes
+                        .extend(failure_write(tenant, &enriched, time_ms, &json));
+                    out.enriched = Some(json);
+                }
+                Err(err) => {
+                    tracing::error!(tenant, error = %err, "cannot enrich an event; it goes on unenriched");
+                    let mut partial = event.clone();
+                    mark(
+                        &mut partial,
+                        Vec::new(),
+                        Some(format!("the correlation index could not be read: {err}")),
+                    );
+                    out.enriched = Some(partial.to_string());
+                }
+            }
+        }
+        let deployments: Vec<&DeliveryRecord> = entries
+            .iter()
+            .filter_map(|e| match e {
+                IndexEntry::Delivery(d) if d.kind == "deployment" => Some(d),
+                _ => None,
+            })
+            .collect();
+        for deployment in deployments {
+            match self.revise_after(tenant, deployment) {
+                Ok(revisions) => {
+                    for (revision, write) in revisions {
+                        out.writes.push(write);
+                        out.revisions.push(revision);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(tenant, error = %err, "cannot revise failures after a late deployment");
+                }
+            }
+        }
+        out
+    }
+
+    /// `event` with its enrichments (replacing any it had).
+    pub fn enriched(
+        &self,
+        tenant: &str,
+        event: &Value,
+        time_ms: u64,
+        pending: &[&DeliveryRecord],
+    ) -> Result<Value, CorrelationError> {
+        let service = records::field(event, "service.name").unwrap_or_default();
+        let stated = records::field(event, "deployment.environment");
+        let environment = stated.unwrap_or("production");
+        let mut enrichments = Vec::new();
+        if !service.is_empty() {
+            let window = self.window(tenant, service);
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            let deployments =
+                self.deployments_before(tenant, service, environment, time_ms, window_ms, pending)?;
+            for (rank, deployment) in deployments.iter().enumerate() {
+                let age = time_ms.saturating_sub(deployment.time_ms);
+                let closeness = 1.0 - 0.5 * (age as f64 / window_ms.max(1) as f64);
+                let score = if stated.is_some() {
+                    closeness
+                } else {
+                    closeness * 0.6
+                };
+                let reason = if stated.is_some() {
+                    format!(
+                        "deployed {} before, same service and environment",
+                        minutes(age)
+                    )
+                } else {
+                    format!(
+                        "deployed {} before to {environment}, same service (the event names no environment)",
+                        minutes(age)
+                    )
+                };
+                let mut links = Vec::new();
+                if let Some(url) = web(deployment.url.as_deref()) {
+                    links.push(json!({"rel": "deployment", "url": url}));
+                }
+                if let Some(url) = web(deployment.commit_url.as_deref()) {
+                    links.push(json!({"rel": "commit", "url": url}));
+                }
+                enrichments.push(json!({
+                    "source": self.source(tenant, &deployment.integration),
+                    "kind": "deployment",
+                    "reason": reason,
+                    "score": score.clamp(0.0, 1.0),
+                    "links": links,
+                    "data": {
+                        "event_id": deployment.id,
+                        "deployment": deployment.deployment,
+                        "environment": deployment.environment,
+                        "revision": deployment.revision,
+                        "minutes_before": age as f64 / 60_000.0,
+                        "newest": rank == 0,
+                    }
+                }));
+                // The suspects of the newest deployment only: older ones' commits were
+                // running before without this failure.
+                if rank == 0 {
+                    for (commit, pull) in self.suspects(tenant, deployment, pending)? {
+                        let mut links = Vec::new();
+                        if let Some(url) = web(commit.url.as_deref()) {
+                            links.push(json!({"rel": "commit", "url": url}));
+                        }
+                        if let Some(url) = pull.as_ref().and_then(|p| web(p.url.as_deref())) {
+                            links.push(json!({"rel": "pull_request", "url": url}));
+                        }
+                        let short: String = commit.sha.chars().take(12).collect();
+                        enrichments.push(json!({
+                            "source": self.source(tenant, &commit.integration),
+                            "kind": "suspect_commit",
+                            "reason": format!("commit {short} was shipped by the deployment {} before, since the previous one", minutes(age)),
+                            "score": if pull.is_some() { 0.6 } else { 0.5 },
+                            "links": links,
+                            "data": {
+                                "sha": commit.sha,
+                                "message": commit.message,
+                                "author": commit.author,
+                                "pull_request": pull.as_ref().and_then(|p| p.number),
+                            }
+                        }));
+                    }
+                }
+            }
+            for alarm in self.firing(tenant, service, time_ms)? {
+                let links: Vec<Value> = web(alarm.url.as_deref())
+                    .map(|url| json!({"rel": "alarm", "url": url}))
+                    .into_iter()
+                    .collect();
+                enrichments.push(json!({
+                    "source": self.source(tenant, &alarm.integration),
+                    "kind": "alarm",
+                    "reason": format!("alarm {} was in ALARM for {} when this happened (same service)", alarm.name, minutes(time_ms.saturating_sub(alarm.time_ms))),
+                    "score": 0.8,
+                    "links": links,
+                    "data": {"arn": alarm.arn, "event_id": alarm.id, "since_ms": alarm.time_ms}
+                }));
+            }
+        }
+        let mut enriched = event.clone();
+        let note = service
+            .is_empty()
+            .then(|| "the event names no service.name: nothing to correlate with".to_owned());
+        mark(&mut enriched, enrichments, note);
+        Ok(enriched)
+    }
+
+    fn source(&self, tenant: &str, integration: &str) -> Value {
+        json!({"plugin": self.plugin_of(tenant, integration), "integration": integration, "tenant": tenant})
+    }
+
+    /// Deployments (one per deployment id, at their earliest event) to `service` in
+    /// `environment` within `window_ms` before `time_ms`, newest first.
+    fn deployments_before(
+        &self,
+        tenant: &str,
+        service: &str,
+        environment: &str,
+        time_ms: u64,
+        window_ms: u64,
+        pending: &[&DeliveryRecord],
+    ) -> Result<Vec<DeliveryRecord>, CorrelationError> {
+        let key_prefix = prefix(&[tenant, service, environment]);
+        let (from, to) = time_range(&key_prefix, time_ms.saturating_sub(window_ms), time_ms);
+        let mut found: Vec<DeliveryRecord> = Vec::new();
+        for (_, raw) in self.store.range_rev(Table::Deliveries, &from, &to, 1_000)? {
+            let record: DeliveryRecord = decode(&raw)?;
+            if record.kind == "deployment" {
+                found.push(record);
+            }
+        }
+        found.extend(
+            pending
+                .iter()
+                .filter(|d| {
+                    d.kind == "deployment"
+                        && d.service == service
+                        && d.environment == environment
+                        && d.time_ms <= time_ms
+                        && d.time_ms + window_ms >= time_ms
+                })
+                .map(|d| (*d).clone()),
+        );
+        Ok(newest_per_deployment(found, MAX_DEPLOYMENTS))
+    }
+
+    /// The commits `deployment` shipped since the deployment before it, with the pull
+    /// requests that merged them.
+    fn suspects(
+        &self,
+        tenant: &str,
+        deployment: &DeliveryRecord,
+        pending: &[&DeliveryRecord],
+    ) -> Result<Vec<(CommitRecord, Option<PullRecord>)>, CorrelationError> {
+        let Some(repository) = &deployment.repository else {
+            return Ok(Vec::new());
+        };
+        let previous = self.previous(tenant, deployment, pending)?;
+        let since = previous.map_or(
+            deployment.time_ms.saturating_sub(24 * 60 * 60 * 1000),
+            |p| p.time_ms + 1,
+        );
+        let key_prefix = prefix(&[tenant, repository]);
+        let (from, to) = time_range(&key_prefix, since, deployment.time_ms);
+        let mut suspects = Vec::new();
+        for (_, raw) in self
+            .store
+            .range_rev(Table::Commits, &from, &to, MAX_SUSPECTS)?
+        {
+            let commit: CommitRecord = decode(&raw)?;
+            let pull = self
+                .store
+                .get(Table::Pulls, &prefix(&[tenant, repository, &commit.sha]))?
+                .map(|raw| decode::<PullRecord>(&raw))
+                .transpose()?;
+            suspects.push((commit, pull));
+        }
+        Ok(suspects)
+    }
+
+    /// The deployment before `deployment` (another deployment id) to the same service
+    /// and environment, however long before.
+    fn previous(
+        &self,
+        tenant: &str,
+        deployment: &DeliveryRecord,
+        pending: &[&DeliveryRecord],
+    ) -> Result<Option<DeliveryRecord>, CorrelationError> {
+        let key_prefix = prefix(&[tenant, &deployment.service, &deployment.environment]);
+        let (from, to) = time_range(&key_prefix, 0, deployment.time_ms);
+        let mut candidates: Vec<DeliveryRecord> = Vec::new();
+        for (_, raw) in self.store.range_rev(Table::Deliveries, &from, &to, 64)? {
+            let record: DeliveryRecord = decode(&raw)?;
+            if record.kind == "deployment" && record.deployment != deployment.deployment {
+                candidates.push(record);
+                break;
+            }
+        }
+        candidates.extend(
+            pending
+                .iter()
+                .filter(|d| {
+                    d.kind == "deployment"
+                        && d.service == deployment.service
+                        && d.environment == deployment.environment
+                        && d.time_ms < deployment.time_ms
+                        && d.deployment != deployment.deployment
+                })
+                .map(|d| (*d).clone()),
+        );
+        Ok(candidates.into_iter().max_by_key(|d| d.time_ms))
+    }
+
+    /// The alarms of `service` whose last transition at or before `time_ms` is ALARM.
+    fn firing(
+        &self,
+        tenant: &str,
+        service: &str,
+        time_ms: u64,
+    ) -> Result<Vec<AlarmRecord>, CorrelationError> {
+        let mut last: BTreeMap<String, AlarmRecord> = BTreeMap::new();
+        for (key, raw) in self
+            .store
+            .scan(Table::AlarmStates, &prefix(&[tenant, service]))?
+        {
+            let record: AlarmRecord = decode(&raw)?;
+            let _ = key;
+            if record.time_ms > time_ms {
+                continue;
+            }
+            match last.get(&record.arn) {
+                Some(seen) if seen.time_ms > record.time_ms => {}
+                _ => {
+                    last.insert(record.arn.clone(), record);
+                }
+            }
+        }
+        Ok(last.into_values().filter(|a| a.state == "ALARM").collect())
+    }
+
+    /// Failures after `deployment` within its window, enriched again with it: those
+    /// whose enrichments change get a new revision.
+    fn revise_after(
+        &self,
+        tenant: &str,
+        deployment: &DeliveryRecord,
+    ) -> Result<Vec<(Revision, IndexWrite)>, CorrelationError> {
+        let window_ms =
+            u64::try_from(self.window(tenant, &deployment.service).as_millis()).unwrap_or(u64::MAX);
+        let key_prefix = prefix(&[tenant, &deployment.service, &deployment.environment]);
+        let (from, to) = time_range(
+            &key_prefix,
+            deployment.time_ms,
+            deployment.time_ms.saturating_add(window_ms),
+        );
+        let mut out = Vec::new();
+        for (key, raw) in self.store.range(Table::Failures, &from, &to, MAX_REVISED)? {
+            let Some(time_ms) = key_time(&key, key_prefix.len()) else {
+                continue;
+            };
+            let stored: Value = decode(&raw)?;
+            let enriched = self.enriched(tenant, &stored, time_ms, &[deployment])?;
+            if enriched["data"]["enrichments"] == stored["data"]["enrichments"] {
+                continue;
+            }
+            let revision = stored.get("revision").and_then(Value::as_u64).unwrap_or(1) + 1;
+            let mut revised = enriched;
+            revised["revision"] = json!(revision);
+            let json = revised.to_string();
+            let id = revised["id"].as_str().unwrap_or_default().to_owned();
+            out.push((
+                Revision {
+                    id,
+                    revision,
+                    time_ms,
+                    json: json.clone(),
+                },
+                (Table::Failures, key, json.into_bytes()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Each deployment of `tenant` (to `service`, if given) with the failures that
+    /// list it as the newest deployment before them, newest deployment first.
+    pub fn deployments(
+        &self,
+        tenant: &str,
+        service: Option<&str>,
+    ) -> Result<Vec<DeploymentView>, CorrelationError> {
+        let scope: Vec<&str> = match service {
+            Some(service) => vec![tenant, service],
+            None => vec![tenant],
+        };
+        let mut views: Vec<DeploymentView> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut found = Vec::new();
+        for (_, raw) in self.store.scan(Table::Deliveries, &prefix(&scope))? {
+            let record: DeliveryRecord = decode(&raw)?;
+            if record.kind == "deployment" {
+                found.push(record);
+            }
+        }
+        for record in newest_per_deployment(found, usize::MAX) {
+            let key = record
+                .deployment
+                .clone()
+                .unwrap_or_else(|| record.id.clone());
+            index.insert(key, views.len());
+            views.push(DeploymentView {
+                service: record.service,
+                environment: record.environment,
+                time_ms: record.time_ms,
+                deployment: record.deployment,
+                revision: record.revision,
+                url: record.url,
+                failures: Vec::new(),
+            });
+        }
+        for (_, raw) in self.store.scan(Table::Failures, &prefix(&scope))? {
+            let failure: Value = decode(&raw)?;
+            let newest = failure["data"]["enrichments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["kind"] == "deployment" && e["data"]["newest"] == true);
+            if let Some(newest) = newest {
+                let key = newest["data"]["deployment"]
+                    .as_str()
+                    .or_else(|| newest["data"]["event_id"].as_str())
+                    .unwrap_or_default();
+                if let Some(&at) = index.get(key) {
+                    views[at]
+                        .failures
+                        .push(failure["id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        Ok(views)
+    }
+}
+
+/// One record per deployment (its earliest), newest first, at most `limit`.
+fn newest_per_deployment(mut found: Vec<DeliveryRecord>, limit: usize) -> Vec<DeliveryRecord> {
+    found.sort_by_key(|d| d.time_ms);
+    let mut seen = std::collections::HashSet::new();
+    let mut unique: Vec<DeliveryRecord> = found
+        .into_iter()
+        .filter(|d| seen.insert(d.deployment.clone().unwrap_or_else(|| d.id.clone())))
+        .collect();
+    unique.reverse();
+    unique.truncate(limit);
+    unique
+}
+
+/// Sets `data.enrichments` and the status.
+fn mark(event: &mut Value, enrichments: Vec<Value>, note: Option<String>) {
+    let Some(data) = event.get_mut("data").and_then(Value::as_object_mut) else {
+        return;
+    };
+    data.insert("enrichments".to_owned(), Value::Array(enrichments));
+    let partial = note.as_deref().is_some_and(|n| n.contains("could not"));
+    data.insert(
+        "enrichment_status".to_owned(),
+        json!(if partial { "partial" } else { "complete" }),
+    );
+    match note {
+        Some(note) => {
+            data.insert("enrichment_note".to_owned(), Value::String(note));
+        }
+        None => {
+            data.remove("enrichment_note");
+        }
+    }
+}
+
+/// The failure's entry in [`Table::Failures`]; `None` when a key part would hold the
+/// separator.
+fn failure_write(tenant: &str, event: &Value, time_ms: u64, json: &str) -> Option<IndexWrite> {
+    let service = records::field(event, "service.name").unwrap_or_default();
+    let environment = records::field(event, "deployment.environment").unwrap_or("production");
+    if service.contains('\0') || environment.contains('\0') {
+        return None;
+    }
+    let id = event["id"].as_str().unwrap_or_default();
+    Some((
+        Table::Failures,
+        time_key(&[tenant, service, environment], time_ms, id),
+        json.as_bytes().to_vec(),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+//! The correlation index through the real pipeline (sled, the event log): events are
+//! prepared and committed as plugins' events are, then read back from the outbox.
+
+use plugin_kit::{Category, EventBuilder, MapContext, Severity};
+use serde_json::Value;
+
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+const MINUTE: u64 = 60_000;
+const T: u64 = 1_796_000_000_000;
+
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    pipeline: Pipeline,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
+        pipeline.correlator().register("acme", "gh", "github");
+        pipeline.correlator().register("acme", "cw", "cloudwatch");
+        Self {
+            _dir: dir,
+            pipeline,
+        }
+    }
+
+    fn commit(&self, tenant: &str, integration: &str, events: Vec<String>) {
+        let submission = self.pipeline.prepare(tenant, integration, &events);
+        assert!(submission.dead.is_empty(), "{:?}", submission.dead);
+        self.pipeline.commit_blocking(submission).expect("commit");
+    }
+
+    /// Every event in the outbox, in commit order.
+    fn stored(&self) -> Vec<Value> {
+        self.pipeline
+            .outbox_after(0, 10_000)
+            .expect("outbox")
+            .iter()
+            .flat_map(|(_, record)| {
+                String::from_utf8_lossy(record)
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("JSON"))
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    }
+
+    fn failure(&self, id: &str) -> Value {
+        self.stored()
+            .into_iter()
+            .rev()
+            .find(|e| e["data"]["log.message"] == id)
+            .expect("the failure is stored")
+    }
+}
+
+fn context(tenant: &str, integration: &str) -> MapContext {
+    MapContext {
+        tenant: tenant.into(),
+        integration: integration.into(),
+    }
+}
+
+fn deployment(
+    tenant: &str,
+    service: &str,
+    environment: &str,
+    id: u64,
+    sha: &str,
+    at: u64,
+) -> String {
+    EventBuilder::new(
+        "com.betalogs.delivery.deployment",
+        Category::Delivery,
+        "https://github.com/acme/checkout",
+        format!("deployment:{id}:{environment}"),
+        time(at),
+    )
+    .field("service.name", service.to_owned())
+    .field("deployment.environment", environment.to_owned())
+    .field("deployment.id", id)
+    .field("vcs.repository.name", "acme/checkout")
+    .field("vcs.ref.head.revision", sha.to_owned())
+    .link(
+        "commit",
+        format!("https://github.com/acme/checkout/commit/{sha}"),
+    )
+    .link(
+        "deployments",
+        "https://github.com/acme/checkout/deployments",
+    )
+    .to_json(&context(tenant, "gh"))
+    .expect("json")
+}
+
+fn commit(sha: &str, at: u64) -> String {
+    EventBuilder::new(
+        "com.betalogs.delivery.commit",
+        Category::Delivery,
+        "https://github.com/acme/checkout",
+        format!("commit:{sha}"),
+        time(at),
+    )
+    .field("service.name", "checkout")
+    .field("vcs.repository.name", "acme/checkout")
+    .field("vcs.ref.head.revision", sha.to_owned())
+    .field("vcs.commit.message", format!("change {sha}"))
+    .link(
+        "commit",
+        format!("https://github.com/acme/checkout/commit/{sha}"),
+    )
+    .to_json(&context("acme", "gh"))
+    .expect("json")
+}
+
+fn merged(number: u64, merge_sha: &str, at: u64) -> String {
+    EventBuilder::new(
+        "com.betalogs.delivery.pull_request.merged",
+        Category::Delivery,
+        "https://github.com/acme/checkout",
+        format!("pull:{number}"),
+        time(at),
+    )
+    .subject(format!("Fix checkout #{number}"))
+    .field("service.name", "checkout")
+    .field("vcs.repository.name", "acme/checkout")
+    .field("vcs.change.id", number)
+    .field("vcs.change.merge_commit", merge_sha.to_owned())
+    .link(
+        "pull_request",
+        format!("https://github.com/acme/checkout/pull/{number}"),
+    )
+    .to_json(&context("acme", "gh"))
+    .expect("json")
+}
+
+fn failure(tenant: &str, name: &str, service: &str, environment: &str, at: u64) -> String {
+    EventBuilder::new(
+        "com.betalogs.system.log",
+        Category::System,
+        "aws://123456789012/us-east-1/logs",
+        format!("failure:{name}"),
+        time(at),
+    )
+    .severity(Severity::Error)
+    .field("service.name", service.to_owned())
+    .field("deployment.environment", environment.to_owned())
+    .field("log.message", name.to_owned())
+    .to_json(&context(tenant, "cw"))
+    .expect("json")
+}
+
+fn alarm(state: &str, at: u64) -> String {
+    let kind = if state == "ALARM" {
+        "raised"
+    } else {
+        "resolved"
+    };
+    EventBuilder::new(
+        format!("com.betalogs.system.alarm.{kind}"),
+        Category::System,
+        "aws://123456789012/us-east-1/cloudwatch",
+        format!("alarm:{state}:{at}"),
+        time(at),
+    )
+    .severity(if state == "ALARM" { Severity::Error } else { Severity::Info })
+    .correlation("arn:aws:cloudwatch:us-east-1:123456789012:alarm:checkout-5xx")
+    .field("service.name", "checkout")
+    .field("alarm.name", "checkout-5xx")
+    .field("deployment.environment", "production")
+    .link("alarm", "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#alarmsV2:alarm/checkout-5xx")
+    .to_json(&context("acme", "cw"))
+    .expect("json")
+}
+
+fn kinds(event: &Value) -> Vec<String> {
+    event["data"]["enrichments"]
+        .as_array()
+        .expect("enrichments")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_failure_after_a_deployment_is_linked_with_its_url_and_suspect_commits() {
+    let world = World::new();
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment(
+            "acme",
+            "checkout",
+            "production",
+            1,
+            "aaa",
+            T - 60 * MINUTE,
+        )],
+    );
+    world.commit(
+        "acme",
+        "gh",
+        vec![
+            commit("bbb", T - 30 * MINUTE),
+            commit("ccc", T - 20 * MINUTE),
+            merged(7, "ccc", T - 19 * MINUTE),
+        ],
+    );
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment("acme", "checkout", "production", 2, "ccc", T)],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "boom",
+            "checkout",
+            "production",
+            T + 10 * MINUTE,
+        )],
+    );
+
+    let stored = world.failure("boom");
+    assert_eq!(stored["data"]["enrichment_status"], "complete");
+    let enrichments = stored["data"]["enrichments"].as_array().expect("array");
+    let newest = &enrichments[0];
+    assert_eq!(newest["kind"], "deployment");
+    assert_eq!(
+        newest["reason"],
+        "deployed 10 min before, same service and environment"
+    );
+    assert_eq!(
+        newest["source"],
+        serde_json::json!({"plugin": "github", "integration": "gh", "tenant": "acme"})
+    );
+    assert_eq!(
+        newest["links"][0]["url"],
+        "https://github.com/acme/checkout/deployments"
+    );
+    assert_eq!(newest["data"]["revision"], "ccc");
+    let suspects: Vec<&Value> = enrichments
+        .iter()
+        .filter(|e| e["kind"] == "suspect_commit")
+        .collect();
+    let shas: Vec<&str> = suspects
+        .iter()
+        .map(|e| e["data"]["sha"].as_str().expect("sha"))
+        .collect();
+    assert_eq!(
+        shas,
+        ["ccc", "bbb"],
+        "the commits since the previous deployment, newest first"
+    );
+    assert_eq!(suspects[0]["data"]["pull_request"], 7);
+    assert_eq!(
+        suspects[0]["links"][1]["url"],
+        "https://github.com/acme/checkout/pull/7"
+    );
+    // The older deployment in the window is listed too, after the newest.
+    assert_eq!(
+        kinds(&stored).iter().filter(|k| *k == "deployment").count(),
+        2
+    );
+}
+
+#[test]
+fn other_environments_services_times_and_tenants_are_not_linked() {
+    let world = World::new();
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment("acme", "checkout", "production", 1, "aaa", T)],
+    );
+    world.commit(
+        "other",
+        "gh",
+        vec![deployment("other", "checkout", "production", 1, "aaa", T)],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![
+            failure("acme", "staging", "checkout", "staging", T + 10 * MINUTE),
+            failure(
+                "acme",
+                "other-service",
+                "payments",
+                "production",
+                T + 10 * MINUTE,
+            ),
+            failure("acme", "before", "checkout", "production", T - MINUTE),
+            failure(
+                "acme",
+                "outside",
+                "checkout",
+                "production",
+                T + 3 * 60 * MINUTE,
+            ),
+        ],
+    );
+    for name in ["staging", "other-service", "before", "outside"] {
+        assert_eq!(kinds(&world.failure(name)), Vec::<String>::new(), "{name}");
+    }
+    // The other tenant's identical deployment is never linked to acme's failure.
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "linked",
+            "checkout",
+            "production",
+            T + MINUTE,
+        )],
+    );
+    let linked = world.failure("linked");
+    let tenants: Vec<&str> = linked["data"]["enrichments"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["source"]["tenant"].as_str().expect("tenant"))
+        .collect();
+    assert_eq!(tenants, ["acme"]);
+}
+
+#[test]
+fn an_alarm_in_alarm_is_attached_and_one_resolved_before_is_not() {
+    let world = World::new();
+    world.commit("acme", "cw", vec![alarm("ALARM", T - 5 * MINUTE)]);
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure("acme", "during", "checkout", "production", T)],
+    );
+    world.commit("acme", "cw", vec![alarm("OK", T + MINUTE)]);
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "after",
+            "checkout",
+            "production",
+            T + 2 * MINUTE,
+        )],
+    );
+    let during = world.failure("during");
+    let alarm = during["data"]["enrichments"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["kind"] == "alarm")
+        .expect("the alarm is attached")
+        .clone();
+    assert_eq!(alarm["source"]["plugin"], "cloudwatch");
+    assert!(
+        alarm["reason"]
+            .as_str()
+            .expect("reason")
+            .starts_with("alarm checkout-5xx was in ALARM for 5 min")
+    );
+    assert!(!kinds(&world.failure("after")).contains(&"alarm".to_owned()));
+}
+
+#[test]
+fn a_deployment_arriving_after_the_failure_revises_it() {
+    let world = World::new();
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "early",
+            "checkout",
+            "production",
+            T + 10 * MINUTE,
+        )],
+    );
+    assert_eq!(kinds(&world.failure("early")), Vec::<String>::new());
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment("acme", "checkout", "production", 3, "ddd", T)],
+    );
+    let all: Vec<Value> = world
+        .stored()
+        .into_iter()
+        .filter(|e| e["data"]["log.message"] == "early")
+        .collect();
+    assert_eq!(all.len(), 2, "the first revision and the revised one");
+    assert_eq!(all[0]["id"], all[1]["id"]);
+    assert_eq!(all[1]["revision"], 2);
+    assert_eq!(kinds(&all[1]), ["deployment"]);
+    // The same deployment again (a redelivery) changes nothing: no third revision.
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment("acme", "checkout", "production", 3, "ddd", T)],
+    );
+    assert_eq!(
+        world
+            .stored()
+            .iter()
+            .filter(|e| e["data"]["log.message"] == "early")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn the_change_failure_view_lists_each_deployment_with_its_failures() {
+    let world = World::new();
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment("acme", "checkout", "production", 1, "aaa", T)],
+    );
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment(
+            "acme",
+            "checkout",
+            "production",
+            2,
+            "bbb",
+            T + 60 * MINUTE,
+        )],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![
+            failure("acme", "f1", "checkout", "production", T + 61 * MINUTE),
+            failure("acme", "f2", "checkout", "production", T + 62 * MINUTE),
+        ],
+    );
+    let views = world
+        .pipeline
+        .correlator()
+        .deployments("acme", Some("checkout"))
+        .expect("view");
+    let counts: Vec<(Option<String>, usize)> = views
+        .iter()
+        .map(|v| (v.revision.clone(), v.failures.len()))
+        .collect();
+    assert_eq!(
+        counts,
+        [(Some("bbb".to_owned()), 2), (Some("aaa".to_owned()), 0)]
+    );
+    assert!(
+        world
+            .pipeline
+            .correlator()
+            .deployments("other", None)
+            .expect("view")
+            .is_empty()
+    );
+}
