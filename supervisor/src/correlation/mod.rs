@@ -15,6 +15,7 @@
 //! unreachable plugin cannot delay ingestion. Every key starts with the tenant: no
 //! lookup can reach another tenant's entries.
 
+pub mod batch;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap};

@@ -468,3 +468,119 @@ fn the_change_failure_view_lists_each_deployment_with_its_failures() {
             .is_empty()
     );
 }
+
+fn failures_table(world: &World) -> Vec<(Vec<u8>, Vec<u8>)> {
+    world
+        .pipeline
+        .store()
+        .scan(crate::store::Table::Failures, b"acme\0")
+        .expect("scan")
+}
+
+#[test]
+fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const FAILURES: u64 = 100_000;
+    let build = || {
+        let world = World::new();
+        // Failures first, then the deployments (as when a new GitHub integration
+        // backfills): only the batch brings the deployments to most of them.
+        let failures: Vec<String> = (0..FAILURES)
+            .map(|i| {
+                failure(
+                    "acme",
+                    &format!("f{i}"),
+                    "checkout",
+                    "production",
+                    T + i * 50,
+                )
+            })
+            .collect();
+        for chunk in failures.chunks(1_000) {
+            world.commit("acme", "cw", chunk.to_vec());
+        }
+        world
+    };
+    let deploy = |world: &World| {
+        // Written to the index directly: no late-data revisions, so the batch has the
+        // whole range to do.
+        let event: Value = serde_json::from_str(&deployment(
+            "acme",
+            "checkout",
+            "production",
+            9,
+            "fff",
+            T - MINUTE,
+        ))
+        .expect("json");
+        let mut batch = crate::store::Batch::new();
+        for entry in super::records::index_entries(&event, T - MINUTE) {
+            let (table, key, value) = entry.write("acme");
+            batch = batch.put(table, key, value);
+        }
+        world.pipeline.store().apply(&batch).expect("index");
+    };
+    let whole = build();
+    deploy(&whole);
+    let never = AtomicBool::new(false);
+    let done = super::batch::run(&whole.pipeline, "acme", 0, u64::MAX, false, &never, |_| {})
+        .expect("batch");
+    assert_eq!(
+        (done.scanned, done.enriched, done.unchanged),
+        (FAILURES, FAILURES, 0)
+    );
+
+    let interrupted = build();
+    deploy(&interrupted);
+    let cancel = AtomicBool::new(false);
+    let stopped = super::batch::run(
+        &interrupted.pipeline,
+        "acme",
+        0,
+        u64::MAX,
+        false,
+        &cancel,
+        |p| {
+            if p.scanned >= 2 * super::batch::CHUNK as u64 {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        },
+    );
+    assert!(
+        matches!(
+            stopped,
+            Err(super::batch::BatchError::Interrupted {
+                scanned: 2_000,
+                total: FAILURES
+            })
+        ),
+        "{stopped:?}"
+    );
+    let resumed = super::batch::run(
+        &interrupted.pipeline,
+        "acme",
+        0,
+        u64::MAX,
+        false,
+        &never,
+        |_| {},
+    )
+    .expect("resumed");
+    assert_eq!(
+        (resumed.scanned, resumed.enriched, resumed.unchanged),
+        (FAILURES, FAILURES, 0)
+    );
+
+    // The same stored failures, byte for byte, and the same revisions delivered.
+    let (a, b) = (failures_table(&whole), failures_table(&interrupted));
+    assert_eq!(a.len() as u64, FAILURES);
+    assert!(a == b, "the resumed run stored what one run stored");
+    let revisions = |world: &World| world.stored().iter().filter(|e| e["revision"] == 2).count();
+    assert_eq!(revisions(&whole), FAILURES as usize);
+    assert_eq!(revisions(&interrupted), FAILURES as usize);
+
+    // A dry run counts without changing anything; a second run finds nothing new.
+    let dry = super::batch::run(&whole.pipeline, "acme", 0, u64::MAX, true, &never, |_| {})
+        .expect("dry run");
+    assert_eq!((dry.enriched, dry.unchanged), (0, FAILURES));
+}
