@@ -14,6 +14,20 @@ use super::service::AdminService;
 use crate::pipeline::{DeadLetter, DeadLetterError, Pipeline};
 use crate::store::AuditDraft;
 
+/// The stream `Enrich` answers with.
+pub type EnrichProgressStream =
+    Pin<Box<dyn Stream<Item = Result<proto::EnrichProgress, Status>> + Send>>;
+
+fn progress_to_proto(progress: &crate::correlation::batch::Progress) -> proto::EnrichProgress {
+    proto::EnrichProgress {
+        total: progress.total,
+        scanned: progress.scanned,
+        enriched: progress.enriched,
+        unchanged: progress.unchanged,
+        done: progress.done,
+    }
+}
+
 /// The stream `TailEvents` answers with.
 pub type EventLines = Pin<Box<dyn Stream<Item = Result<proto::EventLine, Status>> + Send>>;
 
@@ -182,6 +196,90 @@ impl AdminService {
         }))
     }
 
+    pub(super) async fn list_deployments_call(
+        &self,
+        request: Request<proto::ListDeploymentsRequest>,
+    ) -> Result<Response<proto::ListDeploymentsResponse>, Status> {
+        self.auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let query = request.into_inner();
+        let deployments = blocking(&self.pipeline, move |pipeline| {
+            let service = (!query.service.is_empty()).then_some(query.service.as_str());
+            pipeline
+                .correlator()
+                .deployments(&query.tenant, service)
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await?;
+        Ok(Response::new(proto::ListDeploymentsResponse {
+            deployments: deployments
+                .into_iter()
+                .map(|d| proto::DeploymentInfo {
+                    service: d.service,
+                    environment: d.environment,
+                    time_unix_ms: d.time_ms,
+                    deployment: d.deployment.unwrap_or_default(),
+                    revision: d.revision.unwrap_or_default(),
+                    url: d.url.unwrap_or_default(),
+                    failures: d.failures,
+                })
+                .collect(),
+        }))
+    }
+
+    /// Runs batch enrichment on a blocking thread; a client that goes away interrupts
+    /// it between chunks (it resumes when asked again).
+    pub(super) async fn enrich_call(
+        &self,
+        request: Request<proto::EnrichRequest>,
+    ) -> Result<Response<EnrichProgressStream>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let query = request.into_inner();
+        if query.to_unix_ms < query.from_unix_ms {
+            return Err(Status::invalid_argument(format!(
+                "the range ends ({}) before it starts ({})",
+                query.to_unix_ms, query.from_unix_ms
+            )));
+        }
+        if !query.dry_run {
+            self.audit_pipeline(
+                &query.tenant,
+                &principal.label(),
+                "enrich.batch",
+                &format!("from {} to {}", query.from_unix_ms, query.to_unix_ms),
+            );
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        let pipeline = self.pipeline.clone();
+        tokio::task::spawn_blocking(move || {
+            let cancel = std::sync::atomic::AtomicBool::new(false);
+            let result = crate::correlation::batch::run(
+                &pipeline,
+                &query.tenant,
+                query.from_unix_ms,
+                query.to_unix_ms,
+                query.dry_run,
+                &cancel,
+                |progress| {
+                    if sender
+                        .blocking_send(Ok(progress_to_proto(progress)))
+                        .is_err()
+                    {
+                        cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                },
+            );
+            if let Err(err) = result {
+                let _ = sender.blocking_send(Err(Status::aborted(err.to_string())));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     pub(super) async fn tail_events_call(
         &self,
         request: Request<proto::TailEventsRequest>,
@@ -261,7 +359,7 @@ impl AdminService {
             detail: detail.to_owned(),
         };
         if let Err(err) = self.pipeline.store().audit(&draft) {
-            tracing::error!(error = %err, action, "cannot audit a dead-letter change");
+            tracing::error!(error = %err, action, "cannot audit a pipeline change");
         }
     }
 }

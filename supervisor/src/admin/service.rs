@@ -742,6 +742,22 @@ impl Admin for AdminService {
         self.purge_dead_letters_call(request).await
     }
 
+    async fn list_deployments(
+        &self,
+        request: Request<proto::ListDeploymentsRequest>,
+    ) -> Result<Response<proto::ListDeploymentsResponse>, Status> {
+        self.list_deployments_call(request).await
+    }
+
+    type EnrichStream = super::pipeline_calls::EnrichProgressStream;
+
+    async fn enrich(
+        &self,
+        request: Request<proto::EnrichRequest>,
+    ) -> Result<Response<Self::EnrichStream>, Status> {
+        self.enrich_call(request).await
+    }
+
     type TailEventsStream = super::pipeline_calls::EventLines;
 
     async fn tail_events(

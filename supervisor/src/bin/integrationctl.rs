@@ -87,6 +87,204 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Enriches a tenant's stored failures in a time range again, from the correlation
+    /// index as it is now (after adding an integration, say). Failures whose
+    /// enrichments change get a new revision, delivered to the sinks. An interrupted run
+    /// continues where it stopped when run again with the same range.
+    Enrich {
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339, `now`, or a duration meaning that long ago (`24h`).
+        #[arg(long)]
+        from: String,
+        /// RFC 3339, `now`, or a duration meaning that long ago.
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// Count what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Each deployment with the failures that followed it, and each service's
+    /// change-failure rate.
+    Deployments {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        service: Option<String>,
+    },
+}
+
+/// `--from`/`--to`: RFC 3339, `now`, or a duration ago; Unix milliseconds.
+fn parse_time(text: &str, now_ms: u64) -> anyhow::Result<u64> {
+    if text == "now" {
+        return Ok(now_ms);
+    }
+    if let Some(ms) = plugin_protocol::event_time_ms(text) {
+        return Ok(ms);
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!("`{text}` is not a time: use RFC 3339, `now`, or a duration ago like `24h`")
+    })?;
+    Ok(now_ms.saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX)))
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// `[#####.....]  45%  45000/100000` on one line of stderr.
+fn progress_line(progress: &proto::EnrichProgress) -> String {
+    let total = progress.total.max(1);
+    let done = progress.scanned.min(total);
+    let filled = usize::try_from(done * 30 / total).unwrap_or(30);
+    format!(
+        "\r[{}{}] {:3}%  {}/{}  enriched {}",
+        "#".repeat(filled),
+        ".".repeat(30 - filled),
+        done * 100 / total,
+        progress.scanned,
+        progress.total,
+        progress.enriched
+    )
+}
+
+async fn run_enrich(
+    client: &mut AdminClient<tonic::transport::Channel>,
+    token: Option<&str>,
+    output: Output,
+    (tenant, from, to, dry_run): (String, String, String, bool),
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let now = unix_ms_now();
+    let request = proto::EnrichRequest {
+        tenant,
+        from_unix_ms: parse_time(&from, now)?,
+        to_unix_ms: parse_time(&to, now)?,
+        dry_run,
+    };
+    let mut progress = client
+        .enrich(with_token(request, token)?)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let terminal = std::io::stderr().is_terminal();
+    let mut last = proto::EnrichProgress::default();
+    while let Some(update) = progress.message().await.map_err(|status| {
+        if terminal {
+            eprintln!();
+        }
+        status_error(status)
+    })? {
+        if terminal {
+            eprint!("{}", progress_line(&update));
+            let _ = std::io::stderr().flush();
+        }
+        last = update;
+    }
+    if terminal {
+        eprintln!();
+    }
+    match output {
+        Output::Json => print_json(&serde_json::json!({
+            "total": last.total,
+            "scanned": last.scanned,
+            "enriched": last.enriched,
+            "unchanged": last.unchanged,
+            "dry_run": dry_run,
+            "done": last.done,
+        }))?,
+        Output::Table => println!(
+            "{}scanned {} failures, enriched {}, unchanged {}",
+            if dry_run { "dry run: " } else { "" },
+            last.scanned,
+            last.enriched,
+            last.unchanged
+        ),
+    }
+    Ok(())
+}
+
+async fn run_deployments(
+    client: &mut AdminClient<tonic::transport::Channel>,
+    token: Option<&str>,
+    output: Output,
+    (tenant, service): (String, Option<String>),
+) -> anyhow::Result<()> {
+    let request = proto::ListDeploymentsRequest {
+        tenant,
+        service: service.unwrap_or_default(),
+    };
+    let list = client
+        .list_deployments(with_token(request, token)?)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    // Per service: deployments, those followed by failures, the rate.
+    let mut services: std::collections::BTreeMap<&str, (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for deployment in &list.deployments {
+        let entry = services.entry(deployment.service.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(!deployment.failures.is_empty());
+    }
+    let rates: Vec<serde_json::Value> = services
+        .iter()
+        .map(|(service, (deployments, failed))| {
+            serde_json::json!({
+                "service": service,
+                "deployments": deployments,
+                "failed": failed,
+                "change_failure_rate": *failed as f64 / (*deployments).max(1) as f64,
+            })
+        })
+        .collect();
+    match output {
+        Output::Json => print_json(&serde_json::json!({
+            "deployments": list.deployments,
+            "services": rates,
+        }))?,
+        Output::Table => {
+            print_table(
+                &[
+                    "TIME",
+                    "SERVICE",
+                    "ENVIRONMENT",
+                    "REVISION",
+                    "FAILURES",
+                    "URL",
+                ],
+                list.deployments
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            rfc3339(d.time_unix_ms),
+                            d.service.clone(),
+                            d.environment.clone(),
+                            d.revision.chars().take(12).collect(),
+                            d.failures.len().to_string(),
+                            d.url.clone(),
+                        ]
+                    })
+                    .collect(),
+            );
+            println!();
+            for (service, (deployments, failed)) in &services {
+                println!(
+                    "{service}: {failed} of {deployments} deployment(s) followed by failures (change-failure rate {:.0}%)",
+                    *failed as f64 * 100.0 / (*deployments).max(1) as f64
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -1016,6 +1214,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Dlq { command } => run_dlq(&mut client, token, cli.output, command).await?,
+        Command::Enrich {
+            tenant,
+            from,
+            to,
+            dry_run,
+        } => run_enrich(&mut client, token, cli.output, (tenant, from, to, dry_run)).await?,
+        Command::Deployments { tenant, service } => {
+            run_deployments(&mut client, token, cli.output, (tenant, service)).await?;
+        }
     }
     Ok(())
 }

@@ -156,6 +156,9 @@ pub struct Correlator {
     settings: CorrelationSettings,
     /// `(tenant, integration)` → plugin, for naming an enrichment's source.
     plugins: RwLock<HashMap<(String, String), String>>,
+    /// `(tenant, integration)` of the instances not running now: their context may be
+    /// missing from the index, and enrichment says so (`partial`).
+    down: RwLock<std::collections::BTreeSet<(String, String)>>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, CorrelationError> {
@@ -181,6 +184,7 @@ impl Correlator {
             store,
             settings,
             plugins: RwLock::new(HashMap::new()),
+            down: RwLock::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -193,6 +197,42 @@ impl Correlator {
                 (tenant.to_owned(), integration.to_owned()),
                 plugin.to_owned(),
             );
+    }
+
+    /// Records whether `tenant`/`integration`'s instance runs.
+    pub fn set_running(&self, tenant: &str, integration: &str, running: bool) {
+        let mut down = self
+            .down
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (tenant.to_owned(), integration.to_owned());
+        if running {
+            down.remove(&key);
+        } else {
+            down.insert(key);
+        }
+    }
+
+    /// Why `tenant`'s enrichment may be incomplete now: its integrations that are not
+    /// running (their deliveries and alarms may not be in the index).
+    fn missing_sources(&self, tenant: &str) -> Option<String> {
+        let down = self
+            .down
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let names: Vec<String> = down
+            .iter()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, integration)| {
+                format!("{integration} ({})", self.plugin_of(tenant, integration))
+            })
+            .collect();
+        (!names.is_empty()).then(|| {
+            format!(
+                "not running, their deliveries and alarms may be missing: {}",
+                names.join(", ")
+            )
+        })
     }
 
     fn plugin_of(&self, tenant: &str, integration: &str) -> String {
@@ -239,7 +279,9 @@ impl Correlator {
                     mark(
                         &mut partial,
                         Vec::new(),
-                        Some(format!("the correlation index could not be read: {err}")),
+                        Some(Note::Partial(format!(
+                            "the correlation index could not be read: {err}"
+                        ))),
                     );
                     out.enriched = Some(partial.to_string());
                 }
@@ -370,9 +412,13 @@ impl Correlator {
             }
         }
         let mut enriched = event.clone();
-        let note = service
-            .is_empty()
-            .then(|| "the event names no service.name: nothing to correlate with".to_owned());
+        let note = if service.is_empty() {
+            Some(Note::Complete(
+                "the event names no service.name: nothing to correlate with".to_owned(),
+            ))
+        } else {
+            self.missing_sources(tenant).map(Note::Partial)
+        };
         mark(&mut enriched, enrichments, note);
         Ok(enriched)
     }
@@ -625,17 +671,24 @@ fn newest_per_deployment(mut found: Vec<DeliveryRecord>, limit: usize) -> Vec<De
     unique
 }
 
+/// A note on an enrichment: why it is partial, or a remark on a complete one.
+enum Note {
+    Complete(String),
+    Partial(String),
+}
+
 /// Sets `data.enrichments` and the status.
-fn mark(event: &mut Value, enrichments: Vec<Value>, note: Option<String>) {
+fn mark(event: &mut Value, enrichments: Vec<Value>, note: Option<Note>) {
     let Some(data) = event.get_mut("data").and_then(Value::as_object_mut) else {
         return;
     };
     data.insert("enrichments".to_owned(), Value::Array(enrichments));
-    let partial = note.as_deref().is_some_and(|n| n.contains("could not"));
-    data.insert(
-        "enrichment_status".to_owned(),
-        json!(if partial { "partial" } else { "complete" }),
-    );
+    let (status, note) = match note {
+        None => ("complete", None),
+        Some(Note::Complete(note)) => ("complete", Some(note)),
+        Some(Note::Partial(note)) => ("partial", Some(note)),
+    };
+    data.insert("enrichment_status".to_owned(), json!(status));
     match note {
         Some(note) => {
             data.insert("enrichment_note".to_owned(), Value::String(note));

@@ -155,6 +155,18 @@ impl InstanceContext {
             status.since = SystemTime::now();
             self.metrics
                 .state_changed(&self.labels, before.as_str(), status.state.as_str());
+            // Enrichment says when a source of context is down against the operator's
+            // wishes (a stop on purpose is not a gap).
+            if let Some(pipeline) = &self.pipeline {
+                pipeline.correlator().set_running(
+                    &self.labels.tenant,
+                    &self.labels.integration,
+                    matches!(
+                        status.state,
+                        InstanceState::Healthy | InstanceState::Stopping | InstanceState::Stopped
+                    ),
+                );
+            }
         }
     }
 

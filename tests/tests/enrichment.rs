@@ -1,0 +1,428 @@
+//! Enrichment through the real daemon and the GitHub plugin: deployments and pushes
+//! arrive as signed GitHub webhooks (public example payloads), failures as platform
+//! events; the failure in the JSONL sink names the deployment before it, with its URL
+//! and suspect commits; another tenant's identical deployment is never linked; a
+//! deployment arriving after the failure revises it; with the GitHub plugin killed,
+//! failures still flow at once, marked partial; `integrationctl deployments` and
+//! `enrich` report on it.
+
+use std::time::Duration;
+
+use e2e_tests::http;
+use e2e_tests::{
+    Daemon, DaemonSetup, PluginPackage, World, bin, github_signature, npm_fixture, pid_of,
+    state_of, wait_for,
+};
+use plugin_kit::{Category, EventBuilder, MapContext, Severity};
+use serde_json::{Value, json};
+
+const SECRET: &str = "an enrichment webhook secret";
+const LONG: Duration = Duration::from_secs(30);
+const MINUTE: u64 = 60_000;
+
+fn github() -> PluginPackage {
+    PluginPackage {
+        dir: "github".to_owned(),
+        name: "github".to_owned(),
+        executable: bin("integration-github"),
+        args: Vec::new(),
+        capabilities: ["check", "collect", "webhook", "enrich"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..PluginPackage::testfault("github", &[])
+    }
+}
+
+fn example(name: &str, keep: impl Fn(&Value) -> bool) -> Value {
+    let text = std::fs::read_to_string(npm_fixture(
+        "@octokit/webhooks-examples/api.github.com/index.json",
+    ))
+    .expect("examples");
+    let groups: Vec<Value> = serde_json::from_str(&text).expect("json");
+    groups
+        .iter()
+        .filter(|g| g["name"] == name)
+        .flat_map(|g| g["examples"].as_array().cloned().unwrap_or_default())
+        .find(|e| keep(e))
+        .expect("an example")
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The public `deployment` example, as deployment `id` of `sha` to `environment` at `at`.
+fn deployment(id: u64, sha: &str, environment: &str, at: u64) -> Value {
+    let mut payload = example("deployment", |e| {
+        e["deployment"]["environment"] == "production"
+    });
+    payload["deployment"]["id"] = json!(id);
+    payload["deployment"]["sha"] = json!(sha);
+    payload["deployment"]["environment"] = json!(environment);
+    payload["deployment"]["created_at"] = json!(rfc3339(at));
+    payload["deployment"]["updated_at"] = json!(rfc3339(at));
+    payload
+}
+
+/// The public `push` example, to the default branch, with commits at the given times.
+fn push(commits: &[(&str, u64)]) -> Value {
+    let mut payload = example("push", |e| {
+        e["commits"].as_array().is_some_and(|c| !c.is_empty())
+    });
+    let template = payload["commits"][0].clone();
+    let branch = payload["repository"]["default_branch"]
+        .as_str()
+        .unwrap_or("main")
+        .to_owned();
+    payload["ref"] = json!(format!("refs/heads/{branch}"));
+    payload["commits"] = Value::Array(
+        commits
+            .iter()
+            .map(|(sha, at)| {
+                let mut commit = template.clone();
+                commit["id"] = json!(sha);
+                commit["timestamp"] = json!(rfc3339(*at));
+                commit["message"] = json!(format!("change {sha}"));
+                commit
+            })
+            .collect(),
+    );
+    payload["after"] = json!(commits.last().map(|(sha, _)| *sha).unwrap_or_default());
+    payload["head_commit"] = payload["commits"][commits.len() - 1].clone();
+    payload
+}
+
+fn failure_event(tenant: &str, name: &str, environment: &str, at: u64) -> Value {
+    let context = MapContext {
+        tenant: tenant.into(),
+        integration: "checkout-app".into(),
+    };
+    serde_json::to_value(
+        EventBuilder::new(
+            "com.betalogs.system.error",
+            Category::System,
+            "https://checkout.example.com",
+            format!("failure-{name}"),
+            rfc3339(at),
+        )
+        .severity(Severity::Error)
+        .field("service.name", "Hello-World")
+        .field("deployment.environment", environment.to_owned())
+        .field("error.message", name.to_owned())
+        .build(&context),
+    )
+    .expect("json")
+}
+
+struct Setup {
+    world: World,
+    daemon: Daemon,
+    ingest: Vec<(String, String)>,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let world = World::new();
+        world.install(&github());
+        let daemon = world.start(
+            &DaemonSetup::default()
+                .with_master_key(&world.root.path().join("master.key"))
+                // A killed plugin stays down long enough to be seen down.
+                .process("restart_initial_delay = \"20s\"")
+                .process("restart_max_delay = \"20s\""),
+        );
+        let mut ingest = Vec::new();
+        for tenant in ["acme", "other"] {
+            daemon.ctl_json(&["tenants", "create", tenant]);
+            daemon.set_credential(tenant, "hook", "webhook-secret", SECRET.as_bytes());
+            daemon.add_integration(
+                &world,
+                tenant,
+                "gh",
+                "github",
+                &json!({"repositories": ["Codertocat/Hello-World"], "credentials": {"webhook_secret": "hook"}}),
+            );
+            let token = daemon
+                .ctl_json(&["tokens", "create", "--tenant", tenant, "--scope", "ingest"])["token"]
+                .as_str()
+                .expect("token")
+                .to_owned();
+            ingest.push((tenant.to_owned(), token));
+        }
+        wait_for("both integrations healthy", LONG, || {
+            (daemon
+                .instances()
+                .iter()
+                .filter(|i| i["integration"] == "gh" && state_of(i) == "healthy")
+                .count()
+                == 2)
+                .then_some(())
+        });
+        Self {
+            world,
+            daemon,
+            ingest,
+        }
+    }
+
+    fn webhook(&self, tenant: &str, event: &str, delivery: &str, payload: &Value) {
+        let body = payload.to_string();
+        let signature = github_signature(SECRET, body.as_bytes());
+        let answer = http::post_json(
+            &self.daemon.http_addr(),
+            &format!("/v1/webhooks/{tenant}/gh"),
+            &[
+                ("x-github-event", event),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &signature),
+            ],
+            &body,
+        )
+        .expect("the daemon answers");
+        assert_eq!(answer.status, 202, "{}", answer.body);
+    }
+
+    fn post_failure(&self, event: &Value) {
+        let tenant = event["tenant"].as_str().expect("tenant");
+        let token = &self
+            .ingest
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .expect("token")
+            .1;
+        let answer = http::post_json(
+            &self.daemon.http_addr(),
+            &format!("/v1/events/{tenant}"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            &event.to_string(),
+        )
+        .expect("the daemon answers");
+        assert_eq!(answer.status, 202, "{}", answer.body);
+    }
+
+    /// The stored versions of failure `name` of `tenant`, in order.
+    fn versions(&self, tenant: &str, name: &str) -> Vec<Value> {
+        self.world
+            .sink_lines()
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+            .filter(|e| e["tenant"] == tenant && e["data"]["error.message"] == name)
+            .collect()
+    }
+
+    fn wait_versions(&self, tenant: &str, name: &str, count: usize) -> Vec<Value> {
+        wait_for(&format!("{count} version(s) of {name}"), LONG, || {
+            let versions = self.versions(tenant, name);
+            (versions.len() >= count).then_some(versions)
+        })
+    }
+}
+
+fn enrichments<'a>(event: &'a Value, kind: &str) -> Vec<&'a Value> {
+    event["data"]["enrichments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn failures_are_linked_to_the_deployments_before_them_through_the_daemon() {
+    let setup = Setup::start();
+    let t0: u64 = 1_796_000_000_000;
+    let sha = "1111111111111111111111111111111111111111";
+
+    // Commits pushed to the default branch, then a deployment of the last one, in acme;
+    // the identical deployment in the other tenant.
+    setup.webhook(
+        "acme",
+        "push",
+        "d-push",
+        &push(&[
+            ("0000000000000000000000000000000000000001", t0 - 30 * MINUTE),
+            (sha, t0 - 20 * MINUTE),
+        ]),
+    );
+    setup.webhook(
+        "acme",
+        "deployment",
+        "d-1",
+        &deployment(101, sha, "production", t0),
+    );
+    setup.webhook(
+        "other",
+        "deployment",
+        "d-1",
+        &deployment(101, sha, "production", t0),
+    );
+
+    // A failure ten minutes later, and the same failure in staging.
+    setup.post_failure(&failure_event(
+        "acme",
+        "ten-minutes-later",
+        "production",
+        t0 + 10 * MINUTE,
+    ));
+    setup.post_failure(&failure_event(
+        "acme",
+        "in-staging",
+        "staging",
+        t0 + 10 * MINUTE,
+    ));
+    let failure = setup
+        .wait_versions("acme", "ten-minutes-later", 1)
+        .remove(0);
+    let deployments = enrichments(&failure, "deployment");
+    assert_eq!(deployments.len(), 1, "{failure:#}");
+    let linked = deployments[0];
+    assert_eq!(
+        linked["reason"],
+        "deployed 10 min before, same service and environment"
+    );
+    assert_eq!(
+        linked["source"],
+        json!({"plugin": "github", "integration": "gh", "tenant": "acme"})
+    );
+    assert!(
+        linked["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .any(|l| l["url"] == "https://github.com/Codertocat/Hello-World/deployments"),
+        "{linked:#}"
+    );
+    let suspects: Vec<&str> = enrichments(&failure, "suspect_commit")
+        .iter()
+        .map(|e| e["data"]["sha"].as_str().expect("sha"))
+        .collect();
+    assert_eq!(suspects, [sha, "0000000000000000000000000000000000000001"]);
+    assert_eq!(failure["data"]["enrichment_status"], "complete");
+    let staging = setup.wait_versions("acme", "in-staging", 1).remove(0);
+    assert!(
+        enrichments(&staging, "deployment").is_empty(),
+        "{staging:#}"
+    );
+
+    // A deployment arriving after a failure it precedes revises the stored failure.
+    let t1 = t0 + 5 * 60 * MINUTE;
+    setup.post_failure(&failure_event(
+        "acme",
+        "before-its-deployment-arrived",
+        "production",
+        t1 + 10 * MINUTE,
+    ));
+    let first = setup
+        .wait_versions("acme", "before-its-deployment-arrived", 1)
+        .remove(0);
+    assert!(enrichments(&first, "deployment").is_empty());
+    setup.webhook(
+        "acme",
+        "deployment",
+        "d-2",
+        &deployment(102, sha, "production", t1),
+    );
+    let versions = setup.wait_versions("acme", "before-its-deployment-arrived", 2);
+    assert_eq!(versions[1]["id"], versions[0]["id"]);
+    assert_eq!(versions[1]["revision"], 2);
+    assert_eq!(enrichments(&versions[1], "deployment").len(), 1);
+
+    // The change-failure view.
+    let view = setup.daemon.ctl_json(&[
+        "deployments",
+        "--tenant",
+        "acme",
+        "--service",
+        "Hello-World",
+    ]);
+    let counts: Vec<(String, usize)> = view["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .map(|d| {
+            (
+                d["deployment"].as_str().expect("deployment").to_owned(),
+                d["failures"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("codertocat/hello-world#102".to_owned(), 1),
+            ("codertocat/hello-world#101".to_owned(), 1)
+        ]
+    );
+    assert_eq!(view["services"][0]["change_failure_rate"], 1.0);
+    let other = setup.daemon.ctl_json(&["deployments", "--tenant", "other"]);
+    assert_eq!(
+        other["deployments"][0]["failures"],
+        json!([]),
+        "never another tenant's failures"
+    );
+
+    // Batch enrichment over the range: everything is already enriched.
+    let summary = setup.daemon.ctl_json(&[
+        "enrich",
+        "--tenant",
+        "acme",
+        "--from",
+        &rfc3339(t0 - 60 * MINUTE),
+        "--to",
+        &rfc3339(t1 + 60 * MINUTE),
+    ]);
+    assert_eq!(summary["scanned"], 3);
+    assert_eq!(summary["unchanged"], 3);
+    assert_eq!(summary["done"], true);
+}
+
+#[test]
+fn with_the_github_plugin_killed_failures_flow_at_once_marked_partial() {
+    let setup = Setup::start();
+    let pid = pid_of(
+        &setup
+            .daemon
+            .instances()
+            .into_iter()
+            .find(|i| i["tenant"] == "acme")
+            .expect("acme/gh"),
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    wait_for("acme/gh down after kill -9", LONG, || {
+        setup
+            .daemon
+            .instances()
+            .into_iter()
+            .find(|i| i["tenant"] == "acme" && state_of(i) != "healthy")
+    });
+    let started = std::time::Instant::now();
+    setup.post_failure(&failure_event(
+        "acme",
+        "while-github-is-down",
+        "production",
+        1_796_000_000_000,
+    ));
+    let stored = setup
+        .wait_versions("acme", "while-github-is-down", 1)
+        .remove(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not held back by the plugin"
+    );
+    assert_eq!(stored["data"]["enrichment_status"], "partial");
+    let note = stored["data"]["enrichment_note"].as_str().expect("note");
+    assert!(note.contains("gh (github)"), "{note}");
+    // The other tenant's plugin runs: its failures are complete.
+    setup.post_failure(&failure_event(
+        "other",
+        "meanwhile",
+        "production",
+        1_796_000_000_000,
+    ));
+    let other = setup.wait_versions("other", "meanwhile", 1).remove(0);
+    assert_eq!(other["data"]["enrichment_status"], "complete");
+}
