@@ -96,7 +96,7 @@ pub async fn run(
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
     create_private_dir(&config.state_dir)?;
-    let store = Store::open(&config.state_dir)?;
+    let store = Store::open_with_cache(&config.state_dir, config.pipeline.store_cache_mb)?;
     let registry = Arc::new(Registry::new(
         config.plugin_dir.clone(),
         config.registry.pins.clone(),

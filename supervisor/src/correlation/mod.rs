@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 
 use crate::store::{Store, StoreError, Table};
 use records::{
-    AlarmRecord, CommitRecord, DeliveryRecord, IndexEntry, PullRecord, key_time, prefix, time_key,
-    time_range,
+    AlarmRecord, CommitRecord, DeliveryRecord, IndexEntry, PullRecord, key_time,
+    newest_first_range, prefix, time_key, time_range,
 };
 
 /// Deployments attached to one failure at most.
@@ -43,6 +43,8 @@ const MAX_REVISED: usize = 1_000;
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichmentConfig {
+    /// Off: no correlation index and no realtime enrichment at all.
+    pub enabled: bool,
     /// How long before a failure a deployment may have caused it.
     #[serde(deserialize_with = "crate::config::duration")]
     pub window: Duration,
@@ -56,6 +58,7 @@ pub struct EnrichmentConfig {
 impl Default for EnrichmentConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             window: Duration::from_secs(2 * 60 * 60),
             min_severity: "error".to_owned(),
             windows: BTreeMap::new(),
@@ -66,6 +69,7 @@ impl Default for EnrichmentConfig {
 /// The settings, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorrelationSettings {
+    pub enabled: bool,
     pub window: Duration,
     pub min_severity: Severity,
     pub windows: BTreeMap<String, Duration>,
@@ -74,6 +78,7 @@ pub struct CorrelationSettings {
 impl Default for CorrelationSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             window: Duration::from_secs(2 * 60 * 60),
             min_severity: Severity::Error,
             windows: BTreeMap::new(),
@@ -97,6 +102,7 @@ impl EnrichmentConfig {
             windows.insert(scope.clone(), window);
         }
         Ok(CorrelationSettings {
+            enabled: self.enabled,
             window: self.window,
             min_severity,
             windows,
@@ -159,6 +165,22 @@ pub struct Correlator {
     /// `(tenant, integration)` of the instances not running now: their context may be
     /// missing from the index, and enrichment says so (`partial`).
     down: RwLock<std::collections::BTreeSet<(String, String)>>,
+    /// `(tenant, service, environment)` → its newest deployments, as last read: failures
+    /// come in bursts, and a burst asks the same question. Dropped when a deployment
+    /// for the key is indexed, and after [`RECENT_TTL`] (a deployment prepared
+    /// concurrently with the read is seen that much later at worst).
+    recent: std::sync::Mutex<HashMap<(String, String, String), Recent>>,
+}
+
+/// How long a read of the newest deployments is reused.
+const RECENT_TTL: Duration = Duration::from_secs(2);
+/// Events older than this (against the clock) are not realtime: no cache.
+const RECENT_TTL_MS: u64 = 5 * 60 * 1000;
+
+#[derive(Debug)]
+struct Recent {
+    latest: Vec<DeliveryRecord>,
+    read_at: std::time::Instant,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, CorrelationError> {
@@ -185,6 +207,7 @@ impl Correlator {
             settings,
             plugins: RwLock::new(HashMap::new()),
             down: RwLock::new(std::collections::BTreeSet::new()),
+            recent: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -261,9 +284,18 @@ impl Correlator {
     /// Index writes, enrichment and revisions for one valid event of `tenant`.
     pub fn correlate(&self, tenant: &str, event: &Value, time_ms: u64) -> Correlated {
         let mut out = Correlated::default();
+        if !self.settings.enabled {
+            return out;
+        }
         let entries = records::index_entries(event, time_ms);
         for entry in &entries {
             out.writes.push(entry.write(tenant));
+            if let IndexEntry::Delivery(d) = entry {
+                self.recent
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&(tenant.to_owned(), d.service.clone(), d.environment.clone()));
+            }
         }
         if records::is_failure(event, self.settings.min_severity) {
             match self.enriched(tenant, event, time_ms, &[]) {
@@ -429,7 +461,7 @@ impl Correlator {
 
     /// Deployments (one per deployment id, at their earliest event) to `service` in
     /// `environment` within `window_ms` before `time_ms`, newest first.
-    fn deployments_before(
+    pub fn deployments_before(
         &self,
         tenant: &str,
         service: &str,
@@ -438,15 +470,60 @@ impl Correlator {
         window_ms: u64,
         pending: &[&DeliveryRecord],
     ) -> Result<Vec<DeliveryRecord>, CorrelationError> {
-        let key_prefix = prefix(&[tenant, service, environment]);
-        let (from, to) = time_range(&key_prefix, time_ms.saturating_sub(window_ms), time_ms);
-        let mut found: Vec<DeliveryRecord> = Vec::new();
-        for (_, raw) in self.store.range_rev(Table::Deliveries, &from, &to, 1_000)? {
-            let record: DeliveryRecord = decode(&raw)?;
-            if record.kind == "deployment" {
-                found.push(record);
+        let from_ms = time_ms.saturating_sub(window_ms);
+        let cache_key = (
+            tenant.to_owned(),
+            service.to_owned(),
+            environment.to_owned(),
+        );
+        let cached = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&cache_key)
+            .filter(|c| pending.is_empty() && c.read_at.elapsed() < RECENT_TTL)
+            .map(|c| c.latest.clone());
+        let mut found = match cached {
+            // The newest deployments of all are no newer than the event: those in its
+            // window are the answer (the usual case: failures follow deployments).
+            Some(latest) if latest.iter().all(|d| d.time_ms <= time_ms) => latest
+                .into_iter()
+                .filter(|d| d.time_ms >= from_ms)
+                .collect(),
+            // An old event (batch enrichment, late data): its window only.
+            _ if time_ms.saturating_add(RECENT_TTL_MS) < crate::tenants::now_ms() => {
+                let key_prefix = prefix(&[tenant, service, environment]);
+                self.read_deployments(&key_prefix, from_ms, time_ms)?
             }
-        }
+            _ => {
+                let key_prefix = prefix(&[tenant, service, environment]);
+                let latest = self.read_deployments(&key_prefix, 0, u64::MAX)?;
+                let answer = if latest.iter().all(|d| d.time_ms <= time_ms) {
+                    latest
+                        .iter()
+                        .filter(|d| d.time_ms >= from_ms)
+                        .cloned()
+                        .collect()
+                } else {
+                    self.read_deployments(&key_prefix, from_ms, time_ms)?
+                };
+                // Not while a deployment is being indexed: the store does not have
+                // it yet.
+                if pending.is_empty() {
+                    self.recent
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(
+                            cache_key,
+                            Recent {
+                                latest,
+                                read_at: std::time::Instant::now(),
+                            },
+                        );
+                }
+                answer
+            }
+        };
         found.extend(
             pending
                 .iter()
@@ -460,6 +537,37 @@ impl Correlator {
                 .map(|d| (*d).clone()),
         );
         Ok(newest_per_deployment(found, MAX_DEPLOYMENTS))
+    }
+
+    /// The newest [`MAX_DEPLOYMENTS`] deployments under `key_prefix` with a time in
+    /// `from_ms..=to_ms`, each at its events as read, newest first. Reads only until
+    /// enough are found (a deployment's created and succeeded events count once).
+    fn read_deployments(
+        &self,
+        key_prefix: &[u8],
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<DeliveryRecord>, CorrelationError> {
+        let (from, to) = newest_first_range(key_prefix, from_ms, to_ms);
+        let mut found: Vec<DeliveryRecord> = Vec::new();
+        let mut distinct = std::collections::HashSet::new();
+        for entry in self.store.range_iter(Table::Deliveries, &from, &to) {
+            let (_, raw) = entry?;
+            let record: DeliveryRecord = decode(&raw)?;
+            if record.kind != "deployment" {
+                continue;
+            }
+            let key = record
+                .deployment
+                .clone()
+                .unwrap_or_else(|| record.id.clone());
+            if distinct.len() == MAX_DEPLOYMENTS && !distinct.contains(&key) {
+                break;
+            }
+            distinct.insert(key);
+            found.push(record);
+        }
+        Ok(found)
     }
 
     /// The commits `deployment` shipped since the deployment before it, with the pull
@@ -505,9 +613,14 @@ impl Correlator {
         pending: &[&DeliveryRecord],
     ) -> Result<Option<DeliveryRecord>, CorrelationError> {
         let key_prefix = prefix(&[tenant, &deployment.service, &deployment.environment]);
-        let (from, to) = time_range(&key_prefix, 0, deployment.time_ms);
+        let (from, to) = newest_first_range(&key_prefix, 0, deployment.time_ms);
         let mut candidates: Vec<DeliveryRecord> = Vec::new();
-        for (_, raw) in self.store.range_rev(Table::Deliveries, &from, &to, 64)? {
+        for entry in self
+            .store
+            .range_iter(Table::Deliveries, &from, &to)
+            .take(64)
+        {
+            let (_, raw) = entry?;
             let record: DeliveryRecord = decode(&raw)?;
             if record.kind == "deployment" && record.deployment != deployment.deployment {
                 candidates.push(record);

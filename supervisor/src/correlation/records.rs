@@ -89,7 +89,7 @@ impl IndexEntry {
         match self {
             Self::Delivery(r) => (
                 Table::Deliveries,
-                time_key(&[tenant, &r.service, &r.environment], r.time_ms, &r.id),
+                newest_first_key(&[tenant, &r.service, &r.environment], r.time_ms, &r.id),
                 json(r),
             ),
             Self::Commit { repository, record } => (
@@ -144,6 +144,18 @@ pub fn time_key(parts: &[&str], time_ms: u64, id: &str) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+/// `prefix(parts) (u64::MAX - time) \0 id`: newest first in key order. Lookups of
+/// "the latest before T" read forwards, which sled does much faster than backwards.
+pub fn newest_first_key(parts: &[&str], time_ms: u64, id: &str) -> Vec<u8> {
+    time_key(parts, u64::MAX - time_ms, id)
+}
+
+/// The range of every key of `prefix` made by [`newest_first_key`] with a time in
+/// `from..=to`, newest first.
+pub fn newest_first_range(prefix: &[u8], from_ms: u64, to_ms: u64) -> (Vec<u8>, Vec<u8>) {
+    time_range(prefix, u64::MAX - to_ms, u64::MAX - from_ms)
 }
 
 /// The time in a key made by [`time_key`] under `prefix_len` bytes of prefix.
@@ -386,11 +398,14 @@ mod tests {
         assert_eq!(table, Table::Deliveries);
         let prefix = prefix(&["acme", "checkout", "production"]);
         assert!(key.starts_with(&prefix));
-        assert_eq!(key_time(&key, prefix.len()), Some(1_000));
-        let (from, to) = time_range(&prefix, 999, 1_000);
+        assert_eq!(key_time(&key, prefix.len()), Some(u64::MAX - 1_000));
+        let (from, to) = newest_first_range(&prefix, 999, 1_000);
         assert!(from <= key && key <= to);
-        let (from, _) = time_range(&prefix, 1_001, 2_000);
-        assert!(key < from);
+        let (from, to) = newest_first_range(&prefix, 1_001, 2_000);
+        assert!(!(from <= key && key <= to));
+        // Newer keys sort first.
+        let newer = newest_first_key(&["acme", "checkout", "production"], 1_001, "ev_0");
+        assert!(newer < key);
     }
 
     #[test]

@@ -120,6 +120,9 @@ impl Table {
     }
 }
 
+/// The page cache of a store opened without a size: small, for a small daemon.
+pub const DEFAULT_CACHE_MB: u64 = 8;
+
 /// A key and its value, as read.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -190,13 +193,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database under `state_dir/db`, checking its format.
+    /// Opens (or creates) the database under `state_dir/db` with the default page
+    /// cache ([`DEFAULT_CACHE_MB`]), checking its format.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(state_dir, DEFAULT_CACHE_MB)
+    }
+
+    /// As [`Store::open`], with a page cache of `cache_mb` MiB: a large correlation
+    /// index wants its pages in memory (lookups that miss read and decode a page).
+    pub fn open_with_cache(state_dir: &Path, cache_mb: u64) -> Result<Self, StoreError> {
         let path = state_dir.join("db");
         let shown = path.display().to_string();
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(8 * 1024 * 1024)
+            .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
             .open()
             .map_err(|source| StoreError::Open {
                 path: shown.clone(),
@@ -422,6 +432,23 @@ impl Store {
                     .map_err(StoreError::from)
             })
             .collect()
+    }
+
+    /// Entries of `table` with keys in `from..=to`, in key order, read as they are
+    /// taken (a caller that stops early reads no more).
+    pub fn range_iter(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+    ) -> impl Iterator<Item = Result<Entry, StoreError>> + use<> {
+        self.tree(table)
+            .range(from.to_vec()..=to.to_vec())
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
     }
 
     /// Entries of `table` with keys in `from..=to`, in key order, at most `limit`.
