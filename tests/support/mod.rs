@@ -94,6 +94,21 @@ impl PluginPackage {
         }
     }
 
+    /// One of the real plugins of this workspace (`github`, `cloudwatch`), as its
+    /// manifest describes it.
+    pub fn real(name: &str) -> Self {
+        Self {
+            dir: name.to_owned(),
+            name: name.to_owned(),
+            executable: bin(&format!("integration-{name}")),
+            args: Vec::new(),
+            capabilities: ["check", "collect", "webhook", "enrich"]
+                .map(str::to_owned)
+                .to_vec(),
+            ..Self::testfault(name, &[])
+        }
+    }
+
     pub fn manifest(&self) -> String {
         let list = |items: &[String]| {
             items

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use e2e_tests::http::{self, Framing};
-use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, bin, pid_of, state_of, wait_for};
+use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, pid_of, state_of, wait_for};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
@@ -20,16 +20,7 @@ const SECRET: &str = "an-sns-and-eventbridge-secret";
 const LONG: Duration = Duration::from_secs(60);
 
 fn cloudwatch() -> PluginPackage {
-    PluginPackage {
-        dir: "cloudwatch".to_owned(),
-        name: "cloudwatch".to_owned(),
-        executable: bin("integration-cloudwatch"),
-        args: Vec::new(),
-        capabilities: ["check", "collect", "webhook", "enrich"]
-            .map(str::to_owned)
-            .to_vec(),
-        ..PluginPackage::testfault("cloudwatch", &[])
-    }
+    PluginPackage::real("cloudwatch")
 }
 
 /// One AWS JSON-protocol call to moto, signed only as far as moto looks (the scope

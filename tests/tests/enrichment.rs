@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use e2e_tests::http;
 use e2e_tests::{
-    Daemon, DaemonSetup, PluginPackage, World, bin, github_signature, npm_fixture, pid_of,
-    state_of, wait_for,
+    Daemon, DaemonSetup, PluginPackage, World, github_signature, npm_fixture, pid_of, state_of,
+    wait_for,
 };
 use plugin_kit::{Category, EventBuilder, MapContext, Severity};
 use serde_json::{Value, json};
@@ -21,16 +21,7 @@ const LONG: Duration = Duration::from_secs(30);
 const MINUTE: u64 = 60_000;
 
 fn github() -> PluginPackage {
-    PluginPackage {
-        dir: "github".to_owned(),
-        name: "github".to_owned(),
-        executable: bin("integration-github"),
-        args: Vec::new(),
-        capabilities: ["check", "collect", "webhook", "enrich"]
-            .map(str::to_owned)
-            .to_vec(),
-        ..PluginPackage::testfault("github", &[])
-    }
+    PluginPackage::real("github")
 }
 
 fn example(name: &str, keep: impl Fn(&Value) -> bool) -> Value {

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use e2e_tests::http::{self, HttpResponse};
 use e2e_tests::{
-    Daemon, DaemonSetup, PluginPackage, World, bin, github_signature, npm_fixture, state_of,
-    wait_for,
+    Daemon, DaemonSetup, PluginPackage, World, github_signature, npm_fixture, state_of, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -18,16 +17,7 @@ const SECRET: &str = "a webhook secret for the tests";
 const LONG: Duration = Duration::from_secs(30);
 
 fn github() -> PluginPackage {
-    PluginPackage {
-        dir: "github".to_owned(),
-        name: "github".to_owned(),
-        executable: bin("integration-github"),
-        args: Vec::new(),
-        capabilities: ["check", "collect", "webhook", "enrich"]
-            .map(str::to_owned)
-            .to_vec(),
-        ..PluginPackage::testfault("github", &[])
-    }
+    PluginPackage::real("github")
 }
 
 fn examples() -> Vec<(String, Value)> {

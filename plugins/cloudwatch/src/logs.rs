@@ -338,21 +338,10 @@ fn severity_from_message(message: &str) -> Severity {
             "WARN" | "WARNING" | "warn" | "warning" | "Warning" => Severity::Warning,
             _ => continue,
         };
-        if rank(severity) > rank(found) {
-            found = severity;
-        }
+        // Severities are ordered, least severe first.
+        found = found.max(severity);
     }
     found
-}
-
-fn rank(severity: Severity) -> u8 {
-    match severity {
-        Severity::Debug => 0,
-        Severity::Info => 1,
-        Severity::Warning => 2,
-        Severity::Error => 3,
-        Severity::Critical => 4,
-    }
 }
 
 #[cfg(test)]

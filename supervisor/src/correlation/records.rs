@@ -346,23 +346,12 @@ pub fn severity_of(event: &Value) -> Option<Severity> {
     serde_json::from_value(event.get("severity")?.clone()).ok()
 }
 
-/// Ranks severities (debug lowest).
-pub fn rank(severity: Severity) -> u8 {
-    match severity {
-        Severity::Debug => 0,
-        Severity::Info => 1,
-        Severity::Warning => 2,
-        Severity::Error => 3,
-        Severity::Critical => 4,
-    }
-}
-
 /// Whether `event` is a failure to enrich: a `system` or `security` event at or above
 /// `min_severity`, not itself an alarm resolution or a delivery.
 pub fn is_failure(event: &Value, min_severity: Severity) -> bool {
     let category = text(event, &["category"]).unwrap_or_default();
     (category == "system" || category == "security")
-        && severity_of(event).is_some_and(|s| rank(s) >= rank(min_severity))
+        && severity_of(event).is_some_and(|s| s >= min_severity)
 }
 
 #[cfg(test)]

@@ -459,15 +459,7 @@ impl Store {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        self.tree(table)
-            .range(from.to_vec()..=to.to_vec())
-            .take(limit)
-            .map(|entry| {
-                entry
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
-            .collect()
+        self.range_iter(table, from, to).take(limit).collect()
     }
 
     /// Every entry of `table`, last key first.
