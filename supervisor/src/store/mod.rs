@@ -192,6 +192,29 @@ pub struct Store {
     state_dir: std::path::PathBuf,
 }
 
+/// How long opening waits for the database's file lock to be released by this
+/// process: sled lets go of it when its last background write ends, which can be a
+/// moment after the previous handle was dropped (a reopen in the same process).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens `config`, waiting up to [`LOCK_WAIT`] while the file lock is held. Another
+/// process holding it (a second daemon on the same state) still fails: after the wait.
+fn open_locked(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(err))
+                if err.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                // No event announces the release: poll it.
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the database under `state_dir/db` with the default page
     /// cache ([`DEFAULT_CACHE_MB`]), checking its format.
@@ -204,14 +227,13 @@ impl Store {
     pub fn open_with_cache(state_dir: &Path, cache_mb: u64) -> Result<Self, StoreError> {
         let path = state_dir.join("db");
         let shown = path.display().to_string();
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
-            .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: shown.clone(),
-                source,
-            })?;
+            .cache_capacity(cache_mb.saturating_mul(1024 * 1024));
+        let db = open_locked(&config).map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?;
         match db.get(FORMAT_KEY)? {
             None => {
                 db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
