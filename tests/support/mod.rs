@@ -643,6 +643,26 @@ pub fn npm_fixture(relative: &str) -> PathBuf {
     path
 }
 
+/// Every example of `@octokit/webhooks-examples` as (event name, payload).
+pub fn webhook_examples() -> Vec<(String, Value)> {
+    let text = std::fs::read_to_string(npm_fixture(
+        "@octokit/webhooks-examples/api.github.com/index.json",
+    ))
+    .expect("examples");
+    let groups: Vec<Value> = serde_json::from_str(&text).expect("json");
+    groups
+        .iter()
+        .flat_map(|g| {
+            let name = g["name"].as_str().expect("name").to_owned();
+            g["examples"]
+                .as_array()
+                .expect("examples")
+                .iter()
+                .map(move |e| (name.clone(), e.clone()))
+        })
+        .collect()
+}
+
 /// `sha256=<hex>`: the HMAC-SHA256 of `body` with `secret`, as GitHub signs deliveries.
 pub fn github_signature(secret: &str, body: &[u8]) -> String {
     use hmac::Mac;

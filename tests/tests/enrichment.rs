@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use e2e_tests::http;
 use e2e_tests::{
-    Daemon, DaemonSetup, PluginPackage, World, github_signature, npm_fixture, pid_of, state_of,
-    wait_for,
+    Daemon, DaemonSetup, PluginPackage, World, github_signature, pid_of, state_of, wait_for,
 };
 use plugin_kit::{Category, EventBuilder, MapContext, Severity};
 use serde_json::{Value, json};
@@ -25,16 +24,10 @@ fn github() -> PluginPackage {
 }
 
 fn example(name: &str, keep: impl Fn(&Value) -> bool) -> Value {
-    let text = std::fs::read_to_string(npm_fixture(
-        "@octokit/webhooks-examples/api.github.com/index.json",
-    ))
-    .expect("examples");
-    let groups: Vec<Value> = serde_json::from_str(&text).expect("json");
-    groups
-        .iter()
-        .filter(|g| g["name"] == name)
-        .flat_map(|g| g["examples"].as_array().cloned().unwrap_or_default())
-        .find(|e| keep(e))
+    e2e_tests::webhook_examples()
+        .into_iter()
+        .find(|(event, payload)| event == name && keep(payload))
+        .map(|(_, payload)| payload)
         .expect("an example")
 }
 

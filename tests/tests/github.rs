@@ -8,9 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use e2e_tests::http::{self, HttpResponse};
-use e2e_tests::{
-    Daemon, DaemonSetup, PluginPackage, World, github_signature, npm_fixture, state_of, wait_for,
-};
+use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, github_signature, state_of, wait_for};
 use serde_json::{Value, json};
 
 const SECRET: &str = "a webhook secret for the tests";
@@ -18,25 +16,6 @@ const LONG: Duration = Duration::from_secs(30);
 
 fn github() -> PluginPackage {
     PluginPackage::real("github")
-}
-
-fn examples() -> Vec<(String, Value)> {
-    let text = std::fs::read_to_string(npm_fixture(
-        "@octokit/webhooks-examples/api.github.com/index.json",
-    ))
-    .expect("examples");
-    let groups: Vec<Value> = serde_json::from_str(&text).expect("json");
-    groups
-        .iter()
-        .flat_map(|g| {
-            let name = g["name"].as_str().expect("name").to_owned();
-            g["examples"]
-                .as_array()
-                .expect("examples")
-                .iter()
-                .map(move |e| (name.clone(), e.clone()))
-        })
-        .collect()
 }
 
 fn start(world: &World, repositories: &[String]) -> Daemon {
@@ -78,7 +57,7 @@ fn deliver(addr: &str, event: &str, delivery: &str, body: &[u8]) -> HttpResponse
 
 #[test]
 fn every_public_example_delivery_is_stored_or_acknowledged() {
-    let examples = examples();
+    let examples = e2e_tests::webhook_examples();
     let mut owners: Vec<String> = examples
         .iter()
         .filter_map(|(_, p)| p.pointer("/repository/full_name")?.as_str())
@@ -180,7 +159,7 @@ fn a_repository_outside_the_integration_is_refused_and_audited() {
     let world = World::new();
     let daemon = start(&world, &["acme/*".to_owned()]);
     let addr = daemon.http_addr();
-    let (_, push) = examples()
+    let (_, push) = e2e_tests::webhook_examples()
         .into_iter()
         .find(|(e, _)| e == "push")
         .expect("push");

@@ -159,11 +159,10 @@ impl plugin_kit::Plugin for CloudWatch {
         request: v1::WebhookRequest,
     ) -> Result<v1::WebhookResponse, Status> {
         let Some(instance) = self.instance() else {
-            return Ok(v1::WebhookResponse {
-                status: 401,
-                events_json: Vec::new(),
-                message: "this instance has no integration configuration: no webhook secret to verify with".to_owned(),
-            });
+            return Ok(v1::WebhookResponse::answer(
+                401,
+                "this instance has no integration configuration: no webhook secret to verify with",
+            ));
         };
         let http = self.http();
         Ok(

@@ -120,6 +120,13 @@ impl Table {
     }
 }
 
+/// A sled entry as the store hands it out.
+fn owned(entry: sled::Result<(sled::IVec, sled::IVec)>) -> Result<Entry, StoreError> {
+    entry
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .map_err(StoreError::from)
+}
+
 /// The page cache of a store opened without a size: small, for a small daemon.
 pub const DEFAULT_CACHE_MB: u64 = 8;
 
@@ -291,14 +298,7 @@ impl Store {
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        self.tree(table)
-            .scan_prefix(prefix)
-            .map(|entry| {
-                entry
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
-            .collect()
+        self.tree(table).scan_prefix(prefix).map(owned).collect()
     }
 
     /// Takes the writer's turn: hold it across the reads a batch depends on.
@@ -428,11 +428,7 @@ impl Store {
         self.tree(table)
             .range(from.to_vec()..)
             .take(limit)
-            .map(|entry| {
-                entry
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
+            .map(owned)
             .collect()
     }
 
@@ -448,11 +444,7 @@ impl Store {
             .range(from.to_vec()..=to.to_vec())
             .rev()
             .take(limit)
-            .map(|entry| {
-                entry
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
+            .map(owned)
             .collect()
     }
 
@@ -466,11 +458,7 @@ impl Store {
     ) -> impl Iterator<Item = Result<Entry, StoreError>> + use<> {
         self.tree(table)
             .range(from.to_vec()..=to.to_vec())
-            .map(|entry| {
-                entry
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
+            .map(owned)
     }
 
     /// Entries of `table` with keys in `from..=to`, in key order, at most `limit`.
@@ -489,11 +477,7 @@ impl Store {
         &self,
         table: Table,
     ) -> impl Iterator<Item = Result<Entry, StoreError>> + use<> {
-        self.tree(table).iter().rev().map(|entry| {
-            entry
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(StoreError::from)
-        })
+        self.tree(table).iter().rev().map(owned)
     }
 
     /// Appends an audit record alone (a read, a refused access).
