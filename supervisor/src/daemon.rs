@@ -112,6 +112,11 @@ pub async fn run(
     let credentials = open_credentials(&config, &store)?;
     let integrations = crate::integrations::Integrations::new(store.clone(), credentials.clone());
     let flags = crate::tenants::Flags::new(store.clone(), config.flags.clone());
+    let jsonl_path = config
+        .sinks
+        .jsonl_path
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("sinks/events.jsonl"));
     let pipeline = Arc::new(crate::pipeline::Pipeline::open_with(
         store.clone(),
         crate::pipeline::PipelineSettings {
@@ -120,6 +125,7 @@ pub async fn run(
             inbox_max_entries: config.ingress.inbox_max_entries,
             // Checked when the configuration was loaded.
             correlation: config.enrichment.settings().unwrap_or_default(),
+            archive: Some(jsonl_path.clone()),
             ..crate::pipeline::PipelineSettings::default()
         },
     )?);
@@ -156,11 +162,6 @@ pub async fn run(
             source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let jsonl_path = config
-        .sinks
-        .jsonl_path
-        .clone()
-        .unwrap_or_else(|| config.state_dir.join("sinks/events.jsonl"));
     let jsonl = tokio::spawn(
         crate::pipeline::JsonlSink::new(jsonl_path, config.sinks.jsonl_max_bytes, pipeline.clone())
             .run(stop_rx.clone()),

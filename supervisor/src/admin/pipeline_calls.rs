@@ -227,6 +227,47 @@ impl AdminService {
         }))
     }
 
+    pub(super) async fn rebuild_index_call(
+        &self,
+        request: Request<proto::RebuildIndexRequest>,
+    ) -> Result<Response<proto::RebuildIndexResponse>, Status> {
+        let principal = self
+            .auth_ref()
+            .for_tenant(&request, &request.get_ref().tenant)?;
+        let tenant = request.into_inner().tenant;
+        let for_rebuild = tenant.clone();
+        let summary = blocking(&self.pipeline, move |pipeline| {
+            let archives = match pipeline.archive() {
+                Some(path) => crate::correlation::rebuild::archive_files(path),
+                None => Ok(Vec::new()),
+            }
+            .map_err(|e| Status::internal(e.to_string()))?;
+            crate::correlation::rebuild::rebuild(pipeline, &for_rebuild, &archives)
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await?;
+        self.audit_pipeline(
+            &tenant,
+            &principal.label(),
+            "index.rebuild",
+            &format!(
+                "{} events, {} entries, {} failures",
+                summary.events, summary.entries, summary.failures
+            ),
+        );
+        Ok(Response::new(proto::RebuildIndexResponse {
+            events: summary.events,
+            entries: summary.entries,
+            failures: summary.failures,
+            skipped: summary.skipped,
+            files: summary
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+        }))
+    }
+
     /// Runs batch enrichment on a blocking thread; a client that goes away interrupts
     /// it between chunks (it resumes when asked again).
     pub(super) async fn enrich_call(

@@ -749,6 +749,13 @@ impl Admin for AdminService {
         self.list_deployments_call(request).await
     }
 
+    async fn rebuild_index(
+        &self,
+        request: Request<proto::RebuildIndexRequest>,
+    ) -> Result<Response<proto::RebuildIndexResponse>, Status> {
+        self.rebuild_index_call(request).await
+    }
+
     type EnrichStream = super::pipeline_calls::EnrichProgressStream;
 
     async fn enrich(

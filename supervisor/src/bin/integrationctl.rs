@@ -112,6 +112,22 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// The correlation index of deployments, commits and alarms.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IndexCommand {
+    /// Drops a tenant's correlation index and builds it again from the stored events
+    /// (the JSONL sink's files and the event log): after the index was lost or damaged,
+    /// or kept while enrichment was off.
+    Rebuild {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 /// `--from`/`--to`: RFC 3339, `now`, or a duration ago; Unix milliseconds.
@@ -1222,6 +1238,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => run_enrich(&mut client, token, cli.output, (tenant, from, to, dry_run)).await?,
         Command::Deployments { tenant, service } => {
             run_deployments(&mut client, token, cli.output, (tenant, service)).await?;
+        }
+        Command::Index {
+            command: IndexCommand::Rebuild { tenant },
+        } => {
+            let summary = client
+                .rebuild_index(with_token(proto::RebuildIndexRequest { tenant }, token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match cli.output {
+                Output::Json => print_json(&serde_json::json!({
+                    "events": summary.events,
+                    "entries": summary.entries,
+                    "failures": summary.failures,
+                    "skipped": summary.skipped,
+                    "files": summary.files,
+                }))?,
+                Output::Table => {
+                    println!(
+                        "rebuilt: {} events read, {} index entries, {} failures",
+                        summary.events, summary.entries, summary.failures
+                    );
+                    if summary.skipped > 0 {
+                        println!("skipped {} unreadable lines", summary.skipped);
+                    }
+                    for file in &summary.files {
+                        println!("read {file}");
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -16,6 +16,7 @@
 //! lookup can reach another tenant's entries.
 
 pub mod batch;
+pub mod rebuild;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
@@ -209,6 +210,15 @@ impl Correlator {
             down: RwLock::new(std::collections::BTreeSet::new()),
             recent: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets the deployments read for realtime failures (after the index changed
+    /// under them: a rebuild).
+    pub fn forget_recent(&self) {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Records which plugin serves `tenant`/`integration`.

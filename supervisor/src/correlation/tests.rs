@@ -584,3 +584,133 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
         .expect("dry run");
     assert_eq!((dry.enriched, dry.unchanged), (0, FAILURES));
 }
+
+/// Every index entry of `tenant`, table by table.
+fn index_of(pipeline: &Pipeline, tenant: &str) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    use crate::store::Table;
+    [
+        Table::Deliveries,
+        Table::Commits,
+        Table::Pulls,
+        Table::AlarmStates,
+        Table::Failures,
+    ]
+    .into_iter()
+    .map(|table| {
+        pipeline
+            .store()
+            .scan(table, format!("{tenant}\0").as_bytes())
+            .expect("scan")
+    })
+    .collect()
+}
+
+#[test]
+fn the_index_is_rebuilt_from_the_archive_and_the_log_as_it_was() {
+    use super::rebuild::{archive_files, rebuild};
+    let world = World::new();
+    world.commit(
+        "acme",
+        "gh",
+        vec![
+            commit("c1", T - 20 * MINUTE),
+            merged(7, "c1", T - 19 * MINUTE),
+            deployment("acme", "checkout", "production", 1, "c1", T),
+        ],
+    );
+    world.commit("acme", "cw", vec![alarm("ALARM", T + 2 * MINUTE)]);
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "f1",
+            "checkout",
+            "production",
+            T + 5 * MINUTE,
+        )],
+    );
+    // A late deployment revises f2: the rebuild keeps its highest revision.
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure("acme", "f2", "checkout", "staging", T + 9 * MINUTE)],
+    );
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment(
+            "acme",
+            "checkout",
+            "staging",
+            2,
+            "c1",
+            T + MINUTE,
+        )],
+    );
+    world.commit(
+        "other",
+        "gh",
+        vec![deployment("other", "checkout", "production", 9, "c9", T)],
+    );
+    let acme = index_of(&world.pipeline, "acme");
+    let other = index_of(&world.pipeline, "other");
+    assert!(acme.iter().all(|entries| !entries.is_empty()), "{acme:?}");
+
+    // The JSONL sink's files: a rotation with the first half, the current file with
+    // the rest, a torn last line.
+    let lines: Vec<String> = world.stored().iter().map(Value::to_string).collect();
+    let sinks = tempfile::tempdir().expect("tempdir");
+    let current = sinks.path().join("events.jsonl");
+    let (old, new) = lines.split_at(lines.len() / 2);
+    std::fs::write(
+        sinks.path().join("events.jsonl.1796000000000"),
+        old.join("\n") + "\n",
+    )
+    .expect("write");
+    std::fs::write(&current, new.join("\n") + "\n{\"tenant\":\"acme\",\"tim").expect("write");
+    std::fs::write(sinks.path().join("unrelated.jsonl.1"), "x").expect("write");
+    let archives = archive_files(&current).expect("archives");
+    assert_eq!(archives.len(), 2, "{archives:?}");
+    assert!(archives[0].ends_with("events.jsonl.1796000000000"));
+
+    // Damage: an entry lost, a stray one.
+    let store = world.pipeline.store();
+    let lost = acme[0][0].0.clone();
+    store
+        .apply(
+            &crate::store::Batch::new()
+                .delete(crate::store::Table::Deliveries, lost)
+                .put(
+                    crate::store::Table::AlarmStates,
+                    b"acme\0checkout\0stray".to_vec(),
+                    b"{}".to_vec(),
+                ),
+        )
+        .expect("damage");
+    assert_ne!(index_of(&world.pipeline, "acme"), acme);
+
+    let summary = rebuild(&world.pipeline, "acme", &archives).expect("rebuild");
+    assert_eq!(index_of(&world.pipeline, "acme"), acme);
+    assert_eq!(
+        index_of(&world.pipeline, "other"),
+        other,
+        "another tenant's index is untouched"
+    );
+    assert_eq!(
+        summary.failures, 3,
+        "f1, f2 and the ALARM event, each once: {summary:?}"
+    );
+    assert_eq!(summary.skipped, 1, "the torn line");
+    assert_eq!(summary.files, archives);
+
+    // A store that lost its index entirely (a new one) gets it back from the files alone.
+    let fresh = World::new();
+    let summary = rebuild(&fresh.pipeline, "acme", &archives).expect("rebuild");
+    assert_eq!(index_of(&fresh.pipeline, "acme"), acme);
+    assert_eq!(
+        summary.events,
+        lines.len() as u64 - 1,
+        "every acme line, none of other's: {summary:?}"
+    );
+}

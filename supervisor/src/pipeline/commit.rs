@@ -158,6 +158,8 @@ pub struct Pipeline {
     validator: EventValidator,
     /// The correlation index and realtime enrichment.
     correlator: crate::correlation::Correlator,
+    /// See [`PipelineSettings::archive`].
+    archive: Option<std::path::PathBuf>,
     committed: Arc<Notify>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -251,6 +253,9 @@ pub struct PipelineSettings {
     pub segment_bytes: u64,
     /// Realtime enrichment: the regression windows and the failure severity.
     pub correlation: crate::correlation::CorrelationSettings,
+    /// The JSONL sink's file, when that sink runs: with its rotations, the events of
+    /// record that the correlation index is rebuilt from.
+    pub archive: Option<std::path::PathBuf>,
 }
 
 impl Default for PipelineSettings {
@@ -261,6 +266,7 @@ impl Default for PipelineSettings {
             inbox_max_entries: 10_000,
             segment_bytes: super::log::SEGMENT_BYTES,
             correlation: crate::correlation::CorrelationSettings::default(),
+            archive: None,
         }
     }
 }
@@ -346,6 +352,7 @@ impl Pipeline {
                 correlation_store,
                 settings.correlation.clone(),
             ),
+            archive: settings.archive.clone(),
             committed,
             jobs: Mutex::new(Some(jobs)),
             committer: Mutex::new(Some(handle)),
@@ -488,6 +495,11 @@ impl Pipeline {
     }
 
     /// The correlation index.
+    /// The JSONL sink's file, when that sink runs.
+    pub fn archive(&self) -> Option<&std::path::Path> {
+        self.archive.as_deref()
+    }
+
     pub fn correlator(&self) -> &crate::correlation::Correlator {
         &self.correlator
     }
