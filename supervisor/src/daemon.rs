@@ -162,6 +162,20 @@ pub async fn run(
             source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if config.enrichment.enabled
+        && let Some(completions) = pipeline
+            .correlator()
+            .connect_completions(crate::correlation::completion::QUEUE)
+    {
+        tokio::spawn(
+            crate::correlation::completion::Completer::new(
+                pipeline.clone(),
+                manager.clone(),
+                config.enrichment.plugin_deadline,
+            )
+            .run(completions, stop_rx.clone()),
+        );
+    }
     let jsonl = tokio::spawn(
         crate::pipeline::JsonlSink::new(jsonl_path, config.sinks.jsonl_max_bytes, pipeline.clone())
             .run(stop_rx.clone()),

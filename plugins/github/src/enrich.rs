@@ -2,8 +2,10 @@
 //! the commit (author, message, link), the pull request that introduced it and the
 //! deployments that shipped it. Given a service, an environment and a time: the
 //! deployment before that time and the commits between the previous deployment and it
-//! (the suspect commits), each with its link. Repositories outside the integration's
-//! scope are refused.
+//! (the suspect commits), each with its link. Asked for `suspect_commits` (the
+//! supervisor's question when its index lacks them): the commits between a deployment's
+//! base and head, one entry each. Repositories outside the integration's scope are
+//! refused.
 
 use plugin_kit::{Status, v1};
 use serde_json::{Value, json};
@@ -58,6 +60,21 @@ pub async fn enrich(
         ));
     }
     let mut enrichments = Vec::new();
+    match field(&event, "enrichment.want") {
+        Some("suspect_commits") => {
+            suspect_commits(settings, api, &event, &mut enrichments).await?;
+            return Ok(v1::EnrichResponse {
+                enrichments_json: enrichments,
+            });
+        }
+        // Something this plugin does not know (metric values): nothing to say.
+        Some(_) => {
+            return Ok(v1::EnrichResponse {
+                enrichments_json: enrichments,
+            });
+        }
+        None => {}
+    }
     if let (Some(repository), Some(sha)) = (
         field(&event, "vcs.repository.name"),
         field(&event, "vcs.ref.head.revision"),
@@ -328,4 +345,147 @@ fn web_base(deployment: &Value) -> Option<String> {
             .map_or(url.len(), |i| host_end + i)];
     let web = host.strip_prefix("api.").unwrap_or(host);
     Some(format!("{}{web}", &url[..host_end]))
+}
+
+/// The pull request a commit message names: `Merge pull request #12 …` or a squash
+/// merge's `… (#12)`.
+fn pull_number(message: &str) -> Option<u64> {
+    let first = message.lines().next()?;
+    let digits = |text: &str| -> Option<u64> {
+        let end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        text[..end].parse().ok()
+    };
+    if let Some(rest) = first.strip_prefix("Merge pull request #") {
+        return digits(rest);
+    }
+    let start = first.trim_end().strip_suffix(')')?.rfind("(#")?;
+    digits(&first[start + 2..])
+}
+
+/// The base of `head`'s deployment to `environment`: the SHA of the newest deployment
+/// before it with another SHA.
+async fn deployed_base(
+    api: &GitHubApi,
+    repository: &str,
+    environment: &str,
+    head: &str,
+) -> Result<Option<String>, Status> {
+    let encoded: String = form_urlencoded::byte_serialize(environment.as_bytes()).collect();
+    let path = format!("/repos/{repository}/deployments?environment={encoded}&per_page=100");
+    let page = api.page(&path, None).await.map_err(unavailable)?;
+    let sha = |d: &Value| d.get("sha").and_then(Value::as_str).map(str::to_owned);
+    let mut newest_first = page
+        .items
+        .iter()
+        .skip_while(|d| sha(d).as_deref() != Some(head));
+    Ok(newest_first
+        .find_map(|d| sha(d).filter(|s| s != head))
+        .filter(|s| commit_sha(s).is_ok()))
+}
+
+/// The commits a deployment shipped: `vcs.ref.base.revision..vcs.ref.head.revision`
+/// (the base found from the deployments when not given), newest first; the head alone
+/// when there is no base.
+async fn suspect_commits(
+    settings: &Settings,
+    api: &GitHubApi,
+    event: &Value,
+    out: &mut Vec<String>,
+) -> Result<(), Status> {
+    let (Some(repository), Some(head)) = (
+        field(event, "vcs.repository.name"),
+        field(event, "vcs.ref.head.revision"),
+    ) else {
+        return Err(Status::invalid_argument(
+            "`suspect_commits` needs `vcs.repository.name` and `vcs.ref.head.revision`",
+        ));
+    };
+    in_scope(settings, repository)?;
+    let head = commit_sha(head)?;
+    let base = match field(event, "vcs.ref.base.revision") {
+        Some(base) => Some(commit_sha(base)?.to_owned()),
+        None => match field(event, "deployment.environment") {
+            Some(environment) => deployed_base(api, repository, environment, head).await?,
+            None => None,
+        },
+    };
+    let (commits, range) = match &base {
+        Some(base) => {
+            let compare = api
+                .get(&format!("/repos/{repository}/compare/{base}...{head}"))
+                .await
+                .map_err(unavailable)?
+                .1;
+            let commits = compare
+                .get("commits")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            (commits, format!("since {}", short(base)))
+        }
+        None => {
+            let commit = api
+                .get(&format!("/repos/{repository}/commits/{head}"))
+                .await
+                .map_err(unavailable)?
+                .1;
+            (
+                vec![commit],
+                "its head (no earlier deployment known)".to_owned(),
+            )
+        }
+    };
+    for commit in commits.iter().rev().take(MAX_SUSPECTS) {
+        let Some(sha) = commit.get("sha").and_then(Value::as_str) else {
+            continue;
+        };
+        let message = commit
+            .pointer("/commit/message")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let author = commit
+            .pointer("/commit/author/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let html = repository_html(commit, repository);
+        let mut links = vec![link("commit", &format!("{html}/commit/{sha}"))];
+        let pull = pull_number(message);
+        if let Some(number) = pull {
+            links.push(link("pull_request", &format!("{html}/pull/{number}")));
+        }
+        out.push(enrichment(
+            settings,
+            "suspect_commit",
+            format!(
+                "commit {} was shipped by the deployment of {}, {range}",
+                short(sha),
+                short(head)
+            ),
+            if pull.is_some() { 0.6 } else { 0.5 },
+            links,
+            json!({"sha": sha, "message": message, "author": author, "pull_request": pull}),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pull_number;
+
+    #[test]
+    fn pull_requests_are_read_from_merge_and_squash_messages() {
+        assert_eq!(
+            pull_number("Merge pull request #42 from octo/fix\n\nFix it"),
+            Some(42)
+        );
+        assert_eq!(pull_number("Fix the checkout (#7)"), Some(7));
+        assert_eq!(pull_number("Fix the checkout (#7) "), Some(7));
+        assert_eq!(pull_number("Fix #7 in checkout"), None);
+        assert_eq!(pull_number("Fix (#) it"), None);
+        assert_eq!(pull_number("(#99999999999999999999999)"), None);
+        assert_eq!(pull_number(""), None);
+    }
 }

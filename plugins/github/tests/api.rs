@@ -358,6 +358,112 @@ async fn enrich_names_the_deployment_before_a_failure_and_its_suspect_commits() 
 }
 
 #[tokio::test]
+async fn enrich_answers_the_supervisors_ask_for_suspect_commits() {
+    let server = FixtureServer::start(10).await;
+    let mut plugin = configured(&server, vec![token("good-token")]).await;
+    let (sha, environment) = {
+        let world = server.world();
+        let sha = |i: usize| world.commits[i]["sha"].as_str().expect("sha").to_owned();
+        let environment = support::server::deployment_list(&world)[0]["environment"]
+            .as_str()
+            .expect("environment")
+            .to_owned();
+        ((0..10).map(sha).collect::<Vec<String>>(), environment)
+    };
+    let ask = |data: Value| {
+        let mut data = data;
+        data["enrichment.want"] = json!("suspect_commits");
+        data["vcs.repository.name"] = json!(REPO);
+        json!({"tenant": "acme", "time": "2026-11-25T10:00:00Z", "data": data})
+    };
+    let suspects = |answer: plugin_kit::v1::EnrichResponse| -> Vec<Value> {
+        answer
+            .enrichments_json
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("json"))
+            .collect()
+    };
+    // Base and head given: the commits between them, newest first, one entry each.
+    let given = suspects(
+        plugin
+            .enrich(&ask(
+                json!({"vcs.ref.head.revision": sha[1], "vcs.ref.base.revision": sha[5]}),
+            ))
+            .await
+            .expect("enrich"),
+    );
+    let shas: Vec<&str> = given
+        .iter()
+        .filter_map(|e| e["data"]["sha"].as_str())
+        .collect();
+    assert_eq!(shas, [&sha[1], &sha[2], &sha[3], &sha[4]], "{given:?}");
+    for entry in &given {
+        assert_eq!(entry["kind"], "suspect_commit");
+        assert_eq!(entry["source"]["tenant"], "acme");
+        assert_eq!(
+            entry["links"][0]["url"],
+            format!(
+                "https://github.com/{REPO}/commit/{}",
+                entry["data"]["sha"].as_str().expect("sha")
+            )
+        );
+        assert!(
+            entry["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("shipped by the deployment"))
+        );
+    }
+    // No base: the deployment before the head's, from the deployments (commit 3).
+    let found = suspects(
+        plugin
+            .enrich(&ask(
+                json!({"vcs.ref.head.revision": sha[0], "deployment.environment": environment}),
+            ))
+            .await
+            .expect("enrich"),
+    );
+    let shas: Vec<&str> = found
+        .iter()
+        .filter_map(|e| e["data"]["sha"].as_str())
+        .collect();
+    assert_eq!(shas, [&sha[0], &sha[1], &sha[2]], "{found:?}");
+    // No deployment before: the head alone.
+    let alone = suspects(
+        plugin
+            .enrich(&ask(json!({"vcs.ref.head.revision": sha[7]})))
+            .await
+            .expect("enrich"),
+    );
+    assert_eq!(alone.len(), 1);
+    assert_eq!(alone[0]["data"]["sha"], json!(sha[7]));
+    // Something else wanted: nothing, and nothing asked of GitHub.
+    let before = server.world().requests.len();
+    let other = plugin
+        .enrich(&json!({"tenant": "acme", "data": {"enrichment.want": "metric_values", "service.name": "hello-world"}}))
+        .await
+        .expect("enrich");
+    assert!(other.enrichments_json.is_empty());
+    assert_eq!(server.world().requests.len(), before);
+    // A hostile base is refused before any request.
+    match plugin
+        .enrich(&ask(
+            json!({"vcs.ref.head.revision": sha[0], "vcs.ref.base.revision": "main/../../x"}),
+        ))
+        .await
+    {
+        Err(plugin_kit::testing::HarnessError::Call(status)) => {
+            assert_eq!(
+                status.code() as i32,
+                tonic_code::INVALID_ARGUMENT,
+                "{status:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.world().requests.len(), before);
+}
+
+#[tokio::test]
 async fn enrich_refuses_other_tenants_other_repositories_and_odd_shas() {
     let server = FixtureServer::start(3).await;
     let mut plugin = configured(&server, vec![token("good-token")]).await;

@@ -54,6 +54,29 @@ fn job_key(tenant: &str, from_ms: u64, to_ms: u64, dry_run: bool) -> Vec<u8> {
     key
 }
 
+/// Adds revision `revision` of a failure (its [`Table::Failures`] `key`) to
+/// `submission`: stored in the index and delivered like any event.
+pub(super) fn add_revision(
+    submission: &mut Submission,
+    key: Vec<u8>,
+    mut revised: Value,
+    revision: u64,
+    time_ms: u64,
+) {
+    revised["revision"] = serde_json::json!(revision);
+    let json = revised.to_string();
+    submission.extra =
+        std::mem::take(&mut submission.extra).put(Table::Failures, key, json.clone().into_bytes());
+    submission.accepted.push(Validated {
+        id: revised["id"].as_str().unwrap_or_default().to_owned(),
+        time_ms,
+        json,
+        revision: Some(revision),
+        writes: Vec::new(),
+        revisions: Vec::new(),
+    });
+}
+
 /// Runs (or resumes) the job for `tenant` over `from_ms..=to_ms`. `report` hears the
 /// progress after each chunk; `cancel` stops it between chunks.
 pub fn run(
@@ -141,6 +164,8 @@ pub fn run(
             integration: crate::pipeline::PLATFORM_INTEGRATION.to_owned(),
             ..Submission::default()
         };
+        // What the index lacks, asked of plugins once the chunk is committed.
+        let mut asked = Vec::new();
         for (key, raw) in chunk {
             if !in_range(&key) {
                 continue;
@@ -152,32 +177,24 @@ pub fn run(
                 .as_str()
                 .and_then(plugin_protocol::event_time_ms)
                 .unwrap_or_default();
-            let enriched = correlator.enriched(tenant, &stored, time_ms, &[])?;
+            let (enriched, asks) = correlator.enriched(tenant, &stored, time_ms, &[])?;
+            let stored_revision = stored.get("revision").and_then(Value::as_u64).unwrap_or(1);
             if enriched["data"]["enrichments"] == stored["data"]["enrichments"] {
                 progress.unchanged += 1;
+                if !dry_run && !asks.is_empty() {
+                    asked.push((stored, time_ms, stored_revision, asks));
+                }
                 continue;
             }
             progress.enriched += 1;
             if dry_run {
                 continue;
             }
-            let revision = stored.get("revision").and_then(Value::as_u64).unwrap_or(1) + 1;
-            let mut revised = enriched;
-            revised["revision"] = serde_json::json!(revision);
-            let json = revised.to_string();
-            submission.extra = std::mem::take(&mut submission.extra).put(
-                Table::Failures,
-                key,
-                json.clone().into_bytes(),
-            );
-            submission.accepted.push(Validated {
-                id: revised["id"].as_str().unwrap_or_default().to_owned(),
-                time_ms,
-                json,
-                revision: Some(revision),
-                writes: Vec::new(),
-                revisions: Vec::new(),
-            });
+            let revision = stored_revision + 1;
+            if !asks.is_empty() {
+                asked.push((enriched.clone(), time_ms, revision, asks));
+            }
+            add_revision(&mut submission, key, enriched, revision, time_ms);
         }
         progress.after = last_key;
         let encoded = serde_json::to_vec(&progress)
@@ -186,6 +203,9 @@ pub fn run(
             std::mem::take(&mut submission.extra).put(Table::EnrichJobs, job.clone(), encoded);
         // The revisions and the job's new position land together.
         pipeline.commit_blocking(submission)?;
+        for (event, time_ms, revision, asks) in asked {
+            correlator.ask(tenant, &event, time_ms, revision, asks);
+        }
         report(&progress);
     }
 }

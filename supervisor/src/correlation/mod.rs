@@ -12,10 +12,15 @@
 //! revision (same id) that goes to the sinks.
 //!
 //! Lookups read only the index, never a plugin, so enrichment costs no waiting and an
-//! unreachable plugin cannot delay ingestion. Every key starts with the tenant: no
-//! lookup can reach another tenant's entries.
+//! unreachable plugin cannot delay ingestion. What the index lacks (the suspect commits
+//! of a deployment whose pushes were never seen; metric values, when asked for) is
+//! asked of the plugin that knows, after the failure is stored, by [`completion`]: the
+//! failure goes on at once marked `partial` with what was asked, and the answer comes
+//! as a new revision. Every key starts with the tenant: no lookup can reach another
+//! tenant's entries, and a plugin is only asked about its own tenant.
 
 pub mod batch;
+pub mod completion;
 pub mod rebuild;
 pub mod records;
 
@@ -54,6 +59,12 @@ pub struct EnrichmentConfig {
     /// Per tenant (`"acme"`) or per tenant and service (`"acme/checkout"`) windows,
     /// e.g. `"30m"`.
     pub windows: BTreeMap<String, String>,
+    /// Also ask the tenant's enriching plugins (CloudWatch) for the metric values
+    /// around each failure: a plugin call and a second revision per failure.
+    pub metric_values: bool,
+    /// How long a plugin may take to answer what the index lacks.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub plugin_deadline: Duration,
 }
 
 impl Default for EnrichmentConfig {
@@ -63,6 +74,8 @@ impl Default for EnrichmentConfig {
             window: Duration::from_secs(2 * 60 * 60),
             min_severity: "error".to_owned(),
             windows: BTreeMap::new(),
+            metric_values: false,
+            plugin_deadline: Duration::from_secs(2),
         }
     }
 }
@@ -74,6 +87,7 @@ pub struct CorrelationSettings {
     pub window: Duration,
     pub min_severity: Severity,
     pub windows: BTreeMap<String, Duration>,
+    pub metric_values: bool,
 }
 
 impl Default for CorrelationSettings {
@@ -83,6 +97,7 @@ impl Default for CorrelationSettings {
             window: Duration::from_secs(2 * 60 * 60),
             min_severity: Severity::Error,
             windows: BTreeMap::new(),
+            metric_values: false,
         }
     }
 }
@@ -107,6 +122,7 @@ impl EnrichmentConfig {
             window: self.window,
             min_severity,
             windows,
+            metric_values: self.metric_values,
         })
     }
 }
@@ -156,13 +172,69 @@ pub enum CorrelationError {
     Corrupt(String),
 }
 
+/// Context the index lacks, to ask of a plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    pub integration: String,
+    pub plugin: String,
+    /// What the answer is remembered by (with the tenant).
+    pub key: String,
+    /// The event sent to the plugin's `Enrich`: `data."enrichment.want"` says what is
+    /// wanted.
+    pub query: Value,
+    /// What is asked for, for people.
+    pub what: String,
+}
+
+impl Ask {
+    fn describe(&self) -> String {
+        format!(
+            "{} of integration `{}` ({})",
+            self.what, self.integration, self.plugin
+        )
+    }
+}
+
+/// A stored failure to complete with plugins' answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub tenant: String,
+    /// Its key in [`Table::Failures`].
+    pub key: Vec<u8>,
+    /// The revision the asks were made for: the completion waits until it is stored.
+    pub revision: u64,
+    pub time_ms: u64,
+    pub asks: Vec<Ask>,
+}
+
+/// What a plugin of an integration is and can do.
+#[derive(Debug, Clone)]
+struct Registered {
+    plugin: String,
+    enrich: bool,
+}
+
+/// Plugins' answers are reused this long (a burst of failures after one deployment asks
+/// the same question).
+const ANSWER_TTL: Duration = Duration::from_secs(10 * 60);
+/// Answers remembered at most.
+const MAX_ANSWERS: usize = 10_000;
+
+/// A plugin's enrichments, and when they came.
+type Answer = (Vec<Value>, std::time::Instant);
+
 /// The correlation index and enrichment.
 #[derive(Debug)]
 pub struct Correlator {
     store: Store,
     settings: CorrelationSettings,
-    /// `(tenant, integration)` → plugin, for naming an enrichment's source.
-    plugins: RwLock<HashMap<(String, String), String>>,
+    /// `(tenant, integration)` → its plugin, for naming an enrichment's source and
+    /// knowing whom to ask.
+    plugins: RwLock<HashMap<(String, String), Registered>>,
+    /// Where completions go, once the daemon's completer runs.
+    completions: std::sync::OnceLock<tokio::sync::mpsc::Sender<Completion>>,
+    /// `(tenant, ask key)` → the plugin's enrichments, and when they came.
+    answers: std::sync::Mutex<HashMap<(String, String), Answer>>,
     /// `(tenant, integration)` of the instances not running now: their context may be
     /// missing from the index, and enrichment says so (`partial`).
     down: RwLock<std::collections::BTreeSet<(String, String)>>,
@@ -207,6 +279,8 @@ impl Correlator {
             store,
             settings,
             plugins: RwLock::new(HashMap::new()),
+            completions: std::sync::OnceLock::new(),
+            answers: std::sync::Mutex::new(HashMap::new()),
             down: RwLock::new(std::collections::BTreeSet::new()),
             recent: std::sync::Mutex::new(HashMap::new()),
         }
@@ -221,15 +295,114 @@ impl Correlator {
             .clear();
     }
 
-    /// Records which plugin serves `tenant`/`integration`.
-    pub fn register(&self, tenant: &str, integration: &str, plugin: &str) {
+    /// Records which plugin serves `tenant`/`integration`, and whether it answers
+    /// `Enrich`.
+    pub fn register(&self, tenant: &str, integration: &str, plugin: &str, enrich: bool) {
         self.plugins
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(
                 (tenant.to_owned(), integration.to_owned()),
-                plugin.to_owned(),
+                Registered {
+                    plugin: plugin.to_owned(),
+                    enrich,
+                },
             );
+    }
+
+    /// Connects the completer: from now on, context the index lacks is asked of
+    /// plugins. Returns the receiving end (once; later calls get `None`).
+    pub fn connect_completions(
+        &self,
+        capacity: usize,
+    ) -> Option<tokio::sync::mpsc::Receiver<Completion>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity);
+        self.completions.set(sender).ok().map(|()| receiver)
+    }
+
+    /// Remembers `tenant`'s answer to `key`.
+    pub fn remember(&self, tenant: &str, key: &str, entries: Vec<Value>) {
+        let mut answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if answers.len() >= MAX_ANSWERS {
+            answers.retain(|_, (_, at)| at.elapsed() < ANSWER_TTL);
+            if answers.len() >= MAX_ANSWERS {
+                answers.clear();
+            }
+        }
+        answers.insert(
+            (tenant.to_owned(), key.to_owned()),
+            (entries, std::time::Instant::now()),
+        );
+    }
+
+    /// `tenant`'s remembered answer to `key`.
+    pub fn answer(&self, tenant: &str, key: &str) -> Option<Vec<Value>> {
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(tenant.to_owned(), key.to_owned()))
+            .filter(|(_, at)| at.elapsed() < ANSWER_TTL)
+            .map(|(entries, _)| entries.clone())
+    }
+
+    /// Whether `tenant`'s `integration` can be asked now: a completer runs, its plugin
+    /// answers `Enrich`, its instance runs.
+    fn can_ask(&self, tenant: &str, integration: &str) -> bool {
+        let key = (tenant.to_owned(), integration.to_owned());
+        self.completions.get().is_some()
+            && self
+                .plugins
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+                .is_some_and(|r| r.enrich)
+            && !self
+                .down
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&key)
+    }
+
+    /// `tenant`'s integrations that answer `Enrich` and run now.
+    fn enrichers(&self, tenant: &str) -> Vec<String> {
+        let plugins = self
+            .plugins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        plugins
+            .iter()
+            .filter(|((t, _), r)| t == tenant && r.enrich)
+            .map(|((_, integration), _)| integration.clone())
+            .filter(|integration| self.can_ask(tenant, integration))
+            .collect()
+    }
+
+    /// Hands the asks about a stored failure (at `revision`) to the completer.
+    pub fn ask(&self, tenant: &str, event: &Value, time_ms: u64, revision: u64, asks: Vec<Ask>) {
+        if asks.is_empty() {
+            return;
+        }
+        let (Some(sender), Some(key)) =
+            (self.completions.get(), failure_key(tenant, event, time_ms))
+        else {
+            return;
+        };
+        let completion = Completion {
+            tenant: tenant.to_owned(),
+            key,
+            revision,
+            time_ms,
+            asks,
+        };
+        if sender.try_send(completion).is_err() {
+            tracing::warn!(
+                tenant,
+                "the completion queue is full; a failure stays partial"
+            );
+        }
     }
 
     /// Records whether `tenant`/`integration`'s instance runs.
@@ -273,7 +446,7 @@ impl Correlator {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(tenant.to_owned(), integration.to_owned()))
-            .cloned()
+            .map(|r| r.plugin.clone())
             .unwrap_or_else(|| integration.to_owned())
     }
 
@@ -309,10 +482,12 @@ impl Correlator {
         }
         if records::is_failure(event, self.settings.min_severity) {
             match self.enriched(tenant, event, time_ms, &[]) {
-                Ok(enriched) => {
+                Ok((enriched, asks)) => {
                     let json = enriched.to_string();
                     out.writes
                         .extend(failure_write(tenant, &enriched, time_ms, &json));
+                    let revision = event.get("revision").and_then(Value::as_u64).unwrap_or(1);
+                    self.ask(tenant, &enriched, time_ms, revision, asks);
                     out.enriched = Some(json);
                 }
                 Err(err) => {
@@ -352,14 +527,41 @@ impl Correlator {
         out
     }
 
-    /// `event` with its enrichments (replacing any it had).
+    /// `event` with its enrichments (replacing any it had), and what to ask plugins
+    /// for once it is stored (see [`Correlator::ask`]).
     pub fn enriched(
         &self,
         tenant: &str,
         event: &Value,
         time_ms: u64,
         pending: &[&DeliveryRecord],
+    ) -> Result<(Value, Vec<Ask>), CorrelationError> {
+        self.enrich(tenant, event, time_ms, pending, true, &[])
+    }
+
+    /// `event` enriched from the index and the plugins' answers at hand, asking nothing
+    /// more; `problems` say why an ask went unanswered.
+    pub fn completed(
+        &self,
+        tenant: &str,
+        event: &Value,
+        time_ms: u64,
+        problems: &[String],
     ) -> Result<Value, CorrelationError> {
+        self.enrich(tenant, event, time_ms, &[], false, problems)
+            .map(|(event, _)| event)
+    }
+
+    fn enrich(
+        &self,
+        tenant: &str,
+        event: &Value,
+        time_ms: u64,
+        pending: &[&DeliveryRecord],
+        asking: bool,
+        problems: &[String],
+    ) -> Result<(Value, Vec<Ask>), CorrelationError> {
+        let mut asks = Vec::new();
         let service = records::field(event, "service.name").unwrap_or_default();
         let stated = records::field(event, "deployment.environment");
         let environment = stated.unwrap_or("production");
@@ -413,7 +615,17 @@ impl Correlator {
                 // The suspects of the newest deployment only: older ones' commits were
                 // running before without this failure.
                 if rank == 0 {
-                    for (commit, pull) in self.suspects(tenant, deployment, pending)? {
+                    let suspects = self.suspects(tenant, deployment, pending)?;
+                    if suspects.is_empty() {
+                        self.suspects_elsewhere(
+                            tenant,
+                            deployment,
+                            pending,
+                            asking,
+                            (&mut enrichments, &mut asks),
+                        )?;
+                    }
+                    for (commit, pull) in suspects {
                         let mut links = Vec::new();
                         if let Some(url) = web(commit.url.as_deref()) {
                             links.push(json!({"rel": "commit", "url": url}));
@@ -453,16 +665,120 @@ impl Correlator {
                 }));
             }
         }
+        if self.settings.metric_values && !service.is_empty() {
+            self.metric_values(
+                tenant,
+                (service, environment),
+                time_ms,
+                asking,
+                (&mut enrichments, &mut asks),
+            );
+        }
         let mut enriched = event.clone();
         let note = if service.is_empty() {
             Some(Note::Complete(
                 "the event names no service.name: nothing to correlate with".to_owned(),
             ))
         } else {
-            self.missing_sources(tenant).map(Note::Partial)
+            let mut reasons: Vec<String> = self.missing_sources(tenant).into_iter().collect();
+            reasons.extend(problems.iter().cloned());
+            if !asks.is_empty() {
+                let asked: Vec<String> = asks.iter().map(Ask::describe).collect();
+                reasons.push(format!(
+                    "asked for {}: a revision follows",
+                    asked.join(", ")
+                ));
+            }
+            (!reasons.is_empty()).then(|| Note::Partial(reasons.join("; ")))
         };
         mark(&mut enriched, enrichments, note);
-        Ok(enriched)
+        Ok((enriched, asks))
+    }
+
+    /// The suspect commits of `deployment` when the index has none: a plugin's answer
+    /// at hand, or an ask of the integration that reported the deployment.
+    fn suspects_elsewhere(
+        &self,
+        tenant: &str,
+        deployment: &DeliveryRecord,
+        pending: &[&DeliveryRecord],
+        asking: bool,
+        (enrichments, asks): (&mut Vec<Value>, &mut Vec<Ask>),
+    ) -> Result<(), CorrelationError> {
+        let (Some(repository), Some(head)) = (&deployment.repository, &deployment.revision) else {
+            return Ok(());
+        };
+        let base = self
+            .previous(tenant, deployment, pending)?
+            .and_then(|p| p.revision)
+            .filter(|base| base != head);
+        let key = format!(
+            "suspect_commits\0{}\0{repository}\0{}\0{head}",
+            deployment.integration,
+            base.as_deref().unwrap_or_default()
+        );
+        if let Some(entries) = self.answer(tenant, &key) {
+            enrichments.extend(entries);
+        } else if asking && self.can_ask(tenant, &deployment.integration) {
+            let mut data = json!({
+                "enrichment.want": "suspect_commits",
+                "vcs.repository.name": repository,
+                "vcs.ref.head.revision": head,
+                "service.name": deployment.service,
+                "deployment.environment": deployment.environment,
+            });
+            if let Some(base) = &base {
+                data["vcs.ref.base.revision"] = json!(base);
+            }
+            asks.push(Ask {
+                integration: deployment.integration.clone(),
+                plugin: self.plugin_of(tenant, &deployment.integration),
+                key,
+                query: query(tenant, deployment.time_ms, data),
+                what: format!(
+                    "the suspect commits of deployment {}",
+                    deployment.deployment.as_deref().unwrap_or(&deployment.id)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The metric values around `time_ms` for `service`: the answers at hand, and asks
+    /// of the tenant's enriching integrations that have not answered.
+    fn metric_values(
+        &self,
+        tenant: &str,
+        (service, environment): (&str, &str),
+        time_ms: u64,
+        asking: bool,
+        (enrichments, asks): (&mut Vec<Value>, &mut Vec<Ask>),
+    ) {
+        for integration in self.enrichers(tenant) {
+            let key = format!(
+                "metric_values\0{integration}\0{service}\0{environment}\0{}",
+                time_ms / 60_000
+            );
+            if let Some(entries) = self.answer(tenant, &key) {
+                enrichments.extend(entries);
+            } else if asking {
+                asks.push(Ask {
+                    plugin: self.plugin_of(tenant, &integration),
+                    integration,
+                    key,
+                    query: query(
+                        tenant,
+                        time_ms,
+                        json!({
+                            "enrichment.want": "metric_values",
+                            "service.name": service,
+                            "deployment.environment": environment,
+                        }),
+                    ),
+                    what: "the metric values around the failure".to_owned(),
+                });
+            }
+        }
     }
 
     fn source(&self, tenant: &str, integration: &str) -> Value {
@@ -700,13 +1016,14 @@ impl Correlator {
                 continue;
             };
             let stored: Value = decode(&raw)?;
-            let enriched = self.enriched(tenant, &stored, time_ms, &[deployment])?;
+            let (enriched, asks) = self.enriched(tenant, &stored, time_ms, &[deployment])?;
             if enriched["data"]["enrichments"] == stored["data"]["enrichments"] {
                 continue;
             }
             let revision = stored.get("revision").and_then(Value::as_u64).unwrap_or(1) + 1;
             let mut revised = enriched;
             revised["revision"] = json!(revision);
+            self.ask(tenant, &revised, time_ms, revision, asks);
             let json = revised.to_string();
             let id = revised["id"].as_str().unwrap_or_default().to_owned();
             out.push((
@@ -822,20 +1139,29 @@ fn mark(event: &mut Value, enrichments: Vec<Value>, note: Option<Note>) {
     }
 }
 
-/// The failure's entry in [`Table::Failures`]; `None` when a key part would hold the
+/// The failure's key in [`Table::Failures`]; `None` when a key part would hold the
 /// separator.
-fn failure_write(tenant: &str, event: &Value, time_ms: u64, json: &str) -> Option<IndexWrite> {
+fn failure_key(tenant: &str, event: &Value, time_ms: u64) -> Option<Vec<u8>> {
     let service = records::field(event, "service.name").unwrap_or_default();
     let environment = records::field(event, "deployment.environment").unwrap_or("production");
     if service.contains('\0') || environment.contains('\0') {
         return None;
     }
     let id = event["id"].as_str().unwrap_or_default();
-    Some((
-        Table::Failures,
-        time_key(&[tenant, service, environment], time_ms, id),
-        json.as_bytes().to_vec(),
-    ))
+    Some(time_key(&[tenant, service, environment], time_ms, id))
+}
+
+/// The failure's entry in [`Table::Failures`].
+fn failure_write(tenant: &str, event: &Value, time_ms: u64, json: &str) -> Option<IndexWrite> {
+    failure_key(tenant, event, time_ms).map(|key| (Table::Failures, key, json.as_bytes().to_vec()))
+}
+
+/// The event an ask sends to a plugin's `Enrich`: the tenant, a time, what is wanted.
+fn query(tenant: &str, time_ms: u64, data: Value) -> Value {
+    let time =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(time_ms))
+            .to_string();
+    json!({"tenant": tenant, "time": time, "data": data})
 }
 
 #[cfg(test)]

@@ -24,8 +24,10 @@ impl World {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
-        pipeline.correlator().register("acme", "gh", "github");
-        pipeline.correlator().register("acme", "cw", "cloudwatch");
+        pipeline.correlator().register("acme", "gh", "github", true);
+        pipeline
+            .correlator()
+            .register("acme", "cw", "cloudwatch", true);
         Self {
             _dir: dir,
             pipeline,
@@ -712,5 +714,253 @@ fn the_index_is_rebuilt_from_the_archive_and_the_log_as_it_was() {
         summary.events,
         lines.len() as u64 - 1,
         "every acme line, none of other's: {summary:?}"
+    );
+}
+
+fn note(event: &Value) -> &str {
+    event["data"]["enrichment_note"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// The failure's entry in the index, as a completion reads it.
+fn stored_failure(world: &World, completion: &super::Completion) -> Value {
+    let raw = world
+        .pipeline
+        .store()
+        .get(crate::store::Table::Failures, &completion.key)
+        .expect("read")
+        .expect("stored");
+    serde_json::from_slice(&raw).expect("JSON")
+}
+
+#[test]
+fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_the_failure() {
+    use super::completion::revise;
+    let world = World::new();
+    let mut completions = world
+        .pipeline
+        .correlator()
+        .connect_completions(16)
+        .expect("the first connection");
+    assert!(
+        world
+            .pipeline
+            .correlator()
+            .connect_completions(16)
+            .is_none()
+    );
+    world.commit(
+        "acme",
+        "gh",
+        vec![
+            deployment(
+                "acme",
+                "checkout",
+                "production",
+                1,
+                "aaa",
+                T - 3 * 60 * MINUTE,
+            ),
+            deployment("acme", "checkout", "production", 2, "bbb", T),
+        ],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "f1",
+            "checkout",
+            "production",
+            T + 10 * MINUTE,
+        )],
+    );
+    let first = world.failure("f1");
+    assert_eq!(first["data"]["enrichment_status"], "partial");
+    assert!(
+        note(&first).contains(
+            "asked for the suspect commits of deployment acme/checkout#2 of integration `gh` (github): a revision follows"
+        ),
+        "{first}"
+    );
+    assert_eq!(kinds(&first), ["deployment"]);
+    let completion = completions.try_recv().expect("an ask");
+    assert_eq!(completion.tenant, "acme");
+    assert_eq!(completion.revision, 1);
+    let [ask] = completion.asks.as_slice() else {
+        panic!("one ask: {:?}", completion.asks);
+    };
+    assert_eq!(ask.integration, "gh");
+    assert_eq!(ask.query["tenant"], "acme");
+    assert_eq!(ask.query["data"]["enrichment.want"], "suspect_commits");
+    assert_eq!(ask.query["data"]["vcs.ref.head.revision"], "bbb");
+    assert_eq!(
+        ask.query["data"]["vcs.ref.base.revision"], "aaa",
+        "the previous deployment's revision"
+    );
+
+    // The plugin's answer revises the failure: revision 2, complete.
+    world.pipeline.correlator().remember(
+        "acme",
+        &ask.key,
+        vec![serde_json::json!({
+            "source": {"plugin": "github", "integration": "gh", "tenant": "acme"},
+            "kind": "suspect_commit",
+            "reason": "commit abc was shipped",
+            "score": 0.5,
+            "links": [{"rel": "commit", "url": "https://github.com/acme/checkout/commit/abc"}],
+            "data": {"sha": "abc"}
+        })],
+    );
+    let stored = stored_failure(&world, &completion);
+    assert!(revise(&world.pipeline, &completion, &stored, &[]).expect("revise"));
+    let revised = world.failure("f1");
+    assert_eq!(revised["revision"], 2);
+    assert_eq!(revised["id"], first["id"]);
+    assert_eq!(
+        revised["data"]["enrichment_status"], "complete",
+        "{revised}"
+    );
+    assert_eq!(kinds(&revised), ["deployment", "suspect_commit"]);
+    // Nothing more to say: no third revision.
+    let stored = stored_failure(&world, &completion);
+    assert!(!revise(&world.pipeline, &completion, &stored, &[]).expect("revise"));
+
+    // The next failure after the same deployment has the answer at once: no ask.
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "f2",
+            "checkout",
+            "production",
+            T + 11 * MINUTE,
+        )],
+    );
+    let second = world.failure("f2");
+    assert_eq!(second["data"]["enrichment_status"], "complete", "{second}");
+    assert_eq!(kinds(&second), ["deployment", "suspect_commit"]);
+    assert!(
+        completions.try_recv().is_err(),
+        "answered from the last answer"
+    );
+
+    // An ask that goes unanswered leaves the failure partial, saying why.
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment(
+            "acme",
+            "checkout",
+            "production",
+            3,
+            "ccc",
+            T + 20 * MINUTE,
+        )],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "f3",
+            "checkout",
+            "production",
+            T + 25 * MINUTE,
+        )],
+    );
+    let completion = completions.try_recv().expect("an ask");
+    assert_eq!(
+        completion.asks[0].query["data"]["vcs.ref.base.revision"],
+        "bbb"
+    );
+    let stored = stored_failure(&world, &completion);
+    let problem = "integration `gh` (github) is not running".to_owned();
+    assert!(revise(&world.pipeline, &completion, &stored, &[problem]).expect("revise"));
+    let unanswered = world.failure("f3");
+    assert_eq!(unanswered["revision"], 2);
+    assert_eq!(unanswered["data"]["enrichment_status"], "partial");
+    assert!(note(&unanswered).contains("is not running"), "{unanswered}");
+    assert!(!note(&unanswered).contains("a revision follows"));
+
+    // Another tenant's failure after its own deployment asks about its own tenant only.
+    world
+        .pipeline
+        .correlator()
+        .register("other", "gh", "github", true);
+    world.commit(
+        "other",
+        "gh",
+        vec![deployment("other", "checkout", "production", 2, "bbb", T)],
+    );
+    world.commit(
+        "other",
+        "cw",
+        vec![failure(
+            "other",
+            "o1",
+            "checkout",
+            "production",
+            T + 10 * MINUTE,
+        )],
+    );
+    let completion = completions.try_recv().expect("an ask");
+    assert_eq!(completion.tenant, "other");
+    assert_eq!(completion.asks[0].query["tenant"], "other");
+    assert!(
+        completion.asks[0].query["data"]
+            .get("vcs.ref.base.revision")
+            .is_none()
+    );
+}
+
+#[test]
+fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
+    let world = World::new();
+    let mut completions = world
+        .pipeline
+        .correlator()
+        .connect_completions(16)
+        .expect("connected");
+    world
+        .pipeline
+        .correlator()
+        .register("acme", "gh", "github", false);
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment("acme", "checkout", "production", 2, "bbb", T)],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure("acme", "f1", "checkout", "production", T + MINUTE)],
+    );
+    assert_eq!(world.failure("f1")["data"]["enrichment_status"], "complete");
+    assert!(completions.try_recv().is_err());
+    world
+        .pipeline
+        .correlator()
+        .register("acme", "gh", "github", true);
+    world.pipeline.correlator().set_running("acme", "gh", false);
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "f2",
+            "checkout",
+            "production",
+            T + 2 * MINUTE,
+        )],
+    );
+    let f2 = world.failure("f2");
+    assert_eq!(f2["data"]["enrichment_status"], "partial");
+    assert!(note(&f2).contains("not running"), "{f2}");
+    assert!(
+        completions.try_recv().is_err(),
+        "a stopped plugin is not asked"
     );
 }

@@ -43,35 +43,40 @@ pub struct InstanceContext {
     /// Where collected events go; `None` keeps instances from collecting.
     pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
     pub collect_interval: Duration,
-    /// Where the HTTP ingress finds the running plugin for webhooks.
-    pub webhooks: Arc<WebhookSlot>,
+    /// Where the HTTP ingress and enrichment find the running plugin.
+    pub slot: Arc<PluginSlot>,
     pub webhook_timeout: Duration,
 }
 
-/// The running plugin's client while it takes webhooks, and whether it takes them at
-/// all (known once it has started).
+/// The running plugin's client and what it can do (known once it has started), for
+/// the calls made from outside its task: webhooks from the HTTP ingress, `Enrich` from
+/// enrichment.
 #[derive(Debug, Default)]
-pub struct WebhookSlot {
+pub struct PluginSlot {
     client: Mutex<Option<plugin_kit::host::PluginRpcClient>>,
     /// `None` until the plugin has described itself.
-    accepts: Mutex<Option<bool>>,
+    capabilities: Mutex<Option<Vec<String>>>,
 }
 
-impl WebhookSlot {
-    /// The client, while the plugin runs and takes webhooks.
-    pub fn client(&self) -> Option<plugin_kit::host::PluginRpcClient> {
+impl PluginSlot {
+    /// The client, while the plugin runs and has `capability`.
+    pub fn client_for(&self, capability: &str) -> Option<plugin_kit::host::PluginRpcClient> {
+        if self.has(capability) != Some(true) {
+            return None;
+        }
         self.client
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    /// Whether the plugin takes webhooks (`None` before it first started).
-    pub fn accepts(&self) -> Option<bool> {
-        *self
-            .accepts
+    /// Whether the plugin has `capability` (`None` before it first started).
+    pub fn has(&self, capability: &str) -> Option<bool> {
+        self.capabilities
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|all| all.iter().any(|c| c == capability))
     }
 
     fn set(&self, client: Option<plugin_kit::host::PluginRpcClient>) {
@@ -129,7 +134,7 @@ async fn poll_status(
 }
 
 /// Takes the client out of the slot when the run ends, however it ends.
-struct ClearOnDrop(Arc<WebhookSlot>);
+struct ClearOnDrop(Arc<PluginSlot>);
 
 impl Drop for ClearOnDrop {
     fn drop(&mut self) {
@@ -334,6 +339,11 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
             &ctx.labels.tenant,
             &ctx.labels.integration,
             &ctx.labels.plugin,
+            running
+                .description
+                .capabilities
+                .iter()
+                .any(|c| c == "enrich"),
         );
     }
     match tokio::time::timeout(
@@ -400,10 +410,11 @@ async fn supervise(
     };
     let _stop_collector = AbortOnDrop(collector);
     let takes_webhooks = description.capabilities.iter().any(|c| c == "webhook");
-    *ctx.webhooks
-        .accepts
+    *ctx.slot
+        .capabilities
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(takes_webhooks);
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(description.capabilities.clone());
     let drainer = match &ctx.pipeline {
         Some(pipeline) if takes_webhooks => Some(tokio::spawn(super::inbox_drain::run(
             connection.plugin.clone(),
@@ -414,10 +425,8 @@ async fn supervise(
         _ => None,
     };
     let _stop_drainer = AbortOnDrop(drainer);
-    if takes_webhooks {
-        ctx.webhooks.set(Some(connection.plugin.clone()));
-    }
-    let _clear_webhooks = ClearOnDrop(ctx.webhooks.clone());
+    ctx.slot.set(Some(connection.plugin.clone()));
+    let _clear_slot = ClearOnDrop(ctx.slot.clone());
     let pid = launched.pid;
     let mut child = launched.child;
     let mut heartbeat = HeartbeatPolicy::new(ctx.heartbeat_misses);

@@ -54,7 +54,7 @@ pub enum ManagerError {
 #[derive(Debug)]
 struct Handle {
     plugin: String,
-    webhooks: Arc<super::instance::WebhookSlot>,
+    slot: Arc<super::instance::PluginSlot>,
     status: Arc<Mutex<InstanceStatus>>,
     control: mpsc::Sender<Control>,
     task: JoinHandle<()>,
@@ -144,7 +144,7 @@ impl Manager {
             .iter()
             .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
             .collect();
-        let webhooks = Arc::new(super::instance::WebhookSlot::default());
+        let slot = Arc::new(super::instance::PluginSlot::default());
         let ctx = Arc::new(InstanceContext {
             labels,
             registry: self.registry.clone(),
@@ -170,14 +170,14 @@ impl Manager {
             configurer: self.settings.configurer.clone(),
             pipeline: self.settings.pipeline.clone(),
             collect_interval: process.collect_interval,
-            webhooks: webhooks.clone(),
+            slot: slot.clone(),
             webhook_timeout: self.settings.webhook_timeout,
         });
         let (control, receiver) = mpsc::channel(4);
         let task = tokio::spawn(instance::run(ctx, receiver));
         Handle {
             plugin: config.plugin.clone(),
-            webhooks,
+            slot,
             status,
             control,
             task,
@@ -212,13 +212,30 @@ impl Manager {
         let Some(handle) = instances.get(&(tenant.to_owned(), integration.to_owned())) else {
             return WebhookTarget::Unknown;
         };
-        match (handle.webhooks.accepts(), handle.webhooks.client()) {
+        match (
+            handle.slot.has("webhook"),
+            handle.slot.client_for("webhook"),
+        ) {
             (Some(false), _) => WebhookTarget::NoWebhooks {
                 plugin: handle.plugin.clone(),
             },
             (_, Some(client)) => WebhookTarget::Up(client),
             _ => WebhookTarget::Down,
         }
+    }
+
+    /// The running plugin of `tenant`'s `integration`, when it has `capability`.
+    pub async fn client_for(
+        &self,
+        tenant: &str,
+        integration: &str,
+        capability: &str,
+    ) -> Option<plugin_kit::host::PluginRpcClient> {
+        let instances = self.instances.lock().await;
+        instances
+            .get(&(tenant.to_owned(), integration.to_owned()))?
+            .slot
+            .client_for(capability)
     }
 
     /// Restarts one instance (after its configuration changed). Returns whether it exists.
