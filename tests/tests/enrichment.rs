@@ -3,10 +3,18 @@
 //! events; the failure in the JSONL sink names the deployment before it, with its URL
 //! and suspect commits; another tenant's identical deployment is never linked; a
 //! deployment arriving after the failure revises it; with the GitHub plugin killed,
-//! failures still flow at once, marked partial; `integrationctl deployments` and
-//! `enrich` report on it.
+//! failures still flow at once, marked partial; suspect commits the index lacks come
+//! from the GitHub plugin's `Enrich` (against the fixture API) as a revision;
+//! `integrationctl deployments`, `enrich` and `index rebuild` report on it.
 
 use std::time::Duration;
+
+// The GitHub plugin's fixture API: GitHub's REST shapes built from the public
+// `@octokit/webhooks-examples` and `@octokit/fixtures`.
+#[path = "../../plugins/github/tests/support/server.rs"]
+#[allow(dead_code)]
+mod github_api;
+use e2e_tests::{npm_fixture, webhook_examples};
 
 use e2e_tests::http;
 use e2e_tests::{
@@ -24,7 +32,7 @@ fn github() -> PluginPackage {
 }
 
 fn example(name: &str, keep: impl Fn(&Value) -> bool) -> Value {
-    e2e_tests::webhook_examples()
+    webhook_examples()
         .into_iter()
         .find(|(event, payload)| event == name && keep(payload))
         .map(|(_, payload)| payload)
@@ -310,6 +318,18 @@ fn failures_are_linked_to_the_deployments_before_them_through_the_daemon() {
     assert_eq!(versions[1]["id"], versions[0]["id"]);
     assert_eq!(versions[1]["revision"], 2);
     assert_eq!(enrichments(&versions[1], "deployment").len(), 1);
+    // Its deployment shipped no indexed commits, and this integration has no API
+    // credential to ask GitHub: a third revision says so, partial.
+    let versions = setup.wait_versions("acme", "before-its-deployment-arrived", 3);
+    assert_eq!(versions[2]["revision"], 3);
+    assert_eq!(versions[2]["data"]["enrichment_status"], "partial");
+    let note = versions[2]["data"]["enrichment_note"]
+        .as_str()
+        .expect("note");
+    assert!(
+        note.contains("could not tell the suspect commits") && note.contains("no API credential"),
+        "{note}"
+    );
 
     // The change-failure view.
     let view = setup.daemon.ctl_json(&[
@@ -409,4 +429,159 @@ fn with_the_github_plugin_killed_failures_flow_at_once_marked_partial() {
     ));
     let other = setup.wait_versions("other", "meanwhile", 1).remove(0);
     assert_eq!(other["data"]["enrichment_status"], "complete");
+}
+
+#[test]
+fn suspect_commits_the_index_lacks_come_from_the_github_plugin_as_a_revision() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let api = runtime.block_on(github_api::FixtureServer::start(10));
+    let (environment, shas) = {
+        let world = api.world();
+        let environment = github_api::deployment_list(&world)[0]["environment"]
+            .as_str()
+            .expect("environment")
+            .to_owned();
+        let shas: Vec<String> = world
+            .commits
+            .iter()
+            .map(|c| c["sha"].as_str().expect("sha").to_owned())
+            .collect();
+        (environment, shas)
+    };
+    let world = World::new();
+    world.install(&github());
+    let daemon = world.start(
+        &DaemonSetup::default()
+            .with_master_key(&world.root.path().join("master.key"))
+            .process("collect_interval = \"1s\""),
+    );
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    daemon.set_credential("acme", "api", "api-key", b"good-token");
+    daemon.set_credential("acme", "hook", "webhook-secret", SECRET.as_bytes());
+    daemon.add_integration(
+        &world,
+        "acme",
+        "gh",
+        "github",
+        &json!({
+            "repositories": [github_api::REPO],
+            "api_url": api.url,
+            "credentials": {"token": "api", "webhook_secret": "hook"},
+        }),
+    );
+    let token =
+        daemon.ctl_json(&["tokens", "create", "--tenant", "acme", "--scope", "ingest"])["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+    // The plugin pulls the API's two deployments (10 and 180 minutes ago, with the
+    // public example's statuses, one page: one commit) into the index; the API's
+    // commits are years old, so the index has no suspects for them.
+    let view = wait_for("the pulled deployments indexed", LONG, || {
+        let view = daemon.ctl_json(&["deployments", "--tenant", "acme"]);
+        (view["deployments"].as_array().map_or(0, Vec::len) == 2).then_some(view)
+    });
+    assert!(
+        view["deployments"]
+            .as_array()
+            .expect("deployments")
+            .iter()
+            .any(|d| d["revision"] == json!(shas[0])),
+        "{view:#}"
+    );
+    let post = |name: &str| {
+        let mut event = failure_event("acme", name, &environment, github_api::now_ms());
+        event["data"]["service.name"] = json!("hello-world");
+        let answer = http::post_json(
+            &daemon.http_addr(),
+            "/v1/events/acme",
+            &[("Authorization", &format!("Bearer {token}"))],
+            &event.to_string(),
+        )
+        .expect("the daemon answers");
+        assert_eq!(answer.status, 202, "{}", answer.body);
+    };
+    let versions = |name: &str, count: usize| {
+        wait_for(&format!("{count} version(s) of {name}"), LONG, || {
+            let found: Vec<Value> = world
+                .sink_lines()
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+                .filter(|e| e["data"]["error.message"] == name)
+                .collect();
+            (found.len() >= count).then_some(found)
+        })
+    };
+
+    post("after-the-pulled-deployment");
+    let both = versions("after-the-pulled-deployment", 2);
+    let (first, revised) = (&both[0], &both[1]);
+    // At once: the deployment, partial, naming what was asked.
+    assert_eq!(enrichments(first, "deployment").len(), 1, "{first:#}");
+    assert_eq!(first["data"]["enrichment_status"], "partial");
+    let note = first["data"]["enrichment_note"].as_str().expect("note");
+    assert!(
+        note.contains("the suspect commits of deployment")
+            && note.contains("integration `gh` (github)"),
+        "{note}"
+    );
+    // Then the revision with the commits between the previous deployment (commit 3)
+    // and this one (commit 0), from the plugin, newest first.
+    assert_eq!(revised["id"], first["id"]);
+    assert_eq!(revised["revision"], 2);
+    assert_eq!(
+        revised["data"]["enrichment_status"], "complete",
+        "{revised:#}"
+    );
+    let suspects = enrichments(revised, "suspect_commit");
+    let found: Vec<&str> = suspects
+        .iter()
+        .map(|e| e["data"]["sha"].as_str().expect("sha"))
+        .collect();
+    assert_eq!(found, [&shas[0], &shas[1], &shas[2]]);
+    for suspect in &suspects {
+        assert_eq!(
+            suspect["source"],
+            json!({"plugin": "github", "integration": "gh", "tenant": "acme"})
+        );
+        let sha = suspect["data"]["sha"].as_str().expect("sha");
+        assert_eq!(
+            suspect["links"][0]["url"],
+            format!("https://github.com/{}/commit/{sha}", github_api::REPO)
+        );
+    }
+    let compares = || {
+        api.world()
+            .requests
+            .iter()
+            .filter(|(path, _, _)| path.contains("/compare/"))
+            .count()
+    };
+    assert_eq!(compares(), 1);
+
+    // The next failure after the same deployment is complete at once, from the answer
+    // at hand: no second question.
+    post("right-after");
+    let next = versions("right-after", 1).remove(0);
+    assert_eq!(next["data"]["enrichment_status"], "complete", "{next:#}");
+    assert_eq!(enrichments(&next, "suspect_commit").len(), 3);
+    assert_eq!(compares(), 1);
+
+    // The index rebuilt from the stored events: the same deployments and failures.
+    let before = daemon.ctl_json(&["deployments", "--tenant", "acme"]);
+    let rebuilt = daemon.ctl_json(&["index", "rebuild", "--tenant", "acme"]);
+    assert!(
+        rebuilt["events"].as_u64().is_some_and(|n| n >= 5),
+        "{rebuilt}"
+    );
+    assert_eq!(rebuilt["failures"], 2, "{rebuilt}");
+    assert_eq!(
+        daemon.ctl_json(&["deployments", "--tenant", "acme"]),
+        before
+    );
+    drop(runtime);
 }

@@ -78,11 +78,8 @@ impl FixtureServer {
             requests: Vec::new(),
             base_secs: now_ms() / 1000,
             permissions: json!({"metadata": "read", "contents": "read", "pull_requests": "read", "deployments": "read"}),
-            public_key: std::fs::read(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/test-app-key.pub.pem"),
-            )
-            .expect("public key"),
+            // Beside this file, wherever the crate that includes it lives.
+            public_key: include_bytes!("../fixtures/test-app-key.pub.pem").to_vec(),
         }));
         let app = axum::Router::new()
             .route("/app/installations/{id}/access_tokens", post(mint))
