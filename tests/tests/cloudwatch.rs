@@ -123,13 +123,18 @@ struct Setup {
 /// A daemon with the CloudWatch plugin and an integration `acme/cw` on `moto`, after
 /// `prepare` has set up what the integration's check looks for.
 fn start(extra_config: Value, prepare: impl FnOnce(&moto::Moto)) -> Setup {
+    start_with(DaemonSetup::default(), extra_config, prepare)
+}
+
+/// [`start`] with more daemon configuration.
+fn start_with(setup: DaemonSetup, extra_config: Value, prepare: impl FnOnce(&moto::Moto)) -> Setup {
     let moto = moto::Moto::start();
     let adapter = moto::CborAdapter::start(&moto.url);
     prepare(&moto);
     let world = World::new();
     world.install(&cloudwatch());
     let daemon = world.start(
-        &DaemonSetup::default()
+        &setup
             .with_master_key(&world.root.path().join("master.key"))
             .process("collect_interval = \"300ms\""),
     );
@@ -446,4 +451,90 @@ fn kill_9_of_the_plugin_and_the_daemon_loses_and_duplicates_no_log_line() {
         (log_count(&setup.world) >= expected.len()).then_some(())
     });
     assert_each_line_once(&setup.world, &expected);
+}
+
+#[test]
+fn metric_values_around_a_failure_come_from_the_cloudwatch_plugin_when_asked_for() {
+    let failure_ms = (now_ms() - 3_600_000) / 60_000 * 60_000;
+    let setup = start_with(
+        DaemonSetup::default().extra("[enrichment]\nmetric_values = true\n"),
+        json!({
+            "metrics": [{"namespace": "Betalogs/Test", "metric": "Latency", "dimensions": {"Service": "checkout"}, "stat": "Average", "period": 60, "service": "checkout"}],
+        }),
+        |moto| {
+            let point = |minutes: i64, value: f64| json!({"MetricName": "Latency", "Dimensions": [{"Name": "Service", "Value": "checkout"}], "Timestamp": (failure_ms + minutes * 60_000) / 1000, "Value": value});
+            monitoring(
+                moto,
+                "PutMetricData",
+                json!({
+                    "Namespace": "Betalogs/Test",
+                    "MetricData": [point(-30, 5.0), point(-10, 100.0), point(-5, 150.0), point(2, 900.0)]
+                }),
+            );
+        },
+    );
+    let token = setup
+        .daemon
+        .ctl_json(&["tokens", "create", "--tenant", "acme", "--scope", "ingest"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let time = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(failure_ms).expect("after 1970")),
+    )
+    .to_string();
+    let failure = json!({
+        "specversion": "1.0", "id": "checkout-failure-1", "source": "https://checkout.example.com",
+        "type": "com.betalogs.system.error", "time": time, "tenant": "acme",
+        "integration": "checkout-app", "category": "system", "severity": "error",
+        "data": {"service.name": "checkout", "deployment.environment": "production",
+                 "error.message": "payment failed", "links": [], "enrichments": [], "original": null}
+    });
+    let answer = http::post_json(
+        &setup.daemon.http_addr(),
+        "/v1/events/acme",
+        &[("Authorization", &format!("Bearer {token}"))],
+        &failure.to_string(),
+    )
+    .expect("the daemon answers");
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let versions = wait_for("the failure and its revision", LONG, || {
+        let found: Vec<Value> = sink_events(&setup.world)
+            .into_iter()
+            .filter(|e| e["id"] == "checkout-failure-1")
+            .collect();
+        (found.len() >= 2).then_some(found)
+    });
+    let (first, revised) = (&versions[0], &versions[1]);
+    assert_eq!(first["data"]["enrichment_status"], "partial");
+    assert!(
+        first["data"]["enrichment_note"]
+            .as_str()
+            .is_some_and(|n| n
+                .contains("the metric values around the failure of integration `cw` (cloudwatch)")),
+        "{first:#}"
+    );
+    assert_eq!(revised["revision"], 2);
+    assert_eq!(
+        revised["data"]["enrichment_status"], "complete",
+        "{revised:#}"
+    );
+    let metric = revised["data"]["enrichments"]
+        .as_array()
+        .expect("enrichments")
+        .iter()
+        .find(|e| e["kind"] == "metric_values")
+        .expect("metric values");
+    let values: Vec<f64> = metric["data"]["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["value"].as_f64().expect("value"))
+        .collect();
+    assert_eq!(values, [100.0, 150.0, 900.0], "{metric:#}");
+    assert_eq!(
+        metric["source"],
+        json!({"plugin": "cloudwatch", "integration": "cw", "tenant": "acme"})
+    );
 }

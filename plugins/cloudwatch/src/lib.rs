@@ -7,13 +7,15 @@
 //! set of SDK clients, retries, budget and breaker per account and region), `metrics`,
 //! `logs`, `alarms` (each: read one target, map to events), `webhook` (SNS and
 //! EventBridge pushes), `collect` (one poll over every target, with the cursor),
-//! `check`, `console` (evidence links and shared fields).
+//! `enrich` (metric values around a failure), `check`, `console` (evidence links and
+//! shared fields).
 
 pub mod alarms;
 pub mod check;
 pub mod collect;
 pub mod console;
 pub mod description;
+pub mod enrich;
 pub mod logs;
 pub mod metrics;
 pub mod settings;
@@ -152,6 +154,13 @@ impl plugin_kit::Plugin for CloudWatch {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             receiver,
         )))
+    }
+
+    async fn enrich(&self, request: v1::EnrichRequest) -> Result<v1::EnrichResponse, Status> {
+        let instance = self
+            .instance()
+            .ok_or_else(|| Status::failed_precondition("no accounts are configured"))?;
+        enrich::enrich(&instance, &request).await
     }
 
     async fn handle_webhook(

@@ -47,7 +47,8 @@ pub struct ResolvedQuery {
 }
 
 impl ResolvedQuery {
-    fn dimensions_text(&self) -> String {
+    /// `Name=value,…`, as the metric events carry them.
+    pub fn dimensions_text(&self) -> String {
         self.dimensions
             .iter()
             .map(|(n, v)| format!("{n}={v}"))
@@ -80,9 +81,10 @@ impl ResolvedQuery {
     }
 }
 
-/// The configured queries, then those discovered with `ListMetrics`, without repeats.
-pub async fn resolve(target: &Target, settings: &Settings) -> Result<Vec<ResolvedQuery>, AwsError> {
-    let mut queries: BTreeSet<ResolvedQuery> = settings
+/// The configured queries, each with its service (its own, or from `service_map` by
+/// `namespace/metric`).
+pub fn configured(settings: &Settings) -> BTreeSet<ResolvedQuery> {
+    settings
         .metrics
         .iter()
         .map(|q| ResolvedQuery {
@@ -97,7 +99,12 @@ pub async fn resolve(target: &Target, settings: &Settings) -> Result<Vec<Resolve
                     .map(str::to_owned)
             }),
         })
-        .collect();
+        .collect()
+}
+
+/// The configured queries, then those discovered with `ListMetrics`, without repeats.
+pub async fn resolve(target: &Target, settings: &Settings) -> Result<Vec<ResolvedQuery>, AwsError> {
+    let mut queries = configured(settings);
     for discovery in &settings.metric_discovery {
         let filters: Vec<DimensionFilter> = discovery
             .dimensions

@@ -417,3 +417,116 @@ async fn check_names_the_account_region_resource_and_action() {
             .any(|r| r.ok && r.resource == "123456789012/us-east-1 log group /ecs/checkout")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_answers_with_the_metric_values_around_a_failure() {
+    let aws = Aws::start();
+    let failure_ms = (now_ms() - 3_600_000) / 60_000 * 60_000;
+    let cloudwatch = aws.cloudwatch(ACCOUNT, "us-east-1").await;
+    let dimension = Dimension::builder()
+        .name("Service")
+        .value("checkout")
+        .build();
+    // Two points outside the window (30 min before, 20 after), three inside.
+    let data: Vec<MetricDatum> = [(-30, 5.0), (-10, 100.0), (-5, 150.0), (2, 900.0), (20, 7.0)]
+        .iter()
+        .map(|(minutes, value)| {
+            MetricDatum::builder()
+                .metric_name("Latency")
+                .dimensions(dimension.clone())
+                .timestamp(DateTime::from_millis(failure_ms + minutes * 60_000))
+                .value(*value)
+                .build()
+        })
+        .collect();
+    cloudwatch
+        .put_metric_data()
+        .namespace("Betalogs/Test")
+        .set_metric_data(Some(data))
+        .send()
+        .await
+        .expect("PutMetricData");
+
+    let mut plugin = start().await;
+    plugin
+        .configure(
+            "acme",
+            "cw",
+            config(&aws),
+            vec![credential("prod", "aws", KEYS)],
+        )
+        .await
+        .expect("configure");
+    let time = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(failure_ms).expect("after 1970")),
+    )
+    .to_string();
+    let ask = |tenant: &str, service: &str| json!({"tenant": tenant, "time": time, "data": {"enrichment.want": "metric_values", "service.name": service}});
+    let answer = plugin
+        .enrich(&ask("acme", "checkout"))
+        .await
+        .expect("enrich");
+    let entries: Vec<Value> = answer
+        .enrichments_json
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("json"))
+        .collect();
+    let [entry] = entries.as_slice() else {
+        panic!("one metric: {entries:#?}");
+    };
+    assert_eq!(entry["kind"], "metric_values");
+    assert_eq!(
+        entry["source"],
+        json!({"plugin": "cloudwatch", "integration": "cw", "tenant": "acme"})
+    );
+    let values: Vec<f64> = entry["data"]["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["value"].as_f64().expect("value"))
+        .collect();
+    assert_eq!(values, [100.0, 150.0, 900.0], "{entry:#}");
+    assert_eq!(entry["data"]["peak"], 900.0);
+    assert_eq!(entry["data"]["mean_before"], 125.0);
+    assert_eq!(entry["data"]["cloud.account.id"], ACCOUNT);
+    assert!(
+        entry["links"][0]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://us-east-1.console.aws.amazon.com/cloudwatch/")),
+        "{entry:#}"
+    );
+    assert!(
+        entry["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Latency") && r.contains("peak 900")),
+        "{entry:#}"
+    );
+
+    // Another service: nothing. Another question: nothing. Another tenant: refused.
+    let none = plugin
+        .enrich(&ask("acme", "billing"))
+        .await
+        .expect("enrich");
+    assert!(none.enrichments_json.is_empty());
+    let other = plugin
+        .enrich(&json!({"tenant": "acme", "time": time, "data": {"enrichment.want": "suspect_commits"}}))
+        .await
+        .expect("enrich");
+    assert!(other.enrichments_json.is_empty());
+    match plugin.enrich(&ask("globex", "checkout")).await {
+        Err(plugin_kit::testing::HarnessError::Call(status)) => {
+            assert_eq!(status.code() as i32, 7, "permission denied: {status:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match plugin
+        .enrich(&json!({"tenant": "acme", "time": "yesterday", "data": {"enrichment.want": "metric_values", "service.name": "checkout"}}))
+        .await
+    {
+        Err(plugin_kit::testing::HarnessError::Call(status)) => {
+            assert_eq!(status.code() as i32, 3, "invalid argument: {status:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
