@@ -44,7 +44,12 @@ pub enum BatchError {
     Commit(#[from] CommitError),
     #[error("interrupted after {scanned} of {total} failures; run it again to continue")]
     Interrupted { scanned: u64, total: u64 },
+    #[error("the same enrichment (tenant and range) is running and did not stop within {0:?}")]
+    Running(std::time::Duration),
 }
+
+/// How long a run waits for an earlier run of the same job to stop.
+const RUNNING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn job_key(tenant: &str, from_ms: u64, to_ms: u64, dry_run: bool) -> Vec<u8> {
     let mut key = prefix(&[tenant]);
@@ -91,6 +96,9 @@ pub fn run(
     let correlator: &Correlator = pipeline.correlator();
     let store = pipeline.store();
     let job = job_key(tenant, from_ms, to_ms, dry_run);
+    let _running = correlator
+        .start_job(&job, RUNNING_WAIT)
+        .ok_or(BatchError::Running(RUNNING_WAIT))?;
     let tenant_prefix = prefix(&[tenant]);
     let in_range = |key: &[u8]| {
         // tenant \0 service \0 environment \0 time …: the time follows the third part.

@@ -96,22 +96,19 @@ impl Completer {
     /// Asks what is not answered yet, then revises the failure.
     pub async fn complete(&self, completion: Completion) -> Result<bool, CompletionError> {
         let correlator = self.pipeline.correlator();
-        let mut problems = Vec::new();
         for ask in &completion.asks {
             if correlator.answer(&completion.tenant, &ask.key).is_some() {
                 continue;
             }
-            match self.ask(&completion.tenant, ask).await {
-                Ok(entries) => correlator.remember(&completion.tenant, &ask.key, entries),
-                Err(problem) => {
-                    tracing::warn!(tenant = %completion.tenant, integration = %ask.integration, problem, "a plugin did not complete an enrichment");
-                    problems.push(problem);
-                }
+            let answer = self.ask(&completion.tenant, ask).await;
+            if let Err(problem) = &answer {
+                tracing::warn!(tenant = %completion.tenant, integration = %ask.integration, problem, "a plugin did not complete an enrichment");
             }
+            correlator.remember(&completion.tenant, &ask.key, answer);
         }
         let stored = self.stored(&completion).await?;
         let pipeline = self.pipeline.clone();
-        tokio::task::spawn_blocking(move || revise(&pipeline, &completion, &stored, &problems))
+        tokio::task::spawn_blocking(move || revise(&pipeline, &completion, &stored))
             .await
             .unwrap_or(Ok(false))
     }
@@ -196,20 +193,17 @@ fn entries(tenant: &str, ask: &Ask, answer: &[String]) -> Vec<Value> {
         .collect()
 }
 
-/// Commits a new revision of `stored` enriched with the answers at hand, when that
-/// changes it. Returns whether it did.
+/// Commits a new revision of `stored` enriched with the answers at hand (or why there
+/// are none), when that changes it. Returns whether it did.
 pub(super) fn revise(
     pipeline: &Pipeline,
     completion: &Completion,
     stored: &Value,
-    problems: &[String],
 ) -> Result<bool, CompletionError> {
-    let completed = pipeline.correlator().completed(
-        &completion.tenant,
-        stored,
-        completion.time_ms,
-        problems,
-    )?;
+    let completed =
+        pipeline
+            .correlator()
+            .completed(&completion.tenant, stored, completion.time_ms)?;
     let unchanged = ["enrichments", "enrichment_status", "enrichment_note"]
         .iter()
         .all(|field| completed["data"][field] == stored["data"][field]);

@@ -217,11 +217,14 @@ struct Registered {
 /// Plugins' answers are reused this long (a burst of failures after one deployment asks
 /// the same question).
 const ANSWER_TTL: Duration = Duration::from_secs(10 * 60);
+/// Why a plugin did not answer is reused this long: a burst of failures while a plugin
+/// is down or refusing asks it once, and says why in each.
+const PROBLEM_TTL: Duration = Duration::from_secs(60);
 /// Answers remembered at most.
 const MAX_ANSWERS: usize = 10_000;
 
-/// A plugin's enrichments, and when they came.
-type Answer = (Vec<Value>, std::time::Instant);
+/// A plugin's enrichments (or why there are none), and when they came.
+type Answer = (Result<Vec<Value>, String>, std::time::Instant);
 
 /// The correlation index and enrichment.
 #[derive(Debug)]
@@ -243,6 +246,11 @@ pub struct Correlator {
     /// for the key is indexed, and after [`RECENT_TTL`] (a deployment prepared
     /// concurrently with the read is seen that much later at worst).
     recent: std::sync::Mutex<HashMap<(String, String, String), Recent>>,
+    /// Batch jobs running now, by job key: one run of a job at a time.
+    jobs: (
+        std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
+        std::sync::Condvar,
+    ),
 }
 
 /// How long a read of the newest deployments is reused.
@@ -283,7 +291,31 @@ impl Correlator {
             answers: std::sync::Mutex::new(HashMap::new()),
             down: RwLock::new(std::collections::BTreeSet::new()),
             recent: std::sync::Mutex::new(HashMap::new()),
+            jobs: Default::default(),
         }
+    }
+
+    /// Marks batch job `key` running until the guard drops, once an earlier run of it
+    /// has stopped (an interrupted run finishes its chunk first); `None` when that
+    /// takes longer than `wait`.
+    pub fn start_job(&self, key: &[u8], wait: Duration) -> Option<JobGuard<'_>> {
+        let (running, stopped) = &self.jobs;
+        let deadline = std::time::Instant::now() + wait;
+        let mut jobs = running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while jobs.contains(key) {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            jobs = stopped
+                .wait_timeout(jobs, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        jobs.insert(key.to_vec());
+        Some(JobGuard {
+            correlator: self,
+            key: key.to_vec(),
+        })
     }
 
     /// Forgets the deployments read for realtime failures (after the index changed
@@ -320,8 +352,8 @@ impl Correlator {
         self.completions.set(sender).ok().map(|()| receiver)
     }
 
-    /// Remembers `tenant`'s answer to `key`.
-    pub fn remember(&self, tenant: &str, key: &str, entries: Vec<Value>) {
+    /// Remembers `tenant`'s answer to `key`: the enrichments, or why there are none.
+    pub fn remember(&self, tenant: &str, key: &str, answer: Result<Vec<Value>, String>) {
         let mut answers = self
             .answers
             .lock()
@@ -334,18 +366,25 @@ impl Correlator {
         }
         answers.insert(
             (tenant.to_owned(), key.to_owned()),
-            (entries, std::time::Instant::now()),
+            (answer, std::time::Instant::now()),
         );
     }
 
     /// `tenant`'s remembered answer to `key`.
-    pub fn answer(&self, tenant: &str, key: &str) -> Option<Vec<Value>> {
+    pub fn answer(&self, tenant: &str, key: &str) -> Option<Result<Vec<Value>, String>> {
         self.answers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(tenant.to_owned(), key.to_owned()))
-            .filter(|(_, at)| at.elapsed() < ANSWER_TTL)
-            .map(|(entries, _)| entries.clone())
+            .filter(|(answer, at)| {
+                at.elapsed()
+                    < if answer.is_ok() {
+                        ANSWER_TTL
+                    } else {
+                        PROBLEM_TTL
+                    }
+            })
+            .map(|(answer, _)| answer.clone())
     }
 
     /// Whether `tenant`'s `integration` can be asked now: a completer runs, its plugin
@@ -536,19 +575,18 @@ impl Correlator {
         time_ms: u64,
         pending: &[&DeliveryRecord],
     ) -> Result<(Value, Vec<Ask>), CorrelationError> {
-        self.enrich(tenant, event, time_ms, pending, true, &[])
+        self.enrich(tenant, event, time_ms, pending, true)
     }
 
-    /// `event` enriched from the index and the plugins' answers at hand, asking nothing
-    /// more; `problems` say why an ask went unanswered.
+    /// `event` enriched from the index and the plugins' answers at hand (or why they
+    /// did not answer), asking nothing more.
     pub fn completed(
         &self,
         tenant: &str,
         event: &Value,
         time_ms: u64,
-        problems: &[String],
     ) -> Result<Value, CorrelationError> {
-        self.enrich(tenant, event, time_ms, &[], false, problems)
+        self.enrich(tenant, event, time_ms, &[], false)
             .map(|(event, _)| event)
     }
 
@@ -559,9 +597,10 @@ impl Correlator {
         time_ms: u64,
         pending: &[&DeliveryRecord],
         asking: bool,
-        problems: &[String],
     ) -> Result<(Value, Vec<Ask>), CorrelationError> {
         let mut asks = Vec::new();
+        // Why plugins asked earlier did not answer.
+        let mut problems = Vec::new();
         let service = records::field(event, "service.name").unwrap_or_default();
         let stated = records::field(event, "deployment.environment");
         let environment = stated.unwrap_or("production");
@@ -622,7 +661,7 @@ impl Correlator {
                             deployment,
                             pending,
                             asking,
-                            (&mut enrichments, &mut asks),
+                            (&mut enrichments, &mut asks, &mut problems),
                         )?;
                     }
                     for (commit, pull) in suspects {
@@ -671,7 +710,7 @@ impl Correlator {
                 (service, environment),
                 time_ms,
                 asking,
-                (&mut enrichments, &mut asks),
+                (&mut enrichments, &mut asks, &mut problems),
             );
         }
         let mut enriched = event.clone();
@@ -681,7 +720,7 @@ impl Correlator {
             ))
         } else {
             let mut reasons: Vec<String> = self.missing_sources(tenant).into_iter().collect();
-            reasons.extend(problems.iter().cloned());
+            reasons.extend(problems);
             if !asks.is_empty() {
                 let asked: Vec<String> = asks.iter().map(Ask::describe).collect();
                 reasons.push(format!(
@@ -703,7 +742,7 @@ impl Correlator {
         deployment: &DeliveryRecord,
         pending: &[&DeliveryRecord],
         asking: bool,
-        (enrichments, asks): (&mut Vec<Value>, &mut Vec<Ask>),
+        (enrichments, asks, problems): (&mut Vec<Value>, &mut Vec<Ask>, &mut Vec<String>),
     ) -> Result<(), CorrelationError> {
         let (Some(repository), Some(head)) = (&deployment.repository, &deployment.revision) else {
             return Ok(());
@@ -717,29 +756,32 @@ impl Correlator {
             deployment.integration,
             base.as_deref().unwrap_or_default()
         );
-        if let Some(entries) = self.answer(tenant, &key) {
-            enrichments.extend(entries);
-        } else if asking && self.can_ask(tenant, &deployment.integration) {
-            let mut data = json!({
-                "enrichment.want": "suspect_commits",
-                "vcs.repository.name": repository,
-                "vcs.ref.head.revision": head,
-                "service.name": deployment.service,
-                "deployment.environment": deployment.environment,
-            });
-            if let Some(base) = &base {
-                data["vcs.ref.base.revision"] = json!(base);
+        match self.answer(tenant, &key) {
+            Some(Ok(entries)) => enrichments.extend(entries),
+            Some(Err(problem)) => problems.push(problem),
+            None if asking && self.can_ask(tenant, &deployment.integration) => {
+                let mut data = json!({
+                    "enrichment.want": "suspect_commits",
+                    "vcs.repository.name": repository,
+                    "vcs.ref.head.revision": head,
+                    "service.name": deployment.service,
+                    "deployment.environment": deployment.environment,
+                });
+                if let Some(base) = &base {
+                    data["vcs.ref.base.revision"] = json!(base);
+                }
+                asks.push(Ask {
+                    integration: deployment.integration.clone(),
+                    plugin: self.plugin_of(tenant, &deployment.integration),
+                    key,
+                    query: query(tenant, deployment.time_ms, data),
+                    what: format!(
+                        "the suspect commits of deployment {}",
+                        deployment.deployment.as_deref().unwrap_or(&deployment.id)
+                    ),
+                });
             }
-            asks.push(Ask {
-                integration: deployment.integration.clone(),
-                plugin: self.plugin_of(tenant, &deployment.integration),
-                key,
-                query: query(tenant, deployment.time_ms, data),
-                what: format!(
-                    "the suspect commits of deployment {}",
-                    deployment.deployment.as_deref().unwrap_or(&deployment.id)
-                ),
-            });
+            None => {}
         }
         Ok(())
     }
@@ -752,31 +794,34 @@ impl Correlator {
         (service, environment): (&str, &str),
         time_ms: u64,
         asking: bool,
-        (enrichments, asks): (&mut Vec<Value>, &mut Vec<Ask>),
+        (enrichments, asks, problems): (&mut Vec<Value>, &mut Vec<Ask>, &mut Vec<String>),
     ) {
         for integration in self.enrichers(tenant) {
             let key = format!(
                 "metric_values\0{integration}\0{service}\0{environment}\0{}",
                 time_ms / 60_000
             );
-            if let Some(entries) = self.answer(tenant, &key) {
-                enrichments.extend(entries);
-            } else if asking {
-                asks.push(Ask {
-                    plugin: self.plugin_of(tenant, &integration),
-                    integration,
-                    key,
-                    query: query(
-                        tenant,
-                        time_ms,
-                        json!({
-                            "enrichment.want": "metric_values",
-                            "service.name": service,
-                            "deployment.environment": environment,
-                        }),
-                    ),
-                    what: "the metric values around the failure".to_owned(),
-                });
+            match self.answer(tenant, &key) {
+                Some(Ok(entries)) => enrichments.extend(entries),
+                Some(Err(problem)) => problems.push(problem),
+                None if asking => {
+                    asks.push(Ask {
+                        plugin: self.plugin_of(tenant, &integration),
+                        integration,
+                        key,
+                        query: query(
+                            tenant,
+                            time_ms,
+                            json!({
+                                "enrichment.want": "metric_values",
+                                "service.name": service,
+                                "deployment.environment": environment,
+                            }),
+                        ),
+                        what: "the metric values around the failure".to_owned(),
+                    });
+                }
+                None => {}
             }
         }
     }
@@ -1095,6 +1140,24 @@ impl Correlator {
             }
         }
         Ok(views)
+    }
+}
+
+/// A running batch job; dropping it lets the next run of the job start.
+#[derive(Debug)]
+pub struct JobGuard<'c> {
+    correlator: &'c Correlator,
+    key: Vec<u8>,
+}
+
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        let (running, stopped) = &self.correlator.jobs;
+        running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+        stopped.notify_all();
     }
 }
 

@@ -804,17 +804,17 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     world.pipeline.correlator().remember(
         "acme",
         &ask.key,
-        vec![serde_json::json!({
+        Ok(vec![serde_json::json!({
             "source": {"plugin": "github", "integration": "gh", "tenant": "acme"},
             "kind": "suspect_commit",
             "reason": "commit abc was shipped",
             "score": 0.5,
             "links": [{"rel": "commit", "url": "https://github.com/acme/checkout/commit/abc"}],
             "data": {"sha": "abc"}
-        })],
+        })]),
     );
     let stored = stored_failure(&world, &completion);
-    assert!(revise(&world.pipeline, &completion, &stored, &[]).expect("revise"));
+    assert!(revise(&world.pipeline, &completion, &stored).expect("revise"));
     let revised = world.failure("f1");
     assert_eq!(revised["revision"], 2);
     assert_eq!(revised["id"], first["id"]);
@@ -825,7 +825,7 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     assert_eq!(kinds(&revised), ["deployment", "suspect_commit"]);
     // Nothing more to say: no third revision.
     let stored = stored_failure(&world, &completion);
-    assert!(!revise(&world.pipeline, &completion, &stored, &[]).expect("revise"));
+    assert!(!revise(&world.pipeline, &completion, &stored).expect("revise"));
 
     // The next failure after the same deployment has the answer at once: no ask.
     world.commit(
@@ -878,12 +878,32 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     );
     let stored = stored_failure(&world, &completion);
     let problem = "integration `gh` (github) is not running".to_owned();
-    assert!(revise(&world.pipeline, &completion, &stored, &[problem]).expect("revise"));
+    world
+        .pipeline
+        .correlator()
+        .remember("acme", &completion.asks[0].key, Err(problem));
+    assert!(revise(&world.pipeline, &completion, &stored).expect("revise"));
     let unanswered = world.failure("f3");
     assert_eq!(unanswered["revision"], 2);
     assert_eq!(unanswered["data"]["enrichment_status"], "partial");
     assert!(note(&unanswered).contains("is not running"), "{unanswered}");
     assert!(!note(&unanswered).contains("a revision follows"));
+    // While that reason is fresh, the next failure says it at once, asking nothing.
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "f4",
+            "checkout",
+            "production",
+            T + 26 * MINUTE,
+        )],
+    );
+    let f4 = world.failure("f4");
+    assert_eq!(f4["data"]["enrichment_status"], "partial");
+    assert!(note(&f4).contains("is not running"), "{f4}");
+    assert!(completions.try_recv().is_err(), "not asked again");
 
     // Another tenant's failure after its own deployment asks about its own tenant only.
     world
@@ -963,4 +983,37 @@ fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
         completions.try_recv().is_err(),
         "a stopped plugin is not asked"
     );
+}
+
+#[test]
+fn one_run_of_a_batch_job_at_a_time() {
+    let world = World::new();
+    let correlator = world.pipeline.correlator();
+    let first = correlator
+        .start_job(b"acme\0job", std::time::Duration::ZERO)
+        .expect("free");
+    assert!(
+        correlator
+            .start_job(b"acme\0job", std::time::Duration::from_millis(20))
+            .is_none(),
+        "the same job is running"
+    );
+    assert!(
+        correlator
+            .start_job(b"acme\0other", std::time::Duration::ZERO)
+            .is_some(),
+        "another job is not held up"
+    );
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            correlator
+                .start_job(b"acme\0job", std::time::Duration::from_secs(10))
+                .is_some()
+        });
+        drop(first);
+        assert!(
+            waiting.join().expect("join"),
+            "started once the first stopped"
+        );
+    });
 }
