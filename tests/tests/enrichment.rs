@@ -7,6 +7,7 @@
 //! from the GitHub plugin's `Enrich` (against the fixture API) as a revision;
 //! `integrationctl deployments`, `enrich` and `index rebuild` report on it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 // The GitHub plugin's fixture API: GitHub's REST shapes built from the public
@@ -112,17 +113,20 @@ struct Setup {
     ingest: Vec<(String, String)>,
 }
 
+/// The daemon configuration of these tests, for `world`.
+fn daemon_setup(world: &World) -> DaemonSetup {
+    DaemonSetup::default()
+        .with_master_key(&world.root.path().join("master.key"))
+        // A killed plugin stays down long enough to be seen down.
+        .process("restart_initial_delay = \"20s\"")
+        .process("restart_max_delay = \"20s\"")
+}
+
 impl Setup {
     fn start() -> Self {
         let world = World::new();
         world.install(&github());
-        let daemon = world.start(
-            &DaemonSetup::default()
-                .with_master_key(&world.root.path().join("master.key"))
-                // A killed plugin stays down long enough to be seen down.
-                .process("restart_initial_delay = \"20s\"")
-                .process("restart_max_delay = \"20s\""),
-        );
+        let daemon = world.start(&daemon_setup(&world));
         let mut ingest = Vec::new();
         for tenant in ["acme", "other"] {
             daemon.ctl_json(&["tenants", "create", tenant]);
@@ -187,6 +191,24 @@ impl Setup {
             &format!("/v1/events/{tenant}"),
             &[("Authorization", &format!("Bearer {token}"))],
             &event.to_string(),
+        )
+        .expect("the daemon answers");
+        assert_eq!(answer.status, 202, "{}", answer.body);
+    }
+
+    /// Posts a JSON array of platform events of `tenant`.
+    fn post_failure_batch(&self, tenant: &str, events: &Value) {
+        let token = &self
+            .ingest
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .expect("token")
+            .1;
+        let answer = http::post_json(
+            &self.daemon.http_addr(),
+            &format!("/v1/events/{tenant}"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            &events.to_string(),
         )
         .expect("the daemon answers");
         assert_eq!(answer.status, 202, "{}", answer.body);
@@ -584,4 +606,169 @@ fn suspect_commits_the_index_lacks_come_from_the_github_plugin_as_a_revision() {
         before
     );
     drop(runtime);
+}
+
+/// The last version of each event in `world`'s sink, by id, and how many lines each
+/// revision number has.
+fn final_versions(world: &World) -> (BTreeMap<String, Value>, BTreeMap<u64, usize>) {
+    let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    let mut per_revision: BTreeMap<u64, usize> = BTreeMap::new();
+    for line in world.sink_lines() {
+        let event: Value = serde_json::from_str(&line).expect("JSON");
+        let revision = event["revision"].as_u64().unwrap_or(1);
+        *per_revision.entry(revision).or_default() += 1;
+        let id = event["id"].as_str().expect("id").to_owned();
+        if last
+            .get(&id)
+            .is_none_or(|seen| seen["revision"].as_u64().unwrap_or(1) < revision)
+        {
+            last.insert(id, event);
+        }
+    }
+    (last, per_revision)
+}
+
+#[test]
+fn batch_enrichment_of_100000_failures_killed_midway_and_resumed_equals_one_run() {
+    const FAILURES: u64 = 100_000;
+    const PER_REQUEST: u64 = 10_000;
+    let t0: u64 = 1_796_000_000_000;
+    let mut setup = Setup::start();
+    // Failures first, one every 50 ms after t0...
+    for chunk in 0..FAILURES / PER_REQUEST {
+        let events: Vec<Value> = (chunk * PER_REQUEST..(chunk + 1) * PER_REQUEST)
+            .map(|i| failure_event("acme", &format!("f{i}"), "production", t0 + i * 50))
+            .collect();
+        setup.post_failure_batch("acme", &Value::Array(events));
+    }
+    wait_for("the failures in the sink", Duration::from_secs(300), || {
+        (setup.world.sink_lines().len() as u64 >= FAILURES).then_some(())
+    });
+    // ...then what a new GitHub integration brings: the pushes and the deployment before
+    // them all. A late deployment revises at most 1,000 failures at once; the other
+    // 99,000 are for the batch.
+    let sha = "2222222222222222222222222222222222222222";
+    setup.webhook("acme", "push", "b-push", &push(&[(sha, t0 - 20 * MINUTE)]));
+    setup.webhook(
+        "acme",
+        "deployment",
+        "b-1",
+        &deployment(201, sha, "production", t0 - MINUTE),
+    );
+    let seeded = wait_for("the first 1,000 revised", LONG, || {
+        let (_, per_revision) = final_versions(&setup.world);
+        (per_revision.get(&2) == Some(&1_000)).then(|| setup.world.sink_lines().len())
+    });
+
+    // The same state twice: the daemon stopped, its state copied.
+    setup.daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    setup.daemon.wait_exit(LONG);
+    let copy = World::new();
+    copy.install(&github());
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(setup.world.state_dir())
+        .arg(copy.state_dir())
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    std::fs::copy(
+        setup.world.root.path().join("master.key"),
+        copy.root.path().join("master.key"),
+    )
+    .expect("copy the master key");
+    let whole = setup.world.start(&daemon_setup(&setup.world));
+    let mut interrupted = copy.start(&daemon_setup(&copy));
+    let range = [
+        "enrich",
+        "--tenant",
+        "acme",
+        "--from",
+        &rfc3339(t0 - 60 * MINUTE),
+        "--to",
+        &rfc3339(t0 + FAILURES * 50),
+    ]
+    .map(str::to_owned);
+    let range: Vec<&str> = range.iter().map(String::as_str).collect();
+
+    // One uninterrupted run.
+    let one_run = whole.ctl_json(&range);
+    assert_eq!(one_run["scanned"], FAILURES);
+    assert_eq!(one_run["enriched"], FAILURES - 1_000);
+    assert_eq!(one_run["unchanged"], 1_000);
+    assert_eq!(one_run["done"], true);
+
+    // The same run, its daemon killed (-9) a few chunks in, then run again.
+    let mut client = std::process::Command::new(e2e_tests::bin("integrationctl"))
+        .arg("--socket")
+        .arg(&interrupted.socket)
+        .arg("-o")
+        .arg("json")
+        .args(&range)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("integrationctl");
+    wait_for("a few chunks revised", LONG, || {
+        (copy.sink_lines().len() >= seeded + 5_000).then_some(())
+    });
+    interrupted.signal(nix::sys::signal::Signal::SIGKILL);
+    interrupted.wait_exit(LONG);
+    let client_status = client.wait().expect("integrationctl ends");
+    assert!(!client_status.success(), "the client saw the daemon go");
+    let midway = copy.sink_lines().len();
+    assert!(
+        midway < seeded + (FAILURES as usize - 1_000),
+        "interrupted before the end ({midway} lines)"
+    );
+    let restarted = copy.start_written();
+    let resumed = restarted.ctl_json(&range);
+    assert_eq!(
+        (
+            &resumed["scanned"],
+            &resumed["enriched"],
+            &resumed["unchanged"]
+        ),
+        (
+            &one_run["scanned"],
+            &one_run["enriched"],
+            &one_run["unchanged"]
+        ),
+        "the resumed run counts what one run counted: {resumed}"
+    );
+
+    // Every failure ends the same in both, and nothing was delivered twice.
+    let expected_lines = seeded + (FAILURES as usize - 1_000);
+    for world in [&setup.world, &copy] {
+        wait_for("the revisions in the sink", LONG, || {
+            (world.sink_lines().len() >= expected_lines).then_some(())
+        });
+    }
+    let (a, a_revisions) = final_versions(&setup.world);
+    let (b, b_revisions) = final_versions(&copy);
+    assert_eq!(a_revisions, b_revisions);
+    assert_eq!(
+        a_revisions.get(&2),
+        Some(&(FAILURES as usize)),
+        "{a_revisions:?}"
+    );
+    assert_eq!(a.len(), b.len());
+    if let Some((id, event)) = a.iter().find(|(id, event)| b.get(*id) != Some(*event)) {
+        panic!(
+            "{id} differs after the interruption:\n{event:#}\n{:#}",
+            b.get(id).cloned().unwrap_or_default()
+        );
+    }
+    let linked = a
+        .values()
+        .filter(|e| {
+            e["data"]["error.message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with('f'))
+        })
+        .filter(|e| {
+            enrichments(e, "deployment").len() == 1 && enrichments(e, "suspect_commit").len() == 1
+        })
+        .count();
+    assert_eq!(linked, FAILURES as usize);
 }

@@ -342,6 +342,28 @@ impl Correlator {
             );
     }
 
+    /// Records which plugin serves `tenant`/`integration`, as configured (before its
+    /// instance has started and said what it can do): enrichments name their source
+    /// correctly from the daemon's start.
+    pub fn name_plugin(&self, tenant: &str, integration: &str, plugin: &str) {
+        let mut plugins = self
+            .plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = plugins
+            .entry((tenant.to_owned(), integration.to_owned()))
+            .or_insert_with(|| Registered {
+                plugin: plugin.to_owned(),
+                enrich: false,
+            });
+        if entry.plugin != plugin {
+            *entry = Registered {
+                plugin: plugin.to_owned(),
+                enrich: false,
+            };
+        }
+    }
+
     /// Connects the completer: from now on, context the index lacks is asked of
     /// plugins. Returns the receiving end (once; later calls get `None`).
     pub fn connect_completions(

@@ -1017,3 +1017,32 @@ fn one_run_of_a_batch_job_at_a_time() {
         );
     });
 }
+
+#[test]
+fn enrichments_name_the_configured_plugin_before_its_instance_started() {
+    let world = World::new();
+    // Named from the configuration at the daemon's start; never configured yet.
+    world
+        .pipeline
+        .correlator()
+        .name_plugin("other", "deploys", "github");
+    world.commit(
+        "other",
+        "deploys",
+        vec![
+            deployment("other", "checkout", "production", 1, "aaa", T)
+                .replace("\"integration\":\"gh\"", "\"integration\":\"deploys\""),
+        ],
+    );
+    world.commit(
+        "other",
+        "cw",
+        vec![failure("other", "o1", "checkout", "production", T + MINUTE)],
+    );
+    let failure = world.failure("o1");
+    assert_eq!(
+        failure["data"]["enrichments"][0]["source"],
+        serde_json::json!({"plugin": "github", "integration": "deploys", "tenant": "other"}),
+        "{failure}"
+    );
+}

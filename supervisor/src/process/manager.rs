@@ -115,6 +115,11 @@ impl Manager {
     }
 
     fn spawn_instance(&self, config: &InstanceConfig) -> Handle {
+        if let Some(pipeline) = &self.settings.pipeline {
+            pipeline
+                .correlator()
+                .name_plugin(&config.tenant, config.integration(), &config.plugin);
+        }
         let process = &self.settings.process;
         let labels = InstanceLabels {
             plugin: config.plugin.clone(),
