@@ -1,5 +1,5 @@
-//! `enrichment-bench [lookup|realtime|batch] [--cache-mb N]` (release build): the
-//! correlation index's figures, in one run.
+//! `enrichment-bench [lookup|realtime|batch] [--cache-mb N] [--deploy-every-min N]`
+//! (release build): the correlation index's figures, in one run.
 //!
 //! 1. Lookup: the deployments preceding an event, with 1,000,000 delivery events
 //!    indexed (1,000 services, 1,000 deployments each): p50, p99, max.
@@ -19,11 +19,32 @@ use supervisor::correlation::{CorrelationSettings, batch};
 use supervisor::pipeline::{Pipeline, PipelineSettings};
 use supervisor::store::{Batch, Store};
 
-/// Realtime events are about now (their lookups may use the recent-deployments cache).
-const T: u64 = 1_796_000_000_000;
+/// Unix milliseconds now: realtime events are about now (pulled within the last few
+/// minutes), and their deployments before them.
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
 /// Lookups and batch enrichment read history (the index itself).
 const HISTORY: u64 = 1_700_000_000_000;
 const MINUTE: u64 = 60_000;
+
+/// `--deploy-every-min N` (realtime): how far apart each service's deployments are.
+/// The default, one a minute, puts five deployments (the most listed) in every
+/// failure's two-hour window; `60` is a busy service deploying hourly (two).
+fn deploy_every_min() -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--deploy-every-min")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
 
 /// `--cache-mb N` (default: the store's default).
 fn cache_mb() -> u64 {
@@ -49,12 +70,13 @@ fn pipeline(dir: &std::path::Path, enabled: bool) -> Pipeline {
     .expect("pipeline")
 }
 
-fn deployment_entry(base: u64, service: usize, n: u64) -> IndexEntry {
+/// Deployment `n` of `service`, `spacing` ms after the one before, from `base`.
+fn deployment_entry(base: u64, spacing: u64, service: usize, n: u64) -> IndexEntry {
     IndexEntry::Delivery(DeliveryRecord {
         id: format!("ev_{service}_{n}"),
         kind: "deployment".to_owned(),
         integration: "gh".to_owned(),
-        time_ms: base + n * MINUTE,
+        time_ms: base + n * spacing,
         service: format!("service-{service}"),
         environment: "production".to_owned(),
         deployment: Some(format!("acme/service-{service}#{n}")),
@@ -67,12 +89,12 @@ fn deployment_entry(base: u64, service: usize, n: u64) -> IndexEntry {
     })
 }
 
-fn index(store: &Store, base: u64, services: usize, per_service: u64) {
+fn index(store: &Store, base: u64, spacing: u64, services: usize, per_service: u64) {
     let mut batch = Batch::new();
     let mut pending = 0;
     for service in 0..services {
         for n in 0..per_service {
-            let (table, key, value) = deployment_entry(base, service, n).write("acme");
+            let (table, key, value) = deployment_entry(base, spacing, service, n).write("acme");
             batch = batch.put(table, key, value);
             pending += 1;
             if pending == 20_000 {
@@ -93,7 +115,7 @@ fn lookup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = pipeline(dir.path(), true);
     let started = Instant::now();
-    index(pipeline.store(), HISTORY, 1_000, 1_000);
+    index(pipeline.store(), HISTORY, MINUTE, 1_000, 1_000);
     println!(
         "lookup: indexed 1,000,000 deliveries in {:.1} s (store page cache {} MiB)",
         started.elapsed().as_secs_f64(),
@@ -127,7 +149,8 @@ fn lookup() {
     );
 }
 
-fn events(count: usize) -> Vec<Vec<String>> {
+/// `count` events pulled in the last four minutes before `now`.
+fn events(count: usize, now: u64) -> Vec<Vec<String>> {
     let context = MapContext {
         tenant: "acme".into(),
         integration: "cw".into(),
@@ -135,7 +158,7 @@ fn events(count: usize) -> Vec<Vec<String>> {
     let all: Vec<String> = (0..count)
         .map(|i| {
             let failure = i % 20 == 0;
-            let at = T + 600 * MINUTE + (i as u64) * 10;
+            let at = now - 4 * MINUTE + (i as u64) * (4 * MINUTE) / count as u64;
             EventBuilder::new(
                 "com.betalogs.system.log",
                 Category::System,
@@ -161,14 +184,23 @@ fn events(count: usize) -> Vec<Vec<String>> {
 }
 
 fn realtime() {
-    let batches = events(200_000);
+    let now = now_ms();
+    let batches = events(200_000, now);
     let mut best = [f64::MAX; 2];
     for round in 0..4 {
         for (slot, enabled) in [(0, false), (1, true)] {
             let dir = tempfile::tempdir().expect("tempdir");
             let pipeline = pipeline(dir.path(), enabled);
-            // Deployments of the services before the events, as in a real index.
-            index(pipeline.store(), T, 100, 700);
+            // 700 deployments of each service before the events, the newest ten
+            // minutes before the first event.
+            let spacing = deploy_every_min() * MINUTE;
+            index(
+                pipeline.store(),
+                now - 10 * MINUTE - 699 * spacing,
+                spacing,
+                100,
+                700,
+            );
             let started = Instant::now();
             for batch in &batches {
                 let submission = pipeline.prepare("acme", "cw", batch);
@@ -199,7 +231,7 @@ fn batch_enrichment() {
         integration: "cw".into(),
     };
     // 1,000,000 failures as realtime enrichment stored them before any deployment was
-    // known (10 services, in the hour after T), written straight to the table.
+    // known (10 services, in the hour after HISTORY), written straight to the table.
     let started = Instant::now();
     let mut writes = Batch::new();
     for i in 0..1_000_000u64 {
@@ -237,7 +269,7 @@ fn batch_enrichment() {
     for service in 0..10 {
         let entry = IndexEntry::Delivery(DeliveryRecord {
             time_ms: HISTORY - MINUTE,
-            ..match deployment_entry(HISTORY, service, 0) {
+            ..match deployment_entry(HISTORY, MINUTE, service, 0) {
                 IndexEntry::Delivery(d) => d,
                 _ => unreachable!("a delivery"),
             }

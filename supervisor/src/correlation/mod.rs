@@ -25,7 +25,7 @@ pub mod rebuild;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use plugin_protocol::Severity;
@@ -246,6 +246,10 @@ pub struct Correlator {
     /// for the key is indexed, and after [`RECENT_TTL`] (a deployment prepared
     /// concurrently with the read is seen that much later at worst).
     recent: std::sync::Mutex<HashMap<(String, String, String), Recent>>,
+    /// `(tenant, deployment id)` → its suspects, for realtime failures.
+    recent_suspects: Memo<(String, String), Suspects>,
+    /// `(tenant, service)` → its alarm transitions, for realtime failures.
+    recent_alarms: Memo<(String, String), Arc<Vec<AlarmRecord>>>,
     /// Batch jobs running now, by job key: one run of a job at a time.
     jobs: (
         std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
@@ -257,6 +261,53 @@ pub struct Correlator {
 const RECENT_TTL: Duration = Duration::from_secs(2);
 /// Events older than this (against the clock) are not realtime: no cache.
 const RECENT_TTL_MS: u64 = 5 * 60 * 1000;
+
+/// Reads that realtime failures reuse for [`RECENT_TTL`]: a burst after one deployment
+/// reads the same suspects and alarms. Entries are dropped when the index gains what
+/// could change them.
+#[derive(Debug)]
+struct Memo<K, V> {
+    entries: std::sync::Mutex<HashMap<K, (V, std::time::Instant)>>,
+}
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, std::time::Instant)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.lock()
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < RECENT_TTL)
+            .map(|(value, _)| value.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut entries = self.lock();
+        if entries.len() >= MAX_ANSWERS {
+            entries.retain(|_, (_, at)| at.elapsed() < RECENT_TTL);
+        }
+        entries.insert(key, (value, std::time::Instant::now()));
+    }
+
+    /// Drops the entries `stale` names.
+    fn forget(&self, mut stale: impl FnMut(&K) -> bool) {
+        self.lock().retain(|key, _| !stale(key));
+    }
+}
+
+/// The suspect commits of a deployment, with their pull requests.
+type Suspects = Arc<Vec<(CommitRecord, Option<PullRecord>)>>;
 
 #[derive(Debug)]
 struct Recent {
@@ -291,6 +342,8 @@ impl Correlator {
             answers: std::sync::Mutex::new(HashMap::new()),
             down: RwLock::new(std::collections::BTreeSet::new()),
             recent: std::sync::Mutex::new(HashMap::new()),
+            recent_suspects: Memo::default(),
+            recent_alarms: Memo::default(),
             jobs: Default::default(),
         }
     }
@@ -325,6 +378,8 @@ impl Correlator {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        self.recent_suspects.forget(|_| true);
+        self.recent_alarms.forget(|_| true);
     }
 
     /// Records which plugin serves `tenant`/`integration`, and whether it answers
@@ -534,11 +589,22 @@ impl Correlator {
         let entries = records::index_entries(event, time_ms);
         for entry in &entries {
             out.writes.push(entry.write(tenant));
-            if let IndexEntry::Delivery(d) = entry {
-                self.recent
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&(tenant.to_owned(), d.service.clone(), d.environment.clone()));
+            match entry {
+                IndexEntry::Delivery(d) => {
+                    self.recent
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&(tenant.to_owned(), d.service.clone(), d.environment.clone()));
+                    // A deployment before another changes what that one shipped.
+                    self.recent_suspects.forget(|(t, _)| t == tenant);
+                }
+                IndexEntry::Commit { .. } | IndexEntry::Pull { .. } => {
+                    self.recent_suspects.forget(|(t, _)| t == tenant);
+                }
+                IndexEntry::Alarm { service, .. } => {
+                    self.recent_alarms
+                        .forget(|(t, s)| t == tenant && s == service);
+                }
             }
         }
         if records::is_failure(event, self.settings.min_severity) {
@@ -676,7 +742,7 @@ impl Correlator {
                 // The suspects of the newest deployment only: older ones' commits were
                 // running before without this failure.
                 if rank == 0 {
-                    let suspects = self.suspects(tenant, deployment, pending)?;
+                    let suspects = self.suspects_of(tenant, deployment, pending, time_ms)?;
                     if suspects.is_empty() {
                         self.suspects_elsewhere(
                             tenant,
@@ -686,7 +752,7 @@ impl Correlator {
                             (&mut enrichments, &mut asks, &mut problems),
                         )?;
                     }
-                    for (commit, pull) in suspects {
+                    for (commit, pull) in suspects.iter() {
                         let mut links = Vec::new();
                         if let Some(url) = web(commit.url.as_deref()) {
                             links.push(json!({"rel": "commit", "url": url}));
@@ -769,6 +835,10 @@ impl Correlator {
         let (Some(repository), Some(head)) = (&deployment.repository, &deployment.revision) else {
             return Ok(());
         };
+        // Without a completer nothing is asked, and nothing was answered.
+        if self.completions.get().is_none() {
+            return Ok(());
+        }
         let base = self
             .previous(tenant, deployment, pending)?
             .and_then(|p| p.revision)
@@ -884,7 +954,7 @@ impl Correlator {
                 .filter(|d| d.time_ms >= from_ms)
                 .collect(),
             // An old event (batch enrichment, late data): its window only.
-            _ if time_ms.saturating_add(RECENT_TTL_MS) < crate::tenants::now_ms() => {
+            _ if !is_realtime(time_ms) => {
                 let key_prefix = prefix(&[tenant, service, environment]);
                 self.read_deployments(&key_prefix, from_ms, time_ms)?
             }
@@ -1035,6 +1105,32 @@ impl Correlator {
         Ok(candidates.into_iter().max_by_key(|d| d.time_ms))
     }
 
+    /// [`Correlator::suspects`], reused for a realtime burst.
+    fn suspects_of(
+        &self,
+        tenant: &str,
+        deployment: &DeliveryRecord,
+        pending: &[&DeliveryRecord],
+        time_ms: u64,
+    ) -> Result<Suspects, CorrelationError> {
+        let reusable = pending.is_empty() && is_realtime(time_ms);
+        let key = (
+            tenant.to_owned(),
+            deployment
+                .deployment
+                .clone()
+                .unwrap_or_else(|| deployment.id.clone()),
+        );
+        if reusable && let Some(suspects) = self.recent_suspects.get(&key) {
+            return Ok(suspects);
+        }
+        let suspects = Arc::new(self.suspects(tenant, deployment, pending)?);
+        if reusable {
+            self.recent_suspects.put(key, suspects.clone());
+        }
+        Ok(suspects)
+    }
+
     /// The alarms of `service` whose last transition at or before `time_ms` is ALARM.
     fn firing(
         &self,
@@ -1042,24 +1138,39 @@ impl Correlator {
         service: &str,
         time_ms: u64,
     ) -> Result<Vec<AlarmRecord>, CorrelationError> {
-        let mut last: BTreeMap<String, AlarmRecord> = BTreeMap::new();
-        for (key, raw) in self
-            .store
-            .scan(Table::AlarmStates, &prefix(&[tenant, service]))?
-        {
-            let record: AlarmRecord = decode(&raw)?;
-            let _ = key;
-            if record.time_ms > time_ms {
-                continue;
+        let key = (tenant.to_owned(), service.to_owned());
+        let reusable = is_realtime(time_ms);
+        let transitions = match self.recent_alarms.get(&key).filter(|_| reusable) {
+            Some(transitions) => transitions,
+            None => {
+                let mut read = Vec::new();
+                for (_, raw) in self
+                    .store
+                    .scan(Table::AlarmStates, &prefix(&[tenant, service]))?
+                {
+                    read.push(decode::<AlarmRecord>(&raw)?);
+                }
+                let read = Arc::new(read);
+                if reusable {
+                    self.recent_alarms.put(key, read.clone());
+                }
+                read
             }
-            match last.get(&record.arn) {
+        };
+        let mut last: BTreeMap<&str, &AlarmRecord> = BTreeMap::new();
+        for record in transitions.iter().filter(|r| r.time_ms <= time_ms) {
+            match last.get(record.arn.as_str()) {
                 Some(seen) if seen.time_ms > record.time_ms => {}
                 _ => {
-                    last.insert(record.arn.clone(), record);
+                    last.insert(&record.arn, record);
                 }
             }
         }
-        Ok(last.into_values().filter(|a| a.state == "ALARM").collect())
+        Ok(last
+            .into_values()
+            .filter(|a| a.state == "ALARM")
+            .cloned()
+            .collect())
     }
 
     /// Failures after `deployment` within its window, enriched again with it: those
@@ -1181,6 +1292,12 @@ impl Drop for JobGuard<'_> {
             .remove(&self.key);
         stopped.notify_all();
     }
+}
+
+/// Whether an event at `time_ms` is realtime (within [`RECENT_TTL_MS`] of now): its
+/// lookups may reuse a burst's reads.
+fn is_realtime(time_ms: u64) -> bool {
+    time_ms.saturating_add(RECENT_TTL_MS) >= crate::tenants::now_ms()
 }
 
 /// One record per deployment (its earliest), newest first, at most `limit`.

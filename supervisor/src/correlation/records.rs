@@ -209,6 +209,10 @@ pub fn index_entries(event: &Value, time_ms: u64) -> Vec<IndexEntry> {
     let Some(event_type) = text(event, &["type"]) else {
         return Vec::new();
     };
+    // Most events (metrics, log lines) add nothing: no work for them.
+    if !event_type.starts_with("com.betalogs.delivery.") && alarm_state(event_type).is_none() {
+        return Vec::new();
+    }
     let id = text(event, &["id"]).unwrap_or_default().to_owned();
     let integration = text(event, &["integration"]).unwrap_or_default().to_owned();
     let service = field(event, "service.name").and_then(clean);
