@@ -3,7 +3,10 @@
 //! Reports events/s from daemon start to the last line in the sink, the p99 of the
 //! durable batch commit (from `/metrics`), and the daemon's RSS at the end.
 //!
-//! `pipeline-bench [--events N]` (release build).
+//! `pipeline-bench [--events N] [--failure-every K]` (release build). With
+//! `--failure-every`, the emitter's stream holds a deployment and then a failure every K
+//! events, and the bench compares the pull path with the correlation index (realtime
+//! enrichment) on and off.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
@@ -12,21 +15,57 @@ use e2e_tests::{DaemonSetup, PluginPackage, World};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let events: u64 = args
-        .iter()
-        .position(|a| a == "--events")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let events = flag("--events").unwrap_or(1_000_000);
+    match flag("--failure-every") {
+        None => {
+            run(events, None, true);
+        }
+        Some(every) => {
+            // Realtime enrichment's cost: the same stream with the correlation index on
+            // and off, alternated; the ratio of the best runs.
+            let mut best = [0.0f64; 2];
+            for round in 0..3 {
+                for (slot, enabled) in [(0, false), (1, true)] {
+                    let rate = run(events, Some(every), enabled);
+                    println!("round {round}: enrichment {enabled}: {rate:.0} events/s");
+                    best[slot] = best[slot].max(rate);
+                }
+            }
+            println!(
+                "realtime enrichment: best off {:.0} events/s, best on {:.0} events/s (a failure every {every} events, one deployment before them): costs {:.1}% of the pull path's throughput",
+                best[0],
+                best[1],
+                (1.0 - best[1] / best[0]) * 100.0
+            );
+        }
+    }
+}
+
+/// One daemon pulling `events` from the emitter (with a failure every
+/// `failure_every`, enrichment `enrichment` on or off) to the JSONL sink; events/s.
+fn run(events: u64, failure_every: Option<u64>, enrichment: bool) -> f64 {
     let world = World::new();
     let total = events.to_string();
+    let every = failure_every.map(|k| k.to_string());
+    let mut faults = vec!["--capabilities", "collect", "--emit", &total];
+    if let Some(every) = &every {
+        faults.extend(["--failure-every", every.as_str()]);
+    }
     world.install(&PluginPackage {
         capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault("emitter", &["--capabilities", "collect", "--emit", &total])
+        ..PluginPackage::testfault("emitter", &faults)
     });
     // One file, so the line count is one file's (rotation is tested elsewhere).
     let setup = DaemonSetup::default()
-        .extra("[sinks]\njsonl_max_bytes = 1000000000000\n")
+        .extra(&format!(
+            "[sinks]\njsonl_max_bytes = 1000000000000\n[enrichment]\nenabled = {enrichment}\n"
+        ))
         .instance("emitter")
         .process("collect_interval = \"100ms\"")
         .process("heartbeat_interval = \"3s\"")
@@ -54,16 +93,28 @@ fn main() {
         peak_rss_kib = peak_rss_kib.max(e2e_tests::rss_kib(daemon.pid()));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "pull_events_per_s={:.0} events={events} seconds={elapsed:.2} sink_bytes={read_to} (daemon start to last line, incl. plugin start)",
-        events as f64 / elapsed
-    );
-    let metrics = daemon.metrics();
-    println!(
-        "commit_p99_le_ms={}",
-        p99_bucket_ms(&metrics).map_or("n/a".to_owned(), |ms| format!("{ms:.2}"))
-    );
-    println!("daemon_peak_rss_mib={:.1}", peak_rss_kib as f64 / 1024.0);
+    let rate = events as f64 / elapsed;
+    if failure_every.is_some() {
+        // The failures at the end of the sink name the deployment when enrichment is on.
+        let mut file = std::fs::File::open(&path).expect("sink");
+        file.seek(SeekFrom::End(-1_000_000)).expect("seek");
+        let mut tail = String::new();
+        file.read_to_string(&mut tail).expect("read");
+        let linked = tail.matches("\"kind\":\"deployment\"").count();
+        assert_eq!(linked > 0, enrichment, "{linked} failures linked to the deployment");
+    }
+    if failure_every.is_none() {
+        println!(
+            "pull_events_per_s={rate:.0} events={events} seconds={elapsed:.2} sink_bytes={read_to} (daemon start to last line, incl. plugin start)"
+        );
+        let metrics = daemon.metrics();
+        println!(
+            "commit_p99_le_ms={}",
+            p99_bucket_ms(&metrics).map_or("n/a".to_owned(), |ms| format!("{ms:.2}"))
+        );
+        println!("daemon_peak_rss_mib={:.1}", peak_rss_kib as f64 / 1024.0);
+    }
+    rate
 }
 
 /// The upper bound of the histogram bucket holding the 99th percentile of batch commits.

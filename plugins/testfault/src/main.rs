@@ -18,6 +18,7 @@
 //! | `--reject-credentials-file PATH` | `Configure` answers UNAUTHENTICATED while PATH exists |
 //! | `--emit N` | `Collect` streams events N in total, 500 a batch, resuming at the cursor |
 //! | `--invalid-every K` | every K-th emitted event is schema-invalid |
+//! | `--failure-every K` | event 0 is a deployment of `testfault` to production ten minutes ago, and every K-th after it an error log line (a failure to enrich) |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 //! | `--probe-url URL` | once configured, GETs URL every 200 ms through plugin-kit's resilient client (breaker: 2 failures, 1 s cool-down) and reports it as dependency `probe` |
 //! | (webhooks) | `HandleWebhook` wants header `x-testfault-token: good` (else 401) and a JSON body `{"id": "d-1", "events": N}`: N events with ids from `id`; `"forbidden": true` answers 403, `"invalid": true` makes the last event schema-invalid, `"ping": true` answers 200 with no events |
@@ -44,6 +45,7 @@ struct Faults {
     renew_fails: bool,
     emit: Option<u64>,
     invalid_every: Option<u64>,
+    failure_every: Option<u64>,
     reject_credentials_file: Option<String>,
     probe_url: Option<String>,
 }
@@ -70,6 +72,7 @@ fn parse_faults() -> Result<Faults, String> {
             "--renew-fails" => faults.renew_fails = true,
             "--emit" => faults.emit = Some(number(&value()?)?),
             "--invalid-every" => faults.invalid_every = Some(number(&value()?)?),
+            "--failure-every" => faults.failure_every = Some(number(&value()?)?),
             "--reject-credentials-file" => faults.reject_credentials_file = Some(value()?),
             "--probe-url" => faults.probe_url = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
@@ -314,10 +317,16 @@ impl Plugin for TestFault {
             .clone()
             .ok_or_else(|| Status::failed_precondition("not configured"))?;
         let invalid_every = self.faults.invalid_every;
+        let failure_every = self.faults.failure_every;
         let batches = (start..total).step_by(500).map(move |first| {
             let last = (first + 500).min(total);
             let events_json = (first..last)
-                .map(|i| synthetic_event(&context, i, invalid_every))
+                .map(|i| match failure_every {
+                    Some(k) if i == 0 || (k > 0 && i.is_multiple_of(k)) => {
+                        failure_or_deployment(&context, i)
+                    }
+                    _ => synthetic_event(&context, i, invalid_every),
+                })
                 .collect();
             Ok(v1::EventBatch {
                 events_json,
@@ -458,6 +467,44 @@ impl Plugin for TestFault {
             message: String::new(),
         })
     }
+}
+
+/// Event 0: a deployment of `testfault` to production ten minutes ago; event `i`: an
+/// error log line of `testfault` in production, now.
+fn failure_or_deployment(context: &plugin_kit::MapContext, i: u64) -> String {
+    let now = std::time::SystemTime::now();
+    let at = |ago: u64| {
+        humantime::format_rfc3339_millis(now - std::time::Duration::from_secs(ago)).to_string()
+    };
+    let builder = if i == 0 {
+        plugin_kit::EventBuilder::new(
+            "com.betalogs.delivery.deployment",
+            plugin_kit::Category::Delivery,
+            "https://testfault.invalid/deployments",
+            "deployment-1".to_owned(),
+            at(600),
+        )
+        .field("deployment.id", 1)
+        .field("vcs.repository.name", "acme/testfault")
+        .field("vcs.ref.head.revision", "1111111111111111111111111111111111111111")
+        .link("deployments", "https://testfault.invalid/deployments/1")
+    } else {
+        plugin_kit::EventBuilder::new(
+            "com.betalogs.system.log",
+            plugin_kit::Category::System,
+            "https://testfault.invalid/logs",
+            format!("e-{i}"),
+            at(0),
+        )
+        .severity(plugin_kit::Severity::Error)
+        .field("log.message", format!("request {i} failed"))
+    };
+    builder
+        .field("service.name", "testfault")
+        .field("deployment.environment", "production")
+        .original(serde_json::json!({ "i": i }))
+        .to_json(context)
+        .unwrap_or_default()
 }
 
 /// Event `i`: valid, or (every `invalid_every`-th) with a category the schema refuses.

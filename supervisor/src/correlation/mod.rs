@@ -311,7 +311,7 @@ type Suspects = Arc<Vec<(CommitRecord, Option<PullRecord>)>>;
 
 #[derive(Debug)]
 struct Recent {
-    latest: Vec<DeliveryRecord>,
+    latest: Arc<Vec<DeliveryRecord>>,
     read_at: std::time::Instant,
 }
 
@@ -445,6 +445,15 @@ impl Correlator {
             (tenant.to_owned(), key.to_owned()),
             (answer, std::time::Instant::now()),
         );
+    }
+
+    /// Whether any answer of `tenant`'s is remembered.
+    fn has_answers(&self, tenant: &str) -> bool {
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .any(|(t, _)| t == tenant)
     }
 
     /// `tenant`'s remembered answer to `key`.
@@ -835,8 +844,11 @@ impl Correlator {
         let (Some(repository), Some(head)) = (&deployment.repository, &deployment.revision) else {
             return Ok(());
         };
-        // Without a completer nothing is asked, and nothing was answered.
-        if self.completions.get().is_none() {
+        // Nothing to ask (no completer, a plugin that cannot enrich or is down) and
+        // nothing answered for this tenant: no lookup of the base either.
+        if !(asking && self.can_ask(tenant, &deployment.integration))
+            && !self.has_answers(tenant)
+        {
             return Ok(());
         }
         let base = self
@@ -950,8 +962,9 @@ impl Correlator {
             // The newest deployments of all are no newer than the event: those in its
             // window are the answer (the usual case: failures follow deployments).
             Some(latest) if latest.iter().all(|d| d.time_ms <= time_ms) => latest
-                .into_iter()
+                .iter()
                 .filter(|d| d.time_ms >= from_ms)
+                .cloned()
                 .collect(),
             // An old event (batch enrichment, late data): its window only.
             _ if !is_realtime(time_ms) => {
@@ -979,7 +992,7 @@ impl Correlator {
                         .insert(
                             cache_key,
                             Recent {
-                                latest,
+                                latest: Arc::new(latest),
                                 read_at: std::time::Instant::now(),
                             },
                         );

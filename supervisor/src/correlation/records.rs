@@ -347,7 +347,8 @@ fn alarm_state(event_type: &str) -> Option<&'static str> {
 
 /// Severity by name.
 pub fn severity_of(event: &Value) -> Option<Severity> {
-    serde_json::from_value(event.get("severity")?.clone()).ok()
+    // Read in place: this runs for every event.
+    Severity::deserialize(event.get("severity")?).ok()
 }
 
 /// Whether `event` is a failure to enrich: a `system` or `security` event at or above
