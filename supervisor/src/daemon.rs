@@ -129,6 +129,7 @@ pub async fn run(
             ..crate::pipeline::PipelineSettings::default()
         },
     )?);
+    pipeline.correlator().use_flags(flags.clone());
     let metrics = Arc::new(Metrics::new());
     let manager = Arc::new(Manager::new(
         registry.clone(),

@@ -101,7 +101,11 @@ fn run(events: u64, failure_every: Option<u64>, enrichment: bool) -> f64 {
         let mut tail = String::new();
         file.read_to_string(&mut tail).expect("read");
         let linked = tail.matches("\"kind\":\"deployment\"").count();
-        assert_eq!(linked > 0, enrichment, "{linked} failures linked to the deployment");
+        assert_eq!(
+            linked > 0,
+            enrichment,
+            "{linked} failures linked to the deployment"
+        );
     }
     if failure_every.is_none() {
         println!(

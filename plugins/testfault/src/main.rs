@@ -486,7 +486,10 @@ fn failure_or_deployment(context: &plugin_kit::MapContext, i: u64) -> String {
         )
         .field("deployment.id", 1)
         .field("vcs.repository.name", "acme/testfault")
-        .field("vcs.ref.head.revision", "1111111111111111111111111111111111111111")
+        .field(
+            "vcs.ref.head.revision",
+            "1111111111111111111111111111111111111111",
+        )
         .link("deployments", "https://testfault.invalid/deployments/1")
     } else {
         plugin_kit::EventBuilder::new(

@@ -250,6 +250,9 @@ pub struct Correlator {
     recent_suspects: Memo<(String, String), Suspects>,
     /// `(tenant, service)` → its alarm transitions, for realtime failures.
     recent_alarms: Memo<(String, String), Arc<Vec<AlarmRecord>>>,
+    /// Whether a tenant's failures are enriched as they arrive (the
+    /// `realtime_enrichment` flag); all are when unset.
+    realtime: std::sync::OnceLock<crate::tenants::Flags>,
     /// Batch jobs running now, by job key: one run of a job at a time.
     jobs: (
         std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
@@ -343,6 +346,7 @@ impl Correlator {
             down: RwLock::new(std::collections::BTreeSet::new()),
             recent: std::sync::Mutex::new(HashMap::new()),
             recent_suspects: Memo::default(),
+            realtime: std::sync::OnceLock::new(),
             recent_alarms: Memo::default(),
             jobs: Default::default(),
         }
@@ -395,6 +399,20 @@ impl Correlator {
                     enrich,
                 },
             );
+    }
+
+    /// Connects the feature flags: a tenant's `realtime_enrichment` says whether its
+    /// failures are enriched as they arrive (once; all are before).
+    pub fn use_flags(&self, flags: crate::tenants::Flags) {
+        let _ = self.realtime.set(flags);
+    }
+
+    fn realtime_for(&self, tenant: &str) -> bool {
+        self.realtime.get().is_none_or(|flags| {
+            flags
+                .get(Some(tenant), "realtime_enrichment")
+                .map_or(true, |flag| flag.value)
+        })
     }
 
     /// Records which plugin serves `tenant`/`integration`, as configured (before its
@@ -616,7 +634,12 @@ impl Correlator {
                 }
             }
         }
-        if records::is_failure(event, self.settings.min_severity) {
+        let failure = records::is_failure(event, self.settings.min_severity);
+        if failure && !self.realtime_for(tenant) {
+            // Kept as it came, for `enrich` and the change-failure view.
+            out.writes
+                .extend(failure_write(tenant, event, time_ms, &event.to_string()));
+        } else if failure {
             match self.enriched(tenant, event, time_ms, &[]) {
                 Ok((enriched, asks)) => {
                     let json = enriched.to_string();
@@ -846,9 +869,7 @@ impl Correlator {
         };
         // Nothing to ask (no completer, a plugin that cannot enrich or is down) and
         // nothing answered for this tenant: no lookup of the base either.
-        if !(asking && self.can_ask(tenant, &deployment.integration))
-            && !self.has_answers(tenant)
-        {
+        if !(asking && self.can_ask(tenant, &deployment.integration)) && !self.has_answers(tenant) {
             return Ok(());
         }
         let base = self

@@ -1046,3 +1046,46 @@ fn enrichments_name_the_configured_plugin_before_its_instance_started() {
         "{failure}"
     );
 }
+
+#[test]
+fn a_tenant_with_realtime_enrichment_off_keeps_its_failures_as_they_came() {
+    let world = World::new();
+    let flags = crate::tenants::Flags::new(
+        world.pipeline.store().clone(),
+        crate::tenants::FlagDefaults::default(),
+    );
+    world.pipeline.correlator().use_flags(flags.clone());
+    flags
+        .set(Some("acme"), "realtime_enrichment=false", "uid:0")
+        .expect("flag");
+    world.commit(
+        "acme",
+        "gh",
+        vec![deployment("acme", "checkout", "production", 1, "aaa", T)],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure("acme", "f1", "checkout", "production", T + MINUTE)],
+    );
+    let stored = world.failure("f1");
+    assert!(
+        stored["data"]
+            .get("enrichments")
+            .is_none_or(|e| e == &serde_json::json!([])),
+        "{stored}"
+    );
+    assert!(
+        stored["data"].get("enrichment_status").is_none(),
+        "{stored}"
+    );
+    // Still indexed: a batch run enriches it later.
+    let never = std::sync::atomic::AtomicBool::new(false);
+    flags
+        .set(Some("acme"), "realtime_enrichment=true", "uid:0")
+        .expect("flag");
+    let done = super::batch::run(&world.pipeline, "acme", 0, u64::MAX, false, &never, |_| {})
+        .expect("batch");
+    assert_eq!(done.enriched, 1);
+    assert_eq!(kinds(&world.failure("f1")), ["deployment"]);
+}
