@@ -869,7 +869,8 @@ impl Correlator {
         };
         // Nothing to ask (no completer, a plugin that cannot enrich or is down) and
         // nothing answered for this tenant: no lookup of the base either.
-        if !(asking && self.can_ask(tenant, &deployment.integration)) && !self.has_answers(tenant) {
+        let may_ask = asking && self.can_ask(tenant, &deployment.integration);
+        if !may_ask && !self.has_answers(tenant) {
             return Ok(());
         }
         let base = self
