@@ -179,25 +179,11 @@ impl Setup {
     }
 
     fn post_failure(&self, event: &Value) {
-        let tenant = event["tenant"].as_str().expect("tenant");
-        let token = &self
-            .ingest
-            .iter()
-            .find(|(t, _)| t == tenant)
-            .expect("token")
-            .1;
-        let answer = http::post_json(
-            &self.daemon.http_addr(),
-            &format!("/v1/events/{tenant}"),
-            &[("Authorization", &format!("Bearer {token}"))],
-            &event.to_string(),
-        )
-        .expect("the daemon answers");
-        assert_eq!(answer.status, 202, "{}", answer.body);
+        self.post_events(event["tenant"].as_str().expect("tenant"), event);
     }
 
-    /// Posts a JSON array of platform events of `tenant`.
-    fn post_failure_batch(&self, tenant: &str, events: &Value) {
+    /// Posts platform events of `tenant`: one (an object) or many (an array).
+    fn post_events(&self, tenant: &str, events: &Value) {
         let token = &self
             .ingest
             .iter()
@@ -639,7 +625,7 @@ fn batch_enrichment_of_100000_failures_killed_midway_and_resumed_equals_one_run(
         let events: Vec<Value> = (chunk * PER_REQUEST..(chunk + 1) * PER_REQUEST)
             .map(|i| failure_event("acme", &format!("f{i}"), "production", t0 + i * 50))
             .collect();
-        setup.post_failure_batch("acme", &Value::Array(events));
+        setup.post_events("acme", &Value::Array(events));
     }
     wait_for("the failures in the sink", Duration::from_secs(300), || {
         (setup.world.sink_lines().len() as u64 >= FAILURES).then_some(())

@@ -13,13 +13,13 @@ use aws_sdk_cloudwatch::types::{
 use serde_json::{Value, json};
 use support::*;
 
-async fn put_metric_and_alarm(aws: &Aws, minute_ms: i64) {
-    let cloudwatch = aws.cloudwatch(ACCOUNT, "us-east-1").await;
+/// `Betalogs/Test` `Latency` of `Service=checkout`: (Unix ms, value) datapoints.
+async fn put_latency(aws: &Aws, points: &[(i64, f64)]) {
     let dimension = Dimension::builder()
         .name("Service")
         .value("checkout")
         .build();
-    let data: Vec<MetricDatum> = [(minute_ms - 600_000, 120.0), (minute_ms - 300_000, 480.0)]
+    let data: Vec<MetricDatum> = points
         .iter()
         .map(|(ms, value)| {
             MetricDatum::builder()
@@ -30,13 +30,27 @@ async fn put_metric_and_alarm(aws: &Aws, minute_ms: i64) {
                 .build()
         })
         .collect();
-    cloudwatch
+    aws.cloudwatch(ACCOUNT, "us-east-1")
+        .await
         .put_metric_data()
         .namespace("Betalogs/Test")
         .set_metric_data(Some(data))
         .send()
         .await
         .expect("PutMetricData");
+}
+
+async fn put_metric_and_alarm(aws: &Aws, minute_ms: i64) {
+    put_latency(
+        aws,
+        &[(minute_ms - 600_000, 120.0), (minute_ms - 300_000, 480.0)],
+    )
+    .await;
+    let cloudwatch = aws.cloudwatch(ACCOUNT, "us-east-1").await;
+    let dimension = Dimension::builder()
+        .name("Service")
+        .value("checkout")
+        .build();
     cloudwatch
         .put_metric_alarm()
         .alarm_name("checkout-latency-high")
@@ -422,30 +436,12 @@ async fn check_names_the_account_region_resource_and_action() {
 async fn enrich_answers_with_the_metric_values_around_a_failure() {
     let aws = Aws::start();
     let failure_ms = (now_ms() - 3_600_000) / 60_000 * 60_000;
-    let cloudwatch = aws.cloudwatch(ACCOUNT, "us-east-1").await;
-    let dimension = Dimension::builder()
-        .name("Service")
-        .value("checkout")
-        .build();
     // Two points outside the window (30 min before, 20 after), three inside.
-    let data: Vec<MetricDatum> = [(-30, 5.0), (-10, 100.0), (-5, 150.0), (2, 900.0), (20, 7.0)]
+    let points: Vec<(i64, f64)> = [(-30, 5.0), (-10, 100.0), (-5, 150.0), (2, 900.0), (20, 7.0)]
         .iter()
-        .map(|(minutes, value)| {
-            MetricDatum::builder()
-                .metric_name("Latency")
-                .dimensions(dimension.clone())
-                .timestamp(DateTime::from_millis(failure_ms + minutes * 60_000))
-                .value(*value)
-                .build()
-        })
+        .map(|(minutes, value)| (failure_ms + minutes * 60_000, *value))
         .collect();
-    cloudwatch
-        .put_metric_data()
-        .namespace("Betalogs/Test")
-        .set_metric_data(Some(data))
-        .send()
-        .await
-        .expect("PutMetricData");
+    put_latency(&aws, &points).await;
 
     let mut plugin = start().await;
     plugin

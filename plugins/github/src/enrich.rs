@@ -298,16 +298,7 @@ async fn deployment_context(
     let (Some(previous), Ok(sha)) = (previous, commit_sha(sha)) else {
         return Ok(());
     };
-    let compare = api
-        .get(&format!("/repos/{repository}/compare/{previous}...{sha}"))
-        .await
-        .map_err(unavailable)?
-        .1;
-    let commits = compare
-        .get("commits")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let commits = compared(api, repository, previous, sha).await?;
     let mut links = Vec::new();
     let mut listed = Vec::new();
     for commit in commits.iter().rev().take(MAX_SUSPECTS) {
@@ -333,6 +324,25 @@ async fn deployment_context(
         json!({"previous_sha": previous, "sha": sha, "commits": listed}),
     ));
     Ok(())
+}
+
+/// The commits after `base` up to `head` (both checked SHAs), oldest first.
+async fn compared(
+    api: &GitHubApi,
+    repository: &str,
+    base: &str,
+    head: &str,
+) -> Result<Vec<Value>, Status> {
+    let compare = api
+        .get(&format!("/repos/{repository}/compare/{base}...{head}"))
+        .await
+        .map_err(unavailable)?
+        .1;
+    Ok(compare
+        .get("commits")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// `https://github.com` (or the Enterprise host) from a deployment's API `url`.
@@ -412,19 +422,10 @@ async fn suspect_commits(
         },
     };
     let (commits, range) = match &base {
-        Some(base) => {
-            let compare = api
-                .get(&format!("/repos/{repository}/compare/{base}...{head}"))
-                .await
-                .map_err(unavailable)?
-                .1;
-            let commits = compare
-                .get("commits")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            (commits, format!("since {}", short(base)))
-        }
+        Some(base) => (
+            compared(api, repository, base, head).await?,
+            format!("since {}", short(base)),
+        ),
         None => {
             let commit = api
                 .get(&format!("/repos/{repository}/commits/{head}"))
