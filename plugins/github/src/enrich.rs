@@ -156,14 +156,7 @@ async fn commit_context(
         .get("html_url")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let message = commit
-        .pointer("/commit/message")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let author = commit
-        .pointer("/commit/author/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (message, author) = message_and_author(&commit);
     out.push(enrichment(
         settings,
         "commit",
@@ -345,6 +338,17 @@ async fn compared(
         .unwrap_or_default())
 }
 
+/// A REST commit's message and author name (empty when missing).
+fn message_and_author(commit: &Value) -> (&str, &str) {
+    let text = |pointer: &str| {
+        commit
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    (text("/commit/message"), text("/commit/author/name"))
+}
+
 /// `https://github.com` (or the Enterprise host) from a deployment's API `url`.
 fn web_base(deployment: &Value) -> Option<String> {
     let url = deployment.get("url")?.as_str()?;
@@ -442,14 +446,7 @@ async fn suspect_commits(
         let Some(sha) = commit.get("sha").and_then(Value::as_str) else {
             continue;
         };
-        let message = commit
-            .pointer("/commit/message")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let author = commit
-            .pointer("/commit/author/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let (message, author) = message_and_author(commit);
         let html = repository_html(commit, repository);
         let mut links = vec![link("commit", &format!("{html}/commit/{sha}"))];
         let pull = pull_number(message);
