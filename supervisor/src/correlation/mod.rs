@@ -885,7 +885,7 @@ impl Correlator {
         match self.answer(tenant, &key) {
             Some(Ok(entries)) => enrichments.extend(entries),
             Some(Err(problem)) => problems.push(problem),
-            None if asking && self.can_ask(tenant, &deployment.integration) => {
+            None if may_ask => {
                 let mut data = json!({
                     "enrichment.want": "suspect_commits",
                     "vcs.repository.name": repository,
