@@ -10,7 +10,7 @@
 //!
 //! Answers are taken as the plugin's own: each entry's `source` is set here to the
 //! asked integration and its tenant, whatever the plugin wrote, so no answer can claim
-//! another tenant.
+//! another tenant; only http(s) links are kept, and entries and answers are bounded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,6 +187,16 @@ fn entries(tenant: &str, ask: &Ask, answer: &[String]) -> Vec<Value> {
                 "source".to_owned(),
                 json!({"plugin": ask.plugin, "integration": ask.integration, "tenant": tenant}),
             );
+            // Evidence is a web page: no other scheme reaches a sink.
+            let links: Vec<Value> = object
+                .get("links")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|link| super::web(link.get("url").and_then(Value::as_str)).is_some())
+                .cloned()
+                .collect();
+            object.insert("links".to_owned(), Value::Array(links));
             Some(entry)
         })
         .take(MAX_ENTRIES)
@@ -225,4 +235,49 @@ pub(super) fn revise(
     );
     pipeline.commit_blocking(submission)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask() -> Ask {
+        Ask {
+            integration: "gh".into(),
+            plugin: "github".into(),
+            key: "k".into(),
+            query: json!({}),
+            what: "the suspect commits".into(),
+        }
+    }
+
+    #[test]
+    fn answers_are_the_asked_integrations_bounded_and_link_only_to_web_pages() {
+        let hostile = [
+            // Claims another tenant and links to a script.
+            json!({"kind": "suspect_commit", "source": {"tenant": "globex"},
+                   "links": [{"rel": "commit", "url": "javascript:alert(1)"},
+                             {"rel": "commit", "url": "https://github.com/a/b/commit/1"}]})
+            .to_string(),
+            // Not JSON, no kind, not an object, too big.
+            "{not json".to_owned(),
+            json!({"reason": "no kind"}).to_string(),
+            json!(["a list"]).to_string(),
+            json!({"kind": "x", "data": "a".repeat(MAX_ENTRY_BYTES)}).to_string(),
+        ];
+        let kept = entries("acme", &ask(), &hostile);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(
+            kept[0]["source"],
+            json!({"plugin": "github", "integration": "gh", "tenant": "acme"})
+        );
+        assert_eq!(
+            kept[0]["links"],
+            json!([{"rel": "commit", "url": "https://github.com/a/b/commit/1"}])
+        );
+        let many: Vec<String> = (0..500)
+            .map(|i| json!({"kind": "suspect_commit", "data": {"i": i}}).to_string())
+            .collect();
+        assert_eq!(entries("acme", &ask(), &many).len(), MAX_ENTRIES);
+    }
 }
