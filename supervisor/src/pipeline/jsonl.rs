@@ -12,8 +12,10 @@ use std::time::Duration;
 use super::commit::{Pipeline, ReadError};
 use crate::store::StoreError;
 
-/// How much of the file's end is read to recognise already-written events.
+/// How much of the file's end is read, at least, to recognise already-written events.
 const TAIL_BYTES: u64 = 4 * 1024 * 1024;
+/// Commits written per step; the offset is committed after each step.
+const COMMITS_PER_STEP: usize = 16;
 /// The sink's name for its offset.
 const SINK_NAME: &str = "jsonl";
 
@@ -64,8 +66,18 @@ impl JsonlSink {
         Ok(self.pipeline.sink_offset(SINK_NAME)?)
     }
 
-    /// Cuts a torn last line and returns the ids of the complete lines in the tail.
+    /// Cuts a torn last line and returns the ids of the complete lines in the tail. The
+    /// tail read covers the step after the committed offset, whatever its size: those
+    /// are the only lines a crash can have left written but not committed.
     fn recover(&self) -> Result<HashSet<String>, SinkError> {
+        let offset = self.offset()?;
+        let pending: u64 = self
+            .pipeline
+            .outbox_after(offset, COMMITS_PER_STEP)?
+            .iter()
+            .map(|(_, lines)| lines.len() as u64)
+            .sum();
+        let window = TAIL_BYTES.max(pending);
         let mut ids = HashSet::new();
         let Ok(mut file) = std::fs::OpenOptions::new()
             .read(true)
@@ -75,7 +87,7 @@ impl JsonlSink {
             return Ok(ids);
         };
         let length = file.metadata().map_err(io(&self.path))?.len();
-        let start = length.saturating_sub(TAIL_BYTES);
+        let start = length.saturating_sub(window);
         file.seek(SeekFrom::Start(start)).map_err(io(&self.path))?;
         let mut tail = Vec::new();
         file.read_to_end(&mut tail).map_err(io(&self.path))?;
@@ -137,7 +149,7 @@ impl JsonlSink {
         let mut offset = self.offset()?;
         let mut total = 0;
         loop {
-            let entries = self.pipeline.outbox_after(offset, 16)?;
+            let entries = self.pipeline.outbox_after(offset, COMMITS_PER_STEP)?;
             let Some(&(last, _)) = entries.last() else {
                 return Ok(total);
             };
@@ -200,6 +212,44 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn a_crash_after_a_step_larger_than_the_usual_tail_repeats_no_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline =
+            Arc::new(Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline"));
+        let path = dir.path().join("sinks/events.jsonl");
+        JsonlSink::new(path.clone(), u64::MAX, pipeline.clone())
+            .deliver_available()
+            .expect("deliver");
+        // One commit bigger than TAIL_BYTES (a platform client's 10,000-event post, say),
+        // written whole, then a crash before the offset moved.
+        let big: Vec<String> = (0..30_000).map(event).collect();
+        pipeline
+            .commit_batch("acme", "gh", &big, "big")
+            .expect("commit");
+        std::fs::create_dir_all(dir.path().join("sinks")).expect("sinks dir");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let mut written = 0u64;
+        for (_, lines) in pipeline.outbox_after(0, 10).expect("outbox") {
+            written += lines.len() as u64;
+            file.write_all(&lines).expect("write");
+        }
+        drop(file);
+        assert!(
+            written > TAIL_BYTES,
+            "{written} bytes: more than the usual tail"
+        );
+
+        JsonlSink::new(path.clone(), u64::MAX, pipeline)
+            .deliver_available()
+            .expect("deliver");
+        assert_eq!(lines(&path).len(), 30_000, "every line once");
     }
 
     #[test]
