@@ -190,32 +190,38 @@ impl Setup {
             .find(|(t, _)| t == tenant)
             .expect("token")
             .1;
-        let answer = http::post_json(
-            &self.daemon.http_addr(),
-            &format!("/v1/events/{tenant}"),
-            &[("Authorization", &format!("Bearer {token}"))],
-            &events.to_string(),
-        )
-        .expect("the daemon answers");
-        assert_eq!(answer.status, 202, "{}", answer.body);
+        post_events(&self.daemon, token, tenant, events);
     }
 
-    /// The stored versions of failure `name` of `tenant`, in order.
-    fn versions(&self, tenant: &str, name: &str) -> Vec<Value> {
-        self.world
+    fn wait_versions(&self, tenant: &str, name: &str, count: usize) -> Vec<Value> {
+        wait_versions(&self.world, tenant, name, count)
+    }
+}
+
+/// Posts platform events of `tenant` with its ingest `token`; they must be accepted.
+fn post_events(daemon: &Daemon, token: &str, tenant: &str, events: &Value) {
+    let answer = http::post_json(
+        &daemon.http_addr(),
+        &format!("/v1/events/{tenant}"),
+        &[("Authorization", &format!("Bearer {token}"))],
+        &events.to_string(),
+    )
+    .expect("the daemon answers");
+    assert_eq!(answer.status, 202, "{}", answer.body);
+}
+
+/// The stored versions of failure `name` of `tenant` in `world`'s sink, in order, once
+/// there are at least `count`.
+fn wait_versions(world: &World, tenant: &str, name: &str, count: usize) -> Vec<Value> {
+    wait_for(&format!("{count} version(s) of {name}"), LONG, || {
+        let versions: Vec<Value> = world
             .sink_lines()
             .iter()
             .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
             .filter(|e| e["tenant"] == tenant && e["data"]["error.message"] == name)
-            .collect()
-    }
-
-    fn wait_versions(&self, tenant: &str, name: &str, count: usize) -> Vec<Value> {
-        wait_for(&format!("{count} version(s) of {name}"), LONG, || {
-            let versions = self.versions(tenant, name);
-            (versions.len() >= count).then_some(versions)
-        })
-    }
+            .collect();
+        (versions.len() >= count).then_some(versions)
+    })
 }
 
 fn enrichments<'a>(event: &'a Value, kind: &str) -> Vec<&'a Value> {
@@ -504,26 +510,9 @@ fn suspect_commits_the_index_lacks_come_from_the_github_plugin_as_a_revision() {
     let post = |name: &str| {
         let mut event = failure_event("acme", name, &environment, github_api::now_ms());
         event["data"]["service.name"] = json!("hello-world");
-        let answer = http::post_json(
-            &daemon.http_addr(),
-            "/v1/events/acme",
-            &[("Authorization", &format!("Bearer {token}"))],
-            &event.to_string(),
-        )
-        .expect("the daemon answers");
-        assert_eq!(answer.status, 202, "{}", answer.body);
+        post_events(&daemon, &token, "acme", &event);
     };
-    let versions = |name: &str, count: usize| {
-        wait_for(&format!("{count} version(s) of {name}"), LONG, || {
-            let found: Vec<Value> = world
-                .sink_lines()
-                .iter()
-                .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
-                .filter(|e| e["data"]["error.message"] == name)
-                .collect();
-            (found.len() >= count).then_some(found)
-        })
-    };
+    let versions = |name: &str, count: usize| wait_versions(&world, "acme", name, count);
 
     post("after-the-pulled-deployment");
     let both = versions("after-the-pulled-deployment", 2);

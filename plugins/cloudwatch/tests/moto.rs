@@ -87,6 +87,21 @@ fn config(aws: &Aws) -> Value {
     })
 }
 
+/// The plugin, configured as `acme/cw` with [`config`] and the account's keys.
+async fn configured(aws: &Aws) -> plugin_kit::testing::PluginUnderTest {
+    let mut plugin = start().await;
+    plugin
+        .configure(
+            "acme",
+            "cw",
+            config(aws),
+            vec![credential("prod", "aws", KEYS)],
+        )
+        .await
+        .expect("configure");
+    plugin
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_logs_and_alarms_become_events_with_ids_and_links() {
     let aws = Aws::start();
@@ -107,16 +122,7 @@ async fn metrics_logs_and_alarms_become_events_with_ids_and_links() {
     aws.put_logs(ACCOUNT, "us-east-1", "/ecs/checkout", "web/1", &lines)
         .await;
 
-    let mut plugin = start().await;
-    plugin
-        .configure(
-            "acme",
-            "cw",
-            config(&aws),
-            vec![credential("prod", "aws", KEYS)],
-        )
-        .await
-        .expect("configure");
+    let mut plugin = configured(&aws).await;
     let batches = plugin.collect("").await.expect("collect");
     let events = events(&batches);
 
@@ -443,16 +449,7 @@ async fn enrich_answers_with_the_metric_values_around_a_failure() {
         .collect();
     put_latency(&aws, &points).await;
 
-    let mut plugin = start().await;
-    plugin
-        .configure(
-            "acme",
-            "cw",
-            config(&aws),
-            vec![credential("prod", "aws", KEYS)],
-        )
-        .await
-        .expect("configure");
+    let mut plugin = configured(&aws).await;
     let time = humantime::format_rfc3339_millis(
         std::time::UNIX_EPOCH
             + std::time::Duration::from_millis(u64::try_from(failure_ms).expect("after 1970")),
