@@ -7,6 +7,7 @@ mod audit;
 mod trust;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -196,6 +197,10 @@ pub struct Store {
     /// Writers take turns: read-check-write sequences in the components stay consistent,
     /// and the audit chain has one writer.
     writer: Arc<Mutex<()>>,
+    /// Per table, how many writes it has had through this handle and its clones (the
+    /// daemon's only writers): a cache of a table's contents is current while this
+    /// has not moved.
+    generations: Arc<[AtomicU64; Table::ALL.len()]>,
     state_dir: std::path::PathBuf,
 }
 
@@ -273,6 +278,7 @@ impl Store {
             audit_head,
             tables,
             writer: Arc::default(),
+            generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             state_dir: state_dir.to_owned(),
         })
     }
@@ -289,6 +295,18 @@ impl Store {
     /// The registry's table of trusted plugin checksums.
     pub fn trust(&self) -> TrustTable {
         TrustTable::new(self.tree(Table::Trust).clone())
+    }
+
+    /// How many writes `table` has had. A cache reads this before it reads the table
+    /// and is stale once it differs: a write counts after it is applied.
+    pub fn generation(&self, table: Table) -> u64 {
+        self.generations[table.slot() - 2].load(Ordering::Acquire)
+    }
+
+    fn count_writes(&self, batch: &Batch) {
+        for (table, _, _) in &batch.ops {
+            self.generations[table.slot() - 2].fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Reads one value.
@@ -345,6 +363,7 @@ impl Store {
             Err(TransactionError::Abort(err)) => return Err(err),
             Err(TransactionError::Storage(err)) => return Err(err.into()),
         };
+        self.count_writes(batch);
         self.db.flush()?;
         Ok(record)
     }
@@ -404,6 +423,7 @@ impl Store {
             Err(TransactionError::Abort(err)) => return Err(err),
             Err(TransactionError::Storage(err)) => return Err(err.into()),
         }
+        self.count_writes(batch);
         self.db.flush()?;
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! overrides and per-tenant overrides, in rising precedence. A change takes effect
 //! without a restart and concerns only the tenant it names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
@@ -54,6 +55,17 @@ pub enum FlagError {
 pub struct Flags {
     store: Store,
     defaults: FlagDefaults,
+    /// Effective values already read, valid while the flags table's generation is the
+    /// one recorded: the pipeline asks for `realtime_enrichment` on every failure, and
+    /// two database reads each time showed in its throughput.
+    memo: Arc<Mutex<Memo>>,
+}
+
+#[derive(Debug, Default)]
+struct Memo {
+    generation: u64,
+    /// `tenant \0 key` (empty tenant: operator-wide) → value.
+    values: HashMap<String, FlagValue>,
 }
 
 const GLOBAL: &str = "\0global";
@@ -79,7 +91,11 @@ fn parse_bool(value: &str) -> Result<bool, FlagError> {
 
 impl Flags {
     pub fn new(store: Store, defaults: FlagDefaults) -> Self {
-        Self { store, defaults }
+        Self {
+            store,
+            defaults,
+            memo: Arc::default(),
+        }
     }
 
     fn stored(&self, scope: &str, key: &str) -> Result<Option<bool>, FlagError> {
@@ -98,6 +114,29 @@ impl Flags {
     /// The effective value of `key` for `tenant` (`None`: operator-wide).
     pub fn get(&self, tenant: Option<&str>, key: &str) -> Result<FlagValue, FlagError> {
         check_key(key)?;
+        // Read before the table: a write after this makes the memo stale.
+        let generation = self.store.generation(Table::Flags);
+        let memo_key = format!("{}\0{key}", tenant.unwrap_or_default());
+        {
+            let memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+            if memo.generation == generation
+                && let Some(value) = memo.values.get(&memo_key)
+            {
+                return Ok(value.clone());
+            }
+        }
+        let value = self.read(tenant, key)?;
+        let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        if memo.generation != generation {
+            memo.values.clear();
+            memo.generation = generation;
+        }
+        memo.values.insert(memo_key, value.clone());
+        Ok(value)
+    }
+
+    /// The effective value of `key` for `tenant`, from the table and the defaults.
+    fn read(&self, tenant: Option<&str>, key: &str) -> Result<FlagValue, FlagError> {
         if let Some(tenant) = tenant
             && let Some(value) = self.stored(tenant, key)?
         {
@@ -244,6 +283,37 @@ mod tests {
         );
         assert!(
             !flags
+                .get(Some("globex"), "realtime_enrichment")
+                .expect("get")
+                .value
+        );
+    }
+
+    #[test]
+    fn a_value_read_once_follows_writes_made_elsewhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let flags = Flags::new(store.clone(), FlagDefaults::default());
+        assert!(
+            flags
+                .get(Some("acme"), "realtime_enrichment")
+                .expect("get")
+                .value
+        );
+        // Another handle's write (the admin socket's) shows at once.
+        Flags::new(store.clone(), FlagDefaults::default())
+            .set(Some("acme"), "realtime_enrichment=off", "uid:0")
+            .expect("set");
+        let read = flags.get(Some("acme"), "realtime_enrichment").expect("get");
+        assert_eq!((read.value, read.source), (false, "tenant"));
+        // A write that does not go through flags at all (deleting the tenant).
+        store
+            .apply(&Batch::new().delete(Table::Flags, "acme\0realtime_enrichment"))
+            .expect("delete");
+        let read = flags.get(Some("acme"), "realtime_enrichment").expect("get");
+        assert_eq!((read.value, read.source), (true, "default"));
+        assert!(
+            flags
                 .get(Some("globex"), "realtime_enrichment")
                 .expect("get")
                 .value
