@@ -19,6 +19,10 @@ use supervisor::correlation::{CorrelationSettings, batch};
 use supervisor::pipeline::{Pipeline, PipelineSettings};
 use supervisor::store::{Batch, Store};
 
+/// The daemon's allocator (see `integrationd`): these figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Unix milliseconds now: realtime events are about now (pulled within the last few
 /// minutes), and their deployments before them.
 fn now_ms() -> u64 {

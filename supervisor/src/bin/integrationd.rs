@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use supervisor::config::LogFormat;
 use supervisor::daemon::{self, Overrides};
 
+/// sled allocates and frees keys and values on every read and write; mimalloc keeps that
+/// fast and its tail short where glibc's malloc fragments (see ARCHITECTURE.md,
+/// "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Supervises Betalogs integration plugins.
 #[derive(Debug, Parser)]
 #[command(version, about)]
