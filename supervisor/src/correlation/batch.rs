@@ -70,14 +70,12 @@ pub(super) fn add_revision(
 ) {
     revised["revision"] = serde_json::json!(revision);
     let json = revised.to_string();
-    submission.extra =
-        std::mem::take(&mut submission.extra).put(Table::Failures, key, json.clone().into_bytes());
     submission.accepted.push(Validated {
         id: revised["id"].as_str().unwrap_or_default().to_owned(),
         time_ms,
+        writes: vec![(Table::Failures, key, json.as_bytes().to_vec())],
         json,
         revision: Some(revision),
-        writes: Vec::new(),
         revisions: Vec::new(),
     });
 }

@@ -148,6 +148,9 @@ pub struct Revision {
     pub revision: u64,
     pub time_ms: u64,
     pub json: String,
+    /// The failure's key in [`Table::Failures`]: written with the revision, only if
+    /// the revision is stored.
+    pub key: Vec<u8>,
 }
 
 /// A deployment with the failures that followed it (the change-failure view).
@@ -195,6 +198,9 @@ impl Ask {
     }
 }
 
+/// The completer's queue, once the daemon's completer runs.
+pub type CompletionQueue = Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Completion>>>;
+
 /// A stored failure to complete with plugins' answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -234,8 +240,9 @@ pub struct Correlator {
     /// `(tenant, integration)` → its plugin, for naming an enrichment's source and
     /// knowing whom to ask.
     plugins: RwLock<HashMap<(String, String), Registered>>,
-    /// Where completions go, once the daemon's completer runs.
-    completions: std::sync::OnceLock<tokio::sync::mpsc::Sender<Completion>>,
+    /// Where completions go, once the daemon's completer runs (shared with the
+    /// pipeline's committer, which hands over revisions that lost a race).
+    completions: CompletionQueue,
     /// `(tenant, ask key)` → the plugin's enrichments, and when they came.
     answers: std::sync::Mutex<HashMap<(String, String), Answer>>,
     /// `(tenant, integration)` of the instances not running now: their context may be
@@ -341,7 +348,7 @@ impl Correlator {
             store,
             settings,
             plugins: RwLock::new(HashMap::new()),
-            completions: std::sync::OnceLock::new(),
+            completions: CompletionQueue::default(),
             answers: std::sync::Mutex::new(HashMap::new()),
             down: RwLock::new(std::collections::BTreeSet::new()),
             recent: std::sync::Mutex::new(HashMap::new()),
@@ -435,6 +442,12 @@ impl Correlator {
                 enrich: false,
             };
         }
+    }
+
+    /// The completer's queue, for the committer: a revision committed after another
+    /// one of the same failure is redone from what is stored.
+    pub fn completion_queue(&self) -> CompletionQueue {
+        self.completions.clone()
     }
 
     /// Connects the completer: from now on, context the index lacks is asked of
@@ -672,12 +685,7 @@ impl Correlator {
             .collect();
         for deployment in deployments {
             match self.revise_after(tenant, deployment) {
-                Ok(revisions) => {
-                    for (revision, write) in revisions {
-                        out.writes.push(write);
-                        out.revisions.push(revision);
-                    }
-                }
+                Ok(revisions) => out.revisions.extend(revisions),
                 Err(err) => {
                     tracing::error!(tenant, error = %err, "cannot revise failures after a late deployment");
                 }
@@ -1214,7 +1222,7 @@ impl Correlator {
         &self,
         tenant: &str,
         deployment: &DeliveryRecord,
-    ) -> Result<Vec<(Revision, IndexWrite)>, CorrelationError> {
+    ) -> Result<Vec<Revision>, CorrelationError> {
         let window_ms =
             u64::try_from(self.window(tenant, &deployment.service).as_millis()).unwrap_or(u64::MAX);
         let key_prefix = prefix(&[tenant, &deployment.service, &deployment.environment]);
@@ -1237,17 +1245,13 @@ impl Correlator {
             let mut revised = enriched;
             revised["revision"] = json!(revision);
             self.ask(tenant, &revised, time_ms, revision, asks);
-            let json = revised.to_string();
-            let id = revised["id"].as_str().unwrap_or_default().to_owned();
-            out.push((
-                Revision {
-                    id,
-                    revision,
-                    time_ms,
-                    json: json.clone(),
-                },
-                (Table::Failures, key, json.into_bytes()),
-            ));
+            out.push(Revision {
+                id: revised["id"].as_str().unwrap_or_default().to_owned(),
+                revision,
+                time_ms,
+                json: revised.to_string(),
+                key,
+            });
         }
         Ok(out)
     }

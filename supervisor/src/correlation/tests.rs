@@ -1089,3 +1089,109 @@ fn a_tenant_with_realtime_enrichment_off_keeps_its_failures_as_they_came() {
     assert_eq!(done.enriched, 1);
     assert_eq!(kinds(&world.failure("f1")), ["deployment"]);
 }
+
+/// The reasons of a failure's deployment enrichments, newest deployment first.
+fn deployment_reasons(event: &Value) -> Vec<String> {
+    event["data"]["enrichments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "deployment")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn two_revisions_made_from_the_same_stored_one_lose_nothing() {
+    use super::completion::revise;
+    let world = World::new();
+    let mut completions = world
+        .pipeline
+        .correlator()
+        .connect_completions(64)
+        .expect("the first connection");
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "f1",
+            "checkout",
+            "production",
+            T + 10 * MINUTE,
+        )],
+    );
+    // Two late deployments come in at once (two webhooks): each is prepared while the
+    // failure is at revision 1, so each makes it revision 2.
+    let first = world.pipeline.prepare(
+        "acme",
+        "gh",
+        &[deployment("acme", "checkout", "production", 1, "aaa", T)],
+    );
+    let second = world.pipeline.prepare(
+        "acme",
+        "gh",
+        &[deployment(
+            "acme",
+            "checkout",
+            "production",
+            0,
+            "zzz",
+            T - 5 * MINUTE,
+        )],
+    );
+    for submission in [&first, &second] {
+        assert_eq!(
+            submission
+                .accepted
+                .iter()
+                .filter_map(|e| e.revision)
+                .collect::<Vec<_>>(),
+            [2]
+        );
+    }
+    world.pipeline.commit_blocking(second).expect("commit");
+    let outcome = world.pipeline.commit_blocking(first).expect("commit");
+    assert_eq!(
+        (outcome.stored, outcome.duplicates),
+        (1, 1),
+        "the deployment is stored; its revision 2 came second and is not"
+    );
+    let versions = |world: &World| -> Vec<Value> {
+        world
+            .stored()
+            .into_iter()
+            .filter(|e| e["data"]["log.message"] == "f1")
+            .collect()
+    };
+    assert_eq!(versions(&world).len(), 2, "revision 1 and one revision 2");
+    assert_eq!(
+        deployment_reasons(&versions(&world)[1]),
+        ["deployed 15 min before, same service and environment"]
+    );
+    // The losing revision is handed to the completer, which enriches the failure again
+    // from what is stored now: both deployments, in a revision 3.
+    let redo = std::iter::from_fn(|| completions.try_recv().ok())
+        .find(|c| c.asks.is_empty())
+        .expect("the superseded revision is redone");
+    assert_eq!((redo.tenant.as_str(), redo.revision), ("acme", 2));
+    let stored = stored_failure(&world, &redo);
+    assert_eq!(stored["revision"], 2);
+    assert!(revise(&world.pipeline, &redo, &stored).expect("revise"));
+    let all = versions(&world);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all[2]["revision"], 3);
+    assert_eq!(all[2]["id"], all[0]["id"]);
+    assert_eq!(
+        deployment_reasons(&all[2]),
+        [
+            "deployed 10 min before, same service and environment",
+            "deployed 15 min before, same service and environment"
+        ]
+    );
+    assert_eq!(
+        stored_failure(&world, &redo),
+        all[2],
+        "the index holds the last"
+    );
+}

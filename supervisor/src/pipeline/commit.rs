@@ -7,7 +7,7 @@
 //! Validation is the caller's work (`prepare`), on its own thread; the committer only
 //! checks ids, assigns the outbox sequence and writes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -118,9 +118,13 @@ fn accept(submission: &mut Submission, mut event: Validated) {
         submission.accepted.push(Validated {
             id: revision.id,
             time_ms: revision.time_ms,
+            writes: vec![(
+                Table::Failures,
+                revision.key,
+                revision.json.as_bytes().to_vec(),
+            )],
             json: revision.json,
             revision: Some(revision.revision),
-            writes: Vec::new(),
             revisions: Vec::new(),
         });
     }
@@ -323,6 +327,8 @@ impl Pipeline {
             window.push_older(seq, dedup::decode(&digests));
         }
         let committed = Arc::new(Notify::new());
+        let correlator =
+            crate::correlation::Correlator::new(correlation_store, settings.correlation.clone());
         let (jobs, receiver) = mpsc::channel();
         let committer = Committer {
             store: store.clone(),
@@ -332,6 +338,7 @@ impl Pipeline {
             window: Mutex::new(window),
             quota: settings.backlog_quota_bytes,
             alerted: std::sync::atomic::AtomicBool::new(false),
+            completions: correlator.completion_queue(),
         };
         let handle = std::thread::Builder::new()
             .name("pipeline-commit".into())
@@ -348,10 +355,7 @@ impl Pipeline {
             store,
             log,
             validator: EventValidator::new(),
-            correlator: crate::correlation::Correlator::new(
-                correlation_store,
-                settings.correlation.clone(),
-            ),
+            correlator,
             archive: settings.archive.clone(),
             committed,
             jobs: Mutex::new(Some(jobs)),
@@ -666,6 +670,21 @@ impl Drop for Pipeline {
     }
 }
 
+/// The revision of the failure stored under `key` in the correlation index, if any (a
+/// record that does not say is revision 1; one that cannot be read is taken as absent).
+fn stored_revision(store: &Store, key: &[u8]) -> Result<Option<u64>, CommitError> {
+    #[derive(Deserialize)]
+    struct RevisionOf {
+        revision: Option<u64>,
+    }
+    let raw = store
+        .get(Table::Failures, key)
+        .map_err(|e| CommitError::Store(e.to_string()))?;
+    Ok(raw
+        .and_then(|raw| serde_json::from_slice::<RevisionOf>(&raw).ok())
+        .map(|of| of.revision.unwrap_or(1)))
+}
+
 /// The single writer of events.
 struct Committer {
     store: Store,
@@ -675,6 +694,8 @@ struct Committer {
     next_seq: AtomicU64,
     committed: Arc<Notify>,
     window: Mutex<DedupWindow>,
+    /// Where a revision that lost a race goes to be redone (see `commit_group`).
+    completions: crate::correlation::CompletionQueue,
 }
 
 impl Committer {
@@ -746,15 +767,43 @@ impl Committer {
         let mut lines = Vec::new();
         let mut digests = Vec::new();
         let mut seen = HashSet::new();
+        // Revisions of failures taken in this group: failure key → revision.
+        let mut revised: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut superseded = Vec::new();
         let mut outcomes = Vec::with_capacity(group.len());
         for job in group {
             let submission = &job.submission;
             let mut outcome = BatchOutcome::default();
             for event in &submission.accepted {
+                // Revisions are numbered from the stored failure by whoever makes one (a
+                // late deployment, the completer, a batch run), each on its own: two made
+                // from the same stored revision take the same number, and the later one
+                // would be lost with what it added. It is not stored; the completer
+                // enriches the failure again from what is stored now.
+                if let (Some(revision), Some(key)) = (event.revision, event.revised_failure()) {
+                    let current = match revised.get(key) {
+                        Some(taken) => Some(*taken),
+                        None => stored_revision(&self.store, key)?,
+                    };
+                    if let Some(current) = current.filter(|current| *current >= revision) {
+                        outcome.duplicates += 1;
+                        superseded.push(crate::correlation::Completion {
+                            tenant: submission.tenant.clone(),
+                            key: key.to_vec(),
+                            revision: current,
+                            time_ms: event.time_ms,
+                            asks: Vec::new(),
+                        });
+                        continue;
+                    }
+                }
                 let digest = dedup::id_digest(&submission.tenant, &event.dedup_id());
                 if window.contains(digest) || !seen.insert(digest) {
                     outcome.duplicates += 1;
                     continue;
+                }
+                if let (Some(revision), Some(key)) = (event.revision, event.revised_failure()) {
+                    revised.insert(key.to_vec(), revision);
                 }
                 for (table, key, value) in &event.writes {
                     batch = batch.put(*table, key.clone(), value.clone());
@@ -818,6 +867,15 @@ impl Committer {
         }
         if stored {
             self.next_seq.store(seq + 1, Ordering::SeqCst);
+        }
+        if let Some(completions) = self.completions.get() {
+            for completion in superseded {
+                if completions.try_send(completion).is_err() {
+                    tracing::warn!(
+                        "the completion queue is full; a failure keeps an earlier revision"
+                    );
+                }
+            }
         }
         Ok(outcomes)
     }

@@ -175,6 +175,16 @@ impl Validated {
             _ => std::borrow::Cow::Borrowed(&self.id),
         }
     }
+
+    /// For a later revision of a failure: the failure's key in the correlation index,
+    /// which the revision rewrites.
+    pub fn revised_failure(&self) -> Option<&[u8]> {
+        self.revision.filter(|revision| *revision > 1)?;
+        self.writes
+            .iter()
+            .find(|(table, _, _)| *table == crate::store::Table::Failures)
+            .map(|(_, key, _)| key.as_slice())
+    }
 }
 
 #[cfg(test)]
