@@ -40,6 +40,14 @@ impl World {
         self.pipeline.commit_blocking(submission).expect("commit");
     }
 
+    /// Connects a completer's queue, as the daemon does.
+    fn completions(&self) -> tokio::sync::mpsc::Receiver<super::Completion> {
+        self.pipeline
+            .correlator()
+            .connect_completions(64)
+            .expect("the first connection")
+    }
+
     /// Every event in the outbox, in commit order.
     fn stored(&self) -> Vec<Value> {
         self.pipeline
@@ -738,11 +746,7 @@ fn stored_failure(world: &World, completion: &super::Completion) -> Value {
 fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_the_failure() {
     use super::completion::revise;
     let world = World::new();
-    let mut completions = world
-        .pipeline
-        .correlator()
-        .connect_completions(16)
-        .expect("the first connection");
+    let mut completions = world.completions();
     assert!(
         world
             .pipeline
@@ -939,11 +943,7 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
 #[test]
 fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
     let world = World::new();
-    let mut completions = world
-        .pipeline
-        .correlator()
-        .connect_completions(16)
-        .expect("connected");
+    let mut completions = world.completions();
     world
         .pipeline
         .correlator()
@@ -1105,11 +1105,7 @@ fn deployment_reasons(event: &Value) -> Vec<String> {
 fn two_revisions_made_from_the_same_stored_one_lose_nothing() {
     use super::completion::revise;
     let world = World::new();
-    let mut completions = world
-        .pipeline
-        .correlator()
-        .connect_completions(64)
-        .expect("the first connection");
+    let mut completions = world.completions();
     world.commit(
         "acme",
         "cw",
