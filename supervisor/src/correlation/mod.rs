@@ -252,7 +252,7 @@ pub struct Correlator {
     /// come in bursts, and a burst asks the same question. Dropped when a deployment
     /// for the key is indexed, and after [`RECENT_TTL`] (a deployment prepared
     /// concurrently with the read is seen that much later at worst).
-    recent: std::sync::Mutex<HashMap<(String, String, String), Recent>>,
+    recent: Memo<(String, String, String), Arc<Vec<DeliveryRecord>>>,
     /// `(tenant, deployment id)` → its suspects, for realtime failures.
     recent_suspects: Memo<(String, String), Suspects>,
     /// `(tenant, service)` → its alarm transitions, for realtime failures.
@@ -273,7 +273,7 @@ const RECENT_TTL: Duration = Duration::from_secs(2);
 const RECENT_TTL_MS: u64 = 5 * 60 * 1000;
 
 /// Reads that realtime failures reuse for [`RECENT_TTL`]: a burst after one deployment
-/// reads the same suspects and alarms. Entries are dropped when the index gains what
+/// reads the same deployments, suspects and alarms. Entries are dropped when the index gains what
 /// could change them.
 #[derive(Debug)]
 struct Memo<K, V> {
@@ -319,12 +319,6 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
 /// The suspect commits of a deployment, with their pull requests.
 type Suspects = Arc<Vec<(CommitRecord, Option<PullRecord>)>>;
 
-#[derive(Debug)]
-struct Recent {
-    latest: Arc<Vec<DeliveryRecord>>,
-    read_at: std::time::Instant,
-}
-
 fn decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, CorrelationError> {
     serde_json::from_slice(raw).map_err(|e| CorrelationError::Corrupt(e.to_string()))
 }
@@ -351,7 +345,7 @@ impl Correlator {
             completions: CompletionQueue::default(),
             answers: std::sync::Mutex::new(HashMap::new()),
             down: RwLock::new(std::collections::BTreeSet::new()),
-            recent: std::sync::Mutex::new(HashMap::new()),
+            recent: Memo::default(),
             recent_suspects: Memo::default(),
             realtime: std::sync::OnceLock::new(),
             recent_alarms: Memo::default(),
@@ -385,10 +379,7 @@ impl Correlator {
     /// Forgets the deployments read for realtime failures (after the index changed
     /// under them: a rebuild).
     pub fn forget_recent(&self) {
-        self.recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.recent.forget(|_| true);
         self.recent_suspects.forget(|_| true);
         self.recent_alarms.forget(|_| true);
     }
@@ -430,17 +421,16 @@ impl Correlator {
             .plugins
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = plugins
-            .entry((tenant.to_owned(), integration.to_owned()))
-            .or_insert_with(|| Registered {
-                plugin: plugin.to_owned(),
-                enrich: false,
-            });
-        if entry.plugin != plugin {
-            *entry = Registered {
-                plugin: plugin.to_owned(),
-                enrich: false,
-            };
+        let key = (tenant.to_owned(), integration.to_owned());
+        // What a running instance said it can do stays while its plugin is the same.
+        if plugins.get(&key).is_none_or(|known| known.plugin != plugin) {
+            plugins.insert(
+                key,
+                Registered {
+                    plugin: plugin.to_owned(),
+                    enrich: false,
+                },
+            );
         }
     }
 
@@ -631,10 +621,9 @@ impl Correlator {
             out.writes.push(entry.write(tenant));
             match entry {
                 IndexEntry::Delivery(d) => {
-                    self.recent
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&(tenant.to_owned(), d.service.clone(), d.environment.clone()));
+                    self.recent.forget(|(t, service, environment)| {
+                        t == tenant && *service == d.service && *environment == d.environment
+                    });
                     // A deployment before another changes what that one shipped.
                     self.recent_suspects.forget(|(t, _)| t == tenant);
                 }
@@ -981,13 +970,7 @@ impl Correlator {
             service.to_owned(),
             environment.to_owned(),
         );
-        let cached = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&cache_key)
-            .filter(|c| pending.is_empty() && c.read_at.elapsed() < RECENT_TTL)
-            .map(|c| c.latest.clone());
+        let cached = self.recent.get(&cache_key).filter(|_| pending.is_empty());
         let mut found = match cached {
             // The newest deployments of all are no newer than the event: those in its
             // window are the answer (the usual case: failures follow deployments).
@@ -1016,16 +999,7 @@ impl Correlator {
                 // Not while a deployment is being indexed: the store does not have
                 // it yet.
                 if pending.is_empty() {
-                    self.recent
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(
-                            cache_key,
-                            Recent {
-                                latest: Arc::new(latest),
-                                read_at: std::time::Instant::now(),
-                            },
-                        );
+                    self.recent.put(cache_key, Arc::new(latest));
                 }
                 answer
             }
