@@ -780,7 +780,8 @@ impl Committer {
                 // from the same stored revision take the same number, and the later one
                 // would be lost with what it added. It is not stored; the completer
                 // enriches the failure again from what is stored now.
-                if let (Some(revision), Some(key)) = (event.revision, event.revised_failure()) {
+                let revises = event.revision.zip(event.revised_failure());
+                if let Some((revision, key)) = revises {
                     let current = match revised.get(key) {
                         Some(taken) => Some(*taken),
                         None => stored_revision(&self.store, key)?,
@@ -802,7 +803,7 @@ impl Committer {
                     outcome.duplicates += 1;
                     continue;
                 }
-                if let (Some(revision), Some(key)) = (event.revision, event.revised_failure()) {
+                if let Some((revision, key)) = revises {
                     revised.insert(key.to_vec(), revision);
                 }
                 for (table, key, value) in &event.writes {

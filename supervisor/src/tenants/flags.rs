@@ -306,18 +306,17 @@ mod tests {
             .expect("set");
         let read = flags.get(Some("acme"), "realtime_enrichment").expect("get");
         assert_eq!((read.value, read.source), (false, "tenant"));
+        // Remembered per tenant: another tenant keeps the default.
+        let other = flags
+            .get(Some("globex"), "realtime_enrichment")
+            .expect("get");
+        assert_eq!((other.value, other.source), (true, "default"));
         // A write that does not go through flags at all (deleting the tenant).
         store
             .apply(&Batch::new().delete(Table::Flags, "acme\0realtime_enrichment"))
             .expect("delete");
         let read = flags.get(Some("acme"), "realtime_enrichment").expect("get");
         assert_eq!((read.value, read.source), (true, "default"));
-        assert!(
-            flags
-                .get(Some("globex"), "realtime_enrichment")
-                .expect("get")
-                .value
-        );
     }
 
     #[test]
