@@ -23,41 +23,30 @@ use supervisor::store::{Batch, Store};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Unix milliseconds now: realtime events are about now (pulled within the last few
-/// minutes), and their deployments before them.
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("fits")
-}
 /// Lookups and batch enrichment read history (the index itself).
 const HISTORY: u64 = 1_700_000_000_000;
 const MINUTE: u64 = 60_000;
+
+/// The number after `name` on the command line, or `default`.
+fn number_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// `--deploy-every-min N` (realtime): how far apart each service's deployments are.
 /// The default, one a minute, puts five deployments (the most listed) in every
 /// failure's two-hour window; `60` is a busy service deploying hourly (two).
 fn deploy_every_min() -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--deploy-every-min")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+    number_arg("--deploy-every-min", 1)
 }
 
 /// `--cache-mb N` (default: the store's default).
 fn cache_mb() -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--cache-mb")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(supervisor::store::DEFAULT_CACHE_MB)
+    number_arg("--cache-mb", supervisor::store::DEFAULT_CACHE_MB)
 }
 
 fn pipeline(dir: &std::path::Path, enabled: bool) -> Pipeline {
@@ -188,7 +177,9 @@ fn events(count: usize, now: u64) -> Vec<Vec<String>> {
 }
 
 fn realtime() {
-    let now = now_ms();
+    // Realtime events are about now (pulled within the last few minutes), by the
+    // daemon's clock, and their deployments before them.
+    let now = supervisor::tenants::now_ms();
     let batches = events(200_000, now);
     let mut best = [f64::MAX; 2];
     for round in 0..4 {

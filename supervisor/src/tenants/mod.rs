@@ -46,7 +46,8 @@ fn corrupt(key: &str, err: impl std::fmt::Display) -> StoreError {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Unix milliseconds now: the clock the daemon stamps and judges "realtime" by.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
