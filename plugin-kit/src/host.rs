@@ -343,7 +343,9 @@ pub async fn connect(socket: &Path, token: &str) -> Result<Connection, ConnectEr
         plugin: PluginClient::with_origin(
             InterceptedService::new(transport.clone(), attach.clone()),
             origin.clone(),
-        ),
+        )
+        .max_decoding_message_size(plugin_protocol::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(plugin_protocol::MAX_MESSAGE_BYTES),
         health: HealthClient::with_origin(InterceptedService::new(transport, attach), origin),
     })
 }

@@ -206,7 +206,12 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
             HealthService::from_health_reporter(reporter),
             guard.clone(),
         ))
-        .add_service(PluginServer::with_interceptor(rpc, guard));
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            PluginServer::new(rpc)
+                .max_decoding_message_size(plugin_protocol::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(plugin_protocol::MAX_MESSAGE_BYTES),
+            guard,
+        ));
 
     let handshake = HandshakeLine::new(settings.protocol, &settings.socket);
     {

@@ -28,6 +28,11 @@ pub const TOKEN_METADATA_KEY: &str = "x-betalogs-plugin-token";
 /// A handshake line longer than this is refused without reading further.
 pub const MAX_HANDSHAKE_LINE_BYTES: usize = 4096;
 
+/// The largest gRPC message either side accepts: above the HTTP ingress's largest body
+/// (32 MiB), so a webhook the daemon accepted always reaches its plugin, with room for
+/// the events made of it.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Parses the host's version list (`"1,2"`). Returns the offending item on error.
 pub fn parse_version_list(list: &str) -> Result<Vec<u32>, String> {
     list.split(',')

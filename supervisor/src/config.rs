@@ -172,10 +172,29 @@ pub struct IngressConfig {
     pub burst: u32,
     /// Deliveries kept per tenant while their plugin is down; beyond it, 503.
     pub inbox_max_entries: usize,
-    /// How long a plugin may take to verify and map a delivery before it goes to the
-    /// inbox instead.
+    /// How long a plugin may take to verify and map a delivery; past it the delivery
+    /// is answered 503 and not stored (the sender retries).
     #[serde(deserialize_with = "duration")]
     pub webhook_timeout: Duration,
+    /// A connection must send its request headers within this.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Bytes of request bodies being read at once, all connections together; beyond
+    /// it, 503 (the sender retries) rather than memory without bound.
+    pub max_body_memory_bytes: usize,
+    /// Connections open at once, in all; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_client: usize,
+    /// Deliveries failing authentication, per client address and minute; beyond it,
+    /// 429. Only authenticated deliveries count against a tenant's rate.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for IngressConfig {
@@ -186,6 +205,13 @@ impl Default for IngressConfig {
             burst: 2000,
             inbox_max_entries: 10_000,
             webhook_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_body_memory_bytes: 256 * 1024 * 1024,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            auth_failures_per_minute: 60,
         }
     }
 }
@@ -315,6 +341,41 @@ impl LimitsConfig {
     }
 }
 
+/// The largest `ingress.max_body_bytes`: a body the ingress accepts must fit one plugin
+/// call (`plugin_protocol::MAX_MESSAGE_BYTES`) with its headers.
+pub const MAX_INGRESS_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+impl LimitsConfig {
+    /// Each limit is 0 (unlimited) or within a range a process can live with: a
+    /// plugin cannot start in less than 16 MiB of address space or 16 descriptors, and a
+    /// limit too large to express in bytes would wrap around to a tiny one.
+    fn check(&self) -> Result<(), String> {
+        const MAX_MEMORY_MB: u64 = 1024 * 1024;
+        const MAX_OPEN_FILES: u64 = 1024 * 1024;
+        let in_range = |value: u64, min: u64, max: u64| value == 0 || (min..=max).contains(&value);
+        if !in_range(self.memory_mb, 16, MAX_MEMORY_MB) {
+            return Err(format!(
+                "process.limits.memory_mb = {} is out of range: 0 (unlimited) or 16 to {MAX_MEMORY_MB}",
+                self.memory_mb
+            ));
+        }
+        if !in_range(self.open_files, 16, MAX_OPEN_FILES) {
+            return Err(format!(
+                "process.limits.open_files = {} is out of range: 0 (unlimited) or 16 to {MAX_OPEN_FILES}",
+                self.open_files
+            ));
+        }
+        if self.cpu_seconds > u64::from(u32::MAX) {
+            return Err(format!(
+                "process.limits.cpu_seconds = {} is out of range: 0 (unlimited) to {}",
+                self.cpu_seconds,
+                u32::MAX
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One plugin instance the supervisor keeps running.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +488,7 @@ impl Config {
                 "process.heartbeat_misses must be at least 1".into(),
             ));
         }
+        p.limits.check().map_err(invalid)?;
         if p.restart_max_delay < p.restart_initial_delay {
             return Err(invalid(format!(
                 "process.restart_max_delay ({:?}) is below process.restart_initial_delay ({:?})",
@@ -440,9 +502,25 @@ impl Config {
                 "ingress.rate_per_second and ingress.burst must be at least 1".into(),
             ));
         }
-        if i.max_body_bytes < 1024 || i.inbox_max_entries == 0 || i.webhook_timeout.is_zero() {
+        if i.header_timeout.is_zero()
+            || i.body_timeout.is_zero()
+            || i.idle_timeout.is_zero()
+            || i.max_connections == 0
+            || i.max_connections_per_client == 0
+            || i.max_body_memory_bytes < i.max_body_bytes
+            || i.auth_failures_per_minute == 0
+        {
             return Err(invalid(
-                "ingress.max_body_bytes must be at least 1024, ingress.inbox_max_entries and ingress.webhook_timeout above zero".into(),
+                "ingress.header_timeout, body_timeout, idle_timeout, max_connections, max_connections_per_client and auth_failures_per_minute must be above zero, and max_body_memory_bytes at least max_body_bytes".into(),
+            ));
+        }
+        if i.max_body_bytes < 1024
+            || i.max_body_bytes > MAX_INGRESS_BODY_BYTES
+            || i.inbox_max_entries == 0
+            || i.webhook_timeout.is_zero()
+        {
+            return Err(invalid(
+                format!("ingress.max_body_bytes must be from 1024 to {MAX_INGRESS_BODY_BYTES} (32 MiB: every accepted body must fit a plugin call), ingress.inbox_max_entries and ingress.webhook_timeout above zero"),
             ));
         }
         if self.pipeline.dedup_window == 0 || self.pipeline.backlog_quota_bytes < 1024 * 1024 {
@@ -554,6 +632,35 @@ mod tests {
             config.runtime_dir(),
             PathBuf::from("/var/lib/integrationd/run")
         );
+    }
+
+    #[test]
+    fn resource_limits_out_of_range_are_refused_not_wrapped() {
+        for (line, named) in [
+            ("memory_mb = 1", "memory_mb = 1 is out of range"),
+            (
+                "memory_mb = 18446744073709551615",
+                "memory_mb = 18446744073709551615 is out of range",
+            ),
+            ("open_files = 3", "open_files = 3 is out of range"),
+            ("cpu_seconds = 99999999999", "cpu_seconds = 99999999999"),
+        ] {
+            let err = parse(&format!("[process.limits]\n{line}\n")).expect_err(line);
+            assert!(err.contains(named), "{line}: {err}");
+        }
+        let limits = parse("[process.limits]\nmemory_mb = 0\nopen_files = 64\n")
+            .expect("in range")
+            .process
+            .limits
+            .to_resource_limits();
+        assert_eq!(limits.address_space_bytes, None);
+        assert_eq!(limits.open_files, Some(64));
+    }
+
+    #[test]
+    fn an_ingress_body_limit_above_a_plugin_call_is_refused() {
+        let err = parse("[ingress]\nmax_body_bytes = 67108864\n").expect_err("too large");
+        assert!(err.contains("max_body_bytes must be from 1024 to 33554432"), "{err}");
     }
 
     #[test]

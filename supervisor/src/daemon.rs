@@ -215,23 +215,17 @@ pub async fn run(
                 let _ = admin_stop.wait_for(|stop| *stop).await;
             }),
     );
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(
-        axum::serve(
-            http_listener,
-            crate::ingress::router(Arc::new(crate::ingress::Ingress::new(
-                metrics.clone(),
-                pipeline.clone(),
-                manager.clone(),
-                crate::tenants::Tenants::new(store.clone()),
-                config.ingress.clone(),
-            ))),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        })
-        .into_future(),
-    );
+    let http_task = tokio::spawn(crate::ingress::serve(
+        http_listener,
+        Arc::new(crate::ingress::Ingress::new(
+            metrics.clone(),
+            pipeline.clone(),
+            manager.clone(),
+            crate::tenants::Tenants::new(store.clone()),
+            config.ingress.clone(),
+        )),
+        stop_rx.clone(),
+    ));
     tracing::info!(
         admin_socket = %config.admin_socket.display(), http = %http_addr,
         plugin_dir = %config.plugin_dir.display(), "integrationd ready"

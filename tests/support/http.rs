@@ -52,7 +52,59 @@ pub fn request(
     body: &[u8],
     framing: Framing,
 ) -> std::io::Result<HttpResponse> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
+    let stream = std::net::TcpStream::connect(addr)?;
+    exchange(stream, method, path, headers, body, framing)
+}
+
+/// [`request`] from another loopback address (`127.0.0.2`, say): a second client as the
+/// daemon's per-address limits see it.
+pub fn request_from(
+    source: std::net::Ipv4Addr,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    framing: Framing,
+) -> std::io::Result<HttpResponse> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket,
+    };
+    let target: std::net::SocketAddrV4 = addr
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("{addr} is not an IPv4 address")))?;
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
+    )?;
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &SockaddrIn::from(target),
+    )?;
+    exchange(
+        std::net::TcpStream::from(socket),
+        method,
+        path,
+        headers,
+        body,
+        framing,
+    )
+}
+
+fn exchange(
+    mut stream: std::net::TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    framing: Framing,
+) -> std::io::Result<HttpResponse> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (name, value) in headers {

@@ -141,11 +141,22 @@ impl PluginPackage {
         text
     }
 
-    /// Writes the package under `plugin_dir`.
+    /// Writes the package under `plugin_dir`. Its executable is inside the package, as
+    /// the registry requires: one from elsewhere (the build output) is hard-linked in.
     pub fn install(&self, plugin_dir: &Path) -> PathBuf {
         let dir = plugin_dir.join(&self.dir);
         std::fs::create_dir_all(&dir).expect("package dir");
-        std::fs::write(dir.join("plugin.toml"), self.manifest()).expect("manifest");
+        let mut package = self.clone();
+        if !self.executable.starts_with(&dir) {
+            let file_name = self.executable.file_name().expect("executable file name");
+            let inside = dir.join(file_name);
+            let _ = std::fs::remove_file(&inside);
+            if std::fs::hard_link(&self.executable, &inside).is_err() {
+                std::fs::copy(&self.executable, &inside).expect("copy the executable in");
+            }
+            package.executable = PathBuf::from(file_name);
+        }
+        std::fs::write(dir.join("plugin.toml"), package.manifest()).expect("manifest");
         dir
     }
 }

@@ -1,7 +1,7 @@
 //! Webhook ingress end to end: `POST /v1/webhooks/{tenant}/{integration}` through the
 //! real daemon and the testfault plugin (which wants `x-testfault-token: good` and maps
-//! `{"id", "events"}` into that many events): 202 only once events are durable, the inbox
-//! while the plugin is down, and every hostile request answered with its documented
+//! `{"id", "events"}` into that many events): 202 only once events are durable, nothing
+//! unverified stored while the plugin is down, and every hostile request answered with its documented
 //! status, nothing stored, the daemon unaffected.
 
 use std::collections::HashSet;
@@ -94,11 +94,11 @@ fn deliveries_are_mapped_by_the_plugin_and_durable_before_202() {
 }
 
 #[test]
-fn deliveries_to_a_stopped_plugin_wait_in_the_inbox() {
+fn deliveries_no_plugin_can_verify_are_refused_with_retry_after_and_never_stored() {
     let world = World::new();
     world.install(&hooks());
     let daemon = world.start(
-        &setup("[ingress]\ninbox_max_entries = 3\n")
+        &setup("")
             .process("restart_initial_delay = \"4s\"")
             .process("restart_max_delay = \"4s\""),
     );
@@ -113,31 +113,29 @@ fn deliveries_to_a_stopped_plugin_wait_in_the_inbox() {
         state_of(i) != "healthy" && pid_of(i) != pid
     });
 
-    for n in 0..3 {
-        let queued = post(
+    // Signed or not, nothing is kept while no plugin can verify it: the sender retries.
+    for token in ["good", "forged"] {
+        let refused = post(
             &addr,
             "/v1/webhooks/acme/gh",
-            &[GOOD],
-            &format!(r#"{{"id":"q{n}","events":2}}"#),
+            &[("x-testfault-token", token)],
+            r#"{"id":"q0","events":2}"#,
         );
-        assert_eq!(queued.status, 202, "{}", queued.body);
-        assert_eq!(queued.json()["status"], "queued");
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        assert_eq!(refused.json()["error"], "plugin_unavailable");
+        assert!(refused.header("retry-after").is_some());
     }
-    let full = post(&addr, "/v1/webhooks/acme/gh", &[GOOD], r#"{"id":"q3"}"#);
-    assert_eq!(full.status, 503, "{}", full.body);
-    assert_eq!(full.json()["error"], "inbox_full");
-    assert!(world.sink_ids().is_empty(), "nothing processed while down");
 
-    // Back after its backoff, the plugin gets the waiting deliveries.
-    let ids = wait_for("the inbox processed", Duration::from_secs(20), || {
+    // Back after its backoff, the plugin verifies the redelivery, which is stored once.
+    wait_healthy(&daemon, "gh");
+    let redelivered = post(&addr, "/v1/webhooks/acme/gh", &[GOOD], r#"{"id":"q0","events":2}"#);
+    assert_eq!(redelivered.status, 202, "{}", redelivered.body);
+    assert_eq!(redelivered.json()["status"], "accepted");
+    let ids = wait_for("the redelivery in the sink", Duration::from_secs(20), || {
         let ids = world.sink_ids();
-        (ids.len() == 6).then_some(ids)
+        (ids.len() >= 2).then_some(ids)
     });
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 6);
-    // The inbox has room again.
-    let room = post(&addr, "/v1/webhooks/acme/gh", &[GOOD], r#"{"id":"q4"}"#);
-    assert_eq!(room.status, 202);
-    assert_eq!(room.json()["status"], "accepted");
+    assert_eq!(ids.len(), 2, "{ids:?}");
 }
 
 #[test]
@@ -212,20 +210,20 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
         (
             "unknown tenant",
             send("/v1/webhooks/nobody/gh", &json, b"{}", Framing::Length),
-            404,
-            "unknown_integration",
+            401,
+            "bad_signature",
         ),
         (
             "another tenant's integration",
             send("/v1/webhooks/acme/gh-globex", &json, b"{}", Framing::Length),
-            404,
-            "unknown_integration",
+            401,
+            "bad_signature",
         ),
         (
             "control characters in the path",
             send("/v1/webhooks/acme/%0a%1b", &json, b"{}", Framing::Length),
-            404,
-            "unknown_integration",
+            401,
+            "bad_signature",
         ),
         (
             "wrong method",
@@ -243,8 +241,8 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
         );
     }
 
-    // A flood: the burst passes (each answered 401: the token is wrong), then 429s
-    // with Retry-After.
+    // A flood of junk: each answered 401 until the sender's address is over its budget
+    // of failed authentications (60 a minute), then 429 for that address alone.
     let mut limited = 0;
     for _ in 0..80 {
         let response = send(
@@ -258,6 +256,35 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
         );
         if response.status == 429 {
             limited += 1;
+            assert_eq!(response.json()["error"], "too_many_failures");
+            assert!(response.header("retry-after").is_some());
+        } else {
+            assert_eq!(response.status, 401, "{}", response.body);
+        }
+    }
+    assert!(limited >= 20, "only {limited} of 80 were limited");
+    // The junk spent none of acme's rate: its real deliveries from elsewhere get in.
+    let elsewhere = |source: [u8; 4], path: &str, body: &[u8]| {
+        http::request_from(
+            source.into(),
+            &addr,
+            "POST",
+            path,
+            &json,
+            body,
+            Framing::Length,
+        )
+        .expect("answered")
+    };
+    let real = elsewhere([127, 0, 0, 2], path, br#"{"id":"real"}"#);
+    assert_eq!(real.status, 202, "{}", real.body);
+    // Authenticated deliveries do count against the tenant: pings (stored nothing) over
+    // the burst of 40 are limited with Retry-After.
+    let mut limited = 0;
+    for _ in 0..80 {
+        let response = elsewhere([127, 0, 0, 3], path, br#"{"ping":true}"#);
+        if response.status == 429 {
+            limited += 1;
             assert_eq!(response.json()["error"], "rate_limited");
             let wait: u64 = response
                 .header("retry-after")
@@ -265,30 +292,20 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
                 .expect("Retry-After in seconds");
             assert!((1..=2).contains(&wait), "{wait}");
         } else {
-            assert_eq!(response.status, 401, "{}", response.body);
+            assert_eq!(response.status, 200, "{}", response.body);
         }
     }
     assert!(limited >= 30, "only {limited} of 80 were limited");
     // The other tenant is not limited by acme's flood.
-    let other = send(
-        "/v1/webhooks/globex/gh-globex",
-        &json,
-        br#"{"id":"g1"}"#,
-        Framing::Length,
-    );
+    let other = elsewhere([127, 0, 0, 2], "/v1/webhooks/globex/gh-globex", br#"{"id":"g1"}"#);
     assert_eq!(other.status, 202, "{}", other.body);
 
-    // Nothing from acme was stored (it would have been committed before globex's event,
-    // which the asynchronous sink shows once it is written); the daemon is well.
-    let ids = wait_for(
-        "globex's event in the sink",
-        Duration::from_secs(10),
-        || {
-            let ids = world.sink_ids();
-            (!ids.is_empty()).then_some(ids)
-        },
-    );
-    assert_eq!(ids.len(), 1, "only globex's event: {ids:?}");
+    // Nothing of the junk was stored: acme's real event, then globex's.
+    let ids = wait_for("both events in the sink", Duration::from_secs(10), || {
+        let ids = world.sink_ids();
+        (ids.len() >= 2).then_some(ids)
+    });
+    assert_eq!(ids.len(), 2, "acme's real event and globex's: {ids:?}");
     let (status, _) = daemon.http_get(&addr, "/healthz");
     assert_eq!(status, 200);
     assert!(
@@ -483,4 +500,97 @@ fn kill_9_of_the_daemon_while_a_million_events_stream_and_webhooks_arrive_loses_
         ids.len(),
         "an event id twice"
     );
+}
+
+#[test]
+fn a_delivery_larger_than_a_default_grpc_message_reaches_the_plugin() {
+    let world = World::new();
+    world.install(&hooks());
+    let daemon = world.start(&setup(""));
+    wait_healthy(&daemon, "gh");
+    // 6 MiB: over tonic's 4 MiB default, within the ingress's 25 MiB.
+    let body = format!(
+        r#"{{"id":"big","events":1,"pad":"{}"}}"#,
+        "x".repeat(6 * 1024 * 1024)
+    );
+    let accepted = post(&daemon.http_addr(), "/v1/webhooks/acme/gh", &[GOOD], &body);
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    // The plugin verified and mapped it (its event carries the 6 MiB payload, over the
+    // 1 MiB event limit, so it is a dead letter: either way it was processed, not queued).
+    let answer = accepted.json();
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    let processed = answer["events"].as_u64().unwrap_or(0) + answer["dead_lettered"].as_u64().unwrap_or(0);
+    assert_eq!(processed, 1, "{answer}");
+}
+
+#[test]
+fn stalled_and_idle_connections_are_closed_and_capped_per_client() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let world = World::new();
+    world.install(&hooks());
+    let daemon = world.start(&setup(
+        "[ingress]\nheader_timeout = \"1s\"\nidle_timeout = \"1s\"\nbody_timeout = \"1s\"\nmax_connections_per_client = 4\n",
+    ));
+    wait_healthy(&daemon, "gh");
+    let addr = daemon.http_addr();
+    // Whether the server closed the connection (a read sees the end, or an error after
+    // an answer) within the socket's read timeout.
+    let closed_by_server = |stream: &mut TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut sink = Vec::new();
+        match stream.read_to_end(&mut sink) {
+            Ok(_) => true,
+            Err(err) => err.kind() != std::io::ErrorKind::WouldBlock
+                && err.kind() != std::io::ErrorKind::TimedOut,
+        }
+    };
+
+    // Headers that never finish, and a body that never comes: both closed.
+    let mut slow_headers = TcpStream::connect(&addr).expect("connect");
+    slow_headers
+        .write_all(b"POST /v1/webhooks/acme/gh HTTP/1.1\r\nHost: x\r\n")
+        .expect("partial headers");
+    let mut slow_body = TcpStream::connect(&addr).expect("connect");
+    slow_body
+        .write_all(b"POST /v1/webhooks/acme/gh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        .expect("partial body");
+    assert!(closed_by_server(&mut slow_headers), "stalled headers kept open");
+    assert!(closed_by_server(&mut slow_body), "stalled body kept open");
+
+    // Idle connections are closed; beyond 4 at once from one address, the next one is
+    // closed at once while another address is served.
+    let mut idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    let mut fifth = TcpStream::connect(&addr).expect("connect");
+    fifth
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        fifth.read(&mut byte).expect("closed at once, not timed out"),
+        0,
+        "a fifth connection from one address was kept"
+    );
+    let other = http::request_from(
+        [127, 0, 0, 2].into(),
+        &addr,
+        "GET",
+        "/healthz",
+        &[],
+        b"",
+        Framing::Length,
+    )
+    .expect("another address is served");
+    assert_eq!(other.status, 200);
+    for stream in &mut idle {
+        assert!(closed_by_server(stream), "an idle connection was kept");
+    }
+    // With the idle ones gone, this address is served again.
+    let (status, _) = daemon.http_get(&addr, "/healthz");
+    assert_eq!(status, 200);
 }

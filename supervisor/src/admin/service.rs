@@ -154,6 +154,7 @@ fn plugin_to_proto(plugin: InstalledPlugin) -> proto::PluginInfo {
             .unwrap_or_default(),
         trusted_by: plugin.pin.map(|p| p.pinned_by).unwrap_or_default(),
         refusal: plugin.refusal.unwrap_or_default(),
+        executable_owner_uid: plugin.owner,
     }
 }
 
@@ -286,16 +287,24 @@ impl Admin for AdminService {
         let body = request.into_inner();
         let version = Some(body.version.as_str()).filter(|v| !v.is_empty());
         let sha256 = Some(body.sha256.as_str()).filter(|v| !v.is_empty());
-        let pin = self
-            .registry
-            .trust(&body.name, version, sha256, &caller.label())
-            .map_err(registry_status)?;
-        tracing::info!(plugin = %pin.name, version = %pin.version, sha256 = %pin.sha256, by = %pin.pinned_by, "plugin trusted");
+        let (version, sha256) = (version.map(str::to_owned), sha256.map(str::to_owned));
+        let (registry, by) = (self.registry.clone(), caller.label());
+        // File work (hashing a package's executable) stays off the async runtime.
+        let trusted = tokio::task::spawn_blocking(move || {
+            registry.trust(&body.name, version.as_deref(), sha256.as_deref(), &by)
+        })
+        .await
+        .map_err(|_| Status::internal("trusting the plugin failed unexpectedly"))?
+        .map_err(registry_status)?;
+        let pin = trusted.pin;
+        tracing::info!(plugin = %pin.name, version = %pin.version, sha256 = %pin.sha256, by = %pin.pinned_by, executable = %trusted.executable.display(), owner = ?trusted.owner, "plugin trusted");
         self.manager.retry_refused().await;
         Ok(Response::new(proto::TrustPluginResponse {
             name: pin.name,
             version: pin.version,
             sha256: pin.sha256,
+            executable: trusted.executable.display().to_string(),
+            executable_owner_uid: trusted.owner,
         }))
     }
 

@@ -771,7 +771,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match cli.output {
                     Output::Json => print_json(&pin)?,
                     Output::Table => {
-                        println!("trusted {} {} sha256={}", pin.name, pin.version, pin.sha256)
+                        println!("trusted {} {} sha256={}", pin.name, pin.version, pin.sha256);
+                        if !pin.executable.is_empty() {
+                            let owner = pin
+                                .executable_owner_uid
+                                .map_or("unknown".to_owned(), |uid| format!("uid {uid}"));
+                            println!("executable {} (owner {owner})", pin.executable);
+                        }
                     }
                 }
             }
@@ -1544,11 +1550,16 @@ fn print_plugins(plugins: &[proto::PluginInfo], refused: &[proto::PluginRefusal]
                 p.version.clone(),
                 status.to_owned(),
                 p.trusted_sha256.chars().take(12).collect(),
-                p.directory.clone(),
+                p.executable.clone(),
+                p.executable_owner_uid
+                    .map_or("-".to_owned(), |uid| format!("uid {uid}")),
             ]
         })
         .collect();
-    print_table(&["NAME", "VERSION", "STATUS", "SHA256", "DIRECTORY"], rows);
+    print_table(
+        &["NAME", "VERSION", "STATUS", "SHA256", "EXECUTABLE", "OWNER"],
+        rows,
+    );
     for p in plugins.iter().filter(|p| !p.refusal.is_empty()) {
         println!("refused: {}", p.refusal);
     }

@@ -58,8 +58,25 @@ pub fn kind(headers: &HeaderMap, allowed: &[BodyKind]) -> Result<BodyKind, Refus
     }
 }
 
-/// Reads at most `limit` bytes (413 beyond; 400 when the body breaks off).
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Refusal> {
+/// The rules a body is read under.
+#[derive(Debug)]
+pub struct Limits<'a> {
+    pub max_bytes: usize,
+    /// The whole body must arrive within this (408 past it).
+    pub timeout: std::time::Duration,
+    /// KiB of bodies in flight, shared by every request (503 when spent).
+    pub budget: &'a tokio::sync::Semaphore,
+}
+
+/// Reads at most `limits.max_bytes` bytes (413 beyond; 400 when the body breaks off;
+/// 408 when it does not arrive in time; 503 when the bodies in flight already take the
+/// memory budget). The memory is reserved as the bytes arrive and given back once read.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &Limits<'_>,
+) -> Result<Vec<u8>, Refusal> {
+    let limit = limits.max_bytes;
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,21 +91,53 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(err) => {
-            let over = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if over {
-                Err(too_large())
-            } else {
-                Err(Refusal::new(
+    let reading = async {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut bytes = Vec::new();
+        let mut reserved = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|err| {
+                Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "incomplete_body",
                     format!("the body could not be read completely: {err}"),
-                ))
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if bytes.len() + data.len() > limit {
+                return Err(too_large());
             }
+            let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
+            match limits.budget.try_acquire_many(kib) {
+                Ok(permit) => reserved.push(permit),
+                Err(_) => {
+                    return Err(Refusal {
+                        retry_after: Some(1),
+                        ..Refusal::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "busy",
+                            "the server is reading too many request bodies at once; retry later",
+                        )
+                    });
+                }
+            }
+            bytes.extend_from_slice(&data);
         }
+        Ok(bytes)
+    };
+    match tokio::time::timeout(limits.timeout, reading).await {
+        Ok(read) => read,
+        Err(_) => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the body did not arrive within {} s",
+                limits.timeout.as_secs_f64()
+            ),
+        )),
     }
 }
 
@@ -186,21 +235,30 @@ mod tests {
         assert!(check_json(BodyKind::Form, b"payload=%7B").is_ok());
     }
 
+    fn limits(budget: &tokio::sync::Semaphore) -> Limits<'_> {
+        Limits {
+            max_bytes: 1024,
+            timeout: std::time::Duration::from_secs(5),
+            budget,
+        }
+    }
+
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused_declared_or_not() {
+        let budget = tokio::sync::Semaphore::new(64);
         let declared = {
             let mut headers = headers("application/json");
             headers.insert(header::CONTENT_LENGTH, "2048".parse().expect("len"));
             headers
         };
-        let refused = read(&declared, Body::from(vec![b'x'; 10]), 1024)
+        let refused = read(&declared, Body::from(vec![b'x'; 10]), &limits(&budget))
             .await
             .expect_err("declared too large");
         assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
         let refused = read(
             &headers("application/json"),
             Body::from(vec![b'x'; 2048]),
-            1024,
+            &limits(&budget),
         )
         .await
         .expect_err("streamed too large");
@@ -208,10 +266,43 @@ mod tests {
         let read_back = read(
             &headers("application/json"),
             Body::from(vec![b'x'; 1024]),
-            1024,
+            &limits(&budget),
         )
         .await
         .expect("at the limit");
         assert_eq!(read_back.len(), 1024);
+        assert_eq!(budget.available_permits(), 64, "the memory is given back");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out_and_bodies_beyond_the_memory_budget_wait_their_turn() {
+        let budget = tokio::sync::Semaphore::new(64);
+        let (sender, receiver) =
+            tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+        sender
+            .send(Ok(axum::body::Bytes::from(vec![b'x'; 100])))
+            .await
+            .expect("first bytes");
+        let stalled = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        let mut tight = limits(&budget);
+        tight.timeout = std::time::Duration::from_millis(200);
+        let refused = read(&headers("application/json"), stalled, &tight)
+            .await
+            .expect_err("stalled");
+        assert_eq!((refused.status, refused.code), (StatusCode::REQUEST_TIMEOUT, "body_timeout"));
+        drop(sender);
+
+        // The budget is spent by bodies in flight: the next one is told to retry.
+        let held = budget.try_acquire_many(64).expect("all of it");
+        let refused = read(
+            &headers("application/json"),
+            Body::from(vec![b'x'; 10]),
+            &limits(&budget),
+        )
+        .await
+        .expect_err("over the budget");
+        assert_eq!((refused.status, refused.code), (StatusCode::SERVICE_UNAVAILABLE, "busy"));
+        assert_eq!(refused.retry_after, Some(1));
+        drop(held);
     }
 }

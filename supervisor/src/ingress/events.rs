@@ -38,7 +38,7 @@ async fn handle(
     authorize(ingress, tenant, headers)?;
     check_rate(ingress, tenant)?;
     let kind = body::kind(headers, &[BodyKind::Json, BodyKind::NdJson])?;
-    let bytes = body::read(headers, request_body, ingress.config.max_body_bytes).await?;
+    let bytes = ingress.read_body(headers, request_body).await?;
     body::check_json(kind, &bytes)?;
     let events = parse_events(kind, &bytes)?;
     let (pipeline, owned_tenant) = (ingress.pipeline.clone(), tenant.to_owned());

@@ -4,6 +4,7 @@
 
 mod body;
 mod events;
+mod listener;
 mod rate;
 mod webhooks;
 
@@ -20,6 +21,8 @@ use crate::pipeline::Pipeline;
 use crate::process::Manager;
 use crate::tenants::Tenants;
 
+pub use listener::ClientAddr;
+use rate::AuthFailures;
 pub use rate::TenantRates;
 
 /// What the routes need.
@@ -30,6 +33,10 @@ pub struct Ingress {
     pub manager: Arc<Manager>,
     pub tenants: Tenants,
     pub rates: TenantRates,
+    /// Deliveries that failed authentication, per client address.
+    auth_failures: AuthFailures,
+    /// KiB of request bodies being read, all requests together.
+    body_budget: Arc<tokio::sync::Semaphore>,
     pub config: IngressConfig,
 }
 
@@ -43,11 +50,78 @@ impl Ingress {
     ) -> Self {
         Self {
             rates: TenantRates::new(config.rate_per_second, config.burst),
+            auth_failures: AuthFailures::new(config.auth_failures_per_minute),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                config.max_body_memory_bytes.div_ceil(1024),
+            )),
             metrics,
             pipeline,
             manager,
             tenants,
             config,
+        }
+    }
+}
+
+/// Serves the routes on `listener` under the configured connection limits until `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingress: Arc<Ingress>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let limits = listener::ListenerLimits {
+        header_timeout: ingress.config.header_timeout,
+        idle_timeout: ingress.config.idle_timeout,
+        max_connections: ingress.config.max_connections,
+        max_connections_per_client: ingress.config.max_connections_per_client,
+    };
+    listener::serve(listener, router(ingress), limits, stop).await;
+}
+
+impl Ingress {
+    /// Reads a request body under the size limit, the body deadline and the shared
+    /// memory budget.
+    async fn read_body(
+        &self,
+        headers: &axum::http::HeaderMap,
+        request_body: axum::body::Body,
+    ) -> Result<Vec<u8>, Refusal> {
+        body::read(
+            headers,
+            request_body,
+            &body::Limits {
+                max_bytes: self.config.max_body_bytes,
+                timeout: self.config.body_timeout,
+                budget: &self.body_budget,
+            },
+        )
+        .await
+    }
+
+    /// 429 while `client` is over its budget of failed authentications.
+    fn check_auth_failures(&self, client: Option<&ClientAddr>) -> Result<(), Refusal> {
+        let Some(ClientAddr(addr)) = client else {
+            return Ok(());
+        };
+        self.auth_failures.check(addr.ip()).map_err(|wait| {
+            let seconds = wait.as_secs().max(1);
+            Refusal {
+                retry_after: Some(seconds),
+                ..Refusal::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    format!(
+                        "too many deliveries from this address failed authentication; retry in {seconds} s"
+                    ),
+                )
+            }
+        })
+    }
+
+    /// Counts a delivery that failed authentication against its sender's address.
+    fn record_auth_failure(&self, client: Option<&ClientAddr>) {
+        if let Some(ClientAddr(addr)) = client {
+            self.auth_failures.record(addr.ip());
         }
     }
 }

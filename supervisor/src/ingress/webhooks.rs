@@ -1,67 +1,87 @@
 //! `POST /v1/webhooks/{tenant}/{integration}`: the plugin verifies and maps the delivery,
-//! and the sender hears 202 once its events are durable. With the plugin down (or failing
-//! on the call) the raw delivery goes to the tenant's inbox, durably, and is answered 202
-//! too; the plugin gets it when it is back.
+//! and the sender hears 202 once its events are durable. Nothing a sender posts is stored
+//! before it is authenticated: with the plugin down (or failing on the call) the answer is
+//! 503 with `Retry-After`, and the sender delivers again. Deliveries that fail
+//! authentication are counted against the sender's address, never the tenant's rate.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plugin_protocol::v1;
 
 use super::body::{self, BodyKind};
-use super::{Ingress, Refusal, check_rate, json_ok, not_stored, outcome_json, printable};
-use crate::pipeline::InboxError;
+use super::{
+    ClientAddr, Ingress, Refusal, check_rate, json_ok, not_stored, outcome_json, printable,
+};
 use crate::process::WebhookTarget;
 use crate::store::AuditDraft;
 
 pub async fn receive(
     State(ingress): State<Arc<Ingress>>,
     Path((tenant, integration)): Path<(String, String)>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    match handle(&ingress, &tenant, &integration, &headers, request_body).await {
+    let client = client.map(|Extension(addr)| addr);
+    match handle(
+        &ingress,
+        &tenant,
+        &integration,
+        client.as_ref(),
+        &headers,
+        request_body,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(),
     }
+}
+
+/// The one answer to a delivery that is not authenticated, whatever the reason: a
+/// wrong or missing signature, or a tenant/integration pair that does not exist or takes
+/// no webhooks. Senders cannot tell which pairs exist; operators find the reason in
+/// the log.
+fn unauthenticated() -> Refusal {
+    Refusal::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        "the delivery could not be authenticated for this tenant and integration",
+    )
 }
 
 async fn handle(
     ingress: &Ingress,
     tenant: &str,
     integration: &str,
+    client: Option<&ClientAddr>,
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Response, Refusal> {
-    let target = ingress.manager.webhook_target(tenant, integration).await;
-    match &target {
-        WebhookTarget::Unknown => {
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                "unknown_integration",
-                format!(
-                    "tenant `{}` has no integration `{}`",
-                    printable(tenant, 64),
-                    printable(integration, 64)
-                ),
-            ));
-        }
-        WebhookTarget::NoWebhooks { plugin } => {
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                "no_webhooks",
-                format!("integration `{integration}` (plugin `{plugin}`) does not take webhooks"),
-            ));
-        }
-        WebhookTarget::Down | WebhookTarget::Up(_) => {}
-    }
-    check_rate(ingress, tenant)?;
+    ingress.check_auth_failures(client)?;
     let kind = body::kind(headers, &[BodyKind::Json, BodyKind::Form, BodyKind::Text])?;
-    let bytes = body::read(headers, request_body, ingress.config.max_body_bytes).await?;
+    let bytes = ingress.read_body(headers, request_body).await?;
     body::check_json(kind, &bytes)?;
+    let target = ingress.manager.webhook_target(tenant, integration).await;
+    let mut client_rpc = match target {
+        WebhookTarget::Unknown | WebhookTarget::NoWebhooks { .. } => {
+            tracing::debug!(
+                tenant = %printable(tenant, 64),
+                integration = %printable(integration, 64),
+                "webhook for no integration that takes webhooks"
+            );
+            ingress.record_auth_failure(client);
+            return Err(unauthenticated());
+        }
+        // Nothing unverified is ever stored: with no plugin to verify it, the sender is
+        // told to retry.
+        WebhookTarget::Down => return Err(plugin_unavailable()),
+        WebhookTarget::Up(rpc) => rpc,
+    };
     let delivery = v1::WebhookRequest {
         headers: headers
             .iter()
@@ -72,28 +92,43 @@ async fn handle(
             .collect(),
         body: bytes,
     };
-    if let WebhookTarget::Up(mut client) = target {
-        let answer = tokio::time::timeout(
-            ingress.config.webhook_timeout,
-            client.handle_webhook(delivery.clone()),
-        )
-        .await;
-        match answer {
-            Ok(Ok(response)) => {
-                return answer_with(ingress, tenant, integration, response.into_inner()).await;
-            }
-            Ok(Err(status)) => tracing::warn!(
+    let answer = tokio::time::timeout(
+        ingress.config.webhook_timeout,
+        client_rpc.handle_webhook(delivery),
+    )
+    .await;
+    match answer {
+        Ok(Ok(response)) => {
+            answer_with(ingress, tenant, integration, client, response.into_inner()).await
+        }
+        Ok(Err(status)) => {
+            tracing::warn!(
                 tenant, integration, error = %status.message(),
-                "plugin failed on a webhook; the delivery goes to the inbox"
-            ),
-            Err(_) => tracing::warn!(
+                "plugin failed on a webhook; the sender is asked to retry"
+            );
+            Err(plugin_unavailable())
+        }
+        Err(_) => {
+            tracing::warn!(
                 tenant,
                 integration,
-                "plugin took too long over a webhook; the delivery goes to the inbox"
-            ),
+                "plugin took too long over a webhook; the sender is asked to retry"
+            );
+            Err(plugin_unavailable())
         }
     }
-    queue(ingress, tenant, integration, delivery).await
+}
+
+/// 503 for a delivery no plugin could verify now: nothing was stored.
+fn plugin_unavailable() -> Refusal {
+    Refusal {
+        retry_after: Some(5),
+        ..Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_unavailable",
+            "the integration's plugin cannot verify the delivery now; nothing was stored, retry later",
+        )
+    }
 }
 
 /// Commits what the plugin made of the delivery, or passes its refusal on.
@@ -101,6 +136,7 @@ async fn answer_with(
     ingress: &Ingress,
     tenant: &str,
     integration: &str,
+    client: Option<&ClientAddr>,
     response: v1::WebhookResponse,
 ) -> Result<Response, Refusal> {
     let status = u16::try_from(response.status)
@@ -117,6 +153,13 @@ async fn answer_with(
             ),
         ));
     };
+    if status == StatusCode::UNAUTHORIZED {
+        tracing::info!(tenant, integration, reason = %printable(&response.message, 200), "webhook delivery failed authentication");
+        ingress.record_auth_failure(client);
+        return Err(unauthenticated());
+    }
+    // Only authenticated deliveries count against the tenant's rate.
+    check_rate(ingress, tenant)?;
     if status.is_client_error() {
         let code = match status {
             StatusCode::UNAUTHORIZED => "bad_signature",
@@ -199,49 +242,5 @@ async fn audit_forbidden(ingress: &Ingress, tenant: &str, integration: &str, rea
             integration,
             "cannot audit a refused webhook delivery"
         );
-    }
-}
-
-/// Keeps the delivery for when the plugin is back.
-async fn queue(
-    ingress: &Ingress,
-    tenant: &str,
-    integration: &str,
-    delivery: v1::WebhookRequest,
-) -> Result<Response, Refusal> {
-    let (pipeline, owned_tenant, owned_integration) = (
-        ingress.pipeline.clone(),
-        tenant.to_owned(),
-        integration.to_owned(),
-    );
-    let stored = tokio::task::spawn_blocking(move || {
-        pipeline
-            .inbox()
-            .put(&owned_tenant, &owned_integration, &delivery)
-    })
-    .await;
-    match stored {
-        Ok(Ok(())) => Ok(json_ok(
-            StatusCode::ACCEPTED,
-            &serde_json::json!({
-                "status": "queued",
-                "message": "the plugin is not running; the delivery is stored and will be processed when it is back"
-            }),
-        )),
-        Ok(Err(err @ InboxError::Full { .. })) => Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "inbox_full",
-            format!("{err}; retry later"),
-        )),
-        Ok(Err(err)) => Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_stored",
-            format!("{err}; retry later"),
-        )),
-        Err(_) => Err(Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "storing the delivery failed unexpectedly",
-        )),
     }
 }

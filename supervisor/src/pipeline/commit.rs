@@ -193,27 +193,36 @@ fn migrate_unlogged(
     }
     let log = EventLog::open(log_dir, segment_bytes, None, None)?;
     let mut batch = Batch::new();
-    let mut digests: std::collections::BTreeMap<Vec<u8>, Vec<u128>> = Default::default();
-    for (key, value) in store.scan(Table::Events, &[])? {
-        if let Some(split) = key.iter().position(|b| *b == 0) {
-            let tenant = String::from_utf8_lossy(&key[..split]);
-            let id = String::from_utf8_lossy(&key[split + 1..]);
-            digests
-                .entry(value)
-                .or_default()
-                .push(dedup::id_digest(&tenant, &id));
+    // The old per-event index entries go; each record's digests come from its events,
+    // which name their source.
+    for (key, _) in store.scan(Table::Events, &[])? {
+        if key.contains(&0) {
             batch = batch.delete(Table::Events, key);
         }
+    }
+    #[derive(serde::Deserialize)]
+    struct Source<'a> {
+        #[serde(borrow)]
+        tenant: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        integration: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
     }
     let mut moved = 0usize;
     for (key, value) in store.scan(Table::Outbox, &[])? {
         let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
+        let digests: Vec<u128> = value
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<Source>(line).ok())
+            .map(|event| dedup::id_digest(&event.tenant, &event.integration, &event.id))
+            .collect();
         let mut record = value;
         record.push(b'\n');
         let location = log.append(seq, &record)?;
         batch = batch.put(Table::Outbox, key.clone(), location.encode());
-        if let Some(list) = digests.remove(&key) {
-            batch = batch.put(Table::Events, key, dedup::encode(&list));
+        if !digests.is_empty() {
+            batch = batch.put(Table::Events, key, dedup::encode(&digests));
         }
         moved += 1;
     }
@@ -473,11 +482,10 @@ impl Pipeline {
             accepted: Vec::with_capacity(events.len()),
             ..Submission::default()
         };
+        // A platform event is the tenant's platform integration's, whatever it names: an
+        // ingest token cannot speak for a plugin's integration.
+        let integration = PLATFORM_INTEGRATION;
         for value in events {
-            let integration = value
-                .get("integration")
-                .and_then(|v| v.as_str())
-                .unwrap_or(PLATFORM_INTEGRATION);
             match self.validator.check(
                 value,
                 tenant,
@@ -798,7 +806,11 @@ impl Committer {
                         continue;
                     }
                 }
-                let digest = dedup::id_digest(&submission.tenant, &event.dedup_id());
+                let digest = dedup::id_digest(
+                    &submission.tenant,
+                    &submission.integration,
+                    &event.dedup_id(),
+                );
                 if window.contains(digest) || !seen.insert(digest) {
                     outcome.duplicates += 1;
                     continue;

@@ -1,8 +1,7 @@
-//! Starting one plugin process: verify the executable's checksum, execute exactly the
-//! verified file, read the handshake, connect, and check `Describe` against the manifest.
+//! Starting one plugin process: verify the executable's checksum, execute the sealed
+//! copy of the verified bytes, read the handshake, connect, and check `Describe` against the manifest.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -117,10 +116,7 @@ pub async fn launch_verified(
             ));
         }
     }
-    let mut spec = LaunchSpec::new(
-        format!("/proc/self/fd/{}", verified.file.as_raw_fd()),
-        &settings.socket,
-    );
+    let mut spec = LaunchSpec::new(verified.exec_path(), &settings.socket);
     spec.arg0 = Some(verified.path.clone().into_os_string());
     spec.args = args.iter().map(OsString::from).collect();
     spec.env = settings.env.clone();
@@ -137,7 +133,7 @@ pub async fn launch_verified(
     if let Some(stdout) = launched.stdout.take() {
         tokio::spawn(super::plugin_logs::relay(stdout, labels.clone(), "stdout"));
     }
-    // Executed: the descriptor is no longer needed.
+    // Executed: this spawn's handle on the sealed copy is no longer needed.
     drop(verified);
     let pid = launched.pid;
     let fail = |message: String| {

@@ -5,14 +5,15 @@ mod checksum;
 mod manifest;
 mod resolve;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use checksum::{
     ChecksumError, VerifiedExecutable, open_verified, parse_sha256, sha256_file as sha256_of,
 };
+use checksum::FileStamp;
 pub use manifest::{KNOWN_CAPABILITIES, Manifest};
 pub use resolve::{Package, Refusal};
 use semver::Version;
@@ -48,11 +49,23 @@ pub enum RegistryError {
 #[derive(Debug, Clone)]
 pub struct InstalledPlugin {
     pub package: Package,
+    /// The executable with every link resolved (as written when it cannot be resolved).
     pub executable: PathBuf,
+    /// The uid owning the executable, if it could be read.
+    pub owner: Option<u32>,
     pub selected: bool,
     pub pin: Option<TrustPin>,
     /// Why this package cannot run, if it cannot.
     pub refusal: Option<String>,
+}
+
+/// A pin just recorded, with what it covers as the operator should see it.
+#[derive(Debug, Clone)]
+pub struct Trusted {
+    pub pin: TrustPin,
+    /// The executable with every link resolved.
+    pub executable: PathBuf,
+    pub owner: Option<u32>,
 }
 
 /// The outcome of the last scan.
@@ -72,6 +85,9 @@ pub struct Registry {
     trust: TrustTable,
     store: Store,
     snapshot: RwLock<Snapshot>,
+    /// The sealed copy last verified per executable, reused while the file is unchanged:
+    /// a restart (a crash loop, say) costs a `stat`, not a re-hash.
+    sealed: Mutex<HashMap<PathBuf, (FileStamp, VerifiedExecutable)>>,
 }
 
 impl Registry {
@@ -88,13 +104,14 @@ impl Registry {
             trust: store.trust(),
             store,
             snapshot: RwLock::default(),
+            sealed: Mutex::default(),
         }
     }
 
     /// Scans the plugin directory again. Returns the refusals, each naming the plugin and
     /// the problem, for the caller to log.
     pub fn rescan(&self) -> Result<Vec<Refusal>, RegistryError> {
-        let (packages, mut refused) = discover(&self.plugin_dir)?;
+        let (packages, mut refused) = discover(&self.plugin_dir, self.trust_build_output)?;
         let framework = framework_version();
         let host = resolve::Host {
             framework: &framework,
@@ -163,8 +180,11 @@ impl Registry {
                 .iter()
                 .find(|r| &r.plugin == name && r.version.as_ref() == Some(version))
                 .map(|r| r.reason.clone());
+            let written = package.manifest.executable_in(&package.dir);
+            let opened = checksum::open_checked(&written).ok();
             out.push(InstalledPlugin {
-                executable: package.manifest.executable_in(&package.dir),
+                owner: opened.as_ref().map(|o| o.owner),
+                executable: opened.map_or(written, |o| o.path),
                 pin: self.trust.get(name, &version.to_string())?,
                 package: package.clone(),
                 selected,
@@ -191,20 +211,31 @@ impl Registry {
     }
 
     /// Pins a checksum for `name` (the selected version unless `version` is given):
-    /// `sha256` as given, or the executable's current one.
+    /// `sha256` as given, or the executable's current one. Blocking file work: call it
+    /// off the async runtime.
     pub fn trust(
         &self,
         name: &str,
         version: Option<&str>,
         sha256: Option<&str>,
         by: &str,
-    ) -> Result<TrustPin, RegistryError> {
+    ) -> Result<Trusted, RegistryError> {
         let package = self.find(name, version)?;
-        let sha256 = match sha256 {
+        let written = package.manifest.executable_in(&package.dir);
+        let (sha256, executable, owner) = match sha256 {
             Some(given) => {
-                parse_sha256(given).ok_or_else(|| RegistryError::BadChecksum(given.to_owned()))?
+                let sha256 = parse_sha256(given)
+                    .ok_or_else(|| RegistryError::BadChecksum(given.to_owned()))?;
+                match checksum::open_checked(&written) {
+                    Ok(opened) => (sha256, opened.path, Some(opened.owner)),
+                    Err(_) => (sha256, written, None),
+                }
             }
-            None => checksum::sha256_file(&package.manifest.executable_in(&package.dir))?,
+            None => {
+                let opened = checksum::open_checked(&written)?;
+                let (path, owner) = (opened.path.clone(), opened.owner);
+                (checksum::sha256_opened(opened)?, path, Some(owner))
+            }
         };
         let pin = TrustPin {
             name: name.to_owned(),
@@ -214,20 +245,35 @@ impl Registry {
             pinned_by: by.to_owned(),
         };
         self.record_pin(&pin)?;
-        Ok(pin)
+        Ok(Trusted {
+            pin,
+            executable,
+            owner,
+        })
     }
 
-    /// Opens the package's executable and verifies it against its pin. Called before
-    /// every spawn; the returned file is what gets executed.
+    /// Verifies the package's executable against its pin. Called before every spawn;
+    /// the returned sealed copy is what gets executed. The file's owner and mode are
+    /// checked each time; it is hashed again only when it changed since the last copy.
     pub fn verify(&self, package: &Package) -> Result<VerifiedExecutable, RegistryError> {
         let pin = self.trust.get(
             &package.manifest.name,
             &package.manifest.version.to_string(),
         )?;
-        Ok(checksum::open_verified(
-            &package.manifest.executable_in(&package.dir),
-            pin.as_ref().map(|p| p.sha256.as_str()),
-        )?)
+        let trusted = pin.as_ref().map(|p| p.sha256.as_str());
+        let opened = checksum::open_checked(&package.manifest.executable_in(&package.dir))?;
+        let mut sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((stamp, copy)) = sealed.get(&opened.path)
+            && *stamp == opened.stamp
+            && trusted.is_some_and(|t| t == copy.sha256)
+        {
+            return Ok(copy.clone());
+        }
+        let (path, stamp) = (opened.path.clone(), opened.stamp);
+        sealed.remove(&path);
+        let verified = checksum::verify_opened(opened, trusted)?;
+        sealed.insert(path, (stamp, verified.clone()));
+        Ok(verified)
     }
 
     fn find(&self, name: &str, version: Option<&str>) -> Result<Package, RegistryError> {
@@ -298,8 +344,13 @@ impl Registry {
     }
 }
 
-/// Reads every `*/plugin.toml` under `dir`; unreadable manifests become refusals.
-fn discover(dir: &Path) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
+/// Reads every `*/plugin.toml` under `dir`; unreadable manifests become refusals, and
+/// so do packages that claim another directory's plugin or whose executable lies
+/// outside their directory (allowed only with `trust_build_output`, for development).
+fn discover(
+    dir: &Path,
+    trust_build_output: bool,
+) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
     let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::PluginDir {
         path: dir.display().to_string(),
         source,
@@ -317,10 +368,17 @@ fn discover(dir: &Path) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
             continue;
         }
         match Manifest::load(&package_dir) {
-            Ok(manifest) => packages.push(Package {
-                dir: package_dir,
-                manifest,
-            }),
+            Ok(manifest) => match package_problem(&package_dir, &manifest, trust_build_output) {
+                None => packages.push(Package {
+                    dir: package_dir,
+                    manifest,
+                }),
+                Some(reason) => refused.push(Refusal {
+                    plugin: manifest.name.clone(),
+                    version: Some(manifest.version.clone()),
+                    reason,
+                }),
+            },
             Err(err) => refused.push(Refusal {
                 plugin: package_dir
                     .file_name()
@@ -334,9 +392,99 @@ fn discover(dir: &Path) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
     Ok((packages, refused))
 }
 
+/// Why a package may not be used, if it may not: its directory is named after another
+/// plugin (`NAME` or `NAME-…` is expected), or its executable resolves outside it.
+fn package_problem(dir: &Path, manifest: &Manifest, trust_build_output: bool) -> Option<String> {
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = &manifest.name;
+    let named_after = dir_name == *name
+        || dir_name
+            .strip_prefix(name.as_str())
+            .is_some_and(|rest| rest.starts_with('-'));
+    if !named_after {
+        return Some(format!(
+            "package directory `{dir_name}` claims plugin `{name}`: a package's directory is named `{name}` or `{name}-<anything>`"
+        ));
+    }
+    if trust_build_output {
+        return None;
+    }
+    let executable = manifest.executable_in(dir);
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(&executable)) {
+        (Ok(root), Ok(resolved)) if !resolved.starts_with(&root) => Some(format!(
+            "executable {} resolves to {}, outside the package directory {}",
+            executable.display(),
+            resolved.display(),
+            root.display()
+        )),
+        // A missing executable is reported, naming the plugin, when it is verified.
+        _ => None,
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(root: &Path, dir: &str, name: &str, executable: &str) {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("plugin.toml"),
+            format!(
+                "name = {name:?}\nversion = \"9.0.0\"\nexecutable = {executable:?}\nprotocol_versions = [1]\nframework = \"*\"\n"
+            ),
+        )
+        .expect("manifest");
+    }
+
+    #[test]
+    fn a_package_cannot_claim_another_plugin_or_run_a_file_outside_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::write(root.path().join("outside"), b"x").expect("outside file");
+        package(root.path(), "github", "github", "integration-github");
+        package(root.path(), "github-2", "github", "integration-github");
+        package(root.path(), "evil", "github", "integration-github");
+        package(root.path(), "escape", "escape", "../outside");
+        package(root.path(), "linked", "linked", "through-link");
+        std::os::unix::fs::symlink(
+            root.path().join("outside"),
+            root.path().join("linked/through-link"),
+        )
+        .expect("symlink");
+
+        let (packages, refused) = discover(root.path(), false).expect("discover");
+        let dirs: Vec<String> = packages
+            .iter()
+            .map(|p| p.dir.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(dirs, ["github", "github-2"]);
+        let reason = |plugin: &str| {
+            refused
+                .iter()
+                .find(|r| r.plugin == plugin)
+                .map(|r| r.reason.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            reason("github").contains("package directory `evil` claims plugin `github`"),
+            "{refused:?}"
+        );
+        assert!(reason("escape").contains("outside the package directory"));
+        assert!(reason("linked").contains("outside the package directory"));
+
+        // Development set-ups run the build output in place.
+        let (packages, _) = discover(root.path(), true).expect("discover");
+        assert_eq!(packages.len(), 4);
+    }
 }
