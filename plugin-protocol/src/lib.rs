@@ -14,8 +14,8 @@ pub use event::{
 pub use handshake::{HandshakeError, HandshakeLine};
 pub use version::{
     CORE_PROTOCOL_VERSION, ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH,
-    ENV_TOKEN, MAGIC_COOKIE_VALUE, MAX_HANDSHAKE_LINE_BYTES, MAX_MESSAGE_BYTES, SUPPORTED_PROTOCOL_VERSIONS,
-    TOKEN_METADATA_KEY, negotiate, parse_version_list,
+    ENV_TOKEN, MAGIC_COOKIE_VALUE, MAX_HANDSHAKE_LINE_BYTES, MAX_MESSAGE_BYTES,
+    SUPPORTED_PROTOCOL_VERSIONS, TOKEN_METADATA_KEY, negotiate, parse_version_list,
 };
 
 /// Protocol major 1 (`betalogs.plugin.v1`).

@@ -55,6 +55,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     #[serde(default)]
     pub ingress: IngressConfig,
+    #[serde(default)]
+    pub integrations: IntegrationsConfig,
     /// Feature flag defaults; tenants override them at runtime.
     #[serde(default)]
     pub flags: crate::tenants::FlagDefaults,
@@ -74,14 +76,57 @@ pub enum LogFormat {
     Json,
 }
 
-/// Who may use operator commands on the admin socket (root always may).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// Who may use operator commands on the admin socket (root always may), and how much
+/// one tenant may create: each integration is a process, so without a quota one tenant
+/// administrator could exhaust the host.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    #[serde(default)]
     pub operator_uids: Vec<u32>,
-    #[serde(default)]
     pub operator_gids: Vec<u32>,
+    pub max_integrations_per_tenant: usize,
+    pub max_credentials_per_tenant: usize,
+    pub max_tokens_per_tenant: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            operator_uids: Vec::new(),
+            operator_gids: Vec::new(),
+            max_integrations_per_tenant: 50,
+            max_credentials_per_tenant: 200,
+            max_tokens_per_tenant: 20,
+        }
+    }
+}
+
+/// What tenants' integrations may do.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrationsConfig {
+    /// The endpoints an integration's configuration may name (`api_url`,
+    /// `endpoint_url`, any http(s) URL in it): `scheme://host[:port]`, `*.domain`, `:*`.
+    pub allowed_endpoints: Vec<String>,
+}
+
+impl Default for IntegrationsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_endpoints: crate::integrations::endpoints::DEFAULT_ALLOWED
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl IntegrationsConfig {
+    pub fn allowed_endpoints(
+        &self,
+    ) -> Result<crate::integrations::endpoints::AllowedEndpoints, String> {
+        crate::integrations::endpoints::AllowedEndpoints::new(&self.allowed_endpoints)
+    }
 }
 
 /// Event sinks.
@@ -489,6 +534,7 @@ impl Config {
             ));
         }
         p.limits.check().map_err(invalid)?;
+        self.integrations.allowed_endpoints().map_err(invalid)?;
         if p.restart_max_delay < p.restart_initial_delay {
             return Err(invalid(format!(
                 "process.restart_max_delay ({:?}) is below process.restart_initial_delay ({:?})",
@@ -519,9 +565,9 @@ impl Config {
             || i.inbox_max_entries == 0
             || i.webhook_timeout.is_zero()
         {
-            return Err(invalid(
-                format!("ingress.max_body_bytes must be from 1024 to {MAX_INGRESS_BODY_BYTES} (32 MiB: every accepted body must fit a plugin call), ingress.inbox_max_entries and ingress.webhook_timeout above zero"),
-            ));
+            return Err(invalid(format!(
+                "ingress.max_body_bytes must be from 1024 to {MAX_INGRESS_BODY_BYTES} (32 MiB: every accepted body must fit a plugin call), ingress.inbox_max_entries and ingress.webhook_timeout above zero"
+            )));
         }
         if self.pipeline.dedup_window == 0 || self.pipeline.backlog_quota_bytes < 1024 * 1024 {
             return Err(invalid(
@@ -660,7 +706,10 @@ mod tests {
     #[test]
     fn an_ingress_body_limit_above_a_plugin_call_is_refused() {
         let err = parse("[ingress]\nmax_body_bytes = 67108864\n").expect_err("too large");
-        assert!(err.contains("max_body_bytes must be from 1024 to 33554432"), "{err}");
+        assert!(
+            err.contains("max_body_bytes must be from 1024 to 33554432"),
+            "{err}"
+        );
     }
 
     #[test]

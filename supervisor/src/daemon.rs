@@ -24,6 +24,8 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    StateDirectory(#[from] crate::state_dir::StateDirError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -46,6 +48,8 @@ pub enum DaemonError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("integrations.allowed_endpoints: {0}")]
+    AllowedEndpoints(String),
 }
 
 /// Command-line values that override the config file (kept across SIGHUP reloads).
@@ -95,7 +99,10 @@ pub async fn run(
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    create_private_dir(&config.state_dir)?;
+    // The master key first: a missing or unreadable key stops the daemon before the
+    // state directory or database is created.
+    let master = load_master_key(&config)?;
+    crate::state_dir::prepare(&config.state_dir)?;
     let store = Store::open_with_cache(&config.state_dir, config.pipeline.store_cache_mb)?;
     let registry = Arc::new(Registry::new(
         config.plugin_dir.clone(),
@@ -109,7 +116,10 @@ pub async fn run(
         );
     }
     log_refusals(&registry.rescan()?);
-    let credentials = open_credentials(&config, &store)?;
+    let credentials = master
+        .map(|secret| crate::credentials::Credentials::open_with_secret(store.clone(), secret))
+        .transpose()?
+        .map(Arc::new);
     let integrations = crate::integrations::Integrations::new(store.clone(), credentials.clone());
     let flags = crate::tenants::Flags::new(store.clone(), config.flags.clone());
     let jsonl_path = config
@@ -204,6 +214,10 @@ pub async fn run(
             integrations,
             flags,
             pipeline: pipeline.clone(),
+            allowed_endpoints: config
+                .integrations
+                .allowed_endpoints()
+                .map_err(DaemonError::AllowedEndpoints)?,
         },
         config.admin.clone(),
     );
@@ -273,12 +287,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Opens the credential manager when a master key is configured. A wrong or unreadable
-/// key stops the daemon before anything is written.
-fn open_credentials(
+/// Reads the master key when one is configured. A missing or unreadable key stops the
+/// daemon before anything is written; a key that is not the database's is found when the
+/// credential manager opens, still before any write.
+fn load_master_key(
     config: &Config,
-    store: &Store,
-) -> Result<Option<Arc<crate::credentials::Credentials>>, DaemonError> {
+) -> Result<Option<crate::credentials::MasterSecret>, DaemonError> {
     let Some(source) = &config.credentials.master_key else {
         tracing::warn!("no credentials.master_key: credentials cannot be stored");
         return Ok(None);
@@ -293,12 +307,9 @@ fn open_credentials(
             "credentials.generate_missing_key is on: a missing master key file is created (development only)"
         );
     }
-    let credentials = crate::credentials::Credentials::open(
-        store.clone(),
-        &source,
-        config.credentials.generate_missing_key,
-    )?;
-    Ok(Some(Arc::new(credentials)))
+    let secret =
+        crate::credentials::load_master_secret(&source, config.credentials.generate_missing_key)?;
+    Ok(Some(secret))
 }
 
 fn log_refusals(refusals: &[crate::registry::Refusal]) {
@@ -325,21 +336,6 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
             );
         }
     }
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.exists() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| DaemonError::StateDir {
-            path: dir.display().to_string(),
-            source,
-        })
 }
 
 /// Sends a state line to systemd when run as a `Type=notify` service.

@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod process;
 pub mod registry;
 pub mod renewal;
+pub mod state_dir;
 pub mod store;
 pub mod tenants;

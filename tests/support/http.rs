@@ -67,9 +67,7 @@ pub fn request_from(
     body: &[u8],
     framing: Framing,
 ) -> std::io::Result<HttpResponse> {
-    use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket,
-    };
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
     let target: std::net::SocketAddrV4 = addr
         .parse()
         .map_err(|_| std::io::Error::other(format!("{addr} is not an IPv4 address")))?;

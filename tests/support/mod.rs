@@ -173,6 +173,9 @@ pub struct DaemonSetup {
     pub instances: Vec<(String, String)>,
     /// `(plugin, tenant, integration)` instances.
     pub tenant_instances: Vec<(String, String, String)>,
+    /// `integrations.allowed_endpoints`: loopback (the tests' stand-in services) by
+    /// default; empty leaves the daemon's default (public endpoints only).
+    pub allowed_endpoints: Vec<String>,
     pub extra: String,
 }
 
@@ -192,6 +195,7 @@ impl Default for DaemonSetup {
             ],
             instances: Vec::new(),
             tenant_instances: Vec::new(),
+            allowed_endpoints: vec!["http://127.0.0.1:*".to_owned()],
             extra: String::new(),
         }
     }
@@ -302,6 +306,13 @@ impl World {
             setup.registry.join("\n"),
             setup.process.join("\n"),
         );
+        if !setup.allowed_endpoints.is_empty() {
+            let _ = write!(
+                text,
+                "\n[integrations]\nallowed_endpoints = {:?}\n",
+                setup.allowed_endpoints
+            );
+        }
         for (plugin, integration) in &setup.instances {
             let _ = write!(
                 text,

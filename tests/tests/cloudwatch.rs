@@ -487,7 +487,7 @@ fn metric_values_around_a_failure_come_from_the_cloudwatch_plugin_when_asked_for
     let failure = json!({
         "specversion": "1.0", "id": "checkout-failure-1", "source": "https://checkout.example.com",
         "type": "com.betalogs.system.error", "time": time, "tenant": "acme",
-        "integration": "checkout-app", "category": "system", "severity": "error",
+        "integration": "platform", "category": "system", "severity": "error",
         "data": {"service.name": "checkout", "deployment.environment": "production",
                  "error.message": "payment failed", "links": [], "enrichments": [], "original": null}
     });

@@ -493,3 +493,27 @@ fn tenant_and_master_keys_rotate_online_and_the_new_master_key_works_after_a_res
     );
     assert_eq!(daemon.ctl_json(&["audit", "verify"])["ok"], true);
 }
+
+#[test]
+fn a_missing_master_key_stops_the_daemon_before_its_state_directory_exists() {
+    let world = World::new();
+    world.write_config(
+        &DaemonSetup::default()
+            .extra("[credentials]\nmaster_key = \"file:/nonexistent/master.key\"\n"),
+    );
+    let output = std::process::Command::new(e2e_tests::bin("integrationd"))
+        .arg("--config")
+        .arg(world.config_path())
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "the daemon started");
+    let text = stderr(&output);
+    assert!(
+        text.contains("master key file /nonexistent/master.key does not exist"),
+        "{text}"
+    );
+    assert!(
+        !world.state_dir().exists(),
+        "the state directory was created before the key was read"
+    );
+}

@@ -88,7 +88,7 @@ fn push(commits: &[(&str, u64)]) -> Value {
 fn failure_event(tenant: &str, name: &str, environment: &str, at: u64) -> Value {
     let context = MapContext {
         tenant: tenant.into(),
-        integration: "checkout-app".into(),
+        integration: "platform".into(),
     };
     serde_json::to_value(
         EventBuilder::new(

@@ -391,3 +391,107 @@ fn deleting_a_tenant_removes_its_integrations_and_stops_their_processes() {
         globex_pid
     );
 }
+
+#[test]
+fn per_tenant_quotas_refuse_one_more_integration_credential_or_token_clearly() {
+    let world = World::new();
+    world.install(&PluginPackage::testfault("steady", &[]));
+    let setup = DaemonSetup::default()
+        .with_master_key(&world.root.path().join("master.key"))
+        .extra("[admin]\nmax_integrations_per_tenant = 2\nmax_credentials_per_tenant = 1\nmax_tokens_per_tenant = 1\n");
+    let daemon = world.start(&setup);
+    for tenant in ["acme", "globex"] {
+        daemon.ctl_json(&["tenants", "create", tenant]);
+    }
+    let config = config_file(&world, "empty.json", "{}");
+    for name in ["one", "two"] {
+        let added = add(&daemon, "acme", name, &config);
+        assert!(added.status.success(), "{}", stderr(&added));
+    }
+    let refused = add(&daemon, "acme", "three", &config);
+    assert!(
+        !refused.status.success(),
+        "a third integration was admitted"
+    );
+    let message = stderr(&refused);
+    assert!(
+        message.contains("tenant `acme` has 2 integrations")
+            && message.contains("admin.max_integrations_per_tenant = 2"),
+        "{message}"
+    );
+    assert!(instance(&daemon, "acme", "three").is_none());
+    // Another tenant has its own quota.
+    let added = add(&daemon, "globex", "one", &config);
+    assert!(added.status.success(), "{}", stderr(&added));
+
+    daemon.set_credential("acme", "first", "api-key", b"secret-one");
+    let again = daemon.ctl_stdin(
+        None,
+        &[
+            "credentials",
+            "set",
+            "--tenant",
+            "acme",
+            "second",
+            "--kind",
+            "api-key",
+        ],
+        b"secret-two",
+    );
+    assert!(!again.status.success(), "a second credential was stored");
+    assert!(
+        stderr(&again).contains("admin.max_credentials_per_tenant = 1"),
+        "{}",
+        stderr(&again)
+    );
+    // Replacing the one it has is not one more.
+    daemon.set_credential("acme", "first", "api-key", b"secret-three");
+
+    daemon.ctl_json(&["tokens", "create", "--tenant", "acme"]);
+    let token = daemon.ctl(&["tokens", "create", "--tenant", "acme"]);
+    assert!(!token.status.success(), "a second token was issued");
+    assert!(
+        stderr(&token).contains("admin.max_tokens_per_tenant = 1"),
+        "{}",
+        stderr(&token)
+    );
+}
+
+#[test]
+fn a_configuration_naming_an_endpoint_the_operator_did_not_allow_is_refused() {
+    let world = World::new();
+    world.install(&PluginPackage::testfault("steady", &[]));
+    let setup = DaemonSetup {
+        // The daemon's default: the shipped services' public endpoints only.
+        allowed_endpoints: Vec::new(),
+        ..DaemonSetup::default()
+    }
+    .with_master_key(&world.root.path().join("master.key"));
+    let daemon = world.start(&setup);
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    for (url, name) in [
+        ("http://127.0.0.1:6379/", "loopback"),
+        ("https://169.254.169.254/latest/meta-data", "metadata"),
+        ("https://api.github.com.attacker.example", "lookalike"),
+    ] {
+        let config = config_file(
+            &world,
+            &format!("{name}.json"),
+            &serde_json::json!({ "settings": { "api_url": url } }).to_string(),
+        );
+        let refused = add(&daemon, "acme", name, &config);
+        assert!(!refused.status.success(), "{url} was admitted");
+        let message = stderr(&refused);
+        assert!(
+            message.contains("`settings.api_url` points to")
+                && message.contains("not an endpoint this daemon allows"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("meta-data"),
+            "the path is not echoed: {message}"
+        );
+    }
+    let listed = daemon.ctl_json(&["integrations", "list", "--tenant", "acme"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+}

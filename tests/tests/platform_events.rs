@@ -11,7 +11,7 @@ use plugin_kit::{Category, EventBuilder, MapContext, Severity};
 fn event(tenant: &str, n: u32) -> serde_json::Value {
     let context = MapContext {
         tenant: tenant.into(),
-        integration: "checkout-app".into(),
+        integration: "platform".into(),
     };
     let event = EventBuilder::new(
         "com.betalogs.system.error",
@@ -191,4 +191,169 @@ fn events_tail_follows_new_events_of_its_tenant_only() {
     // globex's event was committed first: being shown acme's first means it was not.
     let _ = follower.kill();
     let _ = follower.wait();
+}
+
+/// Posts `events` for `tenant` with an ingest token; the answer's JSON.
+fn post_events(
+    daemon: &Daemon,
+    tenant: &str,
+    token: &str,
+    events: &serde_json::Value,
+) -> serde_json::Value {
+    let posted = http::post_json(
+        &daemon.http_addr(),
+        &format!("/v1/events/{tenant}"),
+        &[("Authorization", &format!("Bearer {token}"))],
+        &events.to_string(),
+    )
+    .expect("answered");
+    assert!(
+        posted.status == 202 || posted.status == 400,
+        "{}",
+        posted.body
+    );
+    posted.json()
+}
+
+fn tail(daemon: &Daemon, tenant: &str) -> Vec<String> {
+    let output = daemon.ctl(&["events", "tail", "--tenant", tenant, "--last", "100"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_tenant_created_again_under_a_deleted_name_sees_nothing_of_the_old_one() {
+    let world = World::new();
+    let daemon = world.start(&DaemonSetup::default());
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    let ingest = token(&daemon, "acme", "ingest");
+    let mut invalid = event("acme", 3);
+    invalid["category"] = serde_json::json!("finance");
+    let answer = post_events(
+        &daemon,
+        "acme",
+        &ingest,
+        &serde_json::json!([event("acme", 1), event("acme", 2), invalid]),
+    );
+    assert_eq!(answer["events"], 2, "{answer}");
+    assert_eq!(tail(&daemon, "acme").len(), 2);
+    let letters = daemon.ctl_json(&["dlq", "list", "--tenant", "acme"]);
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+
+    daemon.ctl_json(&["tenants", "delete", "acme"]);
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    let admin = token(&daemon, "acme", "admin");
+    assert!(
+        tail(&daemon, "acme").is_empty(),
+        "the old tenant's events are readable"
+    );
+    let letters = daemon.ctl_json(&["dlq", "list", "--tenant", "acme"]);
+    assert_eq!(letters.as_array().map(Vec::len), Some(0), "{letters}");
+
+    // Its audit trail starts at its creation, numbered among its own records.
+    let output = daemon.ctl_as(&admin, &["audit", "list"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let records = records.as_array().expect("records");
+    let actions: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["token.create", "tenant.create"], "{records:?}");
+    let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert_eq!(
+        seqs,
+        [2, 1],
+        "tenants see their own numbering, not the global one"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["prev_sha256"].as_str().unwrap_or("").is_empty())
+    );
+    // The operator's trail keeps the deletion.
+    let all = daemon.ctl_json(&["audit", "list", "--tenant", "acme"]);
+    assert!(
+        all.as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["action"] == "tenant.delete"),
+        "{all}"
+    );
+
+    // The same ids are the new tenant's own events, not duplicates of the old ones.
+    let ingest = token(&daemon, "acme", "ingest");
+    let again = post_events(
+        &daemon,
+        "acme",
+        &ingest,
+        &serde_json::json!([event("acme", 1), event("acme", 2)]),
+    );
+    assert_eq!(
+        (again["events"].clone(), again["duplicates"].clone()),
+        (2.into(), 0.into()),
+        "{again}"
+    );
+    assert_eq!(tail(&daemon, "acme").len(), 2);
+}
+
+#[test]
+fn a_followed_tail_ends_when_its_token_is_revoked() {
+    use std::io::BufRead;
+
+    let world = World::new();
+    let daemon = world.start(&DaemonSetup::default());
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    let issued = daemon.ctl_json(&["tokens", "create", "--tenant", "acme", "--scope", "admin"]);
+    let admin = issued["token"].as_str().expect("token").to_owned();
+    let id = issued["id"].as_str().expect("id").to_owned();
+    let ingest = token(&daemon, "acme", "ingest");
+    let mut follower = std::process::Command::new(e2e_tests::bin("integrationctl"))
+        .arg("--socket")
+        .arg(world.admin_socket())
+        .args(["events", "tail", "--tenant", "acme", "--follow"])
+        .env("INTEGRATIONCTL_TOKEN", &admin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("integrationctl events tail --follow");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    post_events(&daemon, "acme", &ingest, &event("acme", 1));
+    received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the follower prints the event");
+    daemon.ctl_json(&["tokens", "revoke", &id]);
+    let status = wait_for("the follower to end", Duration::from_secs(10), || {
+        follower.try_wait().expect("wait")
+    });
+    assert!(
+        !status.success(),
+        "a revoked stream ended as if it were done"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("revoked"), "{stderr}");
 }

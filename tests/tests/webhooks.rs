@@ -128,13 +128,22 @@ fn deliveries_no_plugin_can_verify_are_refused_with_retry_after_and_never_stored
 
     // Back after its backoff, the plugin verifies the redelivery, which is stored once.
     wait_healthy(&daemon, "gh");
-    let redelivered = post(&addr, "/v1/webhooks/acme/gh", &[GOOD], r#"{"id":"q0","events":2}"#);
+    let redelivered = post(
+        &addr,
+        "/v1/webhooks/acme/gh",
+        &[GOOD],
+        r#"{"id":"q0","events":2}"#,
+    );
     assert_eq!(redelivered.status, 202, "{}", redelivered.body);
     assert_eq!(redelivered.json()["status"], "accepted");
-    let ids = wait_for("the redelivery in the sink", Duration::from_secs(20), || {
-        let ids = world.sink_ids();
-        (ids.len() >= 2).then_some(ids)
-    });
+    let ids = wait_for(
+        "the redelivery in the sink",
+        Duration::from_secs(20),
+        || {
+            let ids = world.sink_ids();
+            (ids.len() >= 2).then_some(ids)
+        },
+    );
     assert_eq!(ids.len(), 2, "{ids:?}");
 }
 
@@ -297,7 +306,11 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
     }
     assert!(limited >= 30, "only {limited} of 80 were limited");
     // The other tenant is not limited by acme's flood.
-    let other = elsewhere([127, 0, 0, 2], "/v1/webhooks/globex/gh-globex", br#"{"id":"g1"}"#);
+    let other = elsewhere(
+        [127, 0, 0, 2],
+        "/v1/webhooks/globex/gh-globex",
+        br#"{"id":"g1"}"#,
+    );
     assert_eq!(other.status, 202, "{}", other.body);
 
     // Nothing of the junk was stored: acme's real event, then globex's.
@@ -519,7 +532,8 @@ fn a_delivery_larger_than_a_default_grpc_message_reaches_the_plugin() {
     // 1 MiB event limit, so it is a dead letter: either way it was processed, not queued).
     let answer = accepted.json();
     assert_eq!(answer["status"], "accepted", "{answer}");
-    let processed = answer["events"].as_u64().unwrap_or(0) + answer["dead_lettered"].as_u64().unwrap_or(0);
+    let processed =
+        answer["events"].as_u64().unwrap_or(0) + answer["dead_lettered"].as_u64().unwrap_or(0);
     assert_eq!(processed, 1, "{answer}");
 }
 
@@ -544,8 +558,10 @@ fn stalled_and_idle_connections_are_closed_and_capped_per_client() {
         let mut sink = Vec::new();
         match stream.read_to_end(&mut sink) {
             Ok(_) => true,
-            Err(err) => err.kind() != std::io::ErrorKind::WouldBlock
-                && err.kind() != std::io::ErrorKind::TimedOut,
+            Err(err) => {
+                err.kind() != std::io::ErrorKind::WouldBlock
+                    && err.kind() != std::io::ErrorKind::TimedOut
+            }
         }
     };
 
@@ -558,7 +574,10 @@ fn stalled_and_idle_connections_are_closed_and_capped_per_client() {
     slow_body
         .write_all(b"POST /v1/webhooks/acme/gh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
         .expect("partial body");
-    assert!(closed_by_server(&mut slow_headers), "stalled headers kept open");
+    assert!(
+        closed_by_server(&mut slow_headers),
+        "stalled headers kept open"
+    );
     assert!(closed_by_server(&mut slow_body), "stalled body kept open");
 
     // Idle connections are closed; beyond 4 at once from one address, the next one is
@@ -572,7 +591,9 @@ fn stalled_and_idle_connections_are_closed_and_capped_per_client() {
         .expect("timeout");
     let mut byte = [0u8; 1];
     assert_eq!(
-        fifth.read(&mut byte).expect("closed at once, not timed out"),
+        fifth
+            .read(&mut byte)
+            .expect("closed at once, not timed out"),
         0,
         "a fifth connection from one address was kept"
     );

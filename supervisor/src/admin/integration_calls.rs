@@ -108,6 +108,9 @@ impl AdminService {
         self.integrations
             .check_credential_refs(tenant, config)
             .map_err(integration_status)?;
+        self.allowed_endpoints().check(config).map_err(|why| {
+            Status::invalid_argument(format!("the configuration is refused: {why}"))
+        })?;
         let mut probe = self.manager_ref().probe(plugin).await.map_err(|why| {
             Status::failed_precondition(format!(
                 "cannot start plugin `{plugin}` to check the configuration: {why}"
@@ -270,6 +273,18 @@ impl AdminService {
                 name: body.name,
             }));
         }
+        let held = self
+            .integrations
+            .list(Some(&body.tenant))
+            .map_err(integration_status)?
+            .len();
+        super::service::check_quota(
+            &body.tenant,
+            held,
+            self.admin_config().max_integrations_per_tenant,
+            "integrations",
+            "admin.max_integrations_per_tenant",
+        )?;
         let config = parse_config(&body.config_json)?;
         let check = self
             .admit(

@@ -176,6 +176,7 @@ mod tests {
         let admin = AdminConfig {
             operator_uids: vec![1000],
             operator_gids: vec![50],
+            ..AdminConfig::default()
         };
         let caller = |uid, gid| Caller {
             uid,

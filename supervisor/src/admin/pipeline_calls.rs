@@ -325,7 +325,8 @@ impl AdminService {
         &self,
         request: Request<proto::TailEventsRequest>,
     ) -> Result<Response<EventLines>, Status> {
-        self.auth_ref()
+        let principal = self
+            .auth_ref()
             .for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
         let last = if query.last == 0 {
@@ -334,12 +335,22 @@ impl AdminService {
             query.last as usize
         };
         let tenant = query.tenant.clone();
+        let (_, since, _) = self
+            .tenants_ref()
+            .incarnation(&tenant)
+            .map_err(|e| Status::internal(e.to_string()))?;
         let (recent, position) = blocking(&self.pipeline, move |pipeline| {
             pipeline
-                .recent_events(&tenant, last)
+                .recent_events(&tenant, since, last)
                 .map_err(|e| Status::internal(e.to_string()))
         })
         .await?;
+        // A tenant's stream lives no longer than its token.
+        let token = match principal {
+            super::peer::Principal::Tenant(token) => Some(token.id),
+            super::peer::Principal::Operator(_) => None,
+        };
+        let tenants = self.tenants_ref().clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
         let pipeline = self.pipeline.clone();
         let tenant = query.tenant;
@@ -356,6 +367,16 @@ impl AdminService {
             let committed = pipeline.committed();
             let mut position = position;
             loop {
+                if let Some(id) = &token
+                    && !matches!(tenants.token(id), Ok(Some(_)))
+                {
+                    let _ = sender
+                        .send(Err(Status::unauthenticated(
+                            "the token was revoked; the stream ends",
+                        )))
+                        .await;
+                    return;
+                }
                 let notified = committed.notified();
                 let (pipeline2, tenant2) = (pipeline.clone(), tenant.clone());
                 let read = tokio::task::spawn_blocking(move || {

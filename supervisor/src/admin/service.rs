@@ -27,6 +27,8 @@ pub struct Components {
     pub integrations: crate::integrations::Integrations,
     pub flags: crate::tenants::Flags,
     pub pipeline: Arc<crate::pipeline::Pipeline>,
+    /// Where tenants' configurations may point their plugins.
+    pub allowed_endpoints: crate::integrations::endpoints::AllowedEndpoints,
 }
 
 /// Serves `betalogs.admin.v1.Admin`.
@@ -42,13 +44,15 @@ pub struct AdminService {
     pub(super) integrations: crate::integrations::Integrations,
     pub(super) flags: crate::tenants::Flags,
     pub(super) pipeline: Arc<crate::pipeline::Pipeline>,
+    admin: AdminConfig,
+    allowed_endpoints: crate::integrations::endpoints::AllowedEndpoints,
     started: Instant,
 }
 
 impl AdminService {
     pub fn new(components: Components, admin: AdminConfig) -> Self {
         let tenants = Tenants::new(components.store.clone());
-        let auth = Authenticator::new(admin, tenants.clone());
+        let auth = Authenticator::new(admin.clone(), tenants.clone());
         Self {
             registry: components.registry,
             manager: components.desired.manager().clone(),
@@ -60,6 +64,8 @@ impl AdminService {
             integrations: components.integrations,
             flags: components.flags,
             pipeline: components.pipeline,
+            admin,
+            allowed_endpoints: components.allowed_endpoints,
             started: Instant::now(),
         }
     }
@@ -74,6 +80,14 @@ impl AdminService {
 
     pub(super) fn auth_ref(&self) -> &Authenticator {
         &self.auth
+    }
+
+    pub(super) fn allowed_endpoints(&self) -> &crate::integrations::endpoints::AllowedEndpoints {
+        &self.allowed_endpoints
+    }
+
+    pub(super) fn admin_config(&self) -> &AdminConfig {
+        &self.admin
     }
 
     pub(super) fn tenants_ref(&self) -> &Tenants {
@@ -423,6 +437,13 @@ impl Admin for AdminService {
         if let Some(credentials) = &self.credentials {
             credentials.forget_tenant(&name);
         }
+        // What the pipeline kept for it, under the same turn: no one can create the name
+        // again meanwhile. Its events in the shared log stay out of a new tenant's reach.
+        let pipeline = self.pipeline.clone();
+        let forgotten = name.clone();
+        let removed = tokio::task::block_in_place(move || pipeline.forget_tenant(&forgotten))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(tenant = %name, removed, "tenant deleted with its dead letters, inbox, cursors and index");
         drop(_turn);
         // Its plugin processes stop with it.
         self.desired.apply().await;
@@ -446,6 +467,18 @@ impl Admin for AdminService {
         let scope = TokenScope::parse(scope_text).ok_or_else(|| {
             Status::invalid_argument(format!("scope `{scope_text}` is not `admin` or `ingest`"))
         })?;
+        let held = self
+            .tenants
+            .tokens(&body.tenant)
+            .map_err(tenant_status)?
+            .len();
+        check_quota(
+            &body.tenant,
+            held,
+            self.admin.max_tokens_per_tenant,
+            "tokens",
+            "admin.max_tokens_per_tenant",
+        )?;
         let issued = self
             .tenants
             .create_token(&body.tenant, scope, &principal.label())
@@ -496,6 +529,16 @@ impl Admin for AdminService {
         let credentials = self.credentials()?;
         let body = request.into_inner();
         self.tenants.require(&body.tenant).map_err(tenant_status)?;
+        let held = credentials.list(&body.tenant).map_err(credential_status)?;
+        if !held.iter().any(|c| c.name == body.name) {
+            check_quota(
+                &body.tenant,
+                held.len(),
+                self.admin.max_credentials_per_tenant,
+                "credentials",
+                "admin.max_credentials_per_tenant",
+            )?;
+        }
         let new = NewSecret {
             kind: body.kind,
             raw: SecretBytes::new(body.secret),
@@ -684,17 +727,49 @@ impl Admin for AdminService {
         } else {
             body.until_unix_ms
         };
-        let records = self
-            .store
-            .audit_records(limit, |r| {
-                tenant.as_ref().is_none_or(|t| r.tenant.as_ref() == Some(t))
-                    && r.action.starts_with(&body.action_prefix)
-                    && r.time_ms >= body.since_unix_ms
-                    && r.time_ms <= until
-            })
-            .map_err(|e| Status::internal(e.to_string()))?
+        // A tenant sees its own records of its own incarnation, numbered among
+        // themselves: global sequence numbers (and the chain's hashes) would show how
+        // much other tenants did in between. Operators see the whole trail.
+        let own_view = matches!(principal, Principal::Tenant(_));
+        let since = match (&tenant, own_view) {
+            (Some(name), true) => self.tenants.incarnation(name).map_err(tenant_status)?.2,
+            _ => 0,
+        };
+        let mut kept = Vec::new();
+        let mut newer = 0u64;
+        for record in self.store.audit_rev() {
+            let record = record.map_err(|e| Status::internal(e.to_string()))?;
+            if record.seq < since {
+                break;
+            }
+            if tenant
+                .as_ref()
+                .is_some_and(|t| record.tenant.as_ref() != Some(t))
+            {
+                continue;
+            }
+            let wanted = record.action.starts_with(&body.action_prefix)
+                && record.time_ms >= body.since_unix_ms
+                && record.time_ms <= until;
+            if wanted && kept.len() < limit {
+                kept.push((newer, record));
+            }
+            newer += 1;
+            if !own_view && kept.len() >= limit {
+                break;
+            }
+        }
+        let total = newer;
+        let records = kept
             .into_iter()
-            .map(audit_to_proto)
+            .map(|(newer_than_it, record)| {
+                let mut shown = audit_to_proto(record);
+                if own_view {
+                    shown.seq = total - newer_than_it;
+                    shown.prev_sha256.clear();
+                }
+                shown
+            })
             .collect();
         Ok(Response::new(proto::ListAuditResponse { records }))
     }
@@ -790,9 +865,27 @@ fn tenant_status(err: TenantError) -> Status {
         TenantError::Unknown(_) | TenantError::UnknownToken(_) => {
             Status::not_found(err.to_string())
         }
-        TenantError::BadName(_) => Status::invalid_argument(err.to_string()),
+        TenantError::BadName(_) | TenantError::Reserved(_) => {
+            Status::invalid_argument(err.to_string())
+        }
         TenantError::Store(_) => Status::internal(err.to_string()),
     }
+}
+
+/// Refuses one more of `what` when `tenant` holds `held` and `max` are allowed.
+pub(super) fn check_quota(
+    tenant: &str,
+    held: usize,
+    max: usize,
+    what: &str,
+    setting: &str,
+) -> Result<(), Status> {
+    if held >= max {
+        return Err(Status::resource_exhausted(format!(
+            "tenant `{tenant}` has {held} {what}, the most it may have ({setting} = {max}); remove one or ask the operator to raise the limit"
+        )));
+    }
+    Ok(())
 }
 
 fn token_to_proto(info: crate::tenants::TokenInfo) -> proto::TokenInfo {

@@ -102,6 +102,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = daemon::load_config(cli.config.as_deref(), &overrides)?;
     init_logging(cli.log_format.unwrap_or(config.log_format));
+    // Every file the daemon (and its plugins) create is private unless made wider on
+    // purpose: the database, the event log, sink files and key files.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        supervisor::state_dir::UMASK,
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -240,23 +240,8 @@ pub fn rebuild(
 /// Removes every index entry of `tenant`.
 fn clear(store: &Store, tenant: &str) -> Result<(), StoreError> {
     let from = prefix(&[tenant]);
-    let mut to = from.clone();
-    to.push(0xff);
     for table in INDEX_TABLES {
-        let mut batch = Batch::new();
-        let mut pending = 0;
-        for entry in store.range_iter(table, &from, &to) {
-            let (key, _) = entry?;
-            batch = batch.delete(table, key);
-            pending += 1;
-            if pending == WRITES_PER_BATCH {
-                store.apply(&std::mem::take(&mut batch))?;
-                pending = 0;
-            }
-        }
-        if pending > 0 {
-            store.apply(&batch)?;
-        }
+        store.delete_prefix(table, &from, WRITES_PER_BATCH)?;
     }
     Ok(())
 }

@@ -169,6 +169,22 @@ pub fn generate_file(path: &Path) -> Result<(), MasterKeyError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let shown = path.display().to_string();
+    // The key is read before the state directory is made, and the development key often
+    // lives in it: a missing parent is created private.
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|source| MasterKeyError::Create {
+                path: shown.clone(),
+                source,
+            })?;
+    }
     let identity = age::x25519::Identity::generate();
     let mut file = std::fs::OpenOptions::new()
         .write(true)

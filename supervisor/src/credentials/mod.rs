@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
 use crate::tenants::now_ms;
 pub use kinds::{Kind, MAX_SECRET_BYTES, SecretError, parse_time_ms};
-use master::MasterSecret;
-pub use master::{MasterKeyError, MasterKeySource, generate_file as generate_master_key_file};
+pub use master::{
+    MasterKeyError, MasterKeySource, MasterSecret, generate_file as generate_master_key_file,
+    load as load_master_secret,
+};
 pub use renewal::renew_at;
 
 /// Errors from the credential manager. None of them carries secret material.
@@ -172,7 +174,12 @@ impl Credentials {
         source: &MasterKeySource,
         generate_if_missing: bool,
     ) -> Result<Self, CredentialError> {
-        let secret = master::load(source, generate_if_missing)?;
+        Self::open_with_secret(store, master::load(source, generate_if_missing)?)
+    }
+
+    /// [`Credentials::open`] with a master secret already loaded: the daemon reads the key
+    /// before it creates or opens the state database, so a missing key changes nothing.
+    pub fn open_with_secret(store: Store, secret: MasterSecret) -> Result<Self, CredentialError> {
         let stored: Option<MasterRecord> = store
             .get(Table::TenantKeys, MASTER_KEY)?
             .map(|raw| serde_json::from_slice(&raw).map_err(|e| corrupt("master", e)))

@@ -289,7 +289,10 @@ mod tests {
         let refused = read(&headers("application/json"), stalled, &tight)
             .await
             .expect_err("stalled");
-        assert_eq!((refused.status, refused.code), (StatusCode::REQUEST_TIMEOUT, "body_timeout"));
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::REQUEST_TIMEOUT, "body_timeout")
+        );
         drop(sender);
 
         // The budget is spent by bodies in flight: the next one is told to retry.
@@ -301,7 +304,10 @@ mod tests {
         )
         .await
         .expect_err("over the budget");
-        assert_eq!((refused.status, refused.code), (StatusCode::SERVICE_UNAVAILABLE, "busy"));
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "busy")
+        );
         assert_eq!(refused.retry_after, Some(1));
         drop(held);
     }

@@ -104,7 +104,9 @@ pub async fn serve(
         let (router, closing) = (router.clone(), closing_rx.clone());
         // Reap finished connections so the set does not grow with every one served.
         while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(stream, peer, router, limits, closing, slot));
+        connections.spawn(serve_connection(
+            stream, peer, router, limits, closing, slot,
+        ));
     }
     let _ = closing_tx.send(true);
     while connections.join_next().await.is_some() {}
@@ -129,9 +131,7 @@ async fn serve_connection(
         let router = router.clone();
         let busy = InFlight::enter(in_service.clone());
         async move {
-            let response = router
-                .oneshot(request.map(axum::body::Body::new))
-                .await;
+            let response = router.oneshot(request.map(axum::body::Body::new)).await;
             drop(busy);
             response
         }

@@ -105,7 +105,9 @@ mod tests {
             failures.check(bad).expect("within the budget");
             failures.record(bad);
         }
-        failures.check(bad).expect("the budget is spent, not exceeded");
+        failures
+            .check(bad)
+            .expect("the budget is spent, not exceeded");
         failures.record(bad);
         let wait = failures.check(bad).expect_err("over the budget");
         assert!(wait <= Duration::from_secs(60), "{wait:?}");

@@ -215,7 +215,7 @@ fn migrate_unlogged(
         let digests: Vec<u128> = value
             .split(|b| *b == b'\n')
             .filter_map(|line| serde_json::from_slice::<Source>(line).ok())
-            .map(|event| dedup::id_digest(&event.tenant, &event.integration, &event.id))
+            .map(|event| dedup::id_digest(&event.tenant, 0, &event.integration, &event.id))
             .collect();
         let mut record = value;
         record.push(b'\n');
@@ -345,6 +345,7 @@ impl Pipeline {
             next_seq: AtomicU64::new(last.map_or(0, |(seq, _)| seq) + 1),
             committed: committed.clone(),
             window: Mutex::new(window),
+            incarnations: super::incarnation::Incarnations::new(store.clone()),
             quota: settings.backlog_quota_bytes,
             alerted: std::sync::atomic::AtomicBool::new(false),
             completions: correlator.completion_queue(),
@@ -438,6 +439,14 @@ impl Pipeline {
         } else {
             all.insert(key, Arc::new(mappings));
         }
+    }
+
+    /// Drops the field mappings of every integration of `tenant`.
+    pub(super) fn forget_mappings(&self, tenant: &str) {
+        self.mappings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(owner, _), _| owner != tenant);
     }
 
     fn mappings_of(
@@ -702,6 +711,7 @@ struct Committer {
     next_seq: AtomicU64,
     committed: Arc<Notify>,
     window: Mutex<DedupWindow>,
+    incarnations: super::incarnation::Incarnations,
     /// Where a revision that lost a race goes to be redone (see `commit_group`).
     completions: crate::correlation::CompletionQueue,
 }
@@ -781,6 +791,7 @@ impl Committer {
         let mut outcomes = Vec::with_capacity(group.len());
         for job in group {
             let submission = &job.submission;
+            let incarnation = self.incarnations.of(&submission.tenant);
             let mut outcome = BatchOutcome::default();
             for event in &submission.accepted {
                 // Revisions are numbered from the stored failure by whoever makes one (a
@@ -808,6 +819,7 @@ impl Committer {
                 }
                 let digest = dedup::id_digest(
                     &submission.tenant,
+                    incarnation,
                     &submission.integration,
                     &event.dedup_id(),
                 );
@@ -1094,6 +1106,35 @@ mod log_tests {
     }
 
     #[test]
+    fn a_platform_event_is_the_platform_integrations_and_never_suppresses_another_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
+        let of = super::tests_support::event_of;
+        // A forged event naming the plugin's integration is refused as a platform event.
+        let forged: serde_json::Value = serde_json::from_str(&of("gh", 1)).expect("json");
+        let submission = pipeline.prepare_platform("acme", &[forged]);
+        assert!(submission.accepted.is_empty());
+        assert_eq!(submission.dead.len(), 1);
+        assert_eq!(submission.dead[0].integration, PLATFORM_INTEGRATION);
+        // One posted as the platform's, first, with the very id the plugin's will have.
+        let posted: serde_json::Value =
+            serde_json::from_str(&of(PLATFORM_INTEGRATION, 1)).expect("json");
+        let first = pipeline
+            .commit_blocking(pipeline.prepare_platform("acme", &[posted]))
+            .expect("commit");
+        assert_eq!(first.stored, 1);
+        // The plugin's real event is stored all the same: another source, not a repeat.
+        let real = pipeline
+            .commit_batch("acme", "gh", &[of("gh", 1)], "1")
+            .expect("commit");
+        assert_eq!((real.stored, real.duplicates), (1, 0));
+        let again = pipeline
+            .commit_batch("acme", "gh", &[of("gh", 1)], "1")
+            .expect("commit");
+        assert_eq!(again.duplicates, 1, "a real repeat is still one");
+    }
+
+    #[test]
     fn outbox_entries_of_the_format_before_the_log_are_moved_into_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
@@ -1128,9 +1169,14 @@ pub(super) mod tests_support {
     use plugin_kit::{Category, EventBuilder, MapContext};
 
     pub fn event(n: u32) -> String {
+        event_of("gh", n)
+    }
+
+    /// Event `n` as `integration` of `acme` sends it (the same id whatever the source).
+    pub fn event_of(integration: &str, n: u32) -> String {
         let context = MapContext {
             tenant: "acme".into(),
-            integration: "gh".into(),
+            integration: integration.into(),
         };
         let event = EventBuilder::new(
             "com.betalogs.system.metric",

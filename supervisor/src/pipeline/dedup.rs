@@ -16,13 +16,15 @@ use sha2::{Digest, Sha256};
 /// Bytes of an id digest as stored.
 pub const DIGEST_BYTES: usize = 16;
 
-/// The digest of an event id within its source, a tenant's integration (stable across
-/// restarts). Ids are deterministic, so a digest per tenant alone let one source (a
-/// platform client posting first) make another's real event a "duplicate".
-pub fn id_digest(tenant: &str, integration: &str, id: &str) -> u128 {
+/// The digest of an event id within its source, an integration of one incarnation of a
+/// tenant (stable across restarts). Ids are deterministic, so a digest per tenant alone
+/// let one source (a platform client posting first) make another's real event a
+/// "duplicate", and a deleted tenant's ids suppress those of a new tenant of its name.
+pub fn id_digest(tenant: &str, incarnation: u64, integration: &str, id: &str) -> u128 {
     let mut hasher = Sha256::new();
     hasher.update(tenant.as_bytes());
     hasher.update([0u8]);
+    hasher.update(incarnation.to_be_bytes());
     hasher.update(integration.as_bytes());
     hasher.update([0u8]);
     hasher.update(id.as_bytes());
@@ -141,11 +143,20 @@ mod tests {
 
     #[test]
     fn digests_round_trip_and_separate_tenants() {
-        let a = id_digest("acme", "gh", "ev_1");
-        assert_eq!(a, id_digest("acme", "gh", "ev_1"));
-        assert_ne!(a, id_digest("globex", "gh", "ev_1"));
-        assert_ne!(a, id_digest("acme", "platform", "ev_1"), "another source's id");
-        assert_ne!(id_digest("ab", "x", "c"), id_digest("a", "bx", "c"));
+        let a = id_digest("acme", 7, "gh", "ev_1");
+        assert_eq!(a, id_digest("acme", 7, "gh", "ev_1"));
+        assert_ne!(a, id_digest("globex", 7, "gh", "ev_1"));
+        assert_ne!(
+            a,
+            id_digest("acme", 7, "platform", "ev_1"),
+            "another source's id"
+        );
+        assert_ne!(
+            a,
+            id_digest("acme", 8, "gh", "ev_1"),
+            "a recreated tenant's id"
+        );
+        assert_ne!(id_digest("ab", 0, "x", "c"), id_digest("a", 0, "bx", "c"));
         let raw = encode(&[a, 7]);
         assert_eq!(decode(&raw), vec![a, 7]);
         assert_eq!(decode(&raw[..20]), vec![a], "a torn tail is ignored");

@@ -145,6 +145,11 @@ impl Inbox {
         }
     }
 
+    /// Forgets a deleted tenant's count (its entries were removed with it).
+    pub fn forget(&self, tenant: &str) {
+        self.counts().remove(tenant);
+    }
+
     /// How many deliveries of a tenant wait.
     pub fn waiting(&self, tenant: &str) -> usize {
         self.counts().get(tenant).copied().unwrap_or(0)

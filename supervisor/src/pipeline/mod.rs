@@ -6,9 +6,11 @@ mod dead_letters;
 mod dedup;
 mod http_sink;
 mod inbox;
+mod incarnation;
 mod jsonl;
 mod log;
 mod tail;
+mod tenant_data;
 mod validate;
 
 pub use commit::{

@@ -23,9 +23,12 @@ fn lines_of<'r>(record: &'r [u8], tenant: &'r str) -> impl Iterator<Item = Strin
 impl Pipeline {
     /// Up to `last` of the tenant's latest events still in the log, oldest first, and
     /// the sequence to follow from.
+    /// Commits before `since` (the tenant's first sequence: an earlier tenant of the same
+    /// name owned what came before) are not read.
     pub fn recent_events(
         &self,
         tenant: &str,
+        since: u64,
         last: usize,
     ) -> Result<(Vec<String>, u64), ReadError> {
         let mut newest_first = Vec::new();
@@ -39,7 +42,7 @@ impl Pipeline {
                 continue;
             };
             position = position.max(seq);
-            if newest_first.len() >= last {
+            if newest_first.len() >= last || seq < since {
                 break;
             }
             for (_, record) in self.outbox_after(seq - 1, 1)? {
@@ -85,12 +88,12 @@ mod tests {
                 .commit_batch("acme", "gh", &[event(n)], &n.to_string())
                 .expect("commit");
         }
-        let (recent, position) = pipeline.recent_events("acme", 2).expect("recent");
+        let (recent, position) = pipeline.recent_events("acme", 0, 2).expect("recent");
         assert_eq!(recent.len(), 2);
         assert!(recent[1].contains("\"n\":3"), "{recent:?}");
         assert!(
             pipeline
-                .recent_events("globex", 10)
+                .recent_events("globex", 0, 10)
                 .expect("recent")
                 .0
                 .is_empty()
@@ -116,5 +119,26 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    #[test]
+    fn commits_before_a_tenants_first_sequence_are_not_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
+        let event = super::super::commit::tests_support::event;
+        pipeline
+            .commit_batch("acme", "gh", &[event(1)], "1")
+            .expect("commit");
+        // `acme` deleted and created again: it starts after the last commit.
+        let (recent, position) = pipeline.recent_events("acme", 2, 10).expect("recent");
+        assert!(recent.is_empty(), "the old tenant's events: {recent:?}");
+        pipeline
+            .commit_batch("acme", "gh", &[event(2)], "2")
+            .expect("commit");
+        let (recent, _) = pipeline.recent_events("acme", 2, 10).expect("recent");
+        assert_eq!(recent.len(), 1);
+        assert!(recent[0].contains("\"n\":2"), "{recent:?}");
+        let (new, _) = pipeline.events_after("acme", position, 10).expect("after");
+        assert_eq!(new.len(), 1);
     }
 }

@@ -359,19 +359,21 @@ mod tests {
         let package = parent.path().join("package");
         std::fs::create_dir(&package).expect("dir");
         let path = write_exec(&package, b"x", 0o755);
-        nix::unistd::chown(&package, Some(nix::unistd::Uid::from_raw(65534)), None)
-            .expect("chown");
-        let err = sha256_file(&path).expect_err("directory of another").to_string();
+        nix::unistd::chown(&package, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+        let err = sha256_file(&path)
+            .expect_err("directory of another")
+            .to_string();
         assert!(err.contains("directory") && err.contains("65534"), "{err}");
 
         nix::unistd::chown(&package, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown");
         std::fs::set_permissions(&package, std::fs::Permissions::from_mode(0o775)).expect("chmod");
-        let err = sha256_file(&path).expect_err("group-writable dir").to_string();
+        let err = sha256_file(&path)
+            .expect_err("group-writable dir")
+            .to_string();
         assert!(err.contains("directory") && err.contains("775"), "{err}");
 
         // Sticky and world-writable, as /tmp: only an entry's owner can replace it.
-        std::fs::set_permissions(&package, std::fs::Permissions::from_mode(0o1777))
-            .expect("chmod");
+        std::fs::set_permissions(&package, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
         assert!(sha256_file(&path).is_ok());
     }
 

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use checksum::FileStamp;
 pub use checksum::{
     ChecksumError, VerifiedExecutable, open_verified, parse_sha256, sha256_file as sha256_of,
 };
-use checksum::FileStamp;
 pub use manifest::{KNOWN_CAPABILITIES, Manifest};
 pub use resolve::{Package, Refusal};
 use semver::Version;
@@ -413,7 +413,10 @@ fn package_problem(dir: &Path, manifest: &Manifest, trust_build_output: bool) ->
         return None;
     }
     let executable = manifest.executable_in(dir);
-    match (std::fs::canonicalize(dir), std::fs::canonicalize(&executable)) {
+    match (
+        std::fs::canonicalize(dir),
+        std::fs::canonicalize(&executable),
+    ) {
         (Ok(root), Ok(resolved)) if !resolved.starts_with(&root) => Some(format!(
             "executable {} resolves to {}, outside the package directory {}",
             executable.display(),
@@ -466,7 +469,13 @@ mod tests {
         let (packages, refused) = discover(root.path(), false).expect("discover");
         let dirs: Vec<String> = packages
             .iter()
-            .map(|p| p.dir.file_name().expect("name").to_string_lossy().into_owned())
+            .map(|p| {
+                p.dir
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         assert_eq!(dirs, ["github", "github-2"]);
         let reason = |plugin: &str| {

@@ -481,6 +481,35 @@ impl Store {
             .map(owned)
     }
 
+    /// Deletes every entry of `table` whose key starts with `prefix`, in batches of
+    /// `per_batch` (not one transaction: for large removals whose keys nobody else can
+    /// write meanwhile). Returns how many were deleted.
+    pub fn delete_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        per_batch: usize,
+    ) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        let mut batch = Batch::new();
+        let mut pending = 0;
+        for entry in self.tree(table).scan_prefix(prefix) {
+            let (key, _) = entry?;
+            batch = batch.delete(table, key.to_vec());
+            pending += 1;
+            if pending >= per_batch.max(1) {
+                self.apply(&std::mem::take(&mut batch))?;
+                deleted += pending;
+                pending = 0;
+            }
+        }
+        if pending > 0 {
+            self.apply(&batch)?;
+            deleted += pending;
+        }
+        Ok(deleted)
+    }
+
     /// Entries of `table` with keys in `from..=to`, in key order, at most `limit`.
     pub fn range(
         &self,
@@ -506,6 +535,17 @@ impl Store {
         self.commit(&Batch::new(), audit)
     }
 
+    /// Every audit record, newest first.
+    pub fn audit_rev(&self) -> impl Iterator<Item = Result<AuditRecord, StoreError>> + use<> {
+        self.audit.iter().rev().map(|entry| {
+            let (key, value) = entry?;
+            serde_json::from_slice(&value).map_err(|err| StoreError::Corrupt {
+                key: format!("audit {}", hex::encode(&key)),
+                reason: err.to_string(),
+            })
+        })
+    }
+
     /// Audit records, newest first, that `keep` accepts, at most `limit`.
     pub fn audit_records(
         &self,
@@ -528,6 +568,14 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The sequence number of the latest audit record (0 before the first).
+    pub fn audit_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.audit_head.get(HEAD_KEY)? {
+            None => 0,
+            Some(raw) => Head::decode(&raw).map_or(0, |head| head.seq),
+        })
     }
 
     /// Walks the whole audit chain. `Ok(Ok(n))`: `n` records, intact.

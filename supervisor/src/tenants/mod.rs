@@ -20,17 +20,43 @@ pub enum TenantError {
     Unknown(String),
     #[error("`{0}` is not a valid tenant name: use 1-64 letters, digits, `-` or `_`")]
     BadName(String),
+    #[error("`{0}` is reserved for the daemon's own instances; choose another tenant name")]
+    Reserved(String),
     #[error("token `{0}` does not exist")]
     UnknownToken(String),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
 
-/// One tenant.
+/// Tenant names the daemon keeps for itself: `system` owns the operator's configured
+/// instances, so a tenant of that name could stop them through its flags. Compared
+/// without regard to case.
+pub const RESERVED_TENANTS: &[&str] = &["system"];
+
+/// Whether `name` is reserved for the daemon.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_TENANTS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// One tenant. A name deleted and created again is a new tenant: its incarnation and
+/// the positions it starts from keep everything of the old one out of its reach (what
+/// could not be deleted, the shared event log and audit trail, is filtered by them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub name: String,
     pub created_ms: u64,
+    /// Random at creation: part of the tenant's deduplication keys, so an old
+    /// incarnation's event ids do not suppress the new one's.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// The first event-log sequence that can be this tenant's.
+    #[serde(default)]
+    pub since_event_seq: u64,
+    /// The first audit record that is this tenant's (its `tenant.create`).
+    #[serde(default)]
+    pub since_audit_seq: u64,
 }
 
 /// The tenants component.
@@ -95,13 +121,24 @@ impl Tenants {
         if !crate::config::is_name(name) {
             return Err(TenantError::BadName(name.to_owned()));
         }
+        if is_reserved(name) {
+            return Err(TenantError::Reserved(name.to_owned()));
+        }
         let _turn = self.store.writer();
         if self.get(name)?.is_some() {
             return Err(TenantError::Exists(name.to_owned()));
         }
+        let last_event = self
+            .store
+            .last_key(Table::Outbox)?
+            .and_then(|key| <[u8; 8]>::try_from(key.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
         let tenant = Tenant {
             name: name.to_owned(),
             created_ms: now_ms(),
+            incarnation: rand::random::<u64>() | 1,
+            since_event_seq: last_event + 1,
+            since_audit_seq: self.store.audit_seq()? + 1,
         };
         let value = serde_json::to_vec(&tenant).map_err(|e| corrupt(name, e))?;
         let audit = AuditDraft::ok(
@@ -114,6 +151,19 @@ impl Tenants {
         self.store
             .commit(&Batch::new().put(Table::Tenants, name, value), &audit)?;
         Ok(tenant)
+    }
+
+    /// Where the incarnation of `name` that exists now starts: its incarnation, first
+    /// event sequence and first audit sequence. A name with no record (`system`, the
+    /// operator's instances) has always existed: zeros.
+    pub fn incarnation(&self, name: &str) -> Result<(u64, u64, u64), TenantError> {
+        Ok(self.get(name)?.map_or((0, 0, 0), |tenant| {
+            (
+                tenant.incarnation,
+                tenant.since_event_seq,
+                tenant.since_audit_seq,
+            )
+        }))
     }
 
     /// The writes that remove a tenant and its tokens and flags. Other components add
@@ -131,5 +181,24 @@ impl Tenants {
             batch = batch.delete(Table::Flags, key);
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemons_own_tenant_name_cannot_be_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tenants = Tenants::new(Store::open(dir.path()).expect("store"));
+        for name in ["system", "SYSTEM", "System"] {
+            let err = tenants.create(name, "test").expect_err(name);
+            assert!(matches!(err, TenantError::Reserved(_)), "{name}: {err}");
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
+        tenants
+            .create("systems", "test")
+            .expect("a longer name is a name");
     }
 }

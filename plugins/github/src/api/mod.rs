@@ -82,6 +82,26 @@ fn excerpt(text: &str) -> String {
         .collect()
 }
 
+/// A server's message as an error may quote it: an excerpt, unless it repeats any part
+/// of the credential that was sent (a server that echoes requests would otherwise hand
+/// the token back through the CLI).
+fn remote_message(text: &str, authorization: &SecretString) -> String {
+    const WINDOW: usize = 8;
+    let sent = authorization.expose_secret();
+    let secret = sent
+        .split_once(' ')
+        .map_or(sent, |(_, credential)| credential)
+        .as_bytes();
+    let repeats = secret.len() >= WINDOW
+        && secret
+            .windows(WINDOW)
+            .any(|part| text.as_bytes().windows(WINDOW).any(|seen| seen == part));
+    if repeats {
+        return "(the server's message is withheld: it repeats the credential)".to_owned();
+    }
+    excerpt(text)
+}
+
 /// `scheme://host[:port]` of a URL.
 fn origin_of(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
@@ -191,7 +211,11 @@ impl GitHubApi {
         }
         let message = serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(excerpt))
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(Value::as_str)
+                    .map(|m| remote_message(m, authorization))
+            })
             .unwrap_or_default();
         Err(match status {
             401 => ApiError::Unauthorized { path, message },
@@ -332,6 +356,19 @@ async fn read_limited(mut response: reqwest::Response, path: &str) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_that_repeats_the_credential_is_withheld() {
+        let sent = SecretString::from("Bearer ghp_abcdefghijklmnopqrstuvwxyz012345".to_owned());
+        let echoed = "you sent Authorization: Bearer ghp_abcdefghijklmnopqrstuvwxyz012345";
+        let part = "partial: mnopqrstuvwx";
+        for text in [echoed, part] {
+            let shown = remote_message(text, &sent);
+            assert!(!shown.contains("mnopqrst"), "{shown}");
+            assert!(shown.contains("withheld"), "{shown}");
+        }
+        assert_eq!(remote_message("Bad credentials", &sent), "Bad credentials");
+    }
 
     #[test]
     fn next_links_are_read_from_github_link_headers() {
