@@ -192,6 +192,8 @@ pub struct PipelineConfig {
     /// The state database's page cache in MiB (restart). A correlation index of a
     /// million deliveries answers lookups in under 100 us p99 with 512.
     pub store_cache_mb: u64,
+    /// Dead letters kept per tenant; beyond it the oldest are dropped (and counted).
+    pub dead_letters_per_tenant: usize,
 }
 
 impl Default for PipelineConfig {
@@ -201,6 +203,7 @@ impl Default for PipelineConfig {
             dedup_window: settings.dedup_window,
             backlog_quota_bytes: settings.backlog_quota_bytes,
             store_cache_mb: crate::store::DEFAULT_CACHE_MB,
+            dead_letters_per_tenant: settings.dead_letters_per_tenant,
         }
     }
 }
@@ -568,6 +571,11 @@ impl Config {
             return Err(invalid(format!(
                 "ingress.max_body_bytes must be from 1024 to {MAX_INGRESS_BODY_BYTES} (32 MiB: every accepted body must fit a plugin call), ingress.inbox_max_entries and ingress.webhook_timeout above zero"
             )));
+        }
+        if self.pipeline.dead_letters_per_tenant == 0 {
+            return Err(invalid(
+                "pipeline.dead_letters_per_tenant must be at least 1".into(),
+            ));
         }
         if self.pipeline.dedup_window == 0 || self.pipeline.backlog_quota_bytes < 1024 * 1024 {
             return Err(invalid(

@@ -133,6 +133,7 @@ pub async fn run(
             dedup_window: config.pipeline.dedup_window,
             backlog_quota_bytes: config.pipeline.backlog_quota_bytes,
             inbox_max_entries: config.ingress.inbox_max_entries,
+            dead_letters_per_tenant: config.pipeline.dead_letters_per_tenant,
             // Checked when the configuration was loaded.
             correlation: config.enrichment.settings().unwrap_or_default(),
             archive: Some(jsonl_path.clone()),
@@ -141,6 +142,7 @@ pub async fn run(
     )?);
     pipeline.correlator().use_flags(flags.clone());
     let metrics = Arc::new(Metrics::new());
+    metrics.register_dead_letter_evictions(pipeline.dead_letter_evictions());
     let manager = Arc::new(Manager::new(
         registry.clone(),
         metrics.clone(),

@@ -199,6 +199,21 @@ impl Metrics {
         }
     }
 
+    /// Exposes the pipeline's count of dead letters dropped from full queues, per tenant.
+    pub fn register_dead_letter_evictions(
+        &self,
+        evicted: Family<crate::pipeline::TenantLabel, Counter>,
+    ) {
+        self.registry
+            .lock()
+            .expect("metrics lock poisoned")
+            .register(
+                "pipeline_dead_letters_evicted",
+                "Dead letters dropped because the tenant's dead-letter queue was full (the oldest go first)",
+                evicted,
+            );
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -141,19 +141,23 @@ pub async fn read(
     }
 }
 
+/// The 400 for a body (or its NDJSON `line`) that did not parse: where, and what kind
+/// of error, without echoing the input.
+pub fn malformed(line: Option<usize>, err: &serde_json::Error) -> Refusal {
+    let place = match line {
+        Some(line) => format!("line {line}"),
+        None => format!("line {} column {}", err.line(), err.column()),
+    };
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        format!("the body is not usable JSON ({place}): {}", class(err)),
+    )
+}
+
 /// A 400 unless `bytes` is JSON (every line, for NDJSON).
 pub fn check_json(kind: BodyKind, bytes: &[u8]) -> Result<(), Refusal> {
-    let bad = |line: Option<usize>, err: serde_json::Error| {
-        let place = match line {
-            Some(line) => format!("line {line}"),
-            None => format!("line {} column {}", err.line(), err.column()),
-        };
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not JSON ({place}): {}", class(&err)),
-        )
-    };
+    let bad = |line: Option<usize>, err: serde_json::Error| malformed(line, &err);
     match kind {
         BodyKind::Json => serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
             .map(|_| ())
@@ -174,6 +178,14 @@ pub fn check_json(kind: BodyKind, bytes: &[u8]) -> Result<(), Refusal> {
 
 /// What kind of JSON error it was, for messages that do not echo the input.
 fn class(err: &serde_json::Error) -> &'static str {
+    // The two limits a well-formed body can still break, named as what they are.
+    let text = err.to_string();
+    if text.starts_with("recursion limit exceeded") {
+        return "it is nested deeper than 128 levels";
+    }
+    if text.starts_with("number out of range") {
+        return "a number is out of range";
+    }
     match err.classify() {
         serde_json::error::Category::Io => "unreadable",
         serde_json::error::Category::Syntax => "a syntax error",

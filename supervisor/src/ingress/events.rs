@@ -131,10 +131,12 @@ fn parse_events(kind: BodyKind, bytes: &[u8]) -> Result<Vec<serde_json::Value>, 
     let events = match kind {
         BodyKind::NdJson => bytes
             .split(|b| *b == b'\n')
-            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(serde_json::from_slice)
-            .collect::<Result<Vec<serde_json::Value>, _>>()
-            .map_err(|e| bad(format!("a line is not JSON: {e}")))?,
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(index, line)| {
+                serde_json::from_slice(line).map_err(|e| body::malformed(Some(index + 1), &e))
+            })
+            .collect::<Result<Vec<serde_json::Value>, _>>()?,
         _ => match serde_json::from_slice(bytes) {
             Ok(serde_json::Value::Array(events)) => events,
             Ok(event @ serde_json::Value::Object(_)) => vec![event],
@@ -143,7 +145,7 @@ fn parse_events(kind: BodyKind, bytes: &[u8]) -> Result<Vec<serde_json::Value>, 
                     "the body must be an event (a JSON object) or an array of events".into(),
                 ));
             }
-            Err(e) => return Err(bad(format!("the body is not JSON: {e}"))),
+            Err(e) => return Err(body::malformed(None, &e)),
         },
     };
     if events.is_empty() {
@@ -160,4 +162,28 @@ fn parse_events(kind: BodyKind, bytes: &[u8]) -> Result<Vec<serde_json::Value>, 
         ));
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_and_numbers_out_of_range_are_malformed_json_as_documented() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let cases = [
+            (BodyKind::Json, deep.clone(), "nested deeper than 128 levels"),
+            (BodyKind::Json, r#"{"n": 1e400}"#.to_owned(), "a number is out of range"),
+            (BodyKind::NdJson, format!("{{}}\n{deep}\n"), "line 2"),
+        ];
+        for (kind, body, says) in cases {
+            let refused = parse_events(kind, body.as_bytes()).expect_err(says);
+            assert_eq!(
+                (refused.status, refused.code),
+                (StatusCode::BAD_REQUEST, "malformed_json"),
+                "{says}"
+            );
+            assert!(refused.message.contains(says), "{}", refused.message);
+        }
+    }
 }

@@ -76,7 +76,8 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// A new dead letter, with an id that sorts by time.
+    /// A new dead letter, with an id that sorts by time, and by creation within one
+    /// millisecond (a process-wide counter), so "the oldest" is exact.
     pub fn new(
         tenant: &str,
         integration: &str,
@@ -84,9 +85,14 @@ impl DeadLetter {
         reason: String,
         payload: &str,
     ) -> Self {
+        static CREATED: AtomicU64 = AtomicU64::new(0);
         let now = now_ms();
+        let order = CREATED.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
         Self {
-            id: format!("{now:013}-{}", hex::encode(rand::random::<[u8; 6]>())),
+            id: format!(
+                "{now:013}-{order:06x}{}",
+                hex::encode(rand::random::<[u8; 3]>())
+            ),
             tenant: tenant.to_owned(),
             integration: integration.to_owned(),
             stage: stage.to_owned(),
@@ -159,6 +165,7 @@ pub struct Pipeline {
     >,
     log: Arc<EventLog>,
     sinks: Mutex<SinkOffsets>,
+    dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
     validator: EventValidator,
     /// The correlation index and realtime enrichment.
     correlator: crate::correlation::Correlator,
@@ -262,6 +269,8 @@ pub struct PipelineSettings {
     pub backlog_quota_bytes: u64,
     /// Webhook deliveries kept per tenant while their plugin is down.
     pub inbox_max_entries: usize,
+    /// Dead letters kept per tenant; the oldest make room beyond it.
+    pub dead_letters_per_tenant: usize,
     /// The event log's segment size: the unit of pruning.
     pub segment_bytes: u64,
     /// Realtime enrichment: the regression windows and the failure severity.
@@ -277,6 +286,7 @@ impl Default for PipelineSettings {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             backlog_quota_bytes: 4 * 1024 * 1024 * 1024,
             inbox_max_entries: 10_000,
+            dead_letters_per_tenant: super::dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT,
             segment_bytes: super::log::SEGMENT_BYTES,
             correlation: crate::correlation::CorrelationSettings::default(),
             archive: None,
@@ -339,7 +349,12 @@ impl Pipeline {
         let correlator =
             crate::correlation::Correlator::new(correlation_store, settings.correlation.clone());
         let (jobs, receiver) = mpsc::channel();
+        let dead_letters = Arc::new(super::dead_letter_bound::DeadLetterBound::open(
+            &store,
+            settings.dead_letters_per_tenant,
+        )?);
         let committer = Committer {
+            dead_letters: dead_letters.clone(),
             store: store.clone(),
             log: log.clone(),
             next_seq: AtomicU64::new(last.map_or(0, |(seq, _)| seq) + 1),
@@ -365,6 +380,7 @@ impl Pipeline {
             store,
             log,
             validator: EventValidator::new(),
+            dead_letters,
             correlator,
             archive: settings.archive.clone(),
             committed,
@@ -663,6 +679,21 @@ impl Pipeline {
             .collect()
     }
 
+    /// Dead letters dropped per tenant because its queue was full, for `/metrics`.
+    pub fn dead_letter_evictions(
+        &self,
+    ) -> prometheus_client::metrics::family::Family<
+        super::dead_letter_bound::TenantLabel,
+        prometheus_client::metrics::counter::Counter,
+    > {
+        self.dead_letters.evicted.clone()
+    }
+
+    /// Counts a tenant's dead letters again after a change outside the committer.
+    pub(super) fn recount_dead_letters(&self, tenant: &str) -> Result<(), StoreError> {
+        self.dead_letters.recount(&self.store, tenant)
+    }
+
     /// The store, for the sinks' offsets.
     pub fn store(&self) -> &Store {
         &self.store
@@ -712,6 +743,7 @@ struct Committer {
     committed: Arc<Notify>,
     window: Mutex<DedupWindow>,
     incarnations: super::incarnation::Incarnations,
+    dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
     /// Where a revision that lost a race goes to be redone (see `commit_group`).
     completions: crate::correlation::CompletionQueue,
 }
@@ -788,6 +820,7 @@ impl Committer {
         // Revisions of failures taken in this group: failure key → revision.
         let mut revised: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut superseded = Vec::new();
+        let mut letters_plan = super::dead_letter_bound::GroupPlan::default();
         let mut outcomes = Vec::with_capacity(group.len());
         for job in group {
             let submission = &job.submission;
@@ -838,7 +871,17 @@ impl Committer {
                 digests.push(digest);
                 outcome.stored += 1;
             }
-            for letter in &submission.dead {
+            let (room, not_kept) = self.dead_letters.make_room(
+                &self.store,
+                &submission.tenant,
+                submission.dead.len(),
+                &mut letters_plan,
+            )
+            .map_err(|e| CommitError::Store(e.to_string()))?;
+            batch.extend(room);
+            // Invalid all the same: reported as dead-lettered, counted as dropped.
+            outcome.dead_lettered += not_kept;
+            for letter in submission.dead.iter().skip(not_kept) {
                 let value = serde_json::to_vec(letter)
                     .map_err(|e| CommitError::Store(format!("dead letter {}: {e}", letter.id)))?;
                 batch = batch.put(
@@ -893,6 +936,7 @@ impl Committer {
         if stored {
             self.next_seq.store(seq + 1, Ordering::SeqCst);
         }
+        self.dead_letters.committed(letters_plan);
         if let Some(completions) = self.completions.get() {
             for completion in superseded {
                 if completions.try_send(completion).is_err() {

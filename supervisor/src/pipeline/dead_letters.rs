@@ -64,7 +64,20 @@ impl Pipeline {
         ids: &[String],
     ) -> Result<ReplayOutcome, DeadLetterError> {
         let mut outcome = ReplayOutcome::default();
-        for letter in self.selected(tenant, ids)? {
+        let letters = self.selected(tenant, ids)?;
+        let replayed = self.replay_each(tenant, letters, &mut outcome);
+        self.recount_dead_letters(tenant)?;
+        replayed?;
+        Ok(outcome)
+    }
+
+    fn replay_each(
+        &self,
+        tenant: &str,
+        letters: Vec<DeadLetter>,
+        outcome: &mut ReplayOutcome,
+    ) -> Result<(), DeadLetterError> {
+        for letter in letters {
             let mut submission = self.prepare(
                 &letter.tenant,
                 &letter.integration,
@@ -100,7 +113,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Deletes the named dead letters of a tenant, or all of them; returns how many.
@@ -115,6 +128,7 @@ impl Pipeline {
             batch = batch.delete(Table::DeadLetters, key(tenant, &letter.id));
         }
         self.store().apply(&batch)?;
+        self.recount_dead_letters(tenant)?;
         Ok(letters.len())
     }
 }

@@ -2,6 +2,7 @@
 //! dead letters, durable delivery and webhook ingress are built on it.
 
 mod commit;
+mod dead_letter_bound;
 mod dead_letters;
 mod dedup;
 mod http_sink;
@@ -17,6 +18,7 @@ pub use commit::{
     BatchOutcome, CommitError, DeadLetter, OpenError, PLATFORM_INTEGRATION, Pipeline,
     PipelineSettings, ReadError, Submission,
 };
+pub use dead_letter_bound::{DEFAULT_DEAD_LETTERS_PER_TENANT, TenantLabel};
 pub use dead_letters::{DeadLetterError, ReplayOutcome};
 pub use dedup::id_digest;
 pub use http_sink::{Attempt, HttpSink, HttpSinkError, classify};

@@ -34,6 +34,7 @@ impl Pipeline {
                 .store()
                 .delete_prefix(table, &prefix, REMOVALS_PER_BATCH)?;
         }
+        self.recount_dead_letters(tenant)?;
         self.inbox().forget(tenant);
         self.forget_mappings(tenant);
         self.correlator().forget_recent();

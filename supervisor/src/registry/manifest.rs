@@ -1,6 +1,7 @@
 //! `plugin.toml`: what a plugin package declares about itself.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use semver::{Version, VersionReq};
@@ -52,16 +53,31 @@ impl Manifest {
             path: path.display().to_string(),
             message,
         };
-        let size = std::fs::metadata(&path)
-            .map_err(|err| error(format!("cannot read: {err}")))?
-            .len();
+        // Opened without blocking and read only if regular: a FIFO in the plugin
+        // directory must not stall a rescan (and the admin socket with it).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+            .open(&path)
+            .map_err(|err| error(format!("cannot read: {err}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|err| error(format!("cannot read: {err}")))?;
+        if !meta.is_file() {
+            return Err(error("is not a regular file".to_owned()));
+        }
+        let size = meta.len();
         if size > MAX_MANIFEST_BYTES {
             return Err(error(format!(
                 "is {size} bytes, more than the {MAX_MANIFEST_BYTES}-byte limit"
             )));
         }
-        let text =
-            std::fs::read_to_string(&path).map_err(|err| error(format!("cannot read: {err}")))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_MANIFEST_BYTES + 1),
+            &mut text,
+        )
+        .map_err(|err| error(format!("cannot read: {err}")))?;
         Self::parse(&text).map_err(error)
     }
 
@@ -122,6 +138,18 @@ framework = ">=0.1, <1"
 [dependencies]
 cloudwatch = ">=1"
 "#;
+
+    #[test]
+    fn a_manifest_that_is_a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        nix::unistd::mkfifo(
+            &dir.path().join("plugin.toml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .expect("mkfifo");
+        let err = Manifest::load(dir.path()).expect_err("fifo");
+        assert!(err.message.contains("not a regular file"), "{err}");
+    }
 
     #[test]
     fn parses_a_complete_manifest() {
