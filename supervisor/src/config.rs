@@ -87,6 +87,9 @@ pub struct AdminConfig {
     pub max_integrations_per_tenant: usize,
     pub max_credentials_per_tenant: usize,
     pub max_tokens_per_tenant: usize,
+    /// How often the audit chain's head goes into the event stream (when it grew).
+    #[serde(deserialize_with = "duration")]
+    pub audit_anchor_interval: Duration,
 }
 
 impl Default for AdminConfig {
@@ -97,6 +100,7 @@ impl Default for AdminConfig {
             max_integrations_per_tenant: 50,
             max_credentials_per_tenant: 200,
             max_tokens_per_tenant: 20,
+            audit_anchor_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -537,6 +541,11 @@ impl Config {
             ));
         }
         p.limits.check().map_err(invalid)?;
+        if self.admin.audit_anchor_interval.is_zero() {
+            return Err(invalid(
+                "admin.audit_anchor_interval must be above zero".into(),
+            ));
+        }
         self.integrations.allowed_endpoints().map_err(invalid)?;
         if p.restart_max_delay < p.restart_initial_delay {
             return Err(invalid(format!(

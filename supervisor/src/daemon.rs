@@ -189,6 +189,11 @@ pub async fn run(
             .run(completions, stop_rx.clone()),
         );
     }
+    let anchoring = tokio::spawn(crate::audit_anchoring::run(
+        pipeline.clone(),
+        config.admin.audit_anchor_interval,
+        stop_rx.clone(),
+    ));
     let jsonl = tokio::spawn(
         crate::pipeline::JsonlSink::new(jsonl_path, config.sinks.jsonl_max_bytes, pipeline.clone())
             .run(stop_rx.clone()),
@@ -276,6 +281,7 @@ pub async fn run(
     manager.stop_all().await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
+    let _ = anchoring.await;
     let _ = jsonl.await;
     for sink in http_sinks {
         let _ = sink.await;

@@ -2,6 +2,7 @@
 //! state, and serves the admin socket and the HTTP listener.
 
 pub mod admin;
+pub mod audit_anchoring;
 pub mod bench;
 pub mod config;
 pub mod correlation;

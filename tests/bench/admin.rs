@@ -183,7 +183,7 @@ async fn main() {
         appended += n;
     }
     let started = Instant::now();
-    let verdict = store.audit_verify().expect("verify");
+    let verdict = store.audit_verify(None).expect("verify");
     println!(
         "audit_verify_in_process_s={:.2} records={verdict:?}",
         started.elapsed().as_secs_f64()

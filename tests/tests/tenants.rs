@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, state_of};
+use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, state_of, wait_for};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -243,5 +243,89 @@ fn changes_are_audited_in_a_chain_that_verifies() {
         stderr(&gone).contains("tenant `globex` does not exist"),
         "{}",
         stderr(&gone)
+    );
+}
+
+/// Copies a directory tree (a stopped daemon's state directory).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+}
+
+fn stop(mut daemon: Daemon) {
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = daemon.wait_exit(LONG);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_rolled_back_or_truncated_audit_trail_is_caught_by_its_anchors() {
+    let world = World::new();
+    let setup = DaemonSetup::default().extra("[admin]\naudit_anchor_interval = \"100ms\"\n");
+    let daemon = world.start(&setup);
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    stop(daemon);
+    let older = world.root.path().join("older-state");
+    copy_tree(&world.state_dir(), &older);
+
+    // More changes, then the head the event stream carried off the host.
+    let daemon = world.start_written();
+    let revoked = daemon.ctl_json(&["tokens", "create", "--tenant", "acme"]);
+    daemon.ctl_json(&["tokens", "revoke", revoked["id"].as_str().expect("id")]);
+    let head = daemon.ctl_json(&["audit", "verify"])["head"]
+        .as_str()
+        .expect("head")
+        .to_owned();
+    let anchored = wait_for("the head's anchor event in the sink", LONG, || {
+        world.sink_lines().into_iter().find_map(|line| {
+            let event: Value = serde_json::from_str(&line).ok()?;
+            (event["type"] == "com.betalogs.system.audit.anchor"
+                && event["data"]["original"]["anchor"] == head.as_str())
+            .then_some(event)
+        })
+    });
+    assert_eq!(anchored["tenant"], "system");
+    stop(daemon);
+
+    // The database alone rolled back (the token revocation undone), the anchor file
+    // beside it kept: verify fails.
+    let newer = world.root.path().join("newer-state");
+    std::fs::rename(world.state_dir(), &newer).expect("move");
+    copy_tree(&older, &world.state_dir());
+    std::fs::copy(
+        newer.join("audit.anchor"),
+        world.state_dir().join("audit.anchor"),
+    )
+    .expect("newer anchor");
+    let daemon = world.start_written();
+    let verdict = daemon.ctl(&["audit", "verify"]);
+    assert!(!verdict.status.success(), "a rolled-back database verified");
+    assert!(
+        stderr(&verdict).contains("the anchor file outside the database records"),
+        "{}",
+        stderr(&verdict)
+    );
+    stop(daemon);
+
+    // The whole state directory rolled back: intact on its own, caught by the anchor
+    // kept off the host.
+    std::fs::remove_dir_all(world.state_dir()).expect("remove");
+    copy_tree(&older, &world.state_dir());
+    let daemon = world.start_written();
+    assert_eq!(daemon.ctl_json(&["audit", "verify"])["ok"], true);
+    let verdict = daemon.ctl(&["audit", "verify", "--anchor", &head]);
+    assert!(
+        !verdict.status.success(),
+        "a rolled-back state verified against its anchor"
+    );
+    assert!(
+        stderr(&verdict).contains("but the anchor given records"),
+        "{}",
+        stderr(&verdict)
     );
 }

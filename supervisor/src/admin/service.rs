@@ -779,21 +779,36 @@ impl Admin for AdminService {
         request: Request<proto::VerifyAuditRequest>,
     ) -> Result<Response<proto::VerifyAuditResponse>, Status> {
         self.auth.operator(&request)?;
+        let given = request.into_inner().anchor;
+        let external = match given.trim() {
+            "" => None,
+            text => Some(crate::store::AuditAnchor::parse(text).ok_or_else(|| {
+                Status::invalid_argument(
+                    "--anchor must be SEQ:SHA256 (a record number and 64 hex digits)",
+                )
+            })?),
+        };
         let store = self.store.clone();
-        let outcome = tokio::task::spawn_blocking(move || store.audit_verify())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let (outcome, head) = tokio::task::spawn_blocking(move || {
+            let outcome = store.audit_verify(external.as_ref())?;
+            Ok::<_, crate::store::StoreError>((outcome, store.audit_head()?))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let head = head.map(|h| h.to_string()).unwrap_or_default();
         Ok(Response::new(match outcome {
             Ok(records) => proto::VerifyAuditResponse {
                 ok: true,
                 records,
                 error: String::new(),
+                head,
             },
             Err(broken) => proto::VerifyAuditResponse {
                 ok: false,
                 records: 0,
                 error: broken.to_string(),
+                head,
             },
         }))
     }

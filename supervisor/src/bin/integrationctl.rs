@@ -632,8 +632,14 @@ enum AuditCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Walk the whole hash chain; fails if a record was modified, removed or reordered.
-    Verify,
+    /// Walk the whole hash chain; fails if a record was modified, removed or reordered,
+    /// or if the chain ends before an anchor (the file beside the database, or
+    /// `--anchor`). Prints the head to keep off the host.
+    Verify {
+        /// `SEQ:SHA256` kept off the host (an `audit.anchor` event, an earlier verify).
+        #[arg(long)]
+        anchor: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1195,16 +1201,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ),
                 }
             }
-            AuditCommand::Verify => {
+            AuditCommand::Verify { anchor } => {
+                let request = proto::VerifyAuditRequest {
+                    anchor: anchor.unwrap_or_default(),
+                };
                 let verdict = client
-                    .verify_audit(with_token(proto::VerifyAuditRequest {}, token)?)
+                    .verify_audit(with_token(request, token)?)
                     .await
                     .map_err(status_error)?
                     .into_inner();
                 match cli.output {
                     Output::Json => print_json(&verdict)?,
                     Output::Table if verdict.ok => {
-                        println!("audit chain intact: {} records", verdict.records)
+                        println!("audit chain intact: {} records", verdict.records);
+                        if !verdict.head.is_empty() {
+                            println!("head (keep it off this host): {}", verdict.head);
+                        }
                     }
                     Output::Table => {}
                 }

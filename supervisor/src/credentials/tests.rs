@@ -174,7 +174,7 @@ fn a_wrong_or_missing_or_loose_master_key_is_refused_and_touches_nothing() {
         .expect("set");
     let store = f.credentials.store.clone();
     drop(f.credentials);
-    let before = store.audit_verify().expect("verify");
+    let before = store.audit_verify(None).expect("verify");
     let other = key_file(f.dir.path(), "other.key");
     let err = Credentials::open(store.clone(), &other, false).expect_err("wrong key");
     assert!(
@@ -198,7 +198,7 @@ fn a_wrong_or_missing_or_loose_master_key_is_refused_and_touches_nothing() {
             .contains("chmod 600")
     );
     assert_eq!(
-        store.audit_verify().expect("verify"),
+        store.audit_verify(None).expect("verify"),
         before,
         "nothing was written"
     );
@@ -292,7 +292,7 @@ fn tenant_and_master_key_rotations_keep_every_credential_readable() {
             .contains("AKIAEXAMPLEKEY")
     );
     assert_eq!(
-        store.audit_verify().expect("verify").map(|n| n > 0),
+        store.audit_verify(None).expect("verify").map(|n| n > 0),
         Ok(true)
     );
 }

@@ -172,8 +172,16 @@ mod tests {
     fn deep_nesting_and_numbers_out_of_range_are_malformed_json_as_documented() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let cases = [
-            (BodyKind::Json, deep.clone(), "nested deeper than 128 levels"),
-            (BodyKind::Json, r#"{"n": 1e400}"#.to_owned(), "a number is out of range"),
+            (
+                BodyKind::Json,
+                deep.clone(),
+                "nested deeper than 128 levels",
+            ),
+            (
+                BodyKind::Json,
+                r#"{"n": 1e400}"#.to_owned(),
+                "a number is out of range",
+            ),
             (BodyKind::NdJson, format!("{{}}\n{deep}\n"), "line 2"),
         ];
         for (kind, body, says) in cases {

@@ -871,13 +871,15 @@ impl Committer {
                 digests.push(digest);
                 outcome.stored += 1;
             }
-            let (room, not_kept) = self.dead_letters.make_room(
-                &self.store,
-                &submission.tenant,
-                submission.dead.len(),
-                &mut letters_plan,
-            )
-            .map_err(|e| CommitError::Store(e.to_string()))?;
+            let (room, not_kept) = self
+                .dead_letters
+                .make_room(
+                    &self.store,
+                    &submission.tenant,
+                    submission.dead.len(),
+                    &mut letters_plan,
+                )
+                .map_err(|e| CommitError::Store(e.to_string()))?;
             batch.extend(room);
             // Invalid all the same: reported as dead-lettered, counted as dropped.
             outcome.dead_lettered += not_kept;

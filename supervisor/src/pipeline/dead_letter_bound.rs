@@ -79,7 +79,11 @@ impl DeadLetterBound {
         let evictable = stored.saturating_sub(plan.evicted);
         let from_store = over.min(evictable);
         if from_store > 0 {
-            let oldest = store.range_from(Table::DeadLetters, &prefix(tenant), plan.evicted + from_store)?;
+            let oldest = store.range_from(
+                Table::DeadLetters,
+                &prefix(tenant),
+                plan.evicted + from_store,
+            )?;
             for (key, _) in oldest
                 .into_iter()
                 .skip(plan.evicted)
@@ -134,7 +138,6 @@ impl DeadLetterBound {
         self.counts().insert(tenant.to_owned(), count);
         Ok(())
     }
-
 }
 
 /// What one commit group does to each tenant's queue.

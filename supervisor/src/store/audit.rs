@@ -148,7 +148,22 @@ pub enum ChainError {
     Truncated { last: u64, head: u64 },
     #[error("the last audit record {seq} does not match the head: it was modified")]
     HeadMismatch { seq: u64 },
+    #[error(
+        "the audit chain ends at record {last}, but {anchor} records {anchored}: the database lost records or was rolled back"
+    )]
+    BehindAnchor {
+        last: u64,
+        anchored: u64,
+        anchor: &'static str,
+    },
+    #[error(
+        "audit record {seq} is not the one {anchor} records: the database was rolled back or rewritten"
+    )]
+    AnchorMismatch { seq: u64, anchor: &'static str },
 }
+
+/// An anchor to check the chain against, and where it came from (for the message).
+pub(super) type Anchored<'a> = (&'a super::AuditAnchor, &'static str);
 
 /// Only what verification reads.
 #[derive(Deserialize)]
@@ -157,10 +172,12 @@ struct Link {
     prev: String,
 }
 
-/// Walks `records` (key, stored bytes) in key order against `head`; returns how many.
+/// Walks `records` (key, stored bytes) in key order against `head` and `anchors`;
+/// returns how many.
 pub(super) fn verify_chain(
     records: impl Iterator<Item = Result<(sled::IVec, sled::IVec), sled::Error>>,
     head: Head,
+    anchors: &[Anchored<'_>],
 ) -> Result<Result<u64, ChainError>, StoreError> {
     let mut previous = Head::GENESIS;
     let mut expected_prev = hex::encode(previous.hash);
@@ -196,6 +213,26 @@ pub(super) fn verify_chain(
             hash: Sha256::digest(&value).into(),
         };
         expected_prev = hex::encode(previous.hash);
+        if let Some((_, anchor)) = anchors
+            .iter()
+            .find(|(a, _)| a.seq == link.seq && a.sha256 != expected_prev)
+        {
+            return Ok(Err(ChainError::AnchorMismatch {
+                seq: link.seq,
+                anchor,
+            }));
+        }
+    }
+    if let Some((ahead, anchor)) = anchors
+        .iter()
+        .filter(|(a, _)| a.seq > previous.seq)
+        .max_by_key(|(a, _)| a.seq)
+    {
+        return Ok(Err(ChainError::BehindAnchor {
+            last: previous.seq,
+            anchored: ahead.seq,
+            anchor,
+        }));
     }
     if previous.seq != head.seq {
         return Ok(Err(ChainError::Truncated {

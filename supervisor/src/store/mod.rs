@@ -3,6 +3,7 @@
 //! its audit record (so a change without its record cannot happen: fail closed), and
 //! flushed before the caller hears of it.
 
+mod anchor;
 mod audit;
 mod trust;
 
@@ -14,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+pub use anchor::AuditAnchor;
 pub use audit::{AuditDraft, AuditRecord, ChainError};
 use audit::{HEAD_KEY, Head};
 pub use trust::{TrustPin, TrustTable};
@@ -202,6 +204,8 @@ pub struct Store {
     /// has not moved.
     generations: Arc<[AtomicU64; Table::ALL.len()]>,
     state_dir: std::path::PathBuf,
+    /// The highest sequence written to the anchor file by this process.
+    anchored: Arc<Mutex<u64>>,
 }
 
 /// How long opening waits for the database's file lock to be released by this
@@ -280,6 +284,7 @@ impl Store {
             writer: Arc::default(),
             generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             state_dir: state_dir.to_owned(),
+            anchored: Arc::default(),
         })
     }
 
@@ -356,16 +361,52 @@ impl Store {
                     None => tree.remove(key.as_slice())?,
                 };
             }
-            Ok(record)
+            Ok((record, next))
         });
-        let record = match result {
-            Ok(record) => record,
+        let (record, head) = match result {
+            Ok(done) => done,
             Err(TransactionError::Abort(err)) => return Err(err),
             Err(TransactionError::Storage(err)) => return Err(err.into()),
         };
         self.count_writes(batch);
         self.db.flush()?;
+        self.anchor(head);
         Ok(record)
+    }
+
+    /// Writes the chain's head to the anchor file, unless a later one is there already.
+    /// A failure is logged loudly but does not undo the committed change: verification
+    /// then reports the anchor as behind, never a chain that is fine as broken.
+    fn anchor(&self, head: Head) {
+        let mut anchored = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
+        if head.seq <= *anchored {
+            return;
+        }
+        let anchor = AuditAnchor {
+            seq: head.seq,
+            sha256: hex::encode(head.hash),
+        };
+        match anchor::write(&anchor::path_in(&self.state_dir), &anchor) {
+            Ok(()) => *anchored = head.seq,
+            Err(err) => tracing::error!(
+                error = %err,
+                seq = head.seq,
+                "cannot write the audit anchor outside the database; a later rollback of the audit trail could go unnoticed"
+            ),
+        }
+    }
+
+    /// The chain's head as an anchor to keep off the host (`audit verify --anchor`).
+    pub fn audit_head(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        Ok(self
+            .audit_head
+            .get(HEAD_KEY)?
+            .and_then(|raw| Head::decode(&raw))
+            .filter(|head| head.seq > 0)
+            .map(|head| AuditAnchor {
+                seq: head.seq,
+                sha256: hex::encode(head.hash),
+            }))
     }
 
     /// Appends many audit records in one transaction (imports, benchmarks), then flushes.
@@ -393,15 +434,16 @@ impl Store {
                 head = next;
             }
             tx[1].insert(HEAD_KEY, head.encode().as_slice())?;
-            Ok(head.seq)
+            Ok(head)
         });
-        let last = match result {
-            Ok(last) => last,
+        let head = match result {
+            Ok(head) => head,
             Err(TransactionError::Abort(err)) => return Err(err),
             Err(TransactionError::Storage(err)) => return Err(err.into()),
         };
         self.db.flush()?;
-        Ok(last)
+        self.anchor(head);
+        Ok(head.seq)
     }
 
     /// Applies a data-plane batch (events, cursors, offsets) in one transaction and
@@ -578,8 +620,12 @@ impl Store {
         })
     }
 
-    /// Walks the whole audit chain. `Ok(Ok(n))`: `n` records, intact.
-    pub fn audit_verify(&self) -> Result<Result<u64, ChainError>, StoreError> {
+    /// Walks the whole audit chain against its head, the anchor file and `external`
+    /// (an anchor the operator kept off the host). `Ok(Ok(n))`: `n` records, intact.
+    pub fn audit_verify(
+        &self,
+        external: Option<&AuditAnchor>,
+    ) -> Result<Result<u64, ChainError>, StoreError> {
         let head = match self.audit_head.get(HEAD_KEY)? {
             None => Head::GENESIS,
             Some(raw) => Head::decode(&raw).ok_or_else(|| StoreError::Corrupt {
@@ -587,7 +633,20 @@ impl Store {
                 reason: "not a sequence number and hash".to_owned(),
             })?,
         };
-        audit::verify_chain(self.audit.iter(), head)
+        let file = anchor::read(&anchor::path_in(&self.state_dir)).map_err(|reason| {
+            StoreError::Corrupt {
+                key: "audit.anchor".to_owned(),
+                reason,
+            }
+        })?;
+        let mut anchors = Vec::new();
+        if let Some(file) = &file {
+            anchors.push((file, "the anchor file outside the database"));
+        }
+        if let Some(external) = external {
+            anchors.push((external, "the anchor given"));
+        }
+        audit::verify_chain(self.audit.iter(), head, &anchors)
     }
 }
 
@@ -617,7 +676,7 @@ mod tests {
             store.get(Table::Tenants, b"acme").expect("get"),
             Some(b"{}".to_vec())
         );
-        assert_eq!(store.audit_verify().expect("verify"), Ok(1));
+        assert_eq!(store.audit_verify(None).expect("verify"), Ok(1));
     }
 
     #[test]
@@ -655,7 +714,7 @@ mod tests {
     #[test]
     fn verify_detects_modified_removed_reordered_and_truncated_records() {
         let (_dir, store) = chain(5);
-        assert_eq!(store.audit_verify().expect("verify"), Ok(5));
+        assert_eq!(store.audit_verify(None).expect("verify"), Ok(5));
 
         let key = 3u64.to_be_bytes();
         let original = store.audit.get(key).expect("get").expect("record 3");
@@ -664,7 +723,7 @@ mod tests {
             .replace("action.2", "action.X");
         store.audit.insert(key, forged.as_bytes()).expect("modify");
         assert_eq!(
-            store.audit_verify().expect("verify"),
+            store.audit_verify(None).expect("verify"),
             Err(ChainError::BrokenLink {
                 seq: 4,
                 previous: 3
@@ -674,7 +733,7 @@ mod tests {
 
         store.audit.remove(key).expect("remove");
         assert_eq!(
-            store.audit_verify().expect("verify"),
+            store.audit_verify(None).expect("verify"),
             Err(ChainError::Gap {
                 expected: 3,
                 found: 4
@@ -693,7 +752,7 @@ mod tests {
             .insert(4u64.to_be_bytes(), original.clone())
             .expect("swap");
         assert!(matches!(
-            store.audit_verify().expect("verify"),
+            store.audit_verify(None).expect("verify"),
             Err(ChainError::Gap { .. })
         ));
         store.audit.insert(key, original).expect("restore");
@@ -701,12 +760,67 @@ mod tests {
             .audit
             .insert(4u64.to_be_bytes(), four)
             .expect("restore");
-        assert_eq!(store.audit_verify().expect("verify"), Ok(5));
+        assert_eq!(store.audit_verify(None).expect("verify"), Ok(5));
 
         store.audit.remove(5u64.to_be_bytes()).expect("truncate");
         assert_eq!(
-            store.audit_verify().expect("verify"),
+            store.audit_verify(None).expect("verify"),
             Err(ChainError::Truncated { last: 4, head: 5 })
+        );
+    }
+
+    #[test]
+    fn a_shorter_chain_that_still_links_is_caught_by_the_anchors() {
+        let (dir, store) = chain(5);
+        let five = store.audit_head().expect("head").expect("anchor");
+        assert_eq!(five.seq, 5);
+        // The database loses its tail and its head is consistent with what is left, as
+        // after a rollback to an older copy or a page that dropped the last records.
+        let three = store
+            .audit
+            .get(3u64.to_be_bytes())
+            .expect("get")
+            .expect("record 3");
+        store.audit.remove(5u64.to_be_bytes()).expect("drop");
+        store.audit.remove(4u64.to_be_bytes()).expect("drop");
+        let head = Head {
+            seq: 3,
+            hash: <sha2::Sha256 as sha2::Digest>::digest(&three).into(),
+        };
+        store
+            .audit_head
+            .insert(HEAD_KEY, head.encode().as_slice())
+            .expect("head");
+        assert_eq!(
+            store.audit_verify(None).expect("verify"),
+            Err(ChainError::BehindAnchor {
+                last: 3,
+                anchored: 5,
+                anchor: "the anchor file outside the database"
+            })
+        );
+        // The anchor file rolled back too (the whole state directory restored): only an
+        // anchor kept elsewhere tells.
+        std::fs::remove_file(dir.path().join("audit.anchor")).expect("remove anchor");
+        assert_eq!(store.audit_verify(None).expect("verify"), Ok(3));
+        assert_eq!(
+            store.audit_verify(Some(&five)).expect("verify"),
+            Err(ChainError::BehindAnchor {
+                last: 3,
+                anchored: 5,
+                anchor: "the anchor given"
+            })
+        );
+        let other = AuditAnchor {
+            seq: 3,
+            sha256: "0".repeat(64),
+        };
+        assert_eq!(
+            store.audit_verify(Some(&other)).expect("verify"),
+            Err(ChainError::AnchorMismatch {
+                seq: 3,
+                anchor: "the anchor given"
+            })
         );
     }
 
@@ -716,7 +830,7 @@ mod tests {
         let drafts: Vec<AuditDraft> = (0..50).map(|i| draft(&format!("bulk.{i}"))).collect();
         assert_eq!(store.audit_many(&drafts).expect("bulk"), 52);
         store.audit(&draft("after")).expect("append");
-        assert_eq!(store.audit_verify().expect("verify"), Ok(53));
+        assert_eq!(store.audit_verify(None).expect("verify"), Ok(53));
     }
 
     #[test]
