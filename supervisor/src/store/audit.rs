@@ -223,6 +223,17 @@ pub(super) fn verify_chain(
             }));
         }
     }
+    if previous.seq != head.seq {
+        return Ok(Err(ChainError::Truncated {
+            last: previous.seq,
+            head: head.seq,
+        }));
+    }
+    if previous.hash != head.hash {
+        return Ok(Err(ChainError::HeadMismatch { seq: previous.seq }));
+    }
+    // A chain consistent with its head can still be shorter than it was: the anchors
+    // outside the database say how far it reached.
     if let Some((ahead, anchor)) = anchors
         .iter()
         .filter(|(a, _)| a.seq > previous.seq)
@@ -233,15 +244,6 @@ pub(super) fn verify_chain(
             anchored: ahead.seq,
             anchor,
         }));
-    }
-    if previous.seq != head.seq {
-        return Ok(Err(ChainError::Truncated {
-            last: previous.seq,
-            head: head.seq,
-        }));
-    }
-    if previous.hash != head.hash {
-        return Ok(Err(ChainError::HeadMismatch { seq: previous.seq }));
     }
     Ok(Ok(previous.seq))
 }
