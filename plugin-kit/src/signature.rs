@@ -1,7 +1,12 @@
 //! Verifying signed webhook deliveries: an HMAC-SHA256 of the raw body, sent as
-//! `sha256=<hex>` (GitHub's `X-Hub-Signature-256`, and the same scheme elsewhere).
-//! Compared in constant time. During a secret rotation both the current and the
-//! previous secret are accepted, so no delivery is dropped while the sender switches.
+//! `sha256=<hex>` (GitHub's `X-Hub-Signature-256`, and the same scheme elsewhere), or a
+//! shared secret presented as it is (a header, or the basic-auth password). Compared in
+//! constant time. During a secret rotation both the current and the previous secret are
+//! accepted, so no delivery is dropped while the sender switches.
+//!
+//! [`Scheme`] is one core for both sides: a plugin verifies its deliveries with it, and
+//! the host, reading the scheme from the plugin's manifest, verifies a delivery it must
+//! keep while the plugin is down, so that nothing unauthenticated is ever stored.
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -115,6 +120,75 @@ pub fn verify_shared_secret(
 /// The longest shared secret looked at.
 const MAX_SHARED_SECRET: usize = 4096;
 
+/// How a service authenticates its deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    /// `sha256=<hex>` of the body in `header`.
+    HmacSha256 { header: String },
+    /// The secret itself in `header`, or (with `basic_auth`) as the password of HTTP
+    /// basic authentication.
+    SharedSecret { header: String, basic_auth: bool },
+}
+
+impl Scheme {
+    /// Verifies `request` with `secrets` (current, then previous).
+    pub fn verify(
+        &self,
+        secrets: &WebhookSecrets,
+        request: &plugin_protocol::v1::WebhookRequest,
+    ) -> Result<Verified, SignatureError> {
+        match self {
+            Scheme::HmacSha256 { header } => {
+                verify_sha256(secrets, request.header(header), &request.body)
+            }
+            Scheme::SharedSecret { header, basic_auth } => verify_shared_secret(
+                secrets,
+                presented_secret(request, header, *basic_auth).as_deref(),
+            ),
+        }
+    }
+
+    /// The headers that carry the secret itself, which nothing may store.
+    pub fn secret_headers(&self) -> Vec<&str> {
+        match self {
+            Scheme::HmacSha256 { .. } => Vec::new(),
+            Scheme::SharedSecret { header, basic_auth } => {
+                let mut headers = vec![header.as_str()];
+                if *basic_auth {
+                    headers.push("authorization");
+                }
+                headers
+            }
+        }
+    }
+}
+
+/// The secret a sender presented: `header`, else (with `basic_auth`) the password of
+/// HTTP basic authentication.
+pub fn presented_secret(
+    request: &plugin_protocol::v1::WebhookRequest,
+    header: &str,
+    basic_auth: bool,
+) -> Option<String> {
+    use base64::Engine;
+    if let Some(value) = request.header(header) {
+        return Some(value.to_owned());
+    }
+    if !basic_auth {
+        return None;
+    }
+    let encoded = request.header("authorization")?.strip_prefix("Basic ")?;
+    if encoded.len() > 8192 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
 /// Why a `webhook-secret` credential could not be read. Never quotes the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretFormatError {
@@ -156,6 +230,87 @@ impl WebhookSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(headers: &[(&str, &str)], body: &[u8]) -> plugin_protocol::v1::WebhookRequest {
+        plugin_protocol::v1::WebhookRequest {
+            headers: headers
+                .iter()
+                .map(|(name, value)| plugin_protocol::v1::Header {
+                    name: (*name).to_owned(),
+                    value: (*value).to_owned(),
+                })
+                .collect(),
+            body: body.to_vec(),
+            host_verified: false,
+        }
+    }
+
+    #[test]
+    fn schemes_verify_as_declared_and_name_the_headers_that_hold_secrets() {
+        let secrets = WebhookSecrets {
+            current: SecretString::from(SECRET.to_owned()),
+            previous: None,
+        };
+        let hmac = Scheme::HmacSha256 {
+            header: "x-hub-signature-256".into(),
+        };
+        assert!(
+            hmac.verify(
+                &secrets,
+                &request(&[("X-Hub-Signature-256", SIGNATURE)], BODY)
+            )
+            .is_ok()
+        );
+        assert!(
+            hmac.verify(
+                &secrets,
+                &request(&[("X-Hub-Signature-256", SIGNATURE)], b"Hello")
+            )
+            .is_err()
+        );
+        assert!(
+            hmac.secret_headers().is_empty(),
+            "a signature is not the secret"
+        );
+
+        let shared = Scheme::SharedSecret {
+            header: "x-api-key".into(),
+            basic_auth: true,
+        };
+        use base64::Engine;
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("sns:{SECRET}"))
+        );
+        assert!(
+            shared
+                .verify(&secrets, &request(&[("x-api-key", SECRET)], b""))
+                .is_ok()
+        );
+        assert!(
+            shared
+                .verify(&secrets, &request(&[("authorization", &basic)], b""))
+                .is_ok()
+        );
+        assert_eq!(
+            shared.verify(&secrets, &request(&[], b"")),
+            Err(SignatureError::Missing)
+        );
+        assert!(
+            shared
+                .verify(&secrets, &request(&[("x-api-key", "nope")], b""))
+                .is_err()
+        );
+        assert_eq!(shared.secret_headers(), ["x-api-key", "authorization"]);
+        let header_only = Scheme::SharedSecret {
+            header: "x-api-key".into(),
+            basic_auth: false,
+        };
+        assert_eq!(
+            header_only.verify(&secrets, &request(&[("authorization", &basic)], b"")),
+            Err(SignatureError::Missing)
+        );
+    }
 
     /// GitHub's published example ("Validating webhook deliveries").
     const SECRET: &str = "It's a Secret to Everybody";

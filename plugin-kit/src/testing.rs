@@ -168,6 +168,7 @@ impl PluginUnderTest {
                 })
                 .collect(),
             body: body.into(),
+            host_verified: false,
         };
         Ok(self
             .connection

@@ -61,6 +61,7 @@ mod webhook_message_tests {
                 value: "push".into(),
             }],
             body: Vec::new(),
+            host_verified: false,
         };
         assert_eq!(request.header("x-github-event"), Some("push"));
         assert_eq!(request.header("x-github-delivery"), None);

@@ -217,8 +217,8 @@ pub async fn run(
             registry: registry.clone(),
             desired: desired.clone(),
             store: store.clone(),
-            credentials,
-            integrations,
+            credentials: credentials.clone(),
+            integrations: integrations.clone(),
             flags,
             pipeline: pipeline.clone(),
             allowed_endpoints: config
@@ -243,6 +243,10 @@ pub async fn run(
             pipeline.clone(),
             manager.clone(),
             crate::tenants::Tenants::new(store.clone()),
+            crate::ingress::HostVerifier {
+                integrations: integrations.clone(),
+                credentials: credentials.clone(),
+            },
             config.ingress.clone(),
         )),
         stop_rx.clone(),

@@ -74,6 +74,8 @@ pub struct PluginPackage {
     pub capabilities: Vec<String>,
     pub dependencies: Vec<(String, String)>,
     pub framework: String,
+    /// More manifest text (a `[webhook]` table, say), appended as it is.
+    pub manifest_extra: String,
 }
 
 impl PluginPackage {
@@ -91,6 +93,7 @@ impl PluginPackage {
             capabilities: Vec::new(),
             dependencies: Vec::new(),
             framework: ">=0.1.0".to_owned(),
+            manifest_extra: String::new(),
         }
     }
 
@@ -132,6 +135,7 @@ impl PluginPackage {
             self.framework,
             list(&self.args),
         );
+        text.push_str(&self.manifest_extra);
         if !self.dependencies.is_empty() {
             text.push_str("[dependencies]\n");
             for (name, req) in &self.dependencies {
@@ -159,6 +163,21 @@ impl PluginPackage {
         std::fs::write(dir.join("plugin.toml"), package.manifest()).expect("manifest");
         dir
     }
+}
+
+/// Every regular file under `dir`, at any depth (a state directory searched for
+/// plaintext secrets).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else if path.is_file() {
+            found.push(path);
+        }
+    }
+    found
 }
 
 /// Settings for a test daemon; fast timings by default.

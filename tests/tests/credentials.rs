@@ -45,19 +45,6 @@ fn set(
     )
 }
 
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[test]
 fn a_secret_stored_through_the_cli_appears_nowhere_in_plaintext() {
     let (world, setup) = world_with_key();
@@ -100,7 +87,7 @@ fn a_secret_stored_through_the_cli_appears_nowhere_in_plaintext() {
         !seen.contains(SECRET),
         "a secret reached the output or the log"
     );
-    for file in files(&world.state_dir()) {
+    for file in e2e_tests::files_under(&world.state_dir()) {
         let bytes = std::fs::read(&file).expect("read");
         assert!(
             !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),

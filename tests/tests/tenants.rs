@@ -174,7 +174,7 @@ fn tokens_are_shown_once_and_stored_nowhere_in_plaintext() {
         let secret = token.rsplit('_').next().expect("secret part");
         assert!(!listed.contains(secret) && !audit.contains(secret));
         assert!(!daemon.log_text().contains(secret), "the log holds a token");
-        for file in files(&world.state_dir()) {
+        for file in e2e_tests::files_under(&world.state_dir()) {
             let bytes = std::fs::read(&file).expect("read");
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
@@ -183,19 +183,6 @@ fn tokens_are_shown_once_and_stored_nowhere_in_plaintext() {
             );
         }
     }
-}
-
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

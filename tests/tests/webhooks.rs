@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use e2e_tests::http::{self, Framing, HttpResponse};
-use e2e_tests::{DaemonSetup, PluginPackage, World, pid_of, state_of, wait_for};
+use e2e_tests::{DaemonSetup, PluginPackage, World, files_under, pid_of, state_of, wait_for};
 
 const GOOD: (&str, &str) = ("x-testfault-token", "good");
 
@@ -145,6 +145,91 @@ fn deliveries_no_plugin_can_verify_are_refused_with_retry_after_and_never_stored
         },
     );
     assert_eq!(ids.len(), 2, "{ids:?}");
+}
+
+#[test]
+fn deliveries_the_daemon_verifies_wait_in_the_inbox_without_their_secret() {
+    const CANARY: &str = "tf-canary-7d1e5b";
+    let world = World::new();
+    world.install(&PluginPackage {
+        capabilities: vec!["webhook".to_owned()],
+        manifest_extra:
+            "[webhook]\nauthentication = \"shared-secret\"\nheader = \"x-testfault-token\"\n"
+                .to_owned(),
+        ..PluginPackage::testfault(
+            "hooks",
+            &["--capabilities", "webhook", "--webhook-token", CANARY],
+        )
+    });
+    let daemon = world.start(
+        &DaemonSetup::default()
+            .with_master_key(&world.root.path().join("master.key"))
+            .extra("[ingress]\ninbox_max_entries = 3\n")
+            .process("restart_initial_delay = \"4s\"")
+            .process("restart_max_delay = \"4s\""),
+    );
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    daemon.set_credential("acme", "hook-secret", "webhook-secret", CANARY.as_bytes());
+    daemon.add_integration(
+        &world,
+        "acme",
+        "gh",
+        "hooks",
+        &serde_json::json!({ "credentials": { "webhook": "hook-secret" } }),
+    );
+    let pid = wait_healthy(&daemon, "gh");
+    let addr = daemon.http_addr();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the plugin");
+    daemon.wait_instance("gh", "down after kill -9", Duration::from_secs(10), |i| {
+        state_of(i) != "healthy" && pid_of(i) != pid
+    });
+
+    let signed = [("x-testfault-token", CANARY)];
+    for n in 0..3 {
+        let queued = post(
+            &addr,
+            "/v1/webhooks/acme/gh",
+            &signed,
+            &format!(r#"{{"id":"q{n}","events":2}}"#),
+        );
+        assert_eq!(queued.status, 202, "{}", queued.body);
+        assert_eq!(queued.json()["status"], "queued");
+    }
+    // A forged one is refused by the daemon itself, not kept.
+    let forged = post(
+        &addr,
+        "/v1/webhooks/acme/gh",
+        &[("x-testfault-token", "forged")],
+        r#"{"id":"x","events":2}"#,
+    );
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let full = post(&addr, "/v1/webhooks/acme/gh", &signed, r#"{"id":"q3"}"#);
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.json()["error"], "inbox_full");
+    assert!(world.sink_ids().is_empty(), "nothing processed while down");
+    // The kept deliveries do not carry their secret to disk.
+    for file in files_under(&world.state_dir()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+            "the webhook secret is in {}",
+            file.display()
+        );
+    }
+
+    // Back after its backoff, the plugin gets the waiting deliveries.
+    let ids = wait_for("the inbox processed", Duration::from_secs(20), || {
+        let ids = world.sink_ids();
+        (ids.len() == 6).then_some(ids)
+    });
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 6);
+    let room = post(&addr, "/v1/webhooks/acme/gh", &signed, r#"{"id":"q4"}"#);
+    assert_eq!(room.status, 202, "{}", room.body);
+    assert_eq!(room.json()["status"], "accepted");
 }
 
 #[test]

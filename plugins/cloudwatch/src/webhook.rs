@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use plugin_kit::signature::{SignatureError, verify_shared_secret};
+use plugin_kit::signature::SignatureError;
 use plugin_kit::{MapContext, v1};
 use serde::Deserialize;
 
@@ -22,22 +21,13 @@ use crate::settings::Settings;
 /// The header an EventBridge connection's API-key authorization sends the secret in.
 pub const SECRET_HEADER: &str = "x-betalogs-webhook-secret";
 
-/// The secret the sender presented: the API-key header, else basic authentication's
-/// password.
-fn presented_secret(request: &v1::WebhookRequest) -> Option<String> {
-    if let Some(value) = request.header(SECRET_HEADER) {
-        return Some(value.to_owned());
+/// How deliveries are authenticated: the API-key header, else basic authentication's
+/// password (the same scheme the manifest declares for the host).
+fn scheme() -> plugin_kit::signature::Scheme {
+    plugin_kit::signature::Scheme::SharedSecret {
+        header: SECRET_HEADER.to_owned(),
+        basic_auth: true,
     }
-    let encoded = request.header("authorization")?.strip_prefix("Basic ")?;
-    if encoded.len() > 8192 {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':')
-        .map(|(_, password)| password.to_owned())
 }
 
 /// Verifies, reads and maps one delivery. `confirm` fetches an SNS `SubscribeURL`.
@@ -56,7 +46,14 @@ where
             "this integration has no webhook secret (credentials.webhook_secret): deliveries cannot be authenticated",
         );
     };
-    match verify_shared_secret(secrets, presented_secret(request).as_deref()) {
+    // A delivery the host verified itself (kept while the plugin was down) arrives
+    // without its secret.
+    let verified = if request.host_verified {
+        Ok(plugin_kit::signature::Verified::Current)
+    } else {
+        scheme().verify(secrets, request)
+    };
+    match verified {
         Ok(_) => {}
         Err(SignatureError::Missing) => {
             return v1::WebhookResponse::answer(

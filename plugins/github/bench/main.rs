@@ -91,6 +91,7 @@ fn mapping(deliveries: usize) {
         })
         .to_vec(),
         body,
+        host_verified: false,
     };
     let check = webhook::handle(&settings, &delivery);
     assert_eq!(check.status, 202, "{}", check.message);

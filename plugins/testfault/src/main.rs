@@ -21,7 +21,7 @@
 //! | `--failure-every K` | event 0 is a deployment of `testfault` to production ten minutes ago, and every K-th after it an error log line (a failure to enrich) |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 //! | `--probe-url URL` | once configured, GETs URL every 200 ms through plugin-kit's resilient client (breaker: 2 failures, 1 s cool-down) and reports it as dependency `probe` |
-//! | (webhooks) | `HandleWebhook` wants header `x-testfault-token: good` (else 401) and a JSON body `{"id": "d-1", "events": N}`: N events with ids from `id`; `"forbidden": true` answers 403, `"invalid": true` makes the last event schema-invalid, `"ping": true` answers 200 with no events |
+//! | (webhooks) | `HandleWebhook` wants header `x-testfault-token: good` (or `--webhook-token T`; not for a delivery marked `host_verified`; else 401) and a JSON body `{"id": "d-1", "events": N}`: N events with ids from `id`; `"forbidden": true` answers 403, `"invalid": true` makes the last event schema-invalid, `"ping": true` answers 200 with no events |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +48,7 @@ struct Faults {
     failure_every: Option<u64>,
     reject_credentials_file: Option<String>,
     probe_url: Option<String>,
+    webhook_token: Option<String>,
 }
 
 fn parse_faults() -> Result<Faults, String> {
@@ -75,6 +76,7 @@ fn parse_faults() -> Result<Faults, String> {
             "--failure-every" => faults.failure_every = Some(number(&value()?)?),
             "--reject-credentials-file" => faults.reject_credentials_file = Some(value()?),
             "--probe-url" => faults.probe_url = Some(value()?),
+            "--webhook-token" => faults.webhook_token = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -420,7 +422,9 @@ impl Plugin for TestFault {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("x-testfault-token"))
             .map(|h| h.value.as_str());
-        if token != Some("good") {
+        let expected = self.faults.webhook_token.as_deref().unwrap_or("good");
+        // A delivery the host verified (kept while this plugin was down) has no token.
+        if !request.host_verified && token != Some(expected) {
             return Ok(refuse(401, "x-testfault-token is missing or wrong"));
         }
         let body: serde_json::Value = match serde_json::from_slice(&request.body) {

@@ -4,6 +4,7 @@
 
 mod body;
 mod events;
+mod host_verify;
 mod listener;
 mod rate;
 mod webhooks;
@@ -21,6 +22,7 @@ use crate::pipeline::Pipeline;
 use crate::process::Manager;
 use crate::tenants::Tenants;
 
+pub use host_verify::HostVerifier;
 pub use listener::ClientAddr;
 use rate::AuthFailures;
 pub use rate::TenantRates;
@@ -37,6 +39,8 @@ pub struct Ingress {
     auth_failures: AuthFailures,
     /// KiB of request bodies being read, all requests together.
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// Verifies deliveries the daemon keeps for a plugin that is down.
+    verifier: HostVerifier,
     pub config: IngressConfig,
 }
 
@@ -46,9 +50,11 @@ impl Ingress {
         pipeline: Arc<Pipeline>,
         manager: Arc<Manager>,
         tenants: Tenants,
+        verifier: HostVerifier,
         config: IngressConfig,
     ) -> Self {
         Self {
+            verifier,
             rates: TenantRates::new(config.rate_per_second, config.burst),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             body_budget: Arc::new(tokio::sync::Semaphore::new(

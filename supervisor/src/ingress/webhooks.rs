@@ -1,8 +1,9 @@
 //! `POST /v1/webhooks/{tenant}/{integration}`: the plugin verifies and maps the delivery,
 //! and the sender hears 202 once its events are durable. Nothing a sender posts is stored
-//! before it is authenticated: with the plugin down (or failing on the call) the answer is
-//! 503 with `Retry-After`, and the sender delivers again. Deliveries that fail
-//! authentication are counted against the sender's address, never the tenant's rate.
+//! before it is authenticated: with the plugin down (or failing on the call) the daemon
+//! verifies the delivery itself (`host_verify.rs`) and keeps it in the inbox, answered
+//! 202 `queued`; one it cannot verify is answered 503 with `Retry-After`. Deliveries that
+//! fail authentication are counted against the sender's address, never the tenant's rate.
 
 use std::sync::Arc;
 
@@ -13,9 +14,11 @@ use axum::response::{IntoResponse, Response};
 use plugin_protocol::v1;
 
 use super::body::{self, BodyKind};
+use super::host_verify::HostVerdict;
 use super::{
     ClientAddr, Ingress, Refusal, check_rate, json_ok, not_stored, outcome_json, printable,
 };
+use crate::pipeline::InboxError;
 use crate::process::WebhookTarget;
 use crate::store::AuditDraft;
 
@@ -67,7 +70,7 @@ async fn handle(
     let bytes = ingress.read_body(headers, request_body).await?;
     body::check_json(kind, &bytes)?;
     let target = ingress.manager.webhook_target(tenant, integration).await;
-    let mut client_rpc = match target {
+    let client_rpc = match target {
         WebhookTarget::Unknown | WebhookTarget::NoWebhooks { .. } => {
             tracing::debug!(
                 tenant = %printable(tenant, 64),
@@ -77,24 +80,24 @@ async fn handle(
             ingress.record_auth_failure(client);
             return Err(unauthenticated());
         }
-        // Nothing unverified is ever stored: with no plugin to verify it, the sender is
-        // told to retry.
-        WebhookTarget::Down => return Err(plugin_unavailable()),
-        WebhookTarget::Up(rpc) => rpc,
+        WebhookTarget::Down { scheme } => {
+            return keep(
+                ingress,
+                tenant,
+                integration,
+                client,
+                scheme,
+                delivery_of(headers, bytes),
+            )
+            .await;
+        }
+        WebhookTarget::Up { client, scheme } => (client, scheme),
     };
-    let delivery = v1::WebhookRequest {
-        headers: headers
-            .iter()
-            .map(|(name, value)| v1::Header {
-                name: name.as_str().to_owned(),
-                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            })
-            .collect(),
-        body: bytes,
-    };
+    let (mut client_rpc, scheme) = client_rpc;
+    let delivery = delivery_of(headers, bytes);
     let answer = tokio::time::timeout(
         ingress.config.webhook_timeout,
-        client_rpc.handle_webhook(delivery),
+        client_rpc.handle_webhook(delivery.clone()),
     )
     .await;
     match answer {
@@ -104,22 +107,125 @@ async fn handle(
         Ok(Err(status)) => {
             tracing::warn!(
                 tenant, integration, error = %status.message(),
-                "plugin failed on a webhook; the sender is asked to retry"
+                "plugin failed on a webhook; the daemon verifies it to keep it"
             );
-            Err(plugin_unavailable())
+            keep(ingress, tenant, integration, client, scheme, delivery).await
         }
         Err(_) => {
             tracing::warn!(
                 tenant,
                 integration,
-                "plugin took too long over a webhook; the sender is asked to retry"
+                "plugin took too long over a webhook; the daemon verifies it to keep it"
             );
+            keep(ingress, tenant, integration, client, scheme, delivery).await
+        }
+    }
+}
+
+/// The delivery as the plugin receives it: every header, the body as sent.
+fn delivery_of(headers: &HeaderMap, body: Vec<u8>) -> v1::WebhookRequest {
+    v1::WebhookRequest {
+        headers: headers
+            .iter()
+            .map(|(name, value)| v1::Header {
+                name: name.as_str().to_owned(),
+                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            })
+            .collect(),
+        body,
+        host_verified: false,
+    }
+}
+
+/// A delivery no plugin can take now: kept in the inbox if the daemon itself verifies
+/// it, else refused with nothing stored.
+async fn keep(
+    ingress: &Ingress,
+    tenant: &str,
+    integration: &str,
+    client: Option<&ClientAddr>,
+    scheme: Option<plugin_kit::signature::Scheme>,
+    delivery: v1::WebhookRequest,
+) -> Result<Response, Refusal> {
+    let verifier = ingress.verifier.clone();
+    let (owned_tenant, owned_integration) = (tenant.to_owned(), integration.to_owned());
+    let verdict = tokio::task::spawn_blocking(move || {
+        verifier.verify(&owned_tenant, &owned_integration, scheme.as_ref(), delivery)
+    })
+    .await
+    .map_err(|_| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "verifying the delivery failed unexpectedly; nothing was stored",
+        )
+    })?;
+    match verdict {
+        HostVerdict::Keep(delivery) => {
+            check_rate(ingress, tenant)?;
+            queue(ingress, tenant, integration, delivery).await
+        }
+        HostVerdict::Refused(reason) => {
+            tracing::info!(tenant, integration, reason = %reason, "webhook delivery failed authentication in the daemon");
+            ingress.record_auth_failure(client);
+            Err(unauthenticated())
+        }
+        HostVerdict::Unverifiable(why) => {
+            tracing::warn!(tenant, integration, reason = %why, "a webhook delivery arrived while its plugin cannot take it, and the daemon cannot verify it: refused, the sender retries");
             Err(plugin_unavailable())
         }
     }
 }
 
-/// 503 for a delivery no plugin could verify now: nothing was stored.
+/// Keeps a verified delivery for when the plugin is back.
+async fn queue(
+    ingress: &Ingress,
+    tenant: &str,
+    integration: &str,
+    delivery: v1::WebhookRequest,
+) -> Result<Response, Refusal> {
+    let (pipeline, owned_tenant, owned_integration) = (
+        ingress.pipeline.clone(),
+        tenant.to_owned(),
+        integration.to_owned(),
+    );
+    let stored = tokio::task::spawn_blocking(move || {
+        pipeline
+            .inbox()
+            .put(&owned_tenant, &owned_integration, &delivery)
+    })
+    .await;
+    match stored {
+        Ok(Ok(())) => Ok(json_ok(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({
+                "status": "queued",
+                "message": "the plugin is not running; the delivery was verified and is stored, and will be processed when it is back"
+            }),
+        )),
+        Ok(Err(err @ InboxError::Full { .. })) => Err(Refusal {
+            retry_after: Some(5),
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inbox_full",
+                format!("{err}; retry later"),
+            )
+        }),
+        Ok(Err(err)) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            format!("{err}; retry later"),
+        )),
+        Err(_) => Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "storing the delivery failed unexpectedly",
+        )),
+    }
+}
+
+/// 503 for a delivery neither the plugin nor the daemon could verify now: nothing was
+/// stored.
 fn plugin_unavailable() -> Refusal {
     Refusal {
         retry_after: Some(5),

@@ -172,6 +172,7 @@ mod tests {
                 value: n.to_string(),
             }],
             body: vec![n],
+            host_verified: false,
         }
     }
 

@@ -36,12 +36,16 @@ pub enum WebhookTarget {
     /// No such integration for the tenant (or it is disabled).
     Unknown,
     /// The integration's plugin does not take webhooks.
-    NoWebhooks {
-        plugin: String,
+    NoWebhooks { plugin: String },
+    /// The plugin is not running now: the delivery may wait in the inbox if the host can
+    /// verify it with `scheme` (the manifest's `[webhook]`).
+    Down {
+        scheme: Option<plugin_kit::signature::Scheme>,
     },
-    /// The plugin is not running now: the delivery waits in the inbox.
-    Down,
-    Up(plugin_kit::host::PluginRpcClient),
+    Up {
+        client: plugin_kit::host::PluginRpcClient,
+        scheme: Option<plugin_kit::signature::Scheme>,
+    },
 }
 
 /// Errors preparing the runtime directory.
@@ -217,6 +221,11 @@ impl Manager {
         let Some(handle) = instances.get(&(tenant.to_owned(), integration.to_owned())) else {
             return WebhookTarget::Unknown;
         };
+        // Checked when the manifest was read: an unusable one never gets here.
+        let scheme = self
+            .registry
+            .selected(&handle.plugin)
+            .and_then(|package| package.manifest.webhook.as_ref()?.scheme().ok());
         match (
             handle.slot.has("webhook"),
             handle.slot.client_for("webhook"),
@@ -224,8 +233,8 @@ impl Manager {
             (Some(false), _) => WebhookTarget::NoWebhooks {
                 plugin: handle.plugin.clone(),
             },
-            (_, Some(client)) => WebhookTarget::Up(client),
-            _ => WebhookTarget::Down,
+            (_, Some(client)) => WebhookTarget::Up { client, scheme },
+            _ => WebhookTarget::Down { scheme },
         }
     }
 

@@ -32,6 +32,51 @@ pub struct Manifest {
     /// Arguments passed to the executable.
     #[serde(default)]
     pub args: Vec<String>,
+    /// How the service authenticates its webhook deliveries, so that the host can verify
+    /// one it keeps while the plugin is down (without it, such deliveries are refused).
+    #[serde(default)]
+    pub webhook: Option<WebhookAuthentication>,
+}
+
+/// `[webhook]` in a manifest.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAuthentication {
+    /// `hmac-sha256` (`sha256=<hex>` of the body) or `shared-secret`.
+    pub authentication: String,
+    /// The header with the signature, or with the secret.
+    pub header: String,
+    /// `shared-secret` only: the secret may also come as the basic-auth password.
+    #[serde(default)]
+    pub basic_auth: bool,
+}
+
+impl WebhookAuthentication {
+    /// The verification scheme this declares.
+    pub fn scheme(&self) -> Result<plugin_kit::signature::Scheme, String> {
+        use plugin_kit::signature::Scheme;
+        let header = self.header.trim().to_ascii_lowercase();
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "webhook.header `{}` is not a header name",
+                self.header
+            ));
+        }
+        match (self.authentication.as_str(), self.basic_auth) {
+            ("hmac-sha256", false) => Ok(Scheme::HmacSha256 { header }),
+            ("hmac-sha256", true) => {
+                Err("webhook.basic_auth goes with `shared-secret` only".to_owned())
+            }
+            ("shared-secret", basic_auth) => Ok(Scheme::SharedSecret { header, basic_auth }),
+            (other, _) => Err(format!(
+                "webhook.authentication `{other}` is unknown; known: hmac-sha256, shared-secret"
+            )),
+        }
+    }
 }
 
 /// A manifest that could not be used.
@@ -110,6 +155,9 @@ impl Manifest {
                 "capability `{unknown}` is unknown; known: {}",
                 KNOWN_CAPABILITIES.join(", ")
             ));
+        }
+        if let Some(webhook) = &self.webhook {
+            webhook.scheme()?;
         }
         if self.dependencies.contains_key(&self.name) {
             return Err(format!("`{}` depends on itself", self.name));
