@@ -117,7 +117,7 @@ pub struct IntegrationsConfig {
 impl Default for IntegrationsConfig {
     fn default() -> Self {
         Self {
-            allowed_endpoints: crate::integrations::endpoints::DEFAULT_ALLOWED
+            allowed_endpoints: crate::endpoints::DEFAULT_ALLOWED
                 .iter()
                 .map(|p| (*p).to_owned())
                 .collect(),
@@ -126,10 +126,8 @@ impl Default for IntegrationsConfig {
 }
 
 impl IntegrationsConfig {
-    pub fn allowed_endpoints(
-        &self,
-    ) -> Result<crate::integrations::endpoints::AllowedEndpoints, String> {
-        crate::integrations::endpoints::AllowedEndpoints::new(&self.allowed_endpoints)
+    pub fn allowed_endpoints(&self) -> Result<crate::endpoints::AllowedEndpoints, String> {
+        crate::endpoints::AllowedEndpoints::new(&self.allowed_endpoints)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod correlation;
 pub mod credentials;
 pub mod daemon;
 pub mod desired;
+pub mod endpoints;
 pub mod health;
 pub mod ingress;
 pub mod integrations;

@@ -12,6 +12,17 @@ fn aws_secret() -> String {
     format!(r#"{{"access_key_id":"AKIAIOSFODNN7EXAMPLE","secret_access_key":"{SECRET}"}}"#)
 }
 
+/// Starts the daemon on `world`'s config file, which must fail; its stderr.
+fn refused_start(world: &World) -> String {
+    let output = std::process::Command::new(e2e_tests::bin("integrationd"))
+        .arg("--config")
+        .arg(world.config_path())
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "the daemon started");
+    stderr(&output)
+}
+
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -310,13 +321,7 @@ fn key_trouble_is_a_clear_error_that_touches_nothing() {
     let key = world.root.path().join("master.key");
     let run = |config_text: &str| {
         std::fs::write(world.config_path(), config_text).expect("config");
-        let output = std::process::Command::new(e2e_tests::bin("integrationd"))
-            .arg("--config")
-            .arg(world.config_path())
-            .output()
-            .expect("run");
-        assert!(!output.status.success(), "the daemon started");
-        stderr(&output)
+        refused_start(&world)
     };
     let other = world.root.path().join("other.key");
     let wrong = run(&config.replace(&key.display().to_string(), &other.display().to_string()));
@@ -488,13 +493,7 @@ fn a_missing_master_key_stops_the_daemon_before_its_state_directory_exists() {
         &DaemonSetup::default()
             .extra("[credentials]\nmaster_key = \"file:/nonexistent/master.key\"\n"),
     );
-    let output = std::process::Command::new(e2e_tests::bin("integrationd"))
-        .arg("--config")
-        .arg(world.config_path())
-        .output()
-        .expect("run");
-    assert!(!output.status.success(), "the daemon started");
-    let text = stderr(&output);
+    let text = refused_start(&world);
     assert!(
         text.contains("master key file /nonexistent/master.key does not exist"),
         "{text}"

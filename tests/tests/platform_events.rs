@@ -144,8 +144,6 @@ fn ingest_tokens_post_valid_events_and_nothing_else_gets_in() {
 
 #[test]
 fn events_tail_follows_new_events_of_its_tenant_only() {
-    use std::io::BufRead;
-
     let world = World::new();
     let daemon = world.start(&DaemonSetup::default());
     daemon.ctl_json(&["tenants", "create", "acme"]);
@@ -153,25 +151,7 @@ fn events_tail_follows_new_events_of_its_tenant_only() {
     let acme = token(&daemon, "acme", "ingest");
     let globex = token(&daemon, "globex", "ingest");
     let addr = daemon.http_addr();
-    let mut follower = std::process::Command::new(e2e_tests::bin("integrationctl"))
-        .arg("--socket")
-        .arg(world.admin_socket())
-        .args(["events", "tail", "--tenant", "acme", "--follow"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("integrationctl events tail --follow");
-    let stdout = follower.stdout.take().expect("stdout");
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follower, received) = follow(&world, "acme", None);
     for (tenant, token, n) in [("globex", &globex, 1), ("acme", &acme, 2)] {
         let posted = http::post_json(
             &addr,
@@ -213,6 +193,43 @@ fn post_events(
         posted.body
     );
     posted.json()
+}
+
+/// `integrationctl events tail --follow` for `tenant` (as `token`, else as the operator),
+/// and the lines it prints as they come.
+fn follow(
+    world: &World,
+    tenant: &str,
+    token: Option<&str>,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(e2e_tests::bin("integrationctl"));
+    command
+        .arg("--socket")
+        .arg(world.admin_socket())
+        .args(["events", "tail", "--tenant", tenant, "--follow"])
+        .env_remove("INTEGRATIONCTL_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(token) = token {
+        command.env("INTEGRATIONCTL_TOKEN", token);
+    }
+    let mut follower = command
+        .spawn()
+        .expect("integrationctl events tail --follow");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (follower, received)
 }
 
 fn tail(daemon: &Daemon, tenant: &str) -> Vec<String> {
@@ -310,8 +327,6 @@ fn a_tenant_created_again_under_a_deleted_name_sees_nothing_of_the_old_one() {
 
 #[test]
 fn a_followed_tail_ends_when_its_token_is_revoked() {
-    use std::io::BufRead;
-
     let world = World::new();
     let daemon = world.start(&DaemonSetup::default());
     daemon.ctl_json(&["tenants", "create", "acme"]);
@@ -319,27 +334,7 @@ fn a_followed_tail_ends_when_its_token_is_revoked() {
     let admin = issued["token"].as_str().expect("token").to_owned();
     let id = issued["id"].as_str().expect("id").to_owned();
     let ingest = token(&daemon, "acme", "ingest");
-    let mut follower = std::process::Command::new(e2e_tests::bin("integrationctl"))
-        .arg("--socket")
-        .arg(world.admin_socket())
-        .args(["events", "tail", "--tenant", "acme", "--follow"])
-        .env("INTEGRATIONCTL_TOKEN", &admin)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("integrationctl events tail --follow");
-    let stdout = follower.stdout.take().expect("stdout");
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follower, received) = follow(&world, "acme", Some(&admin));
     post_events(&daemon, "acme", &ingest, &event("acme", 1));
     received
         .recv_timeout(Duration::from_secs(10))

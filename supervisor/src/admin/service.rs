@@ -28,7 +28,7 @@ pub struct Components {
     pub flags: crate::tenants::Flags,
     pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// Where tenants' configurations may point their plugins.
-    pub allowed_endpoints: crate::integrations::endpoints::AllowedEndpoints,
+    pub allowed_endpoints: crate::endpoints::AllowedEndpoints,
 }
 
 /// Serves `betalogs.admin.v1.Admin`.
@@ -45,7 +45,7 @@ pub struct AdminService {
     pub(super) flags: crate::tenants::Flags,
     pub(super) pipeline: Arc<crate::pipeline::Pipeline>,
     admin: AdminConfig,
-    allowed_endpoints: crate::integrations::endpoints::AllowedEndpoints,
+    allowed_endpoints: crate::endpoints::AllowedEndpoints,
     started: Instant,
 }
 
@@ -82,7 +82,7 @@ impl AdminService {
         &self.auth
     }
 
-    pub(super) fn allowed_endpoints(&self) -> &crate::integrations::endpoints::AllowedEndpoints {
+    pub(super) fn allowed_endpoints(&self) -> &crate::endpoints::AllowedEndpoints {
         &self.allowed_endpoints
     }
 

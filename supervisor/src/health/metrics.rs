@@ -10,6 +10,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Identifies one plugin instance.
+/// The label of per-tenant series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabels {
     pub plugin: String,
@@ -200,10 +206,7 @@ impl Metrics {
     }
 
     /// Exposes the pipeline's count of dead letters dropped from full queues, per tenant.
-    pub fn register_dead_letter_evictions(
-        &self,
-        evicted: Family<crate::pipeline::TenantLabel, Counter>,
-    ) {
+    pub fn register_dead_letter_evictions(&self, evicted: Family<TenantLabel, Counter>) {
         self.registry
             .lock()
             .expect("metrics lock poisoned")

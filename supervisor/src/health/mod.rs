@@ -2,4 +2,4 @@
 
 mod metrics;
 
-pub use metrics::{InstanceLabels, Metrics};
+pub use metrics::{InstanceLabels, Metrics, TenantLabel};

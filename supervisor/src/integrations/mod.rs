@@ -4,7 +4,6 @@
 //! (and the read audited) only to build the plugin's `Configure` call.
 
 mod diff;
-pub mod endpoints;
 mod validate;
 
 use std::sync::Arc;

@@ -683,7 +683,7 @@ impl Pipeline {
     pub fn dead_letter_evictions(
         &self,
     ) -> prometheus_client::metrics::family::Family<
-        super::dead_letter_bound::TenantLabel,
+        crate::health::TenantLabel,
         prometheus_client::metrics::counter::Counter,
     > {
         self.dead_letters.evicted.clone()

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -18,11 +17,7 @@ use crate::store::{Batch, Store, StoreError, Table};
 /// The default bound.
 pub const DEFAULT_DEAD_LETTERS_PER_TENANT: usize = 10_000;
 
-/// The label of the eviction counter.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TenantLabel {
-    pub tenant: String,
-}
+use crate::health::TenantLabel;
 
 #[derive(Debug)]
 pub(super) struct DeadLetterBound {

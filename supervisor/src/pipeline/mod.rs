@@ -18,7 +18,7 @@ pub use commit::{
     BatchOutcome, CommitError, DeadLetter, OpenError, PLATFORM_INTEGRATION, Pipeline,
     PipelineSettings, ReadError, Submission,
 };
-pub use dead_letter_bound::{DEFAULT_DEAD_LETTERS_PER_TENANT, TenantLabel};
+pub use dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT;
 pub use dead_letters::{DeadLetterError, ReplayOutcome};
 pub use dedup::id_digest;
 pub use http_sink::{Attempt, HttpSink, HttpSinkError, classify};
