@@ -70,7 +70,7 @@ async fn handle(
     let bytes = ingress.read_body(headers, request_body).await?;
     body::check_json(kind, &bytes)?;
     let target = ingress.manager.webhook_target(tenant, integration).await;
-    let client_rpc = match target {
+    let (mut client_rpc, scheme) = match target {
         WebhookTarget::Unknown | WebhookTarget::NoWebhooks { .. } => {
             tracing::debug!(
                 tenant = %printable(tenant, 64),
@@ -93,7 +93,6 @@ async fn handle(
         }
         WebhookTarget::Up { client, scheme } => (client, scheme),
     };
-    let (mut client_rpc, scheme) = client_rpc;
     let delivery = delivery_of(headers, bytes);
     let answer = tokio::time::timeout(
         ingress.config.webhook_timeout,

@@ -12,12 +12,13 @@
 //! Files are opened without blocking and must be regular: `plugins trust` on a FIFO or
 //! a device is refused at once instead of waiting for a writer.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{FcntlArg, OFlag, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -113,6 +114,39 @@ pub struct Opened {
     pub stamp: FileStamp,
     /// The file's owner, for operators deciding whether to trust it.
     pub owner: u32,
+}
+
+/// Sealed copies of verified executables, reused while each file is unchanged: a restart
+/// (a crash loop, say) costs a `stat` and the ownership checks, not a re-hash. The
+/// registry keeps one for the supervisor, and `integrationd bench` one of its own, so
+/// that it spawns as the daemon does.
+#[derive(Debug, Default)]
+pub struct SealedCopies {
+    copies: Mutex<HashMap<PathBuf, (FileStamp, VerifiedExecutable)>>,
+}
+
+impl SealedCopies {
+    /// [`open_verified`], with the copy made last time when the file has not changed
+    /// since and it had the same trusted hash.
+    pub fn verify(
+        &self,
+        path: &Path,
+        trusted: Option<&str>,
+    ) -> Result<VerifiedExecutable, ChecksumError> {
+        let opened = open_checked(path)?;
+        let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((stamp, copy)) = copies.get(&opened.path)
+            && *stamp == opened.stamp
+            && trusted.is_some_and(|t| constant_time_eq(t.as_bytes(), copy.sha256.as_bytes()))
+        {
+            return Ok(copy.clone());
+        }
+        let (path, stamp) = (opened.path.clone(), opened.stamp);
+        copies.remove(&path);
+        let verified = verify_opened(opened, trusted)?;
+        copies.insert(path, (stamp, verified.clone()));
+        Ok(verified)
+    }
 }
 
 /// Hashes the file at `path` (what `plugins trust` records).
@@ -390,6 +424,35 @@ mod tests {
             .status()
             .expect("exec");
         assert!(status.success(), "the rewritten file ran: {status}");
+    }
+
+    #[test]
+    fn a_sealed_copy_is_reused_only_while_its_file_is_unchanged() {
+        let dir = private_dir();
+        let path = dir.path().join("tool");
+        std::fs::copy("/bin/true", &path).expect("copy");
+        let trusted = sha256_file(&path).expect("hash");
+        let copies = SealedCopies::default();
+        let first = copies.verify(&path, Some(&trusted)).expect("verified");
+        let again = copies.verify(&path, Some(&trusted)).expect("verified");
+        assert_eq!(first.exec_path(), again.exec_path(), "the same sealed copy");
+
+        // Rewritten in place (same inode and size), then swapped for another file: each
+        // is hashed again and refused, never served from the copy.
+        let same_size = vec![0u8; std::fs::metadata(&path).expect("meta").len() as usize];
+        std::fs::write(&path, &same_size).expect("rewrite");
+        let err = copies.verify(&path, Some(&trusted)).expect_err("rewritten");
+        assert!(matches!(err, ChecksumError::Mismatch { .. }), "{err}");
+        let swapped = dir.path().join("other");
+        std::fs::copy("/bin/false", &swapped).expect("copy");
+        std::fs::rename(&swapped, &path).expect("swap");
+        let err = copies.verify(&path, Some(&trusted)).expect_err("swapped");
+        assert!(matches!(err, ChecksumError::Mismatch { .. }), "{err}");
+        // A copy already handed out still runs the verified bytes.
+        let status = std::process::Command::new(first.exec_path())
+            .status()
+            .expect("exec");
+        assert!(status.success());
     }
 
     #[test]

@@ -5,14 +5,14 @@ mod checksum;
 mod manifest;
 mod resolve;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use checksum::FileStamp;
 pub use checksum::{
-    ChecksumError, VerifiedExecutable, open_verified, parse_sha256, sha256_file as sha256_of,
+    ChecksumError, SealedCopies, VerifiedExecutable, open_verified, parse_sha256,
+    sha256_file as sha256_of,
 };
 pub use manifest::{KNOWN_CAPABILITIES, Manifest};
 pub use resolve::{Package, Refusal};
@@ -85,9 +85,8 @@ pub struct Registry {
     trust: TrustTable,
     store: Store,
     snapshot: RwLock<Snapshot>,
-    /// The sealed copy last verified per executable, reused while the file is unchanged:
-    /// a restart (a crash loop, say) costs a `stat`, not a re-hash.
-    sealed: Mutex<HashMap<PathBuf, (FileStamp, VerifiedExecutable)>>,
+    /// The sealed copy last verified per executable, reused while the file is unchanged.
+    sealed: SealedCopies,
 }
 
 impl Registry {
@@ -104,7 +103,7 @@ impl Registry {
             trust: store.trust(),
             store,
             snapshot: RwLock::default(),
-            sealed: Mutex::default(),
+            sealed: SealedCopies::default(),
         }
     }
 
@@ -260,20 +259,10 @@ impl Registry {
             &package.manifest.name,
             &package.manifest.version.to_string(),
         )?;
-        let trusted = pin.as_ref().map(|p| p.sha256.as_str());
-        let opened = checksum::open_checked(&package.manifest.executable_in(&package.dir))?;
-        let mut sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((stamp, copy)) = sealed.get(&opened.path)
-            && *stamp == opened.stamp
-            && trusted.is_some_and(|t| t == copy.sha256)
-        {
-            return Ok(copy.clone());
-        }
-        let (path, stamp) = (opened.path.clone(), opened.stamp);
-        sealed.remove(&path);
-        let verified = checksum::verify_opened(opened, trusted)?;
-        sealed.insert(path, (stamp, verified.clone()));
-        Ok(verified)
+        Ok(self.sealed.verify(
+            &package.manifest.executable_in(&package.dir),
+            pin.as_ref().map(|p| p.sha256.as_str()),
+        )?)
     }
 
     fn find(&self, name: &str, version: Option<&str>) -> Result<Package, RegistryError> {
