@@ -335,10 +335,11 @@ impl AdminService {
             query.last as usize
         };
         let tenant = query.tenant.clone();
-        let (_, since, _) = self
+        let since = self
             .tenants_ref()
             .incarnation(&tenant)
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::internal(e.to_string()))?
+            .since_event_seq;
         let (recent, position) = blocking(&self.pipeline, move |pipeline| {
             pipeline
                 .recent_events(&tenant, since, last)

@@ -732,7 +732,12 @@ impl Admin for AdminService {
         // much other tenants did in between. Operators see the whole trail.
         let own_view = matches!(principal, Principal::Tenant(_));
         let since = match (&tenant, own_view) {
-            (Some(name), true) => self.tenants.incarnation(name).map_err(tenant_status)?.2,
+            (Some(name), true) => {
+                self.tenants
+                    .incarnation(name)
+                    .map_err(tenant_status)?
+                    .since_audit_seq
+            }
             _ => 0,
         };
         let mut kept = Vec::new();

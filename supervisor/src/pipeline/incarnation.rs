@@ -40,7 +40,7 @@ impl Incarnations {
         let incarnation = self
             .tenants
             .incarnation(tenant)
-            .map_or(0, |(incarnation, _, _)| incarnation);
+            .map_or(0, |incarnation| incarnation.id);
         memo.1.insert(tenant.to_owned(), incarnation);
         incarnation
     }

@@ -40,6 +40,17 @@ pub fn is_reserved(name: &str) -> bool {
         .any(|r| r.eq_ignore_ascii_case(name))
 }
 
+/// Which tenant of a name exists now, and where its own data starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Incarnation {
+    /// Part of the deduplication keys.
+    pub id: u64,
+    /// The first event-log sequence that can be its own.
+    pub since_event_seq: u64,
+    /// Its first audit record.
+    pub since_audit_seq: u64,
+}
+
 /// One tenant. A name deleted and created again is a new tenant: its incarnation and
 /// the positions it starts from keep everything of the old one out of its reach (what
 /// could not be deleted, the shared event log and audit trail, is filtered by them).
@@ -153,17 +164,16 @@ impl Tenants {
         Ok(tenant)
     }
 
-    /// Where the incarnation of `name` that exists now starts: its incarnation, first
-    /// event sequence and first audit sequence. A name with no record (`system`, the
-    /// operator's instances) has always existed: zeros.
-    pub fn incarnation(&self, name: &str) -> Result<(u64, u64, u64), TenantError> {
-        Ok(self.get(name)?.map_or((0, 0, 0), |tenant| {
-            (
-                tenant.incarnation,
-                tenant.since_event_seq,
-                tenant.since_audit_seq,
-            )
-        }))
+    /// Where the incarnation of `name` that exists now starts. A name with no record
+    /// (`system`, the operator's instances) has always existed: all zeros.
+    pub fn incarnation(&self, name: &str) -> Result<Incarnation, TenantError> {
+        Ok(self
+            .get(name)?
+            .map_or(Incarnation::default(), |tenant| Incarnation {
+                id: tenant.incarnation,
+                since_event_seq: tenant.since_event_seq,
+                since_audit_seq: tenant.since_audit_seq,
+            }))
     }
 
     /// The writes that remove a tenant and its tokens and flags. Other components add
