@@ -11,6 +11,7 @@ mod plugin;
 mod serve;
 mod token;
 
+pub mod clock;
 pub mod cursor;
 pub mod glob;
 pub mod host;

@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod health;
 pub mod ingress;
 pub mod integrations;
+pub mod names;
 pub mod pipeline;
 pub mod process;
 pub mod registry;

@@ -17,7 +17,7 @@ use crate::credentials::{CredentialInfo, Credentials, NewSecret, SecretBytes, re
 use crate::desired::Desired;
 use crate::integrations::{Integration, Integrations};
 use crate::store::{AuditDraft, Store};
-use crate::tenants::now_ms;
+use plugin_kit::clock::now_ms;
 
 const ACTOR: &str = "daemon:renewal";
 

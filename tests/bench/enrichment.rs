@@ -179,7 +179,7 @@ fn events(count: usize, now: u64) -> Vec<Vec<String>> {
 fn realtime() {
     // Realtime events are about now (pulled within the last few minutes), by the
     // daemon's clock, and their deployments before them.
-    let now = supervisor::tenants::now_ms();
+    let now = plugin_kit::clock::now_ms();
     let batches = events(200_000, now);
     let mut best = [f64::MAX; 2];
     for round in 0..4 {

@@ -104,13 +104,7 @@ fn put_lines(moto: &moto::Moto, group: &str, stream: &str, lines: &[(i64, String
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms")
+    i64::try_from(plugin_kit::clock::now_ms()).expect("ms")
 }
 
 struct Setup {

@@ -12,11 +12,7 @@ pub struct ResilientHttp {
     resilience: Resilience,
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::clock::now_secs as now_unix;
 
 impl ResilientHttp {
     /// A client with `timeout` on each request (connect included).

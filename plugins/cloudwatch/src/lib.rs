@@ -30,12 +30,9 @@ use plugin_kit::{EventStream, Status, v1};
 use settings::Settings;
 use targets::{Target, Tuning};
 
-/// Unix milliseconds now.
+/// Unix milliseconds now (signed: CloudWatch's timestamps are).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(plugin_kit::clock::now_ms()).unwrap_or(i64::MAX)
 }
 
 /// One configured integration.

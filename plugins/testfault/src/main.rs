@@ -348,10 +348,7 @@ impl Plugin for TestFault {
                 "token endpoint refused the refresh token",
             ));
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = plugin_kit::clock::now_ms();
         let expires = now_ms + 3_600_000;
         let name = request.credential.map(|c| c.name).unwrap_or_default();
         let secret = serde_json::json!({ "access_token": format!("renewed-{name}-{now_ms}"), "expires_at": expires / 1000 });

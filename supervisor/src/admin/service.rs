@@ -1,7 +1,7 @@
 //! The admin gRPC service: status and plugin management for operators.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
@@ -113,11 +113,7 @@ impl AdminService {
     }
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
-}
+use plugin_kit::clock::unix_ms;
 
 fn instance_to_proto(status: InstanceStatus) -> proto::InstanceStatus {
     proto::InstanceStatus {

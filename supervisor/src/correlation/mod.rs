@@ -1310,7 +1310,7 @@ impl Drop for JobGuard<'_> {
 /// Whether an event at `time_ms` is realtime (within [`RECENT_TTL_MS`] of now): its
 /// lookups may reuse a burst's reads.
 fn is_realtime(time_ms: u64) -> bool {
-    time_ms.saturating_add(RECENT_TTL_MS) >= crate::tenants::now_ms()
+    time_ms.saturating_add(RECENT_TTL_MS) >= plugin_kit::clock::now_ms()
 }
 
 /// One record per deployment (its earliest), newest first, at most `limit`.

@@ -198,7 +198,7 @@ pub fn parse(kind: Kind, raw: &[u8]) -> Result<Parsed, SecretError> {
     let expires_ms = match object.get("expires_at") {
         // An App without an installation token is due for renewal at once: the
         // renewal loop has its plugin mint one, then renews it before each expiry.
-        None if kind == Kind::GitHubApp => Some(crate::tenants::now_ms()),
+        None if kind == Kind::GitHubApp => Some(plugin_kit::clock::now_ms()),
         None => None,
         Some(value) => Some(parse_time_ms(value).ok_or(SecretError::BadExpiry { kind: name })?),
     };

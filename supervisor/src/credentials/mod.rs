@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
-use crate::tenants::now_ms;
+use plugin_kit::clock::now_ms;
 pub use kinds::{Kind, MAX_SECRET_BYTES, SecretError, parse_time_ms};
 pub use master::{
     MasterKeyError, MasterKeySource, MasterSecret, generate_file as generate_master_key_file,
@@ -411,7 +411,7 @@ impl Credentials {
         new: &NewSecret,
         actor: &str,
     ) -> Result<CredentialInfo, CredentialError> {
-        if !crate::config::is_name(name) {
+        if !crate::names::is_name(name) {
             return Err(CredentialError::BadName(name.to_owned()));
         }
         let rotate = new.rotate;

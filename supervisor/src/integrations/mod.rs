@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::credentials::{CredentialError, Credentials};
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
-use crate::tenants::now_ms;
+use plugin_kit::clock::now_ms;
 pub use diff::diff;
 pub use validate::against_schema;
 
@@ -185,7 +185,7 @@ impl Integrations {
         change: &str,
         author: &str,
     ) -> Result<Integration, IntegrationError> {
-        if !crate::config::is_name(name) {
+        if !crate::names::is_name(name) {
             return Err(IntegrationError::BadName(name.to_owned()));
         }
         let _turn = self.store.writer();

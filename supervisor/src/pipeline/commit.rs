@@ -19,7 +19,7 @@ use super::inbox::Inbox;
 use super::log::{EventLog, Location, LogError};
 use super::validate::{EventValidator, Validated};
 use crate::store::{Batch, Store, StoreError, Table};
-use crate::tenants::now_ms;
+use plugin_kit::clock::now_ms;
 
 /// Events committed together at most (more wait for the next flush).
 const GROUP_EVENTS: usize = 50_000;

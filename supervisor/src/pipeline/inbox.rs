@@ -60,7 +60,7 @@ impl Inbox {
             }
         }
         // Keys sort by arrival: a time-based start keeps order across restarts.
-        let start = (crate::tenants::now_ms() << 20).max(last + 1);
+        let start = (plugin_kit::clock::now_ms() << 20).max(last + 1);
         Ok(Self {
             store,
             max_per_tenant,

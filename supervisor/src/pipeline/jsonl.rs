@@ -192,7 +192,7 @@ impl JsonlSink {
     }
 
     fn rotate(&self) -> Result<(), SinkError> {
-        let stamp = crate::tenants::now_ms();
+        let stamp = plugin_kit::clock::now_ms();
         let rotated = self.path.with_extension(format!("jsonl.{stamp}"));
         std::fs::rename(&self.path, &rotated).map_err(io(&self.path))?;
         tracing::info!(path = %rotated.display(), "rotated the JSONL sink");

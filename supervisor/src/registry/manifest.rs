@@ -134,7 +134,7 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if !crate::config::is_name(&self.name) {
+        if !crate::names::is_name(&self.name) {
             return Err(format!(
                 "name `{}`: use 1-64 letters, digits, `-` or `_`",
                 self.name

@@ -8,7 +8,6 @@ mod resolve;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use checksum::{
     ChecksumError, SealedCopies, VerifiedExecutable, open_verified, parse_sha256,
@@ -417,12 +416,7 @@ fn package_problem(dir: &Path, manifest: &Manifest, trust_build_output: bool) ->
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
+use plugin_kit::clock::now_secs as unix_now;
 
 #[cfg(test)]
 mod tests {

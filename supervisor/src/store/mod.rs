@@ -10,7 +10,6 @@ mod trust;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -334,10 +333,7 @@ impl Store {
     /// Applies `batch` and appends `audit` in one transaction, then flushes. Either both
     /// are durable when this returns `Ok`, or neither happened.
     pub fn commit(&self, batch: &Batch, audit: &AuditDraft) -> Result<AuditRecord, StoreError> {
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let time_ms = plugin_kit::clock::now_ms();
         let mut trees: Vec<sled::Tree> = vec![self.audit.clone(), self.audit_head.clone()];
         trees.extend(self.tables.iter().cloned());
         let result = trees.as_slice().transaction(|tx| {
@@ -412,10 +408,7 @@ impl Store {
     /// Appends many audit records in one transaction (imports, benchmarks), then flushes.
     pub fn audit_many(&self, drafts: &[AuditDraft]) -> Result<u64, StoreError> {
         let _turn = self.writer();
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let time_ms = plugin_kit::clock::now_ms();
         let trees = [self.audit.clone(), self.audit_head.clone()];
         let result = trees.as_slice().transaction(|tx| {
             let mut head = match tx[1].get(HEAD_KEY)? {

@@ -73,7 +73,7 @@ const GLOBAL: &str = "\0global";
 fn check_key(key: &str) -> Result<(), FlagError> {
     let plugin = key
         .strip_prefix("plugin.")
-        .is_some_and(crate::config::is_name);
+        .is_some_and(crate::names::is_name);
     if plugin || key == "realtime_enrichment" {
         Ok(())
     } else {

@@ -5,6 +5,7 @@
 mod flags;
 mod tokens;
 
+use plugin_kit::clock::now_ms;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
@@ -83,13 +84,6 @@ fn corrupt(key: &str, err: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Unix milliseconds now: the clock the daemon stamps and judges "realtime" by.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 impl Tenants {
     pub fn new(store: Store) -> Self {
@@ -129,7 +123,7 @@ impl Tenants {
 
     /// Creates a tenant; audited as `actor`.
     pub fn create(&self, name: &str, actor: &str) -> Result<Tenant, TenantError> {
-        if !crate::config::is_name(name) {
+        if !crate::names::is_name(name) {
             return Err(TenantError::BadName(name.to_owned()));
         }
         if is_reserved(name) {

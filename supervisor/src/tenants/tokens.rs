@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{TenantError, Tenants, corrupt, now_ms};
+use super::{TenantError, Tenants, corrupt};
+use plugin_kit::clock::now_ms;
 use crate::store::{AuditDraft, Batch, Table};
 
 /// What a token may do.

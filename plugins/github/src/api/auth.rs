@@ -4,7 +4,6 @@
 //! an expired token. A renewal happens under a lock: concurrent callers wait for the one
 //! new token instead of each minting their own.
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use octocrab::auth::create_jwt;
 use octocrab::models::AppId;
@@ -14,11 +13,7 @@ use serde::Deserialize;
 use super::{ApiError, GitHubApi};
 use crate::settings::{ApiCredential, AppCredential};
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use plugin_kit::clock::now_ms;
 
 /// When a token issued at `issued_ms` and expiring at `expires_ms` is due: at two
 /// thirds of its lifetime (40 minutes into GitHub's hour, so 20 minutes to spare).

@@ -50,15 +50,7 @@ pub struct World {
     pub permissions: Value,
 }
 
-pub fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("fits")
-}
+pub use plugin_kit::clock::now_ms;
 
 pub struct FixtureServer {
     pub url: String,

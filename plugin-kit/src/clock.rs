@@ -1,0 +1,40 @@
+//! The one wall clock of the workspace: the daemon stamps events, audit records and
+//! tokens with it, and plugins judge expiries and windows by it. Kept in one place so
+//! that every component agrees on its unit (Unix milliseconds) and on what a clock set
+//! before 1970 reads as (zero, never a panic).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Unix milliseconds of `time` (0 before the epoch).
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// The instant `ms` Unix milliseconds name.
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_round_trip_and_the_epoch_is_zero() {
+        assert_eq!(unix_ms(UNIX_EPOCH), 0);
+        assert_eq!(unix_ms(from_unix_ms(1_700_000_000_123)), 1_700_000_000_123);
+        assert!(now_ms() > 1_700_000_000_000);
+        assert_eq!(now_secs(), now_ms() / 1000);
+    }
+}
