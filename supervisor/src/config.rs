@@ -61,10 +61,10 @@ pub struct Config {
     pub integrations: IntegrationsConfig,
     /// Feature flag defaults; tenants override them at runtime.
     #[serde(default)]
-    pub flags: crate::tenants::FlagDefaults,
+    pub flags: FlagDefaults,
     /// Realtime enrichment: regression windows and the failure severity.
     #[serde(default)]
-    pub enrichment: crate::correlation::EnrichmentConfig,
+    pub enrichment: EnrichmentConfig,
     /// Plugin instances to keep running.
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,
@@ -202,12 +202,67 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        let settings = crate::pipeline::PipelineSettings::default();
         Self {
-            dedup_window: settings.dedup_window,
-            backlog_quota_bytes: settings.backlog_quota_bytes,
+            dedup_window: 1_000_000,
+            backlog_quota_bytes: 4 * 1024 * 1024 * 1024,
             store_cache_mb: crate::store::DEFAULT_CACHE_MB,
-            dead_letters_per_tenant: settings.dead_letters_per_tenant,
+            dead_letters_per_tenant: 10_000,
+        }
+    }
+}
+
+/// `[flags]`: feature flag defaults; tenants override them at runtime.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlagDefaults {
+    pub realtime_enrichment: bool,
+    /// Plugin name → enabled; plugins not listed are enabled.
+    pub plugins: BTreeMap<String, bool>,
+}
+
+impl Default for FlagDefaults {
+    fn default() -> Self {
+        Self {
+            realtime_enrichment: true,
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[enrichment]`: realtime enrichment's regression windows and failure severity,
+/// parsed once here.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichmentConfig {
+    /// Off: no correlation index and no realtime enrichment at all.
+    pub enabled: bool,
+    /// How long before a failure a deployment may have caused it.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Failures are events of this severity or above.
+    #[serde(deserialize_with = "severity")]
+    pub min_severity: plugin_protocol::Severity,
+    /// Per tenant (`"acme"`) or per tenant and service (`"acme/checkout"`) windows,
+    /// e.g. `"30m"`.
+    #[serde(deserialize_with = "durations")]
+    pub windows: BTreeMap<String, Duration>,
+    /// Also ask the tenant's enriching plugins (CloudWatch) for the metric values
+    /// around each failure: a plugin call and a second revision per failure.
+    pub metric_values: bool,
+    /// How long a plugin may take to answer what the index lacks.
+    #[serde(deserialize_with = "duration")]
+    pub plugin_deadline: Duration,
+}
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(2 * 60 * 60),
+            min_severity: plugin_protocol::Severity::Error,
+            windows: BTreeMap::new(),
+            metric_values: false,
+            plugin_deadline: Duration::from_secs(2),
         }
     }
 }
@@ -487,7 +542,34 @@ mod defaults {
     }
 }
 
-pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+fn severity<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<plugin_protocol::Severity, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    serde_json::from_value(serde_json::Value::String(text.clone())).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not debug, info, warning, error or critical"
+        ))
+    })
+}
+
+fn durations<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, Duration>, D::Error> {
+    let texts = BTreeMap::<String, String>::deserialize(deserializer)?;
+    texts
+        .into_iter()
+        .map(|(scope, text)| {
+            humantime::parse_duration(&text)
+                .map(|window| (scope.clone(), window))
+                .map_err(|err| {
+                    serde::de::Error::custom(format!("windows.{scope} = `{text}`: {err}"))
+                })
+        })
+        .collect()
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|err| {
         serde::de::Error::custom(format!(
@@ -553,7 +635,6 @@ impl Config {
                 p.restart_max_delay, p.restart_initial_delay
             )));
         }
-        self.enrichment.settings().map_err(invalid)?;
         let i = &self.ingress;
         if i.rate_per_second == 0 || i.burst == 0 {
             return Err(invalid(
@@ -665,7 +746,6 @@ impl Config {
             .unwrap_or_else(|| self.state_dir.join("run"))
     }
 }
-
 
 #[cfg(test)]
 mod tests {

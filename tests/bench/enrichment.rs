@@ -10,12 +10,14 @@
 //! 3. Batch: `enrich` over 1,000,000 stored failures, each gaining a deployment: the
 //!    time, revisions committed and delivered included.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use plugin_kit::{Category, EventBuilder, MapContext, Severity};
+use supervisor::config::EnrichmentConfig;
 use supervisor::correlation::records::{DeliveryRecord, IndexEntry};
-use supervisor::correlation::{CorrelationSettings, batch};
+use supervisor::correlation::{Correlator, batch};
 use supervisor::pipeline::{Pipeline, PipelineSettings};
 use supervisor::store::{Batch, Store};
 
@@ -49,18 +51,21 @@ fn cache_mb() -> u64 {
     number_arg("--cache-mb", supervisor::store::DEFAULT_CACHE_MB)
 }
 
-fn pipeline(dir: &std::path::Path, enabled: bool) -> Pipeline {
-    Pipeline::open_with(
-        Store::open_with_cache(dir, cache_mb()).expect("store"),
-        PipelineSettings {
-            correlation: CorrelationSettings {
-                enabled,
-                ..CorrelationSettings::default()
-            },
-            ..PipelineSettings::default()
+/// The pipeline with its correlator, as the daemon builds them.
+fn pipeline(dir: &std::path::Path, enabled: bool) -> (Pipeline, Arc<Correlator>) {
+    let store = Store::open_with_cache(dir, cache_mb()).expect("store");
+    let correlator = Arc::new(Correlator::new(
+        store.clone(),
+        EnrichmentConfig {
+            enabled,
+            ..EnrichmentConfig::default()
         },
-    )
-    .expect("pipeline")
+        None,
+        None,
+    ));
+    let pipeline = Pipeline::open_with(store, PipelineSettings::default(), correlator.clone())
+        .expect("pipeline");
+    (pipeline, correlator)
 }
 
 /// Deployment `n` of `service`, `spacing` ms after the one before, from `base`.
@@ -106,7 +111,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn lookup() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = pipeline(dir.path(), true);
+    let (pipeline, correlator) = pipeline(dir.path(), true);
     let started = Instant::now();
     index(pipeline.store(), HISTORY, MINUTE, 1_000, 1_000);
     println!(
@@ -114,7 +119,6 @@ fn lookup() {
         started.elapsed().as_secs_f64(),
         cache_mb()
     );
-    let correlator = pipeline.correlator();
     let mut latencies = Vec::with_capacity(100_000);
     let mut found = 0usize;
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -185,7 +189,7 @@ fn realtime() {
     for round in 0..4 {
         for (slot, enabled) in [(0, false), (1, true)] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let pipeline = pipeline(dir.path(), enabled);
+            let (pipeline, _correlator) = pipeline(dir.path(), enabled);
             // 700 deployments of each service before the events, the newest ten
             // minutes before the first event.
             let spacing = deploy_every_min() * MINUTE;
@@ -220,7 +224,7 @@ fn realtime() {
 
 fn batch_enrichment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = pipeline(dir.path(), true);
+    let (pipeline, correlator) = pipeline(dir.path(), true);
     let context = MapContext {
         tenant: "acme".into(),
         integration: "cw".into(),
@@ -279,7 +283,17 @@ fn batch_enrichment() {
     );
     let started = Instant::now();
     let never = AtomicBool::new(false);
-    let done = batch::run(&pipeline, "acme", 0, u64::MAX, false, &never, |_| {}).expect("batch");
+    let done = batch::run(
+        &pipeline,
+        &correlator,
+        "acme",
+        0,
+        u64::MAX,
+        false,
+        &never,
+        |_| {},
+    )
+    .expect("batch");
     println!(
         "batch: enrich over 1,000,000 stored failures: {} scanned, {} enriched (new revisions committed), {} unchanged in {:.1} s",
         done.scanned,

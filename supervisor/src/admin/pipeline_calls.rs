@@ -203,10 +203,10 @@ impl AdminService {
         self.auth_ref()
             .for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
-        let deployments = blocking(&self.pipeline, move |pipeline| {
+        let correlator = self.correlator.clone();
+        let deployments = blocking(&self.pipeline, move |_| {
             let service = (!query.service.is_empty()).then_some(query.service.as_str());
-            pipeline
-                .correlator()
+            correlator
                 .deployments(&query.tenant, service)
                 .map_err(|e| Status::internal(e.to_string()))
         })
@@ -236,13 +236,14 @@ impl AdminService {
             .for_tenant(&request, &request.get_ref().tenant)?;
         let tenant = request.into_inner().tenant;
         let for_rebuild = tenant.clone();
+        let correlator = self.correlator.clone();
         let summary = blocking(&self.pipeline, move |pipeline| {
             let archives = match pipeline.archive() {
                 Some(path) => crate::correlation::rebuild::archive_files(path),
                 None => Ok(Vec::new()),
             }
             .map_err(|e| Status::internal(e.to_string()))?;
-            crate::correlation::rebuild::rebuild(pipeline, &for_rebuild, &archives)
+            crate::correlation::rebuild::rebuild(pipeline, &correlator, &for_rebuild, &archives)
                 .map_err(|e| Status::internal(e.to_string()))
         })
         .await?;
@@ -293,11 +294,12 @@ impl AdminService {
             );
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
-        let pipeline = self.pipeline.clone();
+        let (pipeline, correlator) = (self.pipeline.clone(), self.correlator.clone());
         tokio::task::spawn_blocking(move || {
             let cancel = std::sync::atomic::AtomicBool::new(false);
             let result = crate::correlation::batch::run(
                 &pipeline,
+                &correlator,
                 &query.tenant,
                 query.from_unix_ms,
                 query.to_unix_ms,

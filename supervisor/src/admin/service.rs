@@ -27,6 +27,7 @@ pub struct Components {
     pub integrations: crate::integrations::Integrations,
     pub flags: crate::tenants::Flags,
     pub pipeline: Arc<crate::pipeline::Pipeline>,
+    pub correlator: Arc<crate::correlation::Correlator>,
     /// Where tenants' configurations may point their plugins.
     pub allowed_endpoints: crate::endpoints::AllowedEndpoints,
 }
@@ -44,6 +45,7 @@ pub struct AdminService {
     pub(super) integrations: crate::integrations::Integrations,
     pub(super) flags: crate::tenants::Flags,
     pub(super) pipeline: Arc<crate::pipeline::Pipeline>,
+    pub(super) correlator: Arc<crate::correlation::Correlator>,
     admin: AdminConfig,
     allowed_endpoints: crate::endpoints::AllowedEndpoints,
     started: Instant,
@@ -64,6 +66,7 @@ impl AdminService {
             integrations: components.integrations,
             flags: components.flags,
             pipeline: components.pipeline,
+            correlator: components.correlator,
             admin,
             allowed_endpoints: components.allowed_endpoints,
             started: Instant::now(),

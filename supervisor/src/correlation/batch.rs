@@ -84,6 +84,7 @@ pub(super) fn add_revision(
 /// progress after each chunk; `cancel` stops it between chunks.
 pub fn run(
     pipeline: &Pipeline,
+    correlator: &Correlator,
     tenant: &str,
     from_ms: u64,
     to_ms: u64,
@@ -91,7 +92,6 @@ pub fn run(
     cancel: &AtomicBool,
     mut report: impl FnMut(&Progress),
 ) -> Result<Progress, BatchError> {
-    let correlator: &Correlator = pipeline.correlator();
     let store = pipeline.store();
     let job = job_key(tenant, from_ms, to_ms, dry_run);
     let _running = correlator

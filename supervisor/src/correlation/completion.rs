@@ -19,10 +19,23 @@ use plugin_protocol::v1;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Ask, Completion, CorrelationError};
+use plugin_kit::host::PluginRpcClient;
+
+use super::{Ask, Completion, CorrelationError, Correlator};
 use crate::pipeline::{CommitError, Pipeline, Submission};
-use crate::process::Manager;
 use crate::store::Table;
+
+/// A future the completer awaits, boxed so that [`EnrichClients`] can be a trait object.
+pub type ClientLookup<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<PluginRpcClient>> + Send + 'a>>;
+
+/// Where the completer finds the running plugin of an integration that answers
+/// `Enrich`. The process manager is one: the daemon wires it, so enrichment does not
+/// import the process manager.
+pub trait EnrichClients: Send + Sync + std::fmt::Debug {
+    /// The client of `tenant`'s `integration`, while its plugin runs and enriches.
+    fn enrich_client<'a>(&'a self, tenant: &'a str, integration: &'a str) -> ClientLookup<'a>;
+}
 
 /// Completions queued at most (beyond it, failures stay partial).
 pub const QUEUE: usize = 4_096;
@@ -50,16 +63,23 @@ pub enum CompletionError {
 #[derive(Debug, Clone)]
 pub struct Completer {
     pipeline: Arc<Pipeline>,
-    manager: Arc<Manager>,
+    correlator: Arc<Correlator>,
+    plugins: Arc<dyn EnrichClients>,
     /// How long a plugin may take over one `Enrich`.
     deadline: Duration,
 }
 
 impl Completer {
-    pub fn new(pipeline: Arc<Pipeline>, manager: Arc<Manager>, deadline: Duration) -> Self {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        correlator: Arc<Correlator>,
+        plugins: Arc<dyn EnrichClients>,
+        deadline: Duration,
+    ) -> Self {
         Self {
             pipeline,
-            manager,
+            correlator,
+            plugins,
             deadline,
         }
     }
@@ -95,7 +115,7 @@ impl Completer {
 
     /// Asks what is not answered yet, then revises the failure.
     pub async fn complete(&self, completion: Completion) -> Result<bool, CompletionError> {
-        let correlator = self.pipeline.correlator();
+        let correlator = &self.correlator;
         for ask in &completion.asks {
             if correlator.answer(&completion.tenant, &ask.key).is_some() {
                 continue;
@@ -107,8 +127,8 @@ impl Completer {
             correlator.remember(&completion.tenant, &ask.key, answer);
         }
         let stored = self.stored(&completion).await?;
-        let pipeline = self.pipeline.clone();
-        tokio::task::spawn_blocking(move || revise(&pipeline, &completion, &stored))
+        let (pipeline, correlator) = (self.pipeline.clone(), self.correlator.clone());
+        tokio::task::spawn_blocking(move || revise(&pipeline, &correlator, &completion, &stored))
             .await
             .unwrap_or(Ok(false))
     }
@@ -116,11 +136,7 @@ impl Completer {
     /// One plugin's answer, or why there is none.
     async fn ask(&self, tenant: &str, ask: &Ask) -> Result<Vec<Value>, String> {
         let who = format!("integration `{}` ({})", ask.integration, ask.plugin);
-        let Some(mut client) = self
-            .manager
-            .client_for(tenant, &ask.integration, "enrich")
-            .await
-        else {
+        let Some(mut client) = self.plugins.enrich_client(tenant, &ask.integration).await else {
             return Err(format!("{who} is not running: {} unknown", ask.what));
         };
         let request = v1::EnrichRequest {
@@ -207,13 +223,11 @@ fn entries(tenant: &str, ask: &Ask, answer: &[String]) -> Vec<Value> {
 /// are none), when that changes it. Returns whether it did.
 pub(super) fn revise(
     pipeline: &Pipeline,
+    correlator: &Correlator,
     completion: &Completion,
     stored: &Value,
 ) -> Result<bool, CompletionError> {
-    let completed =
-        pipeline
-            .correlator()
-            .completed(&completion.tenant, stored, completion.time_ms)?;
+    let completed = correlator.completed(&completion.tenant, stored, completion.time_ms)?;
     let unchanged = ["enrichments", "enrichment_status", "enrichment_note"]
         .iter()
         .all(|field| completed["data"][field] == stored["data"][field]);

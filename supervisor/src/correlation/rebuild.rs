@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::enrich::failure_write;
 use super::records::{self, prefix};
-use super::{CorrelationError, Correlator, IndexWrite, failure_write};
+use super::{CorrelationError, Correlator, IndexWrite};
 use crate::pipeline::{Pipeline, ReadError};
 use crate::store::{Batch, Store, StoreError, Table};
 
@@ -189,11 +190,11 @@ impl Writer<'_> {
 /// as [`archive_files`] lists them) and the event log.
 pub fn rebuild(
     pipeline: &Pipeline,
+    correlator: &Correlator,
     tenant: &str,
     archives: &[PathBuf],
 ) -> Result<RebuildSummary, RebuildError> {
     let store = pipeline.store();
-    let correlator = pipeline.correlator();
     clear(store, tenant)?;
     let mut writer = Writer {
         store,

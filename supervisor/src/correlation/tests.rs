@@ -4,7 +4,10 @@
 use plugin_kit::{Category, EventBuilder, MapContext, Severity};
 use serde_json::Value;
 
-use crate::pipeline::Pipeline;
+use std::sync::Arc;
+
+use super::Correlator;
+use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::store::Store;
 
 const MINUTE: u64 = 60_000;
@@ -18,34 +21,67 @@ fn time(ms: u64) -> String {
 struct World {
     _dir: tempfile::TempDir,
     pipeline: Pipeline,
+    correlator: Arc<Correlator>,
 }
 
 impl World {
     fn new() -> Self {
+        Self::build(false, false).0
+    }
+
+    /// With a completer's queue, as the daemon has.
+    fn with_completions() -> (Self, tokio::sync::mpsc::Receiver<super::Completion>) {
+        let (world, completions, _) = Self::build(true, false);
+        (world, completions.expect("a queue"))
+    }
+
+    /// With the feature flags, as the daemon has.
+    fn with_flags() -> (Self, crate::tenants::Flags) {
+        let (world, _, flags) = Self::build(false, true);
+        (world, flags.expect("flags"))
+    }
+
+    fn build(
+        completions: bool,
+        flags: bool,
+    ) -> (
+        Self,
+        Option<tokio::sync::mpsc::Receiver<super::Completion>>,
+        Option<crate::tenants::Flags>,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
-        pipeline.correlator().register("acme", "gh", "github", true);
-        pipeline
-            .correlator()
-            .register("acme", "cw", "cloudwatch", true);
-        Self {
+        let store = Store::open(dir.path()).expect("store");
+        let (sender, receiver) = if completions {
+            let (sender, receiver) = tokio::sync::mpsc::channel(64);
+            (Some(sender), Some(receiver))
+        } else {
+            (None, None)
+        };
+        let flags = flags.then(|| {
+            crate::tenants::Flags::new(store.clone(), crate::config::FlagDefaults::default())
+        });
+        let correlator = Arc::new(Correlator::new(
+            store.clone(),
+            crate::config::EnrichmentConfig::default(),
+            flags.clone(),
+            sender,
+        ));
+        correlator.register("acme", "gh", "github", true);
+        correlator.register("acme", "cw", "cloudwatch", true);
+        let pipeline = Pipeline::open_with(store, PipelineSettings::default(), correlator.clone())
+            .expect("pipeline");
+        let world = Self {
             _dir: dir,
             pipeline,
-        }
+            correlator,
+        };
+        (world, receiver, flags)
     }
 
     fn commit(&self, tenant: &str, integration: &str, events: Vec<String>) {
         let submission = self.pipeline.prepare(tenant, integration, &events);
         assert!(submission.dead.is_empty(), "{:?}", submission.dead);
         self.pipeline.commit_blocking(submission).expect("commit");
-    }
-
-    /// Connects a completer's queue, as the daemon does.
-    fn completions(&self) -> tokio::sync::mpsc::Receiver<super::Completion> {
-        self.pipeline
-            .correlator()
-            .connect_completions(64)
-            .expect("the first connection")
     }
 
     /// Every event in the outbox, in commit order.
@@ -457,8 +493,7 @@ fn the_change_failure_view_lists_each_deployment_with_its_failures() {
         ],
     );
     let views = world
-        .pipeline
-        .correlator()
+        .correlator
         .deployments("acme", Some("checkout"))
         .expect("view");
     let counts: Vec<(Option<String>, usize)> = views
@@ -471,8 +506,7 @@ fn the_change_failure_view_lists_each_deployment_with_its_failures() {
     );
     assert!(
         world
-            .pipeline
-            .correlator()
+            .correlator
             .deployments("other", None)
             .expect("view")
             .is_empty()
@@ -533,8 +567,17 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     let whole = build();
     deploy(&whole);
     let never = AtomicBool::new(false);
-    let done = super::batch::run(&whole.pipeline, "acme", 0, u64::MAX, false, &never, |_| {})
-        .expect("batch");
+    let done = super::batch::run(
+        &whole.pipeline,
+        &whole.correlator,
+        "acme",
+        0,
+        u64::MAX,
+        false,
+        &never,
+        |_| {},
+    )
+    .expect("batch");
     assert_eq!(
         (done.scanned, done.enriched, done.unchanged),
         (FAILURES, FAILURES, 0)
@@ -545,6 +588,7 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     let cancel = AtomicBool::new(false);
     let stopped = super::batch::run(
         &interrupted.pipeline,
+        &interrupted.correlator,
         "acme",
         0,
         u64::MAX,
@@ -568,6 +612,7 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     );
     let resumed = super::batch::run(
         &interrupted.pipeline,
+        &interrupted.correlator,
         "acme",
         0,
         u64::MAX,
@@ -590,8 +635,17 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     assert_eq!(revisions(&interrupted), FAILURES as usize);
 
     // A dry run counts without changing anything; a second run finds nothing new.
-    let dry = super::batch::run(&whole.pipeline, "acme", 0, u64::MAX, true, &never, |_| {})
-        .expect("dry run");
+    let dry = super::batch::run(
+        &whole.pipeline,
+        &whole.correlator,
+        "acme",
+        0,
+        u64::MAX,
+        true,
+        &never,
+        |_| {},
+    )
+    .expect("dry run");
     assert_eq!((dry.enriched, dry.unchanged), (0, FAILURES));
 }
 
@@ -700,7 +754,7 @@ fn the_index_is_rebuilt_from_the_archive_and_the_log_as_it_was() {
         .expect("damage");
     assert_ne!(index_of(&world.pipeline, "acme"), acme);
 
-    let summary = rebuild(&world.pipeline, "acme", &archives).expect("rebuild");
+    let summary = rebuild(&world.pipeline, &world.correlator, "acme", &archives).expect("rebuild");
     assert_eq!(index_of(&world.pipeline, "acme"), acme);
     assert_eq!(
         index_of(&world.pipeline, "other"),
@@ -716,7 +770,7 @@ fn the_index_is_rebuilt_from_the_archive_and_the_log_as_it_was() {
 
     // A store that lost its index entirely (a new one) gets it back from the files alone.
     let fresh = World::new();
-    let summary = rebuild(&fresh.pipeline, "acme", &archives).expect("rebuild");
+    let summary = rebuild(&fresh.pipeline, &fresh.correlator, "acme", &archives).expect("rebuild");
     assert_eq!(index_of(&fresh.pipeline, "acme"), acme);
     assert_eq!(
         summary.events,
@@ -745,15 +799,7 @@ fn stored_failure(world: &World, completion: &super::Completion) -> Value {
 #[test]
 fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_the_failure() {
     use super::completion::revise;
-    let world = World::new();
-    let mut completions = world.completions();
-    assert!(
-        world
-            .pipeline
-            .correlator()
-            .connect_completions(16)
-            .is_none()
-    );
+    let (world, mut completions) = World::with_completions();
     world.commit(
         "acme",
         "gh",
@@ -805,7 +851,7 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     );
 
     // The plugin's answer revises the failure: revision 2, complete.
-    world.pipeline.correlator().remember(
+    world.correlator.remember(
         "acme",
         &ask.key,
         Ok(vec![serde_json::json!({
@@ -818,7 +864,7 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
         })]),
     );
     let stored = stored_failure(&world, &completion);
-    assert!(revise(&world.pipeline, &completion, &stored).expect("revise"));
+    assert!(revise(&world.pipeline, &world.correlator, &completion, &stored).expect("revise"));
     let revised = world.failure("f1");
     assert_eq!(revised["revision"], 2);
     assert_eq!(revised["id"], first["id"]);
@@ -829,7 +875,7 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     assert_eq!(kinds(&revised), ["deployment", "suspect_commit"]);
     // Nothing more to say: no third revision.
     let stored = stored_failure(&world, &completion);
-    assert!(!revise(&world.pipeline, &completion, &stored).expect("revise"));
+    assert!(!revise(&world.pipeline, &world.correlator, &completion, &stored).expect("revise"));
 
     // The next failure after the same deployment has the answer at once: no ask.
     world.commit(
@@ -883,10 +929,9 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     let stored = stored_failure(&world, &completion);
     let problem = "integration `gh` (github) is not running".to_owned();
     world
-        .pipeline
-        .correlator()
+        .correlator
         .remember("acme", &completion.asks[0].key, Err(problem));
-    assert!(revise(&world.pipeline, &completion, &stored).expect("revise"));
+    assert!(revise(&world.pipeline, &world.correlator, &completion, &stored).expect("revise"));
     let unanswered = world.failure("f3");
     assert_eq!(unanswered["revision"], 2);
     assert_eq!(unanswered["data"]["enrichment_status"], "partial");
@@ -910,10 +955,7 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     assert!(completions.try_recv().is_err(), "not asked again");
 
     // Another tenant's failure after its own deployment asks about its own tenant only.
-    world
-        .pipeline
-        .correlator()
-        .register("other", "gh", "github", true);
+    world.correlator.register("other", "gh", "github", true);
     world.commit(
         "other",
         "gh",
@@ -942,12 +984,8 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
 
 #[test]
 fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
-    let world = World::new();
-    let mut completions = world.completions();
-    world
-        .pipeline
-        .correlator()
-        .register("acme", "gh", "github", false);
+    let (world, mut completions) = World::with_completions();
+    world.correlator.register("acme", "gh", "github", false);
     world.commit(
         "acme",
         "gh",
@@ -960,11 +998,8 @@ fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
     );
     assert_eq!(world.failure("f1")["data"]["enrichment_status"], "complete");
     assert!(completions.try_recv().is_err());
-    world
-        .pipeline
-        .correlator()
-        .register("acme", "gh", "github", true);
-    world.pipeline.correlator().set_running("acme", "gh", false);
+    world.correlator.register("acme", "gh", "github", true);
+    world.correlator.set_running("acme", "gh", false);
     world.commit(
         "acme",
         "cw",
@@ -988,7 +1023,7 @@ fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
 #[test]
 fn one_run_of_a_batch_job_at_a_time() {
     let world = World::new();
-    let correlator = world.pipeline.correlator();
+    let correlator = world.correlator;
     let first = correlator
         .start_job(b"acme\0job", std::time::Duration::ZERO)
         .expect("free");
@@ -1022,10 +1057,7 @@ fn one_run_of_a_batch_job_at_a_time() {
 fn enrichments_name_the_configured_plugin_before_its_instance_started() {
     let world = World::new();
     // Named from the configuration at the daemon's start; never configured yet.
-    world
-        .pipeline
-        .correlator()
-        .name_plugin("other", "deploys", "github");
+    world.correlator.name_plugin("other", "deploys", "github");
     world.commit(
         "other",
         "deploys",
@@ -1049,12 +1081,7 @@ fn enrichments_name_the_configured_plugin_before_its_instance_started() {
 
 #[test]
 fn a_tenant_with_realtime_enrichment_off_keeps_its_failures_as_they_came() {
-    let world = World::new();
-    let flags = crate::tenants::Flags::new(
-        world.pipeline.store().clone(),
-        crate::tenants::FlagDefaults::default(),
-    );
-    world.pipeline.correlator().use_flags(flags.clone());
+    let (world, flags) = World::with_flags();
     flags
         .set(Some("acme"), "realtime_enrichment=false", "uid:0")
         .expect("flag");
@@ -1084,8 +1111,17 @@ fn a_tenant_with_realtime_enrichment_off_keeps_its_failures_as_they_came() {
     flags
         .set(Some("acme"), "realtime_enrichment=true", "uid:0")
         .expect("flag");
-    let done = super::batch::run(&world.pipeline, "acme", 0, u64::MAX, false, &never, |_| {})
-        .expect("batch");
+    let done = super::batch::run(
+        &world.pipeline,
+        &world.correlator,
+        "acme",
+        0,
+        u64::MAX,
+        false,
+        &never,
+        |_| {},
+    )
+    .expect("batch");
     assert_eq!(done.enriched, 1);
     assert_eq!(kinds(&world.failure("f1")), ["deployment"]);
 }
@@ -1104,8 +1140,7 @@ fn deployment_reasons(event: &Value) -> Vec<String> {
 #[test]
 fn two_revisions_made_from_the_same_stored_one_lose_nothing() {
     use super::completion::revise;
-    let world = World::new();
-    let mut completions = world.completions();
+    let (world, mut completions) = World::with_completions();
     world.commit(
         "acme",
         "cw",
@@ -1173,7 +1208,7 @@ fn two_revisions_made_from_the_same_stored_one_lose_nothing() {
     assert_eq!((redo.tenant.as_str(), redo.revision), ("acme", 2));
     let stored = stored_failure(&world, &redo);
     assert_eq!(stored["revision"], 2);
-    assert!(revise(&world.pipeline, &redo, &stored).expect("revise"));
+    assert!(revise(&world.pipeline, &world.correlator, &redo, &stored).expect("revise"));
     let all = versions(&world);
     assert_eq!(all.len(), 3, "{all:?}");
     assert_eq!(all[2]["revision"], 3);

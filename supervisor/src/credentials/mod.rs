@@ -17,12 +17,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
-use plugin_kit::clock::now_ms;
 pub use kinds::{Kind, MAX_SECRET_BYTES, SecretError, parse_time_ms};
 pub use master::{
     MasterKeyError, MasterKeySource, MasterSecret, generate_file as generate_master_key_file,
     load as load_master_secret,
 };
+use plugin_kit::clock::now_ms;
 pub use renewal::renew_at;
 
 /// Errors from the credential manager. None of them carries secret material.

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::credentials::{CredentialError, Credentials};
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
-use plugin_kit::clock::now_ms;
 pub use diff::diff;
+use plugin_kit::clock::now_ms;
 pub use validate::against_schema;
 
 /// Integration errors, worded for the caller.

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
 use super::dedup::{self, DedupWindow};
-use super::inbox::Inbox;
+use super::enricher::{Enricher, NoEnrichment, Superseded};
 use super::log::{EventLog, Location, LogError};
+use super::sources::Inbox;
 use super::validate::{EventValidator, Validated};
 use crate::store::{Batch, Store, StoreError, Table};
 use plugin_kit::clock::now_ms;
@@ -117,7 +118,7 @@ fn cut(text: &str, max: usize) -> &str {
 
 /// Adds an accepted event, and the revisions of earlier events it brings, to a
 /// submission.
-fn accept(submission: &mut Submission, mut event: Validated) {
+pub(super) fn accept(submission: &mut Submission, mut event: Validated) {
     let revisions = std::mem::take(&mut event.revisions);
     submission.accepted.push(event);
     for revision in revisions {
@@ -166,9 +167,9 @@ pub struct Pipeline {
     log: Arc<EventLog>,
     sinks: Mutex<SinkOffsets>,
     dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
-    validator: EventValidator,
-    /// The correlation index and realtime enrichment.
-    correlator: crate::correlation::Correlator,
+    pub(in crate::pipeline) validator: EventValidator,
+    /// Realtime enrichment, asked about every valid event.
+    pub(in crate::pipeline) enricher: Arc<dyn Enricher>,
     /// See [`PipelineSettings::archive`].
     archive: Option<std::path::PathBuf>,
     committed: Arc<Notify>,
@@ -273,8 +274,6 @@ pub struct PipelineSettings {
     pub dead_letters_per_tenant: usize,
     /// The event log's segment size: the unit of pruning.
     pub segment_bytes: u64,
-    /// Realtime enrichment: the regression windows and the failure severity.
-    pub correlation: crate::correlation::CorrelationSettings,
     /// The JSONL sink's file, when that sink runs: with its rotations, the events of
     /// record that the correlation index is rebuilt from.
     pub archive: Option<std::path::PathBuf>,
@@ -288,7 +287,6 @@ impl Default for PipelineSettings {
             inbox_max_entries: 10_000,
             dead_letters_per_tenant: super::dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT,
             segment_bytes: super::log::SEGMENT_BYTES,
-            correlation: crate::correlation::CorrelationSettings::default(),
             archive: None,
         }
     }
@@ -306,15 +304,20 @@ pub enum OpenError {
 }
 
 impl Pipeline {
+    /// A pipeline with the default settings and no enrichment.
     pub fn open(store: Store) -> Result<Self, OpenError> {
-        Self::open_with(store, PipelineSettings::default())
+        Self::open_with(store, PipelineSettings::default(), Arc::new(NoEnrichment))
     }
 
     /// Opens the event log under `<state-dir>/pipeline/log` (cutting what was written
-    /// but not committed) and loads the ids of the latest commits.
-    pub fn open_with(store: Store, settings: PipelineSettings) -> Result<Self, OpenError> {
+    /// but not committed) and loads the ids of the latest commits. `enricher` sees
+    /// every valid event before it is committed.
+    pub fn open_with(
+        store: Store,
+        settings: PipelineSettings,
+        enricher: Arc<dyn Enricher>,
+    ) -> Result<Self, OpenError> {
         let log_dir = store.state_dir().join("pipeline").join("log");
-        let correlation_store = store.clone();
         migrate_unlogged(&store, &log_dir, settings.segment_bytes)?;
         let last = match store.iter_rev(Table::Outbox).next() {
             Some(entry) => {
@@ -346,8 +349,6 @@ impl Pipeline {
             window.push_older(seq, dedup::decode(&digests));
         }
         let committed = Arc::new(Notify::new());
-        let correlator =
-            crate::correlation::Correlator::new(correlation_store, settings.correlation.clone());
         let (jobs, receiver) = mpsc::channel();
         let dead_letters = Arc::new(super::dead_letter_bound::DeadLetterBound::open(
             &store,
@@ -363,7 +364,7 @@ impl Pipeline {
             incarnations: super::incarnation::Incarnations::new(store.clone()),
             quota: settings.backlog_quota_bytes,
             alerted: std::sync::atomic::AtomicBool::new(false),
-            completions: correlator.completion_queue(),
+            enricher: enricher.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("pipeline-commit".into())
@@ -381,7 +382,7 @@ impl Pipeline {
             log,
             validator: EventValidator::new(),
             dead_letters,
-            correlator,
+            enricher,
             archive: settings.archive.clone(),
             committed,
             jobs: Mutex::new(Some(jobs)),
@@ -417,7 +418,7 @@ impl Pipeline {
         };
         let mappings = self.mappings_of(tenant, integration);
         let correlate = |value: &serde_json::Value, time_ms: u64| {
-            self.correlator.correlate(tenant, value, time_ms)
+            self.enricher.correlate(tenant, value, time_ms)
         };
         for raw in events {
             let checked = match &mappings {
@@ -494,51 +495,18 @@ impl Pipeline {
             tenant,
             integration,
             || value.to_string(),
-            |value, time_ms| self.correlator.correlate(tenant, value, time_ms),
+            |value, time_ms| self.enricher.correlate(tenant, value, time_ms),
         )
     }
 
-    /// Validates events a client submitted for `tenant` (`POST /v1/events`): each may
-    /// name any integration of its tenant, none another tenant.
-    pub fn prepare_platform(&self, tenant: &str, events: &[serde_json::Value]) -> Submission {
-        let mut submission = Submission {
-            tenant: tenant.to_owned(),
-            integration: PLATFORM_INTEGRATION.to_owned(),
-            accepted: Vec::with_capacity(events.len()),
-            ..Submission::default()
-        };
-        // A platform event is the tenant's platform integration's, whatever it names: an
-        // ingest token cannot speak for a plugin's integration.
-        let integration = PLATFORM_INTEGRATION;
-        for value in events {
-            match self.validator.check(
-                value,
-                tenant,
-                integration,
-                || value.to_string(),
-                |value, time_ms| self.correlator.correlate(tenant, value, time_ms),
-            ) {
-                Ok(event) => accept(&mut submission, event),
-                Err(rejection) => submission.dead.push(DeadLetter::new(
-                    tenant,
-                    integration,
-                    rejection.stage,
-                    rejection.reasons.join("; "),
-                    &value.to_string(),
-                )),
-            }
-        }
-        submission
-    }
-
-    /// The correlation index.
     /// The JSONL sink's file, when that sink runs.
     pub fn archive(&self) -> Option<&std::path::Path> {
         self.archive.as_deref()
     }
 
-    pub fn correlator(&self) -> &crate::correlation::Correlator {
-        &self.correlator
+    /// The enrichment every valid event goes through.
+    pub(crate) fn enricher(&self) -> &dyn Enricher {
+        self.enricher.as_ref()
     }
 
     /// The webhook inbox.
@@ -745,7 +713,7 @@ struct Committer {
     incarnations: super::incarnation::Incarnations,
     dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
     /// Where a revision that lost a race goes to be redone (see `commit_group`).
-    completions: crate::correlation::CompletionQueue,
+    pub(in crate::pipeline) enricher: Arc<dyn Enricher>,
 }
 
 impl Committer {
@@ -840,12 +808,11 @@ impl Committer {
                     };
                     if let Some(current) = current.filter(|current| *current >= revision) {
                         outcome.duplicates += 1;
-                        superseded.push(crate::correlation::Completion {
+                        superseded.push(Superseded {
                             tenant: submission.tenant.clone(),
                             key: key.to_vec(),
                             revision: current,
                             time_ms: event.time_ms,
-                            asks: Vec::new(),
                         });
                         continue;
                     }
@@ -939,14 +906,8 @@ impl Committer {
             self.next_seq.store(seq + 1, Ordering::SeqCst);
         }
         self.dead_letters.committed(letters_plan);
-        if let Some(completions) = self.completions.get() {
-            for completion in superseded {
-                if completions.try_send(completion).is_err() {
-                    tracing::warn!(
-                        "the completion queue is full; a failure keeps an earlier revision"
-                    );
-                }
-            }
+        for revision in superseded {
+            self.enricher.superseded(revision);
         }
         Ok(outcomes)
     }
@@ -1041,6 +1002,7 @@ mod log_tests {
             Pipeline::open_with(
                 Store::open(dir.path()).expect("store"),
                 small_segments.clone(),
+                Arc::new(super::NoEnrichment),
             )
             .expect("pipeline")
         };
@@ -1138,6 +1100,7 @@ mod log_tests {
                 backlog_quota_bytes: 2000,
                 ..PipelineSettings::default()
             },
+            Arc::new(super::NoEnrichment),
         )
         .expect("pipeline");
         pipeline

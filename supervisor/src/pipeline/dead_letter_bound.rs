@@ -169,6 +169,7 @@ mod tests {
                 dead_letters_per_tenant: 3,
                 ..PipelineSettings::default()
             },
+            std::sync::Arc::new(crate::pipeline::NoEnrichment),
         )
         .expect("pipeline");
         let good = super::super::commit::tests_support::event;

@@ -1,15 +1,15 @@
 //! The event pipeline: validation against the canonical schema now; field mappings,
 //! dead letters, durable delivery and webhook ingress are built on it.
 
-mod commit;
+pub(crate) mod commit;
 mod dead_letter_bound;
 mod dead_letters;
 mod dedup;
-mod http_sink;
-mod inbox;
+mod enricher;
 mod incarnation;
-mod jsonl;
 mod log;
+pub mod sinks;
+pub mod sources;
 mod tail;
 mod tenant_data;
 mod validate;
@@ -21,8 +21,8 @@ pub use commit::{
 pub use dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT;
 pub use dead_letters::{DeadLetterError, ReplayOutcome};
 pub use dedup::id_digest;
-pub use http_sink::{Attempt, HttpSink, HttpSinkError, classify};
-pub use inbox::{Inbox, InboxError, Pending};
-pub use jsonl::JsonlSink;
+pub use enricher::{Correlated, Enricher, IndexWrite, NoEnrichment, Revision, Superseded};
 pub use log::LogError;
+pub use sinks::{Attempt, HttpSink, HttpSinkError, JsonlSink, Sink, classify};
+pub use sources::{CollectReport, Inbox, InboxError, Pending};
 pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection, Validated};

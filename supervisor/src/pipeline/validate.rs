@@ -3,7 +3,7 @@
 
 use plugin_protocol::CANONICAL_EVENT_SCHEMA_V1;
 
-use crate::correlation::Correlated;
+use super::enricher::Correlated;
 
 /// Events larger than this are rejected unparsed.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -159,9 +159,9 @@ pub struct Validated {
     /// A revision after the first: stored and delivered although its id was seen.
     pub revision: Option<u64>,
     /// Correlation index writes, committed with the event if it is stored.
-    pub writes: Vec<crate::correlation::IndexWrite>,
+    pub writes: Vec<super::enricher::IndexWrite>,
     /// Earlier events this one revises (a late deployment re-enriching failures).
-    pub revisions: Vec<crate::correlation::Revision>,
+    pub revisions: Vec<super::enricher::Revision>,
 }
 
 impl Validated {

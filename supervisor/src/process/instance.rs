@@ -40,12 +40,10 @@ pub struct InstanceContext {
     pub grace_period: Duration,
     pub status: Arc<Mutex<InstanceStatus>>,
     pub configurer: Option<Arc<dyn super::InstanceConfigurer>>,
-    /// Where collected events go; `None` keeps instances from collecting.
-    pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
-    pub collect_interval: Duration,
+    /// Told what happens to the instance.
+    pub observer: Arc<dyn super::InstanceObserver>,
     /// Where the HTTP ingress and enrichment find the running plugin.
     pub slot: Arc<PluginSlot>,
-    pub webhook_timeout: Duration,
 }
 
 /// The running plugin's client and what it can do (known once it has started), for
@@ -160,18 +158,8 @@ impl InstanceContext {
             status.since = SystemTime::now();
             self.metrics
                 .state_changed(&self.labels, before.as_str(), status.state.as_str());
-            // Enrichment says when a source of context is down against the operator's
-            // wishes (a stop on purpose is not a gap).
-            if let Some(pipeline) = &self.pipeline {
-                pipeline.correlator().set_running(
-                    &self.labels.tenant,
-                    &self.labels.integration,
-                    matches!(
-                        status.state,
-                        InstanceState::Healthy | InstanceState::Stopping | InstanceState::Stopped
-                    ),
-                );
-            }
+            self.observer
+                .state_changed(&self.labels, before, status.state);
         }
     }
 
@@ -243,6 +231,7 @@ pub async fn run(ctx: Arc<InstanceContext>, mut control: mpsc::Receiver<Control>
             RunEnd::Crashed(reason) => {
                 let decision = policy.on_exit(Instant::now(), rand::random::<f64>());
                 ctx.metrics.restarted(&ctx.labels);
+                ctx.observer.exited(&ctx.labels, &reason, decision.delay);
                 let state = if decision.crash_loop {
                     InstanceState::CrashLoop
                 } else {
@@ -328,24 +317,15 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
     let Some(request) = request else {
         return Ok(());
     };
-    if let Some(pipeline) = &ctx.pipeline {
-        let config: serde_json::Value =
-            serde_json::from_str(&request.config_json).unwrap_or_default();
-        let mappings = plugin_kit::FieldMappings::compile(config.get("mappings")).map_err(|e| {
-            StartError::Refused(format!("integration `{}`: {e}", ctx.labels.integration))
+    ctx.observer
+        .configuring(
+            &ctx.labels,
+            &request.config_json,
+            &running.description.capabilities,
+        )
+        .map_err(|why| {
+            StartError::Refused(format!("integration `{}`: {why}", ctx.labels.integration))
         })?;
-        pipeline.set_mappings(&ctx.labels.tenant, &ctx.labels.integration, mappings);
-        pipeline.correlator().register(
-            &ctx.labels.tenant,
-            &ctx.labels.integration,
-            &ctx.labels.plugin,
-            running
-                .description
-                .capabilities
-                .iter()
-                .any(|c| c == "enrich"),
-        );
-    }
     match tokio::time::timeout(
         ctx.spawn.start_timeout,
         running.connection.plugin.configure(request),
@@ -396,35 +376,17 @@ async fn supervise(
         mut connection,
         description,
     } = running;
-    let collector = match &ctx.pipeline {
-        Some(pipeline) if description.capabilities.iter().any(|c| c == "collect") => {
-            Some(tokio::spawn(super::collect::run(
-                connection.plugin.clone(),
-                pipeline.clone(),
-                ctx.metrics.clone(),
-                ctx.labels.clone(),
-                ctx.collect_interval,
-            )))
-        }
-        _ => None,
-    };
-    let _stop_collector = AbortOnDrop(collector);
-    let takes_webhooks = description.capabilities.iter().any(|c| c == "webhook");
     *ctx.slot
         .capabilities
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) =
         Some(description.capabilities.clone());
-    let drainer = match &ctx.pipeline {
-        Some(pipeline) if takes_webhooks => Some(tokio::spawn(super::inbox_drain::run(
-            connection.plugin.clone(),
-            pipeline.clone(),
-            ctx.labels.clone(),
-            ctx.webhook_timeout,
-        ))),
-        _ => None,
-    };
-    let _stop_drainer = AbortOnDrop(drainer);
+    // The observers' tasks (the pipeline's sources) run while the process does.
+    let _attached = AbortOnDrop(ctx.observer.running(
+        &ctx.labels,
+        &connection.plugin,
+        &description.capabilities,
+    ));
     ctx.slot.set(Some(connection.plugin.clone()));
     let _clear_slot = ClearOnDrop(ctx.slot.clone());
     let pid = launched.pid;
@@ -527,12 +489,12 @@ async fn stop_gracefully(
     let _ = child.wait().await;
 }
 
-/// Stops the collector when the instance's run ends, however it ends.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+/// Stops the tasks attached to a run when it ends, however it ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        if let Some(task) = &self.0 {
+        for task in &self.0 {
             task.abort();
         }
     }

@@ -25,9 +25,9 @@ pub struct ManagerSettings {
     pub process: ProcessConfig,
     pub runtime_dir: PathBuf,
     pub configurer: Option<Arc<dyn super::InstanceConfigurer>>,
-    pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
-    /// How long a plugin may take over a webhook delivery.
-    pub webhook_timeout: std::time::Duration,
+    /// Told what happens to every instance (the daemon wires the pipeline's sources,
+    /// enrichment and health here).
+    pub observer: Arc<dyn super::InstanceObserver>,
 }
 
 /// Where a webhook delivery goes.
@@ -119,11 +119,6 @@ impl Manager {
     }
 
     fn spawn_instance(&self, config: &InstanceConfig) -> Handle {
-        if let Some(pipeline) = &self.settings.pipeline {
-            pipeline
-                .correlator()
-                .name_plugin(&config.tenant, config.integration(), &config.plugin);
-        }
         let process = &self.settings.process;
         let labels = InstanceLabels {
             plugin: config.plugin.clone(),
@@ -131,6 +126,7 @@ impl Manager {
             integration: config.integration().to_owned(),
         };
         self.metrics.instance_added(&labels);
+        self.settings.observer.added(&labels);
         let index = self
             .next_socket
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -177,10 +173,8 @@ impl Manager {
             grace_period: process.grace_period,
             status: status.clone(),
             configurer: self.settings.configurer.clone(),
-            pipeline: self.settings.pipeline.clone(),
-            collect_interval: process.collect_interval,
+            observer: self.settings.observer.clone(),
             slot: slot.clone(),
-            webhook_timeout: self.settings.webhook_timeout,
         });
         let (control, receiver) = mpsc::channel(4);
         let task = tokio::spawn(instance::run(ctx, receiver));

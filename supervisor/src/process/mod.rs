@@ -1,12 +1,11 @@
 //! The process manager: one supervising task per plugin instance, each with its own
 //! process group, heartbeat and restart policy.
 
-mod collect;
 mod heartbeat;
-mod inbox_drain;
 mod instance;
 mod log_budget;
 mod manager;
+mod observer;
 pub(crate) mod plugin_logs;
 mod probe;
 mod restart;
@@ -14,6 +13,7 @@ pub(crate) mod spawn;
 mod state;
 
 pub use manager::{Manager, ManagerError, ManagerSettings, WebhookTarget};
+pub use observer::{CollectedBatch, InstanceObserver, Observers};
 pub use probe::Probe;
 
 /// Supplies the `Configure` call for an instance when it starts (integrations do; the

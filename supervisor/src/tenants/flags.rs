@@ -2,31 +2,12 @@
 //! overrides and per-tenant overrides, in rising precedence. A change takes effect
 //! without a restart and concerns only the tenant it names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Deserialize;
-
 use super::{TenantError, corrupt};
+pub use crate::config::FlagDefaults;
 use crate::store::{AuditDraft, Batch, Store, Table};
-
-/// `[flags]` in the config file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct FlagDefaults {
-    pub realtime_enrichment: bool,
-    /// Plugin name → enabled; plugins not listed are enabled.
-    pub plugins: BTreeMap<String, bool>,
-}
-
-impl Default for FlagDefaults {
-    fn default() -> Self {
-        Self {
-            realtime_enrichment: true,
-            plugins: BTreeMap::new(),
-        }
-    }
-}
 
 /// One flag's effective value and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -84,7 +84,6 @@ fn corrupt(key: &str, err: impl std::fmt::Display) -> StoreError {
     }
 }
 
-
 impl Tenants {
     pub fn new(store: Store) -> Self {
         Self { store }

@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{TenantError, Tenants, corrupt};
-use plugin_kit::clock::now_ms;
 use crate::store::{AuditDraft, Batch, Table};
+use plugin_kit::clock::now_ms;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,6 @@
 //! an expired token. A renewal happens under a lock: concurrent callers wait for the one
 //! new token instead of each minting their own.
 
-
 use octocrab::auth::create_jwt;
 use octocrab::models::AppId;
 use secrecy::{ExposeSecret, SecretString};

@@ -14,8 +14,8 @@ use std::time::Duration;
 use plugin_kit::resilience::RetryPolicy;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::commit::{DeadLetter, Pipeline, Submission};
 use crate::config::HttpSinkConfig;
+use crate::pipeline::{DeadLetter, Pipeline, Submission};
 
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +266,16 @@ impl HttpSink {
                 tracing::error!(sink = %self.config.name, error = %err, "cannot dead-letter a refused batch");
             }
         }
+    }
+}
+
+impl super::Sink for HttpSink {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn run(self: Box<Self>, stop: tokio::sync::watch::Receiver<bool>) -> super::SinkRun {
+        Box::pin(HttpSink::run(*self, stop))
     }
 }
 

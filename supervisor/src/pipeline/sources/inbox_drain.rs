@@ -9,8 +9,9 @@ use std::time::Duration;
 use plugin_kit::host::PluginRpcClient;
 use plugin_protocol::v1;
 
+use super::inbox::Inbox;
 use crate::health::InstanceLabels;
-use crate::pipeline::{DeadLetter, Inbox, Pipeline};
+use crate::pipeline::{DeadLetter, Pipeline};
 
 /// Runs while the instance runs (the task is aborted when it stops).
 pub async fn run(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::commit::{Pipeline, ReadError};
+use crate::pipeline::{Pipeline, ReadError};
 use crate::store::StoreError;
 
 /// How much of the file's end is read, at least, to recognise already-written events.
@@ -200,10 +200,20 @@ impl JsonlSink {
     }
 }
 
+impl super::Sink for JsonlSink {
+    fn name(&self) -> &str {
+        SINK_NAME
+    }
+
+    fn run(self: Box<Self>, stop: tokio::sync::watch::Receiver<bool>) -> super::SinkRun {
+        Box::pin(JsonlSink::run(*self, stop))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::commit::tests_support::event;
     use super::*;
+    use crate::pipeline::commit::tests_support::event;
     use crate::store::Store;
 
     fn lines(path: &Path) -> Vec<String> {

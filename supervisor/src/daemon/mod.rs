@@ -8,10 +8,12 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
+mod wiring;
+
 use crate::admin::{self, AdminService};
 use crate::config::{Config, ConfigError};
 use crate::health::Metrics;
-use crate::process::{Manager, ManagerSettings};
+use crate::process::{InstanceObserver, Manager, ManagerSettings, Observers};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{Store, StoreError};
 
@@ -32,7 +34,7 @@ pub enum DaemonError {
     #[error("pipeline: {0}")]
     Pipeline(#[from] crate::pipeline::OpenError),
     #[error(transparent)]
-    HttpSink(#[from] crate::pipeline::HttpSinkError),
+    Sink(#[from] crate::pipeline::sinks::SinkSetupError),
     #[error("credentials: {0}")]
     Credentials(#[from] crate::credentials::CredentialError),
     #[error("credentials: {0}")]
@@ -127,6 +129,20 @@ pub async fn run(
         .jsonl_path
         .clone()
         .unwrap_or_else(|| config.state_dir.join("sinks/events.jsonl"));
+    // Enrichment first, complete: the pipeline calls it for every event from its
+    // first commit, and the completer (started below) takes what the index lacks.
+    let (completions, completions_rx) = if config.enrichment.enabled {
+        let (sender, receiver) = tokio::sync::mpsc::channel(crate::correlation::completion::QUEUE);
+        (Some(sender), Some(receiver))
+    } else {
+        (None, None)
+    };
+    let correlator = Arc::new(crate::correlation::Correlator::new(
+        store.clone(),
+        config.enrichment.clone(),
+        Some(flags.clone()),
+        completions,
+    ));
     let pipeline = Arc::new(crate::pipeline::Pipeline::open_with(
         store.clone(),
         crate::pipeline::PipelineSettings {
@@ -134,15 +150,22 @@ pub async fn run(
             backlog_quota_bytes: config.pipeline.backlog_quota_bytes,
             inbox_max_entries: config.ingress.inbox_max_entries,
             dead_letters_per_tenant: config.pipeline.dead_letters_per_tenant,
-            // Checked when the configuration was loaded.
-            correlation: config.enrichment.settings().unwrap_or_default(),
             archive: Some(jsonl_path.clone()),
             ..crate::pipeline::PipelineSettings::default()
         },
+        correlator.clone(),
     )?);
-    pipeline.correlator().use_flags(flags.clone());
     let metrics = Arc::new(Metrics::new());
     metrics.register_dead_letter_evictions(pipeline.dead_letter_evictions());
+    let metrics_observer: Arc<dyn InstanceObserver> =
+        Arc::new(wiring::MetricsObserver(metrics.clone()));
+    let data_path = Arc::new(wiring::DataPath {
+        pipeline: pipeline.clone(),
+        correlator: correlator.clone(),
+        collect_interval: config.process.collect_interval,
+        webhook_timeout: config.ingress.webhook_timeout,
+        downstream: metrics_observer.clone(),
+    });
     let manager = Arc::new(Manager::new(
         registry.clone(),
         metrics.clone(),
@@ -150,8 +173,7 @@ pub async fn run(
             process: config.process.clone(),
             runtime_dir: config.runtime_dir(),
             configurer: Some(Arc::new(integrations.clone())),
-            pipeline: Some(pipeline.clone()),
-            webhook_timeout: config.ingress.webhook_timeout,
+            observer: Arc::new(Observers::new(vec![data_path, metrics_observer])),
         },
     )?);
     let desired = Arc::new(crate::desired::Desired::new(
@@ -175,15 +197,12 @@ pub async fn run(
             source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if config.enrichment.enabled
-        && let Some(completions) = pipeline
-            .correlator()
-            .connect_completions(crate::correlation::completion::QUEUE)
-    {
+    if let Some(completions) = completions_rx {
         tokio::spawn(
             crate::correlation::completion::Completer::new(
                 pipeline.clone(),
-                manager.clone(),
+                correlator.clone(),
+                Arc::new(wiring::ManagerClients(manager.clone())),
                 config.enrichment.plugin_deadline,
             )
             .run(completions, stop_rx.clone()),
@@ -194,15 +213,10 @@ pub async fn run(
         config.admin.audit_anchor_interval,
         stop_rx.clone(),
     ));
-    let jsonl = tokio::spawn(
-        crate::pipeline::JsonlSink::new(jsonl_path, config.sinks.jsonl_max_bytes, pipeline.clone())
-            .run(stop_rx.clone()),
-    );
-    let mut http_sinks = Vec::new();
-    for sink in &config.sinks.http {
-        let sink = crate::pipeline::HttpSink::new(sink.clone(), pipeline.clone())?;
-        http_sinks.push(tokio::spawn(sink.run(stop_rx.clone())));
-    }
+    let sinks: Vec<_> = crate::pipeline::sinks::configured(&config.sinks, jsonl_path, &pipeline)?
+        .into_iter()
+        .map(|sink| tokio::spawn(sink.run(stop_rx.clone())))
+        .collect();
     let renewer = credentials.clone().map(|credentials| {
         let renewer = Arc::new(crate::renewal::Renewer::new(
             credentials,
@@ -221,6 +235,7 @@ pub async fn run(
             integrations: integrations.clone(),
             flags,
             pipeline: pipeline.clone(),
+            correlator: correlator.clone(),
             allowed_endpoints: config
                 .integrations
                 .allowed_endpoints()
@@ -286,8 +301,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     let _ = anchoring.await;
-    let _ = jsonl.await;
-    for sink in http_sinks {
+    for sink in sinks {
         let _ = sink.await;
     }
     if let Some(renewer) = renewer {

@@ -13,7 +13,8 @@ use plugin_kit::host::PluginRpcClient;
 use plugin_protocol::v1;
 use tokio::sync::oneshot;
 
-use crate::health::{InstanceLabels, Metrics};
+use super::CollectReport;
+use crate::health::InstanceLabels;
 use crate::pipeline::{BatchOutcome, CommitError, Pipeline};
 
 /// Events taken into one submission at most.
@@ -23,7 +24,7 @@ const COALESCE_EVENTS: usize = 1_000;
 pub async fn run(
     mut client: PluginRpcClient,
     pipeline: Arc<Pipeline>,
-    metrics: Arc<Metrics>,
+    report: Arc<dyn CollectReport>,
     labels: InstanceLabels,
     interval: Duration,
 ) {
@@ -32,20 +33,22 @@ pub async fn run(
             Ok(cursor) => cursor,
             Err(err) => {
                 tracing::error!(plugin = %labels.plugin, tenant = %labels.tenant, error = %err, "cannot read the collect cursor");
+                report.failed(&format!("cannot read the collect cursor: {err}"));
                 tokio::time::sleep(interval).await;
                 continue;
             }
         };
         match client.collect(v1::CollectRequest { cursor }).await {
             Ok(response) => {
-                drain(response.into_inner(), &pipeline, &metrics, &labels).await;
+                drain(response.into_inner(), &pipeline, report.as_ref(), &labels).await;
             }
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 tracing::info!(plugin = %labels.plugin, tenant = %labels.tenant, "plugin does not collect yet");
                 return;
             }
             Err(status) => {
-                tracing::warn!(plugin = %labels.plugin, tenant = %labels.tenant, error = %status.message(), "Collect failed")
+                tracing::warn!(plugin = %labels.plugin, tenant = %labels.tenant, error = %status.message(), "Collect failed");
+                report.failed(&format!("Collect failed: {}", status.message()));
             }
         }
         tokio::time::sleep(interval).await;
@@ -61,7 +64,7 @@ type Pending = (
 async fn drain(
     mut stream: tonic::Streaming<v1::EventBatch>,
     pipeline: &Arc<Pipeline>,
-    metrics: &Metrics,
+    report: &dyn CollectReport,
     labels: &InstanceLabels,
 ) {
     let mut pending: Option<Pending> = None;
@@ -72,6 +75,7 @@ async fn drain(
             Ok(None) => break,
             Err(status) => {
                 tracing::warn!(plugin = %labels.plugin, tenant = %labels.tenant, error = %status.message(), "collect stream broke");
+                report.failed(&format!("the collect stream broke: {}", status.message()));
                 break;
             }
         };
@@ -89,6 +93,7 @@ async fn drain(
                 }
                 Ok(Err(status)) => {
                     tracing::warn!(plugin = %labels.plugin, tenant = %labels.tenant, error = %status.message(), "collect stream broke");
+                    report.failed(&format!("the collect stream broke: {}", status.message()));
                     ended = true;
                     break;
                 }
@@ -110,27 +115,26 @@ async fn drain(
         };
         submission.cursor = Some(cursor);
         if let Some(previous) = pending.take()
-            && !settle(previous, metrics, labels).await
+            && !settle(previous, report, labels).await
         {
             return;
         }
         pending = Some((pipeline.submit(submission), Instant::now()));
     }
     if let Some(previous) = pending {
-        settle(previous, metrics, labels).await;
+        settle(previous, report, labels).await;
     }
 }
 
 /// Waits for a submission to be durable; false when it was not.
-async fn settle((answer, started): Pending, metrics: &Metrics, labels: &InstanceLabels) -> bool {
+async fn settle(
+    (answer, started): Pending,
+    report: &dyn CollectReport,
+    labels: &InstanceLabels,
+) -> bool {
     match answer.await.unwrap_or(Err(CommitError::Stopped)) {
         Ok(outcome) => {
-            metrics.batch_committed(
-                started.elapsed().as_secs_f64(),
-                outcome.stored,
-                outcome.duplicates,
-                outcome.dead_lettered,
-            );
+            report.committed(&outcome, started.elapsed().as_secs_f64());
             if outcome.dead_lettered > 0 {
                 tracing::warn!(
                     plugin = %labels.plugin, tenant = %labels.tenant, integration = %labels.integration,
@@ -141,6 +145,7 @@ async fn settle((answer, started): Pending, metrics: &Metrics, labels: &Instance
         }
         Err(err) => {
             tracing::error!(plugin = %labels.plugin, error = %err, "cannot commit a batch; collecting again from the last cursor");
+            report.failed(&format!("cannot commit a batch: {err}"));
             false
         }
     }

@@ -1,0 +1,58 @@
+//! Where committed events go, each sink one file behind [`Sink`]. Every sink reads the
+//! event log from its own offset, which it advances only after delivering, so a crash
+//! repeats at most what was in flight and the log keeps what the slowest sink lacks.
+//!
+//! Adding a sink is a new file here and one arm in [`configured`].
+
+mod http;
+mod jsonl;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use http::{Attempt, HttpSink, HttpSinkError, classify};
+pub use jsonl::{JsonlSink, SinkError};
+
+use super::Pipeline;
+use crate::config::SinksConfig;
+
+/// A sink's delivery loop, boxed so that sinks of every kind run alike.
+pub type SinkRun = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A destination of committed events.
+pub trait Sink: Send + std::fmt::Debug {
+    /// The sink's name: its offset's key, its metrics' and logs' label.
+    fn name(&self) -> &str;
+
+    /// Delivers until `stop` turns true.
+    fn run(self: Box<Self>, stop: watch::Receiver<bool>) -> SinkRun;
+}
+
+/// Why the configured sinks could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkSetupError {
+    #[error(transparent)]
+    Http(#[from] HttpSinkError),
+}
+
+/// Every sink the configuration names: the JSONL file (always, at `jsonl_path`), then
+/// each `[[sinks.http]]`.
+pub fn configured(
+    config: &SinksConfig,
+    jsonl_path: PathBuf,
+    pipeline: &Arc<Pipeline>,
+) -> Result<Vec<Box<dyn Sink>>, SinkSetupError> {
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonlSink::new(
+        jsonl_path,
+        config.jsonl_max_bytes,
+        pipeline.clone(),
+    ))];
+    for http in &config.http {
+        sinks.push(Box::new(HttpSink::new(http.clone(), pipeline.clone())?));
+    }
+    Ok(sinks)
+}
