@@ -5,7 +5,7 @@
 //! kill -9 of the plugin or the daemon, mid-page and between polls, loses no log line
 //! and duplicates none.
 
-#[path = "../../plugins/cloudwatch/tests/support/moto.rs"]
+#[path = "../../../plugins/cloudwatch/tests/support/moto.rs"]
 mod moto;
 
 use std::collections::HashSet;
