@@ -93,16 +93,16 @@ pub struct Launched {
 /// Why a plugin did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("cannot execute {program}: {source}")]
+    #[error("cannot execute {program}: {cause}")]
     Spawn {
         program: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("printed no handshake line within {0:?}")]
     Timeout(Duration),
     #[error("exited before its handshake ({status}){stderr}")]
     ExitedEarly { status: String, stderr: String },
-    #[error("{0}")]
+    #[error(transparent)]
     BadHandshake(#[from] HandshakeError),
     #[error("handshake line is not UTF-8")]
     NotUtf8,
@@ -144,7 +144,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
     pre_exec::install(&mut command, spec.limits);
     let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
         program: spec.program.display().to_string(),
-        source,
+        cause: source,
     })?;
     let pid = child.id().unwrap_or_default();
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
@@ -274,15 +274,15 @@ pub struct Connection {
 /// Why the connection to a plugin failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect to {socket}: {source}")]
+    #[error("cannot connect to {socket}: {cause}")]
     Socket {
         socket: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("HTTP/2 handshake with {socket} failed: {source}")]
+    #[error("HTTP/2 handshake with {socket} failed: {cause}")]
     Handshake {
         socket: String,
-        source: hyper::Error,
+        cause: hyper::Error,
     },
     #[error("the token is not valid metadata")]
     BadToken,
@@ -325,14 +325,14 @@ pub async fn connect(socket: &Path, token: &str) -> Result<Connection, ConnectEr
         .await
         .map_err(|source| ConnectError::Socket {
             socket: shown(),
-            source,
+            cause: source,
         })?;
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ConnectError::Handshake {
             socket: shown(),
-            source,
+            cause: source,
         })?;
     // Drives the connection until either side closes it.
     tokio::spawn(connection);

@@ -94,17 +94,23 @@ enum StartError {
     Missing(&'static str),
     #[error("{ENV_SOCKET_PATH}=`{0}` is not an absolute path")]
     RelativeSocket(String),
-    #[error("cannot bind socket {path}: {source}")]
+    #[error("cannot bind socket {path}: {cause}")]
     Bind {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot write the handshake line: {0}")]
     Handshake(std::io::Error),
     #[error("serving failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    Serve(tonic::transport::Error),
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+}
+
+impl From<tonic::transport::Error> for StartError {
+    fn from(error: tonic::transport::Error) -> Self {
+        Self::Serve(error)
+    }
 }
 
 impl StartSettings {
@@ -170,7 +176,7 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
 
     let listener = UnixListener::bind(&settings.socket).map_err(|source| StartError::Bind {
         path: settings.socket.display().to_string(),
-        source,
+        cause: source,
     })?;
     if let Err(err) =
         std::fs::set_permissions(&settings.socket, std::fs::Permissions::from_mode(0o600))

@@ -34,15 +34,27 @@ pub enum HarnessError {
     #[error("cannot prepare the socket directory: {0}")]
     SocketDir(std::io::Error),
     #[error("plugin did not start: {0}")]
-    Launch(#[from] crate::host::LaunchError),
-    #[error("{0}")]
+    Launch(crate::host::LaunchError),
+    #[error(transparent)]
     Connect(#[from] crate::host::ConnectError),
     #[error("call failed: {0}")]
-    Call(#[from] tonic::Status),
+    Call(tonic::Status),
     #[error("waiting for exit: {0}")]
     Wait(std::io::Error),
     #[error("did not exit within {0:?}")]
     NoExit(Duration),
+}
+
+impl From<tonic::Status> for HarnessError {
+    fn from(error: tonic::Status) -> Self {
+        Self::Call(error)
+    }
+}
+
+impl From<crate::host::LaunchError> for HarnessError {
+    fn from(error: crate::host::LaunchError) -> Self {
+        Self::Launch(error)
+    }
 }
 
 /// A running plugin process and a connection to it. Killed on drop.

@@ -32,14 +32,20 @@ impl std::fmt::Display for HeartbeatReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("{0}")]
+    #[error(transparent)]
     Checksum(#[from] ChecksumError),
     #[error("cannot prepare a socket directory: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("plugin {plugin}: {message}")]
     Plugin { plugin: String, message: String },
     #[error("--calls and --spawns must be at least 1")]
     NothingToMeasure,
+}
+
+impl From<std::io::Error> for BenchError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 /// Spawns `plugin` `spawns` times (median start-up), then makes `calls` health checks

@@ -13,10 +13,10 @@ use crate::names::is_name;
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
@@ -589,7 +589,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?;
         Self::parse(&text, path)
     }
@@ -726,7 +726,7 @@ impl Config {
         let absolute = |path: &mut PathBuf, key: &str| -> Result<(), ConfigError> {
             *path = std::path::absolute(&*path).map_err(|source| ConfigError::Read {
                 path: format!("{key} = {}", path.display()),
-                source,
+                cause: source,
             })?;
             Ok(())
         };

@@ -36,11 +36,11 @@ pub fn rate_budget(per_second: u32, burst: u32) -> Arc<RateBudget> {
 pub enum CallError<E: std::error::Error + 'static> {
     #[error("{name}: circuit open after repeated failures; next try in {retry_in:?}")]
     BreakerOpen { name: String, retry_in: Duration },
-    #[error("{name}: failed after {attempts} attempt(s): {source}")]
+    #[error("{name}: failed after {attempts} attempt(s): {cause}")]
     Failed {
         name: String,
         attempts: u32,
-        source: E,
+        cause: E,
     },
 }
 
@@ -160,7 +160,7 @@ impl Resilience {
         result.map_err(|source| CallError::Failed {
             name: self.name.clone(),
             attempts,
-            source,
+            cause: source,
         })
     }
 }

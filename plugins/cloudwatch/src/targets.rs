@@ -168,7 +168,7 @@ impl Target {
                     code: None,
                 },
                 CallError::Failed {
-                    attempts, source, ..
+                    attempts, cause: source, ..
                 } => {
                     let mut described = describe(operation, &source);
                     described.detail = format!(

@@ -617,7 +617,7 @@ impl Admin for AdminService {
                 s.resolve()
                     .map_err(|e| crate::credentials::MasterKeyError::Read {
                         path: request.get_ref().new_master_key.clone(),
-                        source: e,
+                        cause: e,
                     })
             })
             .map_err(|e| Status::invalid_argument(e.to_string()))?;

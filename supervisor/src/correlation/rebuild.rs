@@ -57,10 +57,10 @@ pub enum RebuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Log(#[from] ReadError),
-    #[error("cannot read the archive {path}: {source}")]
+    #[error("cannot read the archive {path}: {cause}")]
     Archive {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Correlation(#[from] CorrelationError),
@@ -97,7 +97,7 @@ pub fn archive_files(path: &Path) -> Result<Vec<PathBuf>, RebuildError> {
         Err(source) => {
             return Err(RebuildError::Archive {
                 path: dir.display().to_string(),
-                source,
+                cause: source,
             });
         }
     };
@@ -206,7 +206,7 @@ pub fn rebuild(
     for path in archives {
         let archive_error = |source| RebuildError::Archive {
             path: path.display().to_string(),
-            source,
+            cause: source,
         };
         let file = std::fs::File::open(path).map_err(archive_error)?;
         let mut reader = std::io::BufReader::new(file);

@@ -31,10 +31,10 @@ pub enum MasterKeyError {
         "master key file {path} has mode {mode:o}: it must not be readable or writable by group or others (chmod 600)"
     )]
     LoosePermissions { path: String, mode: u32 },
-    #[error("cannot read master key file {path}: {source}")]
+    #[error("cannot read master key file {path}: {cause}")]
     Read {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("master key file {path} holds no age identity (a line `AGE-SECRET-KEY-1…`)")]
     NoIdentity { path: String },
@@ -44,10 +44,10 @@ pub enum MasterKeyError {
     NoCredentialsDirectory(String),
     #[error("master passphrase file {path} is empty")]
     EmptyPassphrase { path: String },
-    #[error("cannot create master key file {path}: {source}")]
+    #[error("cannot create master key file {path}: {cause}")]
     Create {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -137,7 +137,7 @@ fn read_private(path: &Path) -> Result<SecretString, MasterKeyError> {
         Err(source) => {
             return Err(MasterKeyError::Read {
                 path: shown,
-                source,
+                cause: source,
             });
         }
     };
@@ -147,7 +147,7 @@ fn read_private(path: &Path) -> Result<SecretString, MasterKeyError> {
     }
     let text = std::fs::read_to_string(path).map_err(|source| MasterKeyError::Read {
         path: shown,
-        source,
+        cause: source,
     })?;
     Ok(SecretString::from(text))
 }
@@ -182,7 +182,7 @@ pub fn generate_file(path: &Path) -> Result<(), MasterKeyError> {
             .create(parent)
             .map_err(|source| MasterKeyError::Create {
                 path: shown.clone(),
-                source,
+                cause: source,
             })?;
     }
     let identity = age::x25519::Identity::generate();
@@ -193,7 +193,7 @@ pub fn generate_file(path: &Path) -> Result<(), MasterKeyError> {
         .open(path)
         .map_err(|source| MasterKeyError::Create {
             path: shown.clone(),
-            source,
+            cause: source,
         })?;
     writeln!(
         file,
@@ -203,7 +203,7 @@ pub fn generate_file(path: &Path) -> Result<(), MasterKeyError> {
     .and_then(|()| writeln!(file, "{}", identity.to_string().expose_secret()))
     .map_err(|source| MasterKeyError::Create {
         path: shown,
-        source,
+        cause: source,
     })
 }
 

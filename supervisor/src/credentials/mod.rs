@@ -28,7 +28,7 @@ pub use renewal::renew_at;
 /// Errors from the credential manager. None of them carries secret material.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("{0}")]
+    #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
     #[error(
         "the master key (public key {found}) is not the one this database was set up with ({expected}); refusing to start rather than touch any data"
@@ -46,7 +46,7 @@ pub enum CredentialError {
     UnknownKind(String),
     #[error("`{0}` is not a valid credential name: use 1-64 letters, digits, `-` or `_`")]
     BadName(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("credential `{name}` of tenant `{tenant}` does not exist")]
     Unknown { tenant: String, name: String },
@@ -60,7 +60,7 @@ pub enum CredentialError {
     TenantKey(String),
     #[error("encryption failed: {0}")]
     Encrypt(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

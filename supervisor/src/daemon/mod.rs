@@ -20,10 +20,10 @@ use crate::store::{Store, StoreError};
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot create state directory {path}: {source}")]
+    #[error("cannot create state directory {path}: {cause}")]
     StateDir {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     StateDirectory(#[from] crate::state_dir::StateDirError),
@@ -32,26 +32,44 @@ pub enum DaemonError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("pipeline: {0}")]
-    Pipeline(#[from] crate::pipeline::OpenError),
+    Pipeline(crate::pipeline::OpenError),
     #[error(transparent)]
     Sink(#[from] crate::pipeline::sinks::SinkSetupError),
     #[error("credentials: {0}")]
-    Credentials(#[from] crate::credentials::CredentialError),
+    Credentials(crate::credentials::CredentialError),
     #[error("credentials: {0}")]
-    MasterKey(#[from] crate::credentials::MasterKeyError),
+    MasterKey(crate::credentials::MasterKeyError),
     #[error(transparent)]
     Manager(#[from] crate::process::ManagerError),
     #[error(transparent)]
     AdminSocket(#[from] admin::AdminSocketError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Http {
         addr: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("integrations.allowed_endpoints: {0}")]
     AllowedEndpoints(String),
+}
+
+impl From<crate::credentials::MasterKeyError> for DaemonError {
+    fn from(error: crate::credentials::MasterKeyError) -> Self {
+        Self::MasterKey(error)
+    }
+}
+
+impl From<crate::credentials::CredentialError> for DaemonError {
+    fn from(error: crate::credentials::CredentialError) -> Self {
+        Self::Credentials(error)
+    }
+}
+
+impl From<crate::pipeline::OpenError> for DaemonError {
+    fn from(error: crate::pipeline::OpenError) -> Self {
+        Self::Pipeline(error)
+    }
 }
 
 /// Command-line values that override the config file (kept across SIGHUP reloads).
@@ -188,13 +206,13 @@ pub async fn run(
         .await
         .map_err(|source| DaemonError::Http {
             addr: config.http_listen.to_string(),
-            source,
+            cause: source,
         })?;
     let http_addr = http_listener
         .local_addr()
         .map_err(|source| DaemonError::Http {
             addr: config.http_listen.to_string(),
-            source,
+            cause: source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(completions) = completions_rx {
@@ -326,7 +344,7 @@ fn load_master_key(
     let source = crate::credentials::MasterKeySource::parse(source)?;
     let source = source.resolve().map_err(|source| DaemonError::StateDir {
         path: "credentials.master_key".to_owned(),
-        source,
+        cause: source,
     })?;
     if config.credentials.generate_missing_key {
         tracing::warn!(

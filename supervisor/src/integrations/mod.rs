@@ -40,9 +40,9 @@ pub enum IntegrationError {
         path: String,
         name: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Credential(#[from] CredentialError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

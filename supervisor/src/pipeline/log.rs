@@ -21,10 +21,10 @@ pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Event log errors.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("event log {path}: {source}")]
+    #[error("event log {path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("event log {path}: record at {offset} (+{len}) is past the end of the segment")]
     Missing { path: String, offset: u64, len: u32 },
@@ -33,7 +33,7 @@ pub enum LogError {
 fn io(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
     move |source| LogError::Io {
         path: path.display().to_string(),
-        source,
+        cause: source,
     }
 }
 
@@ -220,12 +220,12 @@ impl EventLog {
             let _ = segments.active.file.set_len(offset);
             return Err(LogError::Io {
                 path: path.display().to_string(),
-                source,
+                cause: source,
             });
         }
         let len = u32::try_from(record.len()).map_err(|_| LogError::Io {
             path: path.display().to_string(),
-            source: std::io::Error::other("a commit record over 4 GiB"),
+            cause: std::io::Error::other("a commit record over 4 GiB"),
         })?;
         segments.active.len += record.len() as u64;
         let size = segments.active.len;
@@ -267,7 +267,7 @@ impl EventLog {
                 },
                 _ => LogError::Io {
                     path: path.display().to_string(),
-                    source,
+                    cause: source,
                 },
             })?;
         Ok(record)

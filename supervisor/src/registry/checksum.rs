@@ -43,10 +43,10 @@ impl VerifiedExecutable {
 /// Why an executable may not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ChecksumError {
-    #[error("cannot read executable {path}: {source}")]
+    #[error("cannot read executable {path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("executable {path} is not a regular file")]
     NotAFile { path: String },
@@ -77,8 +77,8 @@ pub enum ChecksumError {
         expected: String,
         found: String,
     },
-    #[error("cannot make a sealed copy of executable {path}: {source}")]
-    Seal { path: String, source: nix::Error },
+    #[error("cannot make a sealed copy of executable {path}: {cause}")]
+    Seal { path: String, cause: nix::Error },
 }
 
 /// What identifies one version of a file on disk: a change of content changes at least
@@ -179,7 +179,7 @@ pub fn verify_opened(
     let shown = path.display().to_string();
     let seal_error = |source| ChecksumError::Seal {
         path: shown.clone(),
-        source,
+        cause: source,
     };
     let sealed = memfd_create(
         c"integrationd-plugin",
@@ -222,7 +222,7 @@ pub fn verify_opened(
 pub fn open_checked(path: &Path) -> Result<Opened, ChecksumError> {
     let io = |source| ChecksumError::Io {
         path: path.display().to_string(),
-        source,
+        cause: source,
     };
     let resolved = std::fs::canonicalize(path).map_err(io)?;
     let daemon = nix::unistd::geteuid().as_raw();
@@ -289,7 +289,7 @@ fn hash_into(
 ) -> Result<String, ChecksumError> {
     let io = |source| ChecksumError::Io {
         path: path.display().to_string(),
-        source,
+        cause: source,
     };
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 256 * 1024];

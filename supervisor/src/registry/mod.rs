@@ -27,10 +27,10 @@ pub fn framework_version() -> Version {
 /// Errors from registry operations asked for by an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot read the plugin directory {path}: {source}")]
+    #[error("cannot read the plugin directory {path}: {cause}")]
     PluginDir {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("plugin `{0}` is not installed")]
     Unknown(String),
@@ -38,9 +38,9 @@ pub enum RegistryError {
     UnknownVersion { name: String, version: String },
     #[error("`{0}` is not a SHA-256 checksum (64 hex digits)")]
     BadChecksum(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Checksum(#[from] ChecksumError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -341,7 +341,7 @@ fn discover(
 ) -> Result<(Vec<Package>, Vec<Refusal>), RegistryError> {
     let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::PluginDir {
         path: dir.display().to_string(),
-        source,
+        cause: source,
     })?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)

@@ -174,8 +174,8 @@ const FORMAT_KEY: &[u8] = b"format_version";
 /// Errors from the state database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the state database in {path}: {source}")]
-    Open { path: String, source: sled::Error },
+    #[error("cannot open the state database in {path}: {cause}")]
+    Open { path: String, cause: sled::Error },
     #[error(
         "the state database in {path} was written by a newer integrationd (format {found}, this build reads up to {FORMAT_VERSION}); upgrade integrationd or restore a backup"
     )]
@@ -183,9 +183,15 @@ pub enum StoreError {
     #[error("the state database in {path} has a corrupt format version record")]
     CorruptVersion { path: String },
     #[error("state database: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     #[error("state database record `{key}` is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        Self::Sled(error)
+    }
 }
 
 /// The opened state database.
@@ -247,7 +253,7 @@ impl Store {
             .cache_capacity(cache_mb.saturating_mul(1024 * 1024));
         let db = open_locked(&config).map_err(|source| StoreError::Open {
             path: shown.clone(),
-            source,
+            cause: source,
         })?;
         match db.get(FORMAT_KEY)? {
             None => {

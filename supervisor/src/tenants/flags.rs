@@ -27,7 +27,7 @@ pub enum FlagError {
     BadValue(String),
     #[error("`{0}` is not KEY=VALUE")]
     NotAssignment(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Tenant(#[from] TenantError),
 }
 

@@ -25,7 +25,7 @@ pub enum TenantError {
     Reserved(String),
     #[error("token `{0}` does not exist")]
     UnknownToken(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

@@ -20,11 +20,11 @@ use crate::pipeline::{DeadLetter, Pipeline, Submission};
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSinkError {
-    #[error("sink `{sink}`: cannot read its token file {path}: {source}")]
+    #[error("sink `{sink}`: cannot read its token file {path}: {cause}")]
     TokenFile {
         sink: String,
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("sink `{sink}`: cannot build its HTTP client: {reason}")]
     Client { sink: String, reason: String },
@@ -81,7 +81,7 @@ impl HttpSink {
                     std::fs::read_to_string(path).map_err(|source| HttpSinkError::TokenFile {
                         sink: config.name.clone(),
                         path: path.display().to_string(),
-                        source,
+                        cause: source,
                     })?;
                 Some(SecretString::from(text.trim().to_owned()))
             }

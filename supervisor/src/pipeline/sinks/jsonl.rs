@@ -22,14 +22,14 @@ const SINK_NAME: &str = "jsonl";
 /// Sink errors.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("JSONL sink {path}: {source}")]
+    #[error("JSONL sink {path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Read(#[from] ReadError),
 }
 
@@ -49,7 +49,7 @@ struct IdOnly {
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SinkError + '_ {
     move |source| SinkError::Io {
         path: path.display().to_string(),
-        source,
+        cause: source,
     }
 }
 
