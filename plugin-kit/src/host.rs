@@ -280,10 +280,7 @@ pub enum ConnectError {
         cause: std::io::Error,
     },
     #[error("HTTP/2 handshake with {socket} failed: {cause}")]
-    Handshake {
-        socket: String,
-        cause: hyper::Error,
-    },
+    Handshake { socket: String, cause: hyper::Error },
     #[error("the token is not valid metadata")]
     BadToken,
 }

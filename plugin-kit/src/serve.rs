@@ -95,10 +95,7 @@ enum StartError {
     #[error("{ENV_SOCKET_PATH}=`{0}` is not an absolute path")]
     RelativeSocket(String),
     #[error("cannot bind socket {path}: {cause}")]
-    Bind {
-        path: String,
-        cause: std::io::Error,
-    },
+    Bind { path: String, cause: std::io::Error },
     #[error("cannot write the handshake line: {0}")]
     Handshake(std::io::Error),
     #[error("serving failed: {0}")]

@@ -14,10 +14,7 @@ use crate::names::is_name;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {cause}")]
-    Read {
-        path: String,
-        cause: std::io::Error,
-    },
+    Read { path: String, cause: std::io::Error },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
 }

@@ -168,7 +168,9 @@ impl Target {
                     code: None,
                 },
                 CallError::Failed {
-                    attempts, cause: source, ..
+                    attempts,
+                    cause: source,
+                    ..
                 } => {
                     let mut described = describe(operation, &source);
                     described.detail = format!(

@@ -58,10 +58,7 @@ pub enum RebuildError {
     #[error(transparent)]
     Log(#[from] ReadError),
     #[error("cannot read the archive {path}: {cause}")]
-    Archive {
-        path: String,
-        cause: std::io::Error,
-    },
+    Archive { path: String, cause: std::io::Error },
     #[error(transparent)]
     Correlation(#[from] CorrelationError),
 }

@@ -32,10 +32,7 @@ pub enum MasterKeyError {
     )]
     LoosePermissions { path: String, mode: u32 },
     #[error("cannot read master key file {path}: {cause}")]
-    Read {
-        path: String,
-        cause: std::io::Error,
-    },
+    Read { path: String, cause: std::io::Error },
     #[error("master key file {path} holds no age identity (a line `AGE-SECRET-KEY-1…`)")]
     NoIdentity { path: String },
     #[error(
@@ -45,10 +42,7 @@ pub enum MasterKeyError {
     #[error("master passphrase file {path} is empty")]
     EmptyPassphrase { path: String },
     #[error("cannot create master key file {path}: {cause}")]
-    Create {
-        path: String,
-        cause: std::io::Error,
-    },
+    Create { path: String, cause: std::io::Error },
 }
 
 impl MasterKeySource {

@@ -21,10 +21,7 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot create state directory {path}: {cause}")]
-    StateDir {
-        path: String,
-        cause: std::io::Error,
-    },
+    StateDir { path: String, cause: std::io::Error },
     #[error(transparent)]
     StateDirectory(#[from] crate::state_dir::StateDirError),
     #[error(transparent)]
@@ -44,10 +41,7 @@ pub enum DaemonError {
     #[error(transparent)]
     AdminSocket(#[from] admin::AdminSocketError),
     #[error("cannot listen on {addr}: {cause}")]
-    Http {
-        addr: String,
-        cause: std::io::Error,
-    },
+    Http { addr: String, cause: std::io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("integrations.allowed_endpoints: {0}")]

@@ -22,10 +22,7 @@ pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("event log {path}: {cause}")]
-    Io {
-        path: String,
-        cause: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
     #[error("event log {path}: record at {offset} (+{len}) is past the end of the segment")]
     Missing { path: String, offset: u64, len: u32 },
 }

@@ -44,10 +44,7 @@ impl VerifiedExecutable {
 #[derive(Debug, thiserror::Error)]
 pub enum ChecksumError {
     #[error("cannot read executable {path}: {cause}")]
-    Io {
-        path: String,
-        cause: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
     #[error("executable {path} is not a regular file")]
     NotAFile { path: String },
     #[error("{what} {path} is writable by group or others (mode {mode:o}); refusing to run it")]

@@ -28,10 +28,7 @@ pub fn framework_version() -> Version {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot read the plugin directory {path}: {cause}")]
-    PluginDir {
-        path: String,
-        cause: std::io::Error,
-    },
+    PluginDir { path: String, cause: std::io::Error },
     #[error("plugin `{0}` is not installed")]
     Unknown(String),
     #[error("plugin `{name}` has no installed version {version}")]

@@ -17,6 +17,7 @@ mod quickstart;
 mod refusals;
 mod renewal;
 mod scale;
+mod startup;
 mod supervision;
 mod tenants;
 mod webhooks;

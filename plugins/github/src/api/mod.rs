@@ -196,7 +196,9 @@ impl GitHubApi {
             .await
             .map_err(|err| match err {
                 CallError::Failed {
-                    cause: source, attempts, ..
+                    cause: source,
+                    attempts,
+                    ..
                 } => ApiError::Call(format!(
                     "{path}: the request failed after {attempts} attempt(s): {}",
                     source.without_url()

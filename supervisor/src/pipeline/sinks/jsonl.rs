@@ -23,10 +23,7 @@ const SINK_NAME: &str = "jsonl";
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("JSONL sink {path}: {cause}")]
-    Io {
-        path: String,
-        cause: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
