@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn instance_keys_order_by_tenant_first() {
-        let mut keys = vec![
+        let mut keys = [
             InstanceKey::new("b", "a"),
             InstanceKey::new("a", "z"),
             InstanceKey::new("a", "b"),

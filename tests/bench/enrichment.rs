@@ -286,10 +286,12 @@ fn batch_enrichment() {
     let done = batch::run(
         &pipeline,
         &correlator,
-        "acme",
-        0,
-        u64::MAX,
-        false,
+        batch::Scope {
+            tenant: "acme",
+            from_ms: 0,
+            to_ms: u64::MAX,
+            dry_run: false,
+        },
         &never,
         |_| {},
     )

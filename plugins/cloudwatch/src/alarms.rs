@@ -12,67 +12,29 @@ use plugin_kit::{Category, EventBuilder, MapContext, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::console;
-use crate::settings::severity_by_name;
+use crate::settings::{AlarmRule, severity_by_name};
 use crate::targets::{AwsError, Target};
-
-/// One rule of `alarms = [...]`; the first that matches an alarm decides.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AlarmRule {
-    /// A name pattern (`*` for any run of characters).
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    /// Tags the alarm must carry (read with `ListTagsForResource` when polling).
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// `system` (the default) or `security`.
-    pub category: Option<String>,
-    /// Severity of the ALARM state (default `error`).
-    pub severity: Option<String>,
-    /// `service.name` of the alarm's events.
-    pub service: Option<String>,
-}
-
-impl AlarmRule {
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(category) = &self.category
-            && category != "system"
-            && category != "security"
-        {
-            return Err(format!(
-                "alarm rule category `{category}` is neither `system` nor `security`"
-            ));
-        }
-        if let Some(severity) = &self.severity
-            && severity_by_name(severity).is_none()
-        {
-            return Err(format!(
-                "alarm rule severity `{severity}` is not debug, info, warning, error or critical"
-            ));
-        }
-        Ok(())
-    }
-
-    fn matches(&self, change: &AlarmChange<'_>) -> bool {
-        self.name
-            .as_deref()
-            .is_none_or(|pattern| plugin_kit::glob::matches(pattern, change.name))
-            && self
-                .namespace
-                .as_deref()
-                .is_none_or(|namespace| change.namespace == Some(namespace))
-            && self.tags.iter().all(|(key, value)| {
-                change
-                    .tags
-                    .as_ref()
-                    .is_some_and(|tags| tags.get(key) == Some(value))
-            })
-    }
-}
 
 /// Whether any rule needs the alarms' tags.
 pub fn rules_need_tags(rules: &[AlarmRule]) -> bool {
     rules.iter().any(|r| !r.tags.is_empty())
+}
+
+/// Whether `rule` matches the alarm of `change`.
+fn rule_matches(rule: &AlarmRule, change: &AlarmChange<'_>) -> bool {
+    rule.name
+        .as_deref()
+        .is_none_or(|pattern| plugin_kit::glob::matches(pattern, change.name))
+        && rule
+            .namespace
+            .as_deref()
+            .is_none_or(|namespace| change.namespace == Some(namespace))
+        && rule.tags.iter().all(|(key, value)| {
+            change
+                .tags
+                .as_ref()
+                .is_some_and(|tags| tags.get(key) == Some(value))
+        })
 }
 
 /// One alarm state change, however it was learnt.
@@ -104,7 +66,7 @@ pub fn event(
     context: &MapContext,
     original: serde_json::Value,
 ) -> Result<String, serde_json::Error> {
-    let rule = rules.iter().find(|rule| rule.matches(change));
+    let rule = rules.iter().find(|rule| rule_matches(rule, change));
     let category = match rule.and_then(|r| r.category.as_deref()) {
         Some("security") => Category::Security,
         _ => Category::System,

@@ -22,18 +22,6 @@ pub const QUERIES_PER_CALL: usize = 500;
 /// several polls.
 pub const MAX_WINDOW_SECONDS: u64 = 24 * 60 * 60;
 
-/// Periods CloudWatch accepts: high resolution (1, 5, 10, 20, 30 s) or multiples of a
-/// minute.
-pub fn validate_period(period: u32) -> Result<(), String> {
-    if matches!(period, 1 | 5 | 10 | 20 | 30) || (period >= 60 && period.is_multiple_of(60)) {
-        Ok(())
-    } else {
-        Err(format!(
-            "period {period} is not 1, 5, 10, 20, 30 or a multiple of 60 seconds"
-        ))
-    }
-}
-
 /// One metric to read.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ResolvedQuery {
@@ -348,6 +336,7 @@ fn datapoint_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::validate_period;
 
     #[test]
     fn windows_are_aligned_contiguous_and_bounded() {

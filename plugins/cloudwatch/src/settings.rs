@@ -10,8 +10,6 @@ use plugin_kit::{Severity, v1};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::alarms::AlarmRule;
-
 /// The environment variable through which the operator (never a tenant) lets named
 /// integrations use the host's own AWS identity: `tenant/integration` entries,
 /// comma-separated. The daemon passes it to plugins only when its `pass_env` lists it.
@@ -311,7 +309,7 @@ impl Settings {
             });
         }
         for query in &raw.metrics {
-            crate::metrics::validate_period(query.period).map_err(|why| {
+            validate_period(query.period).map_err(|why| {
                 SettingsError::Config(format!(
                     "metric {}/{}: {why}",
                     query.namespace, query.metric
@@ -319,7 +317,7 @@ impl Settings {
             })?;
         }
         for discovery in &raw.metric_discovery {
-            crate::metrics::validate_period(discovery.period).map_err(|why| {
+            validate_period(discovery.period).map_err(|why| {
                 SettingsError::Config(format!(
                     "metric discovery in {}: {why}",
                     discovery.namespace
@@ -469,6 +467,57 @@ pub fn severity_by_name(name: &str) -> Option<Severity> {
         "critical" => Severity::Critical,
         _ => return None,
     })
+}
+
+/// One rule of `alarms = [...]`; the first that matches an alarm decides.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmRule {
+    /// A name pattern (`*` for any run of characters).
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    /// Tags the alarm must carry (read with `ListTagsForResource` when polling).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// `system` (the default) or `security`.
+    pub category: Option<String>,
+    /// Severity of the ALARM state (default `error`).
+    pub severity: Option<String>,
+    /// `service.name` of the alarm's events.
+    pub service: Option<String>,
+}
+
+impl AlarmRule {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(category) = &self.category
+            && category != "system"
+            && category != "security"
+        {
+            return Err(format!(
+                "alarm rule category `{category}` is neither `system` nor `security`"
+            ));
+        }
+        if let Some(severity) = &self.severity
+            && severity_by_name(severity).is_none()
+        {
+            return Err(format!(
+                "alarm rule severity `{severity}` is not debug, info, warning, error or critical"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Periods CloudWatch accepts: high resolution (1, 5, 10, 20, 30 s) or multiples of a
+/// minute.
+pub fn validate_period(period: u32) -> Result<(), String> {
+    if matches!(period, 1 | 5 | 10 | 20 | 30) || (period >= 60 && period.is_multiple_of(60)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "period {period} is not 1, 5, 10, 20, 30 or a multiple of 60 seconds"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -300,10 +300,12 @@ impl AdminService {
             let result = crate::correlation::batch::run(
                 &pipeline,
                 &correlator,
-                &query.tenant,
-                query.from_unix_ms,
-                query.to_unix_ms,
-                query.dry_run,
+                crate::correlation::batch::Scope {
+                    tenant: &query.tenant,
+                    from_ms: query.from_unix_ms,
+                    to_ms: query.to_unix_ms,
+                    dry_run: query.dry_run,
+                },
                 &cancel,
                 |progress| {
                     if sender

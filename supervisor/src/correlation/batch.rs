@@ -80,18 +80,31 @@ pub(super) fn add_revision(
     });
 }
 
-/// Runs (or resumes) the job for `tenant` over `from_ms..=to_ms`. `report` hears the
-/// progress after each chunk; `cancel` stops it between chunks.
+/// Which failures a batch run enriches: `tenant`'s over `from_ms..=to_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub tenant: &'a str,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// Count what would change, store nothing.
+    pub dry_run: bool,
+}
+
+/// Runs (or resumes) the job for `scope`. `report` hears the progress after each
+/// chunk; `cancel` stops it between chunks.
 pub fn run(
     pipeline: &Pipeline,
     correlator: &Correlator,
-    tenant: &str,
-    from_ms: u64,
-    to_ms: u64,
-    dry_run: bool,
+    scope: Scope<'_>,
     cancel: &AtomicBool,
     mut report: impl FnMut(&Progress),
 ) -> Result<Progress, BatchError> {
+    let Scope {
+        tenant,
+        from_ms,
+        to_ms,
+        dry_run,
+    } = scope;
     let store = pipeline.store();
     let job = job_key(tenant, from_ms, to_ms, dry_run);
     let _running = correlator

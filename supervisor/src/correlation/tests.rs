@@ -570,10 +570,12 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     let done = super::batch::run(
         &whole.pipeline,
         &whole.correlator,
-        "acme",
-        0,
-        u64::MAX,
-        false,
+        super::batch::Scope {
+            tenant: "acme",
+            from_ms: 0,
+            to_ms: u64::MAX,
+            dry_run: false,
+        },
         &never,
         |_| {},
     )
@@ -589,10 +591,12 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     let stopped = super::batch::run(
         &interrupted.pipeline,
         &interrupted.correlator,
-        "acme",
-        0,
-        u64::MAX,
-        false,
+        super::batch::Scope {
+            tenant: "acme",
+            from_ms: 0,
+            to_ms: u64::MAX,
+            dry_run: false,
+        },
         &cancel,
         |p| {
             if p.scanned >= 2 * super::batch::CHUNK as u64 {
@@ -613,10 +617,12 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     let resumed = super::batch::run(
         &interrupted.pipeline,
         &interrupted.correlator,
-        "acme",
-        0,
-        u64::MAX,
-        false,
+        super::batch::Scope {
+            tenant: "acme",
+            from_ms: 0,
+            to_ms: u64::MAX,
+            dry_run: false,
+        },
         &never,
         |_| {},
     )
@@ -638,10 +644,12 @@ fn batch_enrichment_interrupted_and_resumed_equals_one_run() {
     let dry = super::batch::run(
         &whole.pipeline,
         &whole.correlator,
-        "acme",
-        0,
-        u64::MAX,
-        true,
+        super::batch::Scope {
+            tenant: "acme",
+            from_ms: 0,
+            to_ms: u64::MAX,
+            dry_run: true,
+        },
         &never,
         |_| {},
     )
@@ -1114,10 +1122,12 @@ fn a_tenant_with_realtime_enrichment_off_keeps_its_failures_as_they_came() {
     let done = super::batch::run(
         &world.pipeline,
         &world.correlator,
-        "acme",
-        0,
-        u64::MAX,
-        false,
+        super::batch::Scope {
+            tenant: "acme",
+            from_ms: 0,
+            to_ms: u64::MAX,
+            dry_run: false,
+        },
         &never,
         |_| {},
     )
