@@ -1,0 +1,203 @@
+//! Enrichment: batch runs, the change-failure view, the correlation index.
+
+use crate::args::IndexCommand;
+use crate::render::{parse_time, print_table, rfc3339, show};
+use crate::session::{Answer, Session, status_error, with_token};
+use plugin_kit::clock::now_ms as unix_ms_now;
+use supervisor::admin::proto;
+
+/// `integrationctl index`.
+pub async fn run_index(session: &mut Session, command: IndexCommand) -> anyhow::Result<()> {
+    let IndexCommand::Rebuild { tenant } = command;
+    let Session {
+        client,
+        token,
+        output,
+    } = session;
+    let (token, output) = (token.as_deref(), *output);
+    {
+        let summary = client
+            .rebuild_index(with_token(proto::RebuildIndexRequest { tenant }, token)?)
+            .await
+            .answer()?;
+        show(
+            output,
+            &serde_json::json!({
+                "events": summary.events,
+                "entries": summary.entries,
+                "failures": summary.failures,
+                "skipped": summary.skipped,
+                "files": summary.files,
+            }),
+            || {
+                println!(
+                    "rebuilt: {} events read, {} index entries, {} failures",
+                    summary.events, summary.entries, summary.failures
+                );
+                if summary.skipped > 0 {
+                    println!("skipped {} unreadable lines", summary.skipped);
+                }
+                for file in &summary.files {
+                    println!("read {file}");
+                }
+            },
+        )?
+    };
+    Ok(())
+}
+
+/// `integrationctl enrich`: the run's progress on a terminal, its outcome at the end.
+pub async fn run_enrich(
+    session: &mut Session,
+    (tenant, from, to, dry_run): (String, String, String, bool),
+) -> anyhow::Result<()> {
+    let Session {
+        client,
+        token,
+        output,
+    } = session;
+    let (token, output) = (token.as_deref(), *output);
+    use std::io::{IsTerminal, Write};
+    let now = unix_ms_now();
+    let request = proto::EnrichRequest {
+        tenant,
+        from_unix_ms: parse_time(&from, now)?,
+        to_unix_ms: parse_time(&to, now)?,
+        dry_run,
+    };
+    let mut progress = client.enrich(with_token(request, token)?).await.answer()?;
+    let terminal = std::io::stderr().is_terminal();
+    let mut last = proto::EnrichProgress::default();
+    while let Some(update) = progress.message().await.map_err(|status| {
+        if terminal {
+            eprintln!();
+        }
+        status_error(status)
+    })? {
+        if terminal {
+            eprint!("{}", progress_line(&update));
+            let _ = std::io::stderr().flush();
+        }
+        last = update;
+    }
+    if terminal {
+        eprintln!();
+    }
+    show(
+        output,
+        &serde_json::json!({
+            "total": last.total,
+            "scanned": last.scanned,
+            "enriched": last.enriched,
+            "unchanged": last.unchanged,
+            "dry_run": dry_run,
+            "done": last.done,
+        }),
+        || {
+            println!(
+                "{}scanned {} failures, enriched {}, unchanged {}",
+                if dry_run { "dry run: " } else { "" },
+                last.scanned,
+                last.enriched,
+                last.unchanged
+            )
+        },
+    )?;
+    Ok(())
+}
+
+/// `integrationctl deployments`: each deployment and each service's change-failure rate.
+pub async fn run_deployments(
+    session: &mut Session,
+    (tenant, service): (String, Option<String>),
+) -> anyhow::Result<()> {
+    let Session {
+        client,
+        token,
+        output,
+    } = session;
+    let (token, output) = (token.as_deref(), *output);
+    let request = proto::ListDeploymentsRequest {
+        tenant,
+        service: service.unwrap_or_default(),
+    };
+    let list = client
+        .list_deployments(with_token(request, token)?)
+        .await
+        .answer()?;
+    // Per service: deployments, those followed by failures, the rate.
+    let mut services: std::collections::BTreeMap<&str, (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for deployment in &list.deployments {
+        let entry = services.entry(deployment.service.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(!deployment.failures.is_empty());
+    }
+    let rates: Vec<serde_json::Value> = services
+        .iter()
+        .map(|(service, (deployments, failed))| {
+            serde_json::json!({
+                "service": service,
+                "deployments": deployments,
+                "failed": failed,
+                "change_failure_rate": *failed as f64 / (*deployments).max(1) as f64,
+            })
+        })
+        .collect();
+    show(
+        output,
+        &serde_json::json!({
+            "deployments": list.deployments,
+            "services": rates,
+        }),
+        || {
+            print_table(
+                &[
+                    "TIME",
+                    "SERVICE",
+                    "ENVIRONMENT",
+                    "REVISION",
+                    "FAILURES",
+                    "URL",
+                ],
+                list.deployments
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            rfc3339(d.time_unix_ms),
+                            d.service.clone(),
+                            d.environment.clone(),
+                            d.revision.chars().take(12).collect(),
+                            d.failures.len().to_string(),
+                            d.url.clone(),
+                        ]
+                    })
+                    .collect(),
+            );
+            println!();
+            for (service, (deployments, failed)) in &services {
+                println!(
+                    "{service}: {failed} of {deployments} deployment(s) followed by failures (change-failure rate {:.0}%)",
+                    *failed as f64 * 100.0 / (*deployments).max(1) as f64
+                );
+            }
+        },
+    )?;
+    Ok(())
+}
+
+/// `[#####.....]  45%  45000/100000` on one line of stderr.
+fn progress_line(progress: &proto::EnrichProgress) -> String {
+    let total = progress.total.max(1);
+    let done = progress.scanned.min(total);
+    let filled = usize::try_from(done * 30 / total).unwrap_or(30);
+    format!(
+        "\r[{}{}] {:3}%  {}/{}  enriched {}",
+        "#".repeat(filled),
+        ".".repeat(30 - filled),
+        done * 100 / total,
+        progress.scanned,
+        progress.total,
+        progress.enriched
+    )
+}

@@ -1,0 +1,12 @@
+//! One file per command group; each takes the session and its arguments.
+
+pub mod audit;
+pub mod credentials;
+pub mod enrichment;
+pub mod events;
+pub mod flags;
+pub mod integrations;
+pub mod plugins;
+pub mod status;
+pub mod tenants;
+pub mod tokens;

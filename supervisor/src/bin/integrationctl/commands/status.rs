@@ -1,0 +1,23 @@
+//! The daemon and every instance.
+
+use crate::render::{print_status, show};
+use crate::session::{Answer, Session, with_token};
+use supervisor::admin::proto;
+
+/// `integrationctl status`.
+pub async fn run(session: &mut Session) -> anyhow::Result<()> {
+    let Session {
+        client,
+        token,
+        output,
+    } = session;
+    let (token, output) = (token.as_deref(), *output);
+    {
+        let status = client
+            .status(with_token(proto::StatusRequest {}, token)?)
+            .await
+            .answer()?;
+        show(output, &status, || print_status(&status))?
+    };
+    Ok(())
+}
