@@ -11,26 +11,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
 
+use super::dead_letters::DeadLetter;
 use super::dedup::{self, DedupWindow};
-use super::enricher::{Enricher, NoEnrichment, Superseded};
-use super::log::{EventLog, Location, LogError};
-use super::sources::Inbox;
-use super::validate::{EventValidator, Validated};
-use crate::store::{Batch, Store, StoreError, Table};
-use plugin_kit::clock::now_ms;
+use super::enricher::{Enricher, Superseded};
+use super::log::EventLog;
+use super::offsets::cursor_key;
+use super::validate::Validated;
+use crate::store::{Batch, Store, Table};
 
 /// Events committed together at most (more wait for the next flush).
 const GROUP_EVENTS: usize = 50_000;
-
-/// The integration name dead letters of platform events are filed under when the event
-/// names none.
-pub const PLATFORM_INTEGRATION: &str = "platform";
-
-/// Ids remembered for deduplication by default.
-pub const DEFAULT_DEDUP_WINDOW: usize = 1_000_000;
 
 /// What became of a submission.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,15 +31,6 @@ pub struct BatchOutcome {
     pub stored: usize,
     pub duplicates: usize,
     pub dead_lettered: usize,
-}
-
-/// Why the outbox could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Log(#[from] LogError),
 }
 
 /// Why a submission was not committed.
@@ -62,81 +46,6 @@ pub enum CommitError {
     BacklogFull { quota: u64 },
 }
 
-/// An event that could not be accepted, with why and what it was.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub id: String,
-    pub tenant: String,
-    pub integration: String,
-    /// `size`, `parse`, `schema`, `binding`, `mapping`, `webhook`, `sink`.
-    pub stage: String,
-    pub reason: String,
-    pub time_ms: u64,
-    /// The payload as received (cut at 1 MiB).
-    pub payload: String,
-}
-
-impl DeadLetter {
-    /// A new dead letter, with an id that sorts by time, and by creation within one
-    /// millisecond (a process-wide counter), so "the oldest" is exact.
-    pub fn new(
-        tenant: &str,
-        integration: &str,
-        stage: &str,
-        reason: String,
-        payload: &str,
-    ) -> Self {
-        static CREATED: AtomicU64 = AtomicU64::new(0);
-        let now = now_ms();
-        let order = CREATED.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
-        Self {
-            id: format!(
-                "{now:013}-{order:06x}{}",
-                hex::encode(rand::random::<[u8; 3]>())
-            ),
-            tenant: tenant.to_owned(),
-            integration: integration.to_owned(),
-            stage: stage.to_owned(),
-            reason,
-            time_ms: now,
-            payload: cut(payload, super::MAX_EVENT_BYTES).to_owned(),
-        }
-    }
-}
-
-/// `text` cut to at most `max` bytes on a character boundary.
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// Adds an accepted event, and the revisions of earlier events it brings, to a
-/// submission.
-pub(super) fn accept(submission: &mut Submission, mut event: Validated) {
-    let revisions = std::mem::take(&mut event.revisions);
-    submission.accepted.push(event);
-    for revision in revisions {
-        submission.accepted.push(Validated {
-            id: revision.id,
-            time_ms: revision.time_ms,
-            writes: vec![(
-                Table::Failures,
-                revision.key,
-                revision.json.as_bytes().to_vec(),
-            )],
-            json: revision.json,
-            revision: Some(revision.revision),
-            revisions: Vec::new(),
-        });
-    }
-}
-
 /// One unit of work for the committer.
 #[derive(Debug, Default)]
 pub struct Submission {
@@ -150,539 +59,14 @@ pub struct Submission {
     pub extra: Batch,
 }
 
-struct Job {
-    submission: Submission,
-    reply: oneshot::Sender<Result<BatchOutcome, CommitError>>,
-}
-
-/// The pipeline's durable state, its committer and the sinks' wake-up.
-#[derive(Debug)]
-pub struct Pipeline {
-    store: Store,
-    inbox: Inbox,
-    /// Each integration's field mappings, set when its instance is configured.
-    mappings: std::sync::RwLock<
-        std::collections::HashMap<(String, String), Arc<plugin_kit::FieldMappings>>,
-    >,
-    log: Arc<EventLog>,
-    sinks: Mutex<SinkOffsets>,
-    dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
-    pub(in crate::pipeline) validator: EventValidator,
-    /// Realtime enrichment, asked about every valid event.
-    pub(in crate::pipeline) enricher: Arc<dyn Enricher>,
-    /// See [`PipelineSettings::archive`].
-    archive: Option<std::path::PathBuf>,
-    committed: Arc<Notify>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-/// The registered sinks' offsets, and how far the log has been pruned.
-#[derive(Debug)]
-struct SinkOffsets {
-    offsets: std::collections::BTreeMap<String, u64>,
-    pruned: u64,
-}
-
-/// Development builds before the event log kept each event in the outbox itself and
-/// indexed events one key each (`tenant\0id` → sequence): moves such events into the
-/// log (one record each) and their ids into per-commit digest lists.
-fn migrate_unlogged(
-    store: &Store,
-    log_dir: &std::path::Path,
-    segment_bytes: u64,
-) -> Result<(), OpenError> {
-    let first = store.range_from(Table::Outbox, &[], 1)?;
-    let Some((_, value)) = first.first() else {
-        return Ok(());
-    };
-    if Location::decode(value).is_some() && value.len() == 20 {
-        return Ok(());
-    }
-    let log = EventLog::open(log_dir, segment_bytes, None, None)?;
-    let mut batch = Batch::new();
-    // The old per-event index entries go; each record's digests come from its events,
-    // which name their source.
-    for (key, _) in store.scan(Table::Events, &[])? {
-        if key.contains(&0) {
-            batch = batch.delete(Table::Events, key);
-        }
-    }
-    #[derive(serde::Deserialize)]
-    struct Source<'a> {
-        #[serde(borrow)]
-        tenant: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        integration: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        id: std::borrow::Cow<'a, str>,
-    }
-    let mut moved = 0usize;
-    for (key, value) in store.scan(Table::Outbox, &[])? {
-        let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
-        let digests: Vec<u128> = value
-            .split(|b| *b == b'\n')
-            .filter_map(|line| serde_json::from_slice::<Source>(line).ok())
-            .map(|event| dedup::id_digest(&event.tenant, 0, &event.integration, &event.id))
-            .collect();
-        let mut record = value;
-        record.push(b'\n');
-        let location = log.append(seq, &record)?;
-        batch = batch.put(Table::Outbox, key.clone(), location.encode());
-        if !digests.is_empty() {
-            batch = batch.put(Table::Events, key, dedup::encode(&digests));
-        }
-        moved += 1;
-    }
-    store.apply(&batch)?;
-    tracing::info!(events = moved, "moved outbox events into the event log");
-    Ok(())
-}
-
-fn seq_of(key: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
-}
-
-fn corrupt(key: &[u8], reason: &str) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_owned(),
-    }
+pub(super) struct Job {
+    pub(super) submission: Submission,
+    pub(super) reply: oneshot::Sender<Result<BatchOutcome, CommitError>>,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job").finish_non_exhaustive()
-    }
-}
-
-fn cursor_key(tenant: &str, integration: &str) -> Vec<u8> {
-    format!("{tenant}\0{integration}").into_bytes()
-}
-
-/// Tunables of the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipelineSettings {
-    /// Ids remembered for deduplication (events).
-    pub dedup_window: usize,
-    /// The event log's disk quota: commits are refused (backpressure) beyond it, and an
-    /// alert is raised at 80%. The log holds what the slowest sink has not delivered.
-    pub backlog_quota_bytes: u64,
-    /// Webhook deliveries kept per tenant while their plugin is down.
-    pub inbox_max_entries: usize,
-    /// Dead letters kept per tenant; the oldest make room beyond it.
-    pub dead_letters_per_tenant: usize,
-    /// The event log's segment size: the unit of pruning.
-    pub segment_bytes: u64,
-    /// The JSONL sink's file, when that sink runs: with its rotations, the events of
-    /// record that the correlation index is rebuilt from.
-    pub archive: Option<std::path::PathBuf>,
-}
-
-impl Default for PipelineSettings {
-    fn default() -> Self {
-        Self {
-            dedup_window: DEFAULT_DEDUP_WINDOW,
-            backlog_quota_bytes: 4 * 1024 * 1024 * 1024,
-            inbox_max_entries: 10_000,
-            dead_letters_per_tenant: super::dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT,
-            segment_bytes: super::log::SEGMENT_BYTES,
-            archive: None,
-        }
-    }
-}
-
-/// Why the pipeline could not open.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("cannot start the committer thread: {0}")]
-    Thread(std::io::Error),
-}
-
-impl Pipeline {
-    /// A pipeline with the default settings and no enrichment.
-    pub fn open(store: Store) -> Result<Self, OpenError> {
-        Self::open_with(store, PipelineSettings::default(), Arc::new(NoEnrichment))
-    }
-
-    /// Opens the event log under `<state-dir>/pipeline/log` (cutting what was written
-    /// but not committed) and loads the ids of the latest commits. `enricher` sees
-    /// every valid event before it is committed.
-    pub fn open_with(
-        store: Store,
-        settings: PipelineSettings,
-        enricher: Arc<dyn Enricher>,
-    ) -> Result<Self, OpenError> {
-        let log_dir = store.state_dir().join("pipeline").join("log");
-        migrate_unlogged(&store, &log_dir, settings.segment_bytes)?;
-        let last = match store.iter_rev(Table::Outbox).next() {
-            Some(entry) => {
-                let (key, value) = entry?;
-                let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
-                let location =
-                    Location::decode(&value).ok_or_else(|| corrupt(&key, "not a log location"))?;
-                Some((seq, location))
-            }
-            None => None,
-        };
-        let first = store
-            .range_from(Table::Outbox, &[], 1)?
-            .first()
-            .and_then(|(key, _)| seq_of(key));
-        let log = Arc::new(EventLog::open(
-            &log_dir,
-            settings.segment_bytes,
-            first,
-            last,
-        )?);
-        let mut window = DedupWindow::new(settings.dedup_window);
-        for entry in store.iter_rev(Table::Events) {
-            if !window.wants_more() {
-                break;
-            }
-            let (key, digests) = entry?;
-            let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
-            window.push_older(seq, dedup::decode(&digests));
-        }
-        let committed = Arc::new(Notify::new());
-        let (jobs, receiver) = mpsc::channel();
-        let dead_letters = Arc::new(super::dead_letter_bound::DeadLetterBound::open(
-            &store,
-            settings.dead_letters_per_tenant,
-        )?);
-        let committer = Committer {
-            dead_letters: dead_letters.clone(),
-            store: store.clone(),
-            log: log.clone(),
-            next_seq: AtomicU64::new(last.map_or(0, |(seq, _)| seq) + 1),
-            committed: committed.clone(),
-            window: Mutex::new(window),
-            incarnations: super::incarnation::Incarnations::new(store.clone()),
-            quota: settings.backlog_quota_bytes,
-            alerted: std::sync::atomic::AtomicBool::new(false),
-            enricher: enricher.clone(),
-        };
-        let handle = std::thread::Builder::new()
-            .name("pipeline-commit".into())
-            .spawn(move || committer.run(&receiver))
-            .map_err(OpenError::Thread)?;
-        let pruned = store
-            .range_from(Table::Outbox, &[], 1)?
-            .first()
-            .and_then(|(key, _)| seq_of(key))
-            .map_or(0, |first| first - 1);
-        Ok(Self {
-            inbox: Inbox::open(store.clone(), settings.inbox_max_entries)?,
-            mappings: std::sync::RwLock::default(),
-            store,
-            log,
-            validator: EventValidator::new(),
-            dead_letters,
-            enricher,
-            archive: settings.archive.clone(),
-            committed,
-            jobs: Mutex::new(Some(jobs)),
-            committer: Mutex::new(Some(handle)),
-            sinks: Mutex::new(SinkOffsets {
-                offsets: std::collections::BTreeMap::new(),
-                pruned,
-            }),
-        })
-    }
-
-    /// Woken after every commit (for the sinks).
-    pub fn committed(&self) -> Arc<Notify> {
-        self.committed.clone()
-    }
-
-    /// The last committed cursor of an integration ("" before the first batch).
-    pub fn cursor(&self, tenant: &str, integration: &str) -> Result<String, StoreError> {
-        Ok(self
-            .store
-            .get(Table::Cursors, &cursor_key(tenant, integration))?
-            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
-            .unwrap_or_default())
-    }
-
-    /// Validates events of `tenant`/`integration` (CPU only; any thread).
-    pub fn prepare(&self, tenant: &str, integration: &str, events: &[String]) -> Submission {
-        let mut submission = Submission {
-            tenant: tenant.to_owned(),
-            integration: integration.to_owned(),
-            accepted: Vec::with_capacity(events.len()),
-            ..Submission::default()
-        };
-        let mappings = self.mappings_of(tenant, integration);
-        let correlate = |value: &serde_json::Value, time_ms: u64| {
-            self.enricher.correlate(tenant, value, time_ms)
-        };
-        for raw in events {
-            let checked = match &mappings {
-                None => self.validator.validate(raw, tenant, integration, correlate),
-                Some(mappings) => self.map_and_validate(mappings, raw, tenant, integration),
-            };
-            match checked {
-                Ok(event) => accept(&mut submission, event),
-                Err(rejection) => submission.dead.push(DeadLetter::new(
-                    tenant,
-                    integration,
-                    rejection.stage,
-                    rejection.reasons.join("; "),
-                    raw,
-                )),
-            }
-        }
-        submission
-    }
-
-    /// Sets the field mappings the pipeline applies to an integration's events.
-    pub fn set_mappings(
-        &self,
-        tenant: &str,
-        integration: &str,
-        mappings: plugin_kit::FieldMappings,
-    ) {
-        let mut all = self
-            .mappings
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (tenant.to_owned(), integration.to_owned());
-        if mappings.is_empty() {
-            all.remove(&key);
-        } else {
-            all.insert(key, Arc::new(mappings));
-        }
-    }
-
-    /// Drops the field mappings of every integration of `tenant`.
-    pub(super) fn forget_mappings(&self, tenant: &str) {
-        self.mappings
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|(owner, _), _| owner != tenant);
-    }
-
-    fn mappings_of(
-        &self,
-        tenant: &str,
-        integration: &str,
-    ) -> Option<Arc<plugin_kit::FieldMappings>> {
-        self.mappings
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(tenant.to_owned(), integration.to_owned()))
-            .cloned()
-    }
-
-    fn map_and_validate(
-        &self,
-        mappings: &plugin_kit::FieldMappings,
-        raw: &str,
-        tenant: &str,
-        integration: &str,
-    ) -> Result<Validated, super::Rejection> {
-        let mut value = super::validate::parse(raw)?;
-        mappings.apply(&mut value).map_err(|e| super::Rejection {
-            stage: "mapping",
-            reasons: vec![e.to_string()],
-        })?;
-        self.validator.check(
-            &value,
-            tenant,
-            integration,
-            || value.to_string(),
-            |value, time_ms| self.enricher.correlate(tenant, value, time_ms),
-        )
-    }
-
-    /// The JSONL sink's file, when that sink runs.
-    pub fn archive(&self) -> Option<&std::path::Path> {
-        self.archive.as_deref()
-    }
-
-    /// The enrichment every valid event goes through.
-    pub(crate) fn enricher(&self) -> &dyn Enricher {
-        self.enricher.as_ref()
-    }
-
-    /// The webhook inbox.
-    pub fn inbox(&self) -> &Inbox {
-        &self.inbox
-    }
-
-    /// Hands a submission to the committer; the answer comes once it is durable.
-    pub fn submit(
-        &self,
-        submission: Submission,
-    ) -> oneshot::Receiver<Result<BatchOutcome, CommitError>> {
-        let (reply, answer) = oneshot::channel();
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(jobs) = jobs.as_ref() {
-            // A send fails only when the committer is gone; the dropped reply says so.
-            let _ = jobs.send(Job { submission, reply });
-        }
-        answer
-    }
-
-    /// Commits a submission, waiting for it (async callers).
-    pub async fn commit(&self, submission: Submission) -> Result<BatchOutcome, CommitError> {
-        self.submit(submission)
-            .await
-            .unwrap_or(Err(CommitError::Stopped))
-    }
-
-    /// Commits a submission, blocking the calling thread until it is durable.
-    pub fn commit_blocking(&self, submission: Submission) -> Result<BatchOutcome, CommitError> {
-        self.submit(submission)
-            .blocking_recv()
-            .unwrap_or(Err(CommitError::Stopped))
-    }
-
-    /// Validates and commits one batch with its cursor, blocking the calling thread
-    /// (not for async contexts; `prepare` and `commit` are).
-    pub fn commit_batch(
-        &self,
-        tenant: &str,
-        integration: &str,
-        events: &[String],
-        cursor: &str,
-    ) -> Result<BatchOutcome, CommitError> {
-        let mut submission = self.prepare(tenant, integration, events);
-        submission.cursor = Some(cursor.to_owned());
-        self.commit_blocking(submission)
-    }
-
-    /// Up to `limit` commits after `offset`: (sequence, its newline-terminated event
-    /// lines).
-    pub fn outbox_after(
-        &self,
-        offset: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
-        let mut records = Vec::new();
-        for (key, value) in
-            self.store
-                .range_from(Table::Outbox, &(offset + 1).to_be_bytes(), limit)?
-        {
-            let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
-            let location =
-                Location::decode(&value).ok_or_else(|| corrupt(&key, "not a log location"))?;
-            records.push((seq, self.log.read(location)?));
-        }
-        Ok(records)
-    }
-
-    /// Where sink `name` is (0 before its first delivery); registers it, so the log
-    /// keeps what it has not delivered.
-    pub fn sink_offset(&self, name: &str) -> Result<u64, StoreError> {
-        let offset = self
-            .store
-            .get(Table::SinkOffsets, name.as_bytes())?
-            .and_then(|raw| seq_of(&raw))
-            .unwrap_or(0);
-        let mut sinks = self
-            .sinks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sinks.offsets.insert(name.to_owned(), offset);
-        Ok(offset)
-    }
-
-    /// Records that sink `name` delivered everything through `offset`, and prunes what
-    /// every registered sink has delivered: whole segments of the log, their index
-    /// entries first (so the index never points at a deleted file). What stays in the
-    /// active segment remains readable (`events tail`).
-    pub fn advance_sink(&self, name: &str, offset: u64) -> Result<(), ReadError> {
-        let mut sinks = self
-            .sinks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sinks.offsets.insert(name.to_owned(), offset);
-        let delivered = sinks.offsets.values().copied().min().unwrap_or(0);
-        let mut batch = Batch::new().put(
-            Table::SinkOffsets,
-            name.as_bytes().to_vec(),
-            offset.to_be_bytes().to_vec(),
-        );
-        let prunable = self
-            .log
-            .prunable_through(delivered)
-            .filter(|through| *through > sinks.pruned);
-        if let Some(through) = prunable {
-            for seq in sinks.pruned + 1..=through {
-                batch = batch.delete(Table::Outbox, seq.to_be_bytes().to_vec());
-            }
-        }
-        self.store.apply(&batch)?;
-        if let Some(through) = prunable {
-            sinks.pruned = through;
-            self.log.prune_through(through)?;
-        }
-        Ok(())
-    }
-
-    /// The event log's size on disk.
-    pub fn log_bytes(&self) -> u64 {
-        self.log.bytes()
-    }
-
-    /// A tenant's dead letters, oldest first.
-    pub fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>, StoreError> {
-        self.store
-            .scan(Table::DeadLetters, format!("{tenant}\0").as_bytes())?
-            .into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                })
-            })
-            .collect()
-    }
-
-    /// Dead letters dropped per tenant because its queue was full, for `/metrics`.
-    pub fn dead_letter_evictions(
-        &self,
-    ) -> prometheus_client::metrics::family::Family<
-        crate::health::TenantLabel,
-        prometheus_client::metrics::counter::Counter,
-    > {
-        self.dead_letters.evicted.clone()
-    }
-
-    /// Counts a tenant's dead letters again after a change outside the committer.
-    pub(super) fn recount_dead_letters(&self, tenant: &str) -> Result<(), StoreError> {
-        self.dead_letters.recount(&self.store, tenant)
-    }
-
-    /// The store, for the sinks' offsets.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-}
-
-impl Drop for Pipeline {
-    /// Stops the committer after what was submitted, so the store closes cleanly.
-    fn drop(&mut self) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let handle = self
-            .committer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
     }
 }
 
@@ -702,16 +86,16 @@ fn stored_revision(store: &Store, key: &[u8]) -> Result<Option<u64>, CommitError
 }
 
 /// The single writer of events.
-struct Committer {
-    store: Store,
-    log: Arc<EventLog>,
-    quota: u64,
-    alerted: std::sync::atomic::AtomicBool,
-    next_seq: AtomicU64,
-    committed: Arc<Notify>,
-    window: Mutex<DedupWindow>,
-    incarnations: super::incarnation::Incarnations,
-    dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
+pub(super) struct Committer {
+    pub(super) store: Store,
+    pub(super) log: Arc<EventLog>,
+    pub(super) quota: u64,
+    pub(super) alerted: std::sync::atomic::AtomicBool,
+    pub(super) next_seq: AtomicU64,
+    pub(super) committed: Arc<Notify>,
+    pub(super) window: Mutex<DedupWindow>,
+    pub(super) incarnations: super::incarnation::Incarnations,
+    pub(super) dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
     /// Where a revision that lost a race goes to be redone (see `commit_group`).
     pub(in crate::pipeline) enricher: Arc<dyn Enricher>,
 }
@@ -743,7 +127,7 @@ impl Committer {
         Ok(())
     }
 
-    fn run(&self, jobs: &mpsc::Receiver<Job>) {
+    pub(super) fn run(&self, jobs: &mpsc::Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             let mut events = group[0].submission.accepted.len();
@@ -917,6 +301,8 @@ impl Committer {
 mod tests {
     use super::tests_support::event;
     use super::*;
+    use crate::pipeline::Pipeline;
+    use crate::store::Store;
 
     #[test]
     fn valid_events_flow_invalid_ones_are_dead_lettered_and_repeats_dropped() {
@@ -981,6 +367,8 @@ mod tests {
 mod log_tests {
     use super::tests_support::event;
     use super::*;
+    use crate::pipeline::{PLATFORM_INTEGRATION, Pipeline, PipelineSettings};
+    use crate::store::Store;
 
     fn lines(pipeline: &Pipeline, after: u64) -> usize {
         pipeline
@@ -1002,7 +390,7 @@ mod log_tests {
             Pipeline::open_with(
                 Store::open(dir.path()).expect("store"),
                 small_segments.clone(),
-                Arc::new(super::NoEnrichment),
+                Arc::new(crate::pipeline::NoEnrichment),
             )
             .expect("pipeline")
         };
@@ -1100,7 +488,7 @@ mod log_tests {
                 backlog_quota_bytes: 2000,
                 ..PipelineSettings::default()
             },
-            Arc::new(super::NoEnrichment),
+            Arc::new(crate::pipeline::NoEnrichment),
         )
         .expect("pipeline");
         pipeline

@@ -153,8 +153,8 @@ struct TenantPlan {
 
 #[cfg(test)]
 mod tests {
-    use super::super::commit::{Pipeline, PipelineSettings};
     use super::*;
+    use crate::pipeline::{Pipeline, PipelineSettings};
 
     fn invalid(n: usize) -> String {
         format!("not an event {n}")

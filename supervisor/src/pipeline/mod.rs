@@ -6,23 +6,26 @@ mod dead_letter_bound;
 mod dead_letters;
 mod dedup;
 mod enricher;
+mod facade;
 mod incarnation;
 mod log;
+mod migration;
+mod offsets;
 pub mod sinks;
 pub mod sources;
 mod tail;
 mod tenant_data;
 mod validate;
 
-pub use commit::{
-    BatchOutcome, CommitError, DeadLetter, OpenError, PLATFORM_INTEGRATION, Pipeline,
-    PipelineSettings, ReadError, Submission,
-};
+pub use commit::{BatchOutcome, CommitError, Submission};
 pub use dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT;
+pub use dead_letters::DeadLetter;
 pub use dead_letters::{DeadLetterError, ReplayOutcome};
 pub use dedup::id_digest;
 pub use enricher::{Correlated, Enricher, IndexWrite, NoEnrichment, Revision, Superseded};
+pub use facade::{OpenError, PLATFORM_INTEGRATION, Pipeline, PipelineSettings};
 pub use log::LogError;
+pub use offsets::ReadError;
 pub use sinks::{Attempt, HttpSink, HttpSinkError, JsonlSink, Sink, classify};
 pub use sources::{CollectReport, Inbox, InboxError, Pending};
 pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection, Validated};

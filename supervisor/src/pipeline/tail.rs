@@ -1,7 +1,8 @@
 //! Reading a tenant's recent events back from the event log (`integrationctl events
 //! tail`): the last few still in the log, then each new commit as it lands.
 
-use super::commit::{Pipeline, ReadError};
+use super::facade::Pipeline;
+use super::offsets::ReadError;
 use crate::store::Table;
 
 #[derive(serde::Deserialize)]

@@ -3,7 +3,7 @@
 //! sinks may still deliver) stay, but out of reach of a new tenant of the same name,
 //! whose record starts past them (`Tenant::since_event_seq`).
 
-use super::commit::Pipeline;
+use super::facade::Pipeline;
 use crate::store::{StoreError, Table};
 
 /// The tables whose keys start with `tenant \0` and hold nothing but the tenant's own.

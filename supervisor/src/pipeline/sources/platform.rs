@@ -1,7 +1,7 @@
 //! Platform events: what clients post to `POST /v1/events/{tenant}`, validated as the
 //! tenant's `platform` integration's, whatever they name.
 
-use crate::pipeline::commit::accept;
+use crate::pipeline::facade::accept;
 use crate::pipeline::{DeadLetter, PLATFORM_INTEGRATION, Pipeline, Submission};
 
 impl Pipeline {

@@ -1,0 +1,122 @@
+//! Where each reader of the event log is: the integrations' collect cursors, the sinks'
+//! offsets, and pruning what every sink has delivered.
+
+use super::facade::Pipeline;
+use super::log::{Location, LogError};
+use crate::store::{Batch, StoreError, Table};
+
+/// Why the outbox could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The registered sinks' offsets, and how far the log has been pruned.
+#[derive(Debug)]
+pub(super) struct SinkOffsets {
+    pub(super) offsets: std::collections::BTreeMap<String, u64>,
+    pub(super) pruned: u64,
+}
+
+pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+pub(super) fn corrupt(key: &[u8], reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+pub(super) fn cursor_key(tenant: &str, integration: &str) -> Vec<u8> {
+    format!("{tenant}\0{integration}").into_bytes()
+}
+
+impl Pipeline {
+    /// The last committed cursor of an integration ("" before the first batch).
+    pub fn cursor(&self, tenant: &str, integration: &str) -> Result<String, StoreError> {
+        Ok(self
+            .store
+            .get(Table::Cursors, &cursor_key(tenant, integration))?
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// Up to `limit` commits after `offset`: (sequence, its newline-terminated event
+    /// lines).
+    pub fn outbox_after(
+        &self,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        let mut records = Vec::new();
+        for (key, value) in
+            self.store
+                .range_from(Table::Outbox, &(offset + 1).to_be_bytes(), limit)?
+        {
+            let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
+            let location =
+                Location::decode(&value).ok_or_else(|| corrupt(&key, "not a log location"))?;
+            records.push((seq, self.log.read(location)?));
+        }
+        Ok(records)
+    }
+
+    /// Where sink `name` is (0 before its first delivery); registers it, so the log
+    /// keeps what it has not delivered.
+    pub fn sink_offset(&self, name: &str) -> Result<u64, StoreError> {
+        let offset = self
+            .store
+            .get(Table::SinkOffsets, name.as_bytes())?
+            .and_then(|raw| seq_of(&raw))
+            .unwrap_or(0);
+        let mut sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sinks.offsets.insert(name.to_owned(), offset);
+        Ok(offset)
+    }
+
+    /// Records that sink `name` delivered everything through `offset`, and prunes what
+    /// every registered sink has delivered: whole segments of the log, their index
+    /// entries first (so the index never points at a deleted file). What stays in the
+    /// active segment remains readable (`events tail`).
+    pub fn advance_sink(&self, name: &str, offset: u64) -> Result<(), ReadError> {
+        let mut sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sinks.offsets.insert(name.to_owned(), offset);
+        let delivered = sinks.offsets.values().copied().min().unwrap_or(0);
+        let mut batch = Batch::new().put(
+            Table::SinkOffsets,
+            name.as_bytes().to_vec(),
+            offset.to_be_bytes().to_vec(),
+        );
+        let prunable = self
+            .log
+            .prunable_through(delivered)
+            .filter(|through| *through > sinks.pruned);
+        if let Some(through) = prunable {
+            for seq in sinks.pruned + 1..=through {
+                batch = batch.delete(Table::Outbox, seq.to_be_bytes().to_vec());
+            }
+        }
+        self.store.apply(&batch)?;
+        if let Some(through) = prunable {
+            sinks.pruned = through;
+            self.log.prune_through(through)?;
+        }
+        Ok(())
+    }
+
+    /// The event log's size on disk.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
+    }
+}
