@@ -4,6 +4,8 @@
 //! probe process, must pass. Only then is a new version stored and the tenant's instance
 //! (and nothing else) started or restarted.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
@@ -91,7 +93,8 @@ impl AdminService {
         info(&integration, instance.as_ref(), check)
     }
 
-    /// Runs the admission checks on a candidate configuration; returns the Check results.
+    /// Runs the admission checks on a candidate configuration; returns the Check results
+    /// and its field mappings, compiled (once: the instance is configured with them).
     async fn admit(
         &self,
         tenant: &str,
@@ -99,7 +102,14 @@ impl AdminService {
         plugin: &str,
         config: &Value,
         reader: &str,
-    ) -> Result<Vec<proto::CheckResult>, Status> {
+    ) -> Result<(Vec<proto::CheckResult>, Arc<plugin_kit::FieldMappings>), Status> {
+        let mappings = plugin_kit::FieldMappings::compile(config.get("mappings"))
+            .map(Arc::new)
+            .map_err(|err| {
+                Status::invalid_argument(format!(
+                    "the configuration's field mappings are invalid: {err}"
+                ))
+            })?;
         if !self.flags.plugin_enabled(tenant, plugin) {
             return Err(Status::failed_precondition(format!(
                 "plugin `{plugin}` is disabled for tenant `{tenant}` (flag plugin.{plugin})"
@@ -117,11 +127,6 @@ impl AdminService {
             ))
         })?;
         let verdict = async {
-            if let Err(err) = plugin_kit::FieldMappings::compile(config.get("mappings")) {
-                return Err(Status::invalid_argument(format!(
-                    "the configuration's field mappings are invalid: {err}"
-                )));
-            }
             // `mappings` is the pipeline's, not the plugin's: its schema need not know it.
             let mut for_plugin = config.clone();
             if let Some(object) = for_plugin.as_object_mut() {
@@ -179,7 +184,7 @@ impl AdminService {
         }
         .await;
         probe.stop().await;
-        verdict
+        verdict.map(|results| (results, mappings))
     }
 
     /// After a credential changed: every integration using it is checked again with the
@@ -286,7 +291,7 @@ impl AdminService {
             "admin.max_integrations_per_tenant",
         )?;
         let config = parse_config(&body.config_json)?;
-        let check = self
+        let (check, mappings) = self
             .admit(
                 &body.tenant,
                 &body.name,
@@ -301,7 +306,7 @@ impl AdminService {
                 &body.tenant,
                 &body.name,
                 Some(&body.plugin),
-                config,
+                (config, mappings),
                 "add",
                 &principal.label(),
             )
@@ -324,12 +329,12 @@ impl AdminService {
             .integrations
             .require(tenant, name)
             .map_err(integration_status)?;
-        let check = self
+        let (check, mappings) = self
             .admit(tenant, name, &existing.plugin, &config, author)
             .await?;
         let integration = self
             .integrations
-            .record_version(tenant, name, None, config, change, author)
+            .record_version(tenant, name, None, (config, mappings), change, author)
             .map_err(integration_status)?;
         if !self.manager_ref().restart_instance(tenant, name).await {
             self.desired_ref().apply().await;

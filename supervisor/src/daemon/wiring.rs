@@ -65,21 +65,17 @@ impl InstanceObserver for DataPath {
     fn configuring(
         &self,
         instance: &InstanceLabels,
-        config_json: &str,
+        mappings: &Arc<plugin_kit::FieldMappings>,
         capabilities: &[String],
-    ) -> Result<(), String> {
-        let config: serde_json::Value = serde_json::from_str(config_json).unwrap_or_default();
-        let mappings = plugin_kit::FieldMappings::compile(config.get("mappings"))
-            .map_err(|e| e.to_string())?;
+    ) {
         self.pipeline
-            .set_mappings(&instance.tenant, &instance.integration, mappings);
+            .set_mappings(&instance.tenant, &instance.integration, mappings.clone());
         self.correlator.register(
             &instance.tenant,
             &instance.integration,
             &instance.plugin,
             capabilities.iter().any(|c| c == "enrich"),
         );
-        Ok(())
     }
 
     fn running(

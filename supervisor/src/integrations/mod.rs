@@ -13,7 +13,10 @@ use plugin_protocol::v1;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use plugin_kit::FieldMappings;
+
 use crate::credentials::{CredentialError, Credentials};
+use crate::names::InstanceKey;
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
 pub use diff::diff;
 use plugin_kit::clock::now_ms;
@@ -26,6 +29,8 @@ pub enum IntegrationError {
     Exists { tenant: String, name: String },
     #[error("tenant `{tenant}` has no integration `{name}`")]
     Unknown { tenant: String, name: String },
+    #[error("the stored configuration's field mappings are invalid: {0}")]
+    Mappings(String),
     #[error("integration `{name}` has no version {version}")]
     UnknownVersion { name: String, version: u32 },
     #[error("`{0}` is not a valid integration name: use 1-64 letters, digits, `-` or `_`")]
@@ -93,16 +98,57 @@ fn corrupt(key: &str, err: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Each integration version's field mappings, compiled: at admission, or (for versions
+/// admitted before the daemon started) the first time an instance asks.
+type CompiledMappings =
+    Arc<std::sync::RwLock<std::collections::HashMap<(InstanceKey, u32), Arc<FieldMappings>>>>;
+
 /// The integrations component.
 #[derive(Debug, Clone)]
 pub struct Integrations {
     store: Store,
     credentials: Option<Arc<Credentials>>,
+    mappings: CompiledMappings,
 }
 
 impl Integrations {
     pub fn new(store: Store, credentials: Option<Arc<Credentials>>) -> Self {
-        Self { store, credentials }
+        Self {
+            store,
+            credentials,
+            mappings: CompiledMappings::default(),
+        }
+    }
+
+    /// The field mappings of `tenant`'s `name` at its current version (none for an
+    /// instance of the config file).
+    pub fn mappings(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Arc<FieldMappings>, IntegrationError> {
+        let Some(integration) = self.get(tenant, name)? else {
+            return Ok(Arc::new(FieldMappings::default()));
+        };
+        let current = integration.current();
+        let key = (InstanceKey::new(tenant, name), current.version);
+        let cached = self
+            .mappings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(mappings) = cached {
+            return Ok(mappings);
+        }
+        let compiled = FieldMappings::compile(current.config.get("mappings"))
+            .map(Arc::new)
+            .map_err(|err| IntegrationError::Mappings(err.to_string()))?;
+        self.mappings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, compiled.clone());
+        Ok(compiled)
     }
 
     pub fn get(&self, tenant: &str, name: &str) -> Result<Option<Integration>, IntegrationError> {
@@ -181,7 +227,7 @@ impl Integrations {
         tenant: &str,
         name: &str,
         plugin: Option<&str>,
-        config: Value,
+        (config, mappings): (Value, Arc<FieldMappings>),
         change: &str,
         author: &str,
     ) -> Result<Integration, IntegrationError> {
@@ -227,6 +273,7 @@ impl Integrations {
             change: change.to_owned(),
         };
         let detail = format!("version {} ({change})\n{}", version.version, version.diff);
+        let compiled_key = (InstanceKey::new(tenant, name), version.version);
         integration.versions.push(version);
         let value = serde_json::to_vec(&integration).map_err(|e| corrupt(name, e))?;
         let audit = AuditDraft::ok(
@@ -240,6 +287,10 @@ impl Integrations {
             &Batch::new().put(Table::Integrations, key(tenant, name), value),
             &audit,
         )?;
+        self.mappings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(compiled_key, mappings);
         Ok(integration)
     }
 
@@ -465,9 +516,16 @@ impl crate::process::InstanceConfigurer for Integrations {
         tenant: &str,
         integration: &str,
         reader: &str,
-    ) -> Result<Option<v1::ConfigureRequest>, String> {
-        Integrations::configure_request(self, tenant, integration, reader)
-            .map_err(|err| err.to_string())
+    ) -> Result<Option<crate::process::Configuration>, String> {
+        let request = Integrations::configure_request(self, tenant, integration, reader)
+            .map_err(|err| err.to_string())?;
+        let Some(request) = request else {
+            return Ok(None);
+        };
+        let mappings = self
+            .mappings(tenant, integration)
+            .map_err(|err| err.to_string())?;
+        Ok(Some(crate::process::Configuration { request, mappings }))
     }
 }
 

@@ -441,7 +441,7 @@ mod log_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
         let compile = |rules: serde_json::Value| {
-            plugin_kit::FieldMappings::compile(Some(&rules)).expect("rules")
+            Arc::new(plugin_kit::FieldMappings::compile(Some(&rules)).expect("rules"))
         };
         pipeline.set_mappings(
             "acme",

@@ -16,6 +16,7 @@ use super::migration::migrate_unlogged;
 use super::offsets::{SinkOffsets, corrupt, seq_of};
 use super::sources::Inbox;
 use super::validate::{EventValidator, Validated};
+use crate::names::InstanceKey;
 use crate::store::{Store, StoreError, Table};
 
 /// The integration name dead letters of platform events are filed under when the event
@@ -52,9 +53,8 @@ pub struct Pipeline {
     pub(super) store: Store,
     pub(super) inbox: Inbox,
     /// Each integration's field mappings, set when its instance is configured.
-    pub(super) mappings: std::sync::RwLock<
-        std::collections::HashMap<(String, String), Arc<plugin_kit::FieldMappings>>,
-    >,
+    pub(super) mappings:
+        std::sync::RwLock<std::collections::HashMap<InstanceKey, Arc<plugin_kit::FieldMappings>>>,
     pub(super) log: Arc<EventLog>,
     pub(super) sinks: Mutex<SinkOffsets>,
     pub(super) dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
@@ -243,17 +243,17 @@ impl Pipeline {
         &self,
         tenant: &str,
         integration: &str,
-        mappings: plugin_kit::FieldMappings,
+        mappings: Arc<plugin_kit::FieldMappings>,
     ) {
         let mut all = self
             .mappings
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (tenant.to_owned(), integration.to_owned());
+        let key = InstanceKey::new(tenant, integration);
         if mappings.is_empty() {
             all.remove(&key);
         } else {
-            all.insert(key, Arc::new(mappings));
+            all.insert(key, mappings);
         }
     }
 
@@ -262,7 +262,7 @@ impl Pipeline {
         self.mappings
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|(owner, _), _| owner != tenant);
+            .retain(|key, _| !key.is_of(tenant));
     }
 
     fn mappings_of(
@@ -273,7 +273,7 @@ impl Pipeline {
         self.mappings
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(tenant.to_owned(), integration.to_owned()))
+            .get(&InstanceKey::new(tenant, integration))
             .cloned()
     }
 

@@ -314,18 +314,11 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
             ctx.labels.integration
         ))
     })?;
-    let Some(request) = request else {
+    let Some(super::Configuration { request, mappings }) = request else {
         return Ok(());
     };
     ctx.observer
-        .configuring(
-            &ctx.labels,
-            &request.config_json,
-            &running.description.capabilities,
-        )
-        .map_err(|why| {
-            StartError::Refused(format!("integration `{}`: {why}", ctx.labels.integration))
-        })?;
+        .configuring(&ctx.labels, &mappings, &running.description.capabilities);
     match tokio::time::timeout(
         ctx.spawn.start_timeout,
         running.connection.plugin.configure(request),

@@ -17,6 +17,7 @@ use super::spawn::SpawnSettings;
 use super::state::{InstanceState, InstanceStatus};
 use crate::config::{InstanceConfig, ProcessConfig};
 use crate::health::{InstanceLabels, Metrics};
+use crate::names::InstanceKey;
 use crate::registry::Registry;
 
 /// What the manager needs from the configuration.
@@ -70,8 +71,7 @@ pub struct Manager {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     settings: ManagerSettings,
-    /// Keyed by (tenant, integration).
-    instances: tokio::sync::Mutex<BTreeMap<(String, String), Handle>>,
+    instances: tokio::sync::Mutex<BTreeMap<InstanceKey, Handle>>,
     next_socket: std::sync::atomic::AtomicU64,
 }
 
@@ -97,11 +97,11 @@ impl Manager {
     /// longer configured (or now configured with another plugin).
     pub async fn reconcile(&self, desired: &[InstanceConfig]) {
         let mut instances = self.instances.lock().await;
-        let wanted: BTreeMap<(String, String), &InstanceConfig> = desired
+        let wanted: BTreeMap<InstanceKey, &InstanceConfig> = desired
             .iter()
-            .map(|c| ((c.tenant.clone(), c.integration().to_owned()), c))
+            .map(|c| (InstanceKey::new(&c.tenant, c.integration()), c))
             .collect();
-        let stale: Vec<(String, String)> = instances
+        let stale: Vec<InstanceKey> = instances
             .iter()
             .filter(|(key, handle)| wanted.get(*key).is_none_or(|c| c.plugin != handle.plugin))
             .map(|(key, _)| key.clone())
@@ -200,8 +200,8 @@ impl Manager {
     pub async fn restart(&self, plugin: &str, tenant: Option<&str>) -> usize {
         let instances = self.instances.lock().await;
         let mut count = 0;
-        for ((instance_tenant, _), handle) in instances.iter() {
-            if handle.plugin == plugin && tenant.is_none_or(|t| t == instance_tenant) {
+        for (key, handle) in instances.iter() {
+            if handle.plugin == plugin && tenant.is_none_or(|t| key.is_of(t)) {
                 let _ = handle.control.send(Control::Restart).await;
                 count += 1;
             }
@@ -212,7 +212,7 @@ impl Manager {
     /// Where a webhook for `tenant`'s `integration` goes.
     pub async fn webhook_target(&self, tenant: &str, integration: &str) -> WebhookTarget {
         let instances = self.instances.lock().await;
-        let Some(handle) = instances.get(&(tenant.to_owned(), integration.to_owned())) else {
+        let Some(handle) = instances.get(&InstanceKey::new(tenant, integration)) else {
             return WebhookTarget::Unknown;
         };
         // Checked when the manifest was read: an unusable one never gets here.
@@ -241,7 +241,7 @@ impl Manager {
     ) -> Option<plugin_kit::host::PluginRpcClient> {
         let instances = self.instances.lock().await;
         instances
-            .get(&(tenant.to_owned(), integration.to_owned()))?
+            .get(&InstanceKey::new(tenant, integration))?
             .slot
             .client_for(capability)
     }
@@ -249,7 +249,7 @@ impl Manager {
     /// Restarts one instance (after its configuration changed). Returns whether it exists.
     pub async fn restart_instance(&self, tenant: &str, integration: &str) -> bool {
         let instances = self.instances.lock().await;
-        match instances.get(&(tenant.to_owned(), integration.to_owned())) {
+        match instances.get(&InstanceKey::new(tenant, integration)) {
             Some(handle) => handle.control.send(Control::Restart).await.is_ok(),
             None => false,
         }

@@ -25,12 +25,20 @@ pub trait InstanceConfigurer: Send + Sync + std::fmt::Debug {
         tenant: &str,
         integration: &str,
         reader: &str,
-    ) -> Result<Option<plugin_protocol::v1::ConfigureRequest>, String>;
+    ) -> Result<Option<Configuration>, String>;
 
     /// The plugin refused the instance's credentials (UNAUTHENTICATED or
     /// PERMISSION_DENIED from `Configure`): the integration is disabled until a working
     /// credential is stored.
     fn credentials_rejected(&self, tenant: &str, integration: &str, reason: &str);
 }
+/// What an instance is configured with: the `Configure` call for its plugin, and the
+/// field mappings (compiled when its configuration was admitted) for the pipeline.
+#[derive(Debug)]
+pub struct Configuration {
+    pub request: plugin_protocol::v1::ConfigureRequest,
+    pub mappings: std::sync::Arc<plugin_kit::FieldMappings>,
+}
+
 pub use restart::{RestartDecision, RestartPolicy, RestartSettings};
 pub use state::{InstanceState, InstanceStatus};

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use plugin_kit::FieldMappings;
 use plugin_kit::host::PluginRpcClient;
 use tokio::task::JoinHandle;
 
@@ -22,15 +23,14 @@ pub trait InstanceObserver: Send + Sync + std::fmt::Debug {
     /// Its state changed.
     fn state_changed(&self, _instance: &InstanceLabels, _from: InstanceState, _to: InstanceState) {}
 
-    /// Its plugin described itself with `capabilities` and is about to be configured
-    /// with `config_json`. An `Err` refuses the instance with that reason.
+    /// Its plugin described itself with `capabilities` and is about to be configured;
+    /// its events go through `mappings` (compiled when its configuration was admitted).
     fn configuring(
         &self,
         _instance: &InstanceLabels,
-        _config_json: &str,
+        _mappings: &Arc<FieldMappings>,
         _capabilities: &[String],
-    ) -> Result<(), String> {
-        Ok(())
+    ) {
     }
 
     /// It runs and takes calls: the tasks returned run while it does (they are aborted
@@ -89,12 +89,12 @@ impl InstanceObserver for Observers {
     fn configuring(
         &self,
         instance: &InstanceLabels,
-        config_json: &str,
+        mappings: &Arc<FieldMappings>,
         capabilities: &[String],
-    ) -> Result<(), String> {
+    ) {
         self.0
             .iter()
-            .try_for_each(|o| o.configuring(instance, config_json, capabilities))
+            .for_each(|o| o.configuring(instance, mappings, capabilities));
     }
 
     fn running(
