@@ -15,6 +15,7 @@ pub mod clock;
 pub mod cursor;
 pub mod glob;
 pub mod host;
+pub mod manifest;
 pub mod resilience;
 pub mod signature;
 pub mod testing;
@@ -22,6 +23,8 @@ pub mod testing;
 pub use event::{EventBuilder, FieldValue, MapContext, MapError, Mapper};
 pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, Plugin};
-pub use plugin_protocol::{CanonicalEvent, Category, Severity, event_time_ms, v1};
+pub use plugin_protocol::{
+    CanonicalEvent, Capabilities, Capability, Category, Severity, event_time_ms, v1,
+};
 pub use serve::serve;
 pub use tonic::Status;

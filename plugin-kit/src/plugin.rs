@@ -18,12 +18,35 @@ pub struct Description {
     pub name: String,
     pub version: String,
     pub description: String,
-    pub capabilities: Vec<String>,
+    pub capabilities: plugin_protocol::Capabilities,
     /// JSON Schema of the integration configuration.
     pub config_schema: serde_json::Value,
     pub credential_kinds: Vec<String>,
     /// `(plugin name, semver requirement)` pairs.
     pub dependencies: Vec<(String, String)>,
+}
+
+impl Description {
+    /// The `Describe` answer for protocol major `protocol_version`.
+    pub fn to_response(&self, protocol_version: u32) -> v1::DescribeResponse {
+        v1::DescribeResponse {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            description: self.description.clone(),
+            capabilities: self.capabilities.names(),
+            config_schema_json: self.config_schema.to_string(),
+            credential_kinds: self.credential_kinds.clone(),
+            dependencies: self
+                .dependencies
+                .iter()
+                .map(|(name, version_req)| v1::Dependency {
+                    name: name.clone(),
+                    version_req: version_req.clone(),
+                })
+                .collect(),
+            protocol_version,
+        }
+    }
 }
 
 /// An integration plugin. `serve` runs it behind the v1 gRPC protocol.

@@ -269,21 +269,9 @@ impl<P: Plugin> PluginRpc for PluginRpcService<P> {
         &self,
         _request: Request<v1::DescribeRequest>,
     ) -> Result<Response<v1::DescribeResponse>, Status> {
-        let description = self.plugin.describe();
-        Ok(Response::new(v1::DescribeResponse {
-            name: description.name,
-            version: description.version,
-            description: description.description,
-            capabilities: description.capabilities,
-            config_schema_json: description.config_schema.to_string(),
-            credential_kinds: description.credential_kinds,
-            dependencies: description
-                .dependencies
-                .into_iter()
-                .map(|(name, version_req)| v1::Dependency { name, version_req })
-                .collect(),
-            protocol_version: self.protocol,
-        }))
+        Ok(Response::new(
+            self.plugin.describe().to_response(self.protocol),
+        ))
     }
 
     async fn configure(

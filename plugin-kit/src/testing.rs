@@ -125,6 +125,15 @@ impl PluginUnderTest {
         &self.connection
     }
 
+    /// Checks the plugin's `Describe` against `manifest` (the text of its
+    /// `plugin.toml`) exactly as integrationd does before it runs the plugin: the
+    /// manifest parses, and name, version, negotiated protocol and capabilities agree.
+    pub async fn check_manifest(&mut self, manifest: &str) -> Result<(), String> {
+        let manifest = crate::manifest::Manifest::parse(manifest)?;
+        let described = self.describe().await.map_err(|err| err.to_string())?;
+        crate::manifest::check_description(&manifest, &described, self.launched.handshake.app)
+    }
+
     pub async fn describe(&mut self) -> Result<v1::DescribeResponse, HarnessError> {
         Ok(self
             .connection

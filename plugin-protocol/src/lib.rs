@@ -3,15 +3,19 @@
 //! and the canonical event (schema and types). This crate performs no I/O; transport
 //! lives in `plugin-kit`.
 
+mod capability;
 mod event;
 mod handshake;
+mod names;
 mod version;
 
+pub use capability::{Capabilities, Capability, UnknownCapability};
 pub use event::{
     CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent, Category, Enrichment, EnrichmentSource, EventData,
     Link, Severity, event_id, event_time_ms,
 };
 pub use handshake::{HandshakeError, HandshakeLine};
+pub use names::{MAX_NAME_LEN, NAME_RULE, is_name};
 pub use version::{
     CORE_PROTOCOL_VERSION, ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH,
     ENV_TOKEN, MAGIC_COOKIE_VALUE, MAX_HANDSHAKE_LINE_BYTES, MAX_MESSAGE_BYTES,

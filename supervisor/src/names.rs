@@ -1,27 +1,13 @@
 //! Names of plugins, tenants and integrations, and the key of one plugin instance.
 //!
-//! A leaf module: everything else uses it, it uses nothing of the crate. A name is safe
-//! in a path, a metric label, a store key (no NUL, no `/`) and a log line, which is why
-//! one rule serves all three kinds.
+//! A leaf module: everything else uses it, it uses nothing of the crate. The rule itself
+//! is the protocol's ([`plugin_protocol::is_name`]): plugins and manifests use it too.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The longest name accepted.
-pub const MAX_NAME_LEN: usize = 64;
-
-/// Whether `value` is a valid name: 1-64 ASCII letters, digits, `-` or `_`.
-pub fn is_name(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_NAME_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// What a valid name looks like, for error messages.
-pub const NAME_RULE: &str = "use 1-64 letters, digits, `-` or `_`";
+pub use plugin_protocol::{MAX_NAME_LEN, NAME_RULE, is_name};
 
 /// A name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! What the CloudWatch plugin tells the supervisor about itself.
 
+use plugin_kit::{Capabilities, Capability};
 use serde_json::json;
 
 pub fn describe() -> plugin_kit::Description {
@@ -8,9 +9,12 @@ pub fn describe() -> plugin_kit::Description {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         description: "AWS CloudWatch metrics, logs and alarms across accounts and regions"
             .to_owned(),
-        capabilities: ["check", "collect", "webhook", "enrich"]
-            .map(str::to_owned)
-            .to_vec(),
+        capabilities: Capabilities::from([
+            Capability::Check,
+            Capability::Collect,
+            Capability::Webhook,
+            Capability::Enrich,
+        ]),
         config_schema: config_schema(),
         credential_kinds: ["aws", "webhook-secret"].map(str::to_owned).to_vec(),
         dependencies: Vec::new(),
@@ -113,21 +117,14 @@ fn metric_query(metric_required: bool) -> serde_json::Value {
 mod tests {
     #[test]
     fn description_matches_the_manifest() {
-        let manifest: toml::Table =
-            toml::from_str(include_str!("../plugin.toml")).expect("plugin.toml is TOML");
+        // The host's own check, run where the author sees it fail.
+        let manifest = plugin_kit::manifest::Manifest::parse(include_str!("../plugin.toml"))
+            .expect("plugin.toml is a valid manifest");
         let described = super::describe();
-        assert_eq!(manifest["name"].as_str(), Some(described.name.as_str()));
         assert_eq!(
-            manifest["version"].as_str(),
-            Some(described.version.as_str())
+            plugin_kit::manifest::check_description(&manifest, &described.to_response(1), 1),
+            Ok(())
         );
-        let capabilities: Vec<&str> = manifest["capabilities"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter_map(|c| c.as_str())
-            .collect();
-        assert_eq!(capabilities, described.capabilities);
         assert_eq!(described.config_schema["type"], "object");
     }
 }

@@ -33,7 +33,7 @@ use plugin_kit::{Description, Plugin, Status, v1};
 struct Faults {
     name: Option<String>,
     version: Option<String>,
-    capabilities: Vec<String>,
+    capabilities: plugin_kit::Capabilities,
     crash_on_start: bool,
     crash_after_calls: Option<u64>,
     hang_after_ms: Option<u64>,
@@ -60,7 +60,9 @@ fn parse_faults() -> Result<Faults, String> {
             "--name" => faults.name = Some(value()?),
             "--version" => faults.version = Some(value()?),
             "--capabilities" => {
-                faults.capabilities = value()?.split(',').map(str::to_owned).collect()
+                let names: Vec<String> = value()?.split(',').map(str::to_owned).collect();
+                faults.capabilities =
+                    plugin_kit::Capabilities::parse(&names).map_err(|e| e.to_string())?;
             }
             "--crash-on-start" => faults.crash_on_start = true,
             "--crash-after-calls" => faults.crash_after_calls = Some(number(&value()?)?),
@@ -215,7 +217,7 @@ impl Plugin for TestFault {
                 .clone()
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             description: "test plugin with controllable faults".to_owned(),
-            capabilities: self.faults.capabilities.clone(),
+            capabilities: self.faults.capabilities,
             config_schema: serde_json::json!({
                 "type": "object",
                 "additionalProperties": false,

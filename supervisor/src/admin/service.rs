@@ -152,7 +152,7 @@ fn plugin_to_proto(plugin: InstalledPlugin) -> proto::PluginInfo {
         directory: plugin.package.dir.display().to_string(),
         executable: plugin.executable.display().to_string(),
         protocol_versions: manifest.protocol_versions,
-        capabilities: manifest.capabilities,
+        capabilities: manifest.capabilities.names(),
         framework: manifest.framework.to_string(),
         dependencies: manifest
             .dependencies

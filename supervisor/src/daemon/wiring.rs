@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plugin_kit::host::PluginRpcClient;
+use plugin_kit::{Capabilities, Capability};
 use tokio::task::JoinHandle;
 
 use crate::correlation::Correlator;
@@ -66,7 +67,7 @@ impl InstanceObserver for DataPath {
         &self,
         instance: &InstanceLabels,
         mappings: &Arc<plugin_kit::FieldMappings>,
-        capabilities: &[String],
+        capabilities: Capabilities,
     ) {
         self.pipeline
             .set_mappings(&instance.tenant, &instance.integration, mappings.clone());
@@ -74,7 +75,7 @@ impl InstanceObserver for DataPath {
             &instance.tenant,
             &instance.integration,
             &instance.plugin,
-            capabilities.iter().any(|c| c == "enrich"),
+            capabilities.contains(Capability::Enrich),
         );
     }
 
@@ -82,10 +83,10 @@ impl InstanceObserver for DataPath {
         &self,
         instance: &InstanceLabels,
         client: &PluginRpcClient,
-        capabilities: &[String],
+        capabilities: Capabilities,
     ) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
-        if capabilities.iter().any(|c| c == "collect") {
+        if capabilities.contains(Capability::Collect) {
             let report = Arc::new(Report {
                 instance: instance.clone(),
                 downstream: self.downstream.clone(),
@@ -98,7 +99,7 @@ impl InstanceObserver for DataPath {
                 self.collect_interval,
             )));
         }
-        if capabilities.iter().any(|c| c == "webhook") {
+        if capabilities.contains(Capability::Webhook) {
             tasks.push(tokio::spawn(inbox_drain::run(
                 client.clone(),
                 self.pipeline.clone(),
@@ -141,6 +142,6 @@ pub(super) struct ManagerClients(pub Arc<Manager>);
 
 impl EnrichClients for ManagerClients {
     fn enrich_client<'a>(&'a self, tenant: &'a str, integration: &'a str) -> ClientLookup<'a> {
-        Box::pin(self.0.client_for(tenant, integration, "enrich"))
+        Box::pin(self.0.client_for(tenant, integration, Capability::Enrich))
     }
 }

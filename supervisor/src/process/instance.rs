@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use plugin_protocol::v1;
+use plugin_protocol::{Capabilities, Capability, v1};
 use tokio::sync::{mpsc, oneshot};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -53,12 +53,12 @@ pub struct InstanceContext {
 pub struct PluginSlot {
     client: Mutex<Option<plugin_kit::host::PluginRpcClient>>,
     /// `None` until the plugin has described itself.
-    capabilities: Mutex<Option<Vec<String>>>,
+    capabilities: Mutex<Option<Capabilities>>,
 }
 
 impl PluginSlot {
     /// The client, while the plugin runs and has `capability`.
-    pub fn client_for(&self, capability: &str) -> Option<plugin_kit::host::PluginRpcClient> {
+    pub fn client_for(&self, capability: Capability) -> Option<plugin_kit::host::PluginRpcClient> {
         if self.has(capability) != Some(true) {
             return None;
         }
@@ -69,12 +69,11 @@ impl PluginSlot {
     }
 
     /// Whether the plugin has `capability` (`None` before it first started).
-    pub fn has(&self, capability: &str) -> Option<bool> {
+    pub fn has(&self, capability: Capability) -> Option<bool> {
         self.capabilities
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|all| all.iter().any(|c| c == capability))
+            .map(|all| all.contains(capability))
     }
 
     fn set(&self, client: Option<plugin_kit::host::PluginRpcClient>) {
@@ -318,7 +317,7 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
         return Ok(());
     };
     ctx.observer
-        .configuring(&ctx.labels, &mappings, &running.description.capabilities);
+        .configuring(&ctx.labels, &mappings, running.capabilities);
     match tokio::time::timeout(
         ctx.spawn.start_timeout,
         running.connection.plugin.configure(request),
@@ -367,18 +366,18 @@ async fn supervise(
     let Running {
         launched,
         mut connection,
-        description,
+        capabilities,
+        ..
     } = running;
     *ctx.slot
         .capabilities
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(description.capabilities.clone());
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(capabilities);
     // The observers' tasks (the pipeline's sources) run while the process does.
     let _attached = AbortOnDrop(ctx.observer.running(
         &ctx.labels,
         &connection.plugin,
-        &description.capabilities,
+        capabilities,
     ));
     ctx.slot.set(Some(connection.plugin.clone()));
     let _clear_slot = ClearOnDrop(ctx.slot.clone());

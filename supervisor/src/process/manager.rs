@@ -19,6 +19,7 @@ use crate::config::{InstanceConfig, ProcessConfig};
 use crate::health::{InstanceLabels, Metrics};
 use crate::names::InstanceKey;
 use crate::registry::Registry;
+use plugin_protocol::Capability;
 
 /// What the manager needs from the configuration.
 #[derive(Debug, Clone)]
@@ -221,8 +222,8 @@ impl Manager {
             .selected(&handle.plugin)
             .and_then(|package| package.manifest.webhook.as_ref()?.scheme().ok());
         match (
-            handle.slot.has("webhook"),
-            handle.slot.client_for("webhook"),
+            handle.slot.has(Capability::Webhook),
+            handle.slot.client_for(Capability::Webhook),
         ) {
             (Some(false), _) => WebhookTarget::NoWebhooks {
                 plugin: handle.plugin.clone(),
@@ -237,7 +238,7 @@ impl Manager {
         &self,
         tenant: &str,
         integration: &str,
-        capability: &str,
+        capability: Capability,
     ) -> Option<plugin_kit::host::PluginRpcClient> {
         let instances = self.instances.lock().await;
         instances

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use plugin_kit::FieldMappings;
 use plugin_kit::host::PluginRpcClient;
+use plugin_kit::{Capabilities, FieldMappings};
 use tokio::task::JoinHandle;
 
 use super::state::InstanceState;
@@ -29,7 +29,7 @@ pub trait InstanceObserver: Send + Sync + std::fmt::Debug {
         &self,
         _instance: &InstanceLabels,
         _mappings: &Arc<FieldMappings>,
-        _capabilities: &[String],
+        _capabilities: Capabilities,
     ) {
     }
 
@@ -39,7 +39,7 @@ pub trait InstanceObserver: Send + Sync + std::fmt::Debug {
         &self,
         _instance: &InstanceLabels,
         _client: &PluginRpcClient,
-        _capabilities: &[String],
+        _capabilities: Capabilities,
     ) -> Vec<JoinHandle<()>> {
         Vec::new()
     }
@@ -90,7 +90,7 @@ impl InstanceObserver for Observers {
         &self,
         instance: &InstanceLabels,
         mappings: &Arc<FieldMappings>,
-        capabilities: &[String],
+        capabilities: Capabilities,
     ) {
         self.0
             .iter()
@@ -101,7 +101,7 @@ impl InstanceObserver for Observers {
         &self,
         instance: &InstanceLabels,
         client: &PluginRpcClient,
-        capabilities: &[String],
+        capabilities: Capabilities,
     ) -> Vec<JoinHandle<()>> {
         self.0
             .iter()

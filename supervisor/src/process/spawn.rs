@@ -28,6 +28,8 @@ pub struct Running {
     pub launched: Launched,
     pub connection: Connection,
     pub description: v1::DescribeResponse,
+    /// What it can do: what `Describe` offered, which is what the manifest declares.
+    pub capabilities: plugin_protocol::Capabilities,
 }
 
 /// Why a start failed. `Refused` will fail the same way until an operator acts
@@ -85,7 +87,9 @@ pub async fn start(
         Ok(Err(status)) => return Err(fail(format!("Describe failed: {}", status.message()))),
         Err(_) => return Err(fail("Describe timed out".to_owned())),
     };
-    if let Err(mismatch) = check_description(package, &description, launched.handshake.app) {
+    if let Err(mismatch) =
+        crate::registry::check_description(&package.manifest, &description, launched.handshake.app)
+    {
         plugin_kit::host::kill_group(pid);
         return Err(StartError::Refused(format!("{label}: {mismatch}")));
     }
@@ -93,6 +97,7 @@ pub async fn start(
         launched,
         connection,
         description,
+        capabilities: package.manifest.capabilities,
     })
 }
 
@@ -174,113 +179,5 @@ pub async fn launch_verified(
             status.message()
         ))),
         Err(_) => Err(fail("first health check timed out".to_owned())),
-    }
-}
-
-/// `Describe` must agree with the manifest the operator trusted.
-fn check_description(
-    package: &Package,
-    described: &v1::DescribeResponse,
-    negotiated: u32,
-) -> Result<(), String> {
-    let manifest = &package.manifest;
-    if described.name != manifest.name {
-        return Err(format!(
-            "Describe says name `{}`, the manifest says `{}`",
-            described.name, manifest.name
-        ));
-    }
-    if described.version != manifest.version.to_string() {
-        return Err(format!(
-            "Describe says version {}, the manifest says {}",
-            described.version, manifest.version
-        ));
-    }
-    if described.protocol_version != negotiated {
-        return Err(format!(
-            "Describe says protocol {}, the handshake negotiated {negotiated}",
-            described.protocol_version
-        ));
-    }
-    let mut declared = manifest.capabilities.clone();
-    let mut offered = described.capabilities.clone();
-    declared.sort();
-    offered.sort();
-    if declared != offered {
-        return Err(format!(
-            "Describe offers capabilities {offered:?}, the manifest declares {declared:?}"
-        ));
-    }
-    if !described.config_schema_json.is_empty()
-        && serde_json::from_str::<serde_json::Value>(&described.config_schema_json).is_err()
-    {
-        return Err("Describe returned a config schema that is not JSON".to_owned());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::Manifest;
-
-    fn package() -> Package {
-        let manifest = Manifest::parse(
-            "name = \"gh\"\nversion = \"1.0.0\"\nexecutable = \"x\"\nprotocol_versions = [1]\nframework = \"*\"\ncapabilities = [\"webhook\", \"check\"]\n",
-        )
-        .expect("manifest");
-        Package {
-            dir: "/p".into(),
-            manifest,
-        }
-    }
-
-    fn described() -> v1::DescribeResponse {
-        v1::DescribeResponse {
-            name: "gh".into(),
-            version: "1.0.0".into(),
-            capabilities: vec!["check".into(), "webhook".into()],
-            protocol_version: 1,
-            config_schema_json: "{}".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn description_must_match_the_manifest() {
-        assert!(check_description(&package(), &described(), 1).is_ok());
-        let mut other = described();
-        other.name = "evil".into();
-        assert!(
-            check_description(&package(), &other, 1)
-                .expect_err("name")
-                .contains("name `evil`")
-        );
-        let mut other = described();
-        other.version = "2.0.0".into();
-        assert!(
-            check_description(&package(), &other, 1)
-                .expect_err("version")
-                .contains("version 2.0.0")
-        );
-        let mut other = described();
-        other.capabilities.push("collect".into());
-        assert!(
-            check_description(&package(), &other, 1)
-                .expect_err("caps")
-                .contains("capabilities")
-        );
-        assert!(
-            check_description(&package(), &described(), 2)
-                .expect_err("proto")
-                .contains("negotiated 2")
-        );
-        let mut other = described();
-        other.config_schema_json = "{not json".into();
-        assert!(
-            check_description(&package(), &other, 1)
-                .expect_err("schema")
-                .contains("not JSON")
-        );
     }
 }

@@ -13,7 +13,7 @@ pub use checksum::{
     ChecksumError, SealedCopies, VerifiedExecutable, open_verified, parse_sha256,
     sha256_file as sha256_of,
 };
-pub use manifest::{KNOWN_CAPABILITIES, Manifest};
+pub use manifest::{Manifest, check_description};
 pub use resolve::{Package, Refusal};
 use semver::Version;
 
@@ -352,7 +352,7 @@ fn discover(
         if !package_dir.join("plugin.toml").exists() {
             continue;
         }
-        match Manifest::load(&package_dir) {
+        match manifest::load(&package_dir) {
             Ok(manifest) => match package_problem(&package_dir, &manifest, trust_build_output) {
                 None => packages.push(Package {
                     dir: package_dir,

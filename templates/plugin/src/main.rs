@@ -15,7 +15,7 @@ impl Plugin for Example {
             name: "example".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             description: "Template plugin".to_owned(),
-            capabilities: vec!["collect".to_owned()],
+            capabilities: [plugin_kit::Capability::Collect].into(),
             config_schema: serde_json::json!({
                 "type": "object",
                 "additionalProperties": false,

@@ -7,10 +7,11 @@ const BINARY: &str = env!("CARGO_BIN_EXE_integration-example");
 #[tokio::test]
 async fn describes_itself_like_its_manifest() {
     let mut plugin = PluginUnderTest::start(BINARY).await.expect("start");
-    let described = plugin.describe().await.expect("describe");
-    let manifest = include_str!("../plugin.toml");
-    assert!(manifest.contains(&format!("name = \"{}\"", described.name)));
-    assert!(manifest.contains(&format!("version = \"{}\"", described.version)));
+    // The host's own check: name, version, protocol, capabilities.
+    assert_eq!(
+        plugin.check_manifest(include_str!("../plugin.toml")).await,
+        Ok(())
+    );
     assert!(plugin.shutdown().await.expect("shutdown").success());
 }
 
