@@ -9,31 +9,18 @@ use std::sync::Arc;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
+use super::peer::Authenticator;
 use super::proto;
-use super::service::AdminService;
+use super::quota;
+use crate::config::AdminConfig;
+use crate::desired::Desired;
+use crate::endpoints::AllowedEndpoints;
+use crate::integrations::Integrations;
 use crate::integrations::{Integration, IntegrationError, against_schema};
 use crate::process::InstanceStatus;
-use crate::tenants::FlagError;
-
-fn integration_status(err: IntegrationError) -> Status {
-    match &err {
-        IntegrationError::Exists { .. } => Status::already_exists(err.to_string()),
-        IntegrationError::Unknown { .. } | IntegrationError::UnknownVersion { .. } => {
-            Status::not_found(err.to_string())
-        }
-        IntegrationError::Credential(_) | IntegrationError::Store(_) => {
-            Status::internal(err.to_string())
-        }
-        _ => Status::invalid_argument(err.to_string()),
-    }
-}
-
-fn flag_status(err: FlagError) -> Status {
-    match err {
-        FlagError::Tenant(inner) => Status::internal(inner.to_string()),
-        other => Status::invalid_argument(other.to_string()),
-    }
-}
+use crate::process::Manager;
+use crate::registry::Registry;
+use crate::tenants::{Flags, Tenants};
 
 fn parse_config(text: &str) -> Result<Value, Status> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
@@ -73,9 +60,23 @@ fn info(
     }
 }
 
-impl AdminService {
+/// The integration and flag calls, with the components they need.
+#[derive(Debug, Clone)]
+pub(super) struct IntegrationCalls {
+    pub(super) auth: Authenticator,
+    pub(super) tenants: Tenants,
+    pub(super) integrations: Integrations,
+    pub(super) flags: Flags,
+    pub(super) manager: Arc<Manager>,
+    pub(super) desired: Arc<Desired>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) allowed_endpoints: AllowedEndpoints,
+    pub(super) admin: AdminConfig,
+}
+
+impl IntegrationCalls {
     async fn instance_of(&self, tenant: &str, name: &str) -> Option<InstanceStatus> {
-        self.manager_ref()
+        self.manager
             .status()
             .await
             .into_iter()
@@ -117,11 +118,11 @@ impl AdminService {
         }
         self.integrations
             .check_credential_refs(tenant, config)
-            .map_err(integration_status)?;
-        self.allowed_endpoints().check(config).map_err(|why| {
+            .map_err(Status::from)?;
+        self.allowed_endpoints.check(config).map_err(|why| {
             Status::invalid_argument(format!("the configuration is refused: {why}"))
         })?;
-        let mut probe = self.manager_ref().probe(plugin).await.map_err(|why| {
+        let mut probe = self.manager.probe(plugin).await.map_err(|why| {
             Status::failed_precondition(format!(
                 "cannot start plugin `{plugin}` to check the configuration: {why}"
             ))
@@ -143,7 +144,7 @@ impl AdminService {
             let request = self
                 .integrations
                 .build_configure(tenant, name, config, &format!("{reader} (admission check)"))
-                .map_err(integration_status)?;
+                .map_err(Status::from)?;
             match probe.configure_and_check(request).await {
                 Err(status) => Err(Status::failed_precondition(format!(
                     "plugin `{plugin}` refused the configuration: {}",
@@ -227,7 +228,7 @@ impl AdminService {
                     changed = true;
                 }
                 Ok(_) => {
-                    self.manager_ref()
+                    self.manager
                         .restart_instance(tenant, &integration.name)
                         .await;
                 }
@@ -251,29 +252,27 @@ impl AdminService {
             }
         }
         if changed {
-            self.desired_ref().apply().await;
-            self.manager_ref().retry_refused().await;
+            self.desired.apply().await;
+            self.manager.retry_refused().await;
         }
     }
 
-    pub(super) async fn add_integration_call(
+    pub(super) async fn add_integration(
         &self,
         request: Request<proto::AddIntegrationRequest>,
     ) -> Result<Response<proto::IntegrationInfo>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let body = request.into_inner();
-        self.tenants_ref()
+        self.tenants
             .require(&body.tenant)
             .map_err(|e| Status::not_found(e.to_string()))?;
         if self
             .integrations
             .get(&body.tenant, &body.name)
-            .map_err(integration_status)?
+            .map_err(Status::from)?
             .is_some()
         {
-            return Err(integration_status(IntegrationError::Exists {
+            return Err(Status::from(IntegrationError::Exists {
                 tenant: body.tenant,
                 name: body.name,
             }));
@@ -281,12 +280,12 @@ impl AdminService {
         let held = self
             .integrations
             .list(Some(&body.tenant))
-            .map_err(integration_status)?
+            .map_err(Status::from)?
             .len();
-        super::service::check_quota(
+        quota::check(
             &body.tenant,
             held,
-            self.admin_config().max_integrations_per_tenant,
+            self.admin.max_integrations_per_tenant,
             "integrations",
             "admin.max_integrations_per_tenant",
         )?;
@@ -310,8 +309,8 @@ impl AdminService {
                 "add",
                 &principal.label(),
             )
-            .map_err(integration_status)?;
-        self.desired_ref().apply().await;
+            .map_err(Status::from)?;
+        self.desired.apply().await;
         Ok(Response::new(self.describe(integration, check).await))
     }
 
@@ -328,27 +327,25 @@ impl AdminService {
         let existing = self
             .integrations
             .require(tenant, name)
-            .map_err(integration_status)?;
+            .map_err(Status::from)?;
         let (check, mappings) = self
             .admit(tenant, name, &existing.plugin, &config, author)
             .await?;
         let integration = self
             .integrations
             .record_version(tenant, name, None, (config, mappings), change, author)
-            .map_err(integration_status)?;
-        if !self.manager_ref().restart_instance(tenant, name).await {
-            self.desired_ref().apply().await;
+            .map_err(Status::from)?;
+        if !self.manager.restart_instance(tenant, name).await {
+            self.desired.apply().await;
         }
         Ok(self.describe(integration, check).await)
     }
 
-    pub(super) async fn update_integration_call(
+    pub(super) async fn update_integration(
         &self,
         request: Request<proto::UpdateIntegrationRequest>,
     ) -> Result<Response<proto::IntegrationInfo>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let body = request.into_inner();
         let config = parse_config(&body.config_json)?;
         Ok(Response::new(
@@ -363,24 +360,22 @@ impl AdminService {
         ))
     }
 
-    pub(super) async fn rollback_integration_call(
+    pub(super) async fn rollback_integration(
         &self,
         request: Request<proto::RollbackIntegrationRequest>,
     ) -> Result<Response<proto::IntegrationInfo>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let body = request.into_inner();
         let existing = self
             .integrations
             .require(&body.tenant, &body.name)
-            .map_err(integration_status)?;
+            .map_err(Status::from)?;
         let target = existing
             .versions
             .iter()
             .find(|v| v.version == body.to)
             .ok_or_else(|| {
-                integration_status(IntegrationError::UnknownVersion {
+                Status::from(IntegrationError::UnknownVersion {
                     name: body.name.clone(),
                     version: body.to,
                 })
@@ -399,13 +394,11 @@ impl AdminService {
         ))
     }
 
-    pub(super) async fn set_integration_enabled_call(
+    pub(super) async fn set_integration_enabled(
         &self,
         request: Request<proto::SetIntegrationEnabledRequest>,
     ) -> Result<Response<proto::IntegrationInfo>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let body = request.into_inner();
         let reason = format!("disabled by {}", principal.label());
         let integration = self
@@ -417,42 +410,39 @@ impl AdminService {
                 (!body.enabled).then_some(reason.as_str()),
                 &principal.label(),
             )
-            .map_err(integration_status)?;
-        self.desired_ref().apply().await;
+            .map_err(Status::from)?;
+        self.desired.apply().await;
         Ok(Response::new(self.describe(integration, Vec::new()).await))
     }
 
-    pub(super) async fn remove_integration_call(
+    pub(super) async fn remove_integration(
         &self,
         request: Request<proto::IntegrationRef>,
     ) -> Result<Response<proto::IntegrationInfo>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let body = request.into_inner();
         let integration = self
             .integrations
             .remove(&body.tenant, &body.name, &principal.label())
-            .map_err(integration_status)?;
-        self.desired_ref().apply().await;
+            .map_err(Status::from)?;
+        self.desired.apply().await;
         Ok(Response::new(info(&integration, None, Vec::new())))
     }
 
-    pub(super) async fn list_integrations_call(
+    pub(super) async fn list_integrations(
         &self,
         request: Request<proto::ListIntegrationsRequest>,
     ) -> Result<Response<proto::ListIntegrationsResponse>, Status> {
-        self.auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let tenant = &request.get_ref().tenant;
-        self.tenants_ref()
+        self.tenants
             .require(tenant)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        let instances = self.manager_ref().status().await;
+        let instances = self.manager.status().await;
         let integrations = self
             .integrations
             .list(Some(tenant))
-            .map_err(integration_status)?
+            .map_err(Status::from)?
             .iter()
             .map(|i| {
                 info(
@@ -469,31 +459,29 @@ impl AdminService {
         }))
     }
 
-    pub(super) async fn show_integration_call(
+    pub(super) async fn show_integration(
         &self,
         request: Request<proto::IntegrationRef>,
     ) -> Result<Response<proto::IntegrationInfo>, Status> {
-        self.auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let body = request.into_inner();
         let integration = self
             .integrations
             .require(&body.tenant, &body.name)
-            .map_err(integration_status)?;
+            .map_err(Status::from)?;
         Ok(Response::new(self.describe(integration, Vec::new()).await))
     }
 
-    pub(super) async fn integration_history_call(
+    pub(super) async fn integration_history(
         &self,
         request: Request<proto::IntegrationRef>,
     ) -> Result<Response<proto::IntegrationHistoryResponse>, Status> {
-        self.auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let body = request.into_inner();
         let integration = self
             .integrations
             .require(&body.tenant, &body.name)
-            .map_err(integration_status)?;
+            .map_err(Status::from)?;
         let versions = integration
             .versions
             .into_iter()
@@ -511,27 +499,27 @@ impl AdminService {
         }))
     }
 
-    pub(super) async fn list_flags_call(
+    pub(super) async fn list_flags(
         &self,
         request: Request<proto::ListFlagsRequest>,
     ) -> Result<Response<proto::ListFlagsResponse>, Status> {
         let tenant = request.get_ref().tenant.clone();
         let tenant = if tenant.is_empty() {
-            self.auth_ref().operator(&request)?;
+            self.auth.operator(&request)?;
             None
         } else {
-            self.auth_ref().for_tenant(&request, &tenant)?;
+            self.auth.for_tenant(&request, &tenant)?;
             Some(tenant)
         };
         let plugins: Vec<String> = self
-            .registry_ref()
+            .registry
             .list()
             .map(|l| l.into_iter().map(|p| p.package.manifest.name).collect())
             .unwrap_or_default();
         let flags = self
             .flags
             .list(tenant.as_deref(), &plugins)
-            .map_err(flag_status)?
+            .map_err(Status::from)?
             .into_iter()
             .map(|f| proto::FlagInfo {
                 key: f.key,
@@ -542,16 +530,16 @@ impl AdminService {
         Ok(Response::new(proto::ListFlagsResponse { flags }))
     }
 
-    pub(super) async fn set_flag_call(
+    pub(super) async fn set_flag(
         &self,
         request: Request<proto::SetFlagRequest>,
     ) -> Result<Response<proto::FlagInfo>, Status> {
         let tenant = request.get_ref().tenant.clone();
         let principal = if tenant.is_empty() {
-            self.auth_ref().operator(&request)?
+            self.auth.operator(&request)?
         } else {
-            let principal = self.auth_ref().for_tenant(&request, &tenant)?;
-            self.tenants_ref()
+            let principal = self.auth.for_tenant(&request, &tenant)?;
+            self.tenants
                 .require(&tenant)
                 .map_err(|e| Status::not_found(e.to_string()))?;
             principal
@@ -564,9 +552,9 @@ impl AdminService {
                 &request.get_ref().assignment,
                 &principal.label(),
             )
-            .map_err(flag_status)?;
+            .map_err(Status::from)?;
         // Only instances whose flag changed start or stop.
-        self.desired_ref().apply().await;
+        self.desired.apply().await;
         Ok(Response::new(proto::FlagInfo {
             key: flag.key,
             value: flag.value,

@@ -1,12 +1,18 @@
 //! The admin API on the admin socket: who may call it (peer credentials), the gRPC
 //! service, and the socket's set-up.
 
+mod audit_calls;
+mod convert;
+mod credential_calls;
 mod integration_calls;
 mod peer;
 mod pipeline_calls;
+mod plugin_calls;
+mod quota;
 mod redact;
 mod service;
 mod socket;
+mod tenant_calls;
 
 pub use peer::{Authenticator, Caller, Principal};
 pub use service::{AdminService, Components};

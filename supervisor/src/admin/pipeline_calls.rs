@@ -9,54 +9,20 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::convert;
+use super::peer::Authenticator;
 use super::proto;
-use super::service::AdminService;
-use crate::pipeline::{DeadLetter, DeadLetterError, Pipeline};
+use crate::correlation::Correlator;
+use crate::pipeline::{DeadLetterError, Pipeline};
 use crate::store::AuditDraft;
+use crate::tenants::Tenants;
 
 /// The stream `Enrich` answers with.
 pub type EnrichProgressStream =
     Pin<Box<dyn Stream<Item = Result<proto::EnrichProgress, Status>> + Send>>;
 
-fn progress_to_proto(progress: &crate::correlation::batch::Progress) -> proto::EnrichProgress {
-    proto::EnrichProgress {
-        total: progress.total,
-        scanned: progress.scanned,
-        enriched: progress.enriched,
-        unchanged: progress.unchanged,
-        done: progress.done,
-    }
-}
-
 /// The stream `TailEvents` answers with.
 pub type EventLines = Pin<Box<dyn Stream<Item = Result<proto::EventLine, Status>> + Send>>;
-
-fn dead_letter_status(err: DeadLetterError) -> Status {
-    match err {
-        DeadLetterError::Unknown { .. } => Status::not_found(err.to_string()),
-        other => Status::internal(other.to_string()),
-    }
-}
-
-fn to_proto(letter: DeadLetter, payload_chars: Option<usize>) -> proto::DeadLetter {
-    let payload = match payload_chars {
-        Some(max) if letter.payload.chars().count() > max => {
-            let mut cut: String = letter.payload.chars().take(max).collect();
-            cut.push('…');
-            cut
-        }
-        _ => letter.payload,
-    };
-    proto::DeadLetter {
-        id: letter.id,
-        tenant: letter.tenant,
-        integration: letter.integration,
-        stage: letter.stage,
-        reason: letter.reason,
-        time_unix_ms: letter.time_ms,
-        payload,
-    }
-}
 
 /// Runs blocking pipeline work off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -69,7 +35,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(e.to_string()))?
 }
 
-impl AdminService {
+/// The pipeline calls (dead letters, events, enrichment, the index), with the components
+/// they need.
+#[derive(Debug, Clone)]
+pub(super) struct PipelineCalls {
+    pub(super) auth: Authenticator,
+    pub(super) tenants: Tenants,
+    pub(super) pipeline: Arc<Pipeline>,
+    pub(super) correlator: Arc<Correlator>,
+}
+
+impl PipelineCalls {
     fn require_selection(query: &proto::DeadLetterQuery) -> Result<(), Status> {
         if query.ids.is_empty() && !query.all {
             return Err(Status::invalid_argument(
@@ -79,12 +55,11 @@ impl AdminService {
         Ok(())
     }
 
-    pub(super) async fn list_dead_letters_call(
+    pub(super) async fn list_dead_letters(
         &self,
         request: Request<proto::DeadLetterQuery>,
     ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
-        self.auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
         let limit = if query.limit == 0 {
             100
@@ -102,7 +77,7 @@ impl AdminService {
                             query.integration.is_empty() || l.integration == query.integration
                         })
                         .take(limit)
-                        .map(|l| to_proto(l, Some(200)))
+                        .map(|l| convert::dead_letter(l, Some(200)))
                         .collect()
                 })
         })
@@ -110,20 +85,19 @@ impl AdminService {
         Ok(Response::new(proto::ListDeadLettersResponse { letters }))
     }
 
-    pub(super) async fn show_dead_letter_call(
+    pub(super) async fn show_dead_letter(
         &self,
         request: Request<proto::DeadLetterRef>,
     ) -> Result<Response<proto::DeadLetter>, Status> {
-        self.auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
         let letter = blocking(&self.pipeline, move |pipeline| {
             pipeline
                 .dead_letter(&query.tenant, &query.id)
-                .map_err(dead_letter_status)
+                .map_err(Status::from)
         })
         .await?;
-        Ok(Response::new(to_proto(letter, None)))
+        Ok(Response::new(convert::dead_letter(letter, None)))
     }
 
     /// A change to selected dead letters (replay, purge): authorized for the tenant,
@@ -135,21 +109,19 @@ impl AdminService {
         work: impl FnOnce(&Pipeline, &str, &[String]) -> Result<T, DeadLetterError> + Send + 'static,
         summary: impl FnOnce(&T) -> String,
     ) -> Result<T, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
         Self::require_selection(&query)?;
         let tenant = query.tenant.clone();
         let outcome = blocking(&self.pipeline, move |pipeline| {
-            work(pipeline, &query.tenant, &query.ids).map_err(dead_letter_status)
+            work(pipeline, &query.tenant, &query.ids).map_err(Status::from)
         })
         .await?;
         self.audit_pipeline(&tenant, &principal.label(), action, &summary(&outcome));
         Ok(outcome)
     }
 
-    pub(super) async fn replay_dead_letters_call(
+    pub(super) async fn replay_dead_letters(
         &self,
         request: Request<proto::DeadLetterQuery>,
     ) -> Result<Response<proto::ReplayDeadLettersResponse>, Status> {
@@ -179,7 +151,7 @@ impl AdminService {
         }))
     }
 
-    pub(super) async fn purge_dead_letters_call(
+    pub(super) async fn purge_dead_letters(
         &self,
         request: Request<proto::DeadLetterQuery>,
     ) -> Result<Response<proto::PurgeDeadLettersResponse>, Status> {
@@ -196,12 +168,11 @@ impl AdminService {
         }))
     }
 
-    pub(super) async fn list_deployments_call(
+    pub(super) async fn list_deployments(
         &self,
         request: Request<proto::ListDeploymentsRequest>,
     ) -> Result<Response<proto::ListDeploymentsResponse>, Status> {
-        self.auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
         let correlator = self.correlator.clone();
         let deployments = blocking(&self.pipeline, move |_| {
@@ -227,13 +198,11 @@ impl AdminService {
         }))
     }
 
-    pub(super) async fn rebuild_index_call(
+    pub(super) async fn rebuild_index(
         &self,
         request: Request<proto::RebuildIndexRequest>,
     ) -> Result<Response<proto::RebuildIndexResponse>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let tenant = request.into_inner().tenant;
         let for_rebuild = tenant.clone();
         let correlator = self.correlator.clone();
@@ -271,13 +240,11 @@ impl AdminService {
 
     /// Runs batch enrichment on a blocking thread; a client that goes away interrupts
     /// it between chunks (it resumes when asked again).
-    pub(super) async fn enrich_call(
+    pub(super) async fn enrich(
         &self,
         request: Request<proto::EnrichRequest>,
     ) -> Result<Response<EnrichProgressStream>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
         if query.to_unix_ms < query.from_unix_ms {
             return Err(Status::invalid_argument(format!(
@@ -309,7 +276,7 @@ impl AdminService {
                 &cancel,
                 |progress| {
                     if sender
-                        .blocking_send(Ok(progress_to_proto(progress)))
+                        .blocking_send(Ok(proto::EnrichProgress::from(progress)))
                         .is_err()
                     {
                         cancel.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -325,13 +292,11 @@ impl AdminService {
         )))
     }
 
-    pub(super) async fn tail_events_call(
+    pub(super) async fn tail_events(
         &self,
         request: Request<proto::TailEventsRequest>,
     ) -> Result<Response<EventLines>, Status> {
-        let principal = self
-            .auth_ref()
-            .for_tenant(&request, &request.get_ref().tenant)?;
+        let principal = self.auth.for_tenant(&request, &request.get_ref().tenant)?;
         let query = request.into_inner();
         let last = if query.last == 0 {
             10
@@ -340,7 +305,7 @@ impl AdminService {
         };
         let tenant = query.tenant.clone();
         let since = self
-            .tenants_ref()
+            .tenants
             .incarnation(&tenant)
             .map_err(|e| Status::internal(e.to_string()))?
             .since_event_seq;
@@ -355,7 +320,7 @@ impl AdminService {
             super::peer::Principal::Tenant(token) => Some(token.id),
             super::peer::Principal::Operator(_) => None,
         };
-        let tenants = self.tenants_ref().clone();
+        let tenants = self.tenants.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
         let pipeline = self.pipeline.clone();
         let tenant = query.tenant;

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
 
-use super::dead_letters::DeadLetter;
+use super::dead_letter::DeadLetter;
 use super::dedup::{self, DedupWindow};
 use super::enricher::{Enricher, Superseded};
+use super::keys::cursor_key;
 use super::log::EventLog;
-use super::offsets::cursor_key;
 use super::validate::Validated;
 use crate::store::{Batch, Store, Table};
 

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::{Notify, oneshot};
 
 use super::commit::{BatchOutcome, CommitError, Committer, Job, Submission};
-use super::dead_letters::DeadLetter;
+use super::dead_letter::DeadLetter;
 use super::dedup::{self, DedupWindow};
 use super::enricher::{Enricher, NoEnrichment};
+use super::inbox::Inbox;
+use super::keys::{SinkOffsets, corrupt, seq_of};
 use super::log::{EventLog, Location, LogError};
 use super::migration::migrate_unlogged;
-use super::offsets::{SinkOffsets, corrupt, seq_of};
-use super::sources::Inbox;
 use super::validate::{EventValidator, Validated};
 use crate::names::InstanceKey;
 use crate::store::{Store, StoreError, Table};

@@ -1,8 +1,8 @@
 //! Moving a state directory of an earlier development format forward.
 
 use super::dedup;
+use super::keys::{corrupt, seq_of};
 use super::log::{EventLog, Location};
-use super::offsets::{corrupt, seq_of};
 use crate::pipeline::OpenError;
 use crate::store::{Batch, Store, Table};
 

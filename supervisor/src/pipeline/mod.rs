@@ -2,12 +2,15 @@
 //! dead letters, durable delivery and webhook ingress are built on it.
 
 pub(crate) mod commit;
+mod dead_letter;
 mod dead_letter_bound;
 mod dead_letters;
 mod dedup;
 mod enricher;
 mod facade;
+mod inbox;
 mod incarnation;
+mod keys;
 mod log;
 mod migration;
 mod offsets;
@@ -18,14 +21,15 @@ mod tenant_data;
 mod validate;
 
 pub use commit::{BatchOutcome, CommitError, Submission};
+pub use dead_letter::DeadLetter;
 pub use dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT;
-pub use dead_letters::DeadLetter;
 pub use dead_letters::{DeadLetterError, ReplayOutcome};
 pub use dedup::id_digest;
 pub use enricher::{Correlated, Enricher, IndexWrite, NoEnrichment, Revision, Superseded};
 pub use facade::{OpenError, PLATFORM_INTEGRATION, Pipeline, PipelineSettings};
+pub use inbox::{Inbox, InboxError, Pending};
+pub use keys::ReadError;
 pub use log::LogError;
-pub use offsets::ReadError;
 pub use sinks::{Attempt, HttpSink, HttpSinkError, JsonlSink, Sink, classify};
-pub use sources::{CollectReport, Inbox, InboxError, Pending};
+pub use sources::CollectReport;
 pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection, Validated};

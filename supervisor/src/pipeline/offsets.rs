@@ -2,39 +2,9 @@
 //! offsets, and pruning what every sink has delivered.
 
 use super::facade::Pipeline;
-use super::log::{Location, LogError};
+use super::keys::{ReadError, corrupt, cursor_key, seq_of};
+use super::log::Location;
 use crate::store::{Batch, StoreError, Table};
-
-/// Why the outbox could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Log(#[from] LogError),
-}
-
-/// The registered sinks' offsets, and how far the log has been pruned.
-#[derive(Debug)]
-pub(super) struct SinkOffsets {
-    pub(super) offsets: std::collections::BTreeMap<String, u64>,
-    pub(super) pruned: u64,
-}
-
-pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
-}
-
-pub(super) fn corrupt(key: &[u8], reason: &str) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-pub(super) fn cursor_key(tenant: &str, integration: &str) -> Vec<u8> {
-    format!("{tenant}\0{integration}").into_bytes()
-}
 
 impl Pipeline {
     /// The last committed cursor of an integration ("" before the first batch).

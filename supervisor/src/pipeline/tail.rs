@@ -2,7 +2,7 @@
 //! tail`): the last few still in the log, then each new commit as it lands.
 
 use super::facade::Pipeline;
-use super::offsets::ReadError;
+use super::keys::ReadError;
 use crate::store::Table;
 
 #[derive(serde::Deserialize)]

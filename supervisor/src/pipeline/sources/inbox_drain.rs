@@ -9,8 +9,8 @@ use std::time::Duration;
 use plugin_kit::host::PluginRpcClient;
 use plugin_protocol::v1;
 
-use super::inbox::Inbox;
 use crate::health::InstanceLabels;
+use crate::pipeline::Inbox;
 use crate::pipeline::{DeadLetter, Pipeline};
 
 /// Runs while the instance runs (the task is aborted when it stops).

@@ -1,15 +1,12 @@
 //! Where events come from, each source one file: a plugin's `Collect` stream
-//! ([`collect`]), webhook deliveries that waited in the [`inbox`] while their plugin was
+//! ([`collect`]), webhook deliveries that waited in the inbox while their plugin was
 //! down ([`inbox_drain`]), and events posted by platform clients ([`platform`]). A
 //! webhook answered by a running plugin is committed by the HTTP ingress through
 //! [`crate::pipeline::Pipeline::prepare`], as every source's events are.
 
 pub mod collect;
-mod inbox;
 pub mod inbox_drain;
 mod platform;
-
-pub use inbox::{Inbox, InboxError, Pending};
 
 use super::BatchOutcome;
 

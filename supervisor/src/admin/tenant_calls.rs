@@ -1,0 +1,191 @@
+//! Tenants and their tokens (operators); deleting a tenant deletes what every component keeps for it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::peer::Authenticator;
+use super::proto;
+use super::quota;
+use crate::config::AdminConfig;
+use crate::credentials::Credentials;
+use crate::desired::Desired;
+use crate::integrations::Integrations;
+use crate::pipeline::Pipeline;
+use crate::store::{AuditDraft, Store};
+use crate::tenants::{Tenants, TokenScope};
+
+/// The tenant calls, with the components they need.
+#[derive(Debug, Clone)]
+pub(super) struct TenantCalls {
+    pub(super) auth: Authenticator,
+    pub(super) tenants: Tenants,
+    pub(super) store: Store,
+    pub(super) integrations: Integrations,
+    pub(super) credentials: Option<Arc<Credentials>>,
+    pub(super) pipeline: Arc<Pipeline>,
+    pub(super) desired: Arc<Desired>,
+    pub(super) admin: AdminConfig,
+}
+
+impl TenantCalls {
+    pub(super) async fn create_tenant(
+        &self,
+        request: Request<proto::CreateTenantRequest>,
+    ) -> Result<Response<proto::TenantInfo>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let tenant = self
+            .tenants
+            .create(&request.get_ref().name, &principal.label())
+            .map_err(Status::from)?;
+        Ok(Response::new(proto::TenantInfo {
+            name: tenant.name,
+            created_unix_ms: tenant.created_ms,
+        }))
+    }
+
+    pub(super) async fn list_tenants(
+        &self,
+        request: Request<proto::ListTenantsRequest>,
+    ) -> Result<Response<proto::ListTenantsResponse>, Status> {
+        self.auth.operator(&request)?;
+        let tenants = self
+            .tenants
+            .list()
+            .map_err(Status::from)?
+            .into_iter()
+            .map(|t| proto::TenantInfo {
+                name: t.name,
+                created_unix_ms: t.created_ms,
+            })
+            .collect();
+        Ok(Response::new(proto::ListTenantsResponse { tenants }))
+    }
+
+    pub(super) async fn delete_tenant(
+        &self,
+        request: Request<proto::DeleteTenantRequest>,
+    ) -> Result<Response<proto::DeleteTenantResponse>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let name = request.into_inner().name;
+        let _turn = self.store.writer();
+        let tokens = self.tenants.tokens(&name).map_err(Status::from)?.len();
+        let mut batch = self.tenants.delete_batch(&name).map_err(Status::from)?;
+        let mut detail = format!("{tokens} token(s) revoked");
+        let integrations = self
+            .integrations
+            .list(Some(&name))
+            .map(|l| l.len())
+            .unwrap_or(0);
+        batch.extend(
+            self.integrations
+                .delete_tenant_batch(&name)
+                .map_err(|e| Status::internal(e.to_string()))?,
+        );
+        detail.push_str(&format!("; {integrations} integration(s) removed"));
+        if let Some(credentials) = &self.credentials {
+            let count = credentials.list(&name).map_err(Status::from)?.len();
+            batch.extend(
+                credentials
+                    .delete_tenant_batch(&name)
+                    .map_err(Status::from)?,
+            );
+            detail.push_str(&format!("; key and {count} credential(s) destroyed"));
+        }
+        let audit = AuditDraft::ok(
+            Some(&name),
+            &principal.label(),
+            "tenant.delete",
+            &format!("tenant:{name}"),
+            detail,
+        );
+        self.store
+            .commit(&batch, &audit)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(credentials) = &self.credentials {
+            credentials.forget_tenant(&name);
+        }
+        // What the pipeline kept for it, under the same turn: no one can create the name
+        // again meanwhile. Its events in the shared log stay out of a new tenant's reach.
+        let pipeline = self.pipeline.clone();
+        let forgotten = name.clone();
+        let removed = tokio::task::block_in_place(move || pipeline.forget_tenant(&forgotten))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(tenant = %name, removed, "tenant deleted with its dead letters, inbox, cursors and index");
+        drop(_turn);
+        // Its plugin processes stop with it.
+        self.desired.apply().await;
+        Ok(Response::new(proto::DeleteTenantResponse {
+            name,
+            tokens_revoked: u32::try_from(tokens).unwrap_or(u32::MAX),
+        }))
+    }
+
+    pub(super) async fn create_token(
+        &self,
+        request: Request<proto::CreateTokenRequest>,
+    ) -> Result<Response<proto::CreateTokenResponse>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let body = request.into_inner();
+        let scope_text = if body.scope.is_empty() {
+            "admin"
+        } else {
+            body.scope.as_str()
+        };
+        let scope = TokenScope::parse(scope_text).ok_or_else(|| {
+            Status::invalid_argument(format!("scope `{scope_text}` is not `admin` or `ingest`"))
+        })?;
+        let held = self
+            .tenants
+            .tokens(&body.tenant)
+            .map_err(Status::from)?
+            .len();
+        quota::check(
+            &body.tenant,
+            held,
+            self.admin.max_tokens_per_tenant,
+            "tokens",
+            "admin.max_tokens_per_tenant",
+        )?;
+        let issued = self
+            .tenants
+            .create_token(&body.tenant, scope, &principal.label())
+            .map_err(Status::from)?;
+        use secrecy::ExposeSecret;
+        Ok(Response::new(proto::CreateTokenResponse {
+            tenant: issued.info.tenant,
+            token: issued.token.expose_secret().to_owned(),
+            id: issued.info.id,
+            scope: scope.as_str().to_owned(),
+        }))
+    }
+
+    pub(super) async fn list_tokens(
+        &self,
+        request: Request<proto::ListTokensRequest>,
+    ) -> Result<Response<proto::ListTokensResponse>, Status> {
+        self.auth.operator(&request)?;
+        let tenant = &request.get_ref().tenant;
+        self.tenants.require(tenant).map_err(Status::from)?;
+        let tokens = self
+            .tenants
+            .tokens(tenant)
+            .map_err(Status::from)?
+            .into_iter()
+            .map(proto::TokenInfo::from)
+            .collect();
+        Ok(Response::new(proto::ListTokensResponse { tokens }))
+    }
+
+    pub(super) async fn revoke_token(
+        &self,
+        request: Request<proto::RevokeTokenRequest>,
+    ) -> Result<Response<proto::TokenInfo>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let info = self
+            .tenants
+            .revoke_token(&request.get_ref().id, &principal.label())
+            .map_err(Status::from)?;
+        Ok(Response::new(proto::TokenInfo::from(info)))
+    }
+}
