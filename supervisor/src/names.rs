@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use plugin_protocol::{MAX_NAME_LEN, NAME_RULE, is_name};
+pub use plugin_protocol::{NAME_RULE, is_name};
 
 /// A name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -40,5 +40,4 @@ pub struct Configuration {
     pub mappings: std::sync::Arc<plugin_kit::FieldMappings>,
 }
 
-pub use restart::{RestartDecision, RestartPolicy, RestartSettings};
 pub use state::{InstanceState, InstanceStatus};

@@ -123,7 +123,7 @@ pub struct SealedCopies {
 }
 
 impl SealedCopies {
-    /// [`open_verified`], with the copy made last time when the file has not changed
+    /// [`open_checked`] then [`verify_opened`], with the copy made last time when the file has not changed
     /// since and it had the same trusted hash.
     pub fn verify(
         &self,
@@ -155,16 +155,6 @@ pub fn sha256_file(path: &Path) -> Result<String, ChecksumError> {
 pub fn sha256_opened(mut opened: Opened) -> Result<String, ChecksumError> {
     let shown = opened.path.clone();
     hash_into(&mut opened.file, &shown, None)
-}
-
-/// Opens `path`, checks who can write it and the directories above it, hashes it into
-/// a sealed copy and compares with `trusted` (lowercase hex).
-pub fn open_verified(
-    path: &Path,
-    trusted: Option<&str>,
-) -> Result<VerifiedExecutable, ChecksumError> {
-    let opened = open_checked(path)?;
-    verify_opened(opened, trusted)
 }
 
 /// Hashes an opened executable into a sealed copy and compares with `trusted`.
@@ -319,6 +309,14 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// Opens, checks and verifies `path` as a spawn does.
+    fn open_verified(
+        path: &Path,
+        trusted: Option<&str>,
+    ) -> Result<VerifiedExecutable, ChecksumError> {
+        verify_opened(open_checked(path)?, trusted)
+    }
 
     fn write_exec(dir: &Path, content: &[u8], mode: u32) -> PathBuf {
         let path = dir.join("plugin");

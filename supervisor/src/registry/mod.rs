@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use checksum::{
-    ChecksumError, SealedCopies, VerifiedExecutable, open_verified, parse_sha256,
-    sha256_file as sha256_of,
+    ChecksumError, SealedCopies, VerifiedExecutable, parse_sha256, sha256_file as sha256_of,
 };
 pub use manifest::{Manifest, check_description};
 pub use resolve::{Package, Refusal};

@@ -9,8 +9,8 @@ use plugin_kit::clock::now_ms;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
-pub use flags::{FlagDefaults, FlagError, FlagValue, Flags};
-pub use tokens::{IssuedToken, TokenInfo, TokenScope};
+pub use flags::{FlagError, Flags};
+pub use tokens::{TokenInfo, TokenScope};
 
 /// Errors from tenant operations, worded for the caller.
 #[derive(Debug, thiserror::Error)]
