@@ -1,7 +1,7 @@
 //! `plugin.toml`: what a plugin package declares about itself, and the check that a
 //! running plugin's `Describe` agrees with it. The host runs both before it trusts a
-//! plugin; a plugin's own tests run them too (see
-//! [`crate::testing::PluginUnderTest::check_manifest`]), so a mismatch shows up in the
+//! plugin; a plugin's own tests run them too (`PluginUnderTest::check_manifest` in
+//! the testing module), so a mismatch shows up in the
 //! author's tests, not as a refusal in production.
 
 use std::collections::BTreeMap;

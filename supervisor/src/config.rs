@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::names::is_name;
+use crate::names::{Name, is_name};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -484,12 +484,12 @@ impl LimitsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
-    pub plugin: String,
+    pub plugin: Name,
     #[serde(default = "defaults::tenant")]
-    pub tenant: String,
+    pub tenant: Name,
     /// Defaults to the plugin name.
     #[serde(default)]
-    pub integration: Option<String>,
+    pub integration: Option<Name>,
 }
 
 impl InstanceConfig {
@@ -534,8 +534,8 @@ mod defaults {
     pub fn renewal_interval() -> std::time::Duration {
         std::time::Duration::from_secs(60)
     }
-    pub fn tenant() -> String {
-        "system".to_owned()
+    pub fn tenant() -> crate::names::Name {
+        crate::names::Name::new("system").expect("a valid name")
     }
 }
 
@@ -702,17 +702,6 @@ impl Config {
                     key.0, key.1
                 )));
             }
-            for (field, value) in [
-                ("plugin", instance.plugin.as_str()),
-                ("tenant", key.0),
-                ("integration", key.1),
-            ] {
-                if !is_name(value) {
-                    return Err(invalid(format!(
-                        "instances[{index}].{field} = `{value}`: use 1-64 letters, digits, `-` or `_`"
-                    )));
-                }
-            }
         }
         Ok(())
     }
@@ -824,8 +813,12 @@ mod tests {
             err.contains("heartbeat_misses") || err.contains("line 2"),
             "{err}"
         );
+        // Names are checked as they are parsed: the error shows the line and the value.
         let err = parse("[[instances]]\nplugin = \"../etc\"\n").expect_err("bad name");
-        assert!(err.contains("instances[0].plugin"), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains("`../etc` is not a valid name"),
+            "{err}"
+        );
         let err = parse("[[instances]]\nplugin = \"a\"\n[[instances]]\nplugin = \"a\"\n")
             .expect_err("dup");
         assert!(err.contains("already has"), "{err}");

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::InstanceConfig;
 use crate::integrations::Integrations;
+use crate::names::Name;
 use crate::process::Manager;
 use crate::tenants::Flags;
 
@@ -56,19 +57,32 @@ impl Desired {
             Ok(integrations) => {
                 for integration in integrations {
                     let taken = out.iter().any(|i| {
-                        i.tenant == integration.tenant && i.integration() == integration.name
+                        *i.tenant == integration.tenant && i.integration() == integration.name
                     });
-                    if integration.enabled
-                        && !taken
-                        && self
+                    if !integration.enabled
+                        || taken
+                        || !self
                             .flags
                             .plugin_enabled(&integration.tenant, &integration.plugin)
                     {
-                        out.push(InstanceConfig {
-                            plugin: integration.plugin,
-                            tenant: integration.tenant,
-                            integration: Some(integration.name),
-                        });
+                        continue;
+                    }
+                    // Names were checked when the integration was stored.
+                    let names = (
+                        Name::new(integration.plugin),
+                        Name::new(integration.tenant),
+                        Name::new(integration.name),
+                    );
+                    match names {
+                        (Ok(plugin), Ok(tenant), Ok(name)) => out.push(InstanceConfig {
+                            plugin,
+                            tenant,
+                            integration: Some(name),
+                        }),
+                        (plugin, tenant, name) => {
+                            let bad = [plugin.err(), tenant.err(), name.err()];
+                            tracing::error!(alert = true, names = ?bad, "a stored integration has an invalid name; it does not run");
+                        }
                     }
                 }
             }

@@ -100,11 +100,11 @@ impl Manager {
         let mut instances = self.instances.lock().await;
         let wanted: BTreeMap<InstanceKey, &InstanceConfig> = desired
             .iter()
-            .map(|c| (InstanceKey::new(&c.tenant, c.integration()), c))
+            .map(|c| (InstanceKey::new(c.tenant.as_str(), c.integration()), c))
             .collect();
         let stale: Vec<InstanceKey> = instances
             .iter()
-            .filter(|(key, handle)| wanted.get(*key).is_none_or(|c| c.plugin != handle.plugin))
+            .filter(|(key, handle)| wanted.get(*key).is_none_or(|c| *c.plugin != handle.plugin))
             .map(|(key, _)| key.clone())
             .collect();
         let stops: Vec<Handle> = stale
@@ -122,8 +122,8 @@ impl Manager {
     fn spawn_instance(&self, config: &InstanceConfig) -> Handle {
         let process = &self.settings.process;
         let labels = InstanceLabels {
-            plugin: config.plugin.clone(),
-            tenant: config.tenant.clone(),
+            plugin: config.plugin.to_string(),
+            tenant: config.tenant.to_string(),
             integration: config.integration().to_owned(),
         };
         self.metrics.instance_added(&labels);
@@ -180,7 +180,7 @@ impl Manager {
         let (control, receiver) = mpsc::channel(4);
         let task = tokio::spawn(instance::run(ctx, receiver));
         Handle {
-            plugin: config.plugin.clone(),
+            plugin: config.plugin.to_string(),
             slot,
             status,
             control,
