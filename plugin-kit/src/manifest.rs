@@ -35,14 +35,24 @@ pub struct Manifest {
     pub args: Vec<String>,
     /// How the service authenticates its webhook deliveries, so that the host can verify
     /// one it keeps while the plugin is down (without it, such deliveries are refused).
-    #[serde(default)]
-    pub webhook: Option<WebhookAuthentication>,
+    /// Parsed as the manifest is: what is kept is the scheme itself.
+    #[serde(default, deserialize_with = "webhook_scheme")]
+    pub webhook: Option<crate::signature::Scheme>,
+}
+
+fn webhook_scheme<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<crate::signature::Scheme>, D::Error> {
+    WebhookAuthentication::deserialize(deserializer)?
+        .scheme()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `[webhook]` in a manifest.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookAuthentication {
+struct WebhookAuthentication {
     /// `hmac-sha256` (`sha256=<hex>` of the body) or `shared-secret`.
     pub authentication: String,
     /// The header with the signature, or with the secret.
@@ -54,7 +64,7 @@ pub struct WebhookAuthentication {
 
 impl WebhookAuthentication {
     /// The verification scheme this declares.
-    pub fn scheme(&self) -> Result<crate::signature::Scheme, String> {
+    fn scheme(&self) -> Result<crate::signature::Scheme, String> {
         use crate::signature::Scheme;
         let header = self.header.trim().to_ascii_lowercase();
         if header.is_empty()
@@ -100,9 +110,6 @@ impl Manifest {
         }
         if self.executable.as_os_str().is_empty() {
             return Err("executable is empty".to_owned());
-        }
-        if let Some(webhook) = &self.webhook {
-            webhook.scheme()?;
         }
         if self.dependencies.contains_key(&self.name) {
             return Err(format!("`{}` depends on itself", self.name));

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::endpoints::AllowedEndpoints;
 use crate::names::{Name, is_name};
 
 /// Why the configuration could not be loaded.
@@ -110,24 +111,25 @@ impl Default for AdminConfig {
 pub struct IntegrationsConfig {
     /// The endpoints an integration's configuration may name (`api_url`,
     /// `endpoint_url`, any http(s) URL in it): `scheme://host[:port]`, `*.domain`, `:*`.
-    pub allowed_endpoints: Vec<String>,
+    /// Compiled as the file is parsed.
+    #[serde(deserialize_with = "allowed_endpoints")]
+    pub allowed_endpoints: AllowedEndpoints,
 }
 
 impl Default for IntegrationsConfig {
     fn default() -> Self {
         Self {
-            allowed_endpoints: crate::endpoints::DEFAULT_ALLOWED
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
+            allowed_endpoints: AllowedEndpoints::new(crate::endpoints::DEFAULT_ALLOWED)
+                .expect("the default allow list compiles (tested)"),
         }
     }
 }
 
-impl IntegrationsConfig {
-    pub fn allowed_endpoints(&self) -> Result<crate::endpoints::AllowedEndpoints, String> {
-        crate::endpoints::AllowedEndpoints::new(&self.allowed_endpoints)
-    }
+fn allowed_endpoints<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<AllowedEndpoints, D::Error> {
+    let patterns = Vec::<String>::deserialize(deserializer)?;
+    AllowedEndpoints::new(&patterns).map_err(serde::de::Error::custom)
 }
 
 /// Event sinks.
@@ -625,7 +627,6 @@ impl Config {
                 "admin.audit_anchor_interval must be above zero".into(),
             ));
         }
-        self.integrations.allowed_endpoints().map_err(invalid)?;
         if p.restart_max_delay < p.restart_initial_delay {
             return Err(invalid(format!(
                 "process.restart_max_delay ({:?}) is below process.restart_initial_delay ({:?})",
@@ -813,6 +814,10 @@ mod tests {
             err.contains("heartbeat_misses") || err.contains("line 2"),
             "{err}"
         );
+        // The allow list is compiled as it is parsed: a bad pattern names its line.
+        let err =
+            parse("[integrations]\nallowed_endpoints = [\"ftp://x\"]\n").expect_err("bad pattern");
+        assert!(err.contains("line 2") && err.contains("ftp://x"), "{err}");
         // Names are checked as they are parsed: the error shows the line and the value.
         let err = parse("[[instances]]\nplugin = \"../etc\"\n").expect_err("bad name");
         assert!(

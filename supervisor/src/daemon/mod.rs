@@ -44,8 +44,6 @@ pub enum DaemonError {
     Http { addr: String, cause: std::io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("integrations.allowed_endpoints: {0}")]
-    AllowedEndpoints(String),
 }
 
 impl From<crate::credentials::MasterKeyError> for DaemonError {
@@ -248,10 +246,7 @@ pub async fn run(
             flags,
             pipeline: pipeline.clone(),
             correlator: correlator.clone(),
-            allowed_endpoints: config
-                .integrations
-                .allowed_endpoints()
-                .map_err(DaemonError::AllowedEndpoints)?,
+            allowed_endpoints: config.integrations.allowed_endpoints.clone(),
         },
         config.admin.clone(),
     );

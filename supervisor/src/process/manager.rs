@@ -216,11 +216,10 @@ impl Manager {
         let Some(handle) = instances.get(&InstanceKey::new(tenant, integration)) else {
             return WebhookTarget::Unknown;
         };
-        // Checked when the manifest was read: an unusable one never gets here.
         let scheme = self
             .registry
             .selected(&handle.plugin)
-            .and_then(|package| package.manifest.webhook.as_ref()?.scheme().ok());
+            .and_then(|package| package.manifest.webhook.clone());
         match (
             handle.slot.has(Capability::Webhook),
             handle.slot.client_for(Capability::Webhook),
