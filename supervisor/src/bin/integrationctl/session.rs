@@ -18,6 +18,14 @@ pub struct Session {
     pub output: Output,
 }
 
+impl Session {
+    /// The client, the token for each request, and the output format: what a command
+    /// works with.
+    pub fn parts(&mut self) -> (&mut AdminClient<Channel>, Option<&str>, Output) {
+        (&mut self.client, self.token.as_deref(), self.output)
+    }
+}
+
 /// The daemon's answer, or its refusal (its message, as the error).
 pub trait Answer<T> {
     fn answer(self) -> anyhow::Result<T>;

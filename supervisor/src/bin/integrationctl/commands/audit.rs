@@ -7,12 +7,7 @@ use supervisor::admin::proto;
 
 /// `integrationctl audit`.
 pub async fn run(session: &mut Session, command: AuditCommand) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     match command {
         AuditCommand::List {
             tenant,

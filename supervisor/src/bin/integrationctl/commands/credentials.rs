@@ -7,12 +7,7 @@ use supervisor::admin::proto;
 
 /// `integrationctl credentials`.
 pub async fn run(session: &mut Session, command: CredentialsCommand) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     match command {
         CredentialsCommand::Set(target) => {
             store_credential(client, target.request(false)?, token, output).await?;

@@ -9,12 +9,7 @@ use supervisor::admin::proto;
 /// `integrationctl index`.
 pub async fn run_index(session: &mut Session, command: IndexCommand) -> anyhow::Result<()> {
     let IndexCommand::Rebuild { tenant } = command;
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     {
         let summary = client
             .rebuild_index(with_token(proto::RebuildIndexRequest { tenant }, token)?)
@@ -51,12 +46,7 @@ pub async fn run_enrich(
     session: &mut Session,
     (tenant, from, to, dry_run): (String, String, String, bool),
 ) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     use std::io::{IsTerminal, Write};
     let now = unix_ms_now();
     let request = proto::EnrichRequest {
@@ -111,12 +101,7 @@ pub async fn run_deployments(
     session: &mut Session,
     (tenant, service): (String, Option<String>),
 ) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     let request = proto::ListDeploymentsRequest {
         tenant,
         service: service.unwrap_or_default(),

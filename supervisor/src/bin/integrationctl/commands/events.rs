@@ -12,8 +12,7 @@ pub async fn run_events(session: &mut Session, command: EventsCommand) -> anyhow
         last,
         follow,
     } = command;
-    let Session { client, token, .. } = session;
-    let token = token.as_deref();
+    let (client, token, _) = session.parts();
     {
         let request = proto::TailEventsRequest {
             tenant,
@@ -33,12 +32,7 @@ pub async fn run_events(session: &mut Session, command: EventsCommand) -> anyhow
 
 /// `integrationctl dlq`.
 pub async fn run_dlq(session: &mut Session, command: DlqCommand) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     match command {
         DlqCommand::List {
             tenant,

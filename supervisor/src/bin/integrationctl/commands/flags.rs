@@ -7,12 +7,7 @@ use supervisor::admin::proto;
 
 /// `integrationctl flags`.
 pub async fn run(session: &mut Session, command: FlagsCommand) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     match command {
         FlagsCommand::List { tenant } => {
             let list = client

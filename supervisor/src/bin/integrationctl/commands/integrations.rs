@@ -8,12 +8,7 @@ use supervisor::admin::proto;
 
 /// `integrationctl integrations`.
 pub async fn run(session: &mut Session, command: IntegrationsCommand) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     {
         let one = |info: proto::IntegrationInfo| print_integrations(output, &[info], true);
         let enabled = matches!(command, IntegrationsCommand::Enable { .. });

@@ -6,12 +6,7 @@ use supervisor::admin::proto;
 
 /// `integrationctl status`.
 pub async fn run(session: &mut Session) -> anyhow::Result<()> {
-    let Session {
-        client,
-        token,
-        output,
-    } = session;
-    let (token, output) = (token.as_deref(), *output);
+    let (client, token, output) = session.parts();
     {
         let status = client
             .status(with_token(proto::StatusRequest {}, token)?)
