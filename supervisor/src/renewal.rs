@@ -103,7 +103,10 @@ impl Renewer {
                     for integration in &users {
                         self.desired
                             .manager()
-                            .restart_instance(&info.tenant, &integration.name)
+                            .restart_instance(&crate::names::InstanceKey::new(
+                                &info.tenant,
+                                &integration.name,
+                            ))
                             .await;
                     }
                 }

@@ -17,6 +17,7 @@ use crate::desired::Desired;
 use crate::endpoints::AllowedEndpoints;
 use crate::integrations::Integrations;
 use crate::integrations::{Integration, IntegrationError, against_schema};
+use crate::names::InstanceKey;
 use crate::process::InstanceStatus;
 use crate::process::Manager;
 use crate::registry::Registry;
@@ -229,7 +230,7 @@ impl IntegrationCalls {
                 }
                 Ok(_) => {
                     self.manager
-                        .restart_instance(tenant, &integration.name)
+                        .restart_instance(&InstanceKey::new(tenant, &integration.name))
                         .await;
                 }
                 Err(status) => {
@@ -335,7 +336,11 @@ impl IntegrationCalls {
             .integrations
             .record_version(tenant, name, None, (config, mappings), change, author)
             .map_err(Status::from)?;
-        if !self.manager.restart_instance(tenant, name).await {
+        if !self
+            .manager
+            .restart_instance(&InstanceKey::new(tenant, name))
+            .await
+        {
             self.desired.apply().await;
         }
         Ok(self.describe(integration, check).await)

@@ -11,12 +11,12 @@ use crate::names::InstanceKey;
 impl Correlator {
     /// Records which plugin serves `tenant`/`integration`, and whether it answers
     /// `Enrich`.
-    pub fn register(&self, tenant: &str, integration: &str, plugin: &str, enrich: bool) {
+    pub fn register(&self, instance: &InstanceKey, plugin: &str, enrich: bool) {
         self.plugins
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(
-                InstanceKey::new(tenant, integration),
+                instance.clone(),
                 Registered {
                     plugin: plugin.to_owned(),
                     enrich,
@@ -35,12 +35,12 @@ impl Correlator {
     /// Records which plugin serves `tenant`/`integration`, as configured (before its
     /// instance has started and said what it can do): enrichments name their source
     /// correctly from the daemon's start.
-    pub fn name_plugin(&self, tenant: &str, integration: &str, plugin: &str) {
+    pub fn name_plugin(&self, instance: &InstanceKey, plugin: &str) {
         let mut plugins = self
             .plugins
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = InstanceKey::new(tenant, integration);
+        let key = instance.clone();
         // What a running instance said it can do stays while its plugin is the same.
         if plugins.get(&key).is_none_or(|known| known.plugin != plugin) {
             plugins.insert(
@@ -154,12 +154,12 @@ impl Correlator {
     }
 
     /// Records whether `tenant`/`integration`'s instance runs.
-    pub fn set_running(&self, tenant: &str, integration: &str, running: bool) {
+    pub fn set_running(&self, instance: &InstanceKey, running: bool) {
         let mut down = self
             .down
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = InstanceKey::new(tenant, integration);
+        let key = instance.clone();
         if running {
             down.remove(&key);
         } else {

@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use super::Correlator;
+use crate::names::InstanceKey;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::store::Store;
 
@@ -66,8 +67,8 @@ impl World {
             flags.clone(),
             sender,
         ));
-        correlator.register("acme", "gh", "github", true);
-        correlator.register("acme", "cw", "cloudwatch", true);
+        correlator.register(&InstanceKey::new("acme", "gh"), "github", true);
+        correlator.register(&InstanceKey::new("acme", "cw"), "cloudwatch", true);
         let pipeline = Pipeline::open_with(store, PipelineSettings::default(), correlator.clone())
             .expect("pipeline");
         let world = Self {
@@ -963,7 +964,9 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
     assert!(completions.try_recv().is_err(), "not asked again");
 
     // Another tenant's failure after its own deployment asks about its own tenant only.
-    world.correlator.register("other", "gh", "github", true);
+    world
+        .correlator
+        .register(&InstanceKey::new("other", "gh"), "github", true);
     world.commit(
         "other",
         "gh",
@@ -993,7 +996,9 @@ fn suspect_commits_missing_from_the_index_are_asked_for_and_the_answer_revises_t
 #[test]
 fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
     let (world, mut completions) = World::with_completions();
-    world.correlator.register("acme", "gh", "github", false);
+    world
+        .correlator
+        .register(&InstanceKey::new("acme", "gh"), "github", false);
     world.commit(
         "acme",
         "gh",
@@ -1006,8 +1011,12 @@ fn an_integration_that_cannot_enrich_or_is_down_is_not_asked() {
     );
     assert_eq!(world.failure("f1")["data"]["enrichment_status"], "complete");
     assert!(completions.try_recv().is_err());
-    world.correlator.register("acme", "gh", "github", true);
-    world.correlator.set_running("acme", "gh", false);
+    world
+        .correlator
+        .register(&InstanceKey::new("acme", "gh"), "github", true);
+    world
+        .correlator
+        .set_running(&InstanceKey::new("acme", "gh"), false);
     world.commit(
         "acme",
         "cw",
@@ -1065,7 +1074,9 @@ fn one_run_of_a_batch_job_at_a_time() {
 fn enrichments_name_the_configured_plugin_before_its_instance_started() {
     let world = World::new();
     // Named from the configuration at the daemon's start; never configured yet.
-    world.correlator.name_plugin("other", "deploys", "github");
+    world
+        .correlator
+        .name_plugin(&InstanceKey::new("other", "deploys"), "github");
     world.commit(
         "other",
         "deploys",

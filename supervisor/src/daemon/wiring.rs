@@ -47,15 +47,14 @@ pub(super) struct DataPath {
 impl InstanceObserver for DataPath {
     fn added(&self, instance: &InstanceLabels) {
         self.correlator
-            .name_plugin(&instance.tenant, &instance.integration, &instance.plugin);
+            .name_plugin(&instance.key(), &instance.plugin);
     }
 
     fn state_changed(&self, instance: &InstanceLabels, _from: InstanceState, to: InstanceState) {
         // Enrichment says when a source of context is down against the operator's
         // wishes (a stop on purpose is not a gap).
         self.correlator.set_running(
-            &instance.tenant,
-            &instance.integration,
+            &instance.key(),
             matches!(
                 to,
                 InstanceState::Healthy | InstanceState::Stopping | InstanceState::Stopped
@@ -70,10 +69,9 @@ impl InstanceObserver for DataPath {
         capabilities: Capabilities,
     ) {
         self.pipeline
-            .set_mappings(&instance.tenant, &instance.integration, mappings.clone());
+            .set_mappings(&instance.key(), mappings.clone());
         self.correlator.register(
-            &instance.tenant,
-            &instance.integration,
+            &instance.key(),
             &instance.plugin,
             capabilities.contains(Capability::Enrich),
         );
@@ -142,6 +140,9 @@ pub(super) struct ManagerClients(pub Arc<Manager>);
 
 impl EnrichClients for ManagerClients {
     fn enrich_client<'a>(&'a self, tenant: &'a str, integration: &'a str) -> ClientLookup<'a> {
-        Box::pin(self.0.client_for(tenant, integration, Capability::Enrich))
+        Box::pin(async move {
+            let instance = crate::names::InstanceKey::new(tenant, integration);
+            self.0.client_for(&instance, Capability::Enrich).await
+        })
     }
 }

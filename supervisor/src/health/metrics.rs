@@ -23,6 +23,13 @@ pub struct InstanceLabels {
     pub integration: String,
 }
 
+impl InstanceLabels {
+    /// The instance these labels are of.
+    pub fn key(&self) -> crate::names::InstanceKey {
+        crate::names::InstanceKey::new(&self.tenant, &self.integration)
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     plugin: String,

@@ -69,7 +69,10 @@ async fn handle(
     let kind = body::kind(headers, &[BodyKind::Json, BodyKind::Form, BodyKind::Text])?;
     let bytes = ingress.read_body(headers, request_body).await?;
     body::check_json(kind, &bytes)?;
-    let target = ingress.manager.webhook_target(tenant, integration).await;
+    let target = ingress
+        .manager
+        .webhook_target(&crate::names::InstanceKey::new(tenant, integration))
+        .await;
     let (mut client_rpc, scheme) = match target {
         WebhookTarget::Unknown | WebhookTarget::NoWebhooks { .. } => {
             tracing::debug!(

@@ -325,7 +325,12 @@ mod tests {
                 dead_lettered: 1
             }
         );
-        assert_eq!(pipeline.cursor("acme", "gh").expect("cursor"), "2");
+        assert_eq!(
+            pipeline
+                .cursor(&crate::names::InstanceKey::new("acme", "gh"))
+                .expect("cursor"),
+            "2"
+        );
         let again = pipeline
             .commit_batch("acme", "gh", &[event(1), event(3)], "3")
             .expect("commit");
@@ -444,8 +449,7 @@ mod log_tests {
             Arc::new(plugin_kit::FieldMappings::compile(Some(&rules)).expect("rules"))
         };
         pipeline.set_mappings(
-            "acme",
-            "gh",
+            &crate::names::InstanceKey::new("acme", "gh"),
             compile(serde_json::json!([
                 {"set": "service.name", "template": "svc-{/n}"},
                 {"set": "x", "from": "/absent", "required": true}
@@ -467,8 +471,7 @@ mod log_tests {
 
         // The mapping fixed, the dead letter replays into a mapped event.
         pipeline.set_mappings(
-            "acme",
-            "gh",
+            &crate::names::InstanceKey::new("acme", "gh"),
             compile(serde_json::json!([{"set": "service.name", "template": "svc-{/n}"}])),
         );
         let replayed = pipeline.replay_dead_letters("acme", &[]).expect("replay");
@@ -498,7 +501,12 @@ mod log_tests {
             .commit_batch("acme", "gh", &(2..10).map(event).collect::<Vec<_>>(), "9")
             .expect_err("over quota");
         assert!(matches!(refused, CommitError::BacklogFull { quota: 2000 }));
-        assert_eq!(pipeline.cursor("acme", "gh").expect("cursor"), "1");
+        assert_eq!(
+            pipeline
+                .cursor(&crate::names::InstanceKey::new("acme", "gh"))
+                .expect("cursor"),
+            "1"
+        );
         assert_eq!(lines(&pipeline, 0), 1);
     }
 

@@ -239,17 +239,12 @@ impl Pipeline {
     }
 
     /// Sets the field mappings the pipeline applies to an integration's events.
-    pub fn set_mappings(
-        &self,
-        tenant: &str,
-        integration: &str,
-        mappings: Arc<plugin_kit::FieldMappings>,
-    ) {
+    pub fn set_mappings(&self, instance: &InstanceKey, mappings: Arc<plugin_kit::FieldMappings>) {
         let mut all = self
             .mappings
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = InstanceKey::new(tenant, integration);
+        let key = instance.clone();
         if mappings.is_empty() {
             all.remove(&key);
         } else {

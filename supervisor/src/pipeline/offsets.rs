@@ -4,14 +4,18 @@
 use super::facade::Pipeline;
 use super::keys::{ReadError, corrupt, cursor_key, seq_of};
 use super::log::Location;
+use crate::names::InstanceKey;
 use crate::store::{Batch, StoreError, Table};
 
 impl Pipeline {
     /// The last committed cursor of an integration ("" before the first batch).
-    pub fn cursor(&self, tenant: &str, integration: &str) -> Result<String, StoreError> {
+    pub fn cursor(&self, instance: &InstanceKey) -> Result<String, StoreError> {
         Ok(self
             .store
-            .get(Table::Cursors, &cursor_key(tenant, integration))?
+            .get(
+                Table::Cursors,
+                &cursor_key(&instance.tenant, &instance.integration),
+            )?
             .map(|raw| String::from_utf8_lossy(&raw).into_owned())
             .unwrap_or_default())
     }

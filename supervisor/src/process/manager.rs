@@ -211,9 +211,9 @@ impl Manager {
     }
 
     /// Where a webhook for `tenant`'s `integration` goes.
-    pub async fn webhook_target(&self, tenant: &str, integration: &str) -> WebhookTarget {
+    pub async fn webhook_target(&self, instance: &InstanceKey) -> WebhookTarget {
         let instances = self.instances.lock().await;
-        let Some(handle) = instances.get(&InstanceKey::new(tenant, integration)) else {
+        let Some(handle) = instances.get(instance) else {
             return WebhookTarget::Unknown;
         };
         let scheme = self
@@ -235,21 +235,17 @@ impl Manager {
     /// The running plugin of `tenant`'s `integration`, when it has `capability`.
     pub async fn client_for(
         &self,
-        tenant: &str,
-        integration: &str,
+        instance: &InstanceKey,
         capability: Capability,
     ) -> Option<plugin_kit::host::PluginRpcClient> {
         let instances = self.instances.lock().await;
-        instances
-            .get(&InstanceKey::new(tenant, integration))?
-            .slot
-            .client_for(capability)
+        instances.get(instance)?.slot.client_for(capability)
     }
 
     /// Restarts one instance (after its configuration changed). Returns whether it exists.
-    pub async fn restart_instance(&self, tenant: &str, integration: &str) -> bool {
+    pub async fn restart_instance(&self, instance: &InstanceKey) -> bool {
         let instances = self.instances.lock().await;
-        match instances.get(&InstanceKey::new(tenant, integration)) {
+        match instances.get(instance) {
             Some(handle) => handle.control.send(Control::Restart).await.is_ok(),
             None => false,
         }

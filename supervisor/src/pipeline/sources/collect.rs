@@ -29,7 +29,7 @@ pub async fn run(
     interval: Duration,
 ) {
     loop {
-        let cursor = match pipeline.cursor(&labels.tenant, &labels.integration) {
+        let cursor = match pipeline.cursor(&labels.key()) {
             Ok(cursor) => cursor,
             Err(err) => {
                 tracing::error!(plugin = %labels.plugin, tenant = %labels.tenant, error = %err, "cannot read the collect cursor");
