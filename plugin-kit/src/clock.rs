@@ -3,7 +3,7 @@
 //! that every component agrees on its unit (Unix milliseconds) and on what a clock set
 //! before 1970 reads as (zero, never a panic).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Unix milliseconds of `time` (0 before the epoch).
 pub fn unix_ms(time: SystemTime) -> u64 {
@@ -21,11 +21,6 @@ pub fn now_secs() -> u64 {
     now_ms() / 1000
 }
 
-/// The instant `ms` Unix milliseconds name.
-pub fn from_unix_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,7 +28,8 @@ mod tests {
     #[test]
     fn milliseconds_round_trip_and_the_epoch_is_zero() {
         assert_eq!(unix_ms(UNIX_EPOCH), 0);
-        assert_eq!(unix_ms(from_unix_ms(1_700_000_000_123)), 1_700_000_000_123);
+        let then = UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(unix_ms(then), 1_700_000_000_123);
         assert!(now_ms() > 1_700_000_000_000);
         assert_eq!(now_secs(), now_ms() / 1000);
     }

@@ -120,23 +120,19 @@ impl Integrations {
         }
     }
 
-    /// The field mappings of `tenant`'s `name` at its current version (none for an
-    /// instance of the config file).
-    pub fn mappings(
+    /// The field mappings of `integration` at its current version: compiled at
+    /// admission, or once for a version admitted before the daemon started.
+    fn mappings_of(
         &self,
-        tenant: &str,
-        name: &str,
+        integration: &Integration,
     ) -> Result<Arc<FieldMappings>, IntegrationError> {
-        let Some(integration) = self.get(tenant, name)? else {
-            return Ok(Arc::new(FieldMappings::default()));
-        };
         let current = integration.current();
-        let key = (InstanceKey::new(tenant, name), current.version);
+        let instance = InstanceKey::new(&integration.tenant, &integration.name);
         let cached = self
             .mappings
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
+            .get(&(instance.clone(), current.version))
             .cloned();
         if let Some(mappings) = cached {
             return Ok(mappings);
@@ -144,11 +140,18 @@ impl Integrations {
         let compiled = FieldMappings::compile(current.config.get("mappings"))
             .map(Arc::new)
             .map_err(|err| IntegrationError::Mappings(err.to_string()))?;
-        self.mappings
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, compiled.clone());
+        self.remember_mappings(instance, current.version, compiled.clone());
         Ok(compiled)
+    }
+
+    /// Keeps `mappings` as `instance`'s at `version`, dropping its older versions'.
+    fn remember_mappings(&self, instance: InstanceKey, version: u32, mappings: Arc<FieldMappings>) {
+        let mut all = self
+            .mappings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|(other, _), _| *other != instance);
+        all.insert((instance, version), mappings);
     }
 
     pub fn get(&self, tenant: &str, name: &str) -> Result<Option<Integration>, IntegrationError> {
@@ -287,10 +290,7 @@ impl Integrations {
             &Batch::new().put(Table::Integrations, key(tenant, name), value),
             &audit,
         )?;
-        self.mappings
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(compiled_key, mappings);
+        self.remember_mappings(compiled_key.0, compiled_key.1, mappings);
         Ok(integration)
     }
 
@@ -445,13 +445,7 @@ impl Integrations {
         reader: &str,
     ) -> Result<Option<v1::ConfigureRequest>, IntegrationError> {
         let Some(integration) = self.get(tenant, name)? else {
-            // A config-file instance: it still learns whom it serves.
-            return Ok(Some(v1::ConfigureRequest {
-                tenant: tenant.to_owned(),
-                integration: name.to_owned(),
-                config_json: "{}".to_owned(),
-                credentials: Vec::new(),
-            }));
+            return Ok(Some(bare_configure(tenant, name)));
         };
         let config = integration.current().config.clone();
         self.build_configure(tenant, name, &config, reader)
@@ -517,15 +511,34 @@ impl crate::process::InstanceConfigurer for Integrations {
         integration: &str,
         reader: &str,
     ) -> Result<Option<crate::process::Configuration>, String> {
-        let request = Integrations::configure_request(self, tenant, integration, reader)
-            .map_err(|err| err.to_string())?;
-        let Some(request) = request else {
-            return Ok(None);
+        // One read of the record serves both the call and its mappings.
+        let configuration = match self.get(tenant, integration) {
+            Ok(None) => Ok(crate::process::Configuration {
+                request: bare_configure(tenant, integration),
+                mappings: Arc::new(FieldMappings::default()),
+            }),
+            Ok(Some(record)) => self
+                .build_configure(tenant, integration, &record.current().config, reader)
+                .and_then(|request| {
+                    Ok(crate::process::Configuration {
+                        request,
+                        mappings: self.mappings_of(&record)?,
+                    })
+                }),
+            Err(err) => Err(err),
         };
-        let mappings = self
-            .mappings(tenant, integration)
-            .map_err(|err| err.to_string())?;
-        Ok(Some(crate::process::Configuration { request, mappings }))
+        configuration.map(Some).map_err(|err| err.to_string())
+    }
+}
+
+/// The `Configure` call of a config-file instance (no integration record): it still
+/// learns whom it serves.
+fn bare_configure(tenant: &str, integration: &str) -> v1::ConfigureRequest {
+    v1::ConfigureRequest {
+        tenant: tenant.to_owned(),
+        integration: integration.to_owned(),
+        config_json: "{}".to_owned(),
+        credentials: Vec::new(),
     }
 }
 

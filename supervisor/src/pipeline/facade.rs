@@ -298,11 +298,6 @@ impl Pipeline {
         self.archive.as_deref()
     }
 
-    /// The enrichment every valid event goes through.
-    pub(crate) fn enricher(&self) -> &dyn Enricher {
-        self.enricher.as_ref()
-    }
-
     /// The webhook inbox.
     pub fn inbox(&self) -> &Inbox {
         &self.inbox

@@ -37,7 +37,7 @@ impl Pipeline {
         self.recount_dead_letters(tenant)?;
         self.inbox().forget(tenant);
         self.forget_mappings(tenant);
-        self.enricher().forget_tenant(tenant);
+        self.enricher.forget_tenant(tenant);
         Ok(removed)
     }
 }
