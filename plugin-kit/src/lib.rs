@@ -24,7 +24,7 @@ pub use event::{EventBuilder, FieldValue, MapContext, MapError, Mapper};
 pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, Plugin};
 pub use plugin_protocol::{
-    CanonicalEvent, Capabilities, Capability, Category, Severity, event_time_ms, v1,
+    CanonicalEvent, Capabilities, Capability, Category, ErrorClass, Severity, event_time_ms, v1,
 };
 pub use serve::serve;
 pub use tonic::Status;

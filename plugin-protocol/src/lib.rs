@@ -4,12 +4,14 @@
 //! lives in `plugin-kit`.
 
 mod capability;
+mod error_class;
 mod event;
 mod handshake;
 mod names;
 mod version;
 
 pub use capability::{Capabilities, Capability, UnknownCapability};
+pub use error_class::{ERROR_CLASS_METADATA_KEY, ErrorClass};
 pub use event::{
     CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent, Category, Enrichment, EnrichmentSource, EventData,
     Link, Severity, event_id, event_time_ms,

@@ -6,6 +6,7 @@
 //! [`ResilientHttp`] is the same around reqwest.
 
 mod breaker;
+mod classify;
 mod http;
 mod retry;
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use breaker::{BreakerSettings, BreakerState, CircuitBreaker, Refused};
+pub use classify::{Failures, aws_class, reqwest_class};
 pub use http::ResilientHttp;
 pub use retry::{RetryPolicy, Verdict, http_verdict};
 

@@ -2,15 +2,27 @@
 //! (`sts:GetCallerIdentity`), and the configured log groups, metrics and alarms can be
 //! read. Each failure names the account, region, resource and action.
 
-use plugin_kit::v1;
+use plugin_kit::{ErrorClass, v1};
 
 use crate::settings::Settings;
-use crate::targets::Target;
+use crate::targets::{AwsError, Target};
 
-fn result(resource: String, permission: &str, outcome: Result<(), String>) -> v1::CheckResult {
+/// A failed check: its class and what to tell the person who must act.
+type Failure = (ErrorClass, String);
+
+fn failed(err: AwsError) -> Failure {
+    (err.class, err.to_string())
+}
+
+fn result(resource: String, permission: &str, outcome: Result<(), Failure>) -> v1::CheckResult {
+    let (error_class, message) = match outcome {
+        Ok(()) => (String::new(), String::new()),
+        Err((class, message)) => (class.as_str().to_owned(), message),
+    };
     v1::CheckResult {
-        ok: outcome.is_ok(),
-        message: outcome.err().unwrap_or_default(),
+        ok: error_class.is_empty(),
+        message,
+        error_class,
         resource,
         permission: permission.to_owned(),
     }
@@ -28,12 +40,15 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
             .await;
         let identity = match identity {
             Ok(identity) if identity.account() == Some(target.account.as_str()) => Ok(()),
-            Ok(identity) => Err(format!(
-                "the credentials belong to account {}, not {}",
-                identity.account().unwrap_or("(none)"),
-                target.account
+            Ok(identity) => Err((
+                ErrorClass::Config,
+                format!(
+                    "the credentials belong to account {}, not {}",
+                    identity.account().unwrap_or("(none)"),
+                    target.account
+                ),
             )),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(failed(err)),
         };
         let denied = identity.is_err();
         results.push(result(
@@ -56,7 +71,7 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
                         .send()
                 })
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(failed)
                 .and_then(|page| {
                     if page
                         .log_groups()
@@ -65,7 +80,10 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
                     {
                         Ok(())
                     } else {
-                        Err(format!("log group `{group}` does not exist"))
+                        Err((
+                            ErrorClass::Config,
+                            format!("log group `{group}` does not exist"),
+                        ))
                     }
                 });
             results.push(result(
@@ -84,7 +102,7 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
                 })
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string());
+                .map_err(failed);
             results.push(result(
                 format!("{key} log group {group}"),
                 "logs:FilterLogEvents",
@@ -103,7 +121,7 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
                 })
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string());
+                .map_err(failed);
             results.push(result(
                 format!("{key} metric {}/{}", metric.namespace, metric.metric),
                 "cloudwatch:ListMetrics",
@@ -117,7 +135,7 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
                 })
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string());
+                .map_err(failed);
             results.push(result(
                 format!("{key} alarms"),
                 "cloudwatch:DescribeAlarms",
@@ -129,10 +147,11 @@ pub async fn check(targets: &[Target], settings: &Settings) -> v1::CheckResponse
         results.push(result(
             "webhook secret".to_owned(),
             "credentials.webhook_secret",
-            Err(
+            Err((
+                ErrorClass::Config,
                 "not set: SNS and EventBridge deliveries are refused (polling still works)"
                     .to_owned(),
-            ),
+            )),
         ));
     }
     v1::CheckResponse {

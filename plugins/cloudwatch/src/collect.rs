@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use plugin_kit::resilience::Failures;
 use plugin_kit::{MapContext, Status, v1};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -96,21 +97,19 @@ pub async fn poll(targets: &[Target], settings: &Settings, cursor: Cursor, out: 
         cursor,
         encoded,
     };
-    let mut failures: Vec<String> = Vec::new();
+    let mut failures = Failures::default();
     for target in targets {
         match poll_target(target, settings, &context, &mut output).await {
-            Ok(mut failed) => failures.append(&mut failed),
+            Ok(failed) => {
+                for err in failed {
+                    failures.push(err.class, err.to_string());
+                }
+            }
             Err(Closed) => return,
         }
     }
-    if !failures.is_empty() {
-        let _ = out
-            .send(Err(Status::unavailable(format!(
-                "{} read(s) failed: {}",
-                failures.len(),
-                failures.join("; ")
-            ))))
-            .await;
+    if let Some(status) = failures.into_status("read(s)") {
+        let _ = out.send(Err(status)).await;
     }
 }
 
@@ -120,12 +119,12 @@ async fn poll_target(
     settings: &Settings,
     context: &MapContext,
     output: &mut Output<'_>,
-) -> Result<Vec<String>, Closed> {
+) -> Result<Vec<AwsError>, Closed> {
     let key = target.key();
     let mut failures = Vec::new();
     let mut failed = |err: AwsError| {
         tracing::warn!(target = %key, error = %err, "a read failed; the others go on");
-        failures.push(err.to_string());
+        failures.push(err);
     };
     let now = now_ms();
     let backfill_ms = i64::try_from(settings.backfill.as_millis()).unwrap_or(i64::MAX);

@@ -19,8 +19,10 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
+use plugin_kit::ErrorClass;
 use plugin_kit::resilience::{
-    BreakerSettings, CallError, RateBudget, Resilience, RetryPolicy, Verdict, rate_budget,
+    BreakerSettings, CallError, RateBudget, Resilience, RetryPolicy, Verdict, aws_class,
+    rate_budget,
 };
 use secrecy::ExposeSecret;
 
@@ -52,6 +54,8 @@ pub struct AwsError {
     pub detail: String,
     /// The error code AWS answered with, if it answered.
     pub code: Option<String>,
+    /// What kind of failure it is (plugin-kit's classification of AWS errors).
+    pub class: ErrorClass,
 }
 
 /// The retry verdict on an SDK result: throttling, 5xx, timeouts and connection
@@ -93,15 +97,16 @@ impl HasStatus for aws_sdk_cloudwatch::config::http::HttpResponse {
 
 /// Describes an SDK error for messages: the code and message AWS sent, or what went
 /// wrong on the way.
-pub fn describe<E: ProvideErrorMetadata + std::error::Error, R>(
+pub fn describe<E: ProvideErrorMetadata + std::error::Error, R: HasStatus>(
     operation: &'static str,
     err: &SdkError<E, R>,
 ) -> AwsError {
-    let (code, detail) = match err {
+    let (code, class, detail) = match err {
         SdkError::ServiceError(context) => {
             let e = context.err();
             (
                 e.code().map(str::to_owned),
+                aws_class(e.code(), Some(context.raw().status_code())),
                 format!(
                     "{}: {}",
                     e.code().unwrap_or("error"),
@@ -109,15 +114,32 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error, R>(
                 ),
             )
         }
-        SdkError::DispatchFailure(_) => (None, "the endpoint could not be reached".to_owned()),
-        SdkError::TimeoutError(_) => (None, "the request timed out".to_owned()),
-        SdkError::ResponseError(_) => (None, "the response could not be read".to_owned()),
-        _ => (None, "the request could not be built".to_owned()),
+        SdkError::DispatchFailure(_) => (
+            None,
+            ErrorClass::Unavailable,
+            "the endpoint could not be reached".to_owned(),
+        ),
+        SdkError::TimeoutError(_) => (
+            None,
+            ErrorClass::Timeout,
+            "the request timed out".to_owned(),
+        ),
+        SdkError::ResponseError(_) => (
+            None,
+            ErrorClass::InvalidData,
+            "the response could not be read".to_owned(),
+        ),
+        _ => (
+            None,
+            ErrorClass::Internal,
+            "the request could not be built".to_owned(),
+        ),
     };
     AwsError {
         operation,
         detail,
         code,
+        class,
     }
 }
 
@@ -166,6 +188,7 @@ impl Target {
                         retry_in.as_secs()
                     ),
                     code: None,
+                    class: ErrorClass::Unavailable,
                 },
                 CallError::Failed {
                     attempts,

@@ -3,7 +3,7 @@
 //! installation holds the permissions the plugin needs; the webhook secret is set.
 //! Each failure names the repository and the missing permission.
 
-use plugin_kit::v1;
+use plugin_kit::{ErrorClass, v1};
 use serde_json::Value;
 
 use crate::api::{ApiError, GitHubApi};
@@ -13,22 +13,31 @@ use crate::settings::Settings;
 /// What the plugin reads, as GitHub App permission names.
 pub const NEEDED_PERMISSIONS: [&str; 4] = ["metadata", "contents", "pull_requests", "deployments"];
 
-fn result(resource: &str, permission: &str, outcome: Result<(), String>) -> v1::CheckResult {
+/// A failed check: its class and what to tell the person who must act.
+type Failure = (ErrorClass, String);
+
+fn result(resource: &str, permission: &str, outcome: Result<(), Failure>) -> v1::CheckResult {
+    let (error_class, message) = match outcome {
+        Ok(()) => (String::new(), "ok".to_owned()),
+        Err((class, message)) => (class.as_str().to_owned(), message),
+    };
     v1::CheckResult {
         resource: resource.to_owned(),
         permission: permission.to_owned(),
-        ok: outcome.is_ok(),
-        message: outcome.err().unwrap_or_else(|| "ok".to_owned()),
+        ok: error_class.is_empty(),
+        message,
+        error_class,
     }
 }
 
-fn explain(err: &ApiError, permission: &str) -> String {
-    match err {
+fn explain(err: &ApiError, permission: &str) -> Failure {
+    let message = match err {
         ApiError::NotFound { .. } => format!(
             "not found or not readable: the credential lacks `{permission}: read` on it, or it does not exist"
         ),
         other => other.to_string(),
-    }
+    };
+    (err.class(), message)
 }
 
 pub async fn check(settings: &Settings, api: Option<&GitHubApi>) -> v1::CheckResponse {
@@ -37,10 +46,11 @@ pub async fn check(settings: &Settings, api: Option<&GitHubApi>) -> v1::CheckRes
         "webhook_secret",
         match settings.webhook_secrets {
             Some(_) => Ok(()),
-            None => Err(
+            None => Err((
+                ErrorClass::Config,
                 "no webhook secret (credentials.webhook_secret): deliveries would be refused"
                     .to_owned(),
-            ),
+            )),
         },
     )];
     let Some(api) = api else {
@@ -49,6 +59,7 @@ pub async fn check(settings: &Settings, api: Option<&GitHubApi>) -> v1::CheckRes
             resource: "api".to_owned(),
             permission: "credential".to_owned(),
             ok: true,
+            error_class: String::new(),
             message: "no API credential (credentials.token or credentials.app): webhooks only; collection and enrichment are off".to_owned(),
         });
         return finish(results);
@@ -60,10 +71,14 @@ pub async fn check(settings: &Settings, api: Option<&GitHubApi>) -> v1::CheckRes
                 let level = granted.get(permission).and_then(Value::as_str);
                 let outcome = match level {
                     Some("read" | "write" | "admin") => Ok(()),
-                    Some(other) => Err(format!(
-                        "the installation has `{permission}: {other}`; `read` is needed"
+                    Some(other) => Err((
+                        ErrorClass::Permission,
+                        format!("the installation has `{permission}: {other}`; `read` is needed"),
                     )),
-                    None => Err(format!("the installation lacks `{permission}: read`")),
+                    None => Err((
+                        ErrorClass::Permission,
+                        format!("the installation lacks `{permission}: read`"),
+                    )),
                 };
                 results.push(result("app installation", permission, outcome));
             }
@@ -72,7 +87,7 @@ pub async fn check(settings: &Settings, api: Option<&GitHubApi>) -> v1::CheckRes
             results.push(result(
                 "app installation",
                 "installation token",
-                Err(err.to_string()),
+                Err((err.class(), err.to_string())),
             ));
             return finish(results);
         }

@@ -57,13 +57,13 @@ pub async fn poll(
     let default_since = settings
         .backfill_since_ms
         .unwrap_or_else(|| started.saturating_sub(DEFAULT_BACKFILL_MS));
-    let mut failures = Vec::new();
+    let mut failures = plugin_kit::resilience::Failures::default();
     for (name, resolved) in repositories::resolve(api, settings).await {
         let info = match resolved {
             Ok(info) => info,
             Err(err) => {
                 tracing::warn!(repository = %name, error = %err, "cannot read a repository; the others go on");
-                failures.push(err.to_string());
+                failures.push(err.class(), err.to_string());
                 continue;
             }
         };
@@ -93,18 +93,12 @@ pub async fn poll(
             Err(Stop::Closed) => return,
             Err(Stop::Api(err)) => {
                 tracing::warn!(repository = %info.full_name, error = %err, "collecting a repository failed; the others go on");
-                failures.push(err.to_string());
+                failures.push(err.class(), err.to_string());
             }
         }
     }
-    if !failures.is_empty() {
-        let _ = out
-            .send(Err(plugin_kit::Status::unavailable(format!(
-                "{} repository read(s) failed: {}",
-                failures.len(),
-                failures.join("; ")
-            ))))
-            .await;
+    if let Some(status) = failures.into_status("repository read(s)") {
+        let _ = out.send(Err(status)).await;
     }
 }
 

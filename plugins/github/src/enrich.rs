@@ -44,7 +44,7 @@ fn link(rel: &str, url: &str) -> Value {
 }
 
 fn unavailable(err: ApiError) -> Status {
-    Status::unavailable(err.to_string())
+    err.to_status()
 }
 
 pub async fn enrich(

@@ -395,6 +395,11 @@ impl Plugin for TestFault {
                             } else {
                                 "403 Resource not accessible by integration".to_owned()
                             },
+                            error_class: if ok {
+                                String::new()
+                            } else {
+                                "permission".to_owned()
+                            },
                         }
                     })
                     .collect()

@@ -12,8 +12,9 @@ pub mod auth;
 
 use std::time::Duration;
 
+use plugin_kit::ErrorClass;
 use plugin_kit::resilience::{
-    BreakerSettings, CallError, Resilience, ResilientHttp, RetryPolicy, rate_budget,
+    BreakerSettings, CallError, Resilience, ResilientHttp, RetryPolicy, rate_budget, reqwest_class,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -54,8 +55,37 @@ pub enum ApiError {
     Response { path: String, why: String },
     #[error("credential: {0}")]
     Credential(String),
-    #[error("{0}")]
-    Call(String),
+    #[error("{message}")]
+    Call { message: String, class: ErrorClass },
+}
+
+impl ApiError {
+    /// What kind of failure this is, for the supervisor's health of the integration.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Unauthorized { .. } => ErrorClass::Auth,
+            // GitHub answers 404 for a repository the token may not see.
+            Self::NotFound { .. } => ErrorClass::Permission,
+            Self::Forbidden { status: 429, .. } => ErrorClass::RateLimited,
+            Self::Forbidden { message, .. }
+                if message.to_ascii_lowercase().contains("rate limit") =>
+            {
+                ErrorClass::RateLimited
+            }
+            Self::Forbidden { .. } => ErrorClass::Permission,
+            Self::Status { status, .. } => {
+                ErrorClass::from_http_status(*status).unwrap_or(ErrorClass::Internal)
+            }
+            Self::Response { .. } => ErrorClass::InvalidData,
+            Self::Credential(_) => ErrorClass::Config,
+            Self::Call { class, .. } => *class,
+        }
+    }
+
+    /// This error as the status of a plugin call, its class included.
+    pub fn to_status(&self) -> plugin_kit::Status {
+        self.class().status(self.to_string())
+    }
 }
 
 /// One page of a list: its items and the next page's URL.
@@ -137,8 +167,12 @@ impl GitHubApi {
             BreakerSettings::default(),
         )
         .with_budget(rate_budget(REQUESTS_PER_SECOND, REQUESTS_PER_SECOND));
-        let http = ResilientHttp::new(resilience, Duration::from_secs(30))
-            .map_err(|e| ApiError::Call(format!("cannot build the HTTP client: {e}")))?;
+        let http = ResilientHttp::new(resilience, Duration::from_secs(30)).map_err(|e| {
+            ApiError::Call {
+                message: format!("cannot build the HTTP client: {e}"),
+                class: ErrorClass::Internal,
+            }
+        })?;
         Ok(Self {
             http,
             base: base.to_owned(),
@@ -199,11 +233,17 @@ impl GitHubApi {
                     cause: source,
                     attempts,
                     ..
-                } => ApiError::Call(format!(
-                    "{path}: the request failed after {attempts} attempt(s): {}",
-                    source.without_url()
-                )),
-                other => ApiError::Call(format!("{path}: {other}")),
+                } => ApiError::Call {
+                    class: reqwest_class(&source),
+                    message: format!(
+                        "{path}: the request failed after {attempts} attempt(s): {}",
+                        source.without_url()
+                    ),
+                },
+                other => ApiError::Call {
+                    class: ErrorClass::Unavailable,
+                    message: format!("{path}: {other}"),
+                },
             })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -339,10 +379,11 @@ async fn read_limited(mut response: reqwest::Response, path: &str) -> Result<Vec
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| {
-        ApiError::Call(format!(
-            "{path}: reading the response failed: {}",
-            e.without_url()
-        ))
+        let class = reqwest_class(&e);
+        ApiError::Call {
+            message: format!("{path}: reading the response failed: {}", e.without_url()),
+            class,
+        }
     })? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(ApiError::Response {
