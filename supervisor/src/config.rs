@@ -66,6 +66,12 @@ pub struct Config {
     /// Plugin instances to keep running.
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,
+    /// `[health]`: when an integration counts as late, failing or hung.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// `[alerts]`: the alert lifecycle and the operators' notification channels.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -208,6 +214,120 @@ impl Default for PipelineConfig {
             dead_letters_per_tenant: 10_000,
         }
     }
+}
+
+/// `[health]`: the thresholds of the integration health model.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often every running integration's `Check` runs again, to find permissions
+    /// lost since admission (0s: never).
+    #[serde(deserialize_with = "duration")]
+    pub recheck_interval: Duration,
+    /// A `Collect` stream that yields nothing this long while the plugin answers its
+    /// heartbeats is hung: the instance is restarted.
+    #[serde(deserialize_with = "duration")]
+    pub collect_stall_timeout: Duration,
+    /// Consecutive failed collects after which an integration is `failing`.
+    pub failing_after: u32,
+    /// Consecutive authentication or permission failures after which an integration
+    /// is disabled (0: never); it comes back when its credential or configuration
+    /// changes and `Check` passes.
+    pub disable_after: u32,
+    /// The longest wait between collects of a failing integration (the backoff's cap).
+    #[serde(deserialize_with = "duration")]
+    pub collect_backoff_max: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            recheck_interval: Duration::from_secs(3600),
+            collect_stall_timeout: Duration::from_secs(600),
+            failing_after: 3,
+            disable_after: 5,
+            collect_backoff_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[alerts]`: how alerts live (Alertmanager's pending, firing, resolved) and where
+/// operators receive them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often the rules are evaluated.
+    #[serde(deserialize_with = "duration")]
+    pub evaluate_interval: Duration,
+    /// How long a condition must hold before its alert fires (0s: at once).
+    #[serde(deserialize_with = "duration")]
+    pub pending_for: Duration,
+    /// A firing alert is notified again after this long.
+    #[serde(deserialize_with = "duration")]
+    pub repeat_interval: Duration,
+    /// Dead letters within 15 minutes, per integration, that raise an alert.
+    pub dead_letters_per_15m: u64,
+    /// Operators' channels: every tenant's alerts unless `tenants` narrows them.
+    pub channels: Vec<AlertChannelConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            evaluate_interval: Duration::from_secs(5),
+            pending_for: Duration::from_secs(60),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            dead_letters_per_15m: 10,
+            channels: Vec::new(),
+        }
+    }
+}
+
+/// The body a channel is sent.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelFormat {
+    /// The documented JSON alert, signed with HMAC-SHA256.
+    #[default]
+    Betalogs,
+    /// A Slack incoming-webhook message.
+    Slack,
+    /// A Microsoft Teams incoming-webhook message.
+    Teams,
+}
+
+impl ChannelFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Betalogs => "betalogs",
+            Self::Slack => "slack",
+            Self::Teams => "teams",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Betalogs, Self::Slack, Self::Teams]
+            .into_iter()
+            .find(|f| f.as_str() == text)
+    }
+}
+
+/// `[[alerts.channels]]`: one operator notification channel.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertChannelConfig {
+    pub name: Name,
+    pub url: String,
+    #[serde(default)]
+    pub format: ChannelFormat,
+    /// The HMAC key of the `betalogs` format (read at start; 0600 file).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Only these tenants' alerts (empty: all, and the daemon's own).
+    #[serde(default)]
+    pub tenants: Vec<Name>,
+    #[serde(default = "defaults::min_severity", deserialize_with = "severity")]
+    pub min_severity: plugin_protocol::Severity,
 }
 
 /// `[flags]`: feature flag defaults; tenants override them at runtime.
@@ -504,6 +624,10 @@ mod defaults {
     use std::net::SocketAddr;
     use std::path::PathBuf;
     use std::time::Duration;
+
+    pub fn min_severity() -> plugin_protocol::Severity {
+        plugin_protocol::Severity::Warning
+    }
 
     pub fn http_sink_batch() -> usize {
         1000

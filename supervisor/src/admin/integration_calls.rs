@@ -203,7 +203,8 @@ impl IntegrationCalls {
         };
         let mut changed = false;
         for integration in users {
-            let revivable = integration.disabled_by_credential.as_deref() == Some(credential);
+            let revivable = integration.disabled_by_credential.as_deref() == Some(credential)
+                || integration.disabled_by_health;
             if !integration.enabled && !revivable {
                 continue;
             }
@@ -332,10 +333,19 @@ impl IntegrationCalls {
         let (check, mappings) = self
             .admit(tenant, name, &existing.plugin, &config, author)
             .await?;
-        let integration = self
+        let mut integration = self
             .integrations
             .record_version(tenant, name, None, (config, mappings), change, author)
             .map_err(Status::from)?;
+        if integration.disabled_by_health {
+            // The daemon disabled it for refusals; a configuration that passes its
+            // check brings it back.
+            integration = self
+                .integrations
+                .set_enabled(tenant, name, true, None, author)
+                .map_err(Status::from)?;
+            tracing::info!(tenant, integration = name, "integration re-enabled by a configuration that passes its check");
+        }
         if !self
             .manager
             .restart_instance(&InstanceKey::new(tenant, name))

@@ -169,12 +169,33 @@ pub async fn run(
     metrics.register_dead_letter_evictions(pipeline.dead_letter_evictions());
     let metrics_observer: Arc<dyn InstanceObserver> =
         Arc::new(wiring::MetricsObserver(metrics.clone()));
+    let book = Arc::new(crate::health::HealthBook::new());
+    let responder = Arc::new(wiring::HealthResponder {
+        integrations: integrations.clone(),
+        desired: std::sync::OnceLock::new(),
+    });
+    let health_observer: Arc<dyn InstanceObserver> = Arc::new(wiring::HealthObserver {
+        book: book.clone(),
+        config: config.health.clone(),
+        poll_interval: config.process.collect_interval,
+        responder: responder.clone(),
+    });
+    // Collect results go to health first: a refusal it answers by disabling must not
+    // wait behind the metrics.
+    let collect_observers: Arc<dyn InstanceObserver> = Arc::new(Observers::new(vec![
+        health_observer.clone(),
+        metrics_observer.clone(),
+    ]));
     let data_path = Arc::new(wiring::DataPath {
         pipeline: pipeline.clone(),
         correlator: correlator.clone(),
-        collect_interval: config.process.collect_interval,
+        pacing: crate::pipeline::sources::collect::Pacing {
+            interval: config.process.collect_interval,
+            backoff_max: config.health.collect_backoff_max,
+            stall_timeout: config.health.collect_stall_timeout,
+        },
         webhook_timeout: config.ingress.webhook_timeout,
-        downstream: metrics_observer.clone(),
+        downstream: collect_observers,
     });
     let manager = Arc::new(Manager::new(
         registry.clone(),
@@ -183,7 +204,11 @@ pub async fn run(
             process: config.process.clone(),
             runtime_dir: config.runtime_dir(),
             configurer: Some(Arc::new(integrations.clone())),
-            observer: Arc::new(Observers::new(vec![data_path, metrics_observer])),
+            observer: Arc::new(Observers::new(vec![
+                data_path,
+                metrics_observer,
+                health_observer,
+            ])),
         },
     )?);
     let desired = Arc::new(crate::desired::Desired::new(
@@ -192,6 +217,7 @@ pub async fn run(
         flags.clone(),
         manager.clone(),
     ));
+    let _ = responder.desired.set(desired.clone());
 
     let admin_listener = admin::bind(&config.admin_socket)?;
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)

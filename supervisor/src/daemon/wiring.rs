@@ -3,16 +3,20 @@
 //! enrichment asks. Each component defines the interface it needs; only this file
 //! knows both sides.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use plugin_kit::host::PluginRpcClient;
-use plugin_kit::{Capabilities, Capability};
+use plugin_kit::{Capabilities, Capability, ErrorClass};
 use tokio::task::JoinHandle;
 
+use crate::config::HealthConfig;
 use crate::correlation::Correlator;
 use crate::correlation::completion::{ClientLookup, EnrichClients};
-use crate::health::{InstanceLabels, Metrics};
+use crate::desired::Desired;
+use crate::health::{HealthBook, InstanceLabels, Metrics};
+use crate::integrations::Integrations;
+use crate::names::InstanceKey;
 use crate::pipeline::sources::{collect, inbox_drain};
 use crate::pipeline::{BatchOutcome, CollectReport, Pipeline};
 use crate::process::{CollectedBatch, InstanceObserver, InstanceState, Manager};
@@ -38,7 +42,7 @@ impl InstanceObserver for MetricsObserver {
 pub(super) struct DataPath {
     pub pipeline: Arc<Pipeline>,
     pub correlator: Arc<Correlator>,
-    pub collect_interval: Duration,
+    pub pacing: collect::Pacing,
     pub webhook_timeout: Duration,
     /// Told about collected batches (health, metrics).
     pub downstream: Arc<dyn InstanceObserver>,
@@ -94,7 +98,7 @@ impl InstanceObserver for DataPath {
                 self.pipeline.clone(),
                 report,
                 instance.clone(),
-                self.collect_interval,
+                self.pacing,
             )));
         }
         if capabilities.contains(Capability::Webhook) {
@@ -117,7 +121,7 @@ struct Report {
 }
 
 impl CollectReport for Report {
-    fn committed(&self, outcome: &BatchOutcome, seconds: f64) {
+    fn committed(&self, outcome: &BatchOutcome, seconds: f64, newest_event_ms: Option<u64>) {
         self.downstream.collect_committed(
             &self.instance,
             &CollectedBatch {
@@ -125,12 +129,166 @@ impl CollectReport for Report {
                 duplicates: outcome.duplicates,
                 dead_lettered: outcome.dead_lettered,
                 commit_seconds: seconds,
+                newest_event_ms,
             },
         );
     }
 
-    fn failed(&self, error: &str) {
-        self.downstream.collect_failed(&self.instance, error);
+    fn failed(&self, class: ErrorClass, error: &str) {
+        self.downstream.collect_failed(&self.instance, class, error);
+    }
+
+    fn stalled(&self, waited: Duration) {
+        self.downstream.collect_stalled(&self.instance, waited);
+    }
+}
+
+/// What health does about what it sees: disables an integration whose credential keeps
+/// being refused, restarts an instance hung in `Collect`.
+#[derive(Debug)]
+pub(super) struct HealthResponder {
+    pub integrations: Integrations,
+    /// Set once the desired-state component exists (it is built after the manager,
+    /// whose observers include this).
+    pub desired: OnceLock<Arc<Desired>>,
+}
+
+const HEALTH_ACTOR: &str = "daemon:health";
+
+impl HealthResponder {
+    fn disable(self: &Arc<Self>, instance: &InstanceKey, reason: String) {
+        let this = self.clone();
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            match this.integrations.disable_for_health(
+                &instance.tenant,
+                &instance.integration,
+                &reason,
+                HEALTH_ACTOR,
+            ) {
+                Ok(true) => {
+                    tracing::error!(tenant = %instance.tenant, integration = %instance.integration, reason = %reason, "integration disabled after repeated refusals");
+                    if let Some(desired) = this.desired.get() {
+                        desired.apply().await;
+                    }
+                }
+                Ok(false) => {}
+                // A configuration-file instance is not an integration: it keeps
+                // backing off and stays `action_required`.
+                Err(crate::integrations::IntegrationError::Unknown { .. }) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot disable an integration");
+                }
+            }
+        });
+    }
+
+    fn restart(self: &Arc<Self>, instance: &InstanceKey) {
+        let this = self.clone();
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            if let Some(desired) = this.desired.get() {
+                desired.manager().restart_instance(&instance).await;
+            }
+        });
+    }
+}
+
+/// Every instance's health facts in the [`HealthBook`], and health's responses.
+#[derive(Debug)]
+pub(super) struct HealthObserver {
+    pub book: Arc<HealthBook>,
+    pub config: HealthConfig,
+    pub poll_interval: Duration,
+    pub responder: Arc<HealthResponder>,
+}
+
+impl InstanceObserver for HealthObserver {
+    fn added(&self, instance: &InstanceLabels) {
+        self.book.known(&instance.key(), &instance.plugin);
+    }
+
+    fn running(
+        &self,
+        instance: &InstanceLabels,
+        client: &PluginRpcClient,
+        capabilities: Capabilities,
+    ) -> Vec<JoinHandle<()>> {
+        self.book.running(
+            &instance.key(),
+            capabilities.contains(Capability::Collect),
+            self.poll_interval,
+        );
+        if self.config.recheck_interval.is_zero() {
+            return Vec::new();
+        }
+        vec![tokio::spawn(recheck(
+            client.clone(),
+            self.book.clone(),
+            instance.key(),
+            self.config.recheck_interval,
+        ))]
+    }
+
+    fn exited(&self, instance: &InstanceLabels, reason: &str, _restart_in: Duration) {
+        self.book.process_failed(&instance.key(), reason);
+    }
+
+    fn dependencies(
+        &self,
+        instance: &InstanceLabels,
+        dependencies: &[plugin_protocol::v1::DependencyStatus],
+    ) {
+        self.book.breakers(&instance.key(), dependencies);
+    }
+
+    fn collect_committed(&self, instance: &InstanceLabels, batch: &CollectedBatch) {
+        self.book
+            .collected(&instance.key(), batch.dead_lettered, batch.newest_event_ms);
+    }
+
+    fn collect_failed(&self, instance: &InstanceLabels, class: ErrorClass, error: &str) {
+        let verdict = self.book.collect_failed(&instance.key(), class, error);
+        if class.needs_action()
+            && self.config.disable_after > 0
+            && verdict.refusals >= self.config.disable_after
+        {
+            self.responder.disable(
+                &instance.key(),
+                format!(
+                    "disabled by the daemon after {} consecutive {class} failures: {error}",
+                    verdict.refusals
+                ),
+            );
+        }
+    }
+
+    fn collect_stalled(&self, instance: &InstanceLabels, waited: Duration) {
+        self.book.failed(
+            &instance.key(),
+            "collect",
+            ErrorClass::Timeout,
+            &format!(
+                "Collect yielded nothing for {}s while the plugin answered heartbeats; restarted",
+                waited.as_secs()
+            ),
+        );
+        self.responder.restart(&instance.key());
+    }
+}
+
+/// Runs `Check` every `interval` while the instance runs, so that a permission lost
+/// after admission is found even when nothing else fails.
+async fn recheck(
+    mut client: PluginRpcClient,
+    book: Arc<HealthBook>,
+    instance: InstanceKey,
+    interval: Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let outcome = crate::health::check_outcome(client.check(plugin_protocol::v1::CheckRequest {}).await);
+        book.checked(&instance, outcome.failure());
     }
 }
 

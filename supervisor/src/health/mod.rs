@@ -1,5 +1,13 @@
-//! Health and metrics: the Prometheus registry every component records into.
+//! Health: the facts of every integration and the state they add up to
+//! ([`model::assess`]), recorded by the data path into the [`HealthBook`], and the
+//! Prometheus registry every component records into.
 
+mod book;
+mod check;
 mod metrics;
+pub mod model;
 
+pub use book::{FailureVerdict, HealthBook};
+pub use check::{CheckOutcome, check_outcome, outcome_of};
 pub use metrics::{InstanceLabels, Metrics, TenantLabel};
+pub use model::{Facts, Freshness, HealthState, ProcessPhase};

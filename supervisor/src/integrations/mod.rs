@@ -75,6 +75,10 @@ pub struct Integration {
     /// The credential whose failure disabled it; storing a working one re-enables it.
     #[serde(default)]
     pub disabled_by_credential: Option<String>,
+    /// Disabled by the daemon after repeated authentication or permission failures; a
+    /// changed credential or configuration that passes `Check` re-enables it.
+    #[serde(default)]
+    pub disabled_by_health: bool,
     pub versions: Vec<IntegrationVersion>,
 }
 
@@ -260,6 +264,7 @@ impl Integrations {
                 enabled: true,
                 disabled_reason: None,
                 disabled_by_credential: None,
+                disabled_by_health: false,
                 versions: Vec::new(),
             },
         };
@@ -312,6 +317,7 @@ impl Integrations {
             Some(reason.unwrap_or("disabled by an operator").to_owned())
         };
         integration.disabled_by_credential = None;
+        integration.disabled_by_health = false;
         let value = serde_json::to_vec(&integration).map_err(|e| corrupt(name, e))?;
         let action = if enabled {
             "integration.enable"
@@ -383,6 +389,38 @@ impl Integrations {
             names.push(integration.name);
         }
         Ok(names)
+    }
+
+    /// Disables an integration whose credential keeps being refused (the daemon's health
+    /// rule); false when it was already disabled.
+    pub fn disable_for_health(
+        &self,
+        tenant: &str,
+        name: &str,
+        reason: &str,
+        author: &str,
+    ) -> Result<bool, IntegrationError> {
+        let _turn = self.store.writer();
+        let mut integration = self.require(tenant, name)?;
+        if !integration.enabled {
+            return Ok(false);
+        }
+        integration.enabled = false;
+        integration.disabled_reason = Some(reason.to_owned());
+        integration.disabled_by_health = true;
+        let value = serde_json::to_vec(&integration).map_err(|e| corrupt(name, e))?;
+        let audit = AuditDraft::ok(
+            Some(tenant),
+            author,
+            "integration.disable",
+            &format!("integration:{name}"),
+            reason,
+        );
+        self.store.commit(
+            &Batch::new().put(Table::Integrations, key(tenant, name), value),
+            &audit,
+        )?;
+        Ok(true)
     }
 
     /// Re-enables the integrations a failure of `credential` disabled; returns their names.

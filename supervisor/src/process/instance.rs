@@ -121,6 +121,7 @@ async fn poll_status(
                 }
             }
             ctx.metrics.dependencies(&ctx.labels, &dependencies);
+            ctx.observer.dependencies(&ctx.labels, &dependencies);
             ctx.update(|status| status.dependencies = dependencies);
             true
         }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use plugin_kit::host::PluginRpcClient;
-use plugin_kit::{Capabilities, FieldMappings};
+use plugin_kit::{Capabilities, ErrorClass, FieldMappings};
 use tokio::task::JoinHandle;
 
 use super::state::InstanceState;
@@ -48,11 +48,22 @@ pub trait InstanceObserver: Send + Sync + std::fmt::Debug {
     /// restarted after `restart_in`.
     fn exited(&self, _instance: &InstanceLabels, _reason: &str, _restart_in: std::time::Duration) {}
 
+    /// Its plugin reported its dependencies' circuit breakers.
+    fn dependencies(
+        &self,
+        _instance: &InstanceLabels,
+        _dependencies: &[plugin_protocol::v1::DependencyStatus],
+    ) {
+    }
+
     /// A batch it collected was committed.
     fn collect_committed(&self, _instance: &InstanceLabels, _batch: &CollectedBatch) {}
 
     /// A collect call, its stream or its commit failed.
-    fn collect_failed(&self, _instance: &InstanceLabels, _error: &str) {}
+    fn collect_failed(&self, _instance: &InstanceLabels, _class: ErrorClass, _error: &str) {}
+
+    /// Its `Collect` stream stalled while heartbeats still answered: it is hung.
+    fn collect_stalled(&self, _instance: &InstanceLabels, _waited: std::time::Duration) {}
 }
 
 /// What became of one collected batch.
@@ -63,6 +74,8 @@ pub struct CollectedBatch {
     pub dead_lettered: usize,
     /// From the submission to its durability.
     pub commit_seconds: f64,
+    /// The latest event time among the stored events.
+    pub newest_event_ms: Option<u64>,
 }
 
 /// Several observers, told in order.
@@ -115,15 +128,31 @@ impl InstanceObserver for Observers {
             .for_each(|o| o.exited(instance, reason, restart_in));
     }
 
+    fn dependencies(
+        &self,
+        instance: &InstanceLabels,
+        dependencies: &[plugin_protocol::v1::DependencyStatus],
+    ) {
+        self.0
+            .iter()
+            .for_each(|o| o.dependencies(instance, dependencies));
+    }
+
     fn collect_committed(&self, instance: &InstanceLabels, batch: &CollectedBatch) {
         self.0
             .iter()
             .for_each(|o| o.collect_committed(instance, batch));
     }
 
-    fn collect_failed(&self, instance: &InstanceLabels, error: &str) {
+    fn collect_failed(&self, instance: &InstanceLabels, class: ErrorClass, error: &str) {
         self.0
             .iter()
-            .for_each(|o| o.collect_failed(instance, error));
+            .for_each(|o| o.collect_failed(instance, class, error));
+    }
+
+    fn collect_stalled(&self, instance: &InstanceLabels, waited: std::time::Duration) {
+        self.0
+            .iter()
+            .for_each(|o| o.collect_stalled(instance, waited));
     }
 }

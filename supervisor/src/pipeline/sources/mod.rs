@@ -8,13 +8,20 @@ pub mod collect;
 pub mod inbox_drain;
 mod platform;
 
+use plugin_protocol::ErrorClass;
+
 use super::BatchOutcome;
 
 /// What a collecting source tells about its batches, for health and metrics.
 pub trait CollectReport: Send + Sync + std::fmt::Debug {
-    /// A batch was committed, `seconds` after it was submitted.
-    fn committed(&self, outcome: &BatchOutcome, seconds: f64);
+    /// A batch was committed, `seconds` after it was submitted; `newest_event_ms` is
+    /// the latest event time among its accepted events.
+    fn committed(&self, outcome: &BatchOutcome, seconds: f64, newest_event_ms: Option<u64>);
 
     /// The collect call, its stream or the commit of a batch failed.
-    fn failed(&self, error: &str);
+    fn failed(&self, class: ErrorClass, error: &str);
+
+    /// A stream yielded nothing for the stall timeout while its plugin answered
+    /// heartbeats: the plugin is hung in `Collect` and must be restarted.
+    fn stalled(&self, waited: std::time::Duration);
 }

@@ -1,0 +1,246 @@
+//! The live health facts of every integration, recorded from the data path (collect
+//! results, webhook outcomes, checks, breakers) as it runs. One short lock per record;
+//! nothing here waits on I/O, so the data path never waits on health.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use plugin_protocol::ErrorClass;
+
+use super::model::{Breaker, FIVE_MINUTES, Facts, ONE_DAY};
+use crate::names::InstanceKey;
+
+/// What a recorded failure means for the integration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureVerdict {
+    /// Consecutive failures that need a person, this one included.
+    pub refusals: u32,
+    /// Consecutive failures of any kind.
+    pub failures: u32,
+}
+
+/// Health facts by integration.
+#[derive(Debug, Default)]
+pub struct HealthBook {
+    records: Mutex<HashMap<InstanceKey, Facts>>,
+}
+
+impl HealthBook {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, key: &InstanceKey, plugin: Option<&str>, change: impl FnOnce(&mut Facts) -> T) -> T {
+        let now = plugin_kit::clock::now_ms();
+        let mut records = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let facts = records
+            .entry(key.clone())
+            .or_insert_with(|| Facts::new(plugin.unwrap_or(""), now));
+        if let Some(plugin) = plugin
+            && facts.plugin != plugin
+        {
+            plugin.clone_into(&mut facts.plugin);
+        }
+        change(facts)
+    }
+
+    /// An instance exists (it may not run yet).
+    pub fn known(&self, key: &InstanceKey, plugin: &str) {
+        self.with(key, Some(plugin), |_| {});
+    }
+
+    /// Forgets an integration that was removed.
+    pub fn forget(&self, key: &InstanceKey) {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// Its plugin runs and collects every `poll_interval` (or does not collect).
+    pub fn running(&self, key: &InstanceKey, collects: bool, poll_interval: Duration) {
+        self.with(key, None, |facts| {
+            facts.collects = collects;
+            facts.poll_interval = poll_interval;
+        });
+    }
+
+    /// A collected batch was committed: `newest_event_ms` is the latest event time in it.
+    pub fn collected(&self, key: &InstanceKey, dead_lettered: usize, newest_event_ms: Option<u64>) {
+        let now = plugin_kit::clock::now_ms();
+        self.with(key, None, |facts| {
+            facts.succeeded(now);
+            if let Some(newest) = newest_event_ms {
+                facts.last_event_ms = Some(facts.last_event_ms.map_or(newest, |t| t.max(newest)));
+                facts.lag_ms = Some(now.saturating_sub(newest));
+            }
+            facts.dead_letters.add(now, dead_lettered as u64, ONE_DAY);
+        });
+    }
+
+    /// A collect call, stream or commit failed.
+    pub fn collect_failed(&self, key: &InstanceKey, class: ErrorClass, message: &str) -> FailureVerdict {
+        self.failed(key, "collect", class, message)
+    }
+
+    /// Something of this integration failed (`source`: collect, check, webhook).
+    pub fn failed(
+        &self,
+        key: &InstanceKey,
+        source: &'static str,
+        class: ErrorClass,
+        message: &str,
+    ) -> FailureVerdict {
+        let now = plugin_kit::clock::now_ms();
+        self.with(key, None, |facts| {
+            facts.failed(source, class, message, now);
+            FailureVerdict {
+                refusals: facts.consecutive_refusals,
+                failures: facts.consecutive_failures,
+            }
+        })
+    }
+
+    /// Its process ended against our wishes (crash, hang, failed start).
+    pub fn process_failed(&self, key: &InstanceKey, reason: &str) {
+        let now = plugin_kit::clock::now_ms();
+        self.with(key, None, |facts| {
+            facts.errors.add(now, 1, super::model::ONE_HOUR);
+            facts.last_error = Some(super::model::LastError {
+                class: ErrorClass::Internal,
+                message: reason.to_owned(),
+                source: "process",
+                at_ms: now,
+            });
+        });
+    }
+
+    /// A `Check` ran: a pass clears a refusal streak (the credential works again).
+    pub fn checked(&self, key: &InstanceKey, failure: Option<(ErrorClass, &str)>) {
+        let now = plugin_kit::clock::now_ms();
+        self.with(key, None, |facts| {
+            facts.last_check = Some((now, failure.is_none()));
+            match failure {
+                None => {
+                    if facts.last_error.as_ref().is_some_and(|e| e.class.needs_action()) {
+                        facts.consecutive_refusals = 0;
+                        facts.consecutive_failures = 0;
+                    }
+                }
+                Some((class, message)) => facts.failed("check", class, message, now),
+            }
+        });
+    }
+
+    /// The breakers its plugin reported.
+    pub fn breakers(&self, key: &InstanceKey, reported: &[plugin_protocol::v1::DependencyStatus]) {
+        let now = plugin_kit::clock::now_ms();
+        self.with(key, None, |facts| {
+            let before = std::mem::take(&mut facts.breakers);
+            facts.breakers = reported
+                .iter()
+                .map(|dependency| {
+                    let open_since_ms = (dependency.breaker == "open").then(|| {
+                        before
+                            .iter()
+                            .find(|b| b.name == dependency.name)
+                            .and_then(|b| b.open_since_ms)
+                            .unwrap_or(now)
+                    });
+                    Breaker {
+                        name: dependency.name.clone(),
+                        state: dependency.breaker.clone(),
+                        detail: dependency.detail.clone(),
+                        open_since_ms,
+                    }
+                })
+                .collect();
+        });
+    }
+
+    /// A webhook delivery was answered: accepted (stored or acknowledged) or refused.
+    pub fn webhook(&self, key: &InstanceKey, accepted: bool, dead_lettered: usize) {
+        let now = plugin_kit::clock::now_ms();
+        self.with(key, None, |facts| {
+            if accepted {
+                facts.webhooks_accepted.add(now, 1, FIVE_MINUTES);
+            } else {
+                facts.webhooks_refused.add(now, 1, FIVE_MINUTES);
+            }
+            facts.dead_letters.add(now, dead_lettered as u64, ONE_DAY);
+        });
+    }
+
+    /// Every integration's facts as they are now.
+    pub fn snapshot(&self) -> Vec<(InstanceKey, Facts)> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(key, facts)| (key.clone(), facts.clone()))
+            .collect()
+    }
+
+    /// One integration's facts.
+    pub fn get(&self, key: &InstanceKey) -> Option<Facts> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_until_a_success_and_a_passing_check_clears_refusals() {
+        let book = HealthBook::new();
+        let key = InstanceKey::new("acme", "gh");
+        book.known(&key, "github");
+        assert_eq!(
+            book.collect_failed(&key, ErrorClass::Auth, "401"),
+            FailureVerdict { refusals: 1, failures: 1 }
+        );
+        assert_eq!(book.collect_failed(&key, ErrorClass::Auth, "401").refusals, 2);
+        book.checked(&key, None);
+        let facts = book.get(&key).expect("known");
+        assert_eq!(facts.consecutive_refusals, 0);
+        assert_eq!(facts.last_check.map(|(_, ok)| ok), Some(true));
+        book.collect_failed(&key, ErrorClass::Unavailable, "502");
+        book.collected(&key, 2, Some(1));
+        let facts = book.get(&key).expect("known");
+        assert_eq!(facts.consecutive_failures, 0);
+        assert_eq!(facts.last_event_ms, Some(1));
+        assert_eq!(facts.dead_letters.within(plugin_kit::clock::now_ms(), ONE_DAY), 2);
+        book.forget(&key);
+        assert!(book.get(&key).is_none());
+    }
+
+    #[test]
+    fn an_open_breaker_keeps_the_time_it_opened() {
+        let book = HealthBook::new();
+        let key = InstanceKey::new("acme", "cw");
+        let open = plugin_protocol::v1::DependencyStatus {
+            name: "cloudwatch 1/eu-west-1".into(),
+            breaker: "open".into(),
+            detail: String::new(),
+        };
+        book.breakers(&key, std::slice::from_ref(&open));
+        let since = book.get(&key).expect("known").breakers[0].open_since_ms;
+        book.breakers(&key, std::slice::from_ref(&open));
+        assert_eq!(book.get(&key).expect("known").breakers[0].open_since_ms, since);
+        let closed = plugin_protocol::v1::DependencyStatus {
+            breaker: "closed".into(),
+            ..open
+        };
+        book.breakers(&key, &[closed]);
+        assert_eq!(book.get(&key).expect("known").breakers[0].open_since_ms, None);
+    }
+}
