@@ -149,9 +149,8 @@ impl serde::Serialize for ErrorClass {
 impl<'de> serde::Deserialize<'de> for ErrorClass {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Self::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("`{text}` is not an error class"))
-        })
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not an error class")))
     }
 }
 

@@ -267,6 +267,9 @@ pub struct AlertsConfig {
     pub repeat_interval: Duration,
     /// Dead letters within 15 minutes, per integration, that raise an alert.
     pub dead_letters_per_15m: u64,
+    /// The longest wait between two attempts to deliver a notification.
+    #[serde(deserialize_with = "duration")]
+    pub delivery_retry_max: Duration,
     /// Operators' channels: every tenant's alerts unless `tenants` narrows them.
     pub channels: Vec<AlertChannelConfig>,
 }
@@ -278,6 +281,7 @@ impl Default for AlertsConfig {
             pending_for: Duration::from_secs(60),
             repeat_interval: Duration::from_secs(4 * 3600),
             dead_letters_per_15m: 10,
+            delivery_retry_max: Duration::from_secs(60),
             channels: Vec::new(),
         }
     }

@@ -35,6 +35,14 @@ impl Desired {
         }
     }
 
+    /// The configuration file's instances.
+    pub fn config_instances(&self) -> Vec<InstanceConfig> {
+        self.config_instances
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// After a SIGHUP reload.
     pub fn set_config_instances(&self, instances: Vec<InstanceConfig>) {
         *self

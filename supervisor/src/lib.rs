@@ -37,6 +37,8 @@ pub mod pipeline;
 pub(crate) mod desired;
 /// Integrations: versioned configurations of a tenant's plugin instances.
 pub(crate) mod integrations;
+/// Integration health as one document, alert rules, the alert lifecycle and delivery.
+pub(crate) mod monitoring;
 /// The process manager: one supervising task per instance, observed by the daemon.
 pub(crate) mod process;
 /// Plugin packages: manifests, pins, checksums, sealed copies.

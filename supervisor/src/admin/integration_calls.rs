@@ -344,7 +344,11 @@ impl IntegrationCalls {
                 .integrations
                 .set_enabled(tenant, name, true, None, author)
                 .map_err(Status::from)?;
-            tracing::info!(tenant, integration = name, "integration re-enabled by a configuration that passes its check");
+            tracing::info!(
+                tenant,
+                integration = name,
+                "integration re-enabled by a configuration that passes its check"
+            );
         }
         if !self
             .manager

@@ -287,7 +287,8 @@ async fn recheck(
 ) {
     loop {
         tokio::time::sleep(interval).await;
-        let outcome = crate::health::check_outcome(client.check(plugin_protocol::v1::CheckRequest {}).await);
+        let outcome =
+            crate::health::check_outcome(client.check(plugin_protocol::v1::CheckRequest {}).await);
         book.checked(&instance, outcome.failure());
     }
 }

@@ -31,7 +31,12 @@ impl HealthBook {
         Self::default()
     }
 
-    fn with<T>(&self, key: &InstanceKey, plugin: Option<&str>, change: impl FnOnce(&mut Facts) -> T) -> T {
+    fn with<T>(
+        &self,
+        key: &InstanceKey,
+        plugin: Option<&str>,
+        change: impl FnOnce(&mut Facts) -> T,
+    ) -> T {
         let now = plugin_kit::clock::now_ms();
         let mut records = self
             .records
@@ -83,7 +88,12 @@ impl HealthBook {
     }
 
     /// A collect call, stream or commit failed.
-    pub fn collect_failed(&self, key: &InstanceKey, class: ErrorClass, message: &str) -> FailureVerdict {
+    pub fn collect_failed(
+        &self,
+        key: &InstanceKey,
+        class: ErrorClass,
+        message: &str,
+    ) -> FailureVerdict {
         self.failed(key, "collect", class, message)
     }
 
@@ -126,7 +136,11 @@ impl HealthBook {
             facts.last_check = Some((now, failure.is_none()));
             match failure {
                 None => {
-                    if facts.last_error.as_ref().is_some_and(|e| e.class.needs_action()) {
+                    if facts
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|e| e.class.needs_action())
+                    {
                         facts.consecutive_refusals = 0;
                         facts.consecutive_failures = 0;
                     }
@@ -206,9 +220,15 @@ mod tests {
         book.known(&key, "github");
         assert_eq!(
             book.collect_failed(&key, ErrorClass::Auth, "401"),
-            FailureVerdict { refusals: 1, failures: 1 }
+            FailureVerdict {
+                refusals: 1,
+                failures: 1
+            }
         );
-        assert_eq!(book.collect_failed(&key, ErrorClass::Auth, "401").refusals, 2);
+        assert_eq!(
+            book.collect_failed(&key, ErrorClass::Auth, "401").refusals,
+            2
+        );
         book.checked(&key, None);
         let facts = book.get(&key).expect("known");
         assert_eq!(facts.consecutive_refusals, 0);
@@ -218,7 +238,12 @@ mod tests {
         let facts = book.get(&key).expect("known");
         assert_eq!(facts.consecutive_failures, 0);
         assert_eq!(facts.last_event_ms, Some(1));
-        assert_eq!(facts.dead_letters.within(plugin_kit::clock::now_ms(), ONE_DAY), 2);
+        assert_eq!(
+            facts
+                .dead_letters
+                .within(plugin_kit::clock::now_ms(), ONE_DAY),
+            2
+        );
         book.forget(&key);
         assert!(book.get(&key).is_none());
     }
@@ -235,12 +260,18 @@ mod tests {
         book.breakers(&key, std::slice::from_ref(&open));
         let since = book.get(&key).expect("known").breakers[0].open_since_ms;
         book.breakers(&key, std::slice::from_ref(&open));
-        assert_eq!(book.get(&key).expect("known").breakers[0].open_since_ms, since);
+        assert_eq!(
+            book.get(&key).expect("known").breakers[0].open_since_ms,
+            since
+        );
         let closed = plugin_protocol::v1::DependencyStatus {
             breaker: "closed".into(),
             ..open
         };
         book.breakers(&key, &[closed]);
-        assert_eq!(book.get(&key).expect("known").breakers[0].open_since_ms, None);
+        assert_eq!(
+            book.get(&key).expect("known").breakers[0].open_since_ms,
+            None
+        );
     }
 }

@@ -9,7 +9,10 @@ pub enum CheckOutcome {
     Passed,
     /// The plugin does not check (UNIMPLEMENTED): nothing is learnt.
     NotSupported,
-    Failed { class: ErrorClass, message: String },
+    Failed {
+        class: ErrorClass,
+        message: String,
+    },
 }
 
 impl CheckOutcome {
@@ -41,7 +44,9 @@ const URGENCY: [ErrorClass; 8] = [
 ];
 
 /// Reads a `Check` answer.
-pub fn check_outcome(answer: Result<tonic::Response<v1::CheckResponse>, tonic::Status>) -> CheckOutcome {
+pub fn check_outcome(
+    answer: Result<tonic::Response<v1::CheckResponse>, tonic::Status>,
+) -> CheckOutcome {
     match answer {
         Ok(response) => outcome_of(&response.into_inner()),
         Err(status) if status.code() == tonic::Code::Unimplemented => CheckOutcome::NotSupported,
@@ -59,7 +64,8 @@ pub fn outcome_of(response: &v1::CheckResponse) -> CheckOutcome {
         return CheckOutcome::Passed;
     }
     // A result from a plugin that predates classes counts as a lost permission.
-    let class_of = |r: &v1::CheckResult| ErrorClass::parse(&r.error_class).unwrap_or(ErrorClass::Permission);
+    let class_of =
+        |r: &v1::CheckResult| ErrorClass::parse(&r.error_class).unwrap_or(ErrorClass::Permission);
     let class = URGENCY
         .into_iter()
         .find(|class| failed.iter().any(|r| class_of(r) == *class))
@@ -85,7 +91,11 @@ mod tests {
             resource: resource.into(),
             permission: "logs:FilterLogEvents".into(),
             ok,
-            message: if ok { "ok".into() } else { "AccessDenied: no".into() },
+            message: if ok {
+                "ok".into()
+            } else {
+                "AccessDenied: no".into()
+            },
             error_class: class.into(),
         }
     }
@@ -93,7 +103,10 @@ mod tests {
     #[test]
     fn failures_name_each_resource_and_take_the_most_urgent_class() {
         assert_eq!(
-            outcome_of(&v1::CheckResponse { ok: true, results: vec![result("a", true, "")] }),
+            outcome_of(&v1::CheckResponse {
+                ok: true,
+                results: vec![result("a", true, "")]
+            }),
             CheckOutcome::Passed
         );
         let failed = outcome_of(&v1::CheckResponse {
@@ -112,7 +125,10 @@ mod tests {
             message,
             "123/eu-west-1 log group /app (logs:FilterLogEvents): AccessDenied: no; 123/eu-west-1 account (logs:FilterLogEvents): AccessDenied: no"
         );
-        let old = outcome_of(&v1::CheckResponse { ok: false, results: vec![result("r", false, "")] });
+        let old = outcome_of(&v1::CheckResponse {
+            ok: false,
+            results: vec![result("r", false, "")],
+        });
         assert_eq!(old.failure().map(|(c, _)| c), Some(ErrorClass::Permission));
         assert_eq!(
             check_outcome(Err(tonic::Status::unimplemented("no"))),

@@ -333,11 +333,17 @@ pub fn assess(facts: &Facts, now_ms: u64, config: &HealthConfig) -> (HealthState
             ),
         );
     }
-    if matches!(facts.phase, ProcessPhase::Starting | ProcessPhase::Restarting) {
+    if matches!(
+        facts.phase,
+        ProcessPhase::Starting | ProcessPhase::Restarting
+    ) {
         return (HealthState::Starting, "the plugin is starting".to_owned());
     }
     if facts.phase == ProcessPhase::Stopped {
-        return (HealthState::Starting, "the plugin is not running".to_owned());
+        return (
+            HealthState::Starting,
+            "the plugin is not running".to_owned(),
+        );
     }
     if facts.consecutive_failures > 0
         && let Some(error) = &facts.last_error

@@ -64,6 +64,8 @@ pub struct Pipeline {
     /// See [`PipelineSettings::archive`].
     pub(super) archive: Option<std::path::PathBuf>,
     pub(super) committed: Arc<Notify>,
+    /// Whether each sink delivers (health, metrics).
+    pub(super) sink_health: super::sinks::SinkHealth,
     pub(super) jobs: Mutex<Option<mpsc::Sender<Job>>>,
     pub(super) committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -193,6 +195,7 @@ impl Pipeline {
             enricher,
             archive: settings.archive.clone(),
             committed,
+            sink_health: super::sinks::SinkHealth::default(),
             jobs: Mutex::new(Some(jobs)),
             committer: Mutex::new(Some(handle)),
             sinks: Mutex::new(SinkOffsets {
@@ -299,6 +302,11 @@ impl Pipeline {
     }
 
     /// The webhook inbox.
+    /// Whether each sink delivers.
+    pub fn sink_health(&self) -> &super::sinks::SinkHealth {
+        &self.sink_health
+    }
+
     pub fn inbox(&self) -> &Inbox {
         &self.inbox
     }

@@ -68,6 +68,14 @@ impl PluginSlot {
             .clone()
     }
 
+    /// The client, while the plugin runs (for calls every plugin answers: `Check`).
+    pub fn client(&self) -> Option<plugin_kit::host::PluginRpcClient> {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether the plugin has `capability` (`None` before it first started).
     pub fn has(&self, capability: Capability) -> Option<bool> {
         self.capabilities

@@ -242,6 +242,15 @@ impl Manager {
         instances.get(instance)?.slot.client_for(capability)
     }
 
+    /// The running plugin of an instance, whatever it can do.
+    pub async fn client(
+        &self,
+        instance: &InstanceKey,
+    ) -> Option<plugin_kit::host::PluginRpcClient> {
+        let instances = self.instances.lock().await;
+        instances.get(instance)?.slot.client()
+    }
+
     /// Restarts one instance (after its configuration changed). Returns whether it exists.
     pub async fn restart_instance(&self, instance: &InstanceKey) -> bool {
         let instances = self.instances.lock().await;

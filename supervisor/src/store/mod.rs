@@ -64,10 +64,16 @@ pub enum Table {
     Failures,
     /// Correlation: batch enrichment progress, per job.
     EnrichJobs,
+    /// Alerts: every alert by id, pending, firing or resolved.
+    Alerts,
+    /// Alerts: notifications not yet delivered, per channel in order.
+    AlertOutbox,
+    /// Alerts: tenants' notification channels.
+    AlertChannels,
 }
 
 impl Table {
-    const ALL: [Table; 19] = [
+    const ALL: [Table; 22] = [
         Table::Trust,
         Table::Tenants,
         Table::Tokens,
@@ -87,6 +93,9 @@ impl Table {
         Table::AlarmStates,
         Table::Failures,
         Table::EnrichJobs,
+        Table::Alerts,
+        Table::AlertOutbox,
+        Table::AlertChannels,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -110,6 +119,9 @@ impl Table {
             Table::AlarmStates => "correlation.alarm_states",
             Table::Failures => "correlation.failures",
             Table::EnrichJobs => "correlation.enrich_jobs",
+            Table::Alerts => "alerts",
+            Table::AlertOutbox => "alerts.outbox",
+            Table::AlertChannels => "alerts.channels",
         }
     }
 

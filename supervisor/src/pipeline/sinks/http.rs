@@ -207,6 +207,9 @@ impl HttpSink {
         loop {
             match self.post(body.clone()).await {
                 Attempt::Delivered => {
+                    self.pipeline
+                        .sink_health()
+                        .delivered(&self.config.name, lines.len());
                     if failures > 0 {
                         tracing::info!(sink = %self.config.name, failures, "sink endpoint is back; delivering the backlog");
                     }
@@ -217,6 +220,7 @@ impl HttpSink {
                         .delay(failures, after, rand::random::<f64>())
                         .max(Duration::from_millis(10));
                     failures += 1;
+                    self.pipeline.sink_health().failed(&self.config.name, &why);
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(sink = %self.config.name, failures, retry_in = ?delay, error = %why, "sink endpoint failed; retrying (the backlog waits in the event log)");
                     }

@@ -119,8 +119,16 @@ impl JsonlSink {
             let written = tokio::task::block_in_place(|| sink.deliver(&mut already));
             match written {
                 Ok(0) => {}
-                Ok(_) => continue,
-                Err(err) => tracing::error!(error = %err, "JSONL sink failed; retrying"),
+                Ok(events) => {
+                    self.pipeline.sink_health().delivered(SINK_NAME, events);
+                    continue;
+                }
+                Err(err) => {
+                    self.pipeline
+                        .sink_health()
+                        .failed(SINK_NAME, &err.to_string());
+                    tracing::error!(error = %err, "JSONL sink failed; retrying");
+                }
             }
             tokio::select! {
                 () = committed.notified() => {}

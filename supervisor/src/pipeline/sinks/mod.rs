@@ -4,6 +4,7 @@
 //!
 //! Adding a sink is a new file here and one arm in [`configured`].
 
+mod health;
 mod http;
 mod jsonl;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+pub use health::{SinkHealth, SinkStatus};
 pub use http::{Attempt, HttpSink, HttpSinkError, classify};
 pub use jsonl::{JsonlSink, SinkError};
 

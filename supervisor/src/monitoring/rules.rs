@@ -1,0 +1,278 @@
+//! The built-in alert rules: each looks at the integrations' health and the daemon's
+//! own (sinks, the event log) and names the conditions that hold now. No configuration
+//! is needed; thresholds come from `[alerts]` and `[pipeline]`.
+//!
+//! | rule | when | severity |
+//! | --- | --- | --- |
+//! | `integration_action_required` | an auth, permission or config error | error |
+//! | `integration_failing` | failures past `health.failing_after`, a breaker open | error |
+//! | `integration_disabled` | disabled by the daemon (refusals) | error |
+//! | `credential_failed` | disabled because its credential failed or expired | error |
+//! | `plugin_crash_loop` | its plugin restarts too often | critical |
+//! | `credential_expiring_7d` / `_1d` | a credential expires within 7 days / 1 day | warning / error |
+//! | `breaker_open` | a dependency's breaker open for 5 minutes | warning |
+//! | `data_stale` | no successful collect for 5 poll intervals | warning |
+//! | `dead_letters_growing` | `alerts.dead_letters_per_15m` dead letters in 15 minutes | warning |
+//! | `event_log_backlog` | the event log at 80% of its quota | error |
+//! | `sink_failing` | a sink failing for 5 minutes | error |
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use plugin_protocol::{Link, Severity};
+
+use super::alert::Condition;
+use super::view::IntegrationHealth;
+use crate::health::{Freshness, HealthState};
+use crate::pipeline::sinks::SinkStatus;
+
+const DAY_MS: u64 = 86_400_000;
+const FIVE_MINUTES_MS: u64 = 300_000;
+
+/// The daemon's own facts the rules read.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonFacts {
+    pub sinks: Vec<SinkStatus>,
+    pub log_bytes: u64,
+    pub log_quota_bytes: u64,
+}
+
+/// The thresholds the rules take.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub dead_letters_per_15m: u64,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn integration_condition(
+    health: &IntegrationHealth,
+    rule: &'static str,
+    severity: Severity,
+    summary: String,
+    description: String,
+) -> Condition {
+    let mut pairs = vec![("plugin", health.plugin.as_str())];
+    if let Some(error) = &health.last_error {
+        pairs.push(("class", error.class.as_str()));
+    }
+    Condition {
+        rule,
+        tenant: Some(health.tenant.clone()),
+        integration: Some(health.integration.clone()),
+        subject: None,
+        severity,
+        summary,
+        description,
+        labels: labels(&pairs),
+        links: vec![Link {
+            rel: "health".to_owned(),
+            title: Some(format!(
+                "health of {}/{}",
+                health.tenant, health.integration
+            )),
+            url: format!(
+                "/v1/health?tenant={}&integration={}",
+                health.tenant, health.integration
+            ),
+        }],
+    }
+}
+
+/// The conditions that hold now.
+pub fn evaluate(
+    integrations: &[IntegrationHealth],
+    daemon: &DaemonFacts,
+    thresholds: Thresholds,
+    now_ms: u64,
+) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let mut credentials_seen = BTreeSet::new();
+    for health in integrations {
+        let name = format!("{}/{}", health.tenant, health.integration);
+        match health.state {
+            HealthState::ActionRequired => out.push(integration_condition(
+                health,
+                "integration_action_required",
+                Severity::Error,
+                format!("{name} needs a person: {}", health.reason),
+                "An authentication, permission or configuration error: retrying cannot help. Fix the credential or the configuration; the integration recovers by itself once its check passes.".to_owned(),
+            )),
+            HealthState::Failing => out.push(integration_condition(
+                health,
+                "integration_failing",
+                Severity::Error,
+                format!("{name} is failing: {}", health.reason),
+                "Errors persist past the threshold; collects back off until they succeed.".to_owned(),
+            )),
+            _ => {}
+        }
+        if let Some(disabled) = &health.disabled {
+            if disabled.by == "health" {
+                out.push(integration_condition(
+                    health,
+                    "integration_disabled",
+                    Severity::Error,
+                    format!("{name} was disabled by the daemon"),
+                    disabled.reason.clone(),
+                ));
+            } else if let Some(credential) = disabled.by.strip_prefix("credential:") {
+                let mut condition = integration_condition(
+                    health,
+                    "credential_failed",
+                    Severity::Error,
+                    format!("{name} is disabled: credential `{credential}` failed"),
+                    disabled.reason.clone(),
+                );
+                condition.subject = Some(credential.to_owned());
+                condition
+                    .labels
+                    .insert("credential".to_owned(), credential.to_owned());
+                out.push(condition);
+            }
+        }
+        if health.process.state == "crash-loop" {
+            out.push(integration_condition(
+                health,
+                "plugin_crash_loop",
+                Severity::Critical,
+                format!(
+                    "the {} plugin of {name} is crash-looping ({} restarts)",
+                    health.plugin, health.process.restarts
+                ),
+                health
+                    .last_error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default(),
+            ));
+        }
+        if health.freshness == Freshness::Stale && health.disabled.is_none() {
+            out.push(integration_condition(
+                health,
+                "data_stale",
+                Severity::Warning,
+                format!(
+                    "{name} has not collected for {}s (polls every {}s)",
+                    health.last_success.as_ref().map_or(0, |m| m.age_seconds),
+                    health.poll_interval_seconds
+                ),
+                "Data is stale: no collect succeeded for five poll intervals.".to_owned(),
+            ));
+        }
+        if thresholds.dead_letters_per_15m > 0
+            && health.dead_letters_15m >= thresholds.dead_letters_per_15m
+        {
+            out.push(integration_condition(
+                health,
+                "dead_letters_growing",
+                Severity::Warning,
+                format!(
+                    "{name}: {} dead letters in 15 minutes",
+                    health.dead_letters_15m
+                ),
+                format!(
+                    "Events fail validation; see `integrationctl dlq list --tenant {}`.",
+                    health.tenant
+                ),
+            ));
+        }
+        for breaker in &health.breakers {
+            if breaker
+                .open_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= FIVE_MINUTES_MS)
+            {
+                let mut condition = integration_condition(
+                    health,
+                    "breaker_open",
+                    Severity::Warning,
+                    format!(
+                        "{name}: circuit breaker for {} open for 5 minutes",
+                        breaker.name
+                    ),
+                    breaker.detail.clone(),
+                );
+                condition.subject = Some(breaker.name.clone());
+                out.push(condition);
+            }
+        }
+        for credential in &health.credentials {
+            let Some(expires) = credential.expires_ms else {
+                continue;
+            };
+            if !credentials_seen.insert((health.tenant.clone(), credential.name.clone())) {
+                continue;
+            }
+            let left = expires.saturating_sub(now_ms);
+            for (rule, window, severity) in [
+                ("credential_expiring_7d", 7 * DAY_MS, Severity::Warning),
+                ("credential_expiring_1d", DAY_MS, Severity::Error),
+            ] {
+                if left <= window {
+                    out.push(Condition {
+                        rule,
+                        tenant: Some(health.tenant.clone()),
+                        integration: None,
+                        subject: Some(credential.name.clone()),
+                        severity,
+                        summary: format!(
+                            "credential `{}` of tenant {} expires {}",
+                            credential.name,
+                            health.tenant,
+                            credential.expires_at.as_deref().unwrap_or("soon")
+                        ),
+                        description:
+                            "Store a renewed secret with `integrationctl credentials rotate`."
+                                .to_owned(),
+                        labels: labels(&[
+                            ("credential", &credential.name),
+                            ("kind", &credential.kind),
+                        ]),
+                        links: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    if daemon.log_quota_bytes > 0
+        && daemon.log_bytes.saturating_mul(5) >= daemon.log_quota_bytes.saturating_mul(4)
+    {
+        out.push(Condition {
+            rule: "event_log_backlog",
+            tenant: None,
+            integration: None,
+            subject: None,
+            severity: Severity::Error,
+            summary: format!(
+                "the event log holds {} of its {} byte quota",
+                daemon.log_bytes, daemon.log_quota_bytes
+            ),
+            description: "A sink is not keeping up; at the quota, collection pauses and webhooks are answered 503.".to_owned(),
+            labels: BTreeMap::new(),
+            links: Vec::new(),
+        });
+    }
+    for sink in &daemon.sinks {
+        if sink
+            .failing_since_ms
+            .is_some_and(|since| now_ms.saturating_sub(since) >= FIVE_MINUTES_MS)
+        {
+            out.push(Condition {
+                rule: "sink_failing",
+                tenant: None,
+                integration: None,
+                subject: Some(sink.name.clone()),
+                severity: Severity::Error,
+                summary: format!("sink `{}` has been failing for 5 minutes", sink.name),
+                description: sink.last_error.clone().unwrap_or_default(),
+                labels: labels(&[("sink", &sink.name)]),
+                links: Vec::new(),
+            });
+        }
+    }
+    out
+}
