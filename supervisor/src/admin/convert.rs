@@ -38,6 +38,9 @@ impl From<InstanceStatus> for proto::InstanceStatus {
                     detail: d.detail,
                 })
                 .collect(),
+            health: String::new(),
+            health_reason: String::new(),
+            error_class: String::new(),
         }
     }
 }
@@ -147,7 +150,7 @@ impl From<TenantError> for Status {
             TenantError::Unknown(_) | TenantError::UnknownToken(_) => {
                 Status::not_found(err.to_string())
             }
-            TenantError::BadName(_) | TenantError::Reserved(_) => {
+            TenantError::BadName(_) | TenantError::Reserved(_) | TenantError::AllTenantsScope => {
                 Status::invalid_argument(err.to_string())
             }
             TenantError::Store(_) => Status::internal(err.to_string()),

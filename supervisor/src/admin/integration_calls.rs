@@ -161,6 +161,7 @@ impl IntegrationCalls {
                             permission: r.permission,
                             ok: r.ok,
                             message: r.message,
+                            error_class: r.error_class,
                         })
                         .collect();
                     if check.ok {

@@ -4,6 +4,7 @@
 mod audit_calls;
 mod convert;
 mod credential_calls;
+mod health_calls;
 mod integration_calls;
 mod peer;
 mod pipeline_calls;

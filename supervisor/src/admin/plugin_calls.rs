@@ -16,6 +16,7 @@ pub(super) struct PluginCalls {
     pub(super) auth: Authenticator,
     pub(super) registry: Arc<Registry>,
     pub(super) manager: Arc<Manager>,
+    pub(super) monitoring: Arc<crate::monitoring::Monitoring>,
     pub(super) started: Instant,
 }
 
@@ -26,13 +27,37 @@ impl PluginCalls {
     ) -> Result<Response<proto::StatusResponse>, Status> {
         let principal = self.auth.authenticate(&request)?;
         let own = principal.tenant().map(str::to_owned);
+        let health: std::collections::HashMap<(String, String), _> = self
+            .monitoring
+            .health(own.as_deref())
+            .await
+            .into_iter()
+            .map(|h| ((h.tenant.clone(), h.integration.clone()), h))
+            .collect();
         let instances = self
             .manager
             .status()
             .await
             .into_iter()
             .filter(|i| own.as_deref().is_none_or(|t| t == i.tenant))
-            .map(proto::InstanceStatus::from)
+            .map(|status| {
+                let key = (status.tenant.clone(), status.integration.clone());
+                let mut shown = proto::InstanceStatus::from(status);
+                if let Some(health) = health.get(&key) {
+                    shown.health = health.state.as_str().to_owned();
+                    shown.health_reason.clone_from(&health.reason);
+                    if let Some(error) = &health.last_error {
+                        shown.error_class.clone_from(&error.class);
+                        // The process manager's error is about the process; the
+                        // integration's (a refused credential) is what a person
+                        // must see.
+                        if shown.last_error.is_empty() || health.state.badness() >= 4 {
+                            shown.last_error.clone_from(&error.message);
+                        }
+                    }
+                }
+                shown
+            })
             .collect();
         // Plugin refusals are operator information.
         let refused = if own.is_some() {

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::audit_calls::AuditCalls;
 use super::credential_calls::CredentialCalls;
+use super::health_calls::HealthCalls;
 use super::integration_calls::IntegrationCalls;
 use super::peer::Authenticator;
 use super::pipeline_calls::PipelineCalls;
@@ -33,6 +34,8 @@ pub struct Components {
     pub correlator: Arc<crate::correlation::Correlator>,
     /// Where tenants' configurations may point their plugins.
     pub allowed_endpoints: crate::endpoints::AllowedEndpoints,
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
+    pub book: Arc<crate::health::HealthBook>,
 }
 
 /// Serves `betalogs.admin.v1.Admin`: each call goes to the handlers of its area, which
@@ -45,6 +48,7 @@ pub struct AdminService {
     integrations: IntegrationCalls,
     audit: AuditCalls,
     pipeline: PipelineCalls,
+    health: HealthCalls,
 }
 
 impl AdminService {
@@ -60,14 +64,23 @@ impl AdminService {
             manager: manager.clone(),
             desired: components.desired.clone(),
             registry: components.registry.clone(),
-            allowed_endpoints: components.allowed_endpoints,
+            allowed_endpoints: components.allowed_endpoints.clone(),
             admin: admin.clone(),
         };
         Self {
+            health: HealthCalls {
+                auth: auth.clone(),
+                tenants: tenants.clone(),
+                monitoring: components.monitoring.clone(),
+                book: components.book,
+                credentials: components.credentials.clone(),
+                allowed_endpoints: components.allowed_endpoints,
+            },
             plugins: PluginCalls {
                 auth: auth.clone(),
                 registry: components.registry,
                 manager,
+                monitoring: components.monitoring,
                 started: Instant::now(),
             },
             tenants: TenantCalls {
@@ -364,5 +377,54 @@ impl Admin for AdminService {
         request: Request<proto::TailEventsRequest>,
     ) -> Result<Response<Self::TailEventsStream>, Status> {
         self.pipeline.tail_events(request).await
+    }
+
+    async fn health(
+        &self,
+        request: Request<proto::HealthRequest>,
+    ) -> Result<Response<proto::JsonDocument>, Status> {
+        self.health.health(request).await
+    }
+
+    async fn check_integration(
+        &self,
+        request: Request<proto::IntegrationRef>,
+    ) -> Result<Response<proto::CheckIntegrationResponse>, Status> {
+        self.health.check_integration(request).await
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<proto::ListAlertsRequest>,
+    ) -> Result<Response<proto::JsonDocument>, Status> {
+        self.health.list_alerts(request).await
+    }
+
+    async fn add_alert_channel(
+        &self,
+        request: Request<proto::AddAlertChannelRequest>,
+    ) -> Result<Response<proto::AlertChannelInfo>, Status> {
+        self.health.add_alert_channel(request).await
+    }
+
+    async fn list_alert_channels(
+        &self,
+        request: Request<proto::ListAlertChannelsRequest>,
+    ) -> Result<Response<proto::ListAlertChannelsResponse>, Status> {
+        self.health.list_alert_channels(request).await
+    }
+
+    async fn remove_alert_channel(
+        &self,
+        request: Request<proto::AlertChannelRef>,
+    ) -> Result<Response<proto::AlertChannelInfo>, Status> {
+        self.health.remove_alert_channel(request).await
+    }
+
+    async fn test_alert_channel(
+        &self,
+        request: Request<proto::AlertChannelRef>,
+    ) -> Result<Response<proto::TestAlertChannelResponse>, Status> {
+        self.health.test_alert_channel(request).await
     }
 }

@@ -133,8 +133,28 @@ impl TenantCalls {
             body.scope.as_str()
         };
         let scope = TokenScope::parse(scope_text).ok_or_else(|| {
-            Status::invalid_argument(format!("scope `{scope_text}` is not `admin` or `ingest`"))
+            Status::invalid_argument(format!(
+                "scope `{scope_text}` is not `admin`, `ingest` or `monitor`"
+            ))
         })?;
+        if body.all_tenants {
+            if scope != TokenScope::Monitor || !body.tenant.is_empty() {
+                return Err(Status::invalid_argument(
+                    "--all-tenants issues an operator's monitoring token: use it with --scope monitor and without --tenant",
+                ));
+            }
+            let issued = self
+                .tenants
+                .create_token(crate::tenants::ALL_TENANTS, scope, &principal.label())
+                .map_err(Status::from)?;
+            use secrecy::ExposeSecret;
+            return Ok(Response::new(proto::CreateTokenResponse {
+                tenant: issued.info.tenant,
+                token: issued.token.expose_secret().to_owned(),
+                id: issued.info.id,
+                scope: scope.as_str().to_owned(),
+            }));
+        }
         let held = self
             .tenants
             .tokens(&body.tenant)

@@ -44,6 +44,8 @@ pub enum DaemonError {
     Http { addr: String, cause: std::io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Monitoring(#[from] crate::monitoring::MonitoringError),
 }
 
 impl From<crate::credentials::MasterKeyError> for DaemonError {
@@ -244,6 +246,21 @@ pub async fn run(
             .run(completions, stop_rx.clone()),
         );
     }
+    let monitoring = Arc::new(crate::monitoring::Monitoring::new(
+        crate::monitoring::Sources {
+            book: book.clone(),
+            desired: desired.clone(),
+            integrations: integrations.clone(),
+            flags: flags.clone(),
+            credentials: credentials.clone(),
+            pipeline: pipeline.clone(),
+        },
+        config.health.clone(),
+        config.alerts.clone(),
+        config.pipeline.backlog_quota_bytes,
+        stop_rx.clone(),
+    )?);
+    let monitor_task = tokio::spawn(monitoring.clone().run(stop_rx.clone()));
     let anchoring = tokio::spawn(crate::audit_anchoring::run(
         pipeline.clone(),
         config.admin.audit_anchor_interval,
@@ -273,6 +290,8 @@ pub async fn run(
             pipeline: pipeline.clone(),
             correlator: correlator.clone(),
             allowed_endpoints: config.integrations.allowed_endpoints.clone(),
+            monitoring: monitoring.clone(),
+            book: book.clone(),
         },
         config.admin.clone(),
     );
@@ -287,13 +306,17 @@ pub async fn run(
     let http_task = tokio::spawn(crate::ingress::serve(
         http_listener,
         Arc::new(crate::ingress::Ingress::new(
-            metrics.clone(),
-            pipeline.clone(),
-            manager.clone(),
-            crate::tenants::Tenants::new(store.clone()),
-            crate::ingress::HostVerifier {
-                integrations: integrations.clone(),
-                credentials: credentials.clone(),
+            crate::ingress::IngressParts {
+                metrics: metrics.clone(),
+                pipeline: pipeline.clone(),
+                manager: manager.clone(),
+                tenants: crate::tenants::Tenants::new(store.clone()),
+                verifier: crate::ingress::HostVerifier {
+                    integrations: integrations.clone(),
+                    credentials: credentials.clone(),
+                },
+                book: book.clone(),
+                monitoring: monitoring.clone(),
             },
             config.ingress.clone(),
         )),
@@ -334,6 +357,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     let _ = anchoring.await;
+    let _ = monitor_task.await;
     for sink in sinks {
         let _ = sink.await;
     }

@@ -26,12 +26,23 @@ use crate::process::{CollectedBatch, InstanceObserver, InstanceState, Manager};
 pub(super) struct MetricsObserver(pub Arc<Metrics>);
 
 impl InstanceObserver for MetricsObserver {
-    fn collect_committed(&self, _instance: &InstanceLabels, batch: &CollectedBatch) {
+    fn collect_committed(&self, instance: &InstanceLabels, batch: &CollectedBatch) {
         self.0.batch_committed(
             batch.commit_seconds,
             batch.stored,
             batch.duplicates,
             batch.dead_lettered,
+        );
+        self.0.integration_events(
+            &instance.tenant,
+            &instance.integration,
+            "collect",
+            [
+                ("stored", batch.stored),
+                ("duplicate", batch.duplicates),
+                ("dead_lettered", batch.dead_lettered),
+                ("refused", 0),
+            ],
         );
     }
 }

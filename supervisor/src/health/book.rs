@@ -58,14 +58,6 @@ impl HealthBook {
         self.with(key, Some(plugin), |_| {});
     }
 
-    /// Forgets an integration that was removed.
-    pub fn forget(&self, key: &InstanceKey) {
-        self.records
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
-    }
-
     /// Its plugin runs and collects every `poll_interval` (or does not collect).
     pub fn running(&self, key: &InstanceKey, collects: bool, poll_interval: Duration) {
         self.with(key, None, |facts| {
@@ -176,17 +168,49 @@ impl HealthBook {
         });
     }
 
-    /// A webhook delivery was answered: accepted (stored or acknowledged) or refused.
-    pub fn webhook(&self, key: &InstanceKey, accepted: bool, dead_lettered: usize) {
+    /// A webhook delivery to a known integration was answered: accepted (stored or
+    /// acknowledged) or refused. Returns false for an unknown integration, which gets
+    /// no record: strangers' names are not kept.
+    pub fn webhook(&self, key: &InstanceKey, accepted: bool, dead_lettered: usize) -> bool {
         let now = plugin_kit::clock::now_ms();
-        self.with(key, None, |facts| {
-            if accepted {
-                facts.webhooks_accepted.add(now, 1, FIVE_MINUTES);
-            } else {
-                facts.webhooks_refused.add(now, 1, FIVE_MINUTES);
-            }
-            facts.dead_letters.add(now, dead_lettered as u64, ONE_DAY);
-        });
+        let mut records = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(facts) = records.get_mut(key) else {
+            return false;
+        };
+        if accepted {
+            facts.webhooks_accepted.add(now, 1, FIVE_MINUTES);
+        } else {
+            facts.webhooks_refused.add(now, 1, FIVE_MINUTES);
+        }
+        facts.dead_letters.add(now, dead_lettered as u64, ONE_DAY);
+        true
+    }
+
+    /// Events of a known integration went to the dead-letter queue.
+    pub fn dead_lettered(&self, key: &InstanceKey, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let now = plugin_kit::clock::now_ms();
+        if let Some(facts) = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(key)
+        {
+            facts.dead_letters.add(now, count as u64, ONE_DAY);
+        }
+    }
+
+    /// Whether the book knows the integration.
+    pub fn knows(&self, key: &InstanceKey) -> bool {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(key)
     }
 
     /// Every integration's facts as they are now.
@@ -244,8 +268,9 @@ mod tests {
                 .within(plugin_kit::clock::now_ms(), ONE_DAY),
             2
         );
-        book.forget(&key);
-        assert!(book.get(&key).is_none());
+        assert!(book.webhook(&key, false, 1));
+        assert!(!book.webhook(&InstanceKey::new("stranger", "x"), true, 0));
+        assert!(!book.knows(&InstanceKey::new("stranger", "x")));
     }
 
     #[test]

@@ -23,11 +23,6 @@ impl CheckOutcome {
             Self::Passed | Self::NotSupported => None,
         }
     }
-
-    /// Whether something was learnt (a pass or a failure).
-    pub fn is_known(&self) -> bool {
-        !matches!(self, Self::NotSupported)
-    }
 }
 
 /// Which class a failed check reports when its results name several: a refused

@@ -54,6 +54,10 @@ pub struct Metrics {
     commit_seconds: Histogram,
     events: Family<OutcomeLabels, Counter>,
     breaker_open: Family<DependencyLabels, Gauge>,
+    integration_events: Family<PathOutcomeLabels, Counter>,
+    webhook_requests: Family<WebhookStatusLabels, Counter>,
+    webhook_seconds: Family<IntegrationLabels, Histogram, fn() -> Histogram>,
+    health: HealthSeries,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +71,95 @@ struct DependencyLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+}
+
+/// One integration (bounded: only configured ones get series).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntegrationLabels {
+    pub tenant: String,
+    pub integration: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntegrationStateLabels {
+    tenant: String,
+    integration: String,
+    plugin: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathOutcomeLabels {
+    tenant: String,
+    integration: String,
+    /// collect, webhook, platform.
+    path: &'static str,
+    /// stored, duplicate, dead_lettered, refused.
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookStatusLabels {
+    tenant: String,
+    integration: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    tenant: String,
+    credential: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    rule: String,
+    severity: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+fn webhook_histogram() -> Histogram {
+    // 0.5 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 15))
+}
+
+/// What the health view says of one integration, for its gauges.
+#[derive(Debug, Clone)]
+pub struct IntegrationGauges<'a> {
+    pub tenant: &'a str,
+    pub integration: &'a str,
+    pub plugin: &'a str,
+    pub state: &'static str,
+    pub last_success_secs: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub dead_letters_24h: u64,
+}
+
+/// The series rebuilt from the health view at each scrape (they follow configuration:
+/// a removed integration's series go with it).
+#[derive(Debug, Default)]
+struct HealthSeries {
+    state: Family<IntegrationStateLabels, Gauge>,
+    last_success: Family<IntegrationLabels, Gauge>,
+    lag: Family<IntegrationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    dead_letters: Family<IntegrationLabels, Gauge>,
+    inbox_depth: Family<TenantLabel, Gauge>,
+    credential_expiry: Family<CredentialLabels, Gauge>,
+    alerts_firing: Family<AlertLabels, Gauge>,
+    sink_delivered: Family<SinkLabels, Gauge>,
+    sink_failures: Family<SinkLabels, Gauge>,
+    sink_failing: Family<SinkLabels, Gauge>,
+    channel_queued: Family<ChannelLabels, Gauge>,
+    event_log_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,8 +220,94 @@ impl Metrics {
             "1 while a plugin's circuit breaker for an external dependency is open or half-open",
             breaker_open.clone(),
         );
+        let integration_events = Family::<PathOutcomeLabels, Counter>::default();
+        registry.register(
+            "integration_events",
+            "Events per integration by path (collect, webhook, platform) and outcome (stored, duplicate, dead_lettered, refused)",
+            integration_events.clone(),
+        );
+        let webhook_requests = Family::<WebhookStatusLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook deliveries by answered status (integrations that exist; others count under empty labels)",
+            webhook_requests.clone(),
+        );
+        let webhook_seconds =
+            Family::<IntegrationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                webhook_histogram,
+            );
+        registry.register(
+            "webhook_request_seconds",
+            "Time to answer a webhook delivery",
+            webhook_seconds.clone(),
+        );
+        let health = HealthSeries::default();
+        registry.register(
+            "integration_state",
+            "1 for the health state each integration is in",
+            health.state.clone(),
+        );
+        registry.register(
+            "integration_last_success_timestamp_seconds",
+            "When each integration last collected successfully (Unix seconds)",
+            health.last_success.clone(),
+        );
+        registry.register(
+            "integration_collect_lag_seconds",
+            "From the newest event's time to its commit, for the last batch with events",
+            health.lag.clone(),
+        );
+        registry.register(
+            "integration_dead_letters_24h",
+            "Dead letters of each integration in the last 24 hours",
+            health.dead_letters.clone(),
+        );
+        registry.register(
+            "tenant_inbox_depth",
+            "Webhook deliveries waiting for their plugin, per tenant",
+            health.inbox_depth.clone(),
+        );
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When each expiring credential in use expires (Unix seconds)",
+            health.credential_expiry.clone(),
+        );
+        registry.register(
+            "alerts_firing",
+            "Firing alerts by rule and severity",
+            health.alerts_firing.clone(),
+        );
+        registry.register(
+            "sink_delivered_events",
+            "Events each sink delivered since start",
+            health.sink_delivered.clone(),
+        );
+        registry.register(
+            "sink_failures",
+            "Failed delivery attempts of each sink since start",
+            health.sink_failures.clone(),
+        );
+        registry.register(
+            "sink_failing",
+            "1 while a sink's deliveries fail",
+            health.sink_failing.clone(),
+        );
+        registry.register(
+            "alert_notifications_queued",
+            "Notifications waiting for each channel",
+            health.channel_queued.clone(),
+        );
+        registry.register(
+            "event_log_bytes",
+            "The event log's size on disk: what the slowest sink has not delivered",
+            health.event_log_bytes.clone(),
+        );
         Self {
             breaker_open,
+            integration_events,
+            webhook_requests,
+            webhook_seconds,
+            health,
             registry: Mutex::new(registry),
             state,
             restarts,
@@ -210,6 +389,164 @@ impl Metrics {
                 .get_or_create(&OutcomeLabels { outcome })
                 .inc_by(count as u64);
         }
+    }
+
+    /// Events of one integration that took `path`, by outcome.
+    pub fn integration_events(
+        &self,
+        tenant: &str,
+        integration: &str,
+        path: &'static str,
+        counts: [(&'static str, usize); 4],
+    ) {
+        for (outcome, count) in counts {
+            if count == 0 {
+                continue;
+            }
+            self.integration_events
+                .get_or_create(&PathOutcomeLabels {
+                    tenant: tenant.to_owned(),
+                    integration: integration.to_owned(),
+                    path,
+                    outcome,
+                })
+                .inc_by(count as u64);
+        }
+    }
+
+    /// One answered webhook delivery. `known` is false for a tenant and integration that
+    /// do not exist: strangers' names never become labels.
+    pub fn webhook(&self, tenant: &str, integration: &str, known: bool, status: u16, seconds: f64) {
+        let labels = if known {
+            IntegrationLabels {
+                tenant: tenant.to_owned(),
+                integration: integration.to_owned(),
+            }
+        } else {
+            IntegrationLabels {
+                tenant: String::new(),
+                integration: String::new(),
+            }
+        };
+        self.webhook_requests
+            .get_or_create(&WebhookStatusLabels {
+                tenant: labels.tenant.clone(),
+                integration: labels.integration.clone(),
+                status,
+            })
+            .inc();
+        self.webhook_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Replaces the health-derived gauges with what the view says now.
+    pub fn health_view<'a>(
+        &self,
+        integrations: impl Iterator<Item = IntegrationGauges<'a>>,
+        inbox: impl Iterator<Item = (&'a str, usize)>,
+        credentials: impl Iterator<Item = (&'a str, &'a str, u64)>,
+        firing: impl Iterator<Item = (&'a str, &'a str)>,
+    ) {
+        let series = &self.health;
+        series.state.clear();
+        series.last_success.clear();
+        series.lag.clear();
+        series.dead_letters.clear();
+        series.inbox_depth.clear();
+        series.credential_expiry.clear();
+        series.alerts_firing.clear();
+        for gauges in integrations {
+            let labels = IntegrationLabels {
+                tenant: gauges.tenant.to_owned(),
+                integration: gauges.integration.to_owned(),
+            };
+            for state in super::model::HealthState::ALL {
+                series
+                    .state
+                    .get_or_create(&IntegrationStateLabels {
+                        tenant: labels.tenant.clone(),
+                        integration: labels.integration.clone(),
+                        plugin: gauges.plugin.to_owned(),
+                        state: state.as_str(),
+                    })
+                    .set(i64::from(state.as_str() == gauges.state));
+            }
+            if let Some(secs) = gauges.last_success_secs {
+                series
+                    .last_success
+                    .get_or_create(&labels)
+                    .set(i64::try_from(secs).unwrap_or(i64::MAX));
+            }
+            if let Some(lag) = gauges.lag_seconds {
+                series.lag.get_or_create(&labels).set(lag);
+            }
+            series
+                .dead_letters
+                .get_or_create(&labels)
+                .set(i64::try_from(gauges.dead_letters_24h).unwrap_or(i64::MAX));
+        }
+        for (tenant, depth) in inbox {
+            series
+                .inbox_depth
+                .get_or_create(&TenantLabel {
+                    tenant: tenant.to_owned(),
+                })
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        for (tenant, credential, expires_secs) in credentials {
+            series
+                .credential_expiry
+                .get_or_create(&CredentialLabels {
+                    tenant: tenant.to_owned(),
+                    credential: credential.to_owned(),
+                })
+                .set(i64::try_from(expires_secs).unwrap_or(i64::MAX));
+        }
+        for (rule, severity) in firing {
+            series
+                .alerts_firing
+                .get_or_create(&AlertLabels {
+                    rule: rule.to_owned(),
+                    severity: severity.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// The sinks' and channels' delivery state, and the event log's size.
+    pub fn deliveries<'a>(
+        &self,
+        sinks: impl Iterator<Item = (&'a str, u64, u64, bool)>,
+        channels: impl Iterator<Item = (String, usize)>,
+        event_log_bytes: u64,
+    ) {
+        let series = &self.health;
+        for (sink, delivered, failures, failing) in sinks {
+            let labels = SinkLabels {
+                sink: sink.to_owned(),
+            };
+            series
+                .sink_delivered
+                .get_or_create(&labels)
+                .set(i64::try_from(delivered).unwrap_or(i64::MAX));
+            series
+                .sink_failures
+                .get_or_create(&labels)
+                .set(i64::try_from(failures).unwrap_or(i64::MAX));
+            series
+                .sink_failing
+                .get_or_create(&labels)
+                .set(i64::from(failing));
+        }
+        series.channel_queued.clear();
+        for (channel, queued) in channels {
+            series
+                .channel_queued
+                .get_or_create(&ChannelLabels { channel })
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        }
+        series
+            .event_log_bytes
+            .set(i64::try_from(event_log_bytes).unwrap_or(i64::MAX));
     }
 
     /// Exposes the pipeline's count of dead letters dropped from full queues, per tenant.

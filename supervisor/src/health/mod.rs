@@ -7,7 +7,7 @@ mod check;
 mod metrics;
 pub mod model;
 
-pub use book::{FailureVerdict, HealthBook};
-pub use check::{CheckOutcome, check_outcome, outcome_of};
-pub use metrics::{InstanceLabels, Metrics, TenantLabel};
-pub use model::{Facts, Freshness, HealthState, ProcessPhase};
+pub use book::HealthBook;
+pub use check::{CheckOutcome, check_outcome};
+pub use metrics::{InstanceLabels, IntegrationGauges, Metrics, TenantLabel};
+pub use model::{Freshness, HealthState, ProcessPhase};

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::SecretString;
 
 use super::body::{self, BodyKind};
 use super::{Ingress, Refusal, check_rate, json_ok, not_stored, outcome_json};
@@ -64,6 +63,17 @@ async fn handle(
         .commit(submission)
         .await
         .map_err(|err| not_stored(&err))?;
+    ingress.metrics.integration_events(
+        tenant,
+        crate::pipeline::PLATFORM_INTEGRATION,
+        "platform",
+        [
+            ("stored", outcome.stored),
+            ("duplicate", outcome.duplicates),
+            ("dead_lettered", outcome.dead_lettered),
+            ("refused", 0),
+        ],
+    );
     if all_invalid {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -81,33 +91,7 @@ async fn handle(
 
 /// 401 without a valid bearer token; 403 for another tenant's token or an admin token.
 fn authorize(ingress: &Ingress, tenant: &str, headers: &HeaderMap) -> Result<(), Refusal> {
-    let unauthorized = |why: &str| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(unauthorized(
-            "an ingest token is required: Authorization: Bearer <token>",
-        ));
-    };
-    let Some(token) = value.to_str().ok().and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    }) else {
-        return Err(unauthorized(
-            "the Authorization header is not `Bearer <token>`",
-        ));
-    };
-    let token = SecretString::from(token.trim().to_owned());
-    let info = match ingress.tenants.authenticate(&token) {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(unauthorized("the token is not valid (unknown or revoked)")),
-        Err(err) => {
-            tracing::error!(error = %err, "cannot check an ingest token");
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "tokens cannot be checked now; retry later",
-            ));
-        }
-    };
+    let info = super::bearer::token(ingress, headers, "an ingest token")?;
     if info.tenant != tenant {
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,

@@ -2,8 +2,10 @@
 //! and platform events (`POST /v1/events/{tenant}`). Errors are JSON:
 //! `{"error": "<code>", "message": "<what and why>"}` with the matching status.
 
+mod bearer;
 mod body;
 mod events;
+mod health_api;
 mod host_verify;
 mod listener;
 mod rate;
@@ -17,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::config::IngressConfig;
-use crate::health::Metrics;
+use crate::health::{HealthBook, Metrics};
+use crate::monitoring::Monitoring;
 use crate::pipeline::Pipeline;
 use crate::process::Manager;
 use crate::tenants::Tenants;
@@ -41,20 +44,40 @@ pub struct Ingress {
     body_budget: Arc<tokio::sync::Semaphore>,
     /// Verifies deliveries the daemon keeps for a plugin that is down.
     verifier: HostVerifier,
+    /// Webhook outcomes are recorded here.
+    pub book: Arc<HealthBook>,
+    /// `/v1/health`, `/v1/alerts`, and the health gauges of `/metrics`.
+    pub monitoring: Arc<Monitoring>,
     pub config: IngressConfig,
 }
 
+/// The components the routes use.
+#[derive(Debug)]
+pub struct IngressParts {
+    pub metrics: Arc<Metrics>,
+    pub pipeline: Arc<Pipeline>,
+    pub manager: Arc<Manager>,
+    pub tenants: Tenants,
+    pub verifier: HostVerifier,
+    pub book: Arc<HealthBook>,
+    pub monitoring: Arc<Monitoring>,
+}
+
 impl Ingress {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        pipeline: Arc<Pipeline>,
-        manager: Arc<Manager>,
-        tenants: Tenants,
-        verifier: HostVerifier,
-        config: IngressConfig,
-    ) -> Self {
+    pub fn new(parts: IngressParts, config: IngressConfig) -> Self {
+        let IngressParts {
+            metrics,
+            pipeline,
+            manager,
+            tenants,
+            verifier,
+            book,
+            monitoring,
+        } = parts;
         Self {
             verifier,
+            book,
+            monitoring,
             rates: TenantRates::new(config.rate_per_second, config.burst),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             body_budget: Arc::new(tokio::sync::Semaphore::new(
@@ -142,6 +165,8 @@ pub fn router(ingress: Arc<Ingress>) -> Router {
             post(webhooks::receive),
         )
         .route("/v1/events/{tenant}", post(events::receive))
+        .route("/v1/health", get(health_api::health))
+        .route("/v1/alerts", get(health_api::alerts))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ingress)
@@ -156,6 +181,7 @@ async fn healthz() -> Response {
 }
 
 async fn metrics(axum::extract::State(ingress): axum::extract::State<Arc<Ingress>>) -> Response {
+    health_api::refresh_gauges(&ingress).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -30,7 +30,8 @@ pub async fn receive(
     request_body: Body,
 ) -> Response {
     let client = client.map(|Extension(addr)| addr);
-    match handle(
+    let started = std::time::Instant::now();
+    let response = match handle(
         &ingress,
         &tenant,
         &integration,
@@ -42,7 +43,21 @@ pub async fn receive(
     {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(),
-    }
+    };
+    let status = response.status();
+    let known = ingress.book.webhook(
+        &crate::names::InstanceKey::new(&tenant, &integration),
+        status.is_success(),
+        0,
+    );
+    ingress.metrics.webhook(
+        &tenant,
+        &integration,
+        known,
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// The one answer to a delivery that is not authenticated, whatever the reason: a
@@ -307,6 +322,19 @@ async fn answer_with(
     };
     match ingress.pipeline.commit(submission).await {
         Ok(outcome) => {
+            let key = crate::names::InstanceKey::new(tenant, integration);
+            ingress.book.dead_lettered(&key, outcome.dead_lettered);
+            ingress.metrics.integration_events(
+                tenant,
+                integration,
+                "webhook",
+                [
+                    ("stored", outcome.stored),
+                    ("duplicate", outcome.duplicates),
+                    ("dead_lettered", outcome.dead_lettered),
+                    ("refused", 0),
+                ],
+            );
             if outcome.dead_lettered > 0 {
                 tracing::warn!(
                     tenant,

@@ -120,7 +120,7 @@ impl Alert {
             tenant: condition.tenant.clone(),
             integration: condition.integration.clone(),
             subject: condition.subject.clone(),
-            severity: condition.severity.clone(),
+            severity: condition.severity,
             summary: condition.summary.clone(),
             description: condition.description.clone(),
             labels: condition.labels.clone(),
@@ -136,7 +136,7 @@ impl Alert {
 
     /// What the rule says now, kept current while the alert lives.
     fn refresh(&mut self, condition: &Condition) {
-        self.severity = condition.severity.clone();
+        self.severity = condition.severity;
         self.summary.clone_from(&condition.summary);
         self.description.clone_from(&condition.description);
         self.labels.clone_from(&condition.labels);

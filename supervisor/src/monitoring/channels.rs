@@ -128,7 +128,7 @@ pub fn operator_channels(configs: &[AlertChannelConfig]) -> Result<Vec<Channel>,
                 format: config.format,
                 secret,
                 tenants: config.tenants.iter().map(ToString::to_string).collect(),
-                min_severity: config.min_severity.clone(),
+                min_severity: config.min_severity,
             })
         })
         .collect()
@@ -291,7 +291,10 @@ mod tests {
             created_ms: 1,
         };
         channels.put(&stored).expect("put");
-        assert_eq!(channels.list(Some("acme")).expect("list"), [stored.clone()]);
+        assert_eq!(
+            channels.list(Some("acme")).expect("list"),
+            std::slice::from_ref(&stored)
+        );
         assert!(channels.list(Some("acm")).expect("list").is_empty());
         assert_eq!(channels.list(None).expect("all").len(), 1);
         assert_eq!(

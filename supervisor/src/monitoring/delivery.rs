@@ -275,7 +275,7 @@ pub fn alert_event(notification: &Notification) -> Option<Result<String, serde_j
         notification.key.clone(),
         time,
     )
-    .severity(alert.severity.clone())
+    .severity(alert.severity)
     .subject(format!("alert:{}", alert.id))
     .field("alert.id", alert.id.as_str())
     .field("alert.rule", alert.rule.as_str())

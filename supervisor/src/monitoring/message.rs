@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(body["kind"], "firing");
         assert_eq!(body["alert"]["tenant"], "acme");
         assert_eq!(body["alert"]["labels"]["class"], "auth");
-        assert_eq!(body["alert"]["started_at"], "2026-11-29T09:33:20.000Z");
+        assert_eq!(body["alert"]["started_at"], "2026-11-30T00:53:20.000Z");
     }
 
     #[test]

@@ -48,8 +48,14 @@ const RESOLVED_RETENTION_MS: u64 = 7 * 86_400_000;
 struct ConfiguredCache {
     generations: (u64, u64, u64),
     configured: Arc<Vec<Configured>>,
-    credentials: Arc<HashMap<(String, String), CredentialInfo>>,
+    credentials: Arc<CredentialIndex>,
 }
+
+/// Credential metadata by (tenant, name).
+type CredentialIndex = HashMap<(String, String), CredentialInfo>;
+
+/// The channels as of the (channels, credentials) table generations.
+type ChannelCache = ((u64, u64), Option<Vec<Channel>>);
 
 /// The components monitoring reads.
 #[derive(Debug, Clone)]
@@ -77,7 +83,7 @@ pub struct Monitoring {
     cache: Mutex<ConfiguredCache>,
     /// Tenants' channels with their secrets, read again only after channels or
     /// credentials changed (each secret read is audited).
-    channel_cache: Mutex<((u64, u64), Option<Vec<Channel>>)>,
+    channel_cache: Mutex<ChannelCache>,
 }
 
 /// Why monitoring could not start.
@@ -142,12 +148,7 @@ impl Monitoring {
 
     /// Configured integrations and the credentials they name, read again only after
     /// integrations, flags or credentials changed.
-    fn configured(
-        &self,
-    ) -> (
-        Arc<Vec<Configured>>,
-        Arc<HashMap<(String, String), CredentialInfo>>,
-    ) {
+    fn configured(&self) -> (Arc<Vec<Configured>>, Arc<CredentialIndex>) {
         let store = self.sources.pipeline.store();
         let generations = (
             store.generation(Table::Integrations),
@@ -265,7 +266,7 @@ impl Monitoring {
             .filter(|a| tenant.is_none_or(|t| a.tenant.as_deref() == Some(t)))
             .filter(|a| state.is_none_or(|s| a.state == s))
             .collect();
-        alerts.sort_by(|a, b| b.pending_since_ms.cmp(&a.pending_since_ms));
+        alerts.sort_by_key(|a| std::cmp::Reverse(a.pending_since_ms));
         Ok(alerts)
     }
 
@@ -281,7 +282,7 @@ impl Monitoring {
             .filter(|a| tenant.is_none_or(|t| a.tenant.as_deref() == Some(t)))
             .cloned()
             .collect();
-        firing.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms));
+        firing.sort_by_key(|a| std::cmp::Reverse(a.started_at_ms));
         firing
     }
 
@@ -360,8 +361,13 @@ impl Monitoring {
             format,
             secret,
             tenants: Vec::new(),
-            min_severity: stored.min_severity.clone(),
+            min_severity: stored.min_severity,
         })
+    }
+
+    /// The running plugin of an integration (for an on-demand `Check`).
+    pub async fn client(&self, key: &InstanceKey) -> Option<plugin_kit::host::PluginRpcClient> {
+        self.sources.desired.manager().client(key).await
     }
 
     pub fn tenant_channels(&self) -> &TenantChannels {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
 pub use flags::{FlagError, Flags};
-pub use tokens::{TokenInfo, TokenScope};
+pub use tokens::{ALL_TENANTS, TokenInfo, TokenScope};
 
 /// Errors from tenant operations, worded for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum TenantError {
     Reserved(String),
     #[error("token `{0}` does not exist")]
     UnknownToken(String),
+    #[error("a token for all tenants can only have the `monitor` scope")]
+    AllTenantsScope,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

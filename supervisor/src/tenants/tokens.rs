@@ -18,13 +18,21 @@ pub enum TokenScope {
     Admin,
     /// Only post platform events to `/v1/events/{tenant}`.
     Ingest,
+    /// Only read health and alerts (`GET /v1/health`, `/v1/alerts`, the dashboard): of
+    /// its tenant, or of every tenant for a token issued to [`ALL_TENANTS`].
+    Monitor,
 }
+
+/// The tenant of an operator's monitoring token, which reads every tenant's health. No
+/// tenant can have this name (`*` is not a name character).
+pub const ALL_TENANTS: &str = "*";
 
 impl TokenScope {
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "admin" => Some(Self::Admin),
             "ingest" => Some(Self::Ingest),
+            "monitor" => Some(Self::Monitor),
             _ => None,
         }
     }
@@ -33,7 +41,24 @@ impl TokenScope {
         match self {
             Self::Admin => "admin",
             Self::Ingest => "ingest",
+            Self::Monitor => "monitor",
         }
+    }
+}
+
+impl TokenInfo {
+    /// Whether this token may read `tenant`'s health and alerts.
+    pub fn reads_health_of(&self, tenant: &str) -> bool {
+        match self.scope {
+            TokenScope::Monitor => self.tenant == ALL_TENANTS || self.tenant == tenant,
+            TokenScope::Admin => self.tenant == tenant,
+            TokenScope::Ingest => false,
+        }
+    }
+
+    /// The tenant whose health it reads, `None` for every tenant.
+    pub fn health_scope(&self) -> Option<&str> {
+        (self.tenant != ALL_TENANTS).then_some(self.tenant.as_str())
     }
 }
 
@@ -73,7 +98,13 @@ impl Tenants {
         actor: &str,
     ) -> Result<IssuedToken, TenantError> {
         let _turn = self.store.writer();
-        self.require(tenant)?;
+        if tenant == ALL_TENANTS {
+            if scope != TokenScope::Monitor {
+                return Err(TenantError::AllTenantsScope);
+            }
+        } else {
+            self.require(tenant)?;
+        }
         let id = hex::encode(rand::random::<[u8; 6]>());
         let secret = hex::encode(rand::random::<[u8; 32]>());
         let info = TokenInfo {
@@ -85,7 +116,7 @@ impl Tenants {
         };
         let value = serde_json::to_vec(&info).map_err(|e| corrupt(&id, e))?;
         let audit = AuditDraft::ok(
-            Some(tenant),
+            (tenant != ALL_TENANTS).then_some(tenant),
             actor,
             "token.create",
             &format!("token:{id}"),

@@ -109,6 +109,70 @@ pub enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Every integration's health, worst first, and the firing alerts (`-o json`: the
+    /// `/v1/health` document).
+    Health {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Alerts and where they are sent.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts, newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_parser = ["pending", "firing", "resolved"])]
+        state: Option<String>,
+    },
+    /// Tenants' notification channels (operators' come from [[alerts.channels]]).
+    Channels {
+        #[command(subcommand)]
+        command: ChannelsCommand,
+    },
+    /// Send a test notification to a channel now.
+    Test {
+        /// A tenant's channel; without it, an operator's.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        channel: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Add a tenant's channel. The `betalogs` format is signed: its HMAC secret is read
+    /// from stdin (or --secret-file) and stored as credential `alert-channel-NAME`.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_parser = ["betalogs", "slack", "teams"], default_value = "betalogs")]
+        format: String,
+        #[arg(long, value_parser = ["debug", "info", "warning", "error", "critical"], default_value = "warning")]
+        min_severity: String,
+        /// Read the secret from this file instead of stdin.
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
+    },
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,12 +260,15 @@ pub enum TenantsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
-    /// Issue a token; it is shown only now.
+    /// Issue a token; it is shown only now. `--scope monitor` reads health only;
+    /// `--scope monitor --all-tenants` is an operator's monitoring token for every tenant.
     Create {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long, value_parser = ["admin", "ingest"], default_value = "admin")]
+        #[arg(long, required_unless_present = "all_tenants")]
+        tenant: Option<String>,
+        #[arg(long, value_parser = ["admin", "ingest", "monitor"], default_value = "admin")]
         scope: String,
+        #[arg(long, conflicts_with = "tenant")]
+        all_tenants: bool,
     },
     List {
         #[arg(long)]
@@ -288,6 +355,12 @@ pub enum IntegrationsCommand {
     },
     /// Every version with author, time and diff.
     History {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Run the integration's Check now: credentials and permissions, each failure named.
+    Check {
         #[arg(long)]
         tenant: String,
         name: String,

@@ -66,5 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::enrichment::run_deployments(session, (tenant, service)).await
         }
         Command::Index { command } => commands::enrichment::run_index(session, command).await,
+        Command::Health { tenant } => commands::health::run_health(session, tenant).await,
+        Command::Alerts { command } => commands::health::run_alerts(session, command).await,
     }
 }

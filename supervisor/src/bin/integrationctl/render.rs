@@ -58,6 +58,11 @@ pub fn print_instances(instances: &[proto::InstanceStatus]) {
                 i.integration.clone(),
                 i.plugin.clone(),
                 i.state.clone(),
+                if i.health.is_empty() {
+                    "-".into()
+                } else {
+                    i.health.clone()
+                },
                 if i.pid == 0 {
                     "-".into()
                 } else {
@@ -92,6 +97,7 @@ pub fn print_instances(instances: &[proto::InstanceStatus]) {
             "INTEGRATION",
             "PLUGIN",
             "STATE",
+            "HEALTH",
             "PID",
             "VERSION",
             "RESTARTS",

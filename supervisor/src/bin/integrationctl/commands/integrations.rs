@@ -105,6 +105,20 @@ pub async fn run(session: &mut Session, command: IntegrationsCommand) -> anyhow:
                     }
                 })?
             }
+            IntegrationsCommand::Check { tenant, name } => {
+                let checked = client
+                    .check_integration(with_token(proto::IntegrationRef { tenant, name }, token)?)
+                    .await
+                    .answer()?;
+                super::health::print_check(output, &checked)?;
+                if !checked.ok {
+                    anyhow::bail!(
+                        "the check failed ({}): {}",
+                        checked.error_class,
+                        checked.message
+                    );
+                }
+            }
             IntegrationsCommand::Rollback { tenant, name, to } => {
                 let request = proto::RollbackIntegrationRequest { tenant, name, to };
                 one(client

@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod enrichment;
 pub mod events;
 pub mod flags;
+pub mod health;
 pub mod integrations;
 pub mod plugins;
 pub mod status;

@@ -9,10 +9,18 @@ use supervisor::admin::proto;
 pub async fn run(session: &mut Session, command: TokensCommand) -> anyhow::Result<()> {
     let (client, token, output) = session.parts();
     match command {
-        TokensCommand::Create { tenant, scope } => {
+        TokensCommand::Create {
+            tenant,
+            scope,
+            all_tenants,
+        } => {
             let issued = client
                 .create_token(with_token(
-                    proto::CreateTokenRequest { tenant, scope },
+                    proto::CreateTokenRequest {
+                        tenant: tenant.unwrap_or_default(),
+                        scope,
+                        all_tenants,
+                    },
                     token,
                 )?)
                 .await
