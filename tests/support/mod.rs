@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod http;
+pub mod receiver;
 
 /// `target/debug` (or whichever profile directory this binary was built into): test
 /// binaries live in its `deps/`, the bench binary in it directly.

@@ -19,6 +19,8 @@
 //! | `--emit N` | `Collect` streams events N in total, 500 a batch, resuming at the cursor |
 //! | `--invalid-every K` | every K-th emitted event is schema-invalid |
 //! | `--failure-every K` | event 0 is a deployment of `testfault` to production ten minutes ago, and every K-th after it an error log line (a failure to enrich) |
+//! | `--collect-error-file PATH` | while PATH exists, `Collect` fails with the error class PATH holds (`auth`, `permission`, `unavailable`, ...) |
+//! | `--collect-stall-file PATH` | while PATH exists, `Collect` opens its stream and yields nothing (heartbeats still answer) |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 //! | `--probe-url URL` | once configured, GETs URL every 200 ms through plugin-kit's resilient client (breaker: 2 failures, 1 s cool-down) and reports it as dependency `probe` |
 //! | (webhooks) | `HandleWebhook` wants header `x-testfault-token: good` (or `--webhook-token T`; not for a delivery marked `host_verified`; else 401) and a JSON body `{"id": "d-1", "events": N}`: N events with ids from `id`; `"forbidden": true` answers 403, `"invalid": true` makes the last event schema-invalid, `"ping": true` answers 200 with no events |
@@ -47,6 +49,8 @@ struct Faults {
     invalid_every: Option<u64>,
     failure_every: Option<u64>,
     reject_credentials_file: Option<String>,
+    collect_error_file: Option<String>,
+    collect_stall_file: Option<String>,
     probe_url: Option<String>,
     webhook_token: Option<String>,
 }
@@ -77,6 +81,8 @@ fn parse_faults() -> Result<Faults, String> {
             "--invalid-every" => faults.invalid_every = Some(number(&value()?)?),
             "--failure-every" => faults.failure_every = Some(number(&value()?)?),
             "--reject-credentials-file" => faults.reject_credentials_file = Some(value()?),
+            "--collect-error-file" => faults.collect_error_file = Some(value()?),
+            "--collect-stall-file" => faults.collect_stall_file = Some(value()?),
             "--probe-url" => faults.probe_url = Some(value()?),
             "--webhook-token" => faults.webhook_token = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
@@ -307,6 +313,20 @@ impl Plugin for TestFault {
         let Some(total) = self.faults.emit else {
             return Err(Status::unimplemented("start with --emit N to collect"));
         };
+        if let Some(path) = &self.faults.collect_error_file
+            && let Ok(class) = std::fs::read_to_string(path)
+        {
+            let class = plugin_kit::ErrorClass::parse(class.trim())
+                .unwrap_or(plugin_kit::ErrorClass::Internal);
+            return Err(class.status(format!(
+                "testfault: collect fails with {class} (while {path} exists)"
+            )));
+        }
+        if let Some(path) = &self.faults.collect_stall_file
+            && std::path::Path::new(path).exists()
+        {
+            return Ok(Box::pin(tokio_stream::pending()));
+        }
         let start: u64 = if cursor.is_empty() {
             0
         } else {

@@ -242,12 +242,15 @@ impl Monitoring {
             .collect();
         let inbox = self.sources.pipeline.inbox();
         let inbox_depth = |tenant: &str| inbox.waiting(tenant);
+        let pipeline = &self.sources.pipeline;
+        let dead_letters_held = |tenant: &str| pipeline.dead_letters_held(tenant);
         view::build(&view::Inputs {
             configured: &configured,
             facts,
             processes,
             credentials: &credentials,
             inbox_depth: &inbox_depth,
+            dead_letters_held: &dead_letters_held,
             config: &self.health,
             now_ms: plugin_kit::clock::now_ms(),
         })

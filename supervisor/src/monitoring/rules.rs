@@ -12,7 +12,7 @@
 //! | `credential_expiring_7d` / `_1d` | a credential expires within 7 days / 1 day | warning / error |
 //! | `breaker_open` | a dependency's breaker open for 5 minutes | warning |
 //! | `data_stale` | no successful collect for 5 poll intervals | warning |
-//! | `dead_letters_growing` | `alerts.dead_letters_per_15m` dead letters in 15 minutes | warning |
+//! | `dead_letters_growing` | `alerts.dead_letters_per_15m` dead letters in 15 minutes, while the queue holds them (a purge or replay resolves it) | warning |
 //! | `event_log_backlog` | the event log at 80% of its quota | error |
 //! | `sink_failing` | a sink failing for 5 minutes | error |
 
@@ -166,6 +166,7 @@ pub fn evaluate(
         }
         if thresholds.dead_letters_per_15m > 0
             && health.dead_letters_15m >= thresholds.dead_letters_per_15m
+            && health.tenant_dead_letters > 0
         {
             out.push(integration_condition(
                 health,

@@ -143,6 +143,8 @@ pub struct IntegrationHealth {
     pub credentials: Vec<CredentialView>,
     pub dead_letters_15m: u64,
     pub dead_letters_24h: u64,
+    /// Dead letters the tenant's queue holds now (all its integrations).
+    pub tenant_dead_letters: usize,
     /// Webhook deliveries waiting for the plugin, for the whole tenant.
     pub tenant_inbox_depth: usize,
     pub webhooks_5m: WebhookCounts,
@@ -157,6 +159,7 @@ pub struct Inputs<'a> {
     pub processes: HashMap<InstanceKey, InstanceStatus>,
     pub credentials: &'a HashMap<(String, String), CredentialInfo>,
     pub inbox_depth: &'a dyn Fn(&str) -> usize,
+    pub dead_letters_held: &'a dyn Fn(&str) -> usize,
     pub config: &'a HealthConfig,
     pub now_ms: u64,
 }
@@ -246,6 +249,7 @@ pub fn build(inputs: &Inputs<'_>) -> Vec<IntegrationHealth> {
                     .collect(),
                 dead_letters_15m: facts.dead_letters.within(now, FIFTEEN_MINUTES),
                 dead_letters_24h: facts.dead_letters.within(now, ONE_DAY),
+                tenant_dead_letters: (inputs.dead_letters_held)(&configured.key.tenant),
                 tenant_inbox_depth: (inputs.inbox_depth)(&configured.key.tenant),
                 webhooks_5m: WebhookCounts {
                     accepted: facts.webhooks_accepted.within(now, FIVE_MINUTES),

@@ -121,6 +121,11 @@ impl DeadLetterBound {
     }
 
     /// Counts `tenant`'s dead letters again (after a replay, purge or deletion).
+    /// How many dead letters `tenant` holds.
+    pub(super) fn held(&self, tenant: &str) -> usize {
+        self.counts().get(tenant).copied().unwrap_or(0)
+    }
+
     pub(super) fn recount(&self, store: &Store, tenant: &str) -> Result<(), StoreError> {
         let from = prefix(tenant);
         let mut to = from.clone();

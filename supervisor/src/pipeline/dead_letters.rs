@@ -55,6 +55,11 @@ impl Pipeline {
     }
 
     /// Counts a tenant's dead letters again after a change outside the committer.
+    /// How many dead letters `tenant` holds (kept in memory; no read).
+    pub fn dead_letters_held(&self, tenant: &str) -> usize {
+        self.dead_letters.held(tenant)
+    }
+
     pub(super) fn recount_dead_letters(&self, tenant: &str) -> Result<(), StoreError> {
         self.dead_letters.recount(&self.store, tenant)
     }
