@@ -145,6 +145,10 @@ impl CollectReport for Report {
         );
     }
 
+    fn passed(&self) {
+        self.downstream.collect_passed(&self.instance);
+    }
+
     fn failed(&self, class: ErrorClass, error: &str) {
         self.downstream.collect_failed(&self.instance, class, error);
     }
@@ -256,6 +260,10 @@ impl InstanceObserver for HealthObserver {
     fn collect_committed(&self, instance: &InstanceLabels, batch: &CollectedBatch) {
         self.book
             .collected(&instance.key(), batch.dead_lettered, batch.newest_event_ms);
+    }
+
+    fn collect_passed(&self, instance: &InstanceLabels) {
+        self.book.collect_passed(&instance.key());
     }
 
     fn collect_failed(&self, instance: &InstanceLabels, class: ErrorClass, error: &str) {

@@ -79,6 +79,12 @@ impl HealthBook {
         });
     }
 
+    /// A collect stream ended well: the integration works, with or without new data.
+    pub fn collect_passed(&self, key: &InstanceKey) {
+        let now = plugin_kit::clock::now_ms();
+        self.with(key, None, |facts| facts.succeeded(now));
+    }
+
     /// A collect call, stream or commit failed.
     pub fn collect_failed(
         &self,

@@ -284,7 +284,13 @@ pub fn alert_event(notification: &Notification) -> Option<Result<String, serde_j
     if let Some(integration) = &alert.integration {
         builder = builder.field("alert.integration", integration.as_str());
     }
-    for link in &alert.links {
+    // Canonical links are absolute URLs; the health API's own paths stay in
+    // `original`.
+    for link in alert
+        .links
+        .iter()
+        .filter(|l| l.url.starts_with("http://") || l.url.starts_with("https://"))
+    {
         builder = builder.link(link.rel.clone(), link.url.as_str());
     }
     Some(builder.original(alert_json(alert)).to_json(&MapContext {
@@ -358,5 +364,64 @@ async fn events_task(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use plugin_protocol::{Link, Severity};
+
+    use super::*;
+    use crate::monitoring::alert::{Alert, AlertState};
+
+    #[test]
+    fn alert_events_are_valid_canonical_events_with_deterministic_ids() {
+        let notification = Notification {
+            key: "abc-1:firing".into(),
+            kind: NotificationKind::Firing,
+            created_ms: 1_796_000_000_000,
+            alert: Alert {
+                id: "abc-1".into(),
+                fingerprint: "abc".into(),
+                rule: "integration_action_required".into(),
+                tenant: Some("acme".into()),
+                integration: Some("gh".into()),
+                subject: None,
+                severity: Severity::Error,
+                summary: "refused".into(),
+                description: String::new(),
+                labels: BTreeMap::new(),
+                links: vec![Link {
+                    rel: "health".into(),
+                    url: "/v1/health?tenant=acme&integration=gh".into(),
+                    title: None,
+                }],
+                state: AlertState::Firing,
+                pending_since_ms: 0,
+                started_at_ms: Some(1),
+                resolved_at_ms: None,
+                notified_at_ms: Some(1),
+                notifications: 1,
+            },
+        };
+        let json = alert_event(&notification).expect("an event").expect("json");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("parse");
+        let checked = crate::pipeline::EventValidator::new().check(
+            &value,
+            "acme",
+            ALERT_INTEGRATION,
+            || json.clone(),
+            |_, _| Default::default(),
+        );
+        assert!(checked.is_ok(), "{checked:?}\n{json}");
+        assert_eq!(
+            value["type"],
+            "com.betalogs.system.integration.alert.firing"
+        );
+        let again = alert_event(&notification).expect("an event").expect("json");
+        let again: serde_json::Value = serde_json::from_str(&again).expect("parse");
+        assert_eq!(again["id"], value["id"]);
     }
 }

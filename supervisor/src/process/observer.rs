@@ -59,6 +59,9 @@ pub trait InstanceObserver: Send + Sync + std::fmt::Debug {
     /// A batch it collected was committed.
     fn collect_committed(&self, _instance: &InstanceLabels, _batch: &CollectedBatch) {}
 
+    /// A collect stream ended well (with or without new events).
+    fn collect_passed(&self, _instance: &InstanceLabels) {}
+
     /// A collect call, its stream or its commit failed.
     fn collect_failed(&self, _instance: &InstanceLabels, _class: ErrorClass, _error: &str) {}
 
@@ -142,6 +145,10 @@ impl InstanceObserver for Observers {
         self.0
             .iter()
             .for_each(|o| o.collect_committed(instance, batch));
+    }
+
+    fn collect_passed(&self, instance: &InstanceLabels) {
+        self.0.iter().for_each(|o| o.collect_passed(instance));
     }
 
     fn collect_failed(&self, instance: &InstanceLabels, class: ErrorClass, error: &str) {

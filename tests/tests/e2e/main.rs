@@ -8,6 +8,7 @@ mod credentials;
 mod dependencies;
 mod enrichment;
 mod github;
+mod health;
 mod http_sink;
 mod integrations;
 mod pipeline;

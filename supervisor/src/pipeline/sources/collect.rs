@@ -101,7 +101,10 @@ pub async fn run(
             }
         };
         failures = match pass {
-            Pass::Ended => 0,
+            Pass::Ended => {
+                report.passed();
+                0
+            }
             Pass::Failed => failures.saturating_add(1),
         };
         tokio::time::sleep(pacing.wait(failures, rand::random::<f64>())).await;

@@ -18,6 +18,9 @@ pub trait CollectReport: Send + Sync + std::fmt::Debug {
     /// the latest event time among its accepted events.
     fn committed(&self, outcome: &BatchOutcome, seconds: f64, newest_event_ms: Option<u64>);
 
+    /// A stream ended well, every batch of it durable (perhaps none: nothing new).
+    fn passed(&self);
+
     /// The collect call, its stream or the commit of a batch failed.
     fn failed(&self, class: ErrorClass, error: &str);
 
