@@ -69,6 +69,25 @@ impl ErrorClass {
         matches!(self, Self::Auth | Self::Permission | Self::Config)
     }
 
+    /// Of several failures, the class to report: the one that most needs a person (a
+    /// refused credential before a lost permission before a bad configuration before
+    /// anything transient).
+    pub fn most_urgent(classes: impl IntoIterator<Item = Self>) -> Option<Self> {
+        const URGENCY: [ErrorClass; 8] = [
+            ErrorClass::Auth,
+            ErrorClass::Permission,
+            ErrorClass::Config,
+            ErrorClass::RateLimited,
+            ErrorClass::Unavailable,
+            ErrorClass::Timeout,
+            ErrorClass::InvalidData,
+            ErrorClass::Internal,
+        ];
+        classes
+            .into_iter()
+            .min_by_key(|class| URGENCY.iter().position(|c| c == class))
+    }
+
     /// The class a gRPC status code stands for.
     pub fn from_code(code: tonic::Code) -> Self {
         use tonic::Code;
@@ -213,5 +232,14 @@ mod tests {
         assert_eq!(ErrorClass::from_http_status(504), Some(ErrorClass::Timeout));
         assert_eq!(ErrorClass::from_http_status(404), Some(ErrorClass::Config));
         assert!(ErrorClass::Auth.needs_action() && !ErrorClass::Timeout.needs_action());
+        assert_eq!(
+            ErrorClass::most_urgent([
+                ErrorClass::Timeout,
+                ErrorClass::Config,
+                ErrorClass::Permission
+            ]),
+            Some(ErrorClass::Permission)
+        );
+        assert_eq!(ErrorClass::most_urgent([]), None);
     }
 }

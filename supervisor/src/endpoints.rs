@@ -95,7 +95,7 @@ impl AllowedEndpoints {
 
 /// The URL as a message may show it: scheme, host and port, never a path or user info
 /// (which could hold a secret).
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     match reqwest::Url::parse(text.trim()) {
         Ok(url) => format!(
             "{}://{}{}",

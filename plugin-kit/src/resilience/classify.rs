@@ -99,18 +99,6 @@ pub struct Failures {
     failures: Vec<(ErrorClass, String)>,
 }
 
-/// Which class a mixed pass reports: the first of these that occurred.
-const URGENCY: [ErrorClass; 8] = [
-    ErrorClass::Auth,
-    ErrorClass::Permission,
-    ErrorClass::Config,
-    ErrorClass::RateLimited,
-    ErrorClass::Unavailable,
-    ErrorClass::Timeout,
-    ErrorClass::InvalidData,
-    ErrorClass::Internal,
-];
-
 impl Failures {
     pub fn push(&mut self, class: ErrorClass, message: impl Into<String>) {
         self.failures.push((class, message.into()));
@@ -126,9 +114,7 @@ impl Failures {
 
     /// The class the pass reports.
     pub fn class(&self) -> Option<ErrorClass> {
-        URGENCY
-            .into_iter()
-            .find(|class| self.failures.iter().any(|(c, _)| c == class))
+        ErrorClass::most_urgent(self.failures.iter().map(|(class, _)| *class))
     }
 
     /// The status the pass ends with, `what` naming what was read ("repository

@@ -15,7 +15,6 @@ use crate::monitoring::Monitoring;
 use crate::monitoring::alert::{Alert, AlertState, Notification, NotificationKind};
 use crate::monitoring::channels::{Channel, Owner, TenantChannel, secret_credential_name};
 use crate::monitoring::delivery::Sent;
-use crate::monitoring::message::alert_json;
 use crate::names::InstanceKey;
 use crate::tenants::Tenants;
 
@@ -37,21 +36,6 @@ fn json_document(value: &serde_json::Value) -> proto::JsonDocument {
     proto::JsonDocument {
         json: value.to_string(),
     }
-}
-
-/// `scheme://host[:port]` of a URL: what may be shown of it.
-fn endpoint_of(url: &str) -> String {
-    reqwest::Url::parse(url).map_or_else(
-        |_| "(not a URL)".to_owned(),
-        |url| {
-            format!(
-                "{}://{}{}",
-                url.scheme(),
-                url.host_str().unwrap_or("?"),
-                url.port().map(|p| format!(":{p}")).unwrap_or_default()
-            )
-        },
-    )
 }
 
 impl HealthCalls {
@@ -76,24 +60,11 @@ impl HealthCalls {
         request: Request<proto::HealthRequest>,
     ) -> Result<Response<proto::JsonDocument>, Status> {
         let tenant = self.scope(&request, &request.get_ref().tenant)?;
-        let integrations = self.monitoring.health(tenant.as_deref()).await;
-        let firing: Vec<serde_json::Value> = self
+        let document = self
             .monitoring
-            .firing(tenant.as_deref())
-            .iter()
-            .map(alert_json)
-            .collect();
-        let mut summary = std::collections::BTreeMap::<&str, usize>::new();
-        for integration in &integrations {
-            *summary.entry(integration.state.as_str()).or_default() += 1;
-        }
-        Ok(Response::new(json_document(&serde_json::json!({
-            "generated_at": crate::monitoring::view::rfc3339(plugin_kit::clock::now_ms()),
-            "tenant": tenant,
-            "summary": summary,
-            "integrations": integrations,
-            "alerts": firing,
-        }))))
+            .health_document(tenant.as_deref(), None)
+            .await;
+        Ok(Response::new(json_document(&document)))
     }
 
     pub(super) async fn check_integration(
@@ -194,15 +165,11 @@ impl HealthCalls {
                 ))
             })?),
         };
-        let alerts = self
+        let document = self
             .monitoring
-            .alerts(tenant.as_deref(), state)
+            .alerts_document(tenant.as_deref(), state)
             .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(json_document(&serde_json::json!({
-            "generated_at": crate::monitoring::view::rfc3339(plugin_kit::clock::now_ms()),
-            "tenant": tenant,
-            "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>(),
-        }))))
+        Ok(Response::new(json_document(&document)))
     }
 
     fn info(&self, channel: &Channel) -> proto::AlertChannelInfo {
@@ -219,7 +186,7 @@ impl HealthCalls {
                 Owner::Tenant(tenant) => tenant.clone(),
             },
             name: channel.key.name.clone(),
-            endpoint: endpoint_of(&channel.url),
+            endpoint: crate::endpoints::shown(&channel.url),
             format: channel.format.as_str().to_owned(),
             min_severity: channel.min_severity.as_str().to_owned(),
             signed: channel.secret.is_some(),
@@ -470,12 +437,15 @@ impl HealthCalls {
                 delivered: true,
                 message: format!(
                     "delivered to {}: the receiver answered {status}",
-                    endpoint_of(&channel.url)
+                    crate::endpoints::shown(&channel.url)
                 ),
             },
             Sent::Failed(why) => proto::TestAlertChannelResponse {
                 delivered: false,
-                message: format!("not delivered to {}: {why}", endpoint_of(&channel.url)),
+                message: format!(
+                    "not delivered to {}: {why}",
+                    crate::endpoints::shown(&channel.url)
+                ),
             },
         }))
     }

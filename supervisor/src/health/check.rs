@@ -25,19 +25,6 @@ impl CheckOutcome {
     }
 }
 
-/// Which class a failed check reports when its results name several: a refused
-/// credential first.
-const URGENCY: [ErrorClass; 8] = [
-    ErrorClass::Auth,
-    ErrorClass::Permission,
-    ErrorClass::Config,
-    ErrorClass::RateLimited,
-    ErrorClass::Unavailable,
-    ErrorClass::Timeout,
-    ErrorClass::InvalidData,
-    ErrorClass::Internal,
-];
-
 /// Reads a `Check` answer.
 pub fn check_outcome(
     answer: Result<tonic::Response<v1::CheckResponse>, tonic::Status>,
@@ -61,9 +48,7 @@ pub fn outcome_of(response: &v1::CheckResponse) -> CheckOutcome {
     // A result from a plugin that predates classes counts as a lost permission.
     let class_of =
         |r: &v1::CheckResult| ErrorClass::parse(&r.error_class).unwrap_or(ErrorClass::Permission);
-    let class = URGENCY
-        .into_iter()
-        .find(|class| failed.iter().any(|r| class_of(r) == *class))
+    let class = ErrorClass::most_urgent(failed.iter().map(|r| class_of(r)))
         .unwrap_or(ErrorClass::Permission);
     let message = if failed.is_empty() {
         "Check failed without naming a resource".to_owned()

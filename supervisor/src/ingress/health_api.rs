@@ -11,13 +11,10 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::{Ingress, Refusal, json_ok};
 use crate::health::IntegrationGauges;
 use crate::monitoring::alert::AlertState;
-use crate::monitoring::message::alert_json;
-use crate::monitoring::view::rfc3339;
 
 /// Which tenant the caller reads: `None` for all.
 fn scope(
@@ -51,30 +48,12 @@ pub async fn health(
         Ok(tenant) => tenant,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut integrations = ingress.monitoring.health(tenant.as_deref()).await;
-    if let Some(name) = query.get("integration").filter(|n| !n.is_empty()) {
-        integrations.retain(|i| &i.integration == name);
-    }
-    let firing: Vec<serde_json::Value> = ingress
+    let integration = query.get("integration").filter(|n| !n.is_empty());
+    let document = ingress
         .monitoring
-        .firing(tenant.as_deref())
-        .iter()
-        .map(alert_json)
-        .collect();
-    let mut states: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for integration in &integrations {
-        *states.entry(integration.state.as_str()).or_default() += 1;
-    }
-    json_ok(
-        StatusCode::OK,
-        &json!({
-            "generated_at": rfc3339(plugin_kit::clock::now_ms()),
-            "tenant": tenant,
-            "summary": states,
-            "integrations": integrations,
-            "alerts": firing,
-        }),
-    )
+        .health_document(tenant.as_deref(), integration.map(String::as_str))
+        .await;
+    json_ok(StatusCode::OK, &document)
 }
 
 pub async fn alerts(
@@ -103,15 +82,8 @@ pub async fn alerts(
             }
         },
     };
-    match ingress.monitoring.alerts(tenant.as_deref(), state) {
-        Ok(alerts) => json_ok(
-            StatusCode::OK,
-            &json!({
-                "generated_at": rfc3339(plugin_kit::clock::now_ms()),
-                "tenant": tenant,
-                "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>(),
-            }),
-        ),
+    match ingress.monitoring.alerts_document(tenant.as_deref(), state) {
+        Ok(document) => json_ok(StatusCode::OK, &document),
         Err(err) => {
             tracing::error!(error = %err, "cannot read alerts");
             Refusal::new(
@@ -164,7 +136,6 @@ pub async fn refresh_gauges(ingress: &Ingress) {
             .map(|a| (a.rule.as_str(), a.severity.as_str())),
     );
     let sinks = ingress.pipeline.sink_health().all();
-    let channels = monitoring.deliveries().status();
     let queued: Vec<(String, usize)> = monitoring
         .channels()
         .iter()
@@ -174,7 +145,6 @@ pub async fn refresh_gauges(ingress: &Ingress) {
             (queue, waiting)
         })
         .collect();
-    let _ = channels;
     ingress.metrics.deliveries(
         sinks.iter().map(|s| {
             (

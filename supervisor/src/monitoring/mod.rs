@@ -256,6 +256,50 @@ impl Monitoring {
         })
     }
 
+    /// The health document (`GET /v1/health`, `integrationctl health`): every
+    /// integration of `tenant` (or all), narrowed to `integration` if given, and the
+    /// firing alerts.
+    pub async fn health_document(
+        &self,
+        tenant: Option<&str>,
+        integration: Option<&str>,
+    ) -> serde_json::Value {
+        let mut integrations = self.health(tenant).await;
+        if let Some(name) = integration {
+            integrations.retain(|i| i.integration == name);
+        }
+        let mut summary = std::collections::BTreeMap::<&str, usize>::new();
+        for health in &integrations {
+            *summary.entry(health.state.as_str()).or_default() += 1;
+        }
+        let firing: Vec<serde_json::Value> = self
+            .firing(tenant)
+            .iter()
+            .map(message::alert_json)
+            .collect();
+        serde_json::json!({
+            "generated_at": view::rfc3339(plugin_kit::clock::now_ms()),
+            "tenant": tenant,
+            "summary": summary,
+            "integrations": integrations,
+            "alerts": firing,
+        })
+    }
+
+    /// The alerts document (`GET /v1/alerts`, `integrationctl alerts list`).
+    pub fn alerts_document(
+        &self,
+        tenant: Option<&str>,
+        state: Option<AlertState>,
+    ) -> Result<serde_json::Value, StoreError> {
+        let alerts = self.alerts(tenant, state)?;
+        Ok(serde_json::json!({
+            "generated_at": view::rfc3339(plugin_kit::clock::now_ms()),
+            "tenant": tenant,
+            "alerts": alerts.iter().map(message::alert_json).collect::<Vec<_>>(),
+        }))
+    }
+
     /// Alerts (of `tenant`, if given; in `state`, if given), newest first.
     pub fn alerts(
         &self,
