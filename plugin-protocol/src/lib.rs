@@ -3,6 +3,7 @@
 //! and the canonical event (schema and types). This crate performs no I/O; transport
 //! lives in `plugin-kit`.
 
+mod call_stats;
 mod capability;
 mod error_class;
 mod event;
@@ -10,6 +11,10 @@ mod handshake;
 mod names;
 mod version;
 
+pub use call_stats::{
+    CALL_LATENCY_BOUNDS_SECONDS, CallIncrements, CallOutcome, CallRecorder, LatencyIncrement,
+    MAX_LATENCY_BUCKETS, increments as call_increments,
+};
 pub use capability::{Capabilities, Capability, UnknownCapability};
 pub use error_class::{ERROR_CLASS_METADATA_KEY, ErrorClass};
 pub use event::{

@@ -370,16 +370,29 @@ impl World {
             .stderr(log)
             .spawn()
             .expect("spawn integrationd");
-        let daemon = Daemon {
+        let mut daemon = Daemon {
             child: Some(child),
             socket: self.admin_socket(),
             log: self.log_path(),
         };
-        wait_for(
-            "the admin socket to answer",
-            Duration::from_secs(20),
-            || daemon.ctl(&["status"]).status.success().then_some(()),
-        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemon.ctl(&["status"]).status.success() {
+            let exited = daemon
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "the daemon exited ({exited:?}) before answering; its log:\n{}",
+                daemon.log_text()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the admin socket did not answer within 20 s; the daemon's log:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         daemon
     }
 }

@@ -116,12 +116,15 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_and_permanent_ones_are_not() {
         let (url, count) = server(vec![UNAVAILABLE, UNAVAILABLE]);
-        let response = client(5, 10)
-            .send(|c| c.get(&url))
-            .await
-            .expect("third time");
+        let http = client(5, 10);
+        let response = http.send(|c| c.get(&url)).await.expect("third time");
         assert_eq!(response.status().as_u16(), 200);
         assert_eq!(*count.lock().expect("count"), 3);
+        // Every attempt is counted and timed in the reported status.
+        let calls = http.resilience().status().calls.expect("calls");
+        assert_eq!(calls.attempts["retryable_error"], 2);
+        assert_eq!(calls.attempts["ok"], 1);
+        assert_eq!(calls.latency_counts.iter().sum::<u64>(), 3);
 
         let (url, count) = server(vec![
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -167,6 +170,13 @@ mod tests {
             "{refused}"
         );
         assert_eq!(*count.lock().expect("count"), 2, "no request while open");
+        let calls = http.resilience().status().calls.expect("calls");
+        assert_eq!(calls.attempts["refused_by_breaker"], 1);
+        assert_eq!(
+            calls.latency_counts.iter().sum::<u64>(),
+            2,
+            "a refused call has no latency"
+        );
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //! rate-limit resets honoured, a token-bucket budget that several clients share (one
 //! per credential or account), and a circuit breaker. [`Resilience::run`] wraps any
 //! async call (an AWS SDK call, say) given a verdict on its result;
-//! [`ResilientHttp`] is the same around reqwest.
+//! [`ResilientHttp`] is the same around reqwest. Every attempt is counted by outcome
+//! and timed, and reported with the breaker's state, so the host's metrics show each
+//! dependency's calls without the plugin doing anything.
 
 mod breaker;
 mod classify;
@@ -14,6 +16,8 @@ use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use plugin_protocol::{CallOutcome, CallRecorder};
 
 pub use breaker::{BreakerSettings, BreakerState, CircuitBreaker, Refused};
 pub use classify::{Failures, aws_class, reqwest_class};
@@ -54,6 +58,7 @@ pub struct Resilience {
     retry: RetryPolicy,
     breaker: Mutex<CircuitBreaker>,
     budget: Option<Arc<RateBudget>>,
+    calls: Mutex<CallRecorder>,
 }
 
 impl Resilience {
@@ -63,6 +68,7 @@ impl Resilience {
             retry,
             breaker: Mutex::new(CircuitBreaker::new(breaker)),
             budget: None,
+            calls: Mutex::default(),
         }
     }
 
@@ -99,7 +105,14 @@ impl Resilience {
             name: self.name.clone(),
             breaker: state.as_str().to_owned(),
             detail,
+            calls: Some(self.calls().snapshot()),
         }
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, CallRecorder> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
@@ -125,6 +138,7 @@ impl Resilience {
         loop {
             let now = Instant::now();
             if let Err(refused) = self.breaker().allow(now) {
+                self.calls().record(CallOutcome::RefusedByBreaker, None);
                 return Err(CallError::BreakerOpen {
                     name: self.name.clone(),
                     retry_in: refused.until.saturating_duration_since(now),
@@ -133,14 +147,23 @@ impl Resilience {
             if let Some(budget) = &self.budget {
                 budget.until_ready().await;
             }
+            let started = Instant::now();
             let result = call().await;
+            let latency = Some(started.elapsed());
             attempt += 1;
             let after = match verdict(&result) {
-                Verdict::Success | Verdict::Permanent => {
+                verdict @ (Verdict::Success | Verdict::Permanent) => {
+                    let outcome = if verdict == Verdict::Success {
+                        CallOutcome::Ok
+                    } else {
+                        CallOutcome::Error
+                    };
+                    self.calls().record(outcome, latency);
                     self.breaker().on_success();
                     return self.finish(result, attempt);
                 }
                 Verdict::Transient { after } => {
+                    self.calls().record(CallOutcome::RetryableError, latency);
                     self.breaker().on_failure(Instant::now());
                     after
                 }

@@ -84,15 +84,50 @@ pub fn aws_verdict<T, E: ProvideErrorMetadata, R: HasStatus>(
     }
 }
 
-/// The HTTP status of a raw response (the SDKs share one response type).
+/// The HTTP status and body of a raw response (the SDKs share one response type).
 pub trait HasStatus {
     fn status_code(&self) -> u16;
+    /// The body, when it is in memory.
+    fn body_bytes(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl HasStatus for aws_sdk_cloudwatch::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
     }
+
+    fn body_bytes(&self) -> Option<&[u8]> {
+        self.body().bytes()
+    }
+}
+
+/// The text between `<tag>` and `</tag>` in an XML error body.
+fn xml_element<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + body[start..].find(&format!("</{tag}>"))?;
+    Some(body[start..end].trim()).filter(|text| !text.is_empty())
+}
+
+/// Longest excerpt of an unparsed answer put in a message.
+const EXCERPT_CHARS: usize = 200;
+
+/// The code and message of an error the SDK could not parse: an AWS XML error body
+/// (`<Code>`, `<Message>`, as the query protocol and some front ends answer), or else
+/// the HTTP status and the start of the body.
+fn unparsed_error(status: u16, body: Option<&[u8]>) -> (Option<String>, String) {
+    let text = body.map(String::from_utf8_lossy).unwrap_or_default();
+    let code = xml_element(&text, "Code").map(str::to_owned);
+    let message = match xml_element(&text, "Message") {
+        Some(message) => message.to_owned(),
+        None if text.trim().is_empty() => format!("HTTP {status} with no message"),
+        None => format!(
+            "HTTP {status}: {}",
+            text.trim().chars().take(EXCERPT_CHARS).collect::<String>()
+        ),
+    };
+    (code, message)
 }
 
 /// Describes an SDK error for messages: the code and message AWS sent, or what went
@@ -104,14 +139,21 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error, R: HasStatus>(
     let (code, class, detail) = match err {
         SdkError::ServiceError(context) => {
             let e = context.err();
+            let status = context.raw().status_code();
+            let (code, message) = match (e.code(), e.message()) {
+                (Some(code), Some(message)) => (Some(code.to_owned()), message.to_owned()),
+                (code, message) => {
+                    let (found, described) = unparsed_error(status, context.raw().body_bytes());
+                    (
+                        code.map(str::to_owned).or(found),
+                        message.map_or(described, str::to_owned),
+                    )
+                }
+            };
             (
-                e.code().map(str::to_owned),
-                aws_class(e.code(), Some(context.raw().status_code())),
-                format!(
-                    "{}: {}",
-                    e.code().unwrap_or("error"),
-                    e.message().unwrap_or("no message")
-                ),
+                code.clone(),
+                aws_class(code.as_deref(), Some(status)),
+                format!("{}: {message}", code.as_deref().unwrap_or("error")),
             )
         }
         SdkError::DispatchFailure(_) => (
@@ -334,4 +376,34 @@ async fn target(
 
 fn with_credentials(base: &SdkConfig, provider: SharedCredentialsProvider) -> SdkConfig {
     base.to_builder().credentials_provider(provider).build()
+}
+
+#[cfg(test)]
+mod unparsed_error_tests {
+    use super::*;
+
+    #[test]
+    fn an_xml_error_body_gives_its_code_and_message() {
+        // The shape of an AWS query-protocol error (as moto answers a JSON-protocol
+        // call it refuses).
+        let body = br#"<?xml version="1.0" encoding="utf-8"?>
+<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/reader is not authorized to perform: logs:FilterLogEvents</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
+        let (code, message) = unparsed_error(403, Some(body));
+        assert_eq!(code.as_deref(), Some("AccessDenied"));
+        assert!(message.starts_with("User: arn:aws:iam::123456789012:user/reader is not authorized"));
+        assert_eq!(aws_class(code.as_deref(), Some(403)), ErrorClass::Permission);
+    }
+
+    #[test]
+    fn anything_else_gives_the_status_and_a_bounded_excerpt() {
+        assert_eq!(
+            unparsed_error(502, None),
+            (None, "HTTP 502 with no message".to_owned())
+        );
+        let (code, message) = unparsed_error(500, Some("x".repeat(10_000).as_bytes()));
+        assert_eq!(code, None);
+        assert_eq!(message.len(), "HTTP 500: ".len() + EXCERPT_CHARS);
+        let (_, message) = unparsed_error(400, Some(b"<Code></Code><Message>"));
+        assert!(message.starts_with("HTTP 400: "), "{message}");
+    }
 }

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | `--name N`, `--version V`, `--capabilities a,b` | what `Describe` says (defaults: testfault, 0.1.0, none) |
 //! | `--crash-on-start` | exit 3 before the handshake |
+//! | `--crash-file PATH` | exit 3 before the handshake while PATH exists (a crash loop a test can end) |
 //! | `--crash-after-calls N` | exit 4 on the N-th plugin call (`Describe` counts) |
 //! | `--hang-after-ms N` | block its only runtime thread after N ms: health stops answering |
 //! | `--bad-handshake` | print a malformed handshake line, then wait |
@@ -37,6 +38,7 @@ struct Faults {
     version: Option<String>,
     capabilities: plugin_kit::Capabilities,
     crash_on_start: bool,
+    crash_file: Option<String>,
     crash_after_calls: Option<u64>,
     hang_after_ms: Option<u64>,
     bad_handshake: bool,
@@ -69,6 +71,7 @@ fn parse_faults() -> Result<Faults, String> {
                     plugin_kit::Capabilities::parse(&names).map_err(|e| e.to_string())?;
             }
             "--crash-on-start" => faults.crash_on_start = true,
+            "--crash-file" => faults.crash_file = Some(value()?),
             "--crash-after-calls" => faults.crash_after_calls = Some(number(&value()?)?),
             "--hang-after-ms" => faults.hang_after_ms = Some(number(&value()?)?),
             "--bad-handshake" => faults.bad_handshake = true,
@@ -112,6 +115,12 @@ fn main() -> std::process::ExitCode {
     };
     if faults.crash_on_start {
         eprintln!("testfault: crashing on start as configured");
+        std::process::exit(3);
+    }
+    if let Some(path) = &faults.crash_file
+        && std::path::Path::new(path).exists()
+    {
+        eprintln!("testfault: crashing on start while {path} exists");
         std::process::exit(3);
     }
     if let Some(mb) = faults.allocate_mb {

@@ -254,9 +254,12 @@ impl HealthCalls {
                 )
             })?;
             let name = secret_credential_name(&body.name);
-            let text = String::from_utf8(body.secret)
+            // Held as a secret from here: never in a log or an error.
+            let given = SecretBytes::new(body.secret);
+            let text = std::str::from_utf8(given.expose())
                 .map_err(|_| Status::invalid_argument("the secret is not UTF-8 text"))?;
-            let json = serde_json::Value::String(text.trim().to_owned()).to_string();
+            // An `api-key` takes the secret as it is (stored as a JSON string).
+            let raw = SecretBytes::new(text.trim().as_bytes().to_vec());
             let exists = credentials
                 .list(&body.tenant)
                 .map_err(Status::from)?
@@ -268,7 +271,7 @@ impl HealthCalls {
                     &name,
                     &NewSecret {
                         kind: "api-key".to_owned(),
-                        raw: SecretBytes::new(json.into_bytes()),
+                        raw,
                         expires_ms: None,
                         rotate: exists,
                     },

@@ -762,7 +762,7 @@ impl SecretBytes {
         Self(age::secrecy::SecretBox::new(Box::new(bytes)))
     }
 
-    fn expose(&self) -> &[u8] {
+    pub fn expose(&self) -> &[u8] {
         self.0.expose_secret()
     }
 }

@@ -292,6 +292,7 @@ impl InstanceObserver for HealthObserver {
                 waited.as_secs()
             ),
         );
+        tracing::warn!(tenant = %instance.tenant, integration = %instance.integration, waited_s = waited.as_secs(), "Collect stalled while the plugin answered heartbeats; restarting the instance");
         self.responder.restart(&instance.key());
     }
 }

@@ -153,8 +153,7 @@ impl HealthBook {
         let now = plugin_kit::clock::now_ms();
         self.with(key, None, |facts| {
             let before = std::mem::take(&mut facts.breakers);
-            facts.breakers = reported
-                .iter()
+            facts.breakers = super::kept_dependencies(reported)
                 .map(|dependency| {
                     let open_since_ms = (dependency.breaker == "open").then(|| {
                         before
@@ -287,6 +286,7 @@ mod tests {
             name: "cloudwatch 1/eu-west-1".into(),
             breaker: "open".into(),
             detail: String::new(),
+            calls: None,
         };
         book.breakers(&key, std::slice::from_ref(&open));
         let since = book.get(&key).expect("known").breakers[0].open_since_ms;

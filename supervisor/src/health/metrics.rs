@@ -1,5 +1,6 @@
 //! Per-plugin-instance metrics, in a Prometheus-compatible registry from the start.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -8,6 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::reported_histogram::ReportedHistogram;
 
 /// Identifies one plugin instance.
 /// The label of per-tenant series.
@@ -54,6 +57,10 @@ pub struct Metrics {
     commit_seconds: Histogram,
     events: Family<OutcomeLabels, Counter>,
     breaker_open: Family<DependencyLabels, Gauge>,
+    external_calls: Family<CallLabels, Counter>,
+    external_call_seconds: Family<DependencyLabels, ReportedHistogram>,
+    /// The last call totals each dependency reported, to count the differences.
+    reported_calls: Mutex<HashMap<DependencyLabels, plugin_protocol::v1::CallStats>>,
     integration_events: Family<PathOutcomeLabels, Counter>,
     webhook_requests: Family<WebhookStatusLabels, Counter>,
     webhook_seconds: Family<IntegrationLabels, Histogram, fn() -> Histogram>,
@@ -66,6 +73,16 @@ struct DependencyLabels {
     tenant: String,
     integration: String,
     dependency: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    plugin: String,
+    tenant: String,
+    integration: String,
+    dependency: String,
+    /// ok, retryable_error, error, refused_by_breaker.
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -220,6 +237,18 @@ impl Metrics {
             "1 while a plugin's circuit breaker for an external dependency is open or half-open",
             breaker_open.clone(),
         );
+        let external_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "external_calls",
+            "Calls plugins made to external dependencies (measured in plugin-kit), by outcome: ok, retryable_error, error, refused_by_breaker",
+            external_calls.clone(),
+        );
+        let external_call_seconds = Family::<DependencyLabels, ReportedHistogram>::default();
+        registry.register(
+            "external_call_seconds",
+            "Latency of the calls plugins made to external dependencies",
+            external_call_seconds.clone(),
+        );
         let integration_events = Family::<PathOutcomeLabels, Counter>::default();
         registry.register(
             "integration_events",
@@ -304,6 +333,9 @@ impl Metrics {
         );
         Self {
             breaker_open,
+            external_calls,
+            external_call_seconds,
+            reported_calls: Mutex::default(),
             integration_events,
             webhook_requests,
             webhook_seconds,
@@ -338,6 +370,13 @@ impl Metrics {
 
     pub fn restarted(&self, labels: &InstanceLabels) {
         self.restarts.get_or_create(labels).inc();
+        // The new process counts its calls from zero.
+        self.reported_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|series, _| {
+                (&series.tenant, &series.integration) != (&labels.tenant, &labels.integration)
+            });
     }
 
     pub fn heartbeat(&self, labels: &InstanceLabels, seconds: Option<f64>) {
@@ -358,7 +397,11 @@ impl Metrics {
         labels: &InstanceLabels,
         dependencies: &[plugin_protocol::v1::DependencyStatus],
     ) {
-        for dependency in dependencies {
+        let mut reported = self
+            .reported_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for dependency in super::kept_dependencies(dependencies) {
             let series = DependencyLabels {
                 plugin: labels.plugin.clone(),
                 tenant: labels.tenant.clone(),
@@ -368,6 +411,29 @@ impl Metrics {
             self.breaker_open
                 .get_or_create(&series)
                 .set(i64::from(dependency.breaker != "closed"));
+            let Some(calls) = &dependency.calls else {
+                continue;
+            };
+            let increments = plugin_protocol::call_increments(reported.get(&series), calls);
+            for (outcome, count) in increments.attempts {
+                self.external_calls
+                    .get_or_create(&CallLabels {
+                        plugin: series.plugin.clone(),
+                        tenant: series.tenant.clone(),
+                        integration: series.integration.clone(),
+                        dependency: series.dependency.clone(),
+                        outcome: outcome.as_str(),
+                    })
+                    .inc_by(count);
+            }
+            if let Some(latency) = increments.latency {
+                self.external_call_seconds.get_or_create(&series).add(
+                    &latency.bounds_seconds,
+                    &latency.counts,
+                    latency.sum_seconds,
+                );
+            }
+            reported.insert(series, calls.clone());
         }
     }
 
@@ -599,5 +665,91 @@ mod tests {
             text.contains("integrationd_plugin_heartbeat_failures_total"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn reported_calls_become_counters_and_a_histogram_across_restarts() {
+        use plugin_protocol::{CallOutcome, CallRecorder, v1};
+        use std::time::Duration;
+
+        let metrics = Metrics::new();
+        let labels = InstanceLabels {
+            plugin: "github".into(),
+            tenant: "acme".into(),
+            integration: "gh".into(),
+        };
+        let report = |recorder: &CallRecorder| {
+            metrics.dependencies(
+                &labels,
+                &[v1::DependencyStatus {
+                    name: "api.github.com".into(),
+                    breaker: "closed".into(),
+                    detail: String::new(),
+                    calls: Some(recorder.snapshot()),
+                }],
+            );
+        };
+        let mut recorder = CallRecorder::default();
+        recorder.record(CallOutcome::Ok, Some(Duration::from_millis(20)));
+        report(&recorder);
+        recorder.record(CallOutcome::Ok, Some(Duration::from_millis(20)));
+        recorder.record(CallOutcome::RetryableError, Some(Duration::from_secs(2)));
+        report(&recorder);
+        report(&recorder);
+        // The plugin restarts and counts from zero.
+        metrics.restarted(&labels);
+        let mut fresh = CallRecorder::default();
+        fresh.record(CallOutcome::Ok, Some(Duration::from_millis(20)));
+        report(&fresh);
+        let text = metrics.encode();
+        let series = r#"{plugin="github",tenant="acme",integration="gh",dependency="api.github.com""#;
+        assert!(
+            text.contains(&format!(r#"integrationd_external_calls_total{series},outcome="ok"}} 3"#)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                r#"integrationd_external_calls_total{series},outcome="retryable_error"}} 1"#
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("integrationd_external_call_seconds_count{series}}} 4")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(r#"integrationd_external_call_seconds_bucket{{le="0.025",{}}} 3"#, &series[1..])),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(r#"integrationd_external_call_seconds_bucket{{le="+Inf",{}}} 4"#, &series[1..])),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_plugin_cannot_flood_the_registry_with_dependencies() {
+        let metrics = Metrics::new();
+        let labels = InstanceLabels {
+            plugin: "hostile".into(),
+            tenant: "acme".into(),
+            integration: "h".into(),
+        };
+        let many: Vec<plugin_protocol::v1::DependencyStatus> = (0..1000)
+            .map(|i| plugin_protocol::v1::DependencyStatus {
+                name: if i == 0 { "x".repeat(10_000) } else { format!("dep-{i}") },
+                breaker: "open".into(),
+                detail: String::new(),
+                calls: None,
+            })
+            .collect();
+        metrics.dependencies(&labels, &many);
+        let text = metrics.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("integrationd_plugin_dependency_breaker_open{"))
+            .count();
+        assert_eq!(series, super::super::MAX_DEPENDENCIES);
+        assert!(!text.contains("xxxxxxxxxx"));
     }
 }

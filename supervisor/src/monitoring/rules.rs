@@ -94,6 +94,10 @@ pub fn evaluate(
     let mut credentials_seen = BTreeSet::new();
     for health in integrations {
         let name = format!("{}/{}", health.tenant, health.integration);
+        // An integration the daemon disabled for its refusals still needs the person
+        // the first alert called: that alert resolves when the cause goes, not when
+        // the daemon stops trying.
+        let disabled_by_health = health.disabled.as_ref().is_some_and(|d| d.by == "health");
         match health.state {
             HealthState::ActionRequired => out.push(integration_condition(
                 health,
@@ -101,6 +105,13 @@ pub fn evaluate(
                 Severity::Error,
                 format!("{name} needs a person: {}", health.reason),
                 "An authentication, permission or configuration error: retrying cannot help. Fix the credential or the configuration; the integration recovers by itself once its check passes.".to_owned(),
+            )),
+            HealthState::Disabled if disabled_by_health => out.push(integration_condition(
+                health,
+                "integration_action_required",
+                Severity::Error,
+                format!("{name} needs a person: {}", health.reason),
+                "An authentication, permission or configuration error disabled it: retrying cannot help. Fix the credential or the configuration; the integration comes back by itself once its check passes.".to_owned(),
             )),
             HealthState::Failing => out.push(integration_condition(
                 health,
@@ -151,15 +162,23 @@ pub fn evaluate(
                     .unwrap_or_default(),
             ));
         }
-        if health.freshness == Freshness::Stale && health.disabled.is_none() {
+        // Stale data is the consequence of any other integration alert: only raised
+        // on its own, when nothing else explains it (an inhibition, as Alertmanager's).
+        let explained = matches!(
+            health.state,
+            HealthState::ActionRequired | HealthState::Failing | HealthState::Disabled
+        ) || health.process.state == "crash-loop";
+        if health.freshness == Freshness::Stale && !explained {
             out.push(integration_condition(
                 health,
                 "data_stale",
                 Severity::Warning,
                 format!(
-                    "{name} has not collected for {}s (polls every {}s)",
+                    "{name} has not collected for {}s (polls every {})",
                     health.last_success.as_ref().map_or(0, |m| m.age_seconds),
-                    health.poll_interval_seconds
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        (health.poll_interval_seconds * 1000.0) as u64
+                    ))
                 ),
                 "Data is stale: no collect succeeded for five poll intervals.".to_owned(),
             ));

@@ -137,7 +137,7 @@ pub struct IntegrationHealth {
     pub errors_1h: u64,
     pub last_error: Option<ErrorView>,
     pub freshness: Freshness,
-    pub poll_interval_seconds: u64,
+    pub poll_interval_seconds: f64,
     pub lag_seconds: Option<f64>,
     pub breakers: Vec<BreakerView>,
     pub credentials: Vec<CredentialView>,
@@ -227,7 +227,7 @@ pub fn build(inputs: &Inputs<'_>) -> Vec<IntegrationHealth> {
                 errors_1h: facts.errors.within(now, ONE_HOUR),
                 last_error: facts.last_error.as_ref().map(ErrorView::of),
                 freshness: facts.freshness(now),
-                poll_interval_seconds: facts.poll_interval.as_secs(),
+                poll_interval_seconds: facts.poll_interval.as_secs_f64(),
                 #[allow(clippy::cast_precision_loss)]
                 lag_seconds: facts.lag_ms.map(|ms| ms as f64 / 1000.0),
                 breakers: facts.breakers.iter().map(BreakerView::of).collect(),

@@ -532,3 +532,146 @@ fn metric_values_around_a_failure_come_from_the_cloudwatch_plugin_when_asked_for
         json!({"plugin": "cloudwatch", "integration": "cw", "tenant": "acme"})
     );
 }
+
+/// Runs `tests/fixtures/moto_iam.py` against `moto`; returns what it printed.
+fn moto_iam(moto: &moto::Moto, args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/moto_iam.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&moto.url)
+        .args(args)
+        .output()
+        .expect("python3 with boto3 (moto installs it)");
+    assert!(
+        output.status.success(),
+        "moto_iam.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_permission_lost_after_admission_is_found_by_the_check_names_what_and_recovers() {
+    // moto checks signatures and IAM policies once the administrator exists.
+    let moto = moto::Moto::start_enforcing_iam(3);
+    let adapter = moto::CborAdapter::start(&moto.url);
+    let keys: Value =
+        serde_json::from_str(&moto_iam(&moto, &["bootstrap", "/app/orders"])).expect("keys");
+    let admin = |command: &str| {
+        moto_iam(
+            &moto,
+            &[
+                command,
+                keys["admin"]["access_key_id"].as_str().expect("id"),
+                keys["admin"]["secret_access_key"].as_str().expect("secret"),
+            ],
+        );
+    };
+    let receiver = e2e_tests::receiver::Receiver::start();
+    let world = World::new();
+    world.install(&cloudwatch());
+    let secret_file = world.root.path().join("ops.secret");
+    std::fs::write(&secret_file, SECRET).expect("secret");
+    let daemon = world.start(
+        &DaemonSetup::default()
+            .with_master_key(&world.root.path().join("master.key"))
+            // One collect at start: from then on only the checks look.
+            .process("collect_interval = \"1h\"")
+            .extra(&format!(
+                "[health]\nrecheck_interval = \"1s\"\n\
+                 [alerts]\nevaluate_interval = \"100ms\"\npending_for = \"0s\"\n\
+                 [[alerts.channels]]\nname = \"ops\"\nurl = \"{}\"\nsecret_file = \"{}\"\n",
+                receiver.url,
+                secret_file.display()
+            )),
+    );
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    daemon.set_credential(
+        "acme",
+        "reader-keys",
+        "aws",
+        keys["reader"].to_string().as_bytes(),
+    );
+    daemon.set_credential("acme", "hook", "webhook-secret", SECRET.as_bytes());
+    daemon.add_integration(
+        &world,
+        "acme",
+        "cw",
+        "cloudwatch",
+        &json!({
+            "accounts": [{"id": ACCOUNT, "credentials": "reader-keys", "regions": ["us-east-1"]}],
+            "credentials": {"webhook_secret": "hook"},
+            "log_groups": ["/app/orders"],
+            "enabled_event_types": ["log"],
+            "poll_interval": "0s",
+            "endpoint_url": {"cloudwatch": adapter.url, "logs": moto.url, "sts": moto.url},
+        }),
+    );
+    let health = || daemon.ctl_json(&["health", "--tenant", "acme"])["integrations"][0].clone();
+    wait_for("healthy", LONG, || {
+        Some(health()).filter(|h| h["state"] == "healthy")
+    });
+
+    // The reader's policy is deleted in IAM: the on-demand check says what was lost.
+    admin("revoke");
+    let check = daemon.ctl(&["integrations", "check", "--tenant", "acme", "cw"]);
+    let report: Value = serde_json::from_slice(&check.stdout).expect("the check's JSON");
+    assert_eq!(report["ok"], false, "{report:#}");
+    assert_eq!(report["error_class"], "permission", "{report:#}");
+    let lost: Vec<&Value> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|r| r["ok"] == false)
+        .collect();
+    let filter = lost
+        .iter()
+        .find(|r| r["permission"] == "logs:FilterLogEvents")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    let resource = filter["resource"].as_str().expect("resource");
+    assert!(
+        resource.contains(ACCOUNT) && resource.contains("us-east-1") && resource.contains("/app/orders"),
+        "account, region and resource named: {resource}"
+    );
+    assert!(
+        filter["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not authorized")),
+        "{filter:#}"
+    );
+    assert_eq!(filter["error_class"], "permission");
+    // Health and a signed alert say the same.
+    let needs_action = wait_for("action_required", LONG, || {
+        Some(health()).filter(|h| h["state"] == "action_required")
+    });
+    assert_eq!(needs_action["last_error"]["class"], "permission");
+    assert_eq!(needs_action["last_error"]["source"], "check");
+    let firing = wait_for("the alert", LONG, || {
+        receiver.received().into_iter().find(|r| {
+            let body = r.json();
+            body["kind"] == "firing" && body["alert"]["rule"] == "integration_action_required"
+        })
+    });
+    assert!(firing.signed_with(SECRET));
+    let summary = firing.json()["alert"]["summary"]
+        .as_str()
+        .expect("summary")
+        .to_owned();
+    assert!(
+        summary.contains("logs:FilterLogEvents") && summary.contains("/app/orders") && summary.contains(ACCOUNT),
+        "{summary}"
+    );
+
+    // The permission comes back: the periodic re-check finds it and the alert resolves.
+    admin("grant");
+    wait_for("healthy again after a re-check", LONG, || {
+        Some(health()).filter(|h| h["state"] == "healthy" && h["last_check"]["ok"] == true)
+    });
+    let id = firing.json()["alert"]["id"].as_str().expect("id").to_owned();
+    wait_for("resolved", LONG, || {
+        receiver.received().into_iter().find(|r| {
+            let body = r.json();
+            body["kind"] == "resolved" && body["alert"]["id"] == id.as_str()
+        })
+    });
+}

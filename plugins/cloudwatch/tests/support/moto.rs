@@ -30,6 +30,16 @@ impl Moto {
     /// Starts `python3 -m moto.server` and waits for it to say it is listening. Fails
     /// (never skips) when moto is missing: `scripts/test` installs it.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts moto enforcing IAM as AWS does (signatures checked, policies applied)
+    /// after its first `free_actions` actions, which bootstrap an administrator.
+    pub fn start_enforcing_iam(free_actions: u32) -> Self {
+        Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &free_actions.to_string())])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -43,6 +53,7 @@ impl Moto {
                 "-p",
                 &port.to_string(),
             ])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -196,7 +196,7 @@ pub async fn run_alerts(session: &mut Session, command: AlertsCommand) -> anyhow
                 .answer()?;
             let value: Value =
                 serde_json::from_str(&document.json).context("the daemon's answer is not JSON")?;
-            show(output, &value["alerts"], || {
+            show(output, &value, || {
                 print_alerts(value["alerts"].as_array().map_or(&[], Vec::as_slice));
             })
         }
