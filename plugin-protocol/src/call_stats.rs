@@ -199,11 +199,18 @@ mod tests {
         assert_eq!(stats.attempts["retryable_error"], 1);
         assert_eq!(stats.attempts["refused_by_breaker"], 1);
         assert!(!stats.attempts.contains_key("error"));
-        assert_eq!(stats.latency_counts.len(), stats.latency_bounds_seconds.len() + 1);
+        assert_eq!(
+            stats.latency_counts.len(),
+            stats.latency_bounds_seconds.len() + 1
+        );
         assert_eq!(stats.latency_counts[0], 1, "3 ms <= 5 ms");
         assert_eq!(stats.latency_counts[3], 1, "40 ms <= 50 ms");
         assert_eq!(stats.latency_counts[12], 1, "60 s is above the last bound");
-        assert_eq!(stats.latency_counts.iter().sum::<u64>(), 3, "refusals have no latency");
+        assert_eq!(
+            stats.latency_counts.iter().sum::<u64>(),
+            3,
+            "refusals have no latency"
+        );
         assert!((stats.latency_sum_seconds - 60.043).abs() < 1e-9);
     }
 

@@ -237,6 +237,12 @@ pub struct HealthConfig {
     /// The longest wait between collects of a failing integration (the backoff's cap).
     #[serde(deserialize_with = "duration")]
     pub collect_backoff_max: Duration,
+    /// Whether the data path records into health: committed batches, webhook
+    /// deliveries and their per-integration metrics. On in production; off only to
+    /// measure what health costs the data path (`pipeline-bench --health`,
+    /// `webhook-bench --health`), since without it health misses successes and
+    /// freshness.
+    pub record_data_path: bool,
 }
 
 impl Default for HealthConfig {
@@ -247,6 +253,7 @@ impl Default for HealthConfig {
             failing_after: 3,
             disable_after: 5,
             collect_backoff_max: Duration::from_secs(600),
+            record_data_path: true,
         }
     }
 }

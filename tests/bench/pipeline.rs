@@ -3,10 +3,12 @@
 //! Reports events/s from daemon start to the last line in the sink, the p99 of the
 //! durable batch commit (from `/metrics`), and the daemon's RSS at the end.
 //!
-//! `pipeline-bench [--events N] [--failure-every K]` (release build). With
+//! `pipeline-bench [--events N] [--failure-every K] [--health]` (release build). With
 //! `--failure-every`, the emitter's stream holds a deployment and then a failure every K
 //! events, and the bench compares the pull path with the correlation index (realtime
-//! enrichment) on and off.
+//! enrichment) on and off. With `--health`, it compares the pull path with health
+//! recording its facts and metrics (the default) and without
+//! (`health.record_data_path = false`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
@@ -22,9 +24,13 @@ fn main() {
             .and_then(|v| v.parse::<u64>().ok())
     };
     let events = flag("--events").unwrap_or(1_000_000);
+    if args.iter().any(|a| a == "--health") {
+        compare_health(events);
+        return;
+    }
     match flag("--failure-every") {
         None => {
-            run(events, None, Correlation::Enriching);
+            run(events, None, Correlation::Enriching, true);
         }
         Some(every) => {
             // The same stream with correlation off, the index alone (realtime enrichment
@@ -37,7 +43,7 @@ fn main() {
             let mut best = [0.0f64; 3];
             for round in 0..3 {
                 for (slot, mode) in modes.iter().enumerate() {
-                    let rate = run(events, Some(every), *mode);
+                    let rate = run(events, Some(every), *mode, true);
                     println!("round {round}: {mode:?}: {rate:.0} events/s");
                     best[slot] = best[slot].max(rate);
                 }
@@ -56,6 +62,28 @@ fn main() {
     }
 }
 
+/// The same stream with health recording on and off, alternated; the best of three
+/// rounds each.
+fn compare_health(events: u64) {
+    let mut best = [0.0f64; 2];
+    for round in 0..3 {
+        for (slot, health) in [true, false].into_iter().enumerate() {
+            let rate = run(events, None, Correlation::Enriching, health);
+            println!(
+                "round {round}: health {}: {rate:.0} events/s",
+                if health { "on" } else { "off" }
+            );
+            best[slot] = best[slot].max(rate);
+        }
+    }
+    println!(
+        "best events/s: health on {:.0}, off {:.0}; recording health costs {:.1}% of the pull path's throughput",
+        best[0],
+        best[1],
+        (1.0 - best[0] / best[1]) * 100.0
+    );
+}
+
 /// What the correlation index does in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Correlation {
@@ -69,7 +97,7 @@ enum Correlation {
 
 /// One daemon pulling `events` from the emitter (with a failure every
 /// `failure_every`) to the JSONL sink; events/s.
-fn run(events: u64, failure_every: Option<u64>, correlation: Correlation) -> f64 {
+fn run(events: u64, failure_every: Option<u64>, correlation: Correlation, health: bool) -> f64 {
     let world = World::new();
     let total = events.to_string();
     let every = failure_every.map(|k| k.to_string());
@@ -84,7 +112,7 @@ fn run(events: u64, failure_every: Option<u64>, correlation: Correlation) -> f64
     // One file, so the line count is one file's (rotation is tested elsewhere).
     let setup = DaemonSetup::default()
         .extra(&format!(
-            "[sinks]\njsonl_max_bytes = 1000000000000\n[enrichment]\nenabled = {}\n[flags]\nrealtime_enrichment = {}\n",
+            "[sinks]\njsonl_max_bytes = 1000000000000\n[enrichment]\nenabled = {}\n[flags]\nrealtime_enrichment = {}\n[health]\nrecord_data_path = {health}\n",
             correlation != Correlation::Off,
             correlation == Correlation::Enriching
         ))
@@ -129,7 +157,7 @@ fn run(events: u64, failure_every: Option<u64>, correlation: Correlation) -> f64
             "{correlation:?}: {linked} failures linked to the deployment"
         );
     }
-    if failure_every.is_none() {
+    if failure_every.is_none() && health {
         println!(
             "pull_events_per_s={rate:.0} events={events} seconds={elapsed:.2} sink_bytes={read_to} (daemon start to last line, incl. plugin start)"
         );

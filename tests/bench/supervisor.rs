@@ -6,6 +6,13 @@
 //! - supervisor CPU over a minute with 200 idle plugin instances.
 //!
 //! `supervisor-bench [--idle-seconds N] [--kills N]`; prints `key=value` lines.
+//!
+//! `supervisor-bench --health-integrations N [--idle-seconds S]` measures health
+//! instead, with N collecting integrations (testfault plugins, one process each):
+//! `GET /v1/health` latency (p50, p99) with an operator's monitoring token, `/metrics`
+//! scrape time, and the daemon's idle CPU with the alert rules evaluated every 5 s (the
+//! default) against a second daemon where they never run: the difference is what
+//! health's bookkeeping costs when nothing happens.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +60,7 @@ fn github_package() -> PluginPackage {
 fn main() {
     let mut idle_seconds = 60u64;
     let mut kills = 20usize;
+    let mut health_integrations = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args
@@ -62,8 +70,13 @@ fn main() {
         match arg.as_str() {
             "--idle-seconds" => idle_seconds = value,
             "--kills" => kills = value as usize,
+            "--health-integrations" => health_integrations = Some(value as usize),
             other => panic!("unknown argument {other}"),
         }
+    }
+    if let Some(integrations) = health_integrations {
+        health(integrations, idle_seconds);
+        return;
     }
     let settle = Duration::from_secs(2);
 
@@ -182,4 +195,116 @@ fn main() {
             plugin_rss as f64 / 1024.0 / 200.0
         );
     }
+}
+
+/// `q` of sorted `samples`, in milliseconds.
+fn quantile_ms(samples: &[Duration], q: f64) -> f64 {
+    samples
+        .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// One daemon with `integrations` collecting integrations, alert rules evaluated every
+/// `evaluate`; returns its CPU (% of one core) over `idle_seconds` of nothing happening,
+/// after measuring the health API and the scrape when `measure_api`.
+fn health_daemon(integrations: usize, evaluate: &str, idle_seconds: u64, measure_api: bool) -> f64 {
+    let world = World::new();
+    world.install(&PluginPackage {
+        capabilities: vec!["collect".to_owned()],
+        ..PluginPackage::testfault("collector", &["--capabilities", "collect", "--emit", "1"])
+    });
+    let mut setup = DaemonSetup::default()
+        .process("heartbeat_interval = \"5s\"")
+        .process("heartbeat_timeout = \"2s\"")
+        .process("start_timeout = \"60s\"")
+        .extra(&format!("[alerts]\nevaluate_interval = \"{evaluate}\"\n"));
+    for index in 0..integrations {
+        setup = setup.tenant_instance(
+            "collector",
+            &format!("tenant-{}", index % 50),
+            &format!("collector-{index}"),
+        );
+    }
+    let started = Instant::now();
+    let daemon = world.start(&setup);
+    let token =
+        daemon.ctl_json(&["tokens", "create", "--scope", "monitor", "--all-tenants"])["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+    let addr = daemon.http_addr();
+    let get = |path: &str| {
+        let bearer = format!("Bearer {token}");
+        e2e_tests::http::request(
+            &addr,
+            "GET",
+            path,
+            &[("authorization", &bearer)],
+            b"",
+            e2e_tests::http::Framing::Length,
+        )
+        .expect("GET")
+    };
+    wait_for(
+        "every integration healthy",
+        Duration::from_secs(600),
+        || {
+            let document = get("/v1/health").json();
+            let healthy = document["integrations"].as_array().map_or(0, |list| {
+                list.iter().filter(|i| i["state"] == "healthy").count()
+            });
+            (healthy == integrations).then_some(())
+        },
+    );
+    if measure_api {
+        println!(
+            "health_{integrations}_start_s={:.1}",
+            started.elapsed().as_secs_f64()
+        );
+        let mut health = Vec::new();
+        for _ in 0..300 {
+            let sent = Instant::now();
+            let response = get("/v1/health");
+            health.push(sent.elapsed());
+            assert_eq!(response.status, 200);
+        }
+        health.sort();
+        let one = get("/v1/health");
+        println!(
+            "v1_health_{integrations}_p50_ms={:.2} p99_ms={:.2} max_ms={:.2} body_bytes={}",
+            quantile_ms(&health, 0.5),
+            quantile_ms(&health, 0.99),
+            quantile_ms(&health, 1.0),
+            one.body.len()
+        );
+        let mut scrapes = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..50 {
+            let sent = Instant::now();
+            bytes = daemon.metrics().len();
+            scrapes.push(sent.elapsed());
+        }
+        scrapes.sort();
+        println!(
+            "metrics_scrape_{integrations}_p50_ms={:.2} p99_ms={:.2} max_ms={:.2} body_bytes={bytes}",
+            quantile_ms(&scrapes, 0.5),
+            quantile_ms(&scrapes, 0.99),
+            quantile_ms(&scrapes, 1.0),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(daemon.pid());
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(idle_seconds));
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    (cpu_ticks(daemon.pid()) - before) as f64 / ticks_per_s / window.elapsed().as_secs_f64() * 100.0
+}
+
+fn health(integrations: usize, idle_seconds: u64) {
+    let evaluating = health_daemon(integrations, "5s", idle_seconds, true);
+    let quiet = health_daemon(integrations, "1000h", idle_seconds, false);
+    println!(
+        "idle_{integrations}_daemon_cpu_pct_of_one_core: rules every 5s {evaluating:.2}, never {quiet:.2}; health bookkeeping {:.2} over_s={idle_seconds}",
+        evaluating - quiet
+    );
 }

@@ -390,8 +390,13 @@ mod unparsed_error_tests {
 <ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/reader is not authorized to perform: logs:FilterLogEvents</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
         let (code, message) = unparsed_error(403, Some(body));
         assert_eq!(code.as_deref(), Some("AccessDenied"));
-        assert!(message.starts_with("User: arn:aws:iam::123456789012:user/reader is not authorized"));
-        assert_eq!(aws_class(code.as_deref(), Some(403)), ErrorClass::Permission);
+        assert!(
+            message.starts_with("User: arn:aws:iam::123456789012:user/reader is not authorized")
+        );
+        assert_eq!(
+            aws_class(code.as_deref(), Some(403)),
+            ErrorClass::Permission
+        );
     }
 
     #[test]

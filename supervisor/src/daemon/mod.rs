@@ -171,7 +171,10 @@ pub async fn run(
     metrics.register_dead_letter_evictions(pipeline.dead_letter_evictions());
     let metrics_observer: Arc<dyn InstanceObserver> =
         Arc::new(wiring::MetricsObserver(metrics.clone()));
-    let book = Arc::new(crate::health::HealthBook::new());
+    let book = Arc::new(crate::health::HealthBook::recording_data_path(
+        config.health.record_data_path,
+    ));
+    metrics.record_data_path(config.health.record_data_path);
     let responder = Arc::new(wiring::HealthResponder {
         integrations: integrations.clone(),
         desired: std::sync::OnceLock::new(),

@@ -21,14 +21,32 @@ pub struct FailureVerdict {
 }
 
 /// Health facts by integration.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HealthBook {
     records: Mutex<HashMap<InstanceKey, Facts>>,
+    /// Whether committed batches and webhook deliveries are recorded (see
+    /// `health.record_data_path`).
+    data_path: bool,
+}
+
+impl Default for HealthBook {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl HealthBook {
     pub fn new() -> Self {
-        Self::default()
+        Self::recording_data_path(true)
+    }
+
+    /// A book that records the data path's successes or, for measuring their cost,
+    /// does not.
+    pub fn recording_data_path(data_path: bool) -> Self {
+        Self {
+            records: Mutex::default(),
+            data_path,
+        }
     }
 
     fn with<T>(
@@ -68,6 +86,9 @@ impl HealthBook {
 
     /// A collected batch was committed: `newest_event_ms` is the latest event time in it.
     pub fn collected(&self, key: &InstanceKey, dead_lettered: usize, newest_event_ms: Option<u64>) {
+        if !self.data_path {
+            return;
+        }
         let now = plugin_kit::clock::now_ms();
         self.with(key, None, |facts| {
             facts.succeeded(now);
@@ -81,6 +102,9 @@ impl HealthBook {
 
     /// A collect stream ended well: the integration works, with or without new data.
     pub fn collect_passed(&self, key: &InstanceKey) {
+        if !self.data_path {
+            return;
+        }
         let now = plugin_kit::clock::now_ms();
         self.with(key, None, |facts| facts.succeeded(now));
     }
@@ -177,6 +201,9 @@ impl HealthBook {
     /// acknowledged) or refused. Returns false for an unknown integration, which gets
     /// no record: strangers' names are not kept.
     pub fn webhook(&self, key: &InstanceKey, accepted: bool, dead_lettered: usize) -> bool {
+        if !self.data_path {
+            return false;
+        }
         let now = plugin_kit::clock::now_ms();
         let mut records = self
             .records

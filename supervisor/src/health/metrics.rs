@@ -65,6 +65,9 @@ pub struct Metrics {
     webhook_requests: Family<WebhookStatusLabels, Counter>,
     webhook_seconds: Family<IntegrationLabels, Histogram, fn() -> Histogram>,
     health: HealthSeries,
+    /// Whether the per-integration series of the data path are kept (see
+    /// `health.record_data_path`).
+    data_path: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -336,6 +339,7 @@ impl Metrics {
             external_calls,
             external_call_seconds,
             reported_calls: Mutex::default(),
+            data_path: std::sync::atomic::AtomicBool::new(true),
             integration_events,
             webhook_requests,
             webhook_seconds,
@@ -457,6 +461,17 @@ impl Metrics {
         }
     }
 
+    /// Keep (the default) or, for measuring their cost, skip the data path's
+    /// per-integration series: events by path and outcome, webhook requests.
+    pub fn record_data_path(&self, on: bool) {
+        self.data_path
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn data_path(&self) -> bool {
+        self.data_path.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Events of one integration that took `path`, by outcome.
     pub fn integration_events(
         &self,
@@ -465,6 +480,9 @@ impl Metrics {
         path: &'static str,
         counts: [(&'static str, usize); 4],
     ) {
+        if !self.data_path() {
+            return;
+        }
         for (outcome, count) in counts {
             if count == 0 {
                 continue;
@@ -483,6 +501,9 @@ impl Metrics {
     /// One answered webhook delivery. `known` is false for a tenant and integration that
     /// do not exist: strangers' names never become labels.
     pub fn webhook(&self, tenant: &str, integration: &str, known: bool, status: u16, seconds: f64) {
+        if !self.data_path() {
+            return;
+        }
         let labels = if known {
             IntegrationLabels {
                 tenant: tenant.to_owned(),
@@ -702,9 +723,12 @@ mod tests {
         fresh.record(CallOutcome::Ok, Some(Duration::from_millis(20)));
         report(&fresh);
         let text = metrics.encode();
-        let series = r#"{plugin="github",tenant="acme",integration="gh",dependency="api.github.com""#;
+        let series =
+            r#"{plugin="github",tenant="acme",integration="gh",dependency="api.github.com""#;
         assert!(
-            text.contains(&format!(r#"integrationd_external_calls_total{series},outcome="ok"}} 3"#)),
+            text.contains(&format!(
+                r#"integrationd_external_calls_total{series},outcome="ok"}} 3"#
+            )),
             "{text}"
         );
         assert!(
@@ -714,15 +738,23 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(&format!("integrationd_external_call_seconds_count{series}}} 4")),
+            text.contains(&format!(
+                "integrationd_external_call_seconds_count{series}}} 4"
+            )),
             "{text}"
         );
         assert!(
-            text.contains(&format!(r#"integrationd_external_call_seconds_bucket{{le="0.025",{}}} 3"#, &series[1..])),
+            text.contains(&format!(
+                r#"integrationd_external_call_seconds_bucket{{le="0.025",{}}} 3"#,
+                &series[1..]
+            )),
             "{text}"
         );
         assert!(
-            text.contains(&format!(r#"integrationd_external_call_seconds_bucket{{le="+Inf",{}}} 4"#, &series[1..])),
+            text.contains(&format!(
+                r#"integrationd_external_call_seconds_bucket{{le="+Inf",{}}} 4"#,
+                &series[1..]
+            )),
             "{text}"
         );
     }
@@ -737,7 +769,11 @@ mod tests {
         };
         let many: Vec<plugin_protocol::v1::DependencyStatus> = (0..1000)
             .map(|i| plugin_protocol::v1::DependencyStatus {
-                name: if i == 0 { "x".repeat(10_000) } else { format!("dep-{i}") },
+                name: if i == 0 {
+                    "x".repeat(10_000)
+                } else {
+                    format!("dep-{i}")
+                },
                 breaker: "open".into(),
                 detail: String::new(),
                 calls: None,

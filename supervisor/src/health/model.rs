@@ -367,9 +367,9 @@ pub fn assess(facts: &Facts, now_ms: u64, config: &HealthConfig) -> (HealthState
             return (
                 HealthState::Degraded,
                 format!(
-                    "no successful collect for {}s (polls every {}s)",
+                    "no successful collect for {}s (polls every {})",
                     now_ms.saturating_sub(facts.last_success_ms.unwrap_or(now_ms)) / 1000,
-                    facts.poll_interval.as_secs()
+                    humantime::format_duration(facts.poll_interval)
                 ),
             );
         }

@@ -204,11 +204,47 @@ fn notification(alert: &Alert, kind: NotificationKind, now_ms: u64) -> Notificat
     }
 }
 
+/// What cannot be told now: the live alerts it covers are kept as they are, neither
+/// resolved nor notified again. After a restart the daemon knows nothing of an
+/// integration until it runs, and clocks that make alerts fire (a breaker open for 5
+/// minutes) start over: their alerts must not resolve for that.
+#[derive(Debug, Default)]
+pub struct Keep {
+    /// Alerts whose cause is still there though it would not fire anew yet.
+    pub fingerprints: std::collections::HashSet<String>,
+    /// (tenant, integration) whose health is not known yet.
+    pub integrations: std::collections::HashSet<(String, String)>,
+}
+
+impl Keep {
+    fn covers(&self, alert: &Alert) -> bool {
+        self.fingerprints.contains(&alert.fingerprint)
+            || alert
+                .tenant
+                .as_ref()
+                .zip(alert.integration.as_ref())
+                .is_some_and(|(t, i)| self.integrations.contains(&(t.clone(), i.clone())))
+    }
+}
+
 /// Moves the live alerts (pending and firing, by fingerprint) on, given the conditions
-/// that hold now.
+/// that hold now (with nothing to keep).
+#[cfg(test)]
 pub fn advance(
     live: &HashMap<String, Alert>,
     conditions: &[Condition],
+    now_ms: u64,
+    lifecycle: Lifecycle,
+) -> Advance {
+    advance_keeping(live, conditions, &Keep::default(), now_ms, lifecycle)
+}
+
+/// Moves the live alerts (pending and firing, by fingerprint) on, given the conditions
+/// that hold now, keeping what `keep` covers.
+pub fn advance_keeping(
+    live: &HashMap<String, Alert>,
+    conditions: &[Condition],
+    keep: &Keep,
     now_ms: u64,
     lifecycle: Lifecycle,
 ) -> Advance {
@@ -257,7 +293,7 @@ pub fn advance(
         }
     }
     for (fingerprint, alert) in live {
-        if held.contains(fingerprint) {
+        if held.contains(fingerprint) || keep.covers(alert) {
             continue;
         }
         let mut alert = alert.clone();
@@ -290,6 +326,33 @@ mod tests {
             labels: BTreeMap::new(),
             links: Vec::new(),
         }
+    }
+
+    #[test]
+    fn what_cannot_be_told_yet_is_kept_firing_and_not_notified_again() {
+        let life = Lifecycle {
+            pending_for: Duration::ZERO,
+            repeat_interval: Duration::ZERO,
+        };
+        let mut live = HashMap::new();
+        let fired = advance(&live, &[condition("x")], 0, life);
+        apply(&mut live, &fired);
+        // Restarted: the integration is starting, its condition not seen yet.
+        let keep = Keep {
+            integrations: [("acme".to_owned(), "gh".to_owned())].into(),
+            ..Keep::default()
+        };
+        let kept = advance_keeping(&live, &[], &keep, 1_000, life);
+        assert!(kept.changed.is_empty() && kept.notifications.is_empty());
+        let again = advance_keeping(&live, &[condition("x")], &keep, 2_000, life);
+        assert!(
+            again.notifications.is_empty(),
+            "still the same firing alert"
+        );
+        // Known again, and the cause gone: resolved once.
+        let resolved = advance(&live, &[], 3_000, life);
+        assert_eq!(resolved.notifications.len(), 1);
+        assert_eq!(resolved.notifications[0].kind, NotificationKind::Resolved);
     }
 
     fn apply(live: &mut HashMap<String, Alert>, advance: &Advance) {

@@ -461,7 +461,8 @@ impl Monitoring {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let advance = alert::advance(&live, &conditions, now, lifecycle);
+        let keep = rules::keep(&integrations, &daemon);
+        let advance = alert::advance_keeping(&live, &conditions, &keep, now, lifecycle);
         if advance.changed.is_empty() {
             return;
         }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use plugin_protocol::{Link, Severity};
 
-use super::alert::Condition;
+use super::alert::{Condition, Keep, fingerprint};
 use super::view::IntegrationHealth;
 use crate::health::{Freshness, HealthState};
 use crate::pipeline::sinks::SinkStatus;
@@ -81,6 +81,31 @@ fn integration_condition(
             ),
         }],
     }
+}
+
+/// What the rules cannot tell now (see [`Keep`]): integrations still starting, breakers
+/// still open and sinks still failing, whatever their clocks say.
+pub fn keep(integrations: &[IntegrationHealth], daemon: &DaemonFacts) -> Keep {
+    let mut keep = Keep::default();
+    for health in integrations {
+        if health.state == HealthState::Starting {
+            keep.integrations
+                .insert((health.tenant.clone(), health.integration.clone()));
+        }
+        for breaker in health.breakers.iter().filter(|b| b.open_since_ms.is_some()) {
+            keep.fingerprints.insert(fingerprint(
+                "breaker_open",
+                Some(&health.tenant),
+                Some(&health.integration),
+                Some(&breaker.name),
+            ));
+        }
+    }
+    for sink in daemon.sinks.iter().filter(|s| s.failing_since_ms.is_some()) {
+        keep.fingerprints
+            .insert(fingerprint("sink_failing", None, None, Some(&sink.name)));
+    }
+    keep
 }
 
 /// The conditions that hold now.

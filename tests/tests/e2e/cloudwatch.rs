@@ -630,7 +630,9 @@ fn a_permission_lost_after_admission_is_found_by_the_check_names_what_and_recove
         .unwrap_or_else(|| panic!("{report:#}"));
     let resource = filter["resource"].as_str().expect("resource");
     assert!(
-        resource.contains(ACCOUNT) && resource.contains("us-east-1") && resource.contains("/app/orders"),
+        resource.contains(ACCOUNT)
+            && resource.contains("us-east-1")
+            && resource.contains("/app/orders"),
         "account, region and resource named: {resource}"
     );
     assert!(
@@ -658,7 +660,9 @@ fn a_permission_lost_after_admission_is_found_by_the_check_names_what_and_recove
         .expect("summary")
         .to_owned();
     assert!(
-        summary.contains("logs:FilterLogEvents") && summary.contains("/app/orders") && summary.contains(ACCOUNT),
+        summary.contains("logs:FilterLogEvents")
+            && summary.contains("/app/orders")
+            && summary.contains(ACCOUNT),
         "{summary}"
     );
 
@@ -667,7 +671,10 @@ fn a_permission_lost_after_admission_is_found_by_the_check_names_what_and_recove
     wait_for("healthy again after a re-check", LONG, || {
         Some(health()).filter(|h| h["state"] == "healthy" && h["last_check"]["ok"] == true)
     });
-    let id = firing.json()["alert"]["id"].as_str().expect("id").to_owned();
+    let id = firing.json()["alert"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     wait_for("resolved", LONG, || {
         receiver.received().into_iter().find(|r| {
             let body = r.json();

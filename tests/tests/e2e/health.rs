@@ -269,9 +269,11 @@ fn notified(
     rule: &str,
     which: impl Fn(&Value) -> bool,
 ) -> Option<Value> {
-    receiver.received().into_iter().map(|r| r.json()).find(|body| {
-        body["kind"] == kind && body["alert"]["rule"] == rule && which(&body["alert"])
-    })
+    receiver
+        .received()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|body| body["kind"] == kind && body["alert"]["rule"] == rule && which(&body["alert"]))
 }
 
 /// Waits for `rule`'s alert on `integration` (or with `subject`) to fire and then to
@@ -327,15 +329,36 @@ fn crash_loops_stale_data_dead_letters_and_expiring_credentials_alert_and_resolv
     };
     world.install(&package(
         "crasher",
-        &["--capabilities", "collect", "--emit", "1", "--crash-file", &path(&crash)],
+        &[
+            "--capabilities",
+            "collect",
+            "--emit",
+            "1",
+            "--crash-file",
+            &path(&crash),
+        ],
     ));
     world.install(&package(
         "staller",
-        &["--capabilities", "collect", "--emit", "1", "--collect-stall-file", &path(&stall)],
+        &[
+            "--capabilities",
+            "collect",
+            "--emit",
+            "1",
+            "--collect-stall-file",
+            &path(&stall),
+        ],
     ));
     world.install(&package(
         "dirty",
-        &["--capabilities", "collect", "--emit", "20", "--invalid-every", "2"],
+        &[
+            "--capabilities",
+            "collect",
+            "--emit",
+            "20",
+            "--invalid-every",
+            "2",
+        ],
     ));
     let receiver = Receiver::start();
     let daemon = world.start(
@@ -354,12 +377,23 @@ fn crash_loops_stale_data_dead_letters_and_expiring_credentials_alert_and_resolv
         let stored = daemon.ctl_stdin(
             None,
             &[
-                "credentials", "set", "--tenant", "acme", "key", "--kind", "api-key",
-                "--expires-at", &rfc3339_in(days),
+                "credentials",
+                "set",
+                "--tenant",
+                "acme",
+                "key",
+                "--kind",
+                "api-key",
+                "--expires-at",
+                &rfc3339_in(days),
             ],
             b"a key",
         );
-        assert!(stored.status.success(), "{}", String::from_utf8_lossy(&stored.stderr));
+        assert!(
+            stored.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stored.stderr)
+        );
     };
     store_key(3);
     let uses_key = serde_json::json!({"credentials": {"token": "key"}});
@@ -507,7 +541,10 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
         "action_required within two polls: {:?}",
         refused_collects()
     );
-    assert_eq!(needs_action["last_error"]["class"], "auth", "{needs_action:#}");
+    assert_eq!(
+        needs_action["last_error"]["class"], "auth",
+        "{needs_action:#}"
+    );
     assert!(
         needs_action["last_error"]["message"]
             .as_str()
@@ -517,11 +554,11 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
     let status = daemon.instance("gh").expect("in status");
     assert_eq!(status["health"], "action_required", "{status:#}");
     assert_eq!(status["error_class"], "auth");
-    let token = daemon.ctl_json(&["tokens", "create", "--tenant", "acme", "--scope", "monitor"])
-        ["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token =
+        daemon.ctl_json(&["tokens", "create", "--tenant", "acme", "--scope", "monitor"])["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
     let (_, over_http) = get(&daemon.http_addr(), "/v1/health", &token);
     assert_eq!(over_http["integrations"][0]["state"], "action_required");
     assert_eq!(over_http["integrations"][0]["last_error"]["class"], "auth");
@@ -604,7 +641,10 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
         for kind in ["firing", "resolved"] {
             let wanted = format!("com.betalogs.system.integration.alert.{kind}");
             assert_eq!(
-                events.iter().filter(|(i, t)| i == id && *t == wanted).count(),
+                events
+                    .iter()
+                    .filter(|(i, t)| i == id && *t == wanted)
+                    .count(),
                 1,
                 "{events:?}"
             );
@@ -642,7 +682,7 @@ fn ops_channel(world: &World, receiver: &Receiver) -> String {
     )
 }
 
-const FAST_ALERTS: &str = "[health]\ncollect_backoff_max = \"1s\"\n\
+const FAST_ALERTS: &str = "[health]\ncollect_backoff_max = \"1s\"\ndisable_after = 0\n\
     [alerts]\nevaluate_interval = \"100ms\"\npending_for = \"0s\"\ndelivery_retry_max = \"1s\"\n";
 
 #[test]
@@ -711,7 +751,10 @@ fn notifications_survive_kill_9_and_a_receiver_down_for_a_minute_in_order() {
     let minute = Duration::from_secs(60).saturating_sub(down_since.elapsed());
     std::thread::sleep(minute);
     let refused = receiver.refused();
-    assert!(refused >= 3, "deliveries were retried while it was down: {refused}");
+    assert!(
+        refused >= 3,
+        "deliveries were retried while it was down: {refused}"
+    );
     receiver.set_down(false);
     let id = |alert: &Value| alert["id"].as_str().expect("id").to_owned();
     let expected = vec![
@@ -723,7 +766,7 @@ fn notifications_survive_kill_9_and_a_receiver_down_for_a_minute_in_order() {
         let keys: Vec<String> = receiver.notifications().into_iter().map(|n| n.3).collect();
         (keys.len() >= 3).then_some(keys)
     });
-    assert_eq!(delivered, expected);
+    assert_eq!(delivered, expected, "{:?}", receiver.notifications());
     wait_for("the outbox drained", LONG, || {
         (queued(&daemon.metrics()) == 0.0).then_some(())
     });
@@ -753,18 +796,37 @@ fn tenant_channels_receive_only_their_tenants_alerts_in_slack_and_teams_formats(
         daemon.add_integration(&world, tenant, "pull", "puller", &serde_json::json!({}));
     }
     let add = daemon.ctl_json(&[
-        "alerts", "channels", "add", "--tenant", "acme", "slack", "--url", &acme_slack.url,
-        "--format", "slack",
+        "alerts",
+        "channels",
+        "add",
+        "--tenant",
+        "acme",
+        "slack",
+        "--url",
+        &acme_slack.url,
+        "--format",
+        "slack",
     ]);
     assert_eq!(add["name"], "slack", "{add:#}");
     let added = daemon.ctl_stdin(
         None,
         &[
-            "alerts", "channels", "add", "--tenant", "globex", "hook", "--url", &globex_hook.url,
+            "alerts",
+            "channels",
+            "add",
+            "--tenant",
+            "globex",
+            "hook",
+            "--url",
+            &globex_hook.url,
         ],
         SECRET.as_bytes(),
     );
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
 
     // A test notification reaches the channel asked for, and only it.
     daemon.ctl_json(&["alerts", "test", "--tenant", "acme", "--channel", "slack"]);
@@ -777,10 +839,10 @@ fn tenant_channels_receive_only_their_tenants_alerts_in_slack_and_teams_formats(
     std::fs::write(&broken, "auth").expect("break");
     let scoped = |receiver: &Receiver, tenant: &str| {
         wait_for(&format!("{tenant}'s alert"), LONG, || {
-            receiver
-                .received()
-                .into_iter()
-                .find(|r| r.header("idempotency-key").is_some_and(|k| k.ends_with(":firing")))
+            receiver.received().into_iter().find(|r| {
+                r.header("idempotency-key")
+                    .is_some_and(|k| k.ends_with(":firing"))
+            })
         })
         .json()
     };
@@ -810,13 +872,17 @@ fn tenant_channels_receive_only_their_tenants_alerts_in_slack_and_teams_formats(
             && titles.iter().any(|t| t.contains("globex/pull")))
         .then_some(titles)
     });
-    assert!(titles.iter().all(|t| t.starts_with("[FIRING]")), "{titles:?}");
+    assert!(
+        titles.iter().all(|t| t.starts_with("[FIRING]")),
+        "{titles:?}"
+    );
     std::fs::remove_file(&broken).expect("fix");
     wait_for("resolved on both tenant channels", LONG, || {
         let resolved = |r: &Receiver| {
-            r.received()
-                .iter()
-                .any(|m| m.header("idempotency-key").is_some_and(|k| k.ends_with(":resolved")))
+            r.received().iter().any(|m| {
+                m.header("idempotency-key")
+                    .is_some_and(|k| k.ends_with(":resolved"))
+            })
         };
         (resolved(&acme_slack) && resolved(&globex_hook)).then_some(())
     });
@@ -830,13 +896,20 @@ fn tenant_channels_receive_only_their_tenants_alerts_in_slack_and_teams_formats(
 
     // Channels and alerts, tenant by tenant, through a tenant admin token: another
     // tenant's look exactly like a missing tenant's.
-    let globex_admin = daemon.ctl_json(&["tokens", "create", "--tenant", "globex", "--scope", "admin"])
-        ["token"]
+    let globex_admin = daemon
+        .ctl_json(&["tokens", "create", "--tenant", "globex", "--scope", "admin"])["token"]
         .as_str()
         .expect("token")
         .to_owned();
-    let own = daemon.ctl_as(&globex_admin, &["alerts", "channels", "list", "--tenant", "globex"]);
-    assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+    let own = daemon.ctl_as(
+        &globex_admin,
+        &["alerts", "channels", "list", "--tenant", "globex"],
+    );
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
     let own = String::from_utf8_lossy(&own.stdout).into_owned();
     assert!(own.contains("hook") && !own.contains("slack"), "{own}");
     for args in [
@@ -854,9 +927,18 @@ fn tenant_channels_receive_only_their_tenants_alerts_in_slack_and_teams_formats(
     }
     let alerts = daemon.ctl_as(&globex_admin, &["alerts", "list", "--tenant", "globex"]);
     let alerts = String::from_utf8_lossy(&alerts.stdout).into_owned();
-    assert!(alerts.contains("globex") && !alerts.contains("acme"), "{alerts}");
-    let removed = daemon.ctl_as(&globex_admin, &["alerts", "channels", "remove", "--tenant", "acme", "slack"]);
-    assert!(!removed.status.success(), "globex cannot remove acme's channel");
+    assert!(
+        alerts.contains("globex") && !alerts.contains("acme"),
+        "{alerts}"
+    );
+    let removed = daemon.ctl_as(
+        &globex_admin,
+        &["alerts", "channels", "remove", "--tenant", "acme", "slack"],
+    );
+    assert!(
+        !removed.status.success(),
+        "globex cannot remove acme's channel"
+    );
     let still = daemon.ctl_json(&["alerts", "channels", "list", "--tenant", "acme"]);
     assert!(still.to_string().contains("slack"), "{still:#}");
 }
