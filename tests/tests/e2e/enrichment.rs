@@ -10,12 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-// The GitHub plugin's fixture API: GitHub's REST shapes built from the public
-// `@octokit/webhooks-examples` and `@octokit/fixtures`.
-#[path = "../../../plugins/github/tests/support/server.rs"]
-#[allow(dead_code)]
-mod github_api;
-use e2e_tests::{npm_fixture, webhook_examples};
+use crate::github_api;
+use e2e_tests::webhook_examples;
 
 use e2e_tests::http;
 use e2e_tests::{

@@ -8,12 +8,7 @@
 
 use std::time::Duration;
 
-// The GitHub plugin's fixture API: GitHub's REST shapes built from the public
-// `@octokit/webhooks-examples` and `@octokit/fixtures`.
-#[path = "../../../plugins/github/tests/support/server.rs"]
-#[allow(dead_code)]
-mod github_api;
-use e2e_tests::{npm_fixture, webhook_examples};
+use crate::github_api;
 
 use e2e_tests::receiver::Receiver;
 use e2e_tests::{DaemonSetup, PluginPackage, World, http, pid_of, wait_for};
@@ -594,6 +589,24 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
         "collects back off exponentially (a fixed 300 ms poll would take 1.5 s): gaps {gaps:?} ms"
     );
     let requests_when_disabled = api.world().requests.len();
+    // plugin-kit counted and timed those calls; the daemon shows them per dependency.
+    let metrics = daemon.metrics();
+    let refused_calls: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(r#"integrationd_external_calls_total{plugin="github",tenant="acme",integration="gh","#)
+                && l.contains(r#"outcome="error""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        refused_calls >= 3.0,
+        "the 401s, as reported with the heartbeats: {metrics}"
+    );
+    assert!(
+        metrics.contains(r#"integrationd_external_call_seconds_count{plugin="github",tenant="acme",integration="gh","#),
+        "{metrics}"
+    );
     // Still a person's job: the first alert keeps firing while it is disabled.
     let (_, alerts) = get(&daemon.http_addr(), "/v1/alerts?state=firing", &token);
     let firing_rules: Vec<&str> = alerts["alerts"]

@@ -8,6 +8,13 @@ mod credentials;
 mod dependencies;
 mod enrichment;
 mod github;
+// The GitHub plugin's fixture API: GitHub's REST shapes built from the public
+// `@octokit/webhooks-examples` and `@octokit/fixtures`; shared by the areas that run the
+// GitHub plugin against it.
+#[path = "../../../plugins/github/tests/support/server.rs"]
+#[allow(dead_code)]
+mod github_api;
+use e2e_tests::{npm_fixture, webhook_examples};
 mod health;
 mod http_sink;
 mod integrations;
