@@ -142,10 +142,12 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
         command.env(ENV_MAGIC_COOKIE, MAGIC_COOKIE_VALUE);
     }
     pre_exec::install(&mut command, spec.limits);
-    let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
-        program: spec.program.display().to_string(),
-        cause: source,
-    })?;
+    let mut child = crate::spawner::spawn(command)
+        .await
+        .map_err(|source| LaunchError::Spawn {
+            program: spec.program.display().to_string(),
+            cause: source,
+        })?;
     let pid = child.id().unwrap_or_default();
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         kill_group(pid);
@@ -380,5 +382,47 @@ mod pre_exec {
                 Ok(())
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod spawner_thread_tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or_default()
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    #[test]
+    fn a_child_outlives_the_thread_that_asked_for_it() {
+        // A short-lived thread with its own runtime, like a tokio blocking-pool thread,
+        // launches a child with the parent-death signal set, then exits.
+        let pid = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut command = Command::new("sleep");
+                command.arg("30").kill_on_drop(false);
+                pre_exec::install(&mut command, ResourceLimits::default());
+                let child = crate::spawner::spawn(command).await.expect("spawned");
+                child.id().expect("pid")
+            })
+        })
+        .join()
+        .expect("thread");
+        // The signal is sent as the forking thread exits: had the child been forked on
+        // the thread above, it would be dead by now.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(alive(pid), "the child died with the thread");
+        kill_group(pid);
     }
 }

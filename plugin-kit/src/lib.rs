@@ -9,6 +9,7 @@ mod logging;
 mod mapping;
 mod plugin;
 mod serve;
+mod spawner;
 mod token;
 
 pub mod clock;

@@ -463,6 +463,13 @@ impl Monitoring {
             .clone();
         let keep = rules::keep(&integrations, &daemon);
         let advance = alert::advance_keeping(&live, &conditions, &keep, now, lifecycle);
+        tracing::debug!(
+            integrations = integrations.len(),
+            conditions = conditions.len(),
+            changed = advance.changed.len(),
+            elapsed_us = plugin_kit::clock::now_ms().saturating_sub(now) * 1000,
+            "alert rules evaluated"
+        );
         if advance.changed.is_empty() {
             return;
         }
