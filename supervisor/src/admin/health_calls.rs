@@ -64,7 +64,8 @@ impl HealthCalls {
             .monitoring
             .health_document(tenant.as_deref(), None)
             .await;
-        Ok(Response::new(json_document(&document)))
+        let json = serde_json::to_string(&document).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::JsonDocument { json }))
     }
 
     pub(super) async fn check_integration(

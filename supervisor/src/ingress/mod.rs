@@ -261,13 +261,16 @@ impl IntoResponse for Refusal {
 }
 
 /// A JSON body with a status.
-fn json_ok(status: StatusCode, body: &serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+fn json_ok(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    // Serialized straight to text: a document of 1,000 integrations is not first
+    // rebuilt as a `serde_json::Value`.
+    match serde_json::to_string(body) {
+        Ok(text) => (status, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot serialize an answer");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// 429 with `Retry-After` when the tenant is over its rate.

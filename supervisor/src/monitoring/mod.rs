@@ -68,6 +68,16 @@ pub struct Sources {
     pub pipeline: Arc<Pipeline>,
 }
 
+/// The health document: serialized as it is, without a `serde_json::Value` between.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthDocument {
+    pub generated_at: String,
+    pub tenant: Option<String>,
+    pub summary: std::collections::BTreeMap<&'static str, usize>,
+    pub integrations: Vec<IntegrationHealth>,
+    pub alerts: Vec<serde_json::Value>,
+}
+
 /// The monitoring facade.
 #[derive(Debug)]
 pub struct Monitoring {
@@ -263,27 +273,26 @@ impl Monitoring {
         &self,
         tenant: Option<&str>,
         integration: Option<&str>,
-    ) -> serde_json::Value {
+    ) -> HealthDocument {
         let mut integrations = self.health(tenant).await;
         if let Some(name) = integration {
             integrations.retain(|i| i.integration == name);
         }
-        let mut summary = std::collections::BTreeMap::<&str, usize>::new();
+        let mut summary = std::collections::BTreeMap::<&'static str, usize>::new();
         for health in &integrations {
             *summary.entry(health.state.as_str()).or_default() += 1;
         }
-        let firing: Vec<serde_json::Value> = self
-            .firing(tenant)
-            .iter()
-            .map(message::alert_json)
-            .collect();
-        serde_json::json!({
-            "generated_at": view::rfc3339(plugin_kit::clock::now_ms()),
-            "tenant": tenant,
-            "summary": summary,
-            "integrations": integrations,
-            "alerts": firing,
-        })
+        HealthDocument {
+            generated_at: view::rfc3339(plugin_kit::clock::now_ms()),
+            tenant: tenant.map(str::to_owned),
+            summary,
+            integrations,
+            alerts: self
+                .firing(tenant)
+                .iter()
+                .map(message::alert_json)
+                .collect(),
+        }
     }
 
     /// The alerts document (`GET /v1/alerts`, `integrationctl alerts list`).
