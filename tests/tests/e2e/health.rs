@@ -708,11 +708,16 @@ fn notifications_survive_kill_9_and_a_receiver_down_for_a_minute_in_order() {
     let receiver = Receiver::start();
     receiver.set_down(true);
     let down_since = std::time::Instant::now();
+    let up = Receiver::start();
     let setup = DaemonSetup::default()
         .with_master_key(&world.root.path().join("master.key"))
         .process("collect_interval = \"300ms\"")
         .extra(FAST_ALERTS)
-        .extra(&ops_channel(&world, &receiver));
+        .extra(&ops_channel(&world, &receiver))
+        .extra(&format!(
+            "[[alerts.channels]]\nname = \"chat\"\nurl = \"{}\"\nformat = \"slack\"\n",
+            up.url
+        ));
     let mut daemon = world.start(&setup);
     daemon.ctl_json(&["tenants", "create", "acme"]);
     daemon.add_integration(&world, "acme", "a", "first", &serde_json::json!({}));
@@ -732,6 +737,13 @@ fn notifications_survive_kill_9_and_a_receiver_down_for_a_minute_in_order() {
     let alert_a = wait_for("a firing", LONG, || firing(&daemon, "a"));
     wait_for("a delivery attempt refused", LONG, || {
         (receiver.refused() > 0).then_some(())
+    });
+    // A channel that is down delays no other: the chat channel has it already.
+    let key_a = format!("{}:firing", alert_a["id"].as_str().expect("id"));
+    wait_for("a on the channel that is up", LONG, || {
+        up.received()
+            .into_iter()
+            .find(|r| r.header("idempotency-key") == Some(key_a.as_str()))
     });
     daemon.signal(nix::sys::signal::Signal::SIGKILL);
     daemon.wait_exit(LONG);
