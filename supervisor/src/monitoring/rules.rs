@@ -321,3 +321,81 @@ pub fn evaluate(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn sink(failing_for_ms: Option<u64>) -> SinkStatus {
+        SinkStatus {
+            name: "http".to_owned(),
+            failing_since_ms: failing_for_ms.map(|ms| NOW - ms),
+            last_error: Some("HTTP 503".to_owned()),
+            delivered_events: 0,
+            failures: 3,
+        }
+    }
+
+    fn rules_of(daemon: &DaemonFacts) -> Vec<&'static str> {
+        evaluate(
+            &[],
+            daemon,
+            Thresholds {
+                dead_letters_per_15m: 10,
+            },
+            NOW,
+        )
+        .iter()
+        .map(|c| c.rule)
+        .collect()
+    }
+
+    #[test]
+    fn a_sink_alerts_after_five_minutes_of_failures_and_is_kept_while_it_fails() {
+        let four_minutes = DaemonFacts {
+            sinks: vec![sink(Some(240_000))],
+            ..DaemonFacts::default()
+        };
+        assert!(rules_of(&four_minutes).is_empty());
+        let five_minutes = DaemonFacts {
+            sinks: vec![sink(Some(FIVE_MINUTES_MS))],
+            ..DaemonFacts::default()
+        };
+        assert_eq!(rules_of(&five_minutes), ["sink_failing"]);
+        // After a restart its clock starts over, but a failing sink's alert stays.
+        let keep = keep(&[], &four_minutes);
+        assert!(
+            keep.fingerprints
+                .contains(&fingerprint("sink_failing", None, None, Some("http")))
+        );
+        assert!(
+            super::keep(
+                &[],
+                &DaemonFacts {
+                    sinks: vec![sink(None)],
+                    ..DaemonFacts::default()
+                }
+            )
+            .fingerprints
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_event_log_alerts_at_80_percent_of_its_quota() {
+        let at = |bytes| DaemonFacts {
+            log_bytes: bytes,
+            log_quota_bytes: 1000,
+            ..DaemonFacts::default()
+        };
+        assert!(rules_of(&at(799)).is_empty());
+        assert_eq!(rules_of(&at(800)), ["event_log_backlog"]);
+        let no_quota = DaemonFacts {
+            log_bytes: u64::MAX,
+            ..DaemonFacts::default()
+        };
+        assert!(rules_of(&no_quota).is_empty());
+    }
+}
