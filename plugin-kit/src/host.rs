@@ -389,39 +389,56 @@ mod pre_exec {
 mod spawner_thread_tests {
     use super::*;
 
+    /// Whether `pid` runs and has no SIGKILL pending: a parent-death signal is queued
+    /// as the forking thread exits, so a pending one counts as death.
     fn alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            !stat
-                .rsplit(')')
-                .next()
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return false;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
                 .unwrap_or_default()
-                .trim_start()
-                .starts_with('Z')
-        })
+                .to_owned()
+        };
+        let kill_pending = ["SigPnd:", "ShdPnd:"].iter().any(|name| {
+            u64::from_str_radix(&field(name), 16).is_ok_and(|mask| mask & (1 << 8) != 0)
+        });
+        !field("State:").starts_with('Z') && !kill_pending
     }
 
     #[test]
     fn a_child_outlives_the_thread_that_asked_for_it() {
         // A short-lived thread with its own runtime, like a tokio blocking-pool thread,
         // launches a child with the parent-death signal set, then exits.
-        let pid = std::thread::spawn(|| {
+        let (pid, tid) = std::thread::spawn(|| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(async {
+            let pid = runtime.block_on(async {
                 let mut command = Command::new("sleep");
                 command.arg("30").kill_on_drop(false);
                 pre_exec::install(&mut command, ResourceLimits::default());
                 let child = crate::spawner::spawn(command).await.expect("spawned");
                 child.id().expect("pid")
-            })
+            });
+            (pid, nix::unistd::gettid())
         })
         .join()
         .expect("thread");
-        // The signal is sent as the forking thread exits: had the child been forked on
-        // the thread above, it would be dead by now.
-        std::thread::sleep(Duration::from_millis(300));
+        // The thread is gone from /proc only once its exit has signalled the children it
+        // forked: await that, then the child must still run with nothing pending.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread never exited"
+            );
+            std::thread::yield_now();
+        }
         assert!(alive(pid), "the child died with the thread");
         kill_group(pid);
     }

@@ -65,23 +65,9 @@ fn main() {
 /// The same stream with health recording on and off, alternated; the best of three
 /// rounds each.
 fn compare_health(events: u64) {
-    let mut best = [0.0f64; 2];
-    for round in 0..3 {
-        for (slot, health) in [true, false].into_iter().enumerate() {
-            let rate = run(events, None, Correlation::Enriching, health);
-            println!(
-                "round {round}: health {}: {rate:.0} events/s",
-                if health { "on" } else { "off" }
-            );
-            best[slot] = best[slot].max(rate);
-        }
-    }
-    println!(
-        "best events/s: health on {:.0}, off {:.0}; recording health costs {:.1}% of the pull path's throughput",
-        best[0],
-        best[1],
-        (1.0 - best[0] / best[1]) * 100.0
-    );
+    e2e_tests::compare_on_off("recording health", "events/s", "pull path", |health| {
+        run(events, None, Correlation::Enriching, health)
+    });
 }
 
 /// What the correlation index does in a run.

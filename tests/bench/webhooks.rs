@@ -30,23 +30,9 @@ fn main() {
         run(deliveries, clients, true);
         return;
     }
-    let mut best = [0.0f64; 2];
-    for round in 0..3 {
-        for (slot, health) in [true, false].into_iter().enumerate() {
-            let rate = run(deliveries, clients, health);
-            println!(
-                "round {round}: health {}: {rate:.0} deliveries/s",
-                if health { "on" } else { "off" }
-            );
-            best[slot] = best[slot].max(rate);
-        }
-    }
-    println!(
-        "best deliveries/s: health on {:.0}, off {:.0}; recording health costs {:.1}% of the push path's throughput",
-        best[0],
-        best[1],
-        (1.0 - best[0] / best[1]) * 100.0
-    );
+    e2e_tests::compare_on_off("recording health", "deliveries/s", "push path", |health| {
+        run(deliveries, clients, health)
+    });
 }
 
 /// One daemon taking `deliveries` from `clients`; deliveries/s.

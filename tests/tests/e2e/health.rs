@@ -51,18 +51,14 @@ fn refused_collects_need_action_alert_a_person_and_recover() {
         )
     });
     let receiver = Receiver::start();
-    let secret_file = world.root.path().join("channel.secret");
-    std::fs::write(&secret_file, SECRET).expect("secret");
     let daemon = world.start(
         &DaemonSetup::default()
             .with_master_key(&world.root.path().join("master.key"))
             .process("collect_interval = \"300ms\"")
             .extra(&format!(
                 "[health]\nfailing_after = 3\ndisable_after = 0\ncollect_backoff_max = \"2s\"\n\
-                 [alerts]\nevaluate_interval = \"100ms\"\npending_for = \"0s\"\ndelivery_retry_max = \"500ms\"\n\
-                 [[alerts.channels]]\nname = \"ops\"\nurl = \"{}\"\nformat = \"betalogs\"\nsecret_file = \"{}\"\n",
-                receiver.url,
-                secret_file.display()
+                 [alerts]\nevaluate_interval = \"100ms\"\npending_for = \"0s\"\ndelivery_retry_max = \"500ms\"\n{}",
+                ops_channel(&world, &receiver)
             )),
     );
     for tenant in ["acme", "globex"] {
@@ -488,18 +484,14 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
     let world = World::new();
     world.install(&PluginPackage::real("github"));
     let receiver = Receiver::start();
-    let secret_file = world.root.path().join("channel.secret");
-    std::fs::write(&secret_file, SECRET).expect("secret");
     let daemon = world.start(
         &DaemonSetup::default()
             .with_master_key(&world.root.path().join("master.key"))
             .process("collect_interval = \"300ms\"")
             .extra(&format!(
                 "[health]\nfailing_after = 3\ndisable_after = 6\ncollect_backoff_max = \"2s\"\n\
-                 [alerts]\nevaluate_interval = \"100ms\"\npending_for = \"0s\"\ndelivery_retry_max = \"500ms\"\n\
-                 [[alerts.channels]]\nname = \"ops\"\nurl = \"{}\"\nsecret_file = \"{}\"\n",
-                receiver.url,
-                secret_file.display()
+                 [alerts]\nevaluate_interval = \"100ms\"\npending_for = \"0s\"\ndelivery_retry_max = \"500ms\"\n{}",
+                ops_channel(&world, &receiver)
             )),
     );
     daemon.ctl_json(&["tenants", "create", "acme"]);
