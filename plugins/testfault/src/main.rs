@@ -20,7 +20,7 @@
 //! | `--emit N` | `Collect` streams events N in total, 500 a batch, resuming at the cursor |
 //! | `--invalid-every K` | every K-th emitted event is schema-invalid |
 //! | `--failure-every K` | event 0 is a deployment of `testfault` to production ten minutes ago, and every K-th after it an error log line (a failure to enrich) |
-//! | `--collect-error-file PATH` | while PATH exists, `Collect` fails with the error class PATH holds (`auth`, `permission`, `unavailable`, ...) |
+//! | `--collect-error-file PATH` | while PATH exists, `Collect` fails with the error class its first line holds (`auth`, `permission`, `unavailable`, ...) and the message its next lines hold, if any |
 //! | `--collect-stall-file PATH` | while PATH exists, `Collect` opens its stream and yields nothing (heartbeats still answer) |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 //! | `--probe-url URL` | once configured, GETs URL every 200 ms through plugin-kit's resilient client (breaker: 2 failures, 1 s cool-down) and reports it as dependency `probe` |
@@ -323,13 +323,17 @@ impl Plugin for TestFault {
             return Err(Status::unimplemented("start with --emit N to collect"));
         };
         if let Some(path) = &self.faults.collect_error_file
-            && let Ok(class) = std::fs::read_to_string(path)
+            && let Ok(text) = std::fs::read_to_string(path)
         {
+            let (class, message) = text.split_once('\n').unwrap_or((&text, ""));
             let class = plugin_kit::ErrorClass::parse(class.trim())
                 .unwrap_or(plugin_kit::ErrorClass::Internal);
-            return Err(class.status(format!(
-                "testfault: collect fails with {class} (while {path} exists)"
-            )));
+            let message = message.trim();
+            return Err(class.status(if message.is_empty() {
+                format!("testfault: collect fails with {class} (while {path} exists)")
+            } else {
+                format!("testfault: {message}")
+            }));
         }
         if let Some(path) = &self.faults.collect_stall_file
             && std::path::Path::new(path).exists()

@@ -279,7 +279,9 @@ impl Correlator {
                 deployment: record.deployment,
                 revision: record.revision,
                 url: record.url,
+                commit_url: record.commit_url,
                 failures: Vec::new(),
+                evidence: Vec::new(),
             });
         }
         for (_, raw) in self.store.scan(Table::Failures, &prefix(&scope))? {
@@ -295,13 +297,42 @@ impl Correlator {
                     .or_else(|| newest["data"]["event_id"].as_str())
                     .unwrap_or_default();
                 if let Some(&at) = index.get(key) {
-                    views[at]
-                        .failures
-                        .push(failure["id"].as_str().unwrap_or_default().to_owned());
+                    let evidence = evidence_of(&failure);
+                    views[at].failures.push(evidence.id.clone());
+                    views[at].evidence.push(evidence);
                 }
             }
         }
         Ok(views)
+    }
+}
+
+/// A stored failure event's id, type, time and subject, and every link its
+/// enrichments carry, each once.
+fn evidence_of(failure: &Value) -> super::FailureEvidence {
+    let text = |field: &str| failure[field].as_str().unwrap_or_default().to_owned();
+    let mut links: Vec<super::EvidenceLink> = Vec::new();
+    let enrichments = failure["data"]["enrichments"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    for link in enrichments.flat_map(|e| e["links"].as_array().into_iter().flatten()) {
+        let (Some(rel), Some(url)) = (link["rel"].as_str(), link["url"].as_str()) else {
+            continue;
+        };
+        if !links.iter().any(|l| l.url == url && l.rel == rel) {
+            links.push(super::EvidenceLink {
+                rel: rel.to_owned(),
+                url: url.to_owned(),
+            });
+        }
+    }
+    super::FailureEvidence {
+        id: text("id"),
+        kind: text("type"),
+        time: text("time"),
+        subject: failure["subject"].as_str().map(str::to_owned),
+        links,
     }
 }
 

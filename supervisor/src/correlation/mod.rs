@@ -62,8 +62,64 @@ pub struct DeploymentView {
     pub deployment: Option<String>,
     pub revision: Option<String>,
     pub url: Option<String>,
+    /// The deployed commit's page.
+    pub commit_url: Option<String>,
     /// Ids of the failures that list this deployment as the newest before them.
     pub failures: Vec<String>,
+    /// The same failures, with what links them to evidence.
+    pub evidence: Vec<FailureEvidence>,
+}
+
+/// A failure that followed a deployment, and the links its enrichments carry
+/// (deployment, commit, pull request, alarm).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureEvidence {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: String,
+    pub subject: Option<String>,
+    pub links: Vec<EvidenceLink>,
+}
+
+/// One link of an enrichment: `rel` is `deployment`, `commit`, `pull_request`, `alarm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceLink {
+    pub rel: String,
+    pub url: String,
+}
+
+/// Per service: how many deployments, how many were followed by a failure, and the
+/// ratio (DORA's change-failure rate).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeFailureRate {
+    pub service: String,
+    pub deployments: u64,
+    pub failed: u64,
+    pub change_failure_rate: f64,
+}
+
+/// The change-failure rate of each service in `deployments`, by service name.
+pub fn change_failure_rates<'a>(
+    deployments: impl IntoIterator<Item = (&'a str, bool)>,
+) -> Vec<ChangeFailureRate> {
+    let mut services: std::collections::BTreeMap<&str, (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for (service, failed) in deployments {
+        let entry = services.entry(service).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(failed);
+    }
+    services
+        .into_iter()
+        .map(|(service, (deployments, failed))| ChangeFailureRate {
+            service: service.to_owned(),
+            deployments,
+            failed,
+            #[allow(clippy::cast_precision_loss)]
+            change_failure_rate: failed as f64 / deployments.max(1) as f64,
+        })
+        .collect()
 }
 
 /// Why a correlation read failed.

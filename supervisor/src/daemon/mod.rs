@@ -320,6 +320,8 @@ pub async fn run(
                 },
                 book: book.clone(),
                 monitoring: monitoring.clone(),
+                integrations: integrations.clone(),
+                correlator: correlator.clone(),
             },
             config.ingress.clone(),
         )),

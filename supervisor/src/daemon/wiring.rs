@@ -258,8 +258,11 @@ impl InstanceObserver for HealthObserver {
     }
 
     fn collect_committed(&self, instance: &InstanceLabels, batch: &CollectedBatch) {
-        self.book
-            .collected(&instance.key(), batch.dead_lettered, batch.newest_event_ms);
+        self.book.collected(
+            &instance.key(),
+            (batch.stored, batch.dead_lettered),
+            batch.newest_event_ms,
+        );
     }
 
     fn collect_passed(&self, instance: &InstanceLabels) {

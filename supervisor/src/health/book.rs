@@ -84,14 +84,21 @@ impl HealthBook {
         });
     }
 
-    /// A collected batch was committed: `newest_event_ms` is the latest event time in it.
-    pub fn collected(&self, key: &InstanceKey, dead_lettered: usize, newest_event_ms: Option<u64>) {
+    /// A collected batch was committed: `stored` events, `dead_lettered` sent to the
+    /// dead-letter queue; `newest_event_ms` is the latest event time in it.
+    pub fn collected(
+        &self,
+        key: &InstanceKey,
+        (stored, dead_lettered): (usize, usize),
+        newest_event_ms: Option<u64>,
+    ) {
         if !self.data_path {
             return;
         }
         let now = plugin_kit::clock::now_ms();
         self.with(key, None, |facts| {
             facts.succeeded(now);
+            facts.events.add(now, stored as u64);
             if let Some(newest) = newest_event_ms {
                 facts.last_event_ms = Some(facts.last_event_ms.map_or(newest, |t| t.max(newest)));
                 facts.lag_ms = Some(now.saturating_sub(newest));
@@ -141,8 +148,7 @@ impl HealthBook {
     pub fn process_failed(&self, key: &InstanceKey, reason: &str) {
         let now = plugin_kit::clock::now_ms();
         self.with(key, None, |facts| {
-            facts.errors.add(now, 1, super::model::ONE_HOUR);
-            facts.last_error = Some(super::model::LastError {
+            facts.error(super::model::LastError {
                 class: ErrorClass::Internal,
                 message: reason.to_owned(),
                 source: "process",
@@ -214,6 +220,7 @@ impl HealthBook {
         };
         if accepted {
             facts.webhooks_accepted.add(now, 1, FIVE_MINUTES);
+            facts.successes.add(now, 1, super::model::ONE_HOUR);
         } else {
             facts.webhooks_refused.add(now, 1, FIVE_MINUTES);
         }
@@ -221,9 +228,10 @@ impl HealthBook {
         true
     }
 
-    /// Events of a known integration went to the dead-letter queue.
-    pub fn dead_lettered(&self, key: &InstanceKey, count: usize) {
-        if count == 0 {
+    /// What a webhook delivery to a known integration became: events stored, events
+    /// sent to the dead-letter queue.
+    pub fn webhook_committed(&self, key: &InstanceKey, stored: usize, dead_lettered: usize) {
+        if !self.data_path || stored + dead_lettered == 0 {
             return;
         }
         let now = plugin_kit::clock::now_ms();
@@ -233,7 +241,8 @@ impl HealthBook {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(key)
         {
-            facts.dead_letters.add(now, count as u64, ONE_DAY);
+            facts.events.add(now, stored as u64);
+            facts.dead_letters.add(now, dead_lettered as u64, ONE_DAY);
         }
     }
 
@@ -290,8 +299,12 @@ mod tests {
         assert_eq!(facts.consecutive_refusals, 0);
         assert_eq!(facts.last_check.map(|(_, ok)| ok), Some(true));
         book.collect_failed(&key, ErrorClass::Unavailable, "502");
-        book.collected(&key, 2, Some(1));
+        book.collected(&key, (5, 2), Some(1));
+        book.webhook_committed(&key, 3, 0);
+        book.webhook_committed(&InstanceKey::new("stranger", "x"), 3, 0);
         let facts = book.get(&key).expect("known");
+        let now = plugin_kit::clock::now_ms();
+        assert_eq!(facts.events.last_hour(now).iter().sum::<u64>(), 8);
         assert_eq!(facts.consecutive_failures, 0);
         assert_eq!(facts.last_event_ms, Some(1));
         assert_eq!(

@@ -163,6 +163,75 @@ impl Occurrences {
     }
 }
 
+/// Counts per minute over the last hour, for a sparkline: a ring of 60 minutes that
+/// stays 60 numbers however busy the integration is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerMinute {
+    /// The minute (ms since the epoch / 60,000) that `counts[newest]` holds.
+    newest_minute: u64,
+    newest: usize,
+    counts: [u64; MINUTES_KEPT],
+}
+
+/// The minutes a [`PerMinute`] keeps.
+pub const MINUTES_KEPT: usize = 60;
+
+impl Default for PerMinute {
+    fn default() -> Self {
+        Self {
+            newest_minute: 0,
+            newest: 0,
+            counts: [0; MINUTES_KEPT],
+        }
+    }
+}
+
+impl PerMinute {
+    pub fn add(&mut self, at_ms: u64, count: u64) {
+        let minute = at_ms / 60_000;
+        if minute < self.newest_minute {
+            // Older than the ring's newest minute (a clock step back): counted in the
+            // minute it fits, if it is still kept.
+            let back = self.newest_minute - minute;
+            if let Ok(back) = usize::try_from(back)
+                && back < MINUTES_KEPT
+            {
+                let slot = (self.newest + MINUTES_KEPT - back) % MINUTES_KEPT;
+                self.counts[slot] = self.counts[slot].saturating_add(count);
+            }
+            return;
+        }
+        self.advance_to(minute);
+        self.counts[self.newest] = self.counts[self.newest].saturating_add(count);
+    }
+
+    fn advance_to(&mut self, minute: u64) {
+        let ahead = minute - self.newest_minute.min(minute);
+        if ahead == 0 {
+            return;
+        }
+        if ahead >= MINUTES_KEPT as u64 {
+            self.counts = [0; MINUTES_KEPT];
+        } else {
+            for _ in 0..ahead {
+                self.newest = (self.newest + 1) % MINUTES_KEPT;
+                self.counts[self.newest] = 0;
+            }
+        }
+        self.newest_minute = minute;
+    }
+
+    /// The counts of the last 60 minutes up to `now_ms`, oldest first: the last one is
+    /// the minute under way.
+    pub fn last_hour(&self, now_ms: u64) -> Vec<u64> {
+        let mut ring = self.clone();
+        ring.advance_to(now_ms / 60_000);
+        (1..=MINUTES_KEPT)
+            .map(|i| ring.counts[(ring.newest + i) % MINUTES_KEPT])
+            .collect()
+    }
+}
+
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -171,6 +240,8 @@ pub const FIVE_MINUTES: Duration = Duration::from_secs(300);
 pub const ONE_HOUR: Duration = Duration::from_secs(3600);
 pub const ONE_DAY: Duration = Duration::from_secs(86_400);
 pub const FIFTEEN_MINUTES: Duration = Duration::from_secs(900);
+/// The errors an integration's page lists.
+pub const RECENT_ERRORS: usize = 10;
 
 /// Everything the supervisor saw of one integration.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +266,12 @@ pub struct Facts {
     pub consecutive_refusals: u32,
     pub errors: Occurrences,
     pub last_error: Option<LastError>,
+    /// The last [`RECENT_ERRORS`] errors, oldest first.
+    pub recent_errors: VecDeque<LastError>,
+    /// Collects and webhook deliveries that succeeded, for the error rate.
+    pub successes: Occurrences,
+    /// Events stored, per minute.
+    pub events: PerMinute,
     pub breakers: Vec<Breaker>,
     pub dead_letters: Occurrences,
     pub webhooks_accepted: Occurrences,
@@ -223,6 +300,9 @@ impl Facts {
             consecutive_refusals: 0,
             errors: Occurrences::default(),
             last_error: None,
+            recent_errors: VecDeque::new(),
+            successes: Occurrences::default(),
+            events: PerMinute::default(),
             breakers: Vec::new(),
             dead_letters: Occurrences::default(),
             webhooks_accepted: Occurrences::default(),
@@ -241,8 +321,7 @@ impl Facts {
         } else {
             self.consecutive_refusals = 0;
         }
-        self.errors.add(now_ms, 1, ONE_HOUR);
-        self.last_error = Some(LastError {
+        self.error(LastError {
             class,
             message: message.to_owned(),
             source,
@@ -250,8 +329,27 @@ impl Facts {
         });
     }
 
+    /// An error to count and show, whatever it does to the streaks.
+    pub fn error(&mut self, error: LastError) {
+        self.errors.add(error.at_ms, 1, ONE_HOUR);
+        if self.recent_errors.len() == RECENT_ERRORS {
+            self.recent_errors.pop_front();
+        }
+        self.recent_errors.push_back(error.clone());
+        self.last_error = Some(error);
+    }
+
+    /// Errors among the attempts of the last hour (`None` before any attempt).
+    pub fn error_rate(&self, now_ms: u64) -> Option<f64> {
+        let errors = self.errors.within(now_ms, ONE_HOUR);
+        let attempts = errors + self.successes.within(now_ms, ONE_HOUR);
+        #[allow(clippy::cast_precision_loss)]
+        (attempts > 0).then(|| errors as f64 / attempts as f64)
+    }
+
     /// A collect (or a passing check) succeeded: the failure streak ends.
     pub fn succeeded(&mut self, now_ms: u64) {
+        self.successes.add(now_ms, 1, ONE_HOUR);
         self.last_success_ms = Some(now_ms);
         self.consecutive_failures = 0;
         self.consecutive_refusals = 0;
@@ -472,6 +570,56 @@ mod tests {
         let (s, why) = assess(&facts, NOW, &HealthConfig::default());
         assert_eq!(s, HealthState::Disabled);
         assert_eq!(why, "disabled by operator: maintenance");
+    }
+
+    #[test]
+    fn per_minute_counts_keep_one_hour_oldest_first() {
+        let mut events = PerMinute::default();
+        let minute = 60_000;
+        events.add(NOW - 2 * 3_600_000, 99);
+        events.add(NOW - 59 * minute, 3);
+        events.add(NOW - 2 * minute, 5);
+        events.add(NOW - 2 * minute, 1);
+        events.add(NOW, 7);
+        // A late arrival for a minute still kept lands in that minute.
+        events.add(NOW - minute, 2);
+        let hour = events.last_hour(NOW);
+        assert_eq!(hour.len(), MINUTES_KEPT);
+        assert_eq!(hour[0], 3);
+        assert_eq!(&hour[57..], &[6, 2, 7]);
+        assert_eq!(
+            hour.iter().sum::<u64>(),
+            18,
+            "the count from two hours ago is gone"
+        );
+        // Read later, the minutes move left and fall off.
+        let later = events.last_hour(NOW + 3 * minute);
+        assert_eq!(&later[54..], &[6, 2, 7, 0, 0, 0]);
+        assert_eq!(events.last_hour(NOW + 61 * minute), vec![0; MINUTES_KEPT]);
+    }
+
+    #[test]
+    fn recent_errors_keep_the_last_ten_and_the_rate_counts_attempts() {
+        let mut facts = running();
+        assert_eq!(facts.error_rate(NOW), Some(0.0));
+        for i in 0..12 {
+            facts.failed(
+                "collect",
+                ErrorClass::Unavailable,
+                &format!("502 #{i}"),
+                NOW,
+            );
+        }
+        assert_eq!(facts.recent_errors.len(), RECENT_ERRORS);
+        assert_eq!(facts.recent_errors[0].message, "502 #2");
+        assert_eq!(facts.recent_errors[9].message, "502 #11");
+        // 12 errors, and the success of `running()` with three more.
+        for _ in 0..3 {
+            facts.succeeded(NOW + 1_500);
+        }
+        let rate = facts.error_rate(NOW + 1_500).expect("attempts");
+        assert!((rate - 0.75).abs() < 1e-9, "{rate}");
+        assert_eq!(Facts::new("github", NOW).error_rate(NOW), None);
     }
 
     #[test]

@@ -16,21 +16,24 @@ use super::{Ingress, Refusal, json_ok};
 use crate::health::IntegrationGauges;
 use crate::monitoring::alert::AlertState;
 
-/// Which tenant the caller reads: `None` for all.
-fn scope(
+/// The one refusal for a tenant the token may not read, whether or not it exists.
+pub(super) fn forbidden() -> Refusal {
+    Refusal::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this token may not read that tenant's health",
+    )
+}
+
+/// Which tenant the caller reads (`?tenant=` narrows an all-tenant token): `None` for
+/// all.
+pub(super) fn scope(
     ingress: &Ingress,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<Option<String>, Refusal> {
     let token = super::bearer::token(ingress, headers, "a monitor or tenant admin token")?;
     let asked = query.get("tenant").filter(|t| !t.is_empty());
-    let forbidden = || {
-        Refusal::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this token may not read that tenant's health",
-        )
-    };
     match (token.health_scope(), asked) {
         (_, Some(tenant)) if !token.reads_health_of(tenant) => Err(forbidden()),
         (None, asked) if token.scope == crate::tenants::TokenScope::Monitor => Ok(asked.cloned()),

@@ -4,9 +4,11 @@
 
 mod bearer;
 mod body;
+mod dashboard;
 mod events;
 mod health_api;
 mod host_verify;
+mod integration_api;
 mod listener;
 mod rate;
 mod webhooks;
@@ -19,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::config::IngressConfig;
+use crate::correlation::Correlator;
 use crate::health::{HealthBook, Metrics};
+use crate::integrations::Integrations;
 use crate::monitoring::Monitoring;
 use crate::pipeline::Pipeline;
 use crate::process::Manager;
@@ -48,6 +52,10 @@ pub struct Ingress {
     pub book: Arc<HealthBook>,
     /// `/v1/health`, `/v1/alerts`, and the health gauges of `/metrics`.
     pub monitoring: Arc<Monitoring>,
+    /// Configuration histories, for an integration's page.
+    pub integrations: Integrations,
+    /// Deployments and the failures that followed them.
+    pub correlator: Arc<Correlator>,
     pub config: IngressConfig,
 }
 
@@ -61,6 +69,8 @@ pub struct IngressParts {
     pub verifier: HostVerifier,
     pub book: Arc<HealthBook>,
     pub monitoring: Arc<Monitoring>,
+    pub integrations: Integrations,
+    pub correlator: Arc<Correlator>,
 }
 
 impl Ingress {
@@ -73,11 +83,15 @@ impl Ingress {
             verifier,
             book,
             monitoring,
+            integrations,
+            correlator,
         } = parts;
         Self {
             verifier,
             book,
             monitoring,
+            integrations,
+            correlator,
             rates: TenantRates::new(config.rate_per_second, config.burst),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             body_budget: Arc::new(tokio::sync::Semaphore::new(
@@ -158,6 +172,11 @@ impl Ingress {
 /// The routes, ready to serve.
 pub fn router(ingress: Arc<Ingress>) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/ui", get(dashboard::page))
+        .route("/ui/", get(dashboard::page))
+        .route("/ui/assets/{name}", get(dashboard::asset))
+        .route("/ui/{*view}", get(dashboard::page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route(
@@ -167,6 +186,11 @@ pub fn router(ingress: Arc<Ingress>) -> Router {
         .route("/v1/events/{tenant}", post(events::receive))
         .route("/v1/health", get(health_api::health))
         .route("/v1/alerts", get(health_api::alerts))
+        .route(
+            "/v1/integrations/{tenant}/{integration}",
+            get(integration_api::integration),
+        )
+        .route("/v1/deployments", get(integration_api::deployments))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ingress)

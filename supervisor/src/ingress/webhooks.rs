@@ -323,7 +323,9 @@ async fn answer_with(
     match ingress.pipeline.commit(submission).await {
         Ok(outcome) => {
             let key = crate::names::InstanceKey::new(tenant, integration);
-            ingress.book.dead_lettered(&key, outcome.dead_lettered);
+            ingress
+                .book
+                .webhook_committed(&key, outcome.stored, outcome.dead_lettered);
             ingress.metrics.integration_events(
                 tenant,
                 integration,

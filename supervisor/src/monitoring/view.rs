@@ -56,7 +56,7 @@ pub struct ErrorView {
 }
 
 impl ErrorView {
-    fn of(error: &LastError) -> Self {
+    pub fn of(error: &LastError) -> Self {
         Self {
             class: error.class.as_str().to_owned(),
             message: error.message.clone(),
@@ -135,6 +135,12 @@ pub struct IntegrationHealth {
     pub consecutive_failures: u32,
     pub errors_5m: u64,
     pub errors_1h: u64,
+    /// Errors among the collects, checks and webhook deliveries of the last hour.
+    pub error_rate_1h: Option<f64>,
+    /// Events stored per minute over the last hour, oldest first (the last is the
+    /// minute under way).
+    pub events_per_minute: Vec<u64>,
+    pub events_1h: u64,
     pub last_error: Option<ErrorView>,
     pub freshness: Freshness,
     pub poll_interval_seconds: f64,
@@ -210,6 +216,7 @@ pub fn build(inputs: &Inputs<'_>) -> Vec<IntegrationHealth> {
             facts.disabled.clone_from(&configured.disabled);
             facts.paused = configured.paused;
             let (state, reason) = assess(&facts, now, inputs.config);
+            let events_per_minute = facts.events.last_hour(now);
             let uptime_seconds = process
                 .filter(|s| s.pid.is_some())
                 .map(|s| now.saturating_sub(plugin_kit::clock::unix_ms(s.since)) / 1000);
@@ -225,6 +232,9 @@ pub fn build(inputs: &Inputs<'_>) -> Vec<IntegrationHealth> {
                 consecutive_failures: facts.consecutive_failures,
                 errors_5m: facts.errors.within(now, FIVE_MINUTES),
                 errors_1h: facts.errors.within(now, ONE_HOUR),
+                error_rate_1h: facts.error_rate(now),
+                events_1h: events_per_minute.iter().sum(),
+                events_per_minute,
                 last_error: facts.last_error.as_ref().map(ErrorView::of),
                 freshness: facts.freshness(now),
                 poll_interval_seconds: facts.poll_interval.as_secs_f64(),

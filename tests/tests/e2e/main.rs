@@ -5,6 +5,7 @@
 mod admin;
 mod cloudwatch;
 mod credentials;
+mod dashboard;
 mod dependencies;
 mod enrichment;
 mod github;

@@ -110,25 +110,11 @@ pub async fn run_deployments(
         .list_deployments(with_token(request, token)?)
         .await
         .answer()?;
-    // Per service: deployments, those followed by failures, the rate.
-    let mut services: std::collections::BTreeMap<&str, (u64, u64)> =
-        std::collections::BTreeMap::new();
-    for deployment in &list.deployments {
-        let entry = services.entry(deployment.service.as_str()).or_default();
-        entry.0 += 1;
-        entry.1 += u64::from(!deployment.failures.is_empty());
-    }
-    let rates: Vec<serde_json::Value> = services
-        .iter()
-        .map(|(service, (deployments, failed))| {
-            serde_json::json!({
-                "service": service,
-                "deployments": deployments,
-                "failed": failed,
-                "change_failure_rate": *failed as f64 / (*deployments).max(1) as f64,
-            })
-        })
-        .collect();
+    let rates = supervisor::correlation::change_failure_rates(
+        list.deployments
+            .iter()
+            .map(|d| (d.service.as_str(), !d.failures.is_empty())),
+    );
     show(
         output,
         &serde_json::json!({
@@ -160,10 +146,13 @@ pub async fn run_deployments(
                     .collect(),
             );
             println!();
-            for (service, (deployments, failed)) in &services {
+            for rate in &rates {
                 println!(
-                    "{service}: {failed} of {deployments} deployment(s) followed by failures (change-failure rate {:.0}%)",
-                    *failed as f64 * 100.0 / (*deployments).max(1) as f64
+                    "{}: {} of {} deployment(s) followed by failures (change-failure rate {:.0}%)",
+                    rate.service,
+                    rate.failed,
+                    rate.deployments,
+                    rate.change_failure_rate * 100.0
                 );
             }
         },
