@@ -59,18 +59,22 @@ fn renders(page: &mut Page) -> u64 {
         .unwrap_or(0)
 }
 
-fn health(addr: &str, token: &str) -> Value {
+fn get(addr: &str, path: &str, token: &str) -> (u16, Value) {
     let bearer = format!("Bearer {token}");
-    http::request(
+    let response = http::request(
         addr,
         "GET",
-        "/v1/health",
+        path,
         &[("authorization", &bearer)],
         b"",
         http::Framing::Length,
     )
-    .expect("GET /v1/health")
-    .json()
+    .expect("GET");
+    (response.status, response.json())
+}
+
+fn health(addr: &str, token: &str) -> Value {
+    get(addr, "/v1/health", token).1
 }
 
 #[test]
@@ -89,6 +93,21 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
                 "3",
                 "--collect-error-file",
                 failing.to_str().expect("utf8"),
+            ],
+        )
+    });
+    // globex's integration sends every second event invalid: dead letters to list.
+    world.install(&PluginPackage {
+        capabilities: vec!["collect".to_owned()],
+        ..PluginPackage::testfault(
+            "sloppy",
+            &[
+                "--capabilities",
+                "collect",
+                "--emit",
+                "4",
+                "--invalid-every",
+                "2",
             ],
         )
     });
@@ -116,7 +135,7 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
         &world,
         "globex",
         "secret-project",
-        "puller",
+        "sloppy",
         &serde_json::json!({}),
     );
     // A second version whose value is markup: the history shows it as text.
@@ -180,6 +199,38 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
             Some("nosniff")
         );
     }
+
+    // The page's data: another tenant's integration is refused exactly as one of a
+    // tenant that does not exist; a missing integration of its own is 404; dead
+    // letters come without their payloads.
+    let refused = get(&addr, "/v1/integrations/globex/secret-project", &acme);
+    assert_eq!(refused.0, 403);
+    assert_eq!(
+        refused,
+        get(&addr, "/v1/integrations/nobody/nothing", &acme)
+    );
+    assert_eq!(get(&addr, "/v1/deployments?tenant=globex", &acme).0, 403);
+    let missing = get(&addr, "/v1/integrations/acme/nothing", &acme);
+    assert_eq!(missing.0, 404, "{}", missing.1);
+    assert_eq!(
+        get(&addr, "/v1/integrations/acme/orders", "bl_wrong").0,
+        401
+    );
+    let sloppy = wait_for("globex's dead letters", LONG, || {
+        let (code, page) = get(&addr, "/v1/integrations/globex/secret-project", &operator);
+        assert_eq!(code, 200, "{page}");
+        (page["dead_letters_total"].as_u64() >= Some(1)).then_some(page)
+    });
+    let letter = sloppy["dead_letters"][0]
+        .as_object()
+        .expect("a dead letter");
+    let mut fields: Vec<&str> = letter.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["at", "id", "reason", "stage"],
+        "no payload: {letter:?}"
+    );
 
     // A tenant's token: its own integrations, nothing of globex's.
     let mut page = Page::launch(1440, 900);
@@ -379,6 +430,17 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
     page.wait_for(
         "the tenant filter",
         "document.querySelectorAll('tbody tr').length === 1",
+        LONG,
+    );
+    assert_eq!(
+        page.eval("location.search"),
+        "?tenant=globex",
+        "the filter is in the address, to share"
+    );
+    page.eval("document.querySelector('tbody a').click()");
+    page.wait_for(
+        "globex's dead letters listed",
+        "document.body.innerText.includes('Dead letters (') && document.querySelectorAll('td.mono').length >= 1",
         LONG,
     );
 

@@ -375,6 +375,42 @@ fn failures_are_linked_to_the_deployments_before_them_through_the_daemon() {
         "never another tenant's failures"
     );
 
+    // The same view on the dashboard's deployments page, with links to the evidence.
+    let token = setup
+        .daemon
+        .ctl_json(&["tokens", "create", "--tenant", "acme", "--scope", "monitor"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut page = e2e_tests::browser::Page::launch(1280, 900);
+    crate::dashboard::sign_in(&mut page, &setup.daemon.http_addr(), &token);
+    page.eval("document.querySelector('nav a[data-view=deployments]').click()");
+    page.wait_for(
+        "the deployments page",
+        "location.pathname === '/ui/deployments' && document.querySelectorAll('tbody tr').length === 2",
+        LONG,
+    );
+    let shown = page.eval("document.getElementById('view').innerText");
+    let shown = shown.as_str().expect("text");
+    assert!(
+        shown.contains("100%") && shown.contains("2 of 2 deployments"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Hello-World") && shown.contains("production"),
+        "{shown}"
+    );
+    let links =
+        page.eval("[...document.querySelectorAll('#view a[rel]')].map(a => [a.innerText, a.href])");
+    let links = links.as_array().expect("links");
+    assert!(
+        links.iter().any(|l| l[0] == "deployment"
+            && l[1] == "https://github.com/Codertocat/Hello-World/deployments"),
+        "{links:?}"
+    );
+    assert!(links.iter().any(|l| l[0] == "commit 1111111"), "{links:?}");
+    page.screenshot(&e2e_tests::browser::screenshot_dir().join("dashboard-deployments.png"));
+
     // Batch enrichment over the range: everything is already enriched.
     let summary = setup.daemon.ctl_json(&[
         "enrich",

@@ -101,4 +101,24 @@ fn quickstart_config_supervises_both_product_plugins_from_relative_paths() {
         temp.path().join("state/db").is_dir(),
         "state lives in ./state"
     );
+
+    // The README's dashboard steps: an operator's monitoring token, then the page.
+    let token =
+        daemon.ctl_json(&["tokens", "create", "--scope", "monitor", "--all-tenants"])["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+    let mut page = e2e_tests::browser::Page::launch(1280, 720);
+    crate::dashboard::sign_in(&mut page, &daemon.http_addr(), &token);
+    let rows = page.wait_for(
+        "both plugins on the overview",
+        "document.querySelectorAll('tbody tr').length === 2 && document.getElementById('view').innerText",
+        Duration::from_secs(30),
+    );
+    let rows = rows.as_str().expect("text");
+    assert!(
+        rows.contains("github") && rows.contains("cloudwatch"),
+        "{rows}"
+    );
+    page.screenshot(&e2e_tests::browser::screenshot_dir().join("dashboard-quickstart.png"));
 }

@@ -290,6 +290,14 @@ function integrationView(tenant, name) {
   };
 }
 
+/** `commit 1a2b3c4`, `pull request #12`, `alarm`: what a link points at. */
+function evidenceLabel(link) {
+  const tail = String(link.url).split(/[?#]/)[0].split("/").filter(Boolean).pop() || "";
+  if (link.rel === "commit" && /^[0-9a-f]{7,40}$/i.test(tail)) return `commit ${tail.slice(0, 7)}`;
+  if (link.rel === "pull_request" && /^\d+$/.test(tail)) return `pull request #${tail}`;
+  return link.rel.replace("_", " ");
+}
+
 const deployments = {
   title: "Deployments",
   load: () => api("/v1/deployments"),
@@ -312,7 +320,7 @@ const deployments = {
           external(d.url, "deployment")),
         cell({}, d.evidence.length ? h("ul", { class: "plain" }, d.evidence.map((f) => h("li", {},
           `${f.type}${f.subject ? ` (${f.subject})` : ""}, ${sinceText(f.time)} `,
-          h("span", { class: "links" }, f.links.map((l) => external(l.url, l.rel.replace("_", " ")))))))
+          h("span", { class: "links" }, f.links.map((l) => external(l.url, evidenceLabel(l)))))))
           : h("span", { class: "muted" }, "none")),
       ]), "No deployment seen yet."),
     ];
