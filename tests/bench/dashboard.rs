@@ -7,7 +7,9 @@
 //! - page weight: the bytes a cold load receives, the page's own files and the data;
 //! - daemon time per refresh: what one refresh asks (`GET /v1/health`), timed at the
 //!   client on loopback (an upper bound of the daemon's time), for the operator's
-//!   all-tenant token and for one tenant's.
+//!   all-tenant token and for one tenant's; and an integration's page
+//!   (`GET /v1/integrations/...`, whose tenant has dead letters: its integrations send
+//!   every second event invalid) and `GET /v1/deployments`.
 
 use std::time::{Duration, Instant};
 
@@ -45,13 +47,28 @@ fn main() {
         capabilities: vec!["collect".to_owned()],
         ..PluginPackage::testfault("collector", &["--capabilities", "collect", "--emit", "1"])
     });
+    world.install(&PluginPackage {
+        capabilities: vec!["collect".to_owned()],
+        ..PluginPackage::testfault(
+            "sloppy",
+            &[
+                "--capabilities",
+                "collect",
+                "--emit",
+                "2",
+                "--invalid-every",
+                "2",
+            ],
+        )
+    });
     let mut setup = DaemonSetup::default()
         .process("heartbeat_interval = \"5s\"")
         .process("start_timeout = \"60s\"");
     for index in 0..integrations {
+        let tenant = index % tenants;
         setup = setup.tenant_instance(
-            "collector",
-            &format!("tenant-{:02}", index % tenants),
+            if tenant == 0 { "sloppy" } else { "collector" },
+            &format!("tenant-{tenant:02}"),
             &format!("collector-{index:03}"),
         );
     }
@@ -87,6 +104,8 @@ fn main() {
             (healthy == integrations).then_some(())
         },
     );
+    // The instances come from the daemon's file; a token needs the tenant created.
+    daemon.ctl_json(&["tenants", "create", "tenant-00"]);
     let tenant = token(&[
         "tokens",
         "create",
@@ -142,12 +161,26 @@ fn main() {
     }
 
     // What a refresh costs the daemon.
-    for (who, token) in [("all_tenants", &operator), ("one_tenant", &tenant)] {
+    let letters =
+        get("/v1/integrations/tenant-00/collector-000", &operator).json()["dead_letters_total"]
+            .as_u64()
+            .unwrap_or(0);
+    println!("tenant-00 holds {letters} dead letters of collector-000");
+    for (who, path, token) in [
+        ("overview_all_tenants", "/v1/health", &operator),
+        ("overview_one_tenant", "/v1/health", &tenant),
+        (
+            "integration_page",
+            "/v1/integrations/tenant-00/collector-000",
+            &tenant,
+        ),
+        ("deployments_all_tenants", "/v1/deployments", &operator),
+    ] {
         let mut times = Vec::new();
         let mut bytes = 0;
         for _ in 0..300 {
             let sent = Instant::now();
-            let response = get("/v1/health", token);
+            let response = get(path, token);
             times.push(sent.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(response.status, 200);
             bytes = response.body.len();

@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{Ingress, Refusal, json_ok};
+use super::{Ingress, Refusal, json_read};
 use crate::health::IntegrationGauges;
 use crate::monitoring::alert::AlertState;
 
@@ -56,7 +56,7 @@ pub async fn health(
         .monitoring
         .health_document(tenant.as_deref(), integration.map(String::as_str))
         .await;
-    json_ok(StatusCode::OK, &document)
+    json_read(&headers, &document)
 }
 
 pub async fn alerts(
@@ -86,7 +86,7 @@ pub async fn alerts(
         },
     };
     match ingress.monitoring.alerts_document(tenant.as_deref(), state) {
-        Ok(document) => json_ok(StatusCode::OK, &document),
+        Ok(document) => json_read(&headers, &document),
         Err(err) => {
             tracing::error!(error = %err, "cannot read alerts");
             Refusal::new(

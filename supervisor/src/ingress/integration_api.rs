@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::health_api::{forbidden, scope};
-use super::{Ingress, Refusal, json_ok, printable};
+use super::{Ingress, Refusal, json_read, printable};
 use crate::correlation::{ChangeFailureRate, DeploymentView, change_failure_rates};
 use crate::monitoring::view::{ErrorView, IntegrationHealth, rfc3339};
 
@@ -76,7 +76,7 @@ pub async fn integration(
     headers: HeaderMap,
 ) -> Response {
     match page(&ingress, &headers, tenant, name).await {
-        Ok(page) => json_ok(StatusCode::OK, &page),
+        Ok(page) => json_read(&headers, &page),
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -269,7 +269,7 @@ pub async fn deployments(
         })
         .await;
     match read {
-        Ok(Ok(page)) => json_ok(StatusCode::OK, &page),
+        Ok(Ok(page)) => json_read(&headers, &page),
         Ok(Err(err)) => unavailable("deployments", &err).into_response(),
         Err(err) => unavailable("deployments", &err).into_response(),
     }

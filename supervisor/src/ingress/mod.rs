@@ -297,6 +297,93 @@ fn json_ok(status: StatusCode, body: &impl serde::Serialize) -> Response {
     }
 }
 
+/// Answers shorter than this go uncompressed: gzip would not pay for itself.
+const COMPRESS_FROM_BYTES: usize = 2048;
+
+/// A JSON answer to a read, gzip-compressed when the client accepts it and the body is
+/// large (the health document of every integration, read every few seconds by each open
+/// dashboard).
+fn json_read(headers: &axum::http::HeaderMap, body: &impl serde::Serialize) -> Response {
+    let text = match serde_json::to_vec(body) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot serialize an answer");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let gzip = accepts_gzip(headers);
+    let vary = (header::VARY, "accept-encoding");
+    if gzip && text.len() >= COMPRESS_FROM_BYTES {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(text.len() / 8),
+            flate2::Compression::fast(),
+        );
+        if encoder.write_all(&text).is_ok()
+            && let Ok(compressed) = encoder.finish()
+        {
+            return (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CONTENT_ENCODING, "gzip"),
+                    vary,
+                ],
+                compressed,
+            )
+                .into_response();
+        }
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json"), vary],
+        text,
+    )
+        .into_response()
+}
+
+/// Whether `Accept-Encoding` takes gzip: named (or `*`) with a weight above zero.
+fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let weight = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .map_or(Some(1.0), |q| q.parse::<f32>().ok());
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && weight.is_some_and(|q| q > 0.0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[test]
+    fn gzip_is_taken_when_named_with_a_weight_above_zero() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("value"),
+            );
+            super::accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip, deflate, br, zstd"));
+        assert!(accepts("br;q=1.0, GZIP;q=0.5"));
+        assert!(accepts("*"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("gzip;q=0.000"));
+        assert!(!accepts("deflate, br"));
+        assert!(!accepts("gzip;q=nonsense"));
+        assert!(!super::accepts_gzip(&HeaderMap::new()));
+    }
+}
+
 /// 429 with `Retry-After` when the tenant is over its rate.
 fn check_rate(ingress: &Ingress, tenant: &str) -> Result<(), Refusal> {
     ingress.rates.check(tenant).map_err(|wait| {

@@ -221,6 +221,15 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
         assert_eq!(code, 200, "{page}");
         (page["dead_letters_total"].as_u64() >= Some(1)).then_some(page)
     });
+    // A tenant's admin token reads its own tenant's page too.
+    let globex_admin = token(&["tokens", "create", "--tenant", "globex", "--scope", "admin"]);
+    let (code, own) = get(
+        &addr,
+        "/v1/integrations/globex/secret-project",
+        &globex_admin,
+    );
+    assert_eq!(code, 200, "{own}");
+    assert_eq!(own["health"]["plugin"], "sloppy");
     let letter = sloppy["dead_letters"][0]
         .as_object()
         .expect("a dead letter");

@@ -385,6 +385,9 @@ async function show(moved, focus) {
     if (mine !== generation) return;
     currentData = data;
     paint(current.render(data));
+    // The tab's title counts firing alerts, for an operator looking at another tab.
+    const firing = current === overview ? data.alerts.length : 0;
+    document.title = `${firing ? `(${firing} firing) ` : ""}${current.title} · Betalogs integrations`;
     if (!performance.getEntriesByName("dashboard-first-render").length) performance.mark("dashboard-first-render");
     lastUpdate = Date.now();
     problem("");
