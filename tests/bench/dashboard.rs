@@ -55,7 +55,7 @@ fn main() {
                 "--capabilities",
                 "collect",
                 "--emit",
-                "2",
+                "2000",
                 "--invalid-every",
                 "2",
             ],
@@ -81,18 +81,19 @@ fn main() {
     };
     let operator = token(&["tokens", "create", "--scope", "monitor", "--all-tenants"]);
     let addr = daemon.http_addr();
-    let get = |path: &str, token: &str| {
+    let get_with = |path: &str, token: &str, encoding: &str| {
         let bearer = format!("Bearer {token}");
         e2e_tests::http::request(
             &addr,
             "GET",
             path,
-            &[("authorization", &bearer)],
+            &[("authorization", &bearer), ("accept-encoding", encoding)],
             b"",
             e2e_tests::http::Framing::Length,
         )
         .expect("GET")
     };
+    let get = |path: &str, token: &str| get_with(path, token, "identity");
     wait_for(
         "every integration healthy",
         Duration::from_secs(600),
@@ -166,21 +167,28 @@ fn main() {
             .as_u64()
             .unwrap_or(0);
     println!("tenant-00 holds {letters} dead letters of collector-000");
-    for (who, path, token) in [
-        ("overview_all_tenants", "/v1/health", &operator),
-        ("overview_one_tenant", "/v1/health", &tenant),
+    for (who, path, token, encoding) in [
+        ("overview_all_tenants", "/v1/health", &operator, "identity"),
+        ("overview_all_tenants_gzip", "/v1/health", &operator, "gzip"),
+        ("overview_one_tenant", "/v1/health", &tenant, "gzip"),
         (
             "integration_page",
             "/v1/integrations/tenant-00/collector-000",
             &tenant,
+            "gzip",
         ),
-        ("deployments_all_tenants", "/v1/deployments", &operator),
+        (
+            "deployments_all_tenants",
+            "/v1/deployments",
+            &operator,
+            "gzip",
+        ),
     ] {
         let mut times = Vec::new();
         let mut bytes = 0;
         for _ in 0..300 {
             let sent = Instant::now();
-            let response = get(path, token);
+            let response = get_with(path, token, encoding);
             times.push(sent.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(response.status, 200);
             bytes = response.body.len();

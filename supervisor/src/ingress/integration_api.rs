@@ -132,23 +132,17 @@ async fn page(
     let (pipeline, integrations) = (ingress.pipeline.clone(), ingress.integrations.clone());
     let (for_tenant, for_name) = (tenant.clone(), name.clone());
     let stored = tokio::task::spawn_blocking(move || {
-        let letters = pipeline.dead_letters(&for_tenant)?;
+        let letters =
+            pipeline.dead_letter_summaries(&for_tenant, &for_name, DEAD_LETTERS_LISTED)?;
         let stored = integrations.get(&for_tenant, &for_name).ok().flatten();
         Ok::<_, crate::store::StoreError>((letters, stored))
     })
     .await
     .map_err(|e| unavailable("dead letters", &e))?
     .map_err(|e| unavailable("dead letters", &e))?;
-    let (letters, stored) = stored;
-    let mine: Vec<_> = letters
+    let ((dead_letters_total, letters), stored) = stored;
+    let dead_letters = letters
         .into_iter()
-        .filter(|l| l.integration == name)
-        .collect();
-    let dead_letters_total = mine.len();
-    let dead_letters = mine
-        .into_iter()
-        .rev()
-        .take(DEAD_LETTERS_LISTED)
         .map(|letter| DeadLetterEntry {
             id: letter.id,
             stage: letter.stage,

@@ -203,6 +203,32 @@ mod tests {
             })
             .get();
         assert_eq!(dropped, 6, "4 + 5 in, 3 kept");
+        // An integration's page: its newest first, without payloads, and the count.
+        pipeline
+            .commit_batch("acme", "other", &[invalid(30)], "30")
+            .expect("commit");
+        let (total, newest) = pipeline
+            .dead_letter_summaries("acme", "gh", 2)
+            .expect("summaries");
+        assert_eq!(
+            total, 2,
+            "the bound of 3 kept one of `other`'s and two of gh's"
+        );
+        let all = pipeline.dead_letters("acme").expect("list");
+        let gh: Vec<&str> = all
+            .iter()
+            .rev()
+            .filter(|l| l.integration == "gh")
+            .map(|l| l.id.as_str())
+            .collect();
+        assert_eq!(newest.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), gh);
+        assert_eq!(newest[0].stage, "parse");
+        assert_eq!(
+            pipeline
+                .dead_letter_summaries("acme", "nothing", 5)
+                .expect("summaries"),
+            (0, Vec::new())
+        );
         // Another tenant's queue is its own.
         pipeline
             .commit_batch("globex", "gh", &[invalid(1)], "1")

@@ -20,6 +20,15 @@ pub enum DeadLetterError {
 }
 
 /// What a replay did.
+/// A dead letter without its payload: what an integration's page lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterSummary {
+    pub id: String,
+    pub stage: String,
+    pub reason: String,
+    pub time_ms: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayOutcome {
     /// Entries now stored as events (or found already stored).
@@ -42,6 +51,61 @@ impl Pipeline {
                 })
             })
             .collect()
+    }
+
+    /// The newest `limit` dead letters of one integration, newest first, without their
+    /// payloads, and how many it has in all. Each stored letter is read without
+    /// copying its payload (for an integration's page, refreshed every few seconds).
+    pub fn dead_letter_summaries(
+        &self,
+        tenant: &str,
+        integration: &str,
+        limit: usize,
+    ) -> Result<(usize, Vec<DeadLetterSummary>), StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Light<'a> {
+            #[serde(borrow)]
+            integration: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            stage: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            reason: std::borrow::Cow<'a, str>,
+            time_ms: u64,
+        }
+        let from = format!("{tenant}\0");
+        let to = format!("{tenant}\u{1}");
+        let mut total = 0;
+        let mut newest: std::collections::VecDeque<DeadLetterSummary> =
+            std::collections::VecDeque::with_capacity(limit);
+        for entry in self
+            .store
+            .range_iter(Table::DeadLetters, from.as_bytes(), to.as_bytes())
+        {
+            let (key, value) = entry?;
+            let light: Light<'_> =
+                serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: e.to_string(),
+                })?;
+            if light.integration != integration {
+                continue;
+            }
+            total += 1;
+            if newest.len() == limit {
+                newest.pop_front();
+            }
+            if limit > 0 {
+                newest.push_back(DeadLetterSummary {
+                    id: light.id.into_owned(),
+                    stage: light.stage.into_owned(),
+                    reason: light.reason.into_owned(),
+                    time_ms: light.time_ms,
+                });
+            }
+        }
+        Ok((total, newest.into_iter().rev().collect()))
     }
 
     /// Dead letters dropped per tenant because its queue was full, for `/metrics`.

@@ -23,7 +23,7 @@ mod validate;
 pub use commit::{BatchOutcome, CommitError, Submission};
 pub use dead_letter::DeadLetter;
 pub use dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT;
-pub use dead_letters::{DeadLetterError, ReplayOutcome};
+pub use dead_letters::{DeadLetterError, DeadLetterSummary, ReplayOutcome};
 pub use dedup::id_digest;
 pub use enricher::{Correlated, Enricher, IndexWrite, NoEnrichment, Revision, Superseded};
 pub use facade::{OpenError, PLATFORM_INTEGRATION, Pipeline, PipelineSettings};
