@@ -359,31 +359,6 @@ fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::http::{HeaderMap, HeaderValue, header};
-
-    #[test]
-    fn gzip_is_taken_when_named_with_a_weight_above_zero() {
-        let accepts = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_str(value).expect("value"),
-            );
-            super::accepts_gzip(&headers)
-        };
-        assert!(accepts("gzip, deflate, br, zstd"));
-        assert!(accepts("br;q=1.0, GZIP;q=0.5"));
-        assert!(accepts("*"));
-        assert!(!accepts("gzip;q=0"));
-        assert!(!accepts("gzip;q=0.000"));
-        assert!(!accepts("deflate, br"));
-        assert!(!accepts("gzip;q=nonsense"));
-        assert!(!super::accepts_gzip(&HeaderMap::new()));
-    }
-}
-
 /// 429 with `Retry-After` when the tenant is over its rate.
 fn check_rate(ingress: &Ingress, tenant: &str) -> Result<(), Refusal> {
     ingress.rates.check(tenant).map_err(|wait| {
@@ -423,4 +398,29 @@ fn outcome_json(status: &str, outcome: &crate::pipeline::BatchOutcome) -> serde_
         "duplicates": outcome.duplicates,
         "dead_lettered": outcome.dead_lettered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[test]
+    fn gzip_is_taken_when_named_with_a_weight_above_zero() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("value"),
+            );
+            super::accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip, deflate, br, zstd"));
+        assert!(accepts("br;q=1.0, GZIP;q=0.5"));
+        assert!(accepts("*"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("gzip;q=0.000"));
+        assert!(!accepts("deflate, br"));
+        assert!(!accepts("gzip;q=nonsense"));
+        assert!(!super::accepts_gzip(&HeaderMap::new()));
+    }
 }
