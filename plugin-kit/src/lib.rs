@@ -13,6 +13,7 @@ mod spawner;
 mod token;
 
 pub mod clock;
+pub mod config;
 pub mod cursor;
 pub mod glob;
 pub mod host;
@@ -23,9 +24,10 @@ pub mod testing;
 
 pub use event::{EventBuilder, FieldValue, MapContext, MapError, Mapper};
 pub use mapping::{FieldMappings, MappingError};
-pub use plugin::{Description, EventStream, Plugin};
+pub use plugin::{Description, EventStream, NoConfiguration, Plugin};
 pub use plugin_protocol::{
-    CanonicalEvent, Capabilities, Capability, Category, ErrorClass, Severity, event_time_ms, v1,
+    CanonicalEvent, Capabilities, Capability, Category, ErrorClass, Severity, event_id,
+    event_time_ms, v1,
 };
 pub use serve::serve;
 pub use tonic::Status;

@@ -49,18 +49,26 @@ impl Description {
     }
 }
 
+/// The configuration of a plugin that takes none: an empty object.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfiguration {}
+
 /// An integration plugin. `serve` runs it behind the v1 gRPC protocol.
 pub trait Plugin: Send + Sync + 'static {
     /// Static facts about the plugin.
     fn describe(&self) -> Description;
 
-    /// Receives the integration's configuration and credentials.
+    /// Receives the integration's configuration and credentials. Read them with
+    /// [`crate::config::Configured::parse`]. The default, for a plugin that takes no
+    /// configuration, accepts an empty one (`{}`, as the supervisor sends an instance of
+    /// its own file) and refuses any key, naming it.
     fn configure(
         &self,
         request: v1::ConfigureRequest,
     ) -> impl Future<Output = Result<(), Status>> + Send {
-        let _ = request;
-        async { Err(Status::unimplemented("this plugin takes no configuration")) }
+        let parsed = crate::config::Configured::<NoConfiguration>::parse(&request);
+        async move { parsed.map(|_| ()).map_err(Status::from) }
     }
 
     /// Validates credentials and permissions.

@@ -21,6 +21,7 @@ mod http_sink;
 mod integrations;
 mod pipeline;
 mod platform_events;
+mod plugin_authors;
 mod plugin_harness;
 mod quickstart;
 mod refusals;

@@ -1,0 +1,86 @@
+//! Plugin authors' path end to end: the template plugin (`templates/plugin`), installed
+//! as a package from its own manifest and added as a tenant's integration, takes a signed
+//! webhook; its canonical event lands in the sink. A forged delivery stores nothing.
+
+use std::time::Duration;
+
+use e2e_tests::{DaemonSetup, PluginPackage, World, bin, http, wait_for};
+use plugin_kit::signature::sign_sha256;
+use serde_json::{Value, json};
+
+const SECRET: &str = "the jobs service's webhook secret";
+
+#[test]
+fn the_template_plugin_takes_a_signed_webhook_into_the_sink_under_the_daemon() {
+    let world = World::new();
+    let manifest = include_str!("../../../templates/plugin/plugin.toml");
+    let package = PluginPackage {
+        capabilities: vec!["check".into(), "collect".into(), "webhook".into()],
+        manifest_extra: manifest[manifest.find("[webhook]").expect("[webhook]")..].to_owned(),
+        ..PluginPackage {
+            dir: "example".into(),
+            name: "example".into(),
+            executable: bin("integration-example"),
+            args: Vec::new(),
+            ..PluginPackage::testfault("example", &[])
+        }
+    };
+    world.install(&package);
+    let daemon =
+        world.start(&DaemonSetup::default().with_master_key(&world.root.path().join("master.key")));
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    daemon.set_credential("acme", "jobs-hook", "webhook-secret", SECRET.as_bytes());
+    daemon.add_integration(
+        &world,
+        "acme",
+        "jobs",
+        "example",
+        &json!({"service": "billing", "credentials": {"webhook_secret": "jobs-hook"}}),
+    );
+    daemon.wait_instance("jobs", "healthy", Duration::from_secs(30), |i| {
+        e2e_tests::state_of(i) == "healthy"
+    });
+    let addr = daemon.http_addr();
+    let body = json!({"id": "r-42", "time": "2026-12-01T10:00:00Z", "status": "failed",
+                      "message": "nightly export failed", "job": "export"})
+    .to_string();
+    let forged = http::post_json(
+        &addr,
+        "/v1/webhooks/acme/jobs",
+        &[(
+            "x-signature-256",
+            &sign_sha256(b"not the secret", body.as_bytes()),
+        )],
+        &body,
+    )
+    .expect("post");
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let accepted = http::post_json(
+        &addr,
+        "/v1/webhooks/acme/jobs",
+        &[(
+            "x-signature-256",
+            &sign_sha256(SECRET.as_bytes(), body.as_bytes()),
+        )],
+        &body,
+    )
+    .expect("post");
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    assert_eq!(accepted.json()["events"], 1, "{}", accepted.body);
+    let event = wait_for("the event in the sink", Duration::from_secs(30), || {
+        world
+            .sink_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["type"] == "com.betalogs.system.error")
+    });
+    assert_eq!(event["tenant"], "acme");
+    assert_eq!(event["integration"], "jobs");
+    assert_eq!(event["subject"], "export");
+    assert_eq!(event["data"]["service.name"], "billing");
+    assert_eq!(
+        world.sink_lines().len(),
+        1,
+        "the forged delivery stored nothing"
+    );
+}
