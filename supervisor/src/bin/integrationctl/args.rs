@@ -38,6 +38,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// For plugin authors: a new plugin crate from the template, a package of it. No
+    /// daemon is needed.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Tenants (operators).
     Tenants {
         #[command(subcommand)]
@@ -476,6 +482,35 @@ pub enum AuditCommand {
         /// `SEQ:SHA256` kept off the host (an `audit.anchor` event, an earlier verify).
         #[arg(long)]
         anchor: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Render the template plugin into a new crate: Cargo.toml, plugin.toml, README,
+    /// src/, tests/. It builds and passes its tests as generated.
+    New {
+        /// The plugin's name (the crate is `integration-NAME`).
+        name: String,
+        /// Where (default: ./integration-NAME); must be empty or absent.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin-kit crate to depend on (default: the checkout this integrationctl
+        /// was built from).
+        #[arg(long)]
+        plugin_kit: Option<PathBuf>,
+    },
+    /// `cargo build --release` a plugin crate, then lay out its package directory
+    /// (plugin.toml + executable) and print the executable's SHA-256 for `plugins trust`.
+    Package {
+        /// The plugin crate (with its plugin.toml).
+        dir: PathBuf,
+        /// The package directory (default: DIR/package/NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Build without optimizations (faster, for trying it out).
+        #[arg(long)]
+        debug: bool,
     },
 }
 

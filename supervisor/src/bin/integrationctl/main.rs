@@ -39,6 +39,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The plugin author's commands need no daemon.
+    if let Command::Plugin { command } = cli.command {
+        return commands::plugin_author::run(command, cli.output);
+    }
     let mut session = Session {
         client: AdminClient::new(session::connect(cli.socket).await?),
         token: cli.token,
@@ -48,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Status => commands::status::run(session).await,
         Command::Plugins { command } => commands::plugins::run(session, command).await,
+        Command::Plugin { .. } => unreachable!("handled before connecting"),
         Command::Tenants { command } => commands::tenants::run(session, command).await,
         Command::Tokens { command } => commands::tokens::run(session, command).await,
         Command::Credentials { command } => commands::credentials::run(session, command).await,

@@ -7,6 +7,7 @@ pub mod events;
 pub mod flags;
 pub mod health;
 pub mod integrations;
+pub mod plugin_author;
 pub mod plugins;
 pub mod status;
 pub mod tenants;
