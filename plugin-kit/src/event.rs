@@ -23,16 +23,6 @@ pub struct MapError {
     pub why: String,
 }
 
-/// A plugin's mapping from one kind of source object to canonical events.
-pub trait Mapper {
-    type Input;
-    fn map(
-        &self,
-        input: &Self::Input,
-        context: &MapContext,
-    ) -> Result<Vec<CanonicalEvent>, MapError>;
-}
-
 /// Builds one event. Text can be borrowed from the payload being mapped (`'a`): a
 /// plugin mapping thousands of objects a second allocates little more than the
 /// event's own JSON.

@@ -22,7 +22,7 @@ pub mod resilience;
 pub mod signature;
 pub mod testing;
 
-pub use event::{EventBuilder, FieldValue, MapContext, MapError, Mapper};
+pub use event::{EventBuilder, FieldValue, MapContext, MapError};
 pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, NoConfiguration, Plugin};
 pub use plugin_protocol::{
