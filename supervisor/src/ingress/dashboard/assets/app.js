@@ -380,6 +380,8 @@ async function show(moved, focus) {
   clearTimeout(timer);
   if (moved) { readFilters(); current = route(); currentData = null; document.title = `${current.title} · Betalogs integrations`; markNav(); }
   const mine = ++generation;
+  // For tests and curious operators: which request the view on screen came from.
+  document.body.dataset.requested = String(mine);
   try {
     const data = await current.load();
     if (mine !== generation) return;
@@ -392,6 +394,7 @@ async function show(moved, focus) {
     lastUpdate = Date.now();
     problem("");
     document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
+    document.body.dataset.shown = String(mine);
     if (focus) $("main").focus({ preventScroll: true });
   } catch (err) {
     if (mine !== generation) return;
