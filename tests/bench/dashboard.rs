@@ -43,24 +43,11 @@ fn main() {
         }
     }
     let world = World::new();
-    world.install(&PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault("collector", &["--capabilities", "collect", "--emit", "1"])
-    });
-    world.install(&PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault(
-            "sloppy",
-            &[
-                "--capabilities",
-                "collect",
-                "--emit",
-                "2000",
-                "--invalid-every",
-                "2",
-            ],
-        )
-    });
+    world.install(&PluginPackage::collector("collector", &["--emit", "1"]));
+    world.install(&PluginPackage::collector(
+        "sloppy",
+        &["--emit", "2000", "--invalid-every", "2"],
+    ));
     let mut setup = DaemonSetup::default()
         .process("heartbeat_interval = \"5s\"")
         .process("start_timeout = \"60s\"");

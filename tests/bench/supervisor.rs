@@ -209,10 +209,7 @@ fn quantile_ms(samples: &[Duration], q: f64) -> f64 {
 /// after measuring the health API and the scrape when `measure_api`.
 fn health_daemon(integrations: usize, evaluate: &str, idle_seconds: u64, measure_api: bool) -> f64 {
     let world = World::new();
-    world.install(&PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault("collector", &["--capabilities", "collect", "--emit", "1"])
-    });
+    world.install(&PluginPackage::collector("collector", &["--emit", "1"]));
     let mut setup = DaemonSetup::default()
         .process("heartbeat_interval = \"5s\"")
         .process("heartbeat_timeout = \"2s\"")

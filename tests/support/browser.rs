@@ -10,7 +10,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -180,12 +180,20 @@ impl Page {
         self.wait_event("Page.loadEventFired", before);
     }
 
+    /// Reads what Chromium sends until event `method` has arrived (since event number
+    /// `after`); the socket's read timeout bounds the wait.
     fn wait_event(&mut self, method: &str, after: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
         while !self.events[after..].iter().any(|e| e["method"] == method) {
-            assert!(Instant::now() < deadline, "no {method} within 30 s");
-            // Any cheap command reads the events queued before its answer.
-            self.call("Runtime.evaluate", json!({"expression": "0"}));
+            let frame = self
+                .socket
+                .read()
+                .unwrap_or_else(|err| panic!("waiting for {method}: {err}"));
+            if let Message::Text(text) = frame {
+                let value: Value = serde_json::from_str(&text).expect("DevTools JSON");
+                if value.get("method").is_some() {
+                    self.events.push(value);
+                }
+            }
         }
     }
 
@@ -271,6 +279,24 @@ impl Page {
             .filter(|e| e["method"] == "Network.requestWillBeSent")
             .filter_map(|e| e["params"]["request"]["url"].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// Header `name` of the latest response to a URL ending with `suffix`, as the
+    /// browser received it (before it decoded the body).
+    pub fn response_header(&mut self, suffix: &str, name: &str) -> Option<String> {
+        self.call("Runtime.evaluate", json!({"expression": "0"}));
+        self.events
+            .iter()
+            .rev()
+            .filter(|e| e["method"] == "Network.responseReceived")
+            .map(|e| &e["params"]["response"])
+            .find(|r| r["url"].as_str().is_some_and(|u| u.ends_with(suffix)))
+            .and_then(|r| {
+                r["headers"].as_object()?.iter().find_map(|(key, value)| {
+                    key.eq_ignore_ascii_case(name)
+                        .then(|| value.as_str().unwrap_or_default().to_owned())
+                })
+            })
     }
 
     /// The bytes received over the network since event `after` (for page weight).

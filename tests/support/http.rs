@@ -158,3 +158,18 @@ pub fn post_json(
     all.extend_from_slice(headers);
     request(addr, "POST", path, &all, body.as_bytes(), Framing::Length)
 }
+
+/// `GET path` with `Authorization: Bearer token`: the status and the JSON body.
+pub fn get_json(addr: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let bearer = format!("Bearer {token}");
+    let response = request(
+        addr,
+        "GET",
+        path,
+        &[("authorization", &bearer)],
+        b"",
+        Framing::Length,
+    )
+    .expect("GET");
+    (response.status, response.json())
+}

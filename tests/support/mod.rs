@@ -99,6 +99,16 @@ impl PluginPackage {
         }
     }
 
+    /// The test plugin collecting (capability and argument), with more `faults`.
+    pub fn collector(name: &str, faults: &[&str]) -> Self {
+        let mut args = vec!["--capabilities", "collect"];
+        args.extend_from_slice(faults);
+        Self {
+            capabilities: vec!["collect".to_owned()],
+            ..Self::testfault(name, &args)
+        }
+    }
+
     /// One of the real plugins of this workspace (`github`, `cloudwatch`), as its
     /// manifest describes it.
     pub fn real(name: &str) -> Self {

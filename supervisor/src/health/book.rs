@@ -164,11 +164,7 @@ impl HealthBook {
             facts.last_check = Some((now, failure.is_none()));
             match failure {
                 None => {
-                    if facts
-                        .last_error
-                        .as_ref()
-                        .is_some_and(|e| e.class.needs_action())
-                    {
+                    if facts.last_error().is_some_and(|e| e.class.needs_action()) {
                         facts.consecutive_refusals = 0;
                         facts.consecutive_failures = 0;
                     }

@@ -265,8 +265,8 @@ pub struct Facts {
     /// Consecutive failures that need a person (auth, permission, config).
     pub consecutive_refusals: u32,
     pub errors: Occurrences,
-    pub last_error: Option<LastError>,
-    /// The last [`RECENT_ERRORS`] errors, oldest first.
+    /// The last [`RECENT_ERRORS`] errors, oldest first; the last is
+    /// [`Facts::last_error`].
     pub recent_errors: VecDeque<LastError>,
     /// Collects and webhook deliveries that succeeded, for the error rate.
     pub successes: Occurrences,
@@ -299,7 +299,6 @@ impl Facts {
             consecutive_failures: 0,
             consecutive_refusals: 0,
             errors: Occurrences::default(),
-            last_error: None,
             recent_errors: VecDeque::new(),
             successes: Occurrences::default(),
             events: PerMinute::default(),
@@ -335,8 +334,12 @@ impl Facts {
         if self.recent_errors.len() == RECENT_ERRORS {
             self.recent_errors.pop_front();
         }
-        self.recent_errors.push_back(error.clone());
-        self.last_error = Some(error);
+        self.recent_errors.push_back(error);
+    }
+
+    /// The last error it met.
+    pub fn last_error(&self) -> Option<&LastError> {
+        self.recent_errors.back()
     }
 
     /// Errors among the attempts of the last hour (`None` before any attempt).
@@ -388,12 +391,11 @@ pub fn assess(facts: &Facts, now_ms: u64, config: &HealthConfig) -> (HealthState
     let error_text = |e: &LastError| format!("{} error in {}: {}", e.class, e.source, e.message);
     if facts.phase == ProcessPhase::Refused {
         let why = facts
-            .last_error
-            .as_ref()
+            .last_error()
             .map_or_else(|| "the plugin was refused".to_owned(), error_text);
         return (HealthState::ActionRequired, why);
     }
-    if let Some(error) = &facts.last_error
+    if let Some(error) = facts.last_error()
         && error.class.needs_action()
         && facts.consecutive_refusals > 0
     {
@@ -406,8 +408,7 @@ pub fn assess(facts: &Facts, now_ms: u64, config: &HealthConfig) -> (HealthState
                 "crash loop: {} restarts{}",
                 facts.restarts,
                 facts
-                    .last_error
-                    .as_ref()
+                    .last_error()
                     .map(|e| format!("; last: {}", e.message))
                     .unwrap_or_default()
             ),
@@ -420,7 +421,7 @@ pub fn assess(facts: &Facts, now_ms: u64, config: &HealthConfig) -> (HealthState
         );
     }
     if facts.consecutive_failures >= config.failing_after.max(1)
-        && let Some(error) = &facts.last_error
+        && let Some(error) = facts.last_error()
     {
         return (
             HealthState::Failing,
@@ -444,7 +445,7 @@ pub fn assess(facts: &Facts, now_ms: u64, config: &HealthConfig) -> (HealthState
         );
     }
     if facts.consecutive_failures > 0
-        && let Some(error) = &facts.last_error
+        && let Some(error) = facts.last_error()
     {
         return (HealthState::Degraded, error_text(error));
     }

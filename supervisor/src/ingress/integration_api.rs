@@ -132,14 +132,16 @@ async fn page(
     let (pipeline, integrations) = (ingress.pipeline.clone(), ingress.integrations.clone());
     let (for_tenant, for_name) = (tenant.clone(), name.clone());
     let stored = tokio::task::spawn_blocking(move || {
-        let letters =
-            pipeline.dead_letter_summaries(&for_tenant, &for_name, DEAD_LETTERS_LISTED)?;
-        let stored = integrations.get(&for_tenant, &for_name).ok().flatten();
-        Ok::<_, crate::store::StoreError>((letters, stored))
+        let letters = pipeline
+            .dead_letter_summaries(&for_tenant, &for_name, DEAD_LETTERS_LISTED)
+            .map_err(|e| unavailable("dead letters", &e))?;
+        let stored = integrations
+            .get(&for_tenant, &for_name)
+            .map_err(|e| unavailable("the configuration history", &e))?;
+        Ok::<_, Refusal>((letters, stored))
     })
     .await
-    .map_err(|e| unavailable("dead letters", &e))?
-    .map_err(|e| unavailable("dead letters", &e))?;
+    .map_err(|e| unavailable("the integration", &e))??;
     let ((dead_letters_total, letters), stored) = stored;
     let dead_letters = letters
         .into_iter()
@@ -216,18 +218,7 @@ pub async fn deployments(
     };
     let tenants: Vec<String> = match tenant {
         Some(tenant) => vec![tenant],
-        None => {
-            let mut all: Vec<String> = ingress
-                .monitoring
-                .health(None)
-                .await
-                .into_iter()
-                .map(|h| h.tenant)
-                .collect();
-            all.sort_unstable();
-            all.dedup();
-            all
-        }
+        None => ingress.monitoring.tenants(),
     };
     let service = query.get("service").filter(|s| !s.is_empty()).cloned();
     let correlator = ingress.correlator.clone();

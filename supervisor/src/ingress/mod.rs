@@ -284,16 +284,19 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// `body` as JSON text, or `None` (logged) when it cannot be. Serialized straight to
+/// text: a document of 1,000 integrations is not first rebuilt as a `serde_json::Value`.
+fn serialized(body: &impl serde::Serialize) -> Option<Vec<u8>> {
+    serde_json::to_vec(body)
+        .map_err(|err| tracing::error!(error = %err, "cannot serialize an answer"))
+        .ok()
+}
+
 /// A JSON body with a status.
 fn json_ok(status: StatusCode, body: &impl serde::Serialize) -> Response {
-    // Serialized straight to text: a document of 1,000 integrations is not first
-    // rebuilt as a `serde_json::Value`.
-    match serde_json::to_string(body) {
-        Ok(text) => (status, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "cannot serialize an answer");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+    match serialized(body) {
+        Some(text) => (status, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -304,12 +307,8 @@ const COMPRESS_FROM_BYTES: usize = 2048;
 /// large (the health document of every integration, read every few seconds by each open
 /// dashboard).
 fn json_read(headers: &axum::http::HeaderMap, body: &impl serde::Serialize) -> Response {
-    let text = match serde_json::to_vec(body) {
-        Ok(text) => text,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot serialize an answer");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
+    let Some(text) = serialized(body) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let gzip = accepts_gzip(headers);
     let vary = (header::VARY, "accept-encoding");

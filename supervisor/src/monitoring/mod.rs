@@ -225,6 +225,16 @@ impl Monitoring {
         (cache.configured.clone(), cache.credentials.clone())
     }
 
+    /// The tenants with a configured integration, sorted (from the cached list, without
+    /// building anyone's health).
+    pub fn tenants(&self) -> Vec<String> {
+        let (configured, _) = self.configured();
+        let mut tenants: Vec<String> = configured.iter().map(|c| c.key.tenant.clone()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        tenants
+    }
+
     /// The health of every integration (of `tenant`, if given), worst first.
     pub async fn health(&self, tenant: Option<&str>) -> Vec<IntegrationHealth> {
         let (configured, credentials) = self.configured();

@@ -199,11 +199,11 @@ pub fn build(inputs: &Inputs<'_>) -> Vec<IntegrationHealth> {
                 facts.phase = phase_of(status.state);
                 facts.pid = status.pid;
                 facts.restarts = status.restarts;
-                if facts.last_error.is_none()
+                if facts.last_error().is_none()
                     && let Some(reason) = &status.last_error
                     && status.state != InstanceState::Healthy
                 {
-                    facts.last_error = Some(LastError {
+                    facts.recent_errors.push_back(LastError {
                         class: plugin_protocol::ErrorClass::Internal,
                         message: reason.clone(),
                         source: "process",
@@ -235,7 +235,7 @@ pub fn build(inputs: &Inputs<'_>) -> Vec<IntegrationHealth> {
                 error_rate_1h: facts.error_rate(now),
                 events_1h: events_per_minute.iter().sum(),
                 events_per_minute,
-                last_error: facts.last_error.as_ref().map(ErrorView::of),
+                last_error: facts.last_error().map(ErrorView::of),
                 freshness: facts.freshness(now),
                 poll_interval_seconds: facts.poll_interval.as_secs_f64(),
                 #[allow(clippy::cast_precision_loss)]

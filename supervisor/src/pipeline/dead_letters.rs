@@ -19,7 +19,6 @@ pub enum DeadLetterError {
     Commit(#[from] CommitError),
 }
 
-/// What a replay did.
 /// A dead letter without its payload: what an integration's page lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterSummary {
@@ -29,6 +28,7 @@ pub struct DeadLetterSummary {
     pub time_ms: u64,
 }
 
+/// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayOutcome {
     /// Entries now stored as events (or found already stored).
@@ -38,18 +38,21 @@ pub struct ReplayOutcome {
     pub still_invalid: Vec<(String, String)>,
 }
 
+/// A stored dead letter that does not decode.
+fn corrupt(key: &[u8], error: &serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: error.to_string(),
+    }
+}
+
 impl Pipeline {
     /// A tenant's dead letters, oldest first.
     pub fn dead_letters(&self, tenant: &str) -> Result<Vec<DeadLetter>, StoreError> {
         self.store
             .scan(Table::DeadLetters, format!("{tenant}\0").as_bytes())?
             .into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                })
-            })
+            .map(|(k, v)| serde_json::from_slice(&v).map_err(|e| corrupt(&k, &e)))
             .collect()
     }
 
@@ -84,11 +87,7 @@ impl Pipeline {
             .range_iter(Table::DeadLetters, from.as_bytes(), to.as_bytes())
         {
             let (key, value) = entry?;
-            let light: Light<'_> =
-                serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: e.to_string(),
-                })?;
+            let light: Light<'_> = serde_json::from_slice(&value).map_err(|e| corrupt(&key, &e))?;
             if light.integration != integration {
                 continue;
             }

@@ -52,6 +52,20 @@ fn text(page: &mut Page) -> String {
         .to_owned()
 }
 
+/// The rows of the table under the heading that starts with `title`, each as its
+/// cells' text.
+fn section_rows(page: &mut Page, title: &str) -> Vec<Vec<String>> {
+    let rows = page.eval(&format!(
+        "(() => {{ const h = [...document.querySelectorAll('#view h2')]\
+           .find(e => e.textContent.startsWith({title})); \
+           const table = h && h.nextElementSibling; \
+           return table ? [...table.querySelectorAll('tbody tr')]\
+             .map(r => [...r.cells].map(c => c.innerText.trim())) : []; }})()",
+        title = Value::String(title.to_owned())
+    ));
+    serde_json::from_value(rows).expect("rows of cells")
+}
+
 /// The number of the page's latest request for its view (its refreshes count up).
 fn requested(page: &mut Page) -> u64 {
     page.eval("Number(document.body.dataset.requested || 0)")
@@ -59,22 +73,8 @@ fn requested(page: &mut Page) -> u64 {
         .unwrap_or(0)
 }
 
-fn get(addr: &str, path: &str, token: &str) -> (u16, Value) {
-    let bearer = format!("Bearer {token}");
-    let response = http::request(
-        addr,
-        "GET",
-        path,
-        &[("authorization", &bearer)],
-        b"",
-        http::Framing::Length,
-    )
-    .expect("GET");
-    (response.status, response.json())
-}
-
 fn health(addr: &str, token: &str) -> Value {
-    get(addr, "/v1/health", token).1
+    http::get_json(addr, "/v1/health", token).1
 }
 
 #[test]
@@ -82,35 +82,20 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
     let marker = tempfile::tempdir().expect("tempdir");
     let failing = marker.path().join("refuse");
     let world = World::new();
-    world.install(&PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault(
-            "puller",
-            &[
-                "--capabilities",
-                "collect",
-                "--emit",
-                "3",
-                "--collect-error-file",
-                failing.to_str().expect("utf8"),
-            ],
-        )
-    });
+    world.install(&PluginPackage::collector(
+        "puller",
+        &[
+            "--emit",
+            "3",
+            "--collect-error-file",
+            failing.to_str().expect("utf8"),
+        ],
+    ));
     // globex's integration sends every second event invalid: dead letters to list.
-    world.install(&PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault(
-            "sloppy",
-            &[
-                "--capabilities",
-                "collect",
-                "--emit",
-                "4",
-                "--invalid-every",
-                "2",
-            ],
-        )
-    });
+    world.install(&PluginPackage::collector(
+        "sloppy",
+        &["--emit", "4", "--invalid-every", "2"],
+    ));
     let daemon = world.start(
         &DaemonSetup::default()
             .with_master_key(&world.root.path().join("master.key"))
@@ -203,27 +188,31 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
     // The page's data: another tenant's integration is refused exactly as one of a
     // tenant that does not exist; a missing integration of its own is 404; dead
     // letters come without their payloads.
-    let refused = get(&addr, "/v1/integrations/globex/secret-project", &acme);
+    let refused = http::get_json(&addr, "/v1/integrations/globex/secret-project", &acme);
     assert_eq!(refused.0, 403);
     assert_eq!(
         refused,
-        get(&addr, "/v1/integrations/nobody/nothing", &acme)
+        http::get_json(&addr, "/v1/integrations/nobody/nothing", &acme)
     );
-    assert_eq!(get(&addr, "/v1/deployments?tenant=globex", &acme).0, 403);
-    let missing = get(&addr, "/v1/integrations/acme/nothing", &acme);
+    assert_eq!(
+        http::get_json(&addr, "/v1/deployments?tenant=globex", &acme).0,
+        403
+    );
+    let missing = http::get_json(&addr, "/v1/integrations/acme/nothing", &acme);
     assert_eq!(missing.0, 404, "{}", missing.1);
     assert_eq!(
-        get(&addr, "/v1/integrations/acme/orders", "bl_wrong").0,
+        http::get_json(&addr, "/v1/integrations/acme/orders", "bl_wrong").0,
         401
     );
     let sloppy = wait_for("globex's dead letters", LONG, || {
-        let (code, page) = get(&addr, "/v1/integrations/globex/secret-project", &operator);
+        let (code, page) =
+            http::get_json(&addr, "/v1/integrations/globex/secret-project", &operator);
         assert_eq!(code, 200, "{page}");
         (page["dead_letters_total"].as_u64() >= Some(1)).then_some(page)
     });
     // A tenant's admin token reads its own tenant's page too.
     let globex_admin = token(&["tokens", "create", "--tenant", "globex", "--scope", "admin"]);
-    let (code, own) = get(
+    let (code, own) = http::get_json(
         &addr,
         "/v1/integrations/globex/secret-project",
         &globex_admin,
@@ -364,20 +353,36 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
         "document.body.innerText.includes('Recent errors') && document.body.innerText.includes('v2')",
         LONG,
     );
-    let detail = text(&mut page);
-    assert!(detail.contains("auth"), "the error class: {detail}");
+    let errors = section_rows(&mut page, "Recent errors");
+    assert!(!errors.is_empty());
+    for row in &errors {
+        assert_eq!(
+            (row[1].as_str(), row[2].as_str()),
+            ("auth", "collect"),
+            "{row:?}"
+        );
+        assert!(
+            row[3].contains("<script>window.pwned='script'</script>"),
+            "the error's markup as text: {row:?}"
+        );
+    }
+    let alerts = section_rows(&mut page, "Alerts");
     assert!(
-        detail.contains("integration_action_required") || detail.contains("firing"),
-        "its alert: {detail}"
+        alerts
+            .iter()
+            .any(|a| a[0] == "firing" && a[2] == "integration_action_required"),
+        "its firing alert: {alerts:?}"
     );
+    let history = section_rows(&mut page, "Configuration history");
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(history[0][0], "v2");
     assert!(
-        detail.contains("onerror=\\\"window.pwned='config'\\\">org/repo"),
-        "the history's value as text (in the diff's JSON): {detail}"
+        history[0][3].starts_with("update")
+            && history[0][3].contains("onerror=\\\"window.pwned='config'\\\">org/repo"),
+        "the change, its value as text (in the diff's JSON): {history:?}"
     );
-    assert!(
-        detail.contains("update") && detail.contains("add"),
-        "both versions: {detail}"
-    );
+    assert_eq!(history[1][0], "v1");
+    assert!(history[1][3].starts_with("add"), "{history:?}");
     page.screenshot(&screenshot_dir().join("dashboard-integration.png"));
     // Nothing of the markup ran or became an element.
     assert_eq!(page.eval("window.pwned === undefined"), Value::Bool(true));
@@ -417,6 +422,12 @@ fn the_dashboard_shows_each_token_its_tenants_live_escaped_and_from_the_daemon_a
         assert!(!url.contains(&acme), "the token is in {url}");
     }
     assert!(urls.iter().any(|u| u.ends_with("/v1/health")), "{urls:?}");
+    // The health document came compressed (the browser asks for gzip) and was drawn.
+    assert_eq!(
+        page.response_header("/v1/health", "content-encoding")
+            .as_deref(),
+        Some("gzip")
+    );
 
     // Signing out forgets the token; the operator's token sees both tenants.
     page.eval("document.getElementById('signout').click()");

@@ -17,39 +17,20 @@ use serde_json::Value;
 const LONG: Duration = Duration::from_secs(30);
 const SECRET: &str = "an alert channel secret";
 
-fn get(addr: &str, path: &str, token: &str) -> (u16, Value) {
-    let bearer = format!("Bearer {token}");
-    let response = http::request(
-        addr,
-        "GET",
-        path,
-        &[("authorization", &bearer)],
-        b"",
-        http::Framing::Length,
-    )
-    .expect("GET");
-    (response.status, response.json())
-}
-
 #[test]
 fn refused_collects_need_action_alert_a_person_and_recover() {
     let marker = tempfile::tempdir().expect("tempdir");
     let refusing = marker.path().join("refuse");
     let world = World::new();
-    world.install(&PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault(
-            "puller",
-            &[
-                "--capabilities",
-                "collect",
-                "--emit",
-                "3",
-                "--collect-error-file",
-                refusing.to_str().expect("utf8"),
-            ],
-        )
-    });
+    world.install(&PluginPackage::collector(
+        "puller",
+        &[
+            "--emit",
+            "3",
+            "--collect-error-file",
+            refusing.to_str().expect("utf8"),
+        ],
+    ));
     let receiver = Receiver::start();
     let daemon = world.start(
         &DaemonSetup::default()
@@ -110,11 +91,11 @@ fn refused_collects_need_action_alert_a_person_and_recover() {
     ]);
     let all = token(&["tokens", "create", "--scope", "monitor", "--all-tenants"]);
     let addr = daemon.http_addr();
-    let (code, doc) = get(&addr, "/v1/health", &acme);
+    let (code, doc) = http::get_json(&addr, "/v1/health", &acme);
     assert_eq!(code, 200);
     assert_eq!(doc["integrations"][0]["state"], "action_required");
     assert_eq!(doc["integrations"][0]["last_error"]["class"], "auth");
-    let (_, everyone) = get(&addr, "/v1/health", &all);
+    let (_, everyone) = http::get_json(&addr, "/v1/health", &all);
     assert_eq!(everyone["tenant"], Value::Null);
     assert!(
         everyone["integrations"]
@@ -125,16 +106,16 @@ fn refused_collects_need_action_alert_a_person_and_recover() {
     );
     // Tenant isolation: globex sees nothing of acme; asking for acme and for a tenant
     // that does not exist get the same refusal.
-    let (code, own) = get(&addr, "/v1/health", &globex);
+    let (code, own) = http::get_json(&addr, "/v1/health", &globex);
     assert_eq!(code, 200);
     assert_eq!(own["integrations"], serde_json::json!([]), "{own:#}");
-    let (refused_code, refused) = get(&addr, "/v1/health?tenant=acme", &globex);
-    let (missing_code, missing) = get(&addr, "/v1/health?tenant=nobody", &globex);
+    let (refused_code, refused) = http::get_json(&addr, "/v1/health?tenant=acme", &globex);
+    let (missing_code, missing) = http::get_json(&addr, "/v1/health?tenant=nobody", &globex);
     assert_eq!((refused_code, &refused), (missing_code, &missing));
     assert_eq!(refused_code, 403);
-    let (_, globex_alerts) = get(&addr, "/v1/alerts", &globex);
+    let (_, globex_alerts) = http::get_json(&addr, "/v1/alerts", &globex);
     assert_eq!(globex_alerts["alerts"], serde_json::json!([]));
-    let (code, _) = get(&addr, "/v1/health", "blt_000000000000_nope");
+    let (code, _) = http::get_json(&addr, "/v1/health", "blt_000000000000_nope");
     assert_eq!(code, 401);
 
     // A signed notification reaches the receiver.
@@ -156,7 +137,7 @@ fn refused_collects_need_action_alert_a_person_and_recover() {
     );
     assert_eq!(firing.json()["alert"]["tenant"], "acme");
     assert_eq!(firing.json()["alert"]["labels"]["class"], "auth");
-    let (_, alerts) = get(&addr, "/v1/alerts?state=firing", &acme);
+    let (_, alerts) = http::get_json(&addr, "/v1/alerts?state=firing", &acme);
     assert!(
         alerts["alerts"]
             .as_array()
@@ -546,7 +527,7 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
             .as_str()
             .expect("token")
             .to_owned();
-    let (_, over_http) = get(&daemon.http_addr(), "/v1/health", &token);
+    let (_, over_http) = http::get_json(&daemon.http_addr(), "/v1/health", &token);
     assert_eq!(over_http["integrations"][0]["state"], "action_required");
     assert_eq!(over_http["integrations"][0]["last_error"]["class"], "auth");
     let watch = AlertWatch {
@@ -600,7 +581,7 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
         "{metrics}"
     );
     // Still a person's job: the first alert keeps firing while it is disabled.
-    let (_, alerts) = get(&daemon.http_addr(), "/v1/alerts?state=firing", &token);
+    let (_, alerts) = http::get_json(&daemon.http_addr(), "/v1/alerts?state=firing", &token);
     let firing_rules: Vec<&str> = alerts["alerts"]
         .as_array()
         .expect("alerts")
@@ -659,20 +640,15 @@ fn a_revoked_github_token_needs_action_backs_off_disables_and_recovers_with_a_ne
 
 /// A testfault package `name` whose collects fail with the class written in `error_file`.
 fn refusable(name: &str, error_file: &std::path::Path) -> PluginPackage {
-    PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault(
-            name,
-            &[
-                "--capabilities",
-                "collect",
-                "--emit",
-                "1",
-                "--collect-error-file",
-                error_file.to_str().expect("utf8"),
-            ],
-        )
-    }
+    PluginPackage::collector(
+        name,
+        &[
+            "--emit",
+            "1",
+            "--collect-error-file",
+            error_file.to_str().expect("utf8"),
+        ],
+    )
 }
 
 /// An operator channel `ops` in the `betalogs` format to `receiver`, signed with

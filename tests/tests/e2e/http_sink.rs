@@ -12,10 +12,7 @@ use e2e_tests::{DaemonSetup, PluginPackage, World, wait_for};
 
 fn emitter(total: u64) -> PluginPackage {
     let total = total.to_string();
-    PluginPackage {
-        capabilities: vec!["collect".to_owned()],
-        ..PluginPackage::testfault("emitter", &["--capabilities", "collect", "--emit", &total])
-    }
+    PluginPackage::collector("emitter", &["--emit", &total])
 }
 
 /// What the receiver saw: each request's authorization and body lines.

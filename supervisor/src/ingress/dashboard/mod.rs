@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::Digest;
 
-/// What the browser may do with the page. `img-src data:` is for nothing but the
-/// favicon's absence; sparklines are inline SVG built by the script.
+/// What the browser may do with the page: this origin's script, style, icon and API,
+/// nothing else (sparklines are inline SVG the script builds).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
@@ -76,12 +76,31 @@ pub async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Each asset's ETag, by position (the page last), hashed once.
+static ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .chain(std::iter::once(&INDEX))
+        .map(|asset| {
+            format!(
+                "\"{}\"",
+                &hex::encode(sha2::Sha256::digest(asset.body))[..16]
+            )
+        })
+        .collect()
+});
+
+fn etag_of(asset: &Asset) -> &'static str {
+    let at = ASSETS
+        .iter()
+        .position(|a| a.name == asset.name)
+        .unwrap_or(ASSETS.len());
+    ETAGS.get(at).map_or("", String::as_str)
+}
+
 /// The asset with its security headers, or 304 when the browser has this version.
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
-    let etag = format!(
-        "\"{}\"",
-        &hex::encode(sha2::Sha256::digest(asset.body))[..16]
-    );
+    let etag = etag_of(asset);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -107,9 +126,7 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
         header::HeaderName::from_static("cross-origin-opener-policy"),
         HeaderValue::from_static("same-origin"),
     );
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        set.insert(header::ETAG, value);
-    }
+    set.insert(header::ETAG, HeaderValue::from_static(etag));
     response
 }
 

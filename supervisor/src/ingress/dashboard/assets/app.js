@@ -273,8 +273,8 @@ function integrationView(tenant, name) {
           h("time", { datetime: e.at }, sinceText(e.at)), h("span", { class: "badge s-failing" }, e.class), e.source,
           cell({ class: "reason" }, e.message)]), "No error recorded since the daemon started."),
         h("h2", {}, "Alerts"),
-        table(["State", "Severity", "Summary", "Started", "Resolved"], page.alerts.map((a) => [
-          a.state, a.severity, a.summary, a.started_at ? sinceText(a.started_at) : "pending",
+        table(["State", "Severity", "Rule", "Summary", "Started", "Resolved"], page.alerts.map((a) => [
+          a.state, a.severity, a.rule, a.summary, a.started_at ? sinceText(a.started_at) : "pending",
           a.resolved_at ? sinceText(a.resolved_at) : "–"]), "No alert."),
         h("h2", {}, `Dead letters (${page.dead_letters_total})`),
         table(["When", "Stage", "Reason", "Id"], page.dead_letters.map((d) => [
