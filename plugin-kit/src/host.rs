@@ -319,13 +319,22 @@ impl tower::Service<http::Request<tonic::body::Body>> for H2Connection {
 
 /// Connects to a plugin's socket; every call on the returned clients carries `token`.
 pub async fn connect(socket: &Path, token: &str) -> Result<Connection, ConnectError> {
-    let shown = || socket.display().to_string();
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ConnectError::Socket {
-            socket: shown(),
+            socket: socket.display().to_string(),
             cause: source,
         })?;
+    connect_stream(stream, socket, token).await
+}
+
+/// Speaks the protocol over `stream`, already connected to the plugin's `socket`.
+pub async fn connect_stream(
+    stream: UnixStream,
+    socket: &Path,
+    token: &str,
+) -> Result<Connection, ConnectError> {
+    let shown = || socket.display().to_string();
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
         .await

@@ -29,5 +29,5 @@ pub use plugin_protocol::{
     CanonicalEvent, Capabilities, Capability, Category, ErrorClass, Severity, event_id,
     event_time_ms, v1,
 };
-pub use serve::serve;
+pub use serve::{PluginService, serve};
 pub use tonic::Status;

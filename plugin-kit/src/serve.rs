@@ -156,9 +156,10 @@ impl StartSettings {
 }
 
 async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartError> {
-    // Die with the host: a SIGTERM (handled below as a clean stop) when the parent exits.
-    // Checked after asking, so a host that died just before cannot be missed.
-    if let Err(err) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+    // Die with the host: a SIGHUP (handled below as a clean stop) when the parent exits.
+    // Not SIGTERM, so that the host's death is told apart from its request to stop in the
+    // log. Checked after asking, so a host that died just before cannot be missed.
+    if let Err(err) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGHUP) {
         tracing::warn!(error = %err, "cannot ask for a signal on parent death");
     }
     if nix::unistd::getppid() != settings.host {
@@ -170,6 +171,7 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
+    let mut host_died = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
 
     let listener = UnixListener::bind(&settings.socket).map_err(|source| StartError::Bind {
         path: settings.socket.display().to_string(),
@@ -193,17 +195,13 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
         Err(_) => true,
     });
 
-    let stop = Arc::new(Notify::new());
     let reporter = HealthReporter::new();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let guard = RequireToken::new(&settings.token);
-    let rpc = PluginRpcService {
-        plugin: Arc::new(plugin),
-        stop: stop.clone(),
-        protocol: settings.protocol,
-    };
+    let rpc = PluginService::new(plugin, settings.protocol);
+    let stop = rpc.stop_requests();
     let router = tonic::transport::Server::builder()
         .add_service(HealthServer::with_interceptor(
             HealthService::from_health_reporter(reporter),
@@ -233,6 +231,7 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
             _ = stop.notified() => "Shutdown call",
             _ = sigterm.recv() => "SIGTERM",
             _ = sigint.recv() => "SIGINT",
+            _ = host_died.recv() => "the host died",
         };
         tracing::info!(reason, "stopping");
         let _ = stopping_tx.send(());
@@ -256,15 +255,42 @@ async fn run<P: Plugin>(plugin: P, settings: StartSettings) -> Result<(), StartE
     result
 }
 
-/// Adapts a [`Plugin`] to the generated v1 service.
-struct PluginRpcService<P> {
+/// A [`Plugin`] as the generated v1 gRPC service, without the transport: [`serve`] puts
+/// it behind the token check on the assigned socket. Public for hosts that serve a plugin
+/// some other way (in-process, or a test plugin that breaks the transport's rules on
+/// purpose to prove the conformance kit catches it).
+pub struct PluginService<P> {
     plugin: Arc<P>,
     stop: Arc<Notify>,
     protocol: u32,
 }
 
+impl<P: Plugin> PluginService<P> {
+    /// The service for `plugin`, describing itself as speaking `protocol`.
+    pub fn new(plugin: P, protocol: u32) -> Self {
+        Self {
+            plugin: Arc::new(plugin),
+            stop: Arc::new(Notify::new()),
+            protocol,
+        }
+    }
+
+    /// Notified when the host calls `Shutdown`.
+    pub fn stop_requests(&self) -> Arc<Notify> {
+        self.stop.clone()
+    }
+}
+
+impl<P> std::fmt::Debug for PluginService<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginService")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
 #[tonic::async_trait]
-impl<P: Plugin> PluginRpc for PluginRpcService<P> {
+impl<P: Plugin> PluginRpc for PluginService<P> {
     async fn describe(
         &self,
         _request: Request<v1::DescribeRequest>,

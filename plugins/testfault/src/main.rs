@@ -24,6 +24,14 @@
 //! | `--collect-stall-file PATH` | while PATH exists, `Collect` opens its stream and yields nothing (heartbeats still answer) |
 //! | `--renew-fails` | `RenewCredential` answers UNAVAILABLE; otherwise it renews for an hour |
 //! | `--probe-url URL` | once configured, GETs URL every 200 ms through plugin-kit's resilient client (breaker: 2 failures, 1 s cool-down) and reports it as dependency `probe` |
+//! | `--no-token-check` | serves without checking the token (its own server; the peer check stays) |
+//! | `--ignore-sigterm` | blocks SIGTERM, so it never arrives |
+//! | `--ignore-host-death` | blocks SIGHUP, plugin-kit's parent-death signal |
+//! | `--stdout-after-handshake` | writes a line to the real stdout on every `Configure` |
+//! | `--accept-any-config` | `Configure` takes any JSON, whatever its schema says |
+//! | `--ignore-cursor` | `Collect` starts from the beginning whatever the cursor |
+//! | `--accept-unsigned-webhooks` | `HandleWebhook` skips the `x-testfault-token` check |
+//! | (configuration) | typed: `repositories`, `poll` (>= 1), `forbidden`; anything else is INVALID_ARGUMENT naming the field |
 //! | (webhooks) | `HandleWebhook` wants header `x-testfault-token: good` (or `--webhook-token T`; not for a delivery marked `host_verified`; else 401) and a JSON body `{"id": "d-1", "events": N}`: N events with ids from `id`; `"forbidden": true` answers 403, `"invalid": true` makes the last event schema-invalid, `"ping": true` answers 200 with no events |
 
 use std::io::Write;
@@ -55,6 +63,29 @@ struct Faults {
     collect_stall_file: Option<String>,
     probe_url: Option<String>,
     webhook_token: Option<String>,
+    no_token_check: bool,
+    ignore_sigterm: bool,
+    ignore_host_death: bool,
+    stdout_after_handshake: bool,
+    accept_any_config: bool,
+    ignore_cursor: bool,
+    accept_unsigned_webhooks: bool,
+}
+
+/// The configuration testfault takes.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read as JSON by `check`; the type is its schema and its parser.
+struct FaultConfig {
+    /// Repositories `Check` reports on.
+    #[serde(default)]
+    repositories: Vec<String>,
+    /// Seconds between collections (read by the supervisor's schedule).
+    #[schemars(range(min = 1))]
+    poll: Option<u64>,
+    /// Repositories `Check` reports as lacking `contents:read`.
+    #[serde(default)]
+    forbidden: Vec<String>,
 }
 
 fn parse_faults() -> Result<Faults, String> {
@@ -88,6 +119,13 @@ fn parse_faults() -> Result<Faults, String> {
             "--collect-stall-file" => faults.collect_stall_file = Some(value()?),
             "--probe-url" => faults.probe_url = Some(value()?),
             "--webhook-token" => faults.webhook_token = Some(value()?),
+            "--no-token-check" => faults.no_token_check = true,
+            "--ignore-sigterm" => faults.ignore_sigterm = true,
+            "--ignore-host-death" => faults.ignore_host_death = true,
+            "--stdout-after-handshake" => faults.stdout_after_handshake = true,
+            "--accept-any-config" => faults.accept_any_config = true,
+            "--ignore-cursor" => faults.ignore_cursor = true,
+            "--accept-unsigned-webhooks" => faults.accept_unsigned_webhooks = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -156,6 +194,27 @@ fn main() -> std::process::ExitCode {
             }
         });
     }
+    let blocked: Vec<nix::sys::signal::Signal> = [
+        (faults.ignore_sigterm, nix::sys::signal::Signal::SIGTERM),
+        (faults.ignore_host_death, nix::sys::signal::Signal::SIGHUP),
+    ]
+    .into_iter()
+    .filter_map(|(on, signal)| on.then_some(signal))
+    .collect();
+    if !blocked.is_empty() {
+        // Blocked before any thread starts, so no thread ever takes them.
+        let mut set = nix::sys::signal::SigSet::empty();
+        for signal in blocked {
+            set.add(signal);
+        }
+        let _ = set.thread_block();
+    }
+    // The real stdout, kept before plugin-kit points fd 1 at stderr.
+    let stdout = faults
+        .stdout_after_handshake
+        .then(|| nix::unistd::dup(std::io::stdout()).ok())
+        .flatten()
+        .map(std::fs::File::from);
     let hang_after = faults.hang_after_ms.map(Duration::from_millis);
     let probe = faults.probe_url.as_ref().and_then(|_| {
         let resilience = plugin_kit::resilience::Resilience::new(
@@ -173,7 +232,8 @@ fn main() -> std::process::ExitCode {
             .ok()
             .map(std::sync::Arc::new)
     });
-    plugin_kit::serve(TestFault {
+    let no_token_check = faults.no_token_check;
+    let plugin = TestFault {
         probe,
         probing: std::sync::atomic::AtomicBool::new(false),
         faults,
@@ -181,7 +241,12 @@ fn main() -> std::process::ExitCode {
         config: std::sync::Mutex::default(),
         context: std::sync::Mutex::default(),
         hang_after,
-    })
+        stdout: std::sync::Mutex::new(stdout),
+    };
+    if no_token_check {
+        return without_token::serve(plugin);
+    }
+    plugin_kit::serve(plugin)
 }
 
 struct TestFault {
@@ -193,6 +258,8 @@ struct TestFault {
     calls: AtomicU64,
     config: std::sync::Mutex<Option<serde_json::Value>>,
     hang_after: Option<Duration>,
+    /// `--stdout-after-handshake`: the real stdout.
+    stdout: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl TestFault {
@@ -233,16 +300,7 @@ impl Plugin for TestFault {
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             description: "test plugin with controllable faults".to_owned(),
             capabilities: self.faults.capabilities,
-            config_schema: serde_json::json!({
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {
-                    "repositories": { "type": "array", "items": { "type": "string" } },
-                    "poll": { "type": "integer", "minimum": 1 },
-                    "forbidden": { "type": "array", "items": { "type": "string" } },
-                    "credentials": { "type": "object", "additionalProperties": { "type": "string" } }
-                }
-            }),
+            config_schema: plugin_kit::config::schema_of::<FaultConfig>(),
             credential_kinds: Vec::new(),
             dependencies: Vec::new(),
         }
@@ -257,6 +315,14 @@ impl Plugin for TestFault {
 
     async fn configure(&self, request: v1::ConfigureRequest) -> Result<(), Status> {
         self.count_call();
+        if let Some(stdout) = self
+            .stdout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            let _ = writeln!(stdout, "testfault: hello on stdout");
+        }
         if let (Some(probe), Some(url)) = (&self.probe, &self.faults.probe_url)
             && !self.probing.swap(true, Ordering::SeqCst)
         {
@@ -270,6 +336,9 @@ impl Plugin for TestFault {
         }
         let config: serde_json::Value = serde_json::from_str(&request.config_json)
             .map_err(|e| Status::invalid_argument(format!("config is not JSON: {e}")))?;
+        if !self.faults.accept_any_config {
+            plugin_kit::config::Configured::<FaultConfig>::parse(&request)?;
+        }
         // Credentials revoked upstream, as a real API would answer.
         if self
             .faults
@@ -340,7 +409,7 @@ impl Plugin for TestFault {
         {
             return Ok(Box::pin(tokio_stream::pending()));
         }
-        let start: u64 = if cursor.is_empty() {
+        let start: u64 = if cursor.is_empty() || self.faults.ignore_cursor {
             0
         } else {
             cursor
@@ -461,7 +530,10 @@ impl Plugin for TestFault {
             .map(|h| h.value.as_str());
         let expected = self.faults.webhook_token.as_deref().unwrap_or("good");
         // A delivery the host verified (kept while this plugin was down) has no token.
-        if !request.host_verified && token != Some(expected) {
+        if !request.host_verified
+            && token != Some(expected)
+            && !self.faults.accept_unsigned_webhooks
+        {
             return Ok(refuse(401, "x-testfault-token is missing or wrong"));
         }
         let body: serde_json::Value = match serde_json::from_slice(&request.body) {
@@ -569,4 +641,102 @@ fn synthetic_event(context: &plugin_kit::MapContext, i: u64, invalid_every: Opti
         json["category"] = serde_json::json!("finance");
     }
     json.to_string()
+}
+
+/// `--no-token-check`: plugin-kit's service on a server of testfault's own, which keeps
+/// the rest of the transport's rules (socket mode, the host's pid only, the handshake,
+/// stdout) and breaks only the token check.
+mod without_token {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::ExitCode;
+
+    use plugin_protocol::v1::plugin_server::PluginServer;
+    use plugin_protocol::{ENV_HOST_PID, ENV_SOCKET_PATH, HandshakeLine};
+    use tokio_stream::StreamExt;
+
+    pub(super) fn serve(plugin: super::TestFault) -> ExitCode {
+        let cookie = std::env::var(plugin_protocol::ENV_MAGIC_COOKIE).ok();
+        let offered = std::env::var(plugin_protocol::ENV_PROTOCOL_VERSIONS).unwrap_or_default();
+        let protocol = plugin_protocol::parse_version_list(&offered)
+            .ok()
+            .and_then(|host| {
+                plugin_protocol::negotiate(&host, plugin_protocol::SUPPORTED_PROTOCOL_VERSIONS)
+            });
+        let (Some(protocol), true, Ok(socket), Ok(host)) = (
+            protocol,
+            cookie.as_deref() == Some(plugin_protocol::MAGIC_COOKIE_VALUE),
+            std::env::var(ENV_SOCKET_PATH),
+            std::env::var(ENV_HOST_PID).map(|pid| pid.parse::<i32>().unwrap_or_default()),
+        ) else {
+            eprintln!("testfault: not started by a host that speaks its protocol");
+            return ExitCode::FAILURE;
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                eprintln!("testfault: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(run(plugin, protocol, socket, host)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("testfault: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn run(
+        plugin: super::TestFault,
+        protocol: u32,
+        socket: String,
+        host: i32,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGHUP);
+        let listener = tokio::net::UnixListener::bind(&socket)?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).filter(
+            move |conn| match conn {
+                Ok(stream) => stream
+                    .peer_cred()
+                    .ok()
+                    .and_then(|cred| cred.pid())
+                    .is_some_and(|pid| pid == host),
+                Err(_) => true,
+            },
+        );
+        let service = plugin_kit::PluginService::new(plugin, protocol);
+        let stop = service.stop_requests();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let router = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(PluginServer::new(service));
+        {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", HandshakeLine::new(protocol, &socket))?;
+            stdout.flush()?;
+        }
+        nix::unistd::dup2_stdout(std::io::stderr())?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                tokio::select! {
+                    _ = stop.notified() => {}
+                    _ = sigterm.recv() => {}
+                    _ = hangup.recv() => {}
+                }
+            })
+            .await?;
+        Ok(())
+    }
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod cloudwatch;
+mod conformance;
 mod credentials;
 mod dashboard;
 mod dependencies;

@@ -512,6 +512,23 @@ pub enum PluginCommand {
         #[arg(long)]
         debug: bool,
     },
+    /// Run the protocol contract against a package (plugin.toml + executable), in any
+    /// language: each check with its reason; exit status 1 when one fails.
+    Conformance {
+        /// The package directory.
+        dir: PathBuf,
+        /// A configuration the plugin accepts (a JSON file); the invalid one is derived
+        /// from it. Default: `{}`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A credential for Configure, `ROLE:KIND:FILE` (the secret is read from FILE,
+        /// never from the command line). Repeatable.
+        #[arg(long = "credential", value_name = "ROLE:KIND:FILE")]
+        credentials: Vec<String>,
+        /// How long the plugin may take to start, and to exit when told to.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // The plugin author's commands need no daemon.
     if let Command::Plugin { command } = cli.command {
-        return commands::plugin_author::run(command, cli.output);
+        return commands::plugin_author::run(command, cli.output).await;
     }
     let mut session = Session {
         client: AdminClient::new(session::connect(cli.socket).await?),

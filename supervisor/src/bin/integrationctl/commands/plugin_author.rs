@@ -1,5 +1,5 @@
-//! `integrationctl plugin new|package`: the plugin author's commands. They need no
-//! daemon.
+//! `integrationctl plugin new|package|conformance`: the plugin author's commands. They
+//! need no daemon.
 //!
 //! `new` renders `templates/plugin` (embedded in this binary) into a crate of its own
 //! that depends on this checkout's plugin-kit by path; `package` builds it in release
@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use sha2::Digest;
 
 /// Runs a plugin author's command, printing what it made.
-pub fn run(
+pub async fn run(
     command: crate::args::PluginCommand,
     output: crate::render::Output,
 ) -> anyhow::Result<()> {
@@ -30,6 +30,12 @@ pub fn run(
                 dir.display()
             );
         }
+        PluginCommand::Conformance {
+            dir,
+            config,
+            credentials,
+            grace,
+        } => conformance(&dir, config, &credentials, grace, output).await?,
         PluginCommand::Package { dir, out, debug } => {
             let packaged = package(&dir, out, debug)?;
             if matches!(output, crate::render::Output::Json) {
@@ -45,6 +51,66 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// Runs the conformance kit and prints its report; an error when a check failed.
+async fn conformance(
+    dir: &Path,
+    config: Option<PathBuf>,
+    credentials: &[String],
+    grace: std::time::Duration,
+    output: crate::render::Output,
+) -> anyhow::Result<()> {
+    use plugin_kit::testing::conformance::{Options, Package, run};
+    let package = Package::load(dir)?;
+    let config = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?
+        }
+        None => serde_json::json!({}),
+    };
+    let credentials = credentials
+        .iter()
+        .map(|spec| credential(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = Options {
+        config,
+        credentials,
+        grace,
+        ..Options::default()
+    };
+    let report = run(&package, &options).await;
+    if matches!(output, crate::render::Output::Json) {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    let failed = report.failures().count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} conformance checks failed",
+            report.findings.len()
+        );
+    }
+    Ok(())
+}
+
+/// `ROLE:KIND:FILE` as the credential Configure carries (the secret read from FILE).
+fn credential(spec: &str) -> anyhow::Result<plugin_kit::v1::Credential> {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(role), Some(kind), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        bail!("--credential `{spec}`: expected ROLE:KIND:FILE");
+    };
+    let secret =
+        std::fs::read(file).with_context(|| format!("--credential {role}: cannot read {file}"))?;
+    Ok(plugin_kit::v1::Credential {
+        name: role.to_owned(),
+        kind: kind.to_owned(),
+        secret,
+    })
 }
 
 /// The template's files, as this binary was built with them.

@@ -28,6 +28,13 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::host::{Connection, LaunchSpec, Launched, connect, launch};
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// How much of what a plugin writes to stdout after its handshake line is kept for
+/// [`PluginUnderTest::stdout_after_handshake`].
+const STDOUT_KEPT_BYTES: usize = 64 * 1024;
+
 /// Errors from the harness; each says which step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -63,6 +70,9 @@ pub struct PluginUnderTest {
     launched: Launched,
     connection: Connection,
     socket_dir: PathBuf,
+    /// What the plugin wrote to stdout after its handshake line (the first
+    /// [`STDOUT_KEPT_BYTES`]), and whether its stdout is closed yet.
+    stdout: std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>,
 }
 
 impl PluginUnderTest {
@@ -99,15 +109,45 @@ impl PluginUnderTest {
         if let Some(stderr) = launched.stderr.take() {
             tokio::spawn(forward_lines(stderr));
         }
-        if let Some(stdout) = launched.stdout.take() {
-            tokio::spawn(forward_lines(stdout));
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
+        if let Some(pipe) = launched.stdout.take() {
+            tokio::spawn(keep_stdout(pipe, stdout.clone()));
         }
         let connection = connect(&launched.handshake.socket, &launched.token).await?;
         Ok(Self {
             launched,
             connection,
             socket_dir,
+            stdout,
         })
+    }
+
+    /// The handshake line the plugin printed, parsed.
+    pub fn handshake(&self) -> &plugin_protocol::HandshakeLine {
+        &self.launched.handshake
+    }
+
+    /// The token the plugin was started with (for a second connection).
+    pub fn token(&self) -> &str {
+        &self.launched.token
+    }
+
+    /// What the plugin wrote to stdout after its handshake line, where only the host's
+    /// handshake belongs. Complete once the process has exited.
+    pub async fn stdout_after_handshake(&self) -> Vec<u8> {
+        // The pipe closes when the process exits; give the reader a moment to see it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let (bytes, closed) = self
+                .stdout
+                .lock()
+                .map(|kept| kept.clone())
+                .unwrap_or_default();
+            if closed || self.launched.pid != 0 || tokio::time::Instant::now() >= deadline {
+                return bytes;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The process id of the plugin.
@@ -263,7 +303,12 @@ impl PluginUnderTest {
     }
 
     async fn wait_exit(&mut self) -> Result<ExitStatus, HarnessError> {
-        let limit = Duration::from_secs(10);
+        self.wait_exit_within(Duration::from_secs(10)).await
+    }
+
+    /// Waits at most `limit` for the process to exit (after a stop request the caller
+    /// made itself).
+    pub async fn wait_exit_within(&mut self, limit: Duration) -> Result<ExitStatus, HarnessError> {
         let status = tokio::time::timeout(limit, self.launched.child.wait())
             .await
             .map_err(|_| HarnessError::NoExit(limit))?
@@ -271,6 +316,28 @@ impl PluginUnderTest {
         // Reaped: the pid may be reused, so Drop must not signal it any more.
         self.launched.pid = 0;
         Ok(status)
+    }
+}
+
+/// Keeps what the plugin writes to stdout (and shows it on the test's stderr).
+async fn keep_stdout(
+    mut stream: impl tokio::io::AsyncRead + Unpin,
+    kept: std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    while let Ok(read) = stream.read(&mut chunk).await {
+        if read == 0 {
+            break;
+        }
+        eprint!("plugin stdout: {}", String::from_utf8_lossy(&chunk[..read]));
+        if let Ok(mut kept) = kept.lock() {
+            let room = STDOUT_KEPT_BYTES.saturating_sub(kept.0.len());
+            kept.0.extend_from_slice(&chunk[..read.min(room)]);
+        }
+    }
+    if let Ok(mut kept) = kept.lock() {
+        kept.1 = true;
     }
 }
 
