@@ -74,6 +74,25 @@ fn sink_event(world: &World, integration: &str) -> Value {
     })
 }
 
+/// Serves `body` as JSON to every request on loopback, from a thread; returns its URL.
+fn reports_server(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0_u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/reports")
+}
+
 fn succeeded(what: &str, output: &Output) {
     assert!(
         output.status.success(),
@@ -114,7 +133,7 @@ fn the_template_plugin_takes_a_signed_webhook_into_the_sink_under_the_daemon() {
 }
 
 /// The author's whole path with the CLI: `plugin new` → `cargo test` → `plugin package`
-/// → install → `plugins trust --sha256` → `integrations add` → a signed webhook → the
+/// → `plugin conformance` → install → `plugins trust --sha256` → `integrations add` → a signed webhook → the
 /// event in the sink. The new crate builds outside this workspace, with its own target
 /// directory under this one's (`target/plugin-author`), kept between runs.
 #[test]
@@ -163,6 +182,44 @@ fn plugin_new_to_an_event_in_the_sink_with_the_cli() {
     succeeded("plugin package", &packaged);
     let packaged: Value = serde_json::from_slice(&packaged.stdout).expect("json");
     let sha256 = packaged["sha256"].as_str().expect("sha256");
+
+    // The package passes the conformance kit, collecting from a reports service.
+    let reports = reports_server(
+        json!([
+            {"id": "r-1", "time": "2026-12-01T01:00:00Z", "status": "ok"},
+            {"id": "r-2", "time": "2026-12-01T01:05:00Z", "status": "failed", "job": "export"}
+        ])
+        .to_string(),
+    );
+    let config = scratch.path().join("config.json");
+    std::fs::write(
+        &config,
+        json!({"service": "billing", "reports_url": reports, "credentials": {"webhook_secret": "jobs-hook"}})
+            .to_string(),
+    )
+    .expect("config");
+    let secret = scratch.path().join("secret.json");
+    std::fs::write(&secret, json!({ "current": SECRET }).to_string()).expect("secret");
+    let conformance = Command::new(&ctl)
+        .args(["plugin", "conformance"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&config)
+        .arg("--credential")
+        .arg(format!("webhook_secret:webhook-secret:{}", secret.display()))
+        .output()
+        .expect("plugin conformance");
+    let report = String::from_utf8_lossy(&conformance.stdout);
+    assert!(conformance.status.success(), "{report}");
+    assert!(report.ends_with("all checks passed\n"), "{report}");
+    assert!(
+        report.contains("collect-canonical          2 event(s) in 1 batch(es), all canonical"),
+        "{report}"
+    );
+    assert!(
+        report.contains("401 to no signature, 401 to a wrong signature"),
+        "{report}"
+    );
 
     let world = World::new();
     install(
