@@ -56,6 +56,10 @@ pub struct LaunchSpec {
     pub start_timeout: Duration,
     /// Leave out the magic cookie (tests of the hand-run message only).
     pub omit_cookie: bool,
+    /// A descriptor kept open across exec: the sealed executable `program` names as
+    /// `/proc/self/fd/N`. An ELF binary runs without it, but for a script (`#!`) the
+    /// kernel hands the interpreter that path to open, which must still exist then.
+    pub keep_open: Option<std::os::fd::RawFd>,
 }
 
 impl LaunchSpec {
@@ -71,6 +75,7 @@ impl LaunchSpec {
             limits: ResourceLimits::default(),
             start_timeout: Duration::from_secs(10),
             omit_cookie: false,
+            keep_open: None,
         }
     }
 }
@@ -141,7 +146,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
     if !spec.omit_cookie {
         command.env(ENV_MAGIC_COOKIE, MAGIC_COOKIE_VALUE);
     }
-    pre_exec::install(&mut command, spec.limits);
+    pre_exec::install(&mut command, spec.limits, spec.keep_open);
     let mut child = crate::spawner::spawn(command)
         .await
         .map_err(|source| LaunchError::Spawn {
@@ -365,13 +370,23 @@ mod pre_exec {
 
     use super::ResourceLimits;
 
-    pub(super) fn install(command: &mut tokio::process::Command, limits: ResourceLimits) {
+    pub(super) fn install(
+        command: &mut tokio::process::Command,
+        limits: ResourceLimits,
+        keep_open: Option<std::os::fd::RawFd>,
+    ) {
         let supervisor = nix::unistd::getpid();
         // SAFETY: the closure runs between fork and exec, so it may only make
-        // async-signal-safe calls. It allocates nothing and calls only prctl, getppid and
-        // setrlimit, all plain system calls.
+        // async-signal-safe calls. It allocates nothing and calls only fcntl, prctl,
+        // getppid and setrlimit, all plain system calls. The descriptor it keeps open is
+        // the caller's, alive until the spawn returns.
         unsafe {
             command.pre_exec(move || {
+                if let Some(fd) = keep_open {
+                    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+                }
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
                 // The supervisor may have died between fork and prctl: then nobody would
                 // ever signal us, so do not start at all.
@@ -430,7 +445,7 @@ mod spawner_thread_tests {
             let pid = runtime.block_on(async {
                 let mut command = Command::new("sleep");
                 command.arg("30").kill_on_drop(false);
-                pre_exec::install(&mut command, ResourceLimits::default());
+                pre_exec::install(&mut command, ResourceLimits::default(), None);
                 let child = crate::spawner::spawn(command).await.expect("spawned");
                 child.id().expect("pid")
             });

@@ -123,6 +123,7 @@ pub async fn launch_verified(
     }
     let mut spec = LaunchSpec::new(verified.exec_path(), &settings.socket);
     spec.arg0 = Some(verified.path.clone().into_os_string());
+    spec.keep_open = Some(verified.exec_fd());
     spec.args = args.iter().map(OsString::from).collect();
     spec.env = settings.env.clone();
     spec.limits = settings.limits;

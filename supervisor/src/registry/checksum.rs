@@ -38,6 +38,12 @@ impl VerifiedExecutable {
     pub fn exec_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.sealed.as_raw_fd()))
     }
+
+    /// The sealed copy's descriptor, which the child keeps open across exec so that an
+    /// interpreter can read a script through [`Self::exec_path`].
+    pub fn exec_fd(&self) -> std::os::fd::RawFd {
+        self.sealed.as_raw_fd()
+    }
 }
 
 /// Why an executable may not run.

@@ -74,6 +74,31 @@ fn sink_event(world: &World, integration: &str) -> Value {
     })
 }
 
+/// Runs `integrationctl plugin conformance` on `package` with `config` and the webhook
+/// secret; asserts every check passed (or does not apply) and returns the report.
+fn passes_conformance(package: &Path, config: &Value, scratch: &Path) -> String {
+    let config_file = scratch.join("config.json");
+    std::fs::write(&config_file, config.to_string()).expect("config");
+    let secret = scratch.join("secret.json");
+    std::fs::write(&secret, json!({ "current": SECRET }).to_string()).expect("secret");
+    let conformance = Command::new(bin("integrationctl"))
+        .args(["plugin", "conformance"])
+        .arg(package)
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--credential")
+        .arg(format!(
+            "webhook_secret:webhook-secret:{}",
+            secret.display()
+        ))
+        .output()
+        .expect("plugin conformance");
+    let report = String::from_utf8_lossy(&conformance.stdout).into_owned();
+    assert!(conformance.status.success(), "{report}");
+    assert!(report.ends_with("all checks passed\n"), "{report}");
+    report
+}
+
 /// Serves `body` as JSON to every request on loopback, from a thread; returns its URL.
 fn reports_server(body: String) -> String {
     use std::io::{Read, Write};
@@ -191,27 +216,11 @@ fn plugin_new_to_an_event_in_the_sink_with_the_cli() {
         ])
         .to_string(),
     );
-    let config = scratch.path().join("config.json");
-    std::fs::write(
-        &config,
-        json!({"service": "billing", "reports_url": reports, "credentials": {"webhook_secret": "jobs-hook"}})
-            .to_string(),
-    )
-    .expect("config");
-    let secret = scratch.path().join("secret.json");
-    std::fs::write(&secret, json!({ "current": SECRET }).to_string()).expect("secret");
-    let conformance = Command::new(&ctl)
-        .args(["plugin", "conformance"])
-        .arg(&out)
-        .arg("--config")
-        .arg(&config)
-        .arg("--credential")
-        .arg(format!("webhook_secret:webhook-secret:{}", secret.display()))
-        .output()
-        .expect("plugin conformance");
-    let report = String::from_utf8_lossy(&conformance.stdout);
-    assert!(conformance.status.success(), "{report}");
-    assert!(report.ends_with("all checks passed\n"), "{report}");
+    let report = passes_conformance(
+        &out,
+        &json!({"service": "billing", "reports_url": reports, "credentials": {"webhook_secret": "jobs-hook"}}),
+        scratch.path(),
+    );
     assert!(
         report.contains("collect-canonical          2 event(s) in 1 batch(es), all canonical"),
         "{report}"
@@ -235,5 +244,65 @@ fn plugin_new_to_an_event_in_the_sink_with_the_cli() {
     assert_eq!(
         sink_event(&world, "nightly")["type"],
         "com.betalogs.system.log"
+    );
+}
+
+/// A plugin in another language: `examples/python-plugin` (grpcio, stubs generated from
+/// plugin.proto as it is packaged) passes the conformance kit, then runs under the daemon
+/// from its package (a zip executable with a `#!` line, run from the daemon's sealed
+/// copy): a signed webhook becomes a canonical event in the sink, a forged one nothing.
+#[test]
+fn a_plugin_in_python_passes_the_conformance_kit_and_runs_under_the_daemon() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let out = scratch.path().join("package/pyjobs");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-plugin");
+    let packaged = Command::new("python3")
+        .arg(example.join("package.py"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("package.py");
+    succeeded("package.py", &packaged);
+    let sha256 = String::from_utf8_lossy(&packaged.stdout).trim().to_owned();
+    assert_eq!(sha256.len(), 64, "{sha256}");
+
+    let report = passes_conformance(
+        &out,
+        &json!({"service": "billing", "credentials": {"webhook_secret": "jobs-hook"}}),
+        scratch.path(),
+    );
+    for check in [
+        "token-required",
+        "host-process-only",
+        "host-death",
+        "quiet-stdout",
+    ] {
+        assert!(report.contains(&format!("PASS  {check}")), "{report}");
+    }
+
+    let world = World::new();
+    install(
+        &world,
+        "pyjobs",
+        &out.join("plugin.toml"),
+        &out.join("pyjobs.pyz"),
+    );
+    let daemon = running(&world, "pyjobs", "py", Some(&sha256));
+    let body = json!({"id": "p-7", "time": "2026-12-01T03:00:00Z", "status": "failed",
+                      "message": "backup failed", "job": "backup"})
+    .to_string();
+    let forged = post_signed(&daemon, "py", &body, b"not the secret");
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let accepted = post_signed(&daemon, "py", &body, SECRET.as_bytes());
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let event = sink_event(&world, "py");
+    assert_eq!(event["type"], "com.betalogs.system.error");
+    assert_eq!(event["subject"], "backup");
+    assert_eq!(event["data"]["service.name"], "billing");
+    assert_eq!(event["data"]["log.message"], "backup failed");
+    assert_eq!(
+        world.sink_lines().len(),
+        1,
+        "the forged delivery stored nothing"
     );
 }
