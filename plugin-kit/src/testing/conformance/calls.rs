@@ -16,11 +16,6 @@ use super::{Check, Findings, INTEGRATION, Options, Package, TENANT, Verdict, exc
 use crate::signature::Scheme;
 use crate::testing::{HarnessError, PluginUnderTest};
 
-/// Reads a stream to its end, dropping what it says.
-pub(super) async fn discard(mut stream: impl tokio::io::AsyncRead + Unpin) {
-    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
-}
-
 /// `call` within the kit's call timeout.
 async fn within<T>(
     options: &Options,

@@ -255,10 +255,10 @@ pub(super) async fn host_death(package: &Package, options: &Options) -> Verdict 
         }
     };
     if let Some(stdout) = launched.stdout.take() {
-        tokio::spawn(super::calls::discard(stdout));
+        tokio::spawn(discard(stdout));
     }
     if let Some(stderr) = launched.stderr.take() {
-        tokio::spawn(super::calls::discard(stderr));
+        tokio::spawn(discard(stderr));
     }
     let shell = launched.pid;
     let Some(plugin) = child_of(shell) else {
@@ -366,4 +366,9 @@ fn connect_in_child(
             nix::sys::socket::connect(fd, &address).map_err(std::io::Error::from)
         });
     }
+}
+
+/// Reads a stream to its end, dropping what it says.
+pub(super) async fn discard(mut stream: impl tokio::io::AsyncRead + Unpin) {
+    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
 }
