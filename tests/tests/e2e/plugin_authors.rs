@@ -74,6 +74,29 @@ fn sink_event(world: &World, integration: &str) -> Value {
     })
 }
 
+/// Posts `body` forged, then signed, to acme's `integration`: the forged one is refused
+/// (401), the signed one accepted with one event; returns that event from the sink and
+/// checks it is the only line there, so the forged delivery stored nothing.
+fn forged_refused_signed_stored(
+    daemon: &Daemon,
+    world: &World,
+    integration: &str,
+    body: &str,
+) -> Value {
+    let forged = post_signed(daemon, integration, body, b"not the secret");
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let accepted = post_signed(daemon, integration, body, SECRET.as_bytes());
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    assert_eq!(accepted.json()["events"], 1, "{}", accepted.body);
+    let event = sink_event(world, integration);
+    assert_eq!(
+        world.sink_lines().len(),
+        1,
+        "the forged delivery stored nothing"
+    );
+    event
+}
+
 /// Runs `integrationctl plugin conformance` on `package` with `config` and the webhook
 /// secret; asserts every check passed (or does not apply) and returns the report.
 fn passes_conformance(package: &Path, config: &Value, scratch: &Path) -> String {
@@ -140,21 +163,11 @@ fn the_template_plugin_takes_a_signed_webhook_into_the_sink_under_the_daemon() {
     let body = json!({"id": "r-42", "time": "2026-12-01T10:00:00Z", "status": "failed",
                       "message": "nightly export failed", "job": "export"})
     .to_string();
-    let forged = post_signed(&daemon, "jobs", &body, b"not the secret");
-    assert_eq!(forged.status, 401, "{}", forged.body);
-    let accepted = post_signed(&daemon, "jobs", &body, SECRET.as_bytes());
-    assert_eq!(accepted.status, 202, "{}", accepted.body);
-    assert_eq!(accepted.json()["events"], 1, "{}", accepted.body);
-    let event = sink_event(&world, "jobs");
+    let event = forged_refused_signed_stored(&daemon, &world, "jobs", &body);
     assert_eq!(event["type"], "com.betalogs.system.error");
     assert_eq!(event["tenant"], "acme");
     assert_eq!(event["subject"], "export");
     assert_eq!(event["data"]["service.name"], "billing");
-    assert_eq!(
-        world.sink_lines().len(),
-        1,
-        "the forged delivery stored nothing"
-    );
 }
 
 /// The author's whole path with the CLI: `plugin new` → `cargo test` → `plugin package`
@@ -291,18 +304,11 @@ fn a_plugin_in_python_passes_the_conformance_kit_and_runs_under_the_daemon() {
     let body = json!({"id": "p-7", "time": "2026-12-01T03:00:00Z", "status": "failed",
                       "message": "backup failed", "job": "backup"})
     .to_string();
-    let forged = post_signed(&daemon, "py", &body, b"not the secret");
-    assert_eq!(forged.status, 401, "{}", forged.body);
-    let accepted = post_signed(&daemon, "py", &body, SECRET.as_bytes());
-    assert_eq!(accepted.status, 202, "{}", accepted.body);
-    let event = sink_event(&world, "py");
+    let event = forged_refused_signed_stored(&daemon, &world, "py", &body);
     assert_eq!(event["type"], "com.betalogs.system.error");
+    assert_eq!(event["tenant"], "acme");
     assert_eq!(event["subject"], "backup");
     assert_eq!(event["data"]["service.name"], "billing");
     assert_eq!(event["data"]["log.message"], "backup failed");
-    assert_eq!(
-        world.sink_lines().len(),
-        1,
-        "the forged delivery stored nothing"
-    );
+    assert_eq!(event["data"]["original"]["job"], "backup");
 }
