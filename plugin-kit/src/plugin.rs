@@ -22,8 +22,6 @@ pub struct Description {
     /// JSON Schema of the integration configuration.
     pub config_schema: serde_json::Value,
     pub credential_kinds: Vec<String>,
-    /// `(plugin name, semver requirement)` pairs.
-    pub dependencies: Vec<(String, String)>,
 }
 
 impl Description {
@@ -36,14 +34,6 @@ impl Description {
             capabilities: self.capabilities.names(),
             config_schema_json: self.config_schema.to_string(),
             credential_kinds: self.credential_kinds.clone(),
-            dependencies: self
-                .dependencies
-                .iter()
-                .map(|(name, version_req)| v1::Dependency {
-                    name: name.clone(),
-                    version_req: version_req.clone(),
-                })
-                .collect(),
             protocol_version,
         }
     }

@@ -74,7 +74,6 @@ pub struct PluginPackage {
     pub args: Vec<String>,
     pub protocol_versions: Vec<u32>,
     pub capabilities: Vec<String>,
-    pub dependencies: Vec<(String, String)>,
     pub framework: String,
     /// More manifest text (a `[webhook]` table, say), appended as it is.
     pub manifest_extra: String,
@@ -93,7 +92,6 @@ impl PluginPackage {
             args,
             protocol_versions: vec![1],
             capabilities: Vec::new(),
-            dependencies: Vec::new(),
             framework: ">=0.1.0".to_owned(),
             manifest_extra: String::new(),
         }
@@ -148,12 +146,6 @@ impl PluginPackage {
             list(&self.args),
         );
         text.push_str(&self.manifest_extra);
-        if !self.dependencies.is_empty() {
-            text.push_str("[dependencies]\n");
-            for (name, req) in &self.dependencies {
-                let _ = writeln!(text, "{name} = {req:?}");
-            }
-        }
         text
     }
 

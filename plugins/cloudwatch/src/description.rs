@@ -17,7 +17,6 @@ pub fn describe() -> plugin_kit::Description {
         ]),
         config_schema: config_schema(),
         credential_kinds: ["aws", "webhook-secret"].map(str::to_owned).to_vec(),
-        dependencies: Vec::new(),
     }
 }
 

@@ -20,7 +20,6 @@ pub fn describe() -> plugin_kit::Description {
         credential_kinds: ["api-key", "github-app", "webhook-secret"]
             .map(str::to_owned)
             .to_vec(),
-        dependencies: Vec::new(),
     }
 }
 

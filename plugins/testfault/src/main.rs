@@ -302,7 +302,6 @@ impl Plugin for TestFault {
             capabilities: self.faults.capabilities,
             config_schema: plugin_kit::config::schema_of::<FaultConfig>(),
             credential_kinds: Vec::new(),
-            dependencies: Vec::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Choosing which installed plugin versions can run: protocol and framework
-//! compatibility, pins, dependencies and cycles. Pure: no I/O, tested directly.
+//! compatibility and pins. Pure: no I/O, tested directly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use semver::Version;
@@ -50,8 +50,7 @@ pub struct Host<'a> {
     pub pins: &'a BTreeMap<String, Version>,
 }
 
-/// Picks, for each plugin name, the newest compatible version (or the pinned one), then
-/// drops plugins with missing or incompatible dependencies and plugins on cycles.
+/// Picks, for each plugin name, the newest compatible version (or the pinned one).
 pub fn resolve(packages: Vec<Package>, host: &Host<'_>) -> Resolution {
     let mut resolution = Resolution::default();
     let mut compatible: BTreeMap<String, Vec<Package>> = BTreeMap::new();
@@ -121,8 +120,6 @@ pub fn resolve(packages: Vec<Package>, host: &Host<'_>) -> Resolution {
         resolution.selected.insert(name, chosen);
     }
 
-    drop_unsatisfied_dependencies(&mut resolution);
-    drop_cycles(&mut resolution);
     resolution
 }
 
@@ -135,98 +132,6 @@ fn list_versions(versions: &[Package]) -> String {
         "none compatible".to_owned()
     } else {
         list.join(", ")
-    }
-}
-
-/// Repeats until stable: dropping one plugin can break the plugins that need it.
-fn drop_unsatisfied_dependencies(resolution: &mut Resolution) {
-    loop {
-        let mut broken = Vec::new();
-        for (name, package) in &resolution.selected {
-            for (dependency, requirement) in &package.manifest.dependencies {
-                let reason = match resolution.selected.get(dependency) {
-                    None => format!(
-                        "{} depends on `{dependency}` {requirement}, which is not available",
-                        package.label()
-                    ),
-                    Some(found) if !requirement.matches(&found.manifest.version) => format!(
-                        "{} depends on `{dependency}` {requirement}, but {} is installed",
-                        package.label(),
-                        found.manifest.version
-                    ),
-                    Some(_) => continue,
-                };
-                broken.push((name.clone(), reason));
-                break;
-            }
-        }
-        if broken.is_empty() {
-            return;
-        }
-        for (name, reason) in broken {
-            if let Some(package) = resolution.selected.remove(&name) {
-                resolution.refused.push(Refusal {
-                    plugin: name,
-                    version: Some(package.manifest.version),
-                    reason,
-                });
-            }
-        }
-    }
-}
-
-/// Refuses every plugin that lies on a dependency cycle, naming the cycle.
-fn drop_cycles(resolution: &mut Resolution) {
-    let mut on_cycle: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for start in resolution.selected.keys() {
-        let mut path = vec![start.clone()];
-        let mut visited = BTreeSet::new();
-        find_cycle_through(
-            start,
-            &resolution.selected,
-            &mut path,
-            &mut visited,
-            &mut on_cycle,
-        );
-    }
-    for (name, cycle) in on_cycle {
-        if let Some(package) = resolution.selected.remove(&name) {
-            resolution.refused.push(Refusal {
-                reason: format!(
-                    "{} is on a dependency cycle: {}",
-                    package.label(),
-                    cycle.join(" -> ")
-                ),
-                plugin: name,
-                version: Some(package.manifest.version),
-            });
-        }
-    }
-}
-
-/// Depth-first search for a path from `path[0]` back to itself.
-fn find_cycle_through(
-    current: &str,
-    selected: &BTreeMap<String, Package>,
-    path: &mut Vec<String>,
-    visited: &mut BTreeSet<String>,
-    on_cycle: &mut BTreeMap<String, Vec<String>>,
-) {
-    let Some(package) = selected.get(current) else {
-        return;
-    };
-    for dependency in package.manifest.dependencies.keys() {
-        if dependency == &path[0] {
-            let mut cycle = path.clone();
-            cycle.push(dependency.clone());
-            on_cycle.entry(path[0].clone()).or_insert(cycle);
-            return;
-        }
-        if visited.insert(dependency.clone()) {
-            path.push(dependency.clone());
-            find_cycle_through(dependency, selected, path, visited, on_cycle);
-            path.pop();
-        }
     }
 }
 
@@ -314,42 +219,5 @@ mod tests {
                 .any(|r| r.contains("requires integrationd >=5, this is 0.1.0")),
             "{reasons:?}"
         );
-    }
-
-    #[test]
-    fn missing_and_incompatible_dependencies_cascade() {
-        let resolution = run(
-            vec![
-                package("a", "1.0.0", "[dependencies]\nb = \">=2\"\n"),
-                package("b", "1.0.0", ""),
-                package("c", "1.0.0", "[dependencies]\na = \"1\"\n"),
-                package("d", "1.0.0", "[dependencies]\nghost = \"1\"\n"),
-            ],
-            &[],
-        );
-        assert!(reason(&resolution, "a").contains("depends on `b` >=2, but 1.0.0 is installed"));
-        assert!(reason(&resolution, "c").contains("depends on `a` ^1, which is not available"));
-        assert!(reason(&resolution, "d").contains("`ghost`"));
-        assert_eq!(resolution.selected.keys().collect::<Vec<_>>(), vec!["b"]);
-    }
-
-    #[test]
-    fn cycles_are_refused_and_named() {
-        let resolution = run(
-            vec![
-                package("a", "1.0.0", "[dependencies]\nb = \"1\"\n"),
-                package("b", "1.0.0", "[dependencies]\nc = \"1\"\n"),
-                package("c", "1.0.0", "[dependencies]\na = \"1\"\n"),
-                package("ok", "1.0.0", ""),
-            ],
-            &[],
-        );
-        assert!(
-            reason(&resolution, "a").contains("dependency cycle: a -> b -> c -> a"),
-            "{:?}",
-            resolution.refused
-        );
-        assert!(reason(&resolution, "b").contains("cycle"));
-        assert_eq!(resolution.selected.keys().collect::<Vec<_>>(), vec!["ok"]);
     }
 }
