@@ -37,7 +37,7 @@
 use std::fmt;
 
 use plugin_protocol::v1;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::de::DeserializeOwned;
 use tonic::Status;
 
@@ -96,6 +96,23 @@ impl Credential {
     /// The secret's bytes (JSON text for the structured kinds).
     pub fn secret(&self) -> &[u8] {
         self.secret.expose_secret()
+    }
+
+    /// The string field `name` of a structured secret (a JSON object such as a
+    /// plugin-declared kind's `{"token": "…"}`), kept secret; the refusal names the role
+    /// and the field, never the value.
+    pub fn field(&self, name: &str) -> Result<SecretString, ConfigError> {
+        let missing = || ConfigError::Field {
+            path: format!("credentials.{}", self.role),
+            message: format!("the {} secret has no string `{name}`", self.kind),
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(self.secret()).map_err(|_| missing())?;
+        value
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(|text| SecretString::from(text.to_owned()))
+            .ok_or_else(missing)
     }
 
     /// The credential as the protocol carries it, for helpers that take one (such as

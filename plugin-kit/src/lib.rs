@@ -27,7 +27,10 @@ pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, NoConfiguration, Plugin};
 pub use plugin_protocol::{
     CanonicalEvent, Capabilities, Capability, Category, ErrorClass, Severity, event_id,
-    event_time_ms, v1,
+    event_time_ms, plugin_credential_kind, v1,
 };
+/// The secret types plugin-kit hands out ([`config::Credential::field`]), re-exported so a
+/// plugin shares the version.
+pub use secrecy;
 pub use serve::{PluginService, serve};
 pub use tonic::Status;

@@ -27,9 +27,6 @@ pub struct Manifest {
     pub capabilities: Capabilities,
     /// The integrationd versions this plugin works with, e.g. `">=0.1, <0.2"`.
     pub framework: VersionReq,
-    /// Other plugins this one needs, with version requirements.
-    #[serde(default)]
-    pub dependencies: BTreeMap<String, VersionReq>,
     /// Arguments passed to the executable.
     #[serde(default)]
     pub args: Vec<String>,
@@ -38,7 +35,30 @@ pub struct Manifest {
     /// Parsed as the manifest is: what is kept is the scheme itself.
     #[serde(default, deserialize_with = "webhook_scheme")]
     pub webhook: Option<crate::signature::Scheme>,
+    /// Credential kinds this plugin defines beyond the built-in ones. Tenants store them
+    /// as `PLUGIN/KIND` (`credentials set --kind reports/api-token`), and the host
+    /// refuses a secret that does not match the kind's JSON Schema.
+    #[serde(default)]
+    pub credential_kinds: BTreeMap<String, CredentialKind>,
 }
+
+/// `[credential_kinds.KIND]` in a manifest: a JSON Schema for the kind's secrets, given
+/// inline (`schema`, a TOML table) or as a JSON file in the package (`schema_file`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialKind {
+    #[serde(default)]
+    pub description: String,
+    /// The schema; filled from `schema_file` by [`Manifest::load_schema_files`].
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
+    /// A path relative to the package directory, inside it.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+}
+
+/// Schema files larger than this are refused unread.
+pub const MAX_SCHEMA_FILE_BYTES: u64 = 64 * 1024;
 
 fn webhook_scheme<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -90,9 +110,26 @@ impl WebhookAuthentication {
     }
 }
 
+/// Keys that manifests once had, recognised only to say why they are refused.
+#[derive(Deserialize)]
+struct Removed {
+    dependencies: Option<serde::de::IgnoredAny>,
+}
+
+/// Plugins talk only to integrationd, never to each other, so one plugin's presence or
+/// start order cannot matter to another: a declared dependency would promise something
+/// nothing keeps. Refused rather than ignored, so an author who relied on it finds out.
+const REMOVED_DEPENDENCIES: &str = "`[dependencies]` is no longer part of the manifest: plugins talk only to integrationd, never to each other, so no plugin can need another; remove the section";
+
 impl Manifest {
     /// Parses and validates manifest text.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(Removed {
+            dependencies: Some(_),
+        }) = toml::from_str::<Removed>(text)
+        {
+            return Err(REMOVED_DEPENDENCIES.to_owned());
+        }
         let manifest: Manifest = toml::from_str(text).map_err(|err| err.to_string())?;
         manifest.validate()?;
         Ok(manifest)
@@ -111,8 +148,27 @@ impl Manifest {
         if self.executable.as_os_str().is_empty() {
             return Err("executable is empty".to_owned());
         }
-        if self.dependencies.contains_key(&self.name) {
-            return Err(format!("`{}` depends on itself", self.name));
+        for (kind, declared) in &self.credential_kinds {
+            let at = format!("credential_kinds.{kind}");
+            if !plugin_protocol::is_name(kind) {
+                return Err(format!("{at}: use 1-64 letters, digits, `-` or `_`"));
+            }
+            match (&declared.schema, &declared.schema_file) {
+                (Some(_), Some(_)) => {
+                    return Err(format!("{at}: give `schema` or `schema_file`, not both"));
+                }
+                (None, None) => return Err(format!("{at}: needs `schema` or `schema_file`")),
+                (Some(schema), None) if !schema.is_object() => {
+                    return Err(format!("{at}.schema is not a table"));
+                }
+                (_, Some(file)) if !is_inside_package(file) => {
+                    return Err(format!(
+                        "{at}.schema_file `{}` must be a relative path inside the package",
+                        file.display()
+                    ));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -121,6 +177,59 @@ impl Manifest {
     pub fn executable_in(&self, dir: &Path) -> PathBuf {
         dir.join(&self.executable)
     }
+
+    /// Reads each credential kind's `schema_file` from the package in `dir` into its
+    /// `schema`, so that what follows sees one form. Errors name the kind and the file.
+    pub fn load_schema_files(&mut self, dir: &Path) -> Result<(), String> {
+        for (kind, declared) in &mut self.credential_kinds {
+            let Some(file) = &declared.schema_file else {
+                continue;
+            };
+            let path = dir.join(file);
+            let at = format!("credential_kinds.{kind}.schema_file {}", path.display());
+            let meta = std::fs::symlink_metadata(&path).map_err(|err| format!("{at}: {err}"))?;
+            if !meta.is_file() {
+                return Err(format!(
+                    "{at}: is not a regular file (symbolic links are refused)"
+                ));
+            }
+            if meta.len() > MAX_SCHEMA_FILE_BYTES {
+                return Err(format!(
+                    "{at}: is {} bytes, more than the {MAX_SCHEMA_FILE_BYTES}-byte limit",
+                    meta.len()
+                ));
+            }
+            let text = std::fs::read(&path).map_err(|err| format!("{at}: {err}"))?;
+            let schema: serde_json::Value =
+                serde_json::from_slice(&text).map_err(|err| format!("{at}: not JSON: {err}"))?;
+            if !schema.is_object() {
+                return Err(format!("{at}: is not a JSON object"));
+            }
+            declared.schema = Some(schema);
+        }
+        Ok(())
+    }
+
+    /// The kinds this plugin declares, by full name (`PLUGIN/KIND`), with their schemas
+    /// (those still only in a file are left out until [`Manifest::load_schema_files`]).
+    pub fn declared_credential_kinds(&self) -> impl Iterator<Item = (String, &serde_json::Value)> {
+        self.credential_kinds.iter().filter_map(|(kind, declared)| {
+            let schema = declared.schema.as_ref()?;
+            Some((
+                plugin_protocol::plugin_credential_kind(&self.name, kind),
+                schema,
+            ))
+        })
+    }
+}
+
+/// Relative, with no `..`: a path that stays inside the package directory.
+fn is_inside_package(path: &Path) -> bool {
+    use std::path::Component;
+    !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|part| matches!(part, Component::Normal(_) | Component::CurDir))
 }
 
 /// `Describe` must agree with the manifest the operator trusted.
@@ -155,6 +264,18 @@ pub fn check_description(
             manifest.capabilities
         ));
     }
+    for kind in &described.credential_kinds {
+        let declared = kind
+            .strip_prefix(&format!("{}/", manifest.name))
+            .is_some_and(|own| manifest.credential_kinds.contains_key(own));
+        if !declared && !plugin_protocol::is_built_in_credential_kind(kind) {
+            return Err(format!(
+                "Describe names credential kind `{kind}`, which is neither built in ({}) nor declared in the manifest as [credential_kinds.KIND] (named `{}/KIND`)",
+                plugin_protocol::BUILT_IN_CREDENTIAL_KINDS.join(", "),
+                manifest.name
+            ));
+        }
+    }
     if !described.config_schema_json.is_empty()
         && serde_json::from_str::<serde_json::Value>(&described.config_schema_json).is_err()
     {
@@ -175,8 +296,6 @@ executable = "integration-github"
 protocol_versions = [1]
 capabilities = ["webhook", "collect"]
 framework = ">=0.1, <1"
-[dependencies]
-cloudwatch = ">=1"
 "#;
 
     #[test]
@@ -185,7 +304,6 @@ cloudwatch = ">=1"
         assert_eq!(manifest.name, "github");
         assert_eq!(manifest.version, Version::new(1, 2, 0));
         assert!(manifest.framework.matches(&Version::new(0, 1, 0)));
-        assert_eq!(manifest.dependencies.len(), 1);
     }
 
     #[test]
@@ -212,15 +330,76 @@ cloudwatch = ">=1"
                 "framework",
             ),
             (
-                VALID.replace("cloudwatch = \">=1\"", "github = \"1\""),
-                "depends on itself",
+                format!("{VALID}[dependencies]\ncloudwatch = \">=1\"\n"),
+                "`[dependencies]` is no longer part of the manifest",
             ),
             (format!("extra = 1\n{VALID}"), "unknown field `extra`"),
+            (
+                format!("{VALID}[credential_kinds.token]\ndescription = \"x\"\n"),
+                "credential_kinds.token: needs `schema` or `schema_file`",
+            ),
+            (
+                format!("{VALID}[credential_kinds.token]\nschema_file = \"../../etc/passwd\"\n"),
+                "must be a relative path inside the package",
+            ),
+            (
+                format!("{VALID}[credential_kinds.\"a b\"]\nschema_file = \"k.json\"\n"),
+                "credential_kinds.a b: use 1-64",
+            ),
+            (
+                format!(
+                    "{VALID}[credential_kinds.token]\nschema_file = \"k.json\"\nschema = {{ type = \"object\" }}\n"
+                ),
+                "not both",
+            ),
             ("\u{0}\u{ffff}[[[".to_owned(), "TOML parse error"),
         ];
         for (text, expected) in cases {
             let err = Manifest::parse(&text).expect_err(expected);
             assert!(err.contains(expected), "expected `{expected}` in: {err}");
+        }
+    }
+
+    #[test]
+    fn credential_kind_schemas_come_inline_or_from_a_file_in_the_package() {
+        let text = format!(
+            "{VALID}[credential_kinds.token]\ndescription = \"API token\"\nschema = {{ type = \"object\", required = [\"token\"] }}\n[credential_kinds.pair]\nschema_file = \"schemas/pair.json\"\n"
+        );
+        let mut manifest = Manifest::parse(&text).expect("valid");
+        let names = |m: &Manifest| {
+            m.declared_credential_kinds()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&manifest), ["github/token"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = manifest.load_schema_files(dir.path()).expect_err("no file");
+        assert!(
+            missing.contains("credential_kinds.pair.schema_file"),
+            "{missing}"
+        );
+        std::fs::create_dir(dir.path().join("schemas")).expect("mkdir");
+        std::fs::write(dir.path().join("schemas/pair.json"), "[1]").expect("write");
+        let not_object = manifest.load_schema_files(dir.path()).expect_err("array");
+        assert!(not_object.contains("not a JSON object"), "{not_object}");
+        std::fs::write(dir.path().join("schemas/pair.json"), r#"{"type":"object"}"#)
+            .expect("write");
+        manifest.load_schema_files(dir.path()).expect("loads");
+        assert_eq!(names(&manifest), ["github/pair", "github/token"]);
+    }
+
+    #[test]
+    fn describe_may_name_built_in_kinds_and_its_own_declared_ones_only() {
+        let text = format!("{VALID}[credential_kinds.token]\nschema = {{ type = \"object\" }}\n");
+        let manifest = Manifest::parse(&text).expect("valid");
+        let mut own = described();
+        own.credential_kinds = vec!["webhook-secret".into(), "github/token".into()];
+        assert_eq!(check_description(&manifest, &own, 1), Ok(()));
+        for stray in ["github/other", "cloudwatch/token", "password"] {
+            let mut other = described();
+            other.credential_kinds = vec![stray.into()];
+            let err = check_description(&manifest, &other, 1).expect_err(stray);
+            assert!(err.contains(&format!("credential kind `{stray}`")), "{err}");
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod call_stats;
 mod capability;
+mod credential_kind;
 mod error_class;
 mod event;
 mod handshake;
@@ -16,6 +17,9 @@ pub use call_stats::{
     MAX_LATENCY_BUCKETS, increments as call_increments,
 };
 pub use capability::{Capabilities, Capability, UnknownCapability};
+pub use credential_kind::{
+    BUILT_IN_CREDENTIAL_KINDS, is_built_in_credential_kind, plugin_credential_kind,
+};
 pub use error_class::{ERROR_CLASS_METADATA_KEY, ErrorClass};
 pub use event::{
     CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent, Category, Enrichment, EnrichmentSource, EventData,

@@ -22,6 +22,9 @@ use plugin_protocol::{CallOutcome, CallRecorder};
 pub use breaker::{BreakerSettings, BreakerState, CircuitBreaker, Refused};
 pub use classify::{Failures, aws_class, reqwest_class};
 pub use http::ResilientHttp;
+/// The HTTP client [`ResilientHttp`] takes requests for, so a plugin names its types
+/// without a version of its own.
+pub use reqwest;
 pub use retry::{RetryPolicy, Verdict, http_verdict};
 
 /// A request budget (token bucket) to share between every client spending one

@@ -57,11 +57,6 @@ impl From<InstalledPlugin> for proto::PluginInfo {
             protocol_versions: manifest.protocol_versions,
             capabilities: manifest.capabilities.names(),
             framework: manifest.framework.to_string(),
-            dependencies: manifest
-                .dependencies
-                .into_iter()
-                .map(|(k, v)| (k, v.to_string()))
-                .collect(),
             selected: plugin.selected,
             trusted_sha256: plugin
                 .pin
@@ -162,7 +157,7 @@ impl From<CredentialError> for Status {
     fn from(err: CredentialError) -> Self {
         match &err {
             CredentialError::Unknown { .. } => Status::not_found(err.to_string()),
-            CredentialError::UnknownKind(_)
+            CredentialError::UnknownKind { .. }
             | CredentialError::BadName(_)
             | CredentialError::Secret(_) => Status::invalid_argument(err.to_string()),
             CredentialError::NoMasterKey

@@ -83,6 +83,41 @@ pub enum SecretError {
     AwsShape,
     #[error("secrets are limited to {max} bytes")]
     TooLarge { max: usize },
+    #[error("the {kind} secret is empty")]
+    PluginKindEmpty { kind: String },
+    #[error("the {kind} secret is not JSON (line {line}, column {column})")]
+    PluginKindNotJson {
+        kind: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("the {kind} secret lacks `{field}`{}", at_place(at))]
+    PluginKindMissing {
+        kind: String,
+        at: String,
+        field: String,
+    },
+    #[error("the {kind} secret has an unknown field `{fields}`{}", at_place(at))]
+    PluginKindUnknownField {
+        kind: String,
+        at: String,
+        fields: String,
+    },
+    #[error("the {kind} secret at `{at}` breaks the schema's `{rule}` rule")]
+    PluginKindRule {
+        kind: String,
+        at: String,
+        rule: String,
+    },
+}
+
+/// ` at `/a/b`` for a place inside the secret; nothing for its top level.
+fn at_place(at: &str) -> String {
+    if at == "/" {
+        String::new()
+    } else {
+        format!(" at `{at}`")
+    }
 }
 
 /// Secrets larger than this are refused (a GitHub App key is about 1.7 KB).
@@ -223,6 +258,12 @@ pub fn parse_time_ms(value: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_in_kinds_are_the_ones_the_protocol_names() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, plugin_protocol::BUILT_IN_CREDENTIAL_KINDS);
+    }
 
     #[test]
     fn raw_kinds_take_the_value_without_its_newline() {

@@ -6,6 +6,7 @@
 
 mod kinds;
 mod master;
+mod plugin_kinds;
 mod renewal;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ pub use master::{
     MasterKeyError, MasterKeySource, MasterSecret, generate_file as generate_master_key_file,
     load as load_master_secret,
 };
+pub use plugin_kinds::{PluginKinds, SecretSchema};
 use plugin_kit::clock::now_ms;
 pub use renewal::renew_at;
 
@@ -40,10 +42,8 @@ pub enum CredentialError {
         "no master key is configured (credentials.master_key): credentials cannot be stored or read"
     )]
     NoMasterKey,
-    #[error(
-        "`{0}` is not a credential kind (api-key, oauth2, github-app, aws, webhook-secret, basic)"
-    )]
-    UnknownKind(String),
+    #[error("`{kind}` is not a credential kind ({known})")]
+    UnknownKind { kind: String, known: String },
     #[error("`{0}` is not a valid credential name: use 1-64 letters, digits, `-` or `_`")]
     BadName(String),
     #[error(transparent)]
@@ -158,6 +158,8 @@ pub struct Credentials {
     store: Store,
     master: RwLock<age::x25519::Identity>,
     tenant_keys: Mutex<HashMap<String, Arc<TenantKey>>>,
+    /// The kinds the installed plugins declare, beside the built-in ones.
+    plugin_kinds: Arc<PluginKinds>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -242,7 +244,42 @@ impl Credentials {
             store,
             master: RwLock::new(identity),
             tenant_keys: Mutex::default(),
+            plugin_kinds: Arc::default(),
         })
+    }
+
+    /// Checks secrets of plugin-declared kinds against `kinds`, the catalog the
+    /// registry keeps current.
+    pub fn with_plugin_kinds(mut self, kinds: Arc<PluginKinds>) -> Self {
+        self.plugin_kinds = kinds;
+        self
+    }
+
+    /// A secret of `kind` checked against its kind: a built-in one, or one a plugin
+    /// declares. Returns the kind's built-in form, if it is one.
+    fn parse_secret(
+        &self,
+        kind: &str,
+        raw: &[u8],
+    ) -> Result<(Option<Kind>, kinds::Parsed), CredentialError> {
+        if let Some(built_in) = Kind::parse(kind) {
+            return Ok((Some(built_in), kinds::parse(built_in, raw)?));
+        }
+        match self.plugin_kinds.parse(kind, raw) {
+            Some(parsed) => Ok((None, parsed?)),
+            None => {
+                let known = Kind::ALL
+                    .iter()
+                    .map(|k| k.as_str().to_owned())
+                    .chain(self.plugin_kinds.names())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Err(CredentialError::UnknownKind {
+                    kind: kind.to_owned(),
+                    known,
+                })
+            }
+        }
     }
 
     fn master(&self) -> std::sync::RwLockReadGuard<'_, age::x25519::Identity> {
@@ -416,9 +453,7 @@ impl Credentials {
         }
         let rotate = new.rotate;
         let expires_ms = new.expires_ms;
-        let kind =
-            Kind::parse(&new.kind).ok_or_else(|| CredentialError::UnknownKind(new.kind.clone()))?;
-        let parsed = kinds::parse(kind, new.raw.expose())?;
+        let (built_in, parsed) = self.parse_secret(&new.kind, new.raw.expose())?;
         let _turn = self.store.writer();
         let existing = self.record(tenant, name)?;
         if rotate && existing.is_none() {
@@ -438,7 +473,7 @@ impl Credentials {
             }
         };
         let mut secret = parsed.value;
-        if kind == Kind::WebhookSecret {
+        if built_in == Some(Kind::WebhookSecret) {
             let previous = match (&existing, rotate) {
                 (Some(record), true) => {
                     let old = self.decrypt(&key, record)?;
@@ -452,7 +487,7 @@ impl Credentials {
         let info = CredentialInfo {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
-            kind: kind.as_str().to_owned(),
+            kind: new.kind.clone(),
             created_ms: existing.as_ref().map_or(now, |r| r.info.created_ms),
             updated_ms: now,
             expires_ms: expires_ms.or(parsed.expires_ms),
@@ -462,7 +497,7 @@ impl Credentials {
         let envelope = Envelope {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
-            kind: kind.as_str().to_owned(),
+            kind: new.kind.clone(),
             secret,
         };
         let record = CredentialRecord {
@@ -481,7 +516,7 @@ impl Credentials {
             actor,
             action,
             &format!("credential:{name}"),
-            format!("kind {}", kind.as_str()),
+            format!("kind {}", new.kind),
         );
         self.store.commit(&batch, &audit)?;
         if !self

@@ -334,6 +334,82 @@ fn a_rotated_webhook_secret_keeps_its_previous_value() {
 }
 
 #[test]
+fn a_plugin_declared_kind_is_checked_stored_and_rotated() {
+    let f = fixture();
+    let kinds = Arc::new(PluginKinds::default());
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["account", "token"],
+        "additionalProperties": false,
+        "properties": {
+            "account": { "type": "string" },
+            "token": { "type": "string", "minLength": 12 },
+        },
+    });
+    kinds.replace(std::collections::BTreeMap::from([(
+        "reports/api-token".to_owned(),
+        SecretSchema::compile(&schema).expect("schema"),
+    )]));
+    let credentials = f.credentials.with_plugin_kinds(kinds.clone());
+    let kind = "reports/api-token";
+    let info = credentials
+        .set(
+            "acme",
+            "reports",
+            &secret(kind, r#"{"account":"acme","token":"first-token-123"}"#),
+            "uid:0",
+        )
+        .expect("set");
+    assert_eq!(info.kind, kind);
+    let mut rotation = secret(kind, r#"{"account":"acme","token":"second-token-456"}"#);
+    rotation.rotate = true;
+    credentials
+        .set("acme", "reports", &rotation, "uid:0")
+        .expect("rotate");
+    let read = credentials
+        .read("acme", "reports", "uid:0", "t")
+        .expect("read");
+    assert!(read.secret.expose_secret().contains("second-token-456"));
+    assert!(!read.secret.expose_secret().contains("first-token-123"));
+
+    let err = credentials
+        .set(
+            "acme",
+            "reports",
+            &secret(kind, r#"{"account":"acme","token":"short-tok"}"#),
+            "uid:0",
+        )
+        .expect_err("too short")
+        .to_string();
+    assert!(
+        err.contains("`/token`") && err.contains("minLength"),
+        "{err}"
+    );
+    assert!(!err.contains("short-tok"), "leaked: {err}");
+    // The refused secret left the stored one alone.
+    let read = credentials
+        .read("acme", "reports", "uid:0", "t")
+        .expect("read");
+    assert!(read.secret.expose_secret().contains("second-token-456"));
+
+    // Unknown kinds name the declared ones too; a kind no longer declared is refused.
+    let err = credentials
+        .set("acme", "x", &secret("reports/other", "{}"), "uid:0")
+        .expect_err("undeclared")
+        .to_string();
+    assert!(
+        err.contains("`reports/other` is not a credential kind")
+            && err.contains("basic, reports/api-token"),
+        "{err}"
+    );
+    kinds.replace(std::collections::BTreeMap::new());
+    assert!(matches!(
+        credentials.set("acme", "reports", &rotation, "uid:0"),
+        Err(CredentialError::UnknownKind { .. })
+    ));
+}
+
+#[test]
 fn deleting_a_tenant_shreds_its_key_and_ciphertexts_only() {
     let f = fixture();
     f.credentials

@@ -131,7 +131,10 @@ pub async fn run(
     }
     log_refusals(&registry.rescan()?);
     let credentials = master
-        .map(|secret| crate::credentials::Credentials::open_with_secret(store.clone(), secret))
+        .map(|secret| {
+            crate::credentials::Credentials::open_with_secret(store.clone(), secret)
+                .map(|credentials| credentials.with_plugin_kinds(registry.plugin_kinds()))
+        })
         .transpose()?
         .map(Arc::new);
     let integrations = crate::integrations::Integrations::new(store.clone(), credentials.clone());

@@ -49,7 +49,9 @@ pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         &mut text,
     )
     .map_err(|err| error(format!("cannot read: {err}")))?;
-    Manifest::parse(&text).map_err(error)
+    let mut manifest = Manifest::parse(&text).map_err(error)?;
+    manifest.load_schema_files(dir).map_err(error)?;
+    Ok(manifest)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub use manifest::{Manifest, check_description};
 pub use resolve::{Package, Refusal};
 use semver::Version;
 
+use crate::credentials::{PluginKinds, SecretSchema};
 use crate::store::{AuditDraft, Store, StoreError, TrustPin, TrustTable};
 
 /// The supervisor's own version: plugins declare a `framework` range against it.
@@ -82,6 +83,8 @@ pub struct Registry {
     snapshot: RwLock<Snapshot>,
     /// The sealed copy last verified per executable, reused while the file is unchanged.
     sealed: SealedCopies,
+    /// The credential kinds the selected packages declare, for the credential manager.
+    plugin_kinds: Arc<PluginKinds>,
 }
 
 impl Registry {
@@ -99,7 +102,13 @@ impl Registry {
             store,
             snapshot: RwLock::default(),
             sealed: SealedCopies::default(),
+            plugin_kinds: Arc::default(),
         }
+    }
+
+    /// The catalog of plugin-declared credential kinds, kept current by every scan.
+    pub fn plugin_kinds(&self) -> Arc<PluginKinds> {
+        Arc::clone(&self.plugin_kinds)
     }
 
     /// Scans the plugin directory again. Returns the refusals, each naming the plugin and
@@ -112,8 +121,26 @@ impl Registry {
             protocols: plugin_protocol::SUPPORTED_PROTOCOL_VERSIONS,
             pins: &self.pins,
         };
-        let resolution = resolve::resolve(packages.clone(), &host);
+        let mut resolution = resolve::resolve(packages.clone(), &host);
         refused.extend(resolution.refused);
+        let mut kinds = BTreeMap::new();
+        resolution.selected.retain(|name, package| {
+            match compile_credential_kinds(&package.manifest) {
+                Ok(compiled) => {
+                    kinds.extend(compiled);
+                    true
+                }
+                Err(reason) => {
+                    refused.push(Refusal {
+                        plugin: name.clone(),
+                        version: Some(package.manifest.version.clone()),
+                        reason,
+                    });
+                    false
+                }
+            }
+        });
+        self.plugin_kinds.replace(kinds);
         if self.trust_build_output {
             for package in resolution.selected.values() {
                 self.pin_current(package, "config:trust_build_output")?;
@@ -363,14 +390,17 @@ fn discover(
                     reason,
                 }),
             },
-            Err(err) => refused.push(Refusal {
-                plugin: package_dir
+            Err(err) => {
+                let plugin = package_dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                version: None,
-                reason: format!("malformed manifest {err}"),
-            }),
+                    .unwrap_or_default();
+                refused.push(Refusal {
+                    reason: format!("package `{plugin}` has a malformed manifest: {err}"),
+                    plugin,
+                    version: None,
+                });
+            }
         }
     }
     Ok((packages, refused))
@@ -413,6 +443,24 @@ fn package_problem(dir: &Path, manifest: &Manifest, trust_build_output: bool) ->
 }
 
 use plugin_kit::clock::now_secs as unix_now;
+
+/// The schemas of the credential kinds `manifest` declares, compiled; a package with a
+/// schema that does not compile cannot run, since its secrets could not be checked.
+fn compile_credential_kinds(manifest: &Manifest) -> Result<Vec<(String, SecretSchema)>, String> {
+    manifest
+        .declared_credential_kinds()
+        .map(|(kind, schema)| {
+            SecretSchema::compile(schema)
+                .map(|compiled| (kind.clone(), compiled))
+                .map_err(|why| {
+                    format!(
+                        "plugin `{}` declares credential kind `{kind}` with a schema that is {why}",
+                        manifest.name
+                    )
+                })
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {

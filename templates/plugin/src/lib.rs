@@ -8,6 +8,10 @@
 //! credential) in [`SIGNATURE_HEADER`]. `status` `failed` becomes a
 //! `com.betalogs.system.error` event, anything else a `com.betalogs.system.log` one.
 //!
+//! `Collect` may send a bearer token to `reports_url`: a credential of the plugin's own
+//! kind `example/reports-token` (declared with its JSON Schema in `plugin.toml`, so the
+//! daemon checks the secret when a tenant stores it) in the role [`TOKEN_ROLE`].
+//!
 //! Replace `example` (crate, binary, manifest, [`NAME`]) with your plugin's name, the
 //! [`Settings`] with your configuration and [`map_report`] with your service's payloads.
 
@@ -15,7 +19,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use plugin_kit::config::{ConfigError, Configured, schema_of};
-use plugin_kit::resilience::{BreakerSettings, Resilience, ResilientHttp, RetryPolicy};
+use plugin_kit::resilience::{BreakerSettings, Resilience, ResilientHttp, RetryPolicy, reqwest};
+use plugin_kit::secrecy::{ExposeSecret, SecretString};
 use plugin_kit::signature::{Scheme, WebhookSecrets};
 use plugin_kit::{
     Category, Description, EventBuilder, EventStream, MapContext, MapError, Plugin, Severity,
@@ -27,6 +32,12 @@ use serde::Deserialize;
 pub const NAME: &str = "example";
 /// The credential role of the webhook secret (a `webhook-secret` credential).
 pub const SECRET_ROLE: &str = "webhook_secret";
+/// The credential role of the optional bearer token for `reports_url`, of the kind
+/// [`TOKEN_KIND`] that this plugin declares.
+pub const TOKEN_ROLE: &str = "reports_token";
+/// The kind's name in the manifest (`[credential_kinds.reports-token]`); the daemon knows
+/// it as `NAME/reports-token`.
+pub const TOKEN_KIND: &str = "reports-token";
 /// The header carrying `sha256=<hex>` of the body. The manifest's `[webhook]` table names
 /// it too, so that the daemon verifies a delivery it keeps while the plugin is down.
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
@@ -97,7 +108,25 @@ struct Instance {
     context: MapContext,
     settings: Settings,
     secrets: WebhookSecrets,
+    /// The bearer token for `reports_url`, when configured.
+    token: Option<SecretString>,
     http: ResilientHttp,
+}
+
+impl Instance {
+    /// `GET url`, with the bearer token if there is one.
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + 'a {
+        move |client| {
+            let request = client.get(url);
+            match &self.token {
+                Some(token) => request.bearer_auth(token.expose_secret()),
+                None => request,
+            }
+        }
+    }
 }
 
 /// The plugin: idle until configured.
@@ -129,8 +158,10 @@ impl Plugin for Example {
             ]
             .into(),
             config_schema: schema_of::<Settings>(),
-            credential_kinds: vec!["webhook-secret".to_owned()],
-            dependencies: Vec::new(),
+            credential_kinds: vec![
+                "webhook-secret".to_owned(),
+                plugin_kit::plugin_credential_kind(NAME, TOKEN_KIND),
+            ],
         }
     }
 
@@ -152,6 +183,11 @@ impl Plugin for Example {
                 message: e.to_string(),
             }
         })?;
+        let token = configured
+            .credentials
+            .get(TOKEN_ROLE)
+            .map(|token| token.field("token"))
+            .transpose()?;
         let http = ResilientHttp::new(
             Resilience::new(
                 "reports",
@@ -171,6 +207,7 @@ impl Plugin for Example {
             },
             settings: configured.config,
             secrets,
+            token,
             http,
         }));
         Ok(())
@@ -180,7 +217,7 @@ impl Plugin for Example {
         let instance = self.instance()?;
         let mut results = Vec::new();
         if let Some(url) = &instance.settings.reports_url {
-            let answer = instance.http.send(|client| client.get(url)).await;
+            let answer = instance.http.send(instance.get(url)).await;
             let failure = match answer {
                 Ok(response) if response.status().is_success() => None,
                 Ok(response) => Some((
@@ -216,14 +253,10 @@ impl Plugin for Example {
             // Webhooks only: nothing to poll, which is not a failure.
             return Ok(Box::pin(tokio_stream::empty()));
         };
-        let response = instance
-            .http
-            .send(|client| client.get(url))
-            .await
-            .map_err(|e| {
-                e.class_with(plugin_kit::resilience::reqwest_class)
-                    .status(e.to_string())
-            })?;
+        let response = instance.http.send(instance.get(url)).await.map_err(|e| {
+            e.class_with(plugin_kit::resilience::reqwest_class)
+                .status(e.to_string())
+        })?;
         if !response.status().is_success() {
             let class = plugin_kit::ErrorClass::from_http_status(response.status().as_u16())
                 .unwrap_or(plugin_kit::ErrorClass::Unavailable);

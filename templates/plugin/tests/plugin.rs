@@ -103,20 +103,30 @@ async fn a_signed_report_becomes_one_canonical_event_and_a_forged_one_is_refused
     assert!(refused.events_json.is_empty());
 }
 
-/// Serves `body` as JSON to every request, on loopback; returns its URL.
-async fn reports_server(body: String) -> String {
+/// Serves `body` as JSON on loopback, to requests bearing `token` if one is given (401
+/// to the others); returns its URL.
+async fn reports_server(body: String, token: Option<&str>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let expected = token.map(|t| format!("authorization: bearer {t}").to_lowercase());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let body = body.clone();
+            let expected = expected.clone();
             tokio::spawn(async move {
                 let mut request = [0_u8; 4096];
-                let _ = stream.read(&mut request).await;
+                let read = stream.read(&mut request).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&request[..read]).to_lowercase();
+                let allowed = expected.is_none_or(|line| head.contains(&line));
+                let (status, body) = if allowed {
+                    ("200 OK", body)
+                } else {
+                    ("401 Unauthorized", "[]".to_owned())
+                };
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = stream.write_all(head.as_bytes()).await;
@@ -135,6 +145,7 @@ async fn collect_polls_the_reports_and_resumes_without_repeats() {
             {"id": "r-2", "time": "2026-12-01T10:05:00Z", "status": "failed"}
         ])
         .to_string(),
+        None,
     )
     .await;
     let mut plugin = configured(json!({"service": "billing", "reports_url": url})).await;
@@ -145,4 +156,30 @@ async fn collect_polls_the_reports_and_resumes_without_repeats() {
     assert!(again[0].events_json.is_empty(), "nothing twice");
     let check = plugin.check().await.expect("check");
     assert!(check.results.iter().all(|r| r.ok), "{check:?}");
+}
+
+#[tokio::test]
+async fn collect_sends_the_bearer_token_of_the_plugins_own_credential_kind() {
+    let token = "a reports token of sixteen bytes or more";
+    let report = json!([{"id": "r-1", "time": "2026-12-01T10:00:00Z", "status": "failed"}]);
+    let url = reports_server(report.to_string(), Some(token)).await;
+    let config = json!({"service": "billing", "reports_url": url});
+    let mut credentials = secret();
+    credentials.push(plugin_kit::v1::Credential {
+        name: "reports_token".into(),
+        kind: "example/reports-token".into(),
+        secret: json!({ "token": token }).to_string().into_bytes(),
+    });
+    let mut plugin = PluginUnderTest::start(BINARY).await.expect("start");
+    plugin
+        .configure("acme", "jobs", config.clone(), credentials)
+        .await
+        .expect("configure");
+    let batches = plugin.collect("").await.expect("collect with the token");
+    assert_eq!(batches[0].events_json.len(), 1);
+
+    // Without the token the service refuses, and Collect says so.
+    let mut anonymous = configured(config).await;
+    let refused = anonymous.collect("").await.expect_err("no token");
+    assert!(refused.to_string().contains("401"), "{refused}");
 }

@@ -122,23 +122,51 @@ fn passes_conformance(package: &Path, config: &Value, scratch: &Path) -> String 
     report
 }
 
-/// Serves `body` as JSON to every request on loopback, from a thread; returns its URL.
-fn reports_server(body: String) -> String {
+/// What a stand-in reports service answers: `body`, to requests bearing `token` if one
+/// is set (401 to the others). Changed while it runs, to stand for a rotated token.
+#[derive(Default)]
+struct Reports {
+    body: String,
+    token: Option<String>,
+}
+
+/// Serves `reports` as JSON on loopback, from a thread; returns its URL.
+fn reports_service(reports: std::sync::Arc<std::sync::Mutex<Reports>>) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut request = [0_u8; 4096];
-            let _ = stream.read(&mut request);
+            let read = stream.read(&mut request).unwrap_or(0);
+            let head = String::from_utf8_lossy(&request[..read]).to_lowercase();
+            let (status, body) = {
+                let reports = reports.lock().expect("reports");
+                let allowed = reports.token.as_ref().is_none_or(|token| {
+                    head.contains(&format!("authorization: bearer {}", token.to_lowercase()))
+                });
+                if allowed {
+                    ("200 OK", reports.body.clone())
+                } else {
+                    ("401 Unauthorized", "[]".to_owned())
+                }
+            };
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
     });
     format!("http://{addr}/reports")
+}
+
+/// Serves `body` as JSON to every request on loopback; returns its URL.
+fn reports_server(body: String) -> String {
+    reports_service(std::sync::Arc::new(std::sync::Mutex::new(Reports {
+        body,
+        token: None,
+    })))
 }
 
 fn succeeded(what: &str, output: &Output) {
@@ -311,4 +339,121 @@ fn a_plugin_in_python_passes_the_conformance_kit_and_runs_under_the_daemon() {
     assert_eq!(event["data"]["service.name"], "billing");
     assert_eq!(event["data"]["log.message"], "backup failed");
     assert_eq!(event["data"]["original"]["job"], "backup");
+}
+
+/// A credential kind the template declares in its manifest (`example/reports-token`, with
+/// a JSON Schema): a secret that does not match is refused without being echoed and
+/// stores nothing; a matching one reaches the plugin in Configure (its Collect sends it
+/// to the reports service, and the report lands in the sink); a rotation reconfigures the
+/// integration with the new token.
+#[test]
+fn a_plugin_declared_credential_kind_is_checked_used_in_configure_and_rotated() {
+    let world = World::new();
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/plugin");
+    install(
+        &world,
+        "example",
+        &template.join("plugin.toml"),
+        &bin("integration-example"),
+    );
+    let daemon = world.start(
+        &DaemonSetup::default()
+            .with_master_key(&world.root.path().join("master.key"))
+            .process("collect_interval = \"300ms\""),
+    );
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    daemon.set_credential("acme", "jobs-hook", "webhook-secret", SECRET.as_bytes());
+    let kind = "example/reports-token";
+    let set = |verb: &str, secret: &str| {
+        daemon.ctl_stdin(
+            None,
+            &[
+                "credentials",
+                verb,
+                "--tenant",
+                "acme",
+                "reports",
+                "--kind",
+                kind,
+            ],
+            secret.as_bytes(),
+        )
+    };
+
+    let refused = set("set", r#"{"token": "short-secret"}"#);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains(
+            "the example/reports-token secret at `/token` breaks the schema's `minLength` rule"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("short-secret"), "echoed: {message}");
+    let unknown = set("set", r#"{"token": "a-long-enough-token-1", "user": "x"}"#);
+    let message = String::from_utf8_lossy(&unknown.stderr);
+    assert!(message.contains("unknown field `user`"), "{message}");
+    let listed = daemon.ctl_json(&["credentials", "list", "--tenant", "acme"]);
+    assert!(
+        !listed.to_string().contains("\"reports\""),
+        "a refused secret stored nothing: {listed}"
+    );
+
+    let first = "first-reports-token-0001";
+    succeeded("set", &set("set", &json!({ "token": first }).to_string()));
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Reports {
+        body: json!([{"id": "r-1", "time": "2026-12-01T01:00:00Z", "status": "failed", "job": "export"}])
+            .to_string(),
+        token: Some(first.to_owned()),
+    }));
+    let url = reports_service(reports.clone());
+    daemon.add_integration(
+        &world,
+        "acme",
+        "jobs",
+        "example",
+        &json!({"service": "billing", "reports_url": url,
+                "credentials": {"webhook_secret": "jobs-hook", "reports_token": "reports"}}),
+    );
+    let collected = |id: &str| {
+        let id = id.to_owned();
+        wait_for(
+            &format!("report {id} in the sink"),
+            Duration::from_secs(30),
+            || {
+                world
+                    .sink_lines()
+                    .iter()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .find(|e| e["data"]["original"]["id"] == id.as_str())
+            },
+        )
+    };
+    assert_eq!(collected("r-1")["type"], "com.betalogs.system.error");
+
+    // The service now takes only the new token, which the tenant rotates in.
+    let second = "second-reports-token-0002";
+    *reports.lock().expect("reports") = Reports {
+        body: json!([
+            {"id": "r-1", "time": "2026-12-01T01:00:00Z", "status": "failed", "job": "export"},
+            {"id": "r-2", "time": "2026-12-01T01:05:00Z", "status": "ok", "job": "export"}
+        ])
+        .to_string(),
+        token: Some(second.to_owned()),
+    };
+    succeeded(
+        "rotate",
+        &set("rotate", &json!({ "token": second }).to_string()),
+    );
+    assert_eq!(collected("r-2")["type"], "com.betalogs.system.log");
+    let info = daemon.ctl_json(&["credentials", "list", "--tenant", "acme"]);
+    let reports_info = info
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["name"] == "reports"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(reports_info["kind"], kind, "{info}");
+    daemon.wait_instance("jobs", "healthy", Duration::from_secs(30), |i| {
+        state_of(i) == "healthy"
+    });
 }

@@ -31,16 +31,12 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
         ..PluginPackage::testfault("ahead", &[])
     });
     world.install(&PluginPackage {
-        dependencies: vec![("ghost".into(), ">=1".into())],
+        manifest_extra: "[dependencies]\nghost = \">=1\"\n".into(),
         ..PluginPackage::testfault("needy", &[])
     });
     world.install(&PluginPackage {
-        dependencies: vec![("egg".into(), "*".into())],
-        ..PluginPackage::testfault("chicken", &[])
-    });
-    world.install(&PluginPackage {
-        dependencies: vec![("chicken".into(), "*".into())],
-        ..PluginPackage::testfault("egg", &[])
+        manifest_extra: "[credential_kinds.token]\nschema = { type = \"no-such-type\" }\n".into(),
+        ..PluginPackage::testfault("schemer", &[])
     });
     let mut liar = PluginPackage::testfault("liar", &[]);
     liar.args = vec!["--name".into(), "someone-else".into()];
@@ -54,8 +50,8 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
     .expect("manifest");
 
     let names = [
-        "good", "garbled", "silent", "fragile", "future", "v9only", "ahead", "needy", "chicken",
-        "egg", "liar",
+        "good", "garbled", "silent", "fragile", "future", "v9only", "ahead", "needy", "liar",
+        "schemer",
     ];
     let mut setup = DaemonSetup::default()
         .process("start_timeout = \"1s\"")
@@ -98,9 +94,15 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
     );
     assert_eq!(state_of(&v9), "refused");
     expect_error("ahead", &["requires integrationd >=9, this is 0.1.0"]);
-    expect_error("needy", &["depends on `ghost` >=1, which is not available"]);
-    expect_error("chicken", &["dependency cycle: chicken -> egg -> chicken"]);
-    expect_error("egg", &["dependency cycle: egg -> chicken -> egg"]);
+    expect_error(
+        "needy",
+        &["`[dependencies]` is no longer part of the manifest"],
+    );
+    let schemer = expect_error(
+        "schemer",
+        &["declares credential kind `schemer/token` with a schema that is not a valid JSON Schema"],
+    );
+    assert_eq!(state_of(&schemer), "refused");
     let liar = expect_error(
         "liar",
         &["Describe says name `someone-else`, the manifest says `liar`"],
@@ -115,9 +117,11 @@ fn unfit_plugins_are_refused_by_name_and_cause_while_others_keep_running() {
         .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert!(
-        refused.iter().any(|r| r.contains("malformed manifest")
-            && r.contains("broken/plugin.toml")
-            && r.contains("line 2")),
+        refused
+            .iter()
+            .any(|r| r.contains("has a malformed manifest")
+                && r.contains("broken/plugin.toml")
+                && r.contains("line 2")),
         "{refused:?}"
     );
 

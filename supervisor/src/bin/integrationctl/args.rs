@@ -401,7 +401,9 @@ pub struct SecretTarget {
     #[arg(long)]
     pub tenant: String,
     pub name: String,
-    #[arg(long, value_parser = ["api-key", "oauth2", "github-app", "aws", "webhook-secret", "basic"])]
+    /// api-key, oauth2, github-app, aws, webhook-secret, basic, or a kind an installed
+    /// plugin declares (`PLUGIN/KIND`); the daemon checks the secret against it.
+    #[arg(long)]
     pub kind: String,
     #[command(flatten)]
     pub input: SecretInput,

@@ -135,6 +135,7 @@ fn rename(text: &str, name: &str) -> String {
         )
         .replace("name = \"example\"", &format!("name = \"{name}\""))
         .replace("<plugin_dir>/example/", &format!("<plugin_dir>/{name}/"))
+        .replace("example/reports-token", &format!("{name}/reports-token"))
 }
 
 fn cargo_toml(name: &str, kit: &Path) -> String {
