@@ -65,6 +65,40 @@ pub fn schema_of<C: schemars::JsonSchema>() -> serde_json::Value {
     schema
 }
 
+/// [`schema_of`] with the credential roles spelled out: `R`'s fields (each the name of a
+/// stored credential) are the roles `credentials` may name, so `integrations add` refuses
+/// a role the plugin does not take, naming it. `credentials` is required when `R` has a
+/// required role.
+pub fn schema_with_roles<C: schemars::JsonSchema, R: schemars::JsonSchema>() -> serde_json::Value {
+    let mut schema = schema_of::<C>();
+    let mut roles = serde_json::to_value(schemars::schema_for!(R)).unwrap_or_default();
+    if let Some(roles) = roles.as_object_mut() {
+        roles.remove("$schema");
+        roles.remove("title");
+    }
+    let required = roles
+        .get("required")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|r| !r.is_empty());
+    if let Some(object) = schema.as_object_mut() {
+        if let Some(properties) = object
+            .get_mut("properties")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            properties.insert("credentials".to_owned(), roles);
+        }
+        if required {
+            let list = object
+                .entry("required")
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let Some(list) = list.as_array_mut() {
+                list.push(serde_json::Value::from("credentials"));
+            }
+        }
+    }
+    schema
+}
+
 /// Why a configuration was refused; names the field, never quotes a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -76,6 +110,8 @@ pub enum ConfigError {
     Whole(String),
     #[error("credential role `{0}` is required but no credential was configured for it")]
     MissingCredential(String),
+    #[error("credential role `{0}` is configured but its secret was not sent")]
+    NotSent(String),
 }
 
 impl From<ConfigError> for Status {
@@ -183,6 +219,17 @@ impl<C: DeserializeOwned> Configured<C> {
                 kind_of(&value)
             )));
         };
+        // A role the configuration names must have arrived with it (the supervisor
+        // sends each one; a harness or another host might not).
+        if let Some(roles) = object
+            .get("credentials")
+            .and_then(serde_json::Value::as_object)
+            && let Some(role) = roles
+                .keys()
+                .find(|role| !request.credentials.iter().any(|c| &c.name == *role))
+        {
+            return Err(ConfigError::NotSent(role.clone()));
+        }
         for key in HOST_KEYS {
             object.remove(key);
         }
@@ -295,10 +342,37 @@ mod tests {
             missing.contains("missing field `repositories`"),
             "{missing}"
         );
+        let not_sent = refused(r#"{"repositories": [], "credentials": {"app": "gh-app"}}"#);
+        assert_eq!(
+            not_sent,
+            "credential role `app` is configured but its secret was not sent"
+        );
         assert!(refused("[1]").contains("it is an array"));
         assert!(refused("{").starts_with("the configuration is not a JSON object"));
         let status = Status::from(ConfigError::Whole("x".into()));
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn roles_spelled_out_are_the_only_ones_the_schema_admits() {
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        #[serde(deny_unknown_fields)]
+        struct Roles {
+            token: String,
+            app: Option<String>,
+        }
+        let schema = schema_with_roles::<Settings, Roles>();
+        let credentials = &schema["properties"]["credentials"];
+        assert_eq!(credentials["additionalProperties"], false, "{schema:#}");
+        assert_eq!(credentials["required"], serde_json::json!(["token"]));
+        assert!(
+            schema["required"]
+                .as_array()
+                .is_some_and(|r| r.contains(&"credentials".into())),
+            "{schema:#}"
+        );
+        assert!(schema["properties"]["mappings"].is_object());
     }
 
     #[test]

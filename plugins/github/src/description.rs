@@ -1,7 +1,6 @@
 //! What the GitHub plugin tells the supervisor about itself.
 
 use plugin_kit::{Capabilities, Capability};
-use serde_json::json;
 
 pub fn describe() -> plugin_kit::Description {
     plugin_kit::Description {
@@ -23,35 +22,9 @@ pub fn describe() -> plugin_kit::Description {
     }
 }
 
-/// JSON Schema of an integration's configuration (keys as in INTERFACE.md).
+/// JSON Schema of an integration's configuration, derived from its type.
 fn config_schema() -> serde_json::Value {
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "GitHub integration",
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["repositories", "credentials"],
-        "properties": {
-            "repositories": {
-                "description": "Repositories covered, exact (`org/repo`) or globs (`org/*`)",
-                "type": "array", "minItems": 1,
-                "items": { "type": "string", "pattern": "^[A-Za-z0-9_.-]+/[A-Za-z0-9_.*-]+$" }
-            },
-            "credentials": {
-                "type": "object", "additionalProperties": false,
-                "properties": {
-                    "token": { "type": "string", "description": "credential name of a personal access token" },
-                    "app": { "type": "string", "description": "credential name of a GitHub App" },
-                    "webhook_secret": { "type": "string", "description": "credential name of the webhook secret" }
-                }
-            },
-            "api_url": { "type": "string", "format": "uri", "description": "GitHub Enterprise Server API base URL" },
-            "service_map": { "type": "object", "additionalProperties": { "type": "string" } },
-            "backfill_since": { "type": "string", "format": "date-time" },
-            "enabled_event_types": { "type": "array", "items": { "type": "string" } },
-            "mappings": { "type": "array", "items": { "type": "object" } }
-        }
-    })
+    plugin_kit::config::schema_with_roles::<crate::settings::GitHubConfig, crate::settings::Roles>()
 }
 
 #[cfg(test)]
@@ -67,5 +40,31 @@ mod tests {
             Ok(())
         );
         assert_eq!(described.config_schema["type"], "object");
+    }
+
+    #[test]
+    fn the_derived_schema_takes_the_documented_keys_and_refuses_the_rest() {
+        let schema = super::config_schema();
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let valid = serde_json::json!({
+            "repositories": ["acme/api", "acme/web-*"],
+            "credentials": {"token": "gh-token", "webhook_secret": "hook"},
+            "api_url": "https://ghe.example.com/api/v3",
+            "service_map": {"acme/api": "checkout"},
+            "backfill_since": "2026-01-01T00:00:00Z",
+            "enabled_event_types": ["push"],
+            "mappings": [],
+        });
+        assert!(validator.is_valid(&valid), "{schema:#}");
+        for invalid in [
+            serde_json::json!({"repositories": []}),
+            serde_json::json!({"repositories": ["no-slash"]}),
+            serde_json::json!({"repositories": ["a/b"], "colour": 1}),
+            serde_json::json!({"repositories": ["a/b"], "credentials": {"tokn": "x"}}),
+            serde_json::json!({"repositories": ["a/b"], "credentials": {"token": 3}}),
+            serde_json::json!({"credentials": {"token": "x"}}),
+        ] {
+            assert!(!validator.is_valid(&invalid), "accepted {invalid}");
+        }
     }
 }

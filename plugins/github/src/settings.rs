@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use plugin_kit::config::Configured;
 use plugin_kit::signature::WebhookSecrets;
 use plugin_kit::v1;
 use secrecy::SecretString;
@@ -30,9 +31,9 @@ pub enum SettingsError {
     #[error("the configuration is not valid: {0}")]
     Config(String),
     #[error(transparent)]
+    Typed(#[from] plugin_kit::config::ConfigError),
+    #[error(transparent)]
     Scope(#[from] ScopeError),
-    #[error("credential role `{role}` is configured but its secret was not sent")]
-    MissingCredential { role: String },
     #[error("credential `{role}` (kind {kind}) is not usable: {why}")]
     BadCredential {
         role: String,
@@ -43,28 +44,41 @@ pub enum SettingsError {
     UnknownEventType(String),
 }
 
-#[derive(Debug, Deserialize)]
+/// An integration's configuration, as its author writes it (keys of INTERFACE.md, github
+/// section). Its JSON Schema is `Describe`'s, so `integrations add` checks it too.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+#[schemars(title = "GitHub integration")]
+pub struct GitHubConfig {
+    /// Repositories covered, exact (`org/repo`) or globs (`org/*`).
+    #[schemars(
+        length(min = 1),
+        inner(regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.*-]+$"))
+    )]
     repositories: Vec<String>,
-    #[serde(default)]
-    credentials: RawRoles,
+    /// GitHub Enterprise Server API base URL.
+    #[schemars(url)]
     api_url: Option<String>,
+    /// `owner/repo` → the service its events belong to (default: the repository's name).
     #[serde(default)]
     service_map: HashMap<String, String>,
+    /// History before this time (RFC 3339) is not collected.
+    #[schemars(extend("format" = "date-time"))]
     backfill_since: Option<String>,
+    /// The webhook event types mapped (default: all the plugin maps).
     enabled_event_types: Option<Vec<String>>,
-    /// Applied by the supervisor's pipeline, not here.
-    #[serde(default)]
-    #[allow(dead_code)]
-    mappings: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The credential roles `credentials` may name, each the name of a stored credential.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRoles {
+#[allow(dead_code)] // a schema only: the secrets arrive by role with Configure
+pub struct Roles {
+    /// A personal access token (`api-key`).
     token: Option<String>,
+    /// A GitHub App installation (`github-app`); exclusive with `token`.
     app: Option<String>,
+    /// The webhook secret (`webhook-secret`).
     webhook_secret: Option<String>,
 }
 
@@ -105,8 +119,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_configure(request: &v1::ConfigureRequest) -> Result<Self, SettingsError> {
-        let raw: RawConfig = serde_json::from_str(&request.config_json)
-            .map_err(|e| SettingsError::Config(e.to_string()))?;
+        let configured = Configured::<GitHubConfig>::parse(request)?;
+        let raw = configured.config;
         let scope = RepositoryScope::new(raw.repositories.iter().map(String::as_str))?;
         let api_url = raw
             .api_url
@@ -137,33 +151,19 @@ impl Settings {
                 list.into_iter().collect()
             }
         };
-        // A role named in the configuration must have arrived with Configure.
-        let require = |role: &str, named: &Option<String>| match named {
-            None => Ok(None),
-            Some(_) => request
-                .credentials
-                .iter()
-                .find(|c| c.name == role)
-                .map(Some)
-                .ok_or_else(|| SettingsError::MissingCredential {
-                    role: role.to_owned(),
-                }),
-        };
-        let api = match (
-            require("token", &raw.credentials.token)?,
-            require("app", &raw.credentials.app)?,
-        ) {
+        let role = |name: &str| configured.credentials.get(name).map(|c| c.to_protocol());
+        let api = match (role("token"), role("app")) {
             (Some(_), Some(_)) => {
                 return Err(SettingsError::Config(
                     "`credentials.token` and `credentials.app` are exclusive: name one".to_owned(),
                 ));
             }
-            (Some(token), None) => Some(ApiCredential::Token(parse_token(token)?)),
-            (None, Some(app)) => Some(ApiCredential::App(parse_app(app)?)),
+            (Some(token), None) => Some(ApiCredential::Token(parse_token(&token)?)),
+            (None, Some(app)) => Some(ApiCredential::App(parse_app(&app)?)),
             (None, None) => None,
         };
-        let webhook_secrets = require("webhook_secret", &raw.credentials.webhook_secret)?
-            .map(parse_webhook_secret)
+        let webhook_secrets = role("webhook_secret")
+            .map(|secret| parse_webhook_secret(&secret))
             .transpose()?;
         Ok(Self {
             tenant: request.tenant.clone(),
