@@ -68,6 +68,8 @@ struct Faults {
     ignore_host_death: bool,
     stdout_after_handshake: bool,
     accept_any_config: bool,
+    /// Every webhook event non-canonical (the conformance kit's `webhook-signed`).
+    invalid_webhook_events: bool,
     ignore_cursor: bool,
     accept_unsigned_webhooks: bool,
 }
@@ -126,6 +128,7 @@ fn parse_faults() -> Result<Faults, String> {
             "--accept-any-config" => faults.accept_any_config = true,
             "--ignore-cursor" => faults.ignore_cursor = true,
             "--accept-unsigned-webhooks" => faults.accept_unsigned_webhooks = true,
+            "--invalid-webhook-events" => faults.invalid_webhook_events = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -553,7 +556,8 @@ impl Plugin for TestFault {
             .ok_or_else(|| Status::failed_precondition("not configured"))?;
         let id = body["id"].as_str().unwrap_or("delivery");
         let count = body["events"].as_u64().unwrap_or(1).min(1000);
-        let invalid = body["invalid"] == serde_json::json!(true);
+        let invalid =
+            body["invalid"] == serde_json::json!(true) || self.faults.invalid_webhook_events;
         let events_json = (0..count)
             .map(|k| {
                 let event = plugin_kit::EventBuilder::new(

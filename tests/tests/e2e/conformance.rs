@@ -10,20 +10,35 @@ use plugin_kit::testing::conformance::{Check, Options, Outcome, Package, Report,
 use serde_json::{Value, json};
 
 /// The test plugin with every capability the kit exercises, collecting 1,200 events
-/// (three batches), with `faults` on top.
+/// (three batches), its webhooks authenticated by a shared secret in `x-testfault-token`,
+/// with `faults` on top.
 fn testfault(name: &str, faults: &[&str]) -> PluginPackage {
     let mut args = vec!["--capabilities", "check,collect,webhook", "--emit", "1200"];
     args.extend_from_slice(faults);
     PluginPackage {
         capabilities: ["check", "collect", "webhook"].map(str::to_owned).to_vec(),
+        manifest_extra:
+            "[webhook]\nauthentication = \"shared-secret\"\nheader = \"x-testfault-token\"\n"
+                .to_owned(),
         ..PluginPackage::testfault(name, &args)
     }
 }
 
+/// The test plugin's webhook secret (`good`, its default token), as Configure carries it.
+const WEBHOOK_SECRET: &str = r#"{"current": "good"}"#;
+/// A delivery the test plugin maps to one event.
+const WEBHOOK_SAMPLE: &str = r#"{"id": "sample"}"#;
+
 fn options() -> Options {
     Options {
         config: json!({"repositories": ["acme/orders"], "poll": 30}),
+        credentials: vec![plugin_kit::v1::Credential {
+            name: "webhook_secret".to_owned(),
+            kind: "webhook-secret".to_owned(),
+            secret: WEBHOOK_SECRET.as_bytes().to_vec(),
+        }],
         grace: Duration::from_secs(3),
+        webhook_sample: Some(WEBHOOK_SAMPLE.as_bytes().to_vec()),
         ..Options::default()
     }
 }
@@ -118,6 +133,13 @@ fn each_broken_plugin_fails_exactly_the_check_it_breaks() {
             &["with no signature: answered 202 with 1 event(s)"],
         ),
         (
+            testfault("sloppy", &["--invalid-webhook-events"]),
+            Check::WebhookSigned,
+            &[
+                "event 0 of the signed sample is not canonical: /category: \"finance\" is not one of",
+            ],
+        ),
+        (
             testfault("orphan", &["--ignore-host-death"]),
             Check::HostDeath,
             &["still running 3s after its host was killed"],
@@ -167,6 +189,10 @@ fn integrationctl_plugin_conformance_reports_each_check_and_fails_on_a_broken_pl
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.json");
     std::fs::write(&config, options().config.to_string()).expect("config");
+    let secret = dir.path().join("secret.json");
+    std::fs::write(&secret, WEBHOOK_SECRET).expect("secret");
+    let sample = dir.path().join("sample.json");
+    std::fs::write(&sample, WEBHOOK_SAMPLE).expect("sample");
     let conformance = |package: &PluginPackage, json: bool| {
         let installed = package.install(dir.path());
         let mut command = std::process::Command::new(bin("integrationctl"));
@@ -178,6 +204,13 @@ fn integrationctl_plugin_conformance_reports_each_check_and_fails_on_a_broken_pl
             .arg(&installed)
             .arg("--config")
             .arg(&config)
+            .arg("--credential")
+            .arg(format!(
+                "webhook_secret:webhook-secret:{}",
+                secret.display()
+            ))
+            .arg("--webhook-sample")
+            .arg(&sample)
             .args(["--grace", "3s"])
             .output()
             .expect("integrationctl")
@@ -202,5 +235,5 @@ fn integrationctl_plugin_conformance_reports_each_check_and_fails_on_a_broken_pl
             .any(|l| l.starts_with("FAIL  token-required") && l.contains("wrong token")),
         "{text}"
     );
-    assert!(text.contains("1 of 17 checks failed"), "{text}");
+    assert!(text.contains("1 of 18 checks failed"), "{text}");
 }

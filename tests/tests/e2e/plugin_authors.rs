@@ -97,11 +97,18 @@ fn forged_refused_signed_stored(
     event
 }
 
-/// Runs `integrationctl plugin conformance` on `package` with `config` and the webhook
-/// secret; asserts every check passed (or does not apply) and returns the report.
+/// A delivery in the jobs service's format (the template's and the Python plugin's), for
+/// the kit to sign: it must come out as a canonical event (`webhook-signed`).
+const SAMPLE: &str = r#"{"id": "s-1", "time": "2026-12-01T09:00:00Z", "status": "failed", "message": "export failed", "job": "export"}"#;
+
+/// Runs `integrationctl plugin conformance` on `package` with `config`, the webhook
+/// secret and a sample delivery; asserts every check passed (or does not apply), the
+/// signed sample among them, and returns the report.
 fn passes_conformance(package: &Path, config: &Value, scratch: &Path) -> String {
     let config_file = scratch.join("config.json");
     std::fs::write(&config_file, config.to_string()).expect("config");
+    let sample = scratch.join("sample.json");
+    std::fs::write(&sample, SAMPLE).expect("sample");
     let secret = scratch.join("secret.json");
     std::fs::write(&secret, json!({ "current": SECRET }).to_string()).expect("secret");
     let conformance = Command::new(bin("integrationctl"))
@@ -114,11 +121,18 @@ fn passes_conformance(package: &Path, config: &Value, scratch: &Path) -> String 
             "webhook_secret:webhook-secret:{}",
             secret.display()
         ))
+        .arg("--webhook-sample")
+        .arg(&sample)
         .output()
         .expect("plugin conformance");
     let report = String::from_utf8_lossy(&conformance.stdout).into_owned();
     assert!(conformance.status.success(), "{report}");
     assert!(report.ends_with("all checks passed\n"), "{report}");
+    assert!(
+        report.contains("PASS  webhook-signed")
+            && report.contains("with 1 event(s), all canonical"),
+        "{report}"
+    );
     report
 }
 

@@ -45,6 +45,7 @@ pub(super) async fn session(package: &Package, options: &Options, findings: &mut
                     Check::CollectCanonical,
                     Check::CollectResumes,
                     Check::WebhookBadSignature,
+                    Check::WebhookSigned,
                     Check::Shutdown,
                     Check::QuietStdout,
                 ],
@@ -81,6 +82,7 @@ async fn configured_calls(
         Check::CollectCanonical,
         Check::CollectResumes,
         Check::WebhookBadSignature,
+        Check::WebhookSigned,
     ];
     let described = match within(options, plugin.describe()).await {
         Ok(described) => described,
@@ -148,8 +150,13 @@ async fn configured_calls(
             Check::WebhookBadSignature,
             webhook_bad_signature(plugin, package, options).await,
         );
+        findings.record(
+            Check::WebhookSigned,
+            webhook_signed(plugin, package, options).await,
+        );
     } else {
         findings.record(Check::WebhookBadSignature, undeclared("webhook"));
+        findings.record(Check::WebhookSigned, undeclared("webhook"));
     }
 }
 
@@ -581,6 +588,99 @@ async fn webhook_bad_signature(
         answers.push(format!("{} to {what}", answer.status));
     }
     Verdict::Pass(format!("answered {}", answers.join(", ")))
+}
+
+/// The headers that authenticate `body` as the manifest's `[webhook]` table says, with
+/// the current secret of the `webhook-secret` credential given to the kit.
+fn signed_headers(
+    package: &Package,
+    options: &Options,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, String> {
+    use secrecy::ExposeSecret;
+    let scheme = package.manifest.webhook.as_ref().ok_or_else(|| {
+        "the manifest has no `[webhook]` table, so the kit cannot sign the sample".to_owned()
+    })?;
+    let credential = options
+        .credentials
+        .iter()
+        .find(|c| c.kind == "webhook-secret")
+        .ok_or_else(|| {
+            "no `webhook-secret` credential was given to sign the sample with".to_owned()
+        })?;
+    let secrets = crate::signature::WebhookSecrets::from_credential(credential)
+        .map_err(|err| format!("the `{}` credential: {err}", credential.name))?;
+    let secret = secrets.current.expose_secret();
+    Ok(match scheme {
+        Scheme::HmacSha256 { header } => vec![(
+            header.clone(),
+            crate::signature::sign_sha256(secret.as_bytes(), body),
+        )],
+        Scheme::SharedSecret { header, .. } => vec![(header.clone(), secret.to_owned())],
+    })
+}
+
+/// A correctly signed sample delivery yields canonical events: what the daemon would
+/// otherwise dead-letter is caught here.
+async fn webhook_signed(
+    plugin: &mut PluginUnderTest,
+    package: &Package,
+    options: &Options,
+) -> Verdict {
+    let Some(body) = &options.webhook_sample else {
+        return Verdict::Skip(
+            "no sample delivery given (`--webhook-sample FILE`, a body in the service's format)"
+                .to_owned(),
+        );
+    };
+    let mut headers = match signed_headers(package, options, body) {
+        Ok(headers) => headers,
+        Err(why) => return Verdict::Skip(format!("not run: {why}")),
+    };
+    headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let answer = match within(options, plugin.webhook(&headers, body.clone())).await {
+        Ok(answer) => answer,
+        Err(err) => return Verdict::Fail(format!("the signed sample: {err}")),
+    };
+    if !(200..300).contains(&answer.status) {
+        return Verdict::Fail(format!(
+            "the signed sample was answered {}{}; it must be accepted (2xx)",
+            answer.status,
+            if answer.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", excerpt(&answer.message))
+            }
+        ));
+    }
+    if answer.events_json.is_empty() {
+        return Verdict::Fail(format!(
+            "the signed sample was answered {} with no events; a sample the plugin maps must yield at least one",
+            answer.status
+        ));
+    }
+    let schema = match canonical_schema() {
+        Ok(schema) => schema,
+        Err(err) => return Verdict::Skip(format!("not run: {err}")),
+    };
+    for (index, raw) in answer.events_json.iter().enumerate() {
+        let problems = event_problems(&schema, raw);
+        if !problems.is_empty() {
+            return Verdict::Fail(format!(
+                "event {index} of the signed sample is not canonical: {}",
+                excerpt(&problems.join("; "))
+            ));
+        }
+    }
+    Verdict::Pass(format!(
+        "answered {} with {} event(s), all canonical",
+        answer.status,
+        answer.events_json.len()
+    ))
 }
 
 async fn shutdown(plugin: &mut PluginUnderTest, options: &Options) -> Verdict {

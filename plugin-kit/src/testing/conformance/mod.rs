@@ -61,6 +61,9 @@ pub enum Check {
     CollectResumes,
     /// A webhook with a bad or missing signature is answered 401 or 403, with no events.
     WebhookBadSignature,
+    /// A sample delivery signed as the manifest's `[webhook]` table says is accepted (2xx)
+    /// with at least one event, each valid against the canonical schema.
+    WebhookSigned,
     /// After `Shutdown` the process exits within the grace period.
     Shutdown,
     /// After SIGTERM the process exits within the grace period.
@@ -73,7 +76,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in the order of the report.
-    pub const ALL: [Check; 17] = [
+    pub const ALL: [Check; 18] = [
         Check::RefusesWithoutCookie,
         Check::NegotiatesVersion,
         Check::Handshake,
@@ -87,6 +90,7 @@ impl Check {
         Check::CollectCanonical,
         Check::CollectResumes,
         Check::WebhookBadSignature,
+        Check::WebhookSigned,
         Check::Shutdown,
         Check::Sigterm,
         Check::HostDeath,
@@ -109,6 +113,7 @@ impl Check {
             Check::CollectCanonical => "collect-canonical",
             Check::CollectResumes => "collect-resumes",
             Check::WebhookBadSignature => "webhook-bad-signature",
+            Check::WebhookSigned => "webhook-signed",
             Check::Shutdown => "shutdown",
             Check::Sigterm => "sigterm",
             Check::HostDeath => "host-death",
@@ -263,6 +268,9 @@ pub struct Options {
     pub grace: Duration,
     /// How long one call may take (a whole `Collect` stream counts as one).
     pub call_timeout: Duration,
+    /// A delivery body in the service's own format, for `webhook-signed`: the kit signs
+    /// it with the `webhook-secret` credential as the manifest's `[webhook]` table says.
+    pub webhook_sample: Option<Vec<u8>>,
 }
 
 impl Default for Options {
@@ -272,6 +280,7 @@ impl Default for Options {
             credentials: Vec::new(),
             grace: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
+            webhook_sample: None,
         }
     }
 }

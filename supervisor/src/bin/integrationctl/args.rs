@@ -527,6 +527,11 @@ pub enum PluginCommand {
         /// never from the command line). Repeatable.
         #[arg(long = "credential", value_name = "ROLE:KIND:FILE")]
         credentials: Vec<String>,
+        /// A delivery body in the service's format: the kit signs it with the
+        /// `webhook-secret` credential as the manifest's `[webhook]` says and checks that
+        /// it yields canonical events (`webhook-signed`).
+        #[arg(long, value_name = "FILE")]
+        webhook_sample: Option<PathBuf>,
         /// How long the plugin may take to start, and to exit when told to.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,

@@ -34,8 +34,18 @@ pub async fn run(
             dir,
             config,
             credentials,
+            webhook_sample,
             grace,
-        } => conformance(&dir, config, &credentials, grace, output).await?,
+        } => {
+            let webhook_sample = webhook_sample
+                .map(|path| {
+                    std::fs::read(&path).with_context(|| {
+                        format!("--webhook-sample: cannot read {}", path.display())
+                    })
+                })
+                .transpose()?;
+            conformance(&dir, config, &credentials, webhook_sample, grace, output).await?;
+        }
         PluginCommand::Package { dir, out, debug } => {
             let packaged = package(&dir, out, debug)?;
             if matches!(output, crate::render::Output::Json) {
@@ -58,6 +68,7 @@ async fn conformance(
     dir: &Path,
     config: Option<PathBuf>,
     credentials: &[String],
+    webhook_sample: Option<Vec<u8>>,
     grace: std::time::Duration,
     output: crate::render::Output,
 ) -> anyhow::Result<()> {
@@ -80,6 +91,7 @@ async fn conformance(
         config,
         credentials,
         grace,
+        webhook_sample,
         ..Options::default()
     };
     let report = run(&package, &options).await;
