@@ -4,13 +4,21 @@
 //! constant time. During a secret rotation both the current and the previous secret are
 //! accepted, so no delivery is dropped while the sender switches.
 //!
+//! [`Authentication`] is the configurable form (HMAC in any header, Slack, Standard
+//! Webhooks, tokens, HTTP Basic), chosen per integration by a plugin such as the generic
+//! webhook plugin.
+//!
 //! [`Scheme`] is one core for both sides: a plugin verifies its deliveries with it, and
 //! the host, reading the scheme from the plugin's manifest, verifies a delivery it must
 //! keep while the plugin is down, so that nothing unauthenticated is ever stored.
 
+mod schemes;
+
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
+
+pub use schemes::{Authentication, DEFAULT_TOLERANCE_SECONDS, DigestEncoding};
 
 /// The longest signature header looked at (`sha256=` and 64 hex digits, with room).
 const MAX_HEADER: usize = 128;
@@ -25,6 +33,16 @@ pub enum SignatureError {
     Malformed(&'static str),
     #[error("the signature does not match the body with the configured secret")]
     Mismatch,
+    #[error("the delivery lacks the `{0}` header")]
+    MissingHeader(String),
+    #[error(
+        "the delivery's `{header}` is {skew_seconds} s from now, outside the {tolerance_seconds} s replay window"
+    )]
+    Stale {
+        header: String,
+        skew_seconds: u64,
+        tolerance_seconds: u64,
+    },
 }
 
 /// Which secret verified the delivery.
