@@ -155,9 +155,10 @@ impl Authentication {
                 })
             }
             Authentication::Token { header } => {
-                verify_shared_secret(secrets, request.header(header))
+                verify_shared_secret(secrets, Some(required(request, header)?))
             }
             Authentication::Basic => {
+                required(request, "authorization")?;
                 verify_shared_secret(secrets, basic_credentials(request).as_deref())
             }
         }

@@ -31,4 +31,5 @@ mod scale;
 mod startup;
 mod supervision;
 mod tenants;
+mod webhook_plugin;
 mod webhooks;

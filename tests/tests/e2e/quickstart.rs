@@ -23,7 +23,7 @@ fn without_comments_and_executable(text: &str) -> Vec<String> {
 
 #[test]
 fn quickstart_manifests_match_the_installable_ones() {
-    for plugin in ["github", "cloudwatch"] {
+    for plugin in ["github", "cloudwatch", "webhook"] {
         let root = repo_root();
         let installable =
             std::fs::read_to_string(root.join(format!("plugins/{plugin}/plugin.toml")))
@@ -56,7 +56,7 @@ fn quickstart_config_supervises_both_product_plugins_from_relative_paths() {
         temp.path().join("examples/quickstart.toml"),
     )
     .expect("copy config");
-    for plugin in ["github", "cloudwatch"] {
+    for plugin in ["github", "cloudwatch", "webhook"] {
         let manifest =
             std::fs::read_to_string(root.join(format!("examples/plugins/{plugin}/plugin.toml")))
                 .expect("read");

@@ -1,0 +1,197 @@
+//! Templates over a delivery: text with `{/json/pointer}` into the whole payload and,
+//! in a route that maps each element of an array, `{./pointer}` into the element.
+//! Compiled once at `Configure`, so a malformed template is a configuration error naming
+//! it, never a refused delivery. A template that is exactly one reference keeps the
+//! value's JSON type (a number stays a number).
+
+use serde_json::Value;
+
+/// One compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    /// A JSON Pointer into the whole delivery.
+    Root(String),
+    /// A JSON Pointer into the current element of `each`.
+    Element(String),
+}
+
+/// What a template refers to, to render it.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub root: &'a Value,
+    pub element: Option<&'a Value>,
+}
+
+/// Why a template could not be rendered: a reference to nothing, or to something that
+/// is not text. Names the pointer, never the payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("`{0}` is not in the delivery")]
+    Missing(String),
+    #[error("`{0}` is an object or an array, not text")]
+    NotText(String),
+}
+
+impl Template {
+    /// Compiles `text`; `in_each` says whether `{./…}` references are allowed.
+    pub fn compile(text: &str, in_each: bool) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("`{text}`: a `{{` is not closed"))?;
+            let reference = &after[..close];
+            let part = if let Some(pointer) = reference.strip_prefix('.') {
+                if !in_each {
+                    return Err(format!(
+                        "`{text}`: `{{{reference}}}` refers to an element, but the route has no `each`"
+                    ));
+                }
+                Part::Element(pointer.to_owned())
+            } else {
+                Part::Root(reference.to_owned())
+            };
+            let pointer = match &part {
+                Part::Root(p) | Part::Element(p) => p,
+                Part::Text(_) => unreachable!("a reference"),
+            };
+            if !pointer.starts_with('/') {
+                return Err(format!(
+                    "`{text}`: `{{{reference}}}` is not a JSON Pointer (`{{/a/b}}`, or `{{./a}}` in an element)"
+                ));
+            }
+            parts.push(part);
+            rest = &after[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("`{text}`: a `}}` has no `{{`"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Self { parts })
+    }
+
+    /// Renders the template as text.
+    pub fn render(&self, scope: Scope<'_>) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                reference => out.push_str(&text_of(lookup(reference, scope)?, reference)?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders the template as a field value: one reference alone keeps its JSON type.
+    pub fn render_value(&self, scope: Scope<'_>) -> Result<Value, RenderError> {
+        if let [reference @ (Part::Root(_) | Part::Element(_))] = self.parts.as_slice() {
+            let value = lookup(reference, scope)?;
+            return match value {
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(value.clone()),
+                _ => Err(RenderError::NotText(pointer_text(reference))),
+            };
+        }
+        self.render(scope).map(Value::String)
+    }
+}
+
+fn pointer_text(part: &Part) -> String {
+    match part {
+        Part::Root(p) => p.clone(),
+        Part::Element(p) => format!(".{p}"),
+        Part::Text(t) => t.clone(),
+    }
+}
+
+fn lookup<'a>(part: &Part, scope: Scope<'a>) -> Result<&'a Value, RenderError> {
+    let found = match part {
+        Part::Root(pointer) => scope.root.pointer(pointer),
+        Part::Element(pointer) => scope.element.and_then(|e| e.pointer(pointer)),
+        Part::Text(_) => None,
+    };
+    match found {
+        None | Some(Value::Null) => Err(RenderError::Missing(pointer_text(part))),
+        Some(value) => Ok(value),
+    }
+}
+
+fn text_of(value: &Value, part: &Part) -> Result<String, RenderError> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Number(number) => Ok(number.to_string()),
+        Value::Bool(flag) => Ok(flag.to_string()),
+        _ => Err(RenderError::NotText(pointer_text(part))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn references_render_from_the_delivery_and_the_element() {
+        let root = json!({"project": {"web_url": "https://gitlab.example.com/acme/api", "id": 15}});
+        let element = json!({"id": "b6568db"});
+        let scope = Scope {
+            root: &root,
+            element: Some(&element),
+        };
+        let link = Template::compile("{/project/web_url}/-/commit/{./id}", true).expect("compiles");
+        assert_eq!(
+            link.render(scope),
+            Ok("https://gitlab.example.com/acme/api/-/commit/b6568db".to_owned())
+        );
+        let number = Template::compile("{/project/id}", false).expect("compiles");
+        assert_eq!(number.render_value(scope), Ok(json!(15)));
+        assert_eq!(
+            Template::compile("plain", false)
+                .expect("text")
+                .render(scope),
+            Ok("plain".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_named_at_compile_time_and_missing_values_at_render_time() {
+        for (text, in_each, expected) in [
+            ("{/a", false, "is not closed"),
+            ("a}", false, "has no `{`"),
+            ("{a/b}", false, "is not a JSON Pointer"),
+            ("{./id}", false, "the route has no `each`"),
+        ] {
+            let err = Template::compile(text, in_each).expect_err(text);
+            assert!(err.contains(expected), "{err}");
+        }
+        let root = json!({"a": {"b": [1]}, "n": null});
+        let scope = Scope {
+            root: &root,
+            element: None,
+        };
+        let render = |text: &str| {
+            Template::compile(text, false)
+                .expect("compiles")
+                .render(scope)
+        };
+        assert_eq!(
+            render("{/missing}"),
+            Err(RenderError::Missing("/missing".into()))
+        );
+        assert_eq!(render("{/n}"), Err(RenderError::Missing("/n".into())));
+        assert_eq!(render("{/a}"), Err(RenderError::NotText("/a".into())));
+    }
+}

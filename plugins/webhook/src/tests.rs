@@ -1,0 +1,485 @@
+//! The plugin's mapping against published payloads: GitLab's documented examples through
+//! the `gitlab` preset, a service configured with TOML alone, and hostile deliveries.
+
+use serde_json::{Value, json};
+
+use super::*;
+use plugin_kit::signature::Authentication;
+
+const SECRET: &str = "gitlab-secret-token";
+const RECEIVED: &str = "2026-12-01T10:00:00Z";
+
+fn fixture(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/gitlab/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn instance(config: Value) -> Instance {
+    let settings: Settings = serde_json::from_value(config).expect("settings");
+    Instance {
+        context: MapContext {
+            tenant: "acme".into(),
+            integration: "gitlab".into(),
+        },
+        mapping: compile(settings).expect("compiles"),
+        secrets: WebhookSecrets {
+            current: SECRET.to_owned().into(),
+            previous: None,
+        },
+    }
+}
+
+fn delivery(headers: &[(&str, &str)], body: &str) -> v1::WebhookRequest {
+    v1::WebhookRequest {
+        headers: headers
+            .iter()
+            .map(|(name, value)| v1::Header {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect(),
+        body: body.as_bytes().to_vec(),
+        host_verified: false,
+    }
+}
+
+fn gitlab(event: &str, body: &str) -> v1::WebhookResponse {
+    let instance = instance(json!({"preset": "gitlab"}));
+    answer(
+        &instance,
+        &delivery(
+            &[
+                ("X-Gitlab-Token", SECRET),
+                ("X-Gitlab-Event", event),
+                (
+                    "X-Gitlab-Event-UUID",
+                    "8d2a1c6e-0b5f-4c2a-9f3e-1a2b3c4d5e6f",
+                ),
+            ],
+            body,
+        ),
+        RECEIVED,
+    )
+}
+
+fn canonical() -> jsonschema::Validator {
+    let schema: Value =
+        serde_json::from_str(plugin_protocol::CANONICAL_EVENT_SCHEMA_V1).expect("schema");
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("compiles")
+}
+
+/// The events of an answer, each valid against the canonical schema.
+fn events(answer: &v1::WebhookResponse) -> Vec<Value> {
+    assert_eq!(answer.status, 202, "{}", answer.message);
+    let schema = canonical();
+    answer
+        .events_json
+        .iter()
+        .map(|raw| {
+            let event: Value = serde_json::from_str(raw).expect("JSON");
+            let errors: Vec<String> = schema.iter_errors(&event).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:?} in {event:#}");
+            event
+        })
+        .collect()
+}
+
+fn link<'a>(event: &'a Value, rel: &str) -> Option<&'a str> {
+    event["data"]["links"]
+        .as_array()?
+        .iter()
+        .find(|l| l["rel"] == rel)?["url"]
+        .as_str()
+}
+
+#[test]
+fn gitlabs_push_example_is_a_push_and_one_event_per_commit() {
+    let events = events(&gitlab("Push Hook", &fixture("push")));
+    assert_eq!(events.len(), 3, "the push and its two commits");
+    let push = &events[0];
+    assert_eq!(push["type"], "com.betalogs.delivery.push");
+    assert_eq!(push["source"], "http://example.com/mike/diaspora");
+    assert_eq!(push["time"], "2011-12-12T14:27:31+02:00");
+    assert_eq!(push["subject"], "refs/heads/master");
+    assert_eq!(push["data"]["service.name"], "Diaspora");
+    assert_eq!(
+        push["data"]["vcs.change.commits"], 4,
+        "a number stays a number"
+    );
+    assert_eq!(
+        link(push, "compare"),
+        Some(
+            "http://example.com/mike/diaspora/-/compare/95790bf891e76fee5e1747ab589903a6a1f80f22...da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+        )
+    );
+    let commit = &events[2];
+    assert_eq!(commit["type"], "com.betalogs.delivery.commit");
+    assert_eq!(
+        commit["data"]["vcs.ref.head.revision"],
+        "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+    );
+    assert_eq!(commit["data"]["vcs.commit.author"], "GitLab dev user");
+    assert_eq!(
+        link(commit, "commit"),
+        Some("http://example.com/mike/diaspora/commit/da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
+    );
+    assert_eq!(
+        commit["data"]["original"]["id"],
+        "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+    );
+    assert_eq!(
+        push["data"]["original"]["object_kind"], "push",
+        "the whole delivery kept"
+    );
+}
+
+#[test]
+fn gitlabs_tag_deployment_and_release_examples_map_with_working_links() {
+    let tag = events(&gitlab("Tag Push Hook", &fixture("tag_push")));
+    assert_eq!(tag.len(), 1, "no commits: the tag alone");
+    assert_eq!(tag[0]["type"], "com.betalogs.delivery.tag");
+    assert_eq!(tag[0]["time"], RECEIVED, "no commit time: the receipt time");
+
+    let deployment = events(&gitlab("Deployment Hook", &fixture("deployment")));
+    assert_eq!(deployment.len(), 1);
+    let deployment = &deployment[0];
+    assert_eq!(
+        deployment["type"],
+        "com.betalogs.delivery.deployment.succeeded"
+    );
+    assert_eq!(
+        deployment["time"], "2021-04-28T21:50:00+02:00",
+        "GitLab's time, as RFC 3339"
+    );
+    assert_eq!(deployment["data"]["deployment.environment"], "staging");
+    assert_eq!(deployment["data"]["deployment.id"], 15);
+    assert_eq!(
+        deployment["data"]["service.name"],
+        "test-deployment-webhooks"
+    );
+    assert_eq!(
+        link(deployment, "deployment"),
+        Some("http://10.126.0.2:3000/root/test-deployment-webhooks/-/jobs/796")
+    );
+
+    let failed = fixture("deployment").replace("\"status\": \"success\"", "\"status\": \"failed\"");
+    let failed = &events(&gitlab("Deployment Hook", &failed))[0];
+    assert_eq!(failed["type"], "com.betalogs.delivery.deployment.failed");
+    assert_eq!(failed["severity"], "error");
+    assert_ne!(failed["id"], deployment["id"], "another fact, another id");
+
+    let release = &events(&gitlab("Release Hook", &fixture("release")))[0];
+    assert_eq!(release["type"], "com.betalogs.delivery.release");
+    assert_eq!(release["time"], "2020-11-02T12:55:12Z");
+    assert_eq!(release["data"]["release.tag"], "v1.1");
+    assert_eq!(
+        link(release, "release"),
+        Some("https://example.com/gitlab-org/release-webhook-example/-/releases/v1.1")
+    );
+}
+
+#[test]
+fn the_same_delivery_twice_makes_the_same_events() {
+    let first = gitlab("Push Hook", &fixture("push"));
+    let again = gitlab("Push Hook", &fixture("push"));
+    assert_eq!(first.events_json, again.events_json);
+}
+
+#[test]
+fn an_unmapped_type_is_acknowledged_as_ignored_and_yields_nothing() {
+    let answer = gitlab("Wiki Page Hook", r#"{"object_kind": "wiki_page"}"#);
+    assert_eq!(answer.status, 200);
+    assert!(answer.events_json.is_empty());
+    assert!(
+        answer
+            .message
+            .starts_with("ignored: event type \"Wiki Page Hook\" has no route"),
+        "{}",
+        answer.message
+    );
+}
+
+#[test]
+fn hostile_deliveries_get_their_4xx_and_nothing() {
+    let instance = instance(json!({"preset": "gitlab"}));
+    let headers = |event: &'static str| {
+        vec![
+            ("X-Gitlab-Token", SECRET),
+            ("X-Gitlab-Event", event),
+            ("X-Gitlab-Event-UUID", "u-1"),
+        ]
+    };
+    let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let no_project =
+        r#"{"object_kind": "push", "before": "a", "after": "b", "ref": "r", "commits": []}"#;
+    type Case<'a> = (Vec<(&'a str, &'a str)>, String, u32, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("X-Gitlab-Event", "Push Hook")],
+            fixture("push"),
+            401,
+            "lacks the `X-Gitlab-Token` header",
+        ),
+        (
+            vec![
+                ("X-Gitlab-Token", "not the token"),
+                ("X-Gitlab-Event", "Push Hook"),
+            ],
+            fixture("push"),
+            401,
+            "does not match",
+        ),
+        (
+            headers("Push Hook"),
+            "{not json".to_owned(),
+            400,
+            "not JSON (line 1, column 2)",
+        ),
+        (headers("Push Hook"), deep, 400, "nested deeper than 64"),
+        (
+            vec![("X-Gitlab-Token", SECRET)],
+            fixture("push"),
+            400,
+            "no `X-Gitlab-Event` header",
+        ),
+        (
+            headers("Push\u{7}Hook"),
+            fixture("push"),
+            400,
+            "control characters",
+        ),
+        (
+            headers("Push Hook"),
+            no_project.to_owned(),
+            422,
+            "`/project/path_with_namespace` is not in the delivery",
+        ),
+        (
+            headers("Push Hook"),
+            "[1, 2]".to_owned(),
+            422,
+            "is not in the delivery",
+        ),
+    ];
+    for (headers, body, status, expected) in cases {
+        let answer = answer(&instance, &delivery(&headers, &body), RECEIVED);
+        assert_eq!(answer.status, status, "{expected}: {}", answer.message);
+        assert!(
+            answer.message.contains(expected),
+            "expected `{expected}` in: {}",
+            answer.message
+        );
+        assert!(answer.events_json.is_empty(), "{expected}");
+        assert!(!answer.message.contains(SECRET));
+    }
+}
+
+/// A service nobody shipped a preset for, configured in TOML alone.
+const OWN_SERVICE: &str = r#"
+source = "https://status.example.com"
+service = "checkout"
+
+[authentication]
+scheme = "hmac-sha256"
+header = "X-Signature"
+prefix = "v1="
+
+[event_type]
+pointer = "/event/kind"
+
+[delivery_id]
+pointer = "/event/id"
+
+[[routes]]
+when = "incident.opened"
+type = "com.betalogs.system.incident.{/event/kind_short}"
+time = "{/event/at}"
+subject = "{/incident/title}"
+[routes.severity]
+from = "{/incident/urgency}"
+values = { high = "critical", low = "warning" }
+default = "error"
+[routes.fields]
+"deployment.environment" = "{/incident/env}"
+"error.message" = "{/incident/title}"
+[[routes.links]]
+rel = "incident"
+url = "{/incident/url}"
+"#;
+
+#[test]
+fn a_service_configured_in_toml_alone_maps_signed_deliveries() {
+    let settings: Settings = toml::from_str(OWN_SERVICE).expect("TOML");
+    let instance = Instance {
+        context: MapContext {
+            tenant: "acme".into(),
+            integration: "status".into(),
+        },
+        mapping: compile(settings).expect("compiles"),
+        secrets: WebhookSecrets {
+            current: SECRET.to_owned().into(),
+            previous: None,
+        },
+    };
+    let body = json!({
+        "event": {"kind": "incident.opened", "kind_short": "opened", "id": "ev-9", "at": "2026-12-01T09:58:00Z"},
+        "incident": {"title": "checkout 5xx", "urgency": "high", "env": "production", "url": "https://status.example.com/i/9"}
+    })
+    .to_string();
+    let signed = Authentication::HmacSha256 {
+        header: "X-Signature".into(),
+        prefix: "v1=".into(),
+        encoding: plugin_kit::signature::DigestEncoding::Hex,
+    }
+    .sign(SECRET, body.as_bytes(), "", 0);
+    let headers: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let events = events(&answer(&instance, &delivery(&headers, &body), RECEIVED));
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event["type"], "com.betalogs.system.incident.opened");
+    assert_eq!(event["category"], "system");
+    assert_eq!(event["severity"], "critical");
+    assert_eq!(event["data"]["service.name"], "checkout");
+    assert_eq!(event["data"]["deployment.environment"], "production");
+    assert_eq!(
+        link(event, "incident"),
+        Some("https://status.example.com/i/9")
+    );
+
+    // A type value that is not canonical once substituted is refused, escaped.
+    let hostile = body.replace("\"opened\"", "\"Opened\\u0000\"");
+    let signed = Authentication::HmacSha256 {
+        header: "X-Signature".into(),
+        prefix: "v1=".into(),
+        encoding: plugin_kit::signature::DigestEncoding::Hex,
+    }
+    .sign(SECRET, hostile.as_bytes(), "", 0);
+    let headers: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let refused = answer(&instance, &delivery(&headers, &hostile), RECEIVED);
+    assert_eq!(refused.status, 422, "{}", refused.message);
+    assert!(refused.message.contains("Opened\\0"), "{}", refused.message);
+    assert!(!refused.message.contains('\0'));
+}
+
+#[test]
+fn configuration_mistakes_are_refused_naming_the_key() {
+    let cases = [
+        (
+            json!({"preset": "gitlab", "routes": [{"when": "x", "type": "{/a", "id": "i"}]}),
+            "routes[0].type",
+            "not closed",
+        ),
+        (json!({"preset": "teams"}), "preset", "not a preset"),
+        (json!({"preset": "standard-webhooks"}), "routes", "none"),
+        (
+            json!({"authentication": {"scheme": "token", "header": "x"}, "event_type": {"header": "t"},
+                "routes": [{"when": "a", "type": "com.betalogs.system.a"}]}),
+            "routes[0].id",
+            "deduplicated",
+        ),
+        (
+            json!({"preset": "gitlab", "routes": [{"when": "x", "type": "com.betalogs.system.a", "fields": {"Service": "{/a}"}}]}),
+            "routes[0].fields.Service",
+            "dotted standard name",
+        ),
+        (
+            json!({"preset": "gitlab", "routes": [{"when": "x", "type": "com.betalogs.system.a", "links": [{"rel": "A B", "url": "{/u}"}]}]}),
+            "routes[0].links[0].rel",
+            "link relation",
+        ),
+        (
+            json!({"event_type": {"header": "t"}, "delivery_id": {"header": "d"}, "routes": [{"when": "a", "type": "com.betalogs.system.a"}]}),
+            "authentication",
+            "missing",
+        ),
+    ];
+    for (config, path, expected) in cases {
+        let settings: Settings = serde_json::from_value(config.clone()).expect("settings");
+        match compile(settings) {
+            Err(ConfigError::Field { path: at, message }) => {
+                assert_eq!(at, path, "{config}: {message}");
+                assert!(message.contains(expected), "{config}: {message}");
+            }
+            other => panic!("{config}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_operators_route_replaces_the_presets_for_its_type_only() {
+    let instance = instance(json!({
+        "preset": "gitlab",
+        "routes": [{"when": "Tag Push Hook", "type": "com.betalogs.delivery.tag.pushed", "id": "{/after}"}]
+    }));
+    let request = |event: &str, body: &str| {
+        delivery(
+            &[
+                ("X-Gitlab-Token", SECRET),
+                ("X-Gitlab-Event", event),
+                ("X-Gitlab-Event-UUID", "u"),
+            ],
+            body,
+        )
+    };
+    let tag = events(&answer(
+        &instance,
+        &request("Tag Push Hook", &fixture("tag_push")),
+        RECEIVED,
+    ));
+    assert_eq!(tag.len(), 1);
+    assert_eq!(tag[0]["type"], "com.betalogs.delivery.tag.pushed");
+    let push = events(&answer(
+        &instance,
+        &request("Push Hook", &fixture("push")),
+        RECEIVED,
+    ));
+    assert_eq!(push.len(), 3, "the preset's push routes remain");
+}
+
+#[test]
+fn the_description_matches_the_manifest() {
+    let manifest = plugin_kit::manifest::Manifest::parse(include_str!("../plugin.toml"))
+        .expect("plugin.toml is a valid manifest");
+    let described = Webhook::default().describe();
+    assert_eq!(
+        plugin_kit::manifest::check_description(&manifest, &described.to_response(1), 1),
+        Ok(())
+    );
+    let schema = &described.config_schema;
+    assert_eq!(
+        schema["properties"]["credentials"]["required"],
+        json!(["webhook_secret"])
+    );
+    let validator = jsonschema::validator_for(schema).expect("a JSON Schema");
+    assert!(
+        validator.is_valid(&json!({"preset": "gitlab", "credentials": {"webhook_secret": "x"}}))
+    );
+    let own: Value = toml::from_str::<toml::Value>(OWN_SERVICE)
+        .map(|v| serde_json::to_value(v).expect("json"))
+        .expect("TOML");
+    let mut own = own;
+    own["credentials"] = json!({"webhook_secret": "x"});
+    assert!(
+        validator.is_valid(&own),
+        "{:?}",
+        validator
+            .iter_errors(&own)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(!validator.is_valid(
+        &json!({"preset": "gitlab", "colour": 1, "credentials": {"webhook_secret": "x"}})
+    ));
+}

@@ -1,0 +1,253 @@
+//! The generic webhook plugin (`plugins/webhook`) under the real daemon: a service
+//! configured with TOML alone (no preset, no code) takes a signed delivery into the sink,
+//! and GitLab's documented push example arrives through the `gitlab` preset as a push
+//! and its commits. Forged, unmapped and hostile deliveries store nothing.
+
+use std::time::Duration;
+
+use e2e_tests::{Daemon, DaemonSetup, PluginPackage, World, http, state_of, wait_for};
+use plugin_kit::signature::{Authentication, DigestEncoding};
+use serde_json::Value;
+
+const SECRET: &str = "the status service's signing secret";
+
+/// What an operator writes for a service of their own (here, a status page).
+const STATUS_SERVICE: &str = r#"
+source = "https://status.example.com"
+service = "checkout"
+credentials = { webhook_secret = "status-hook" }
+
+[authentication]
+scheme = "hmac-sha256"
+header = "X-Status-Signature"
+prefix = "v1="
+
+[event_type]
+pointer = "/event"
+
+[delivery_id]
+header = "X-Status-Delivery"
+
+[[routes]]
+when = "incident.opened"
+type = "com.betalogs.system.incident.opened"
+time = "{/opened_at}"
+subject = "{/title}"
+[routes.severity]
+from = "{/impact}"
+values = { major = "critical", minor = "warning" }
+default = "error"
+[routes.fields]
+"deployment.environment" = "{/environment}"
+"error.message" = "{/title}"
+[[routes.links]]
+rel = "incident"
+url = "{/url}"
+"#;
+
+fn running(world: &World) -> Daemon {
+    world.install(&PluginPackage {
+        capabilities: vec!["check".into(), "webhook".into()],
+        ..PluginPackage::real("webhook")
+    });
+    // Every URL in a configuration must be allowed by the operator, this plugin's
+    // `source` too (the daemon cannot tell a label from an endpoint).
+    let mut setup = DaemonSetup::default().with_master_key(&world.root.path().join("master.key"));
+    setup
+        .allowed_endpoints
+        .push("https://status.example.com".to_owned());
+    let daemon = world.start(&setup);
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    daemon
+}
+
+fn sink_events(world: &World) -> Vec<Value> {
+    world
+        .sink_lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn post(
+    daemon: &Daemon,
+    integration: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> http::HttpResponse {
+    http::post_json(
+        &daemon.http_addr(),
+        &format!("/v1/webhooks/acme/{integration}"),
+        headers,
+        body,
+    )
+    .expect("post")
+}
+
+#[test]
+fn a_service_configured_with_toml_alone_takes_signed_deliveries_into_the_sink() {
+    let world = World::new();
+    let daemon = running(&world);
+    daemon.set_credential("acme", "status-hook", "webhook-secret", SECRET.as_bytes());
+    let config: Value = toml::from_str(STATUS_SERVICE).expect("TOML");
+    daemon.add_integration(&world, "acme", "status", "webhook", &config);
+    daemon.wait_instance("status", "healthy", Duration::from_secs(30), |i| {
+        state_of(i) == "healthy"
+    });
+
+    let body = serde_json::json!({
+        "event": "incident.opened", "title": "checkout answers 502", "impact": "major",
+        "environment": "production", "opened_at": "2026-12-01T09:58:00Z",
+        "url": "https://status.example.com/incidents/42"
+    })
+    .to_string();
+    let scheme = Authentication::HmacSha256 {
+        header: "X-Status-Signature".into(),
+        prefix: "v1=".into(),
+        encoding: DigestEncoding::Hex,
+    };
+    let signed = |secret: &str, body: &str| {
+        let mut headers = scheme.sign(secret, body.as_bytes(), "", 0);
+        headers.push(("X-Status-Delivery".into(), "d-42".into()));
+        headers
+    };
+    let send = |headers: Vec<(String, String)>, body: &str| {
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        post(&daemon, "status", &pairs, body)
+    };
+
+    let forged = send(signed("not the secret", &body), &body);
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let accepted = send(signed(SECRET, &body), &body);
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let event = wait_for("the incident in the sink", Duration::from_secs(30), || {
+        sink_events(&world)
+            .into_iter()
+            .find(|e| e["integration"] == "status")
+    });
+    assert_eq!(event["type"], "com.betalogs.system.incident.opened");
+    assert_eq!(event["severity"], "critical");
+    assert_eq!(event["tenant"], "acme");
+    assert_eq!(event["data"]["service.name"], "checkout");
+    assert_eq!(event["data"]["deployment.environment"], "production");
+    assert_eq!(
+        event["data"]["links"][0]["url"],
+        "https://status.example.com/incidents/42"
+    );
+
+    // Redelivered (the sender retries): the same event id, stored once.
+    let again = send(signed(SECRET, &body), &body);
+    assert_eq!(again.status, 202, "{}", again.body);
+    let unmapped = r#"{"event": "incident.updated"}"#;
+    let ignored = send(signed(SECRET, unmapped), unmapped);
+    assert_eq!(ignored.status, 200, "{}", ignored.body);
+    assert!(ignored.body.contains("ignored"), "{}", ignored.body);
+    // Signed, but without the delivery id the events' identity comes from.
+    let anonymous = scheme.sign(SECRET, body.as_bytes(), "", 0);
+    let refused = send(anonymous, &body);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("no `X-Status-Delivery` header"),
+        "{}",
+        refused.body
+    );
+
+    // A signed marker after all of that: once it is in the sink, everything before it
+    // has been through the pipeline, and only the first incident was stored.
+    let marker = serde_json::json!({
+        "event": "incident.opened", "title": "marker", "impact": "minor",
+        "environment": "staging", "opened_at": "2026-12-01T10:30:00Z", "url": "https://status.example.com/m"
+    })
+    .to_string();
+    let mut headers = scheme.sign(SECRET, marker.as_bytes(), "", 0);
+    headers.push(("X-Status-Delivery".into(), "d-43".into()));
+    assert_eq!(send(headers, &marker).status, 202);
+    wait_for("the marker in the sink", Duration::from_secs(30), || {
+        sink_events(&world)
+            .into_iter()
+            .find(|e| e["subject"] == "marker")
+    });
+    let stored: Vec<Value> = sink_events(&world)
+        .into_iter()
+        .filter(|e| e["integration"] == "status")
+        .collect();
+    assert_eq!(
+        stored.len(),
+        2,
+        "the incident once, and the marker: {stored:#?}"
+    );
+}
+
+#[test]
+fn gitlabs_documented_push_arrives_through_the_preset() {
+    let world = World::new();
+    let daemon = running(&world);
+    daemon.set_credential(
+        "acme",
+        "gitlab-token",
+        "webhook-secret",
+        b"a GitLab secret token",
+    );
+    daemon.add_integration(
+        &world,
+        "acme",
+        "gitlab",
+        "webhook",
+        &serde_json::json!({"preset": "gitlab", "credentials": {"webhook_secret": "gitlab-token"}}),
+    );
+    daemon.wait_instance("gitlab", "healthy", Duration::from_secs(30), |i| {
+        state_of(i) == "healthy"
+    });
+    let push = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/webhook/tests/fixtures/gitlab/push.json"
+    ))
+    .expect("GitLab's push example");
+    let headers = [
+        ("X-Gitlab-Event", "Push Hook"),
+        (
+            "X-Gitlab-Event-UUID",
+            "4b6a8a53-5ac7-4a2e-9d2f-0d3c1b1c2e11",
+        ),
+    ];
+    let forged = post(
+        &daemon,
+        "gitlab",
+        &[headers[0], headers[1], ("X-Gitlab-Token", "guess")],
+        &push,
+    );
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let accepted = post(
+        &daemon,
+        "gitlab",
+        &[
+            headers[0],
+            headers[1],
+            ("X-Gitlab-Token", "a GitLab secret token"),
+        ],
+        &push,
+    );
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    assert_eq!(accepted.json()["events"], 3, "{}", accepted.body);
+    let events = wait_for("the push and its commits", Duration::from_secs(30), || {
+        let events = sink_events(&world);
+        (events.len() == 3).then_some(events)
+    });
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "com.betalogs.delivery.push",
+            "com.betalogs.delivery.commit",
+            "com.betalogs.delivery.commit"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["data"]["service.name"] == "Diaspora")
+    );
+}
