@@ -87,8 +87,9 @@ pub struct Route {
 pub enum SeverityRule {
     Fixed(#[schemars(with = "SeverityName")] Severity),
     Lookup {
-        /// A template (`{/incident/urgency}`).
-        from: String,
+        /// A template (`{/incident/urgency}`), or several tried in order: the first whose
+        /// value is in `values` decides.
+        from: Templates,
         /// Value → level.
         #[schemars(with = "BTreeMap<String, SeverityName>")]
         values: BTreeMap<String, Severity>,
@@ -96,6 +97,23 @@ pub enum SeverityRule {
         #[schemars(with = "Option<SeverityName>")]
         default: Option<Severity>,
     },
+}
+
+/// One template, or a list of them.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Templates {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Templates {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Templates::One(one) => std::slice::from_ref(one),
+            Templates::Many(many) => many,
+        }
+    }
 }
 
 /// A severity level, for the schema.

@@ -44,22 +44,50 @@ struct Roles {
     webhook_secret: String,
 }
 
-/// One configured integration.
+/// One configured integration: its mapping and its secret.
 #[derive(Debug)]
-struct Instance {
+pub struct Integration {
     context: MapContext,
     mapping: Mapping,
     secrets: WebhookSecrets,
 }
 
+impl Integration {
+    /// `settings` (over their preset) compiled for `context`, verifying with `secrets`.
+    pub fn new(
+        context: MapContext,
+        settings: Settings,
+        secrets: WebhookSecrets,
+    ) -> Result<Self, ConfigError> {
+        let mapping = compile(settings)?;
+        mapping
+            .authentication
+            .check_secrets(&secrets)
+            .map_err(|why| ConfigError::Field {
+                path: format!("credentials.{SECRET_ROLE}"),
+                message: why.to_owned(),
+            })?;
+        Ok(Self {
+            context,
+            mapping,
+            secrets,
+        })
+    }
+
+    /// The answer to one delivery, received at `received` (RFC 3339).
+    pub fn answer(&self, request: &v1::WebhookRequest, received: &str) -> v1::WebhookResponse {
+        answer(self, request, received)
+    }
+}
+
 /// The plugin: idle until configured.
 #[derive(Debug, Default)]
 pub struct Webhook {
-    instance: RwLock<Option<Arc<Instance>>>,
+    instance: RwLock<Option<Arc<Integration>>>,
 }
 
 impl Webhook {
-    fn instance(&self) -> Option<Arc<Instance>> {
+    fn instance(&self) -> Option<Arc<Integration>> {
         self.instance
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -100,29 +128,22 @@ impl Plugin for Webhook {
             return Ok(());
         }
         let configured = Configured::<Settings>::parse(&request)?;
-        let mapping = compile(configured.config)?;
         let secret = configured.credentials.require(SECRET_ROLE)?;
-        let secret_error = |message: String| ConfigError::Field {
-            path: format!("credentials.{SECRET_ROLE}"),
-            message,
+        let secrets = WebhookSecrets::from_credential(&secret.to_protocol()).map_err(|e| {
+            ConfigError::Field {
+                path: format!("credentials.{SECRET_ROLE}"),
+                message: e.to_string(),
+            }
+        })?;
+        let context = MapContext {
+            tenant: configured.tenant,
+            integration: configured.integration,
         };
-        let secrets = WebhookSecrets::from_credential(&secret.to_protocol())
-            .map_err(|e| secret_error(e.to_string()))?;
-        mapping
-            .authentication
-            .check_secrets(&secrets)
-            .map_err(|why| secret_error(why.to_owned()))?;
+        let integration = Integration::new(context, configured.config, secrets)?;
         *self
             .instance
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Instance {
-            context: MapContext {
-                tenant: configured.tenant,
-                integration: configured.integration,
-            },
-            mapping,
-            secrets,
-        }));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(integration));
         Ok(())
     }
 
@@ -167,7 +188,7 @@ impl Plugin for Webhook {
 
 /// The answer to one delivery, received at `received` (RFC 3339).
 fn answer(
-    instance: &Instance,
+    instance: &Integration,
     request: &v1::WebhookRequest,
     received: &str,
 ) -> v1::WebhookResponse {

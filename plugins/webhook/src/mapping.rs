@@ -49,7 +49,7 @@ struct CompiledRoute {
 enum CompiledSeverity {
     Fixed(Severity),
     Lookup {
-        from: Template,
+        from: Vec<Template>,
         values: Vec<(String, Severity)>,
         default: Severity,
     },
@@ -333,7 +333,11 @@ fn compile_route(
             values,
             default,
         }) => CompiledSeverity::Lookup {
-            from: template("severity.from", from)?,
+            from: from
+                .as_slice()
+                .iter()
+                .map(|text| template("severity.from", text))
+                .collect::<Result<_, _>>()?,
             values: values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             default: default.unwrap_or(Severity::Info),
         },
@@ -529,9 +533,9 @@ impl CompiledRoute {
                 values,
                 default,
             } => from
-                .render(scope)
-                .ok()
-                .and_then(|value| values.iter().find(|(k, _)| *k == value).map(|(_, v)| *v))
+                .iter()
+                .filter_map(|template| template.render(scope).ok())
+                .find_map(|value| values.iter().find(|(k, _)| *k == value).map(|(_, v)| *v))
                 .unwrap_or(*default),
         }
     }

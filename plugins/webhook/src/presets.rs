@@ -6,8 +6,9 @@ use plugin_kit::config::ConfigError;
 use crate::config::Settings;
 
 /// Every preset, by name.
-pub const PRESETS: [(&str, &str); 2] = [
+pub const PRESETS: [(&str, &str); 3] = [
     ("gitlab", include_str!("../presets/gitlab.toml")),
+    ("pagerduty", include_str!("../presets/pagerduty.toml")),
     (
         "standard-webhooks",
         include_str!("../presets/standard-webhooks.toml"),

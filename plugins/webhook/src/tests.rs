@@ -17,19 +17,20 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn instance(config: Value) -> Instance {
-    let settings: Settings = serde_json::from_value(config).expect("settings");
-    Instance {
-        context: MapContext {
-            tenant: "acme".into(),
-            integration: "gitlab".into(),
-        },
-        mapping: compile(settings).expect("compiles"),
-        secrets: WebhookSecrets {
-            current: SECRET.to_owned().into(),
-            previous: None,
-        },
+fn secrets() -> WebhookSecrets {
+    WebhookSecrets {
+        current: SECRET.to_owned().into(),
+        previous: None,
     }
+}
+
+fn instance(config: Value) -> Integration {
+    let settings: Settings = serde_json::from_value(config).expect("settings");
+    let context = MapContext {
+        tenant: "acme".into(),
+        integration: "gitlab".into(),
+    };
+    Integration::new(context, settings, secrets()).expect("compiles")
 }
 
 fn delivery(headers: &[(&str, &str)], body: &str) -> v1::WebhookRequest {
@@ -316,17 +317,11 @@ url = "{/incident/url}"
 #[test]
 fn a_service_configured_in_toml_alone_maps_signed_deliveries() {
     let settings: Settings = toml::from_str(OWN_SERVICE).expect("TOML");
-    let instance = Instance {
-        context: MapContext {
-            tenant: "acme".into(),
-            integration: "status".into(),
-        },
-        mapping: compile(settings).expect("compiles"),
-        secrets: WebhookSecrets {
-            current: SECRET.to_owned().into(),
-            previous: None,
-        },
+    let context = MapContext {
+        tenant: "acme".into(),
+        integration: "status".into(),
     };
+    let instance = Integration::new(context, settings, secrets()).expect("compiles");
     let body = json!({
         "event": {"kind": "incident.opened", "kind_short": "opened", "id": "ev-9", "at": "2026-12-01T09:58:00Z"},
         "incident": {"title": "checkout 5xx", "urgency": "high", "env": "production", "url": "https://status.example.com/i/9"}
@@ -482,4 +477,101 @@ fn the_description_matches_the_manifest() {
     assert!(!validator.is_valid(
         &json!({"preset": "gitlab", "colour": 1, "credentials": {"webhook_secret": "x"}})
     ));
+}
+
+fn pagerduty_event(event_type: &str, status: &str, priority: Option<&str>) -> String {
+    let path = format!(
+        "{}/tests/fixtures/pagerduty/incident.priority_updated.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON");
+    event["event"]["event_type"] = json!(event_type);
+    event["event"]["id"] = json!(format!("{event_type}-1"));
+    event["event"]["data"]["status"] = json!(status);
+    if priority.is_none() {
+        event["event"]["data"]["priority"] = Value::Null;
+    }
+    event.to_string()
+}
+
+#[test]
+fn pagerduty_incidents_are_failures_and_their_resolutions_share_the_incident_id() {
+    let settings: Settings = serde_json::from_value(
+        json!({"preset": "pagerduty", "service": "checkout", "environment": "production"}),
+    )
+    .expect("settings");
+    let context = MapContext {
+        tenant: "acme".into(),
+        integration: "pagerduty".into(),
+    };
+    let instance = Integration::new(context, settings, secrets()).expect("compiles");
+    let scheme = Authentication::HmacSha256 {
+        header: "X-PagerDuty-Signature".into(),
+        prefix: "v1=".into(),
+        encoding: plugin_kit::signature::DigestEncoding::Hex,
+    };
+    let send = |body: &str| {
+        // PagerDuty signs with each of the subscription's secrets, comma-separated.
+        let ours = scheme.sign(SECRET, body.as_bytes(), "", 0);
+        let other = scheme.sign("an older secret", body.as_bytes(), "", 0);
+        let header = format!("{},{}", other[0].1, ours[0].1);
+        answer(
+            &instance,
+            &delivery(&[("X-PagerDuty-Signature", &header)], body),
+            RECEIVED,
+        )
+    };
+    let triggered = &events(&send(&pagerduty_event(
+        "incident.triggered",
+        "triggered",
+        Some("P1"),
+    )))[0];
+    assert_eq!(triggered["type"], "com.betalogs.system.incident.triggered");
+    assert_eq!(triggered["category"], "system");
+    assert_eq!(triggered["severity"], "critical", "P1");
+    assert_eq!(triggered["time"], "2020-10-02T18:45:22.169Z");
+    assert_eq!(triggered["correlationid"], "PGR0VU2");
+    assert_eq!(
+        triggered["data"]["service.name"], "checkout",
+        "the integration's own name wins"
+    );
+    assert_eq!(triggered["data"]["deployment.environment"], "production");
+    assert_eq!(
+        triggered["data"]["error.message"],
+        "A little bump in the road"
+    );
+    assert_eq!(
+        link(triggered, "incident"),
+        Some("https://acme.pagerduty.com/incidents/PGR0VU2")
+    );
+    let by_urgency = &events(&send(&pagerduty_event(
+        "incident.triggered",
+        "triggered",
+        None,
+    )))[0];
+    assert_eq!(by_urgency["severity"], "error", "no priority: high urgency");
+    let resolved = &events(&send(&pagerduty_event(
+        "incident.resolved",
+        "resolved",
+        Some("P1"),
+    )))[0];
+    assert_eq!(resolved["type"], "com.betalogs.system.incident.resolved");
+    assert_eq!(resolved["severity"], "info");
+    assert_eq!(resolved["correlationid"], triggered["correlationid"]);
+    let ignored = send(&pagerduty_event(
+        "incident.priority_updated",
+        "triggered",
+        Some("P1"),
+    ));
+    assert_eq!(ignored.status, 200, "{}", ignored.message);
+    let forged = answer(
+        &instance,
+        &delivery(
+            &[("X-PagerDuty-Signature", &format!("v1={}", "0".repeat(64)))],
+            &pagerduty_event("incident.triggered", "triggered", Some("P1")),
+        ),
+        RECEIVED,
+    );
+    assert_eq!(forged.status, 401);
 }

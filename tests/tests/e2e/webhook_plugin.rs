@@ -251,3 +251,124 @@ fn gitlabs_documented_push_arrives_through_the_preset() {
             .all(|e| e["data"]["service.name"] == "Diaspora")
     );
 }
+
+/// A GitLab deployment (GitLab's documented example, to production), then a PagerDuty
+/// incident for the same service 10 minutes later (PagerDuty's documented payload, as
+/// `incident.triggered`): the daemon stores the incident enriched with the deployment,
+/// both through the webhook plugin, configured by preset.
+#[test]
+fn a_pagerduty_incident_is_enriched_with_the_gitlab_deployment_before_it() {
+    let world = World::new();
+    let daemon = running(&world);
+    daemon.set_credential(
+        "acme",
+        "gitlab-token",
+        "webhook-secret",
+        b"a GitLab secret token",
+    );
+    daemon.set_credential(
+        "acme",
+        "pd-secret",
+        "webhook-secret",
+        b"a PagerDuty signing secret",
+    );
+    // PagerDuty names neither the service nor the environment as the deployments do: the
+    // integration says them.
+    let integrations = [
+        (
+            "gitlab",
+            serde_json::json!({"preset": "gitlab", "service": "checkout",
+                                      "credentials": {"webhook_secret": "gitlab-token"}}),
+        ),
+        (
+            "pagerduty",
+            serde_json::json!({"preset": "pagerduty", "service": "checkout",
+                                         "environment": "production",
+                                         "credentials": {"webhook_secret": "pd-secret"}}),
+        ),
+    ];
+    for (name, config) in &integrations {
+        daemon.add_integration(&world, "acme", name, "webhook", config);
+    }
+    for name in ["gitlab", "pagerduty"] {
+        daemon.wait_instance(name, "healthy", Duration::from_secs(30), |i| {
+            state_of(i) == "healthy"
+        });
+    }
+    let fixture = |path: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../plugins/webhook/tests/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture")
+    };
+    let mut deployment: Value =
+        serde_json::from_str(&fixture("gitlab/deployment.json")).expect("JSON");
+    deployment["environment"] = "production".into();
+    deployment["status_changed_at"] = "2026-12-01 09:50:00 UTC".into();
+    let deployed = post(
+        &daemon,
+        "gitlab",
+        &[
+            ("X-Gitlab-Event", "Deployment Hook"),
+            (
+                "X-Gitlab-Event-UUID",
+                "0f5c9d1e-7a55-4c39-b7d0-6f1e2a3b4c5d",
+            ),
+            ("X-Gitlab-Token", "a GitLab secret token"),
+        ],
+        &deployment.to_string(),
+    );
+    assert_eq!(deployed.status, 202, "{}", deployed.body);
+    wait_for(
+        "the deployment in the sink",
+        Duration::from_secs(30),
+        || {
+            sink_events(&world)
+                .into_iter()
+                .find(|e| e["type"] == "com.betalogs.delivery.deployment.succeeded")
+        },
+    );
+
+    let mut incident: Value =
+        serde_json::from_str(&fixture("pagerduty/incident.priority_updated.json")).expect("JSON");
+    incident["event"]["event_type"] = "incident.triggered".into();
+    incident["event"]["id"] = "01DEN5M0YXQNA3ZMWWKBSJPH9C".into();
+    incident["event"]["occurred_at"] = "2026-12-01T10:00:00Z".into();
+    let body = incident.to_string();
+    let scheme = Authentication::HmacSha256 {
+        header: "X-PagerDuty-Signature".into(),
+        prefix: "v1=".into(),
+        encoding: DigestEncoding::Hex,
+    };
+    let signed = scheme.sign("a PagerDuty signing secret", body.as_bytes(), "", 0);
+    let paged = post(
+        &daemon,
+        "pagerduty",
+        &[(signed[0].0.as_str(), signed[0].1.as_str())],
+        &body,
+    );
+    assert_eq!(paged.status, 202, "{}", paged.body);
+    // Enrichment happens before the commit: the stored incident carries the deployment.
+    let stored = wait_for("the incident in the sink", Duration::from_secs(30), || {
+        sink_events(&world)
+            .into_iter()
+            .find(|e| e["type"] == "com.betalogs.system.incident.triggered")
+    });
+    assert_eq!(stored["severity"], "critical", "P1");
+    let deployments: Vec<&Value> = stored["data"]["enrichments"]
+        .as_array()
+        .expect("enrichments")
+        .iter()
+        .filter(|e| e["kind"] == "deployment")
+        .collect();
+    assert_eq!(deployments.len(), 1, "{stored:#}");
+    assert_eq!(
+        deployments[0]["reason"],
+        "deployed 10 min before, same service and environment"
+    );
+    assert_eq!(
+        deployments[0]["source"],
+        serde_json::json!({"plugin": "webhook", "integration": "gitlab", "tenant": "acme"})
+    );
+}
