@@ -432,6 +432,23 @@ impl Daemon {
             .expect("run integrationctl")
     }
 
+    /// Runs `integrationctl --socket S ARGS` for its text output, which must succeed.
+    pub fn ctl_text(&self, args: &[&str]) -> String {
+        let output = Command::new(bin("integrationctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("INTEGRATIONCTL_TOKEN")
+            .output()
+            .expect("run integrationctl");
+        assert!(
+            output.status.success(),
+            "integrationctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Runs `integrationctl -o json ARGS` with `input` on stdin (and `token`, if any).
     pub fn ctl_stdin(&self, token: Option<&str>, args: &[&str], input: &[u8]) -> Output {
         let mut command = Command::new(bin("integrationctl"));

@@ -1,4 +1,4 @@
-//! `webhook-bench [--deliveries N]`: verifying and mapping a GitLab push through the
+//! `webhook-plugin-bench [--deliveries N]`: verifying and mapping a GitLab push through the
 //! `gitlab` preset on one thread — GitLab's documented push example with 20 commits (its
 //! commit, twenty times with distinct SHAs: about 10 KB), authenticated with its token,
 //! parsed, and mapped to 21 canonical events (the push and each commit), as the plugin's
@@ -11,6 +11,10 @@ use integration_webhook::config::Settings;
 use plugin_kit::signature::WebhookSecrets;
 use plugin_kit::{MapContext, v1};
 use serde_json::{Value, json};
+
+/// The plugin binary's allocator, so that the figures are the plugin's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOKEN: &str = "a GitLab secret token";
 

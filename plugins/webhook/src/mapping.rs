@@ -8,6 +8,7 @@ use plugin_kit::config::ConfigError;
 use plugin_kit::signature::Authentication;
 use plugin_kit::{Category, EventBuilder, MapContext, Severity, v1};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::{LinkRule, Route, Settings, SeverityRule, ValueSource};
 use crate::template::{RenderError, Scope, Template};
@@ -424,6 +425,13 @@ impl CompiledRoute {
                 None => Vec::new(),
             },
         };
+        // The elements' own JSON text, to keep as their originals without copying and
+        // writing each tree again; `None` (keys with escapes) falls back to the trees.
+        let raw_elements = self
+            .each
+            .as_deref()
+            .and_then(|pointer| raw_array(body_text, pointer))
+            .filter(|raw| raw.len() >= elements.len());
         for (index, element) in elements.into_iter().enumerate() {
             if out.len() >= MAX_EVENTS_PER_DELIVERY {
                 break;
@@ -513,9 +521,13 @@ impl CompiledRoute {
                     event = event.link(rel.clone(), url);
                 }
             }
-            event = match element {
-                Some(element) => event.original(element.clone()),
-                None => event.original_json_text(body_text),
+            let raw = raw_elements
+                .as_ref()
+                .and_then(|raw| raw.get(index).copied());
+            event = match (element, raw) {
+                (Some(_), Some(raw)) => event.original_raw(raw),
+                (Some(element), None) => event.original(element.clone()),
+                (None, _) => event.original_json_text(body_text),
             };
             let json = event
                 .to_json(context)
@@ -539,6 +551,31 @@ impl CompiledRoute {
                 .unwrap_or(*default),
         }
     }
+}
+
+/// The elements of the array at `pointer` in the JSON `text`, as their own text, read
+/// without building trees (borrowed maps and arrays of raw values, one level at a time).
+/// `None` when a step does not borrow (a key with escapes) or is not there.
+fn raw_array<'a>(text: &'a str, pointer: &str) -> Option<Vec<&'a RawValue>> {
+    let mut current: &'a str = text;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let next: &'a RawValue = if let Ok(index) = token.parse::<usize>()
+            && current.trim_start().starts_with('[')
+        {
+            serde_json::from_str::<Vec<&'a RawValue>>(current)
+                .ok()?
+                .get(index)
+                .copied()?
+        } else {
+            serde_json::from_str::<std::collections::HashMap<&'a str, &'a RawValue>>(current)
+                .ok()?
+                .get(token.as_str())
+                .copied()?
+        };
+        current = next.get();
+    }
+    serde_json::from_str::<Vec<&'a RawValue>>(current).ok()
 }
 
 fn optional_text(template: &Option<Template>, scope: Scope<'_>) -> Option<String> {

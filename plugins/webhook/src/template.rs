@@ -16,9 +16,51 @@ pub struct Template {
 enum Part {
     Text(String),
     /// A JSON Pointer into the whole delivery.
-    Root(String),
+    Root(Pointer),
     /// A JSON Pointer into the current element of `each`.
-    Element(String),
+    Element(Pointer),
+}
+
+/// A JSON Pointer split into its unescaped tokens once, so that rendering walks the
+/// tree without splitting and unescaping the text again for every delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    text: String,
+    tokens: Vec<String>,
+}
+
+impl Pointer {
+    /// `text` must start with `/` (or be empty: the whole value).
+    pub fn new(text: &str) -> Self {
+        let tokens = text
+            .split('/')
+            .skip(1)
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        Self {
+            text: text.to_owned(),
+            tokens,
+        }
+    }
+
+    /// The value at this pointer in `value`, as `Value::pointer` would find it.
+    pub fn find<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        self.tokens
+            .iter()
+            .try_fold(value, |current, token| match current {
+                Value::Object(map) => map.get(token),
+                Value::Array(items) => {
+                    if token.starts_with('+') || (token.len() > 1 && token.starts_with('0')) {
+                        return None;
+                    }
+                    token
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|index| items.get(index))
+                }
+                _ => None,
+            })
+    }
 }
 
 /// What a template refers to, to render it.
@@ -52,26 +94,26 @@ impl Template {
                 .find('}')
                 .ok_or_else(|| format!("`{text}`: a `{{` is not closed"))?;
             let reference = &after[..close];
-            let part = if let Some(pointer) = reference.strip_prefix('.') {
-                if !in_each {
-                    return Err(format!(
-                        "`{text}`: `{{{reference}}}` refers to an element, but the route has no `each`"
-                    ));
-                }
-                Part::Element(pointer.to_owned())
-            } else {
-                Part::Root(reference.to_owned())
+            let (pointer, in_element) = match reference.strip_prefix('.') {
+                Some(pointer) => (pointer, true),
+                None => (reference, false),
             };
-            let pointer = match &part {
-                Part::Root(p) | Part::Element(p) => p,
-                Part::Text(_) => unreachable!("a reference"),
-            };
+            if in_element && !in_each {
+                return Err(format!(
+                    "`{text}`: `{{{reference}}}` refers to an element, but the route has no `each`"
+                ));
+            }
             if !pointer.starts_with('/') {
                 return Err(format!(
                     "`{text}`: `{{{reference}}}` is not a JSON Pointer (`{{/a/b}}`, or `{{./a}}` in an element)"
                 ));
             }
-            parts.push(part);
+            let pointer = Pointer::new(pointer);
+            parts.push(if in_element {
+                Part::Element(pointer)
+            } else {
+                Part::Root(pointer)
+            });
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
@@ -110,16 +152,16 @@ impl Template {
 
 fn pointer_text(part: &Part) -> String {
     match part {
-        Part::Root(p) => p.clone(),
-        Part::Element(p) => format!(".{p}"),
+        Part::Root(p) => p.text.clone(),
+        Part::Element(p) => format!(".{}", p.text),
         Part::Text(t) => t.clone(),
     }
 }
 
 fn lookup<'a>(part: &Part, scope: Scope<'a>) -> Result<&'a Value, RenderError> {
     let found = match part {
-        Part::Root(pointer) => scope.root.pointer(pointer),
-        Part::Element(pointer) => scope.element.and_then(|e| e.pointer(pointer)),
+        Part::Root(pointer) => pointer.find(scope.root),
+        Part::Element(pointer) => scope.element.and_then(|e| pointer.find(e)),
         Part::Text(_) => None,
     };
     match found {
@@ -193,5 +235,25 @@ mod tests {
         );
         assert_eq!(render("{/n}"), Err(RenderError::Missing("/n".into())));
         assert_eq!(render("{/a}"), Err(RenderError::NotText("/a".into())));
+    }
+
+    #[test]
+    fn compiled_pointers_find_what_serde_json_finds() {
+        let value = json!({"a/b": {"m~n": [10, 20]}, "": 1, "list": [{"x": true}]});
+        for pointer in [
+            "/a~1b/m~0n/1",
+            "/",
+            "/list/0/x",
+            "/list/00",
+            "/list/+0",
+            "/missing",
+            "/list/9",
+        ] {
+            assert_eq!(
+                Pointer::new(pointer).find(&value),
+                value.pointer(pointer),
+                "{pointer}"
+            );
+        }
     }
 }

@@ -193,6 +193,7 @@ impl PipelineCalls {
                     revision: d.revision.unwrap_or_default(),
                     url: d.url.unwrap_or_default(),
                     failures: d.failures,
+                    time_to_restore_ms: d.time_to_restore_ms.unwrap_or_default(),
                 })
                 .collect(),
         }))

@@ -35,6 +35,8 @@ impl Correlator {
                     self.recent_alarms
                         .forget(|(t, s)| t == tenant && s == service);
                 }
+                // Read only by the change-failure view: nothing cached to forget.
+                IndexEntry::Resolution { .. } => {}
             }
         }
         let failure = records::is_failure(event, self.settings.min_severity);

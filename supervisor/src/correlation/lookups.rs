@@ -282,6 +282,7 @@ impl Correlator {
                 commit_url: record.commit_url,
                 failures: Vec::new(),
                 evidence: Vec::new(),
+                time_to_restore_ms: None,
             });
         }
         for (_, raw) in self.store.scan(Table::Failures, &prefix(&scope))? {
@@ -297,14 +298,64 @@ impl Correlator {
                     .or_else(|| newest["data"]["event_id"].as_str())
                     .unwrap_or_default();
                 if let Some(&at) = index.get(key) {
-                    let evidence = evidence_of(&failure);
+                    let mut evidence = evidence_of(&failure);
+                    evidence.resolved = self.resolved_after(tenant, &failure)?.map(rfc3339);
                     views[at].failures.push(evidence.id.clone());
                     views[at].evidence.push(evidence);
                 }
             }
         }
+        for view in &mut views {
+            view.time_to_restore_ms = time_to_restore(&view.evidence);
+        }
         Ok(views)
     }
+
+    /// When the incident or alarm of `failure` (its correlation id) was resolved, if at
+    /// or after the failure.
+    fn resolved_after(
+        &self,
+        tenant: &str,
+        failure: &Value,
+    ) -> Result<Option<u64>, CorrelationError> {
+        let Some(correlation) = failure["correlationid"].as_str() else {
+            return Ok(None);
+        };
+        if correlation.contains('\0') {
+            return Ok(None);
+        }
+        let failed_ms = failure["time"]
+            .as_str()
+            .and_then(plugin_protocol::event_time_ms)
+            .unwrap_or(u64::MAX);
+        let Some(raw) = self
+            .store
+            .get(Table::Resolutions, &prefix(&[tenant, correlation]))?
+        else {
+            return Ok(None);
+        };
+        let record: super::records::ResolutionRecord = decode(&raw)?;
+        Ok((record.time_ms >= failed_ms).then_some(record.time_ms))
+    }
+}
+
+/// Unix milliseconds as RFC 3339.
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// From the first failure to the last resolution, once every failure is resolved.
+fn time_to_restore(evidence: &[super::FailureEvidence]) -> Option<u64> {
+    let mut first_failure = u64::MAX;
+    let mut last_resolution = 0;
+    for failure in evidence {
+        let failed = plugin_protocol::event_time_ms(&failure.time)?;
+        let resolved = plugin_protocol::event_time_ms(failure.resolved.as_deref()?)?;
+        first_failure = first_failure.min(failed);
+        last_resolution = last_resolution.max(resolved);
+    }
+    (!evidence.is_empty()).then(|| last_resolution.saturating_sub(first_failure))
 }
 
 /// A stored failure event's id, type, time and subject, and every link its
@@ -333,6 +384,7 @@ fn evidence_of(failure: &Value) -> super::FailureEvidence {
         time: text("time"),
         subject: failure["subject"].as_str().map(str::to_owned),
         links,
+        resolved: None,
     }
 }
 

@@ -68,6 +68,9 @@ pub struct DeploymentView {
     pub failures: Vec<String>,
     /// The same failures, with what links them to evidence.
     pub evidence: Vec<FailureEvidence>,
+    /// From the first of those failures to the resolution of the last of them (their
+    /// incidents or alarms, by correlation id), once all are resolved.
+    pub time_to_restore_ms: Option<u64>,
 }
 
 /// A failure that followed a deployment, and the links its enrichments carry
@@ -80,6 +83,8 @@ pub struct FailureEvidence {
     pub time: String,
     pub subject: Option<String>,
     pub links: Vec<EvidenceLink>,
+    /// When the failure's incident or alarm was resolved (RFC 3339), if it was.
+    pub resolved: Option<String>,
 }
 
 /// One link of an enrichment: `rel` is `deployment`, `commit`, `pull_request`, `alarm`.
@@ -97,27 +102,45 @@ pub struct ChangeFailureRate {
     pub deployments: u64,
     pub failed: u64,
     pub change_failure_rate: f64,
+    /// Failed deployments whose failures are all resolved.
+    pub restored: u64,
+    /// Their mean time to restore.
+    pub mean_time_to_restore_ms: Option<u64>,
 }
 
-/// The change-failure rate of each service in `deployments`, by service name.
+/// The change-failure rate and mean time to restore of each service in `deployments`
+/// (service, followed by failures, time to restore), by service name.
 pub fn change_failure_rates<'a>(
-    deployments: impl IntoIterator<Item = (&'a str, bool)>,
+    deployments: impl IntoIterator<Item = (&'a str, bool, Option<u64>)>,
 ) -> Vec<ChangeFailureRate> {
-    let mut services: std::collections::BTreeMap<&str, (u64, u64)> =
-        std::collections::BTreeMap::new();
-    for (service, failed) in deployments {
+    #[derive(Default)]
+    struct Counts {
+        deployments: u64,
+        failed: u64,
+        restored: u64,
+        restore_ms: u64,
+    }
+    let mut services: std::collections::BTreeMap<&str, Counts> = std::collections::BTreeMap::new();
+    for (service, failed, restore) in deployments {
         let entry = services.entry(service).or_default();
-        entry.0 += 1;
-        entry.1 += u64::from(failed);
+        entry.deployments += 1;
+        entry.failed += u64::from(failed);
+        if let (true, Some(ms)) = (failed, restore) {
+            entry.restored += 1;
+            entry.restore_ms = entry.restore_ms.saturating_add(ms);
+        }
     }
     services
         .into_iter()
-        .map(|(service, (deployments, failed))| ChangeFailureRate {
+        .map(|(service, counts)| ChangeFailureRate {
             service: service.to_owned(),
-            deployments,
-            failed,
+            deployments: counts.deployments,
+            failed: counts.failed,
             #[allow(clippy::cast_precision_loss)]
-            change_failure_rate: failed as f64 / deployments.max(1) as f64,
+            change_failure_rate: counts.failed as f64 / counts.deployments.max(1) as f64,
+            restored: counts.restored,
+            mean_time_to_restore_ms: (counts.restored > 0)
+                .then(|| counts.restore_ms / counts.restored),
         })
         .collect()
 }

@@ -27,12 +27,13 @@ const WRITES_PER_BATCH: usize = 10_000;
 const COMMITS_PER_READ: usize = 256;
 
 /// The trees a rebuild empties and fills for a tenant.
-const INDEX_TABLES: [Table; 5] = [
+const INDEX_TABLES: [Table; 6] = [
     Table::Deliveries,
     Table::Commits,
     Table::Pulls,
     Table::AlarmStates,
     Table::Failures,
+    Table::Resolutions,
 ];
 
 /// What a rebuild read and wrote.

@@ -79,6 +79,19 @@ pub enum IndexEntry {
         service: String,
         record: AlarmRecord,
     },
+    /// An incident or alarm resolved: `com.betalogs.{system|security}.*.resolved` with a
+    /// correlation id.
+    Resolution {
+        correlation: String,
+        record: ResolutionRecord,
+    },
+}
+
+/// When what a correlation id names was resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolutionRecord {
+    pub id: String,
+    pub time_ms: u64,
 }
 
 impl IndexEntry {
@@ -109,6 +122,16 @@ impl IndexEntry {
             Self::Alarm { service, record } => (
                 Table::AlarmStates,
                 time_key(&[tenant, service, &record.arn], record.time_ms, &record.id),
+                json(record),
+            ),
+            // The latest resolution wins: a reopened and resolved again incident was
+            // restored when it was resolved the last time.
+            Self::Resolution {
+                correlation,
+                record,
+            } => (
+                Table::Resolutions,
+                prefix(&[tenant, correlation]),
                 json(record),
             ),
         }
@@ -210,7 +233,11 @@ pub fn index_entries(event: &Value, time_ms: u64) -> Vec<IndexEntry> {
         return Vec::new();
     };
     // Most events (metrics, log lines) add nothing: no work for them.
-    if !event_type.starts_with("com.betalogs.delivery.") && alarm_state(event_type).is_none() {
+    let resolution = is_resolution(event_type);
+    if !event_type.starts_with("com.betalogs.delivery.")
+        && alarm_state(event_type).is_none()
+        && !resolution
+    {
         return Vec::new();
     }
     let id = text(event, &["id"]).unwrap_or_default().to_owned();
@@ -329,7 +356,23 @@ pub fn index_entries(event: &Value, time_ms: u64) -> Vec<IndexEntry> {
             },
         });
     }
+    if resolution && let Some(correlation) = text(event, &["correlationid"]).and_then(clean) {
+        entries.push(IndexEntry::Resolution {
+            correlation: correlation.to_owned(),
+            record: ResolutionRecord {
+                id: text(event, &["id"]).unwrap_or_default().to_owned(),
+                time_ms,
+            },
+        });
+    }
     entries
+}
+
+/// `com.betalogs.{system|security}.….resolved`: an incident or alarm is over.
+fn is_resolution(event_type: &str) -> bool {
+    (event_type.starts_with("com.betalogs.system.")
+        || event_type.starts_with("com.betalogs.security."))
+        && event_type.ends_with(".resolved")
 }
 
 /// `com.betalogs.<category>.alarm.<raised|resolved|insufficient_data>` → the state.
@@ -426,6 +469,32 @@ mod tests {
         assert!(
             index_entries(&hostile, 5).is_empty(),
             "no separator in a key part"
+        );
+    }
+
+    #[test]
+    fn resolutions_are_indexed_by_correlation_id_and_nothing_else_resolves() {
+        let resolved = json!({
+            "id": "ev_9", "type": "com.betalogs.system.incident.resolved", "integration": "pd",
+            "correlationid": "PGR0VU2", "data": {"service.name": "checkout", "links": []}
+        });
+        assert_eq!(
+            index_entries(&resolved, 7),
+            vec![IndexEntry::Resolution {
+                correlation: "PGR0VU2".into(),
+                record: ResolutionRecord {
+                    id: "ev_9".into(),
+                    time_ms: 7
+                },
+            }]
+        );
+        let uncorrelated =
+            json!({"id": "ev_10", "type": "com.betalogs.system.incident.resolved", "data": {}});
+        assert!(index_entries(&uncorrelated, 7).is_empty());
+        let delivery = json!({"id": "ev_11", "type": "com.betalogs.delivery.ticket.resolved", "correlationid": "x", "data": {}});
+        assert!(
+            index_entries(&delivery, 7).is_empty(),
+            "deliveries resolve nothing"
         );
     }
 

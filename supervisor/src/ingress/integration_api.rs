@@ -231,11 +231,13 @@ pub async fn deployments(
             };
             for tenant in tenants {
                 let views = correlator.deployments(&tenant, service.as_deref())?;
-                let rates = change_failure_rates(
-                    views
-                        .iter()
-                        .map(|d| (d.service.as_str(), !d.failures.is_empty())),
-                );
+                let rates = change_failure_rates(views.iter().map(|d| {
+                    (
+                        d.service.as_str(),
+                        !d.failures.is_empty(),
+                        d.time_to_restore_ms,
+                    )
+                }));
                 page.services
                     .extend(rates.into_iter().map(|rate| TenantRate {
                         tenant: tenant.clone(),

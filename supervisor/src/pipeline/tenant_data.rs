@@ -7,7 +7,7 @@ use super::facade::Pipeline;
 use crate::store::{StoreError, Table};
 
 /// The tables whose keys start with `tenant \0` and hold nothing but the tenant's own.
-const TENANT_TABLES: [Table; 9] = [
+const TENANT_TABLES: [Table; 10] = [
     Table::DeadLetters,
     Table::Inbox,
     Table::Cursors,
@@ -17,6 +17,7 @@ const TENANT_TABLES: [Table; 9] = [
     Table::AlarmStates,
     Table::Failures,
     Table::EnrichJobs,
+    Table::Resolutions,
 ];
 
 /// Writes per transaction when removing a tenant's entries.

@@ -62,6 +62,9 @@ pub enum Table {
     /// Correlation: failures (system and security events at or above the enrichment
     /// severity) by tenant, service, environment and time, as last enriched.
     Failures,
+    /// Correlation: when each incident or alarm was resolved, by tenant and correlation
+    /// id (the time to restore of the failures that carry it).
+    Resolutions,
     /// Correlation: batch enrichment progress, per job.
     EnrichJobs,
     /// Alerts: every alert by id, pending, firing or resolved.
@@ -73,7 +76,7 @@ pub enum Table {
 }
 
 impl Table {
-    const ALL: [Table; 22] = [
+    const ALL: [Table; 23] = [
         Table::Trust,
         Table::Tenants,
         Table::Tokens,
@@ -96,6 +99,7 @@ impl Table {
         Table::Alerts,
         Table::AlertOutbox,
         Table::AlertChannels,
+        Table::Resolutions,
     ];
 
     fn tree_name(self) -> &'static str {
@@ -118,6 +122,7 @@ impl Table {
             Table::Pulls => "correlation.pulls",
             Table::AlarmStates => "correlation.alarm_states",
             Table::Failures => "correlation.failures",
+            Table::Resolutions => "correlation.resolutions",
             Table::EnrichJobs => "correlation.enrich_jobs",
             Table::Alerts => "alerts",
             Table::AlertOutbox => "alerts.outbox",

@@ -371,4 +371,60 @@ fn a_pagerduty_incident_is_enriched_with_the_gitlab_deployment_before_it() {
         deployments[0]["source"],
         serde_json::json!({"plugin": "webhook", "integration": "gitlab", "tenant": "acme"})
     );
+
+    // The change-failure view: the deployment was followed by a failure, still open.
+    let view = daemon.ctl_json(&["deployments", "--tenant", "acme"]);
+    let listed = &view["deployments"][0];
+    assert_eq!(
+        listed["failures"].as_array().map(Vec::len),
+        Some(1),
+        "{view:#}"
+    );
+    assert_eq!(
+        listed["time_to_restore_ms"], 0,
+        "not resolved yet: {view:#}"
+    );
+
+    // Resolved 32 minutes after it was triggered: that is the time to restore.
+    incident["event"]["event_type"] = "incident.resolved".into();
+    incident["event"]["id"] = "01DEN5M0YXQNA3ZMWWKBSJPH9D".into();
+    incident["event"]["occurred_at"] = "2026-12-01T10:32:00Z".into();
+    incident["event"]["data"]["status"] = "resolved".into();
+    let body = incident.to_string();
+    let signed = scheme.sign("a PagerDuty signing secret", body.as_bytes(), "", 0);
+    let resolved = post(
+        &daemon,
+        "pagerduty",
+        &[(signed[0].0.as_str(), signed[0].1.as_str())],
+        &body,
+    );
+    assert_eq!(resolved.status, 202, "{}", resolved.body);
+    wait_for(
+        "the resolution in the sink",
+        Duration::from_secs(30),
+        || {
+            sink_events(&world)
+                .into_iter()
+                .find(|e| e["type"] == "com.betalogs.system.incident.resolved")
+        },
+    );
+    let view = daemon.ctl_json(&["deployments", "--tenant", "acme"]);
+    assert_eq!(
+        view["deployments"][0]["time_to_restore_ms"],
+        32 * 60 * 1000,
+        "{view:#}"
+    );
+    let service = &view["services"][0];
+    assert_eq!(service["service"], "checkout");
+    assert_eq!(service["change_failure_rate"], 1.0);
+    assert_eq!(
+        service["mean_time_to_restore_ms"],
+        32 * 60 * 1000,
+        "{view:#}"
+    );
+    let text = daemon.ctl_text(&["deployments", "--tenant", "acme"]);
+    assert!(
+        text.contains("32m") && text.contains("mean time to restore 32m"),
+        "{text}"
+    );
 }

@@ -110,11 +110,10 @@ pub async fn run_deployments(
         .list_deployments(with_token(request, token)?)
         .await
         .answer()?;
-    let rates = supervisor::correlation::change_failure_rates(
-        list.deployments
-            .iter()
-            .map(|d| (d.service.as_str(), !d.failures.is_empty())),
-    );
+    let rates = supervisor::correlation::change_failure_rates(list.deployments.iter().map(|d| {
+        let restored = (d.time_to_restore_ms > 0).then_some(d.time_to_restore_ms);
+        (d.service.as_str(), !d.failures.is_empty(), restored)
+    }));
     show(
         output,
         &serde_json::json!({
@@ -129,6 +128,7 @@ pub async fn run_deployments(
                     "ENVIRONMENT",
                     "REVISION",
                     "FAILURES",
+                    "RESTORED IN",
                     "URL",
                 ],
                 list.deployments
@@ -140,6 +140,7 @@ pub async fn run_deployments(
                             d.environment.clone(),
                             d.revision.chars().take(12).collect(),
                             d.failures.len().to_string(),
+                            restored_in(d),
                             d.url.clone(),
                         ]
                     })
@@ -147,8 +148,16 @@ pub async fn run_deployments(
             );
             println!();
             for rate in &rates {
+                let restore = match rate.mean_time_to_restore_ms {
+                    Some(ms) => format!(
+                        ", mean time to restore {} over {} restored",
+                        minutes(ms),
+                        rate.restored
+                    ),
+                    None => String::new(),
+                };
                 println!(
-                    "{}: {} of {} deployment(s) followed by failures (change-failure rate {:.0}%)",
+                    "{}: {} of {} deployment(s) followed by failures (change-failure rate {:.0}%){restore}",
                     rate.service,
                     rate.failed,
                     rate.deployments,
@@ -158,6 +167,29 @@ pub async fn run_deployments(
         },
     )?;
     Ok(())
+}
+
+/// How long the deployment's failures took to resolve: `-` without failures, `open`
+/// while any is unresolved.
+fn restored_in(deployment: &proto::DeploymentInfo) -> String {
+    match (
+        deployment.failures.is_empty(),
+        deployment.time_to_restore_ms,
+    ) {
+        (true, _) => "-".to_owned(),
+        (false, 0) => "open".to_owned(),
+        (false, ms) => minutes(ms),
+    }
+}
+
+/// `32m`, `1h 05m`, or seconds under a minute.
+fn minutes(ms: u64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        _ => format!("{}h {:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
 }
 
 /// `[#####.....]  45%  45000/100000` on one line of stderr.
