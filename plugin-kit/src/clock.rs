@@ -16,6 +16,12 @@ pub fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
 
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds (`2026-12-01T10:00:00.000Z`),
+/// the form events and API answers write times in.
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
     now_ms() / 1000
@@ -32,5 +38,6 @@ mod tests {
         assert_eq!(unix_ms(then), 1_700_000_000_123);
         assert!(now_ms() > 1_700_000_000_000);
         assert_eq!(now_secs(), now_ms() / 1000);
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

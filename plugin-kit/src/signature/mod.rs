@@ -84,15 +84,47 @@ pub fn verify_sha256(
     }
     let expected =
         hex::decode(hex_digest).map_err(|_| SignatureError::Malformed("the digest is not hex"))?;
-    let matches = |secret: &SecretString| {
-        // HMAC takes keys of any length: `new_from_slice` cannot fail here.
-        Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
-            .map(|mut mac| {
-                mac.update(body);
-                mac.verify_slice(&expected).is_ok()
-            })
-            .unwrap_or(false)
-    };
+    try_secrets(secrets, |secret| {
+        hmac_matches(secret.expose_secret().as_bytes(), &[body], &expected)
+    })
+}
+
+/// `sha256=<hex>` of `body` keyed with `secret`: what a sender puts in the signature
+/// header, for a plugin's tests and for services' own tools.
+pub fn sign_sha256(secret: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(hmac(secret, &[body])))
+}
+
+/// The HMAC-SHA256 of `parts`, in order, under `key`.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail.
+    Hmac::<Sha256>::new_from_slice(key)
+        .map(|mut mac| {
+            for part in parts {
+                mac.update(part);
+            }
+            mac.finalize().into_bytes().to_vec()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the HMAC-SHA256 of `parts` under `key` is `digest`, compared in constant time.
+fn hmac_matches(key: &[u8], parts: &[&[u8]], digest: &[u8]) -> bool {
+    Hmac::<Sha256>::new_from_slice(key)
+        .map(|mut mac| {
+            for part in parts {
+                mac.update(part);
+            }
+            mac.verify_slice(digest).is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// The current secret, then the previous one: which one `matches`, if any.
+fn try_secrets(
+    secrets: &WebhookSecrets,
+    matches: impl Fn(&SecretString) -> bool,
+) -> Result<Verified, SignatureError> {
     if matches(&secrets.current) {
         return Ok(Verified::Current);
     }
@@ -102,16 +134,18 @@ pub fn verify_sha256(
     Err(SignatureError::Mismatch)
 }
 
-/// `sha256=<hex>` of `body` keyed with `secret`: what a sender puts in the signature
-/// header, for a plugin's tests and for services' own tools.
-pub fn sign_sha256(secret: &[u8], body: &[u8]) -> String {
-    // HMAC takes keys of any length: `new_from_slice` cannot fail.
-    Hmac::<Sha256>::new_from_slice(secret)
-        .map(|mut mac| {
-            mac.update(body);
-            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-        })
-        .unwrap_or_default()
+/// `username:password` of HTTP Basic authentication, decoded.
+fn basic_credentials(request: &plugin_protocol::v1::WebhookRequest) -> Option<String> {
+    use base64::Engine;
+    let value = request.header("authorization")?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 8192 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    String::from_utf8(decoded).ok()
 }
 
 /// Checks a secret presented as it is (an EventBridge API destination's API-key header,
@@ -131,20 +165,13 @@ pub fn verify_shared_secret(
         ));
     }
     let digest = Sha256::digest(presented.as_bytes());
-    let matches = |secret: &SecretString| {
+    try_secrets(secrets, |secret| {
         bool::from(
             Sha256::digest(secret.expose_secret().as_bytes())
                 .as_slice()
                 .ct_eq(digest.as_slice()),
         )
-    };
-    if matches(&secrets.current) {
-        return Ok(Verified::Current);
-    }
-    if secrets.previous.as_ref().is_some_and(matches) {
-        return Ok(Verified::Previous);
-    }
-    Err(SignatureError::Mismatch)
+    })
 }
 
 /// The longest shared secret looked at.
@@ -200,22 +227,14 @@ pub fn presented_secret(
     header: &str,
     basic_auth: bool,
 ) -> Option<String> {
-    use base64::Engine;
     if let Some(value) = request.header(header) {
         return Some(value.to_owned());
     }
     if !basic_auth {
         return None;
     }
-    let encoded = request.header("authorization")?.strip_prefix("Basic ")?;
-    if encoded.len() > 8192 {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':')
+    basic_credentials(request)?
+        .split_once(':')
         .map(|(_, password)| password.to_owned())
 }
 
@@ -261,19 +280,7 @@ impl WebhookSecrets {
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)], body: &[u8]) -> plugin_protocol::v1::WebhookRequest {
-        plugin_protocol::v1::WebhookRequest {
-            headers: headers
-                .iter()
-                .map(|(name, value)| plugin_protocol::v1::Header {
-                    name: (*name).to_owned(),
-                    value: (*value).to_owned(),
-                })
-                .collect(),
-            body: body.to_vec(),
-            host_verified: false,
-        }
-    }
+    use crate::testing::webhook_request as request;
 
     #[test]
     fn schemes_verify_as_declared_and_name_the_headers_that_hold_secrets() {

@@ -10,12 +10,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use sha2::Sha256;
 
-use super::{SignatureError, Verified, WebhookSecrets, verify_shared_secret};
+use super::{
+    SignatureError, Verified, WebhookSecrets, basic_credentials, hmac, hmac_matches, try_secrets,
+    verify_shared_secret,
+};
 use plugin_protocol::v1::WebhookRequest;
 
 /// The replay window of the timestamped schemes when the configuration names none: the
@@ -318,43 +319,6 @@ fn decode_digest(
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    // HMAC takes keys of any length: `new_from_slice` cannot fail.
-    Hmac::<Sha256>::new_from_slice(key)
-        .map(|mut mac| {
-            for part in parts {
-                mac.update(part);
-            }
-            mac.finalize().into_bytes().to_vec()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether the HMAC of `parts` under `key` is `digest`, compared in constant time.
-fn hmac_matches(key: &[u8], parts: &[&[u8]], digest: &[u8]) -> bool {
-    Hmac::<Sha256>::new_from_slice(key)
-        .map(|mut mac| {
-            for part in parts {
-                mac.update(part);
-            }
-            mac.verify_slice(digest).is_ok()
-        })
-        .unwrap_or(false)
-}
-
-fn try_secrets(
-    secrets: &WebhookSecrets,
-    matches: impl Fn(&SecretString) -> bool,
-) -> Result<Verified, SignatureError> {
-    if matches(&secrets.current) {
-        return Ok(Verified::Current);
-    }
-    if secrets.previous.as_ref().is_some_and(matches) {
-        return Ok(Verified::Previous);
-    }
-    Err(SignatureError::Mismatch)
-}
-
 /// The key of a Standard Webhooks secret: the base64 after `whsec_`.
 fn standard_webhooks_key(secret: &SecretString) -> Option<Vec<u8>> {
     let text = secret.expose_secret().trim();
@@ -366,33 +330,11 @@ fn standard_webhooks_key(secret: &SecretString) -> Option<Vec<u8>> {
     (!key.is_empty()).then_some(key)
 }
 
-/// `username:password` of HTTP Basic authentication, decoded.
-fn basic_credentials(request: &WebhookRequest) -> Option<String> {
-    let value = request.header("authorization")?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 8192 {
-        return None;
-    }
-    String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)], body: &[u8]) -> WebhookRequest {
-        WebhookRequest {
-            headers: headers
-                .iter()
-                .map(|(name, value)| plugin_protocol::v1::Header {
-                    name: (*name).to_owned(),
-                    value: (*value).to_owned(),
-                })
-                .collect(),
-            body: body.to_vec(),
-            host_verified: false,
-        }
-    }
+    use crate::testing::webhook_request as request;
 
     fn secrets(current: &str) -> WebhookSecrets {
         WebhookSecrets {

@@ -220,17 +220,7 @@ impl PluginUnderTest {
         headers: &[(&str, &str)],
         body: impl Into<Vec<u8>>,
     ) -> Result<v1::WebhookResponse, HarnessError> {
-        let request = v1::WebhookRequest {
-            headers: headers
-                .iter()
-                .map(|(name, value)| v1::Header {
-                    name: (*name).to_owned(),
-                    value: (*value).to_owned(),
-                })
-                .collect(),
-            body: body.into(),
-            host_verified: false,
-        };
+        let request = webhook_request(headers, body);
         Ok(self
             .connection
             .plugin
@@ -376,6 +366,22 @@ pub fn configure_request(
                 secret: secret.as_bytes().to_vec(),
             })
             .collect(),
+    }
+}
+
+/// A `HandleWebhook` request as the supervisor sends one: `headers` as received, the
+/// raw `body`, not verified by the host.
+pub fn webhook_request(headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> v1::WebhookRequest {
+    v1::WebhookRequest {
+        headers: headers
+            .iter()
+            .map(|(name, value)| v1::Header {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect(),
+        body: body.into(),
+        host_verified: false,
     }
 }
 

@@ -248,10 +248,9 @@ fn depth(value: &serde_json::Value) -> usize {
     }
 }
 
-/// Now, as RFC 3339 (UTC, seconds).
+/// Now, as RFC 3339 (UTC).
 fn received_now() -> String {
-    let now = std::time::UNIX_EPOCH + std::time::Duration::from_millis(plugin_kit::clock::now_ms());
-    humantime::format_rfc3339_seconds(now).to_string()
+    plugin_kit::clock::rfc3339_ms(plugin_kit::clock::now_ms())
 }
 
 #[cfg(test)]

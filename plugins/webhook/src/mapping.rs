@@ -202,9 +202,9 @@ impl Mapping {
         context: &MapContext,
         received: &str,
     ) -> Result<Outcome, Refused> {
-        let event_type = self.read(&self.event_type, request, body, "event type")?;
+        let event_type = Self::read(&self.event_type, request, body, "event type")?;
         let delivery = match &self.delivery_id {
-            Some(source) => Some(self.read(source, request, body, "delivery id")?),
+            Some(source) => Some(Self::read(source, request, body, "delivery id")?),
             None => None,
         };
         let mut candidates: Vec<&CompiledRoute> = self
@@ -248,7 +248,6 @@ impl Mapping {
 
     /// A header's or a pointer's value, as text.
     fn read(
-        &self,
         source: &ValueSource,
         request: &v1::WebhookRequest,
         body: &Value,
@@ -458,7 +457,13 @@ impl CompiledRoute {
                 (Some(id), _) => id.render(scope).map_err(|e| failed("id", e))?,
                 (None, Some(delivery)) if self.each.is_some() => format!("{delivery}:{index}"),
                 (None, Some(delivery)) => delivery.to_owned(),
-                (None, None) => unreachable!("checked at compile time"),
+                // Refused at compile time; answered rather than assumed.
+                (None, None) => {
+                    return Err(refused(
+                        422,
+                        format!("{}: the event has no identity", self.name),
+                    ));
+                }
             };
             let time = match &self.time {
                 None => received.to_owned(),

@@ -34,17 +34,7 @@ fn instance(config: Value) -> Integration {
 }
 
 fn delivery(headers: &[(&str, &str)], body: &str) -> v1::WebhookRequest {
-    v1::WebhookRequest {
-        headers: headers
-            .iter()
-            .map(|(name, value)| v1::Header {
-                name: (*name).to_owned(),
-                value: (*value).to_owned(),
-            })
-            .collect(),
-        body: body.as_bytes().to_vec(),
-        host_verified: false,
-    }
+    plugin_kit::testing::webhook_request(headers, body)
 }
 
 fn gitlab(event: &str, body: &str) -> v1::WebhookResponse {

@@ -451,8 +451,6 @@ pub(super) fn failure_write(
 
 /// The event an ask sends to a plugin's `Enrich`: the tenant, a time, what is wanted.
 pub(super) fn query(tenant: &str, time_ms: u64, data: Value) -> Value {
-    let time =
-        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(time_ms))
-            .to_string();
+    let time = plugin_kit::clock::rfc3339_ms(time_ms);
     json!({"tenant": tenant, "time": time, "data": data})
 }

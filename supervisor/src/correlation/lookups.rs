@@ -299,7 +299,9 @@ impl Correlator {
                     .unwrap_or_default();
                 if let Some(&at) = index.get(key) {
                     let mut evidence = evidence_of(&failure);
-                    evidence.resolved = self.resolved_after(tenant, &failure)?.map(rfc3339);
+                    evidence.resolved = self
+                        .resolved_after(tenant, &failure)?
+                        .map(plugin_kit::clock::rfc3339_ms);
                     views[at].failures.push(evidence.id.clone());
                     views[at].evidence.push(evidence);
                 }
@@ -337,12 +339,6 @@ impl Correlator {
         let record: super::records::ResolutionRecord = decode(&raw)?;
         Ok((record.time_ms >= failed_ms).then_some(record.time_ms))
     }
-}
-
-/// Unix milliseconds as RFC 3339.
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
 }
 
 /// From the first failure to the last resolution, once every failure is resolved.

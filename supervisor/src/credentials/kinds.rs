@@ -156,22 +156,27 @@ fn schema(kind: Kind) -> (&'static [&'static str], &'static [&'static str]) {
     }
 }
 
-/// Validates a secret read from stdin.
-pub fn parse(kind: Kind, raw: &[u8]) -> Result<Parsed, SecretError> {
-    let name = kind.as_str();
+/// A secret within the size limit, as text without its trailing newline (as `echo`
+/// and editors leave one); `None` when it is blank.
+pub(super) fn secret_text(raw: &[u8]) -> Result<Option<String>, SecretError> {
     if raw.len() > MAX_SECRET_BYTES {
         return Err(SecretError::TooLarge {
             max: MAX_SECRET_BYTES,
         });
     }
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim_end_matches(['\n', '\r']);
+    Ok((!text.trim().is_empty()).then(|| text.to_owned()))
+}
+
+/// Validates a secret read from stdin.
+pub fn parse(kind: Kind, raw: &[u8]) -> Result<Parsed, SecretError> {
+    let name = kind.as_str();
+    let text = secret_text(raw)?;
     if kind.is_raw() {
-        let text = String::from_utf8_lossy(raw);
-        let text = text.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            return Err(SecretError::Empty { kind: name });
-        }
+        let text = text.ok_or(SecretError::Empty { kind: name })?;
         return Ok(Parsed {
-            value: Value::String(text.to_owned()),
+            value: Value::String(text),
             expires_ms: None,
         });
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use super::kinds::{MAX_SECRET_BYTES, Parsed, SecretError};
+use super::kinds::{Parsed, SecretError, secret_text};
 
 /// A compiled secret schema.
 pub struct SecretSchema(jsonschema::Validator);
@@ -82,25 +82,18 @@ impl PluginKinds {
 /// trailing newline.
 fn parse_against(kind: &str, schema: &SecretSchema, raw: &[u8]) -> Result<Parsed, SecretError> {
     let kind = kind.to_owned();
-    if raw.len() > MAX_SECRET_BYTES {
-        return Err(SecretError::TooLarge {
-            max: MAX_SECRET_BYTES,
-        });
-    }
-    let text = String::from_utf8_lossy(raw);
-    let text = text.trim_end_matches(['\n', '\r']);
-    if text.trim().is_empty() {
+    let Some(text) = secret_text(raw)? else {
         return Err(SecretError::PluginKindEmpty { kind });
-    }
+    };
     let value = if text.trim_start().starts_with(['{', '[']) {
         // serde_json's message can quote input; keep only the position.
-        serde_json::from_str::<Value>(text).map_err(|err| SecretError::PluginKindNotJson {
+        serde_json::from_str::<Value>(&text).map_err(|err| SecretError::PluginKindNotJson {
             kind: kind.clone(),
             line: err.line(),
             column: err.column(),
         })?
     } else {
-        Value::String(text.to_owned())
+        Value::String(text)
     };
     if let Some(error) = schema.0.iter_errors(&value).next() {
         let at = error.instance_path().as_str();
@@ -139,6 +132,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::credentials::MAX_SECRET_BYTES;
 
     fn catalog() -> PluginKinds {
         let schema = json!({

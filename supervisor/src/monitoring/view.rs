@@ -5,7 +5,6 @@
 //! inputs.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -37,7 +36,7 @@ pub struct Moment {
 }
 
 pub(crate) fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    plugin_kit::clock::rfc3339_ms(ms)
 }
 
 fn moment(ms: Option<u64>, now_ms: u64) -> Option<Moment> {

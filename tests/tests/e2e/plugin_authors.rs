@@ -22,6 +22,17 @@ fn install(world: &World, name: &str, manifest: &Path, executable: &Path) {
     std::fs::copy(executable, dir.join(file)).expect("executable");
 }
 
+/// The template plugin, from its own manifest and the workspace's build, as `example`.
+fn install_template(world: &World) {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/plugin");
+    install(
+        world,
+        "example",
+        &template.join("plugin.toml"),
+        &bin("integration-example"),
+    );
+}
+
 /// A daemon where tenant acme's `integration` of `plugin` runs, with its webhook secret.
 fn running(world: &World, plugin: &str, integration: &str, trust_sha256: Option<&str>) -> Daemon {
     let daemon =
@@ -194,13 +205,7 @@ fn succeeded(what: &str, output: &Output) {
 #[test]
 fn the_template_plugin_takes_a_signed_webhook_into_the_sink_under_the_daemon() {
     let world = World::new();
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/plugin");
-    install(
-        &world,
-        "example",
-        &template.join("plugin.toml"),
-        &bin("integration-example"),
-    );
+    install_template(&world);
     let daemon = running(&world, "example", "jobs", None);
     let body = json!({"id": "r-42", "time": "2026-12-01T10:00:00Z", "status": "failed",
                       "message": "nightly export failed", "job": "export"})
@@ -363,13 +368,7 @@ fn a_plugin_in_python_passes_the_conformance_kit_and_runs_under_the_daemon() {
 #[test]
 fn a_plugin_declared_credential_kind_is_checked_used_in_configure_and_rotated() {
     let world = World::new();
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/plugin");
-    install(
-        &world,
-        "example",
-        &template.join("plugin.toml"),
-        &bin("integration-example"),
-    );
+    install_template(&world);
     let daemon = world.start(
         &DaemonSetup::default()
             .with_master_key(&world.root.path().join("master.key"))

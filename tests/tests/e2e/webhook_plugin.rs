@@ -61,6 +61,42 @@ fn running(world: &World) -> Daemon {
     daemon
 }
 
+/// Stores `secret` as acme's webhook-secret `credential`, adds acme's `integration` of
+/// the webhook plugin with `config` (its secret role naming that credential), and waits
+/// until the integration is healthy.
+fn add_healthy(
+    daemon: &Daemon,
+    world: &World,
+    integration: &str,
+    (credential, secret): (&str, &[u8]),
+    mut config: Value,
+) {
+    daemon.set_credential("acme", credential, "webhook-secret", secret);
+    config["credentials"] = serde_json::json!({ "webhook_secret": credential });
+    daemon.add_integration(world, "acme", integration, "webhook", &config);
+    daemon.wait_instance(integration, "healthy", Duration::from_secs(30), |i| {
+        state_of(i) == "healthy"
+    });
+}
+
+/// A documented payload committed with the plugin (`plugins/webhook/tests/fixtures`).
+fn fixture(path: &str) -> String {
+    let path = format!(
+        "{}/../plugins/webhook/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The first event of type `event_type` in the sink, once it is there.
+fn sink_event_of_type(world: &World, event_type: &str) -> Value {
+    wait_for(event_type, Duration::from_secs(30), || {
+        sink_events(world)
+            .into_iter()
+            .find(|e| e["type"] == event_type)
+    })
+}
+
 fn sink_events(world: &World) -> Vec<Value> {
     world
         .sink_lines()
@@ -88,12 +124,14 @@ fn post(
 fn a_service_configured_with_toml_alone_takes_signed_deliveries_into_the_sink() {
     let world = World::new();
     let daemon = running(&world);
-    daemon.set_credential("acme", "status-hook", "webhook-secret", SECRET.as_bytes());
     let config: Value = toml::from_str(STATUS_SERVICE).expect("TOML");
-    daemon.add_integration(&world, "acme", "status", "webhook", &config);
-    daemon.wait_instance("status", "healthy", Duration::from_secs(30), |i| {
-        state_of(i) == "healthy"
-    });
+    add_healthy(
+        &daemon,
+        &world,
+        "status",
+        ("status-hook", SECRET.as_bytes()),
+        config,
+    );
 
     let body = serde_json::json!({
         "event": "incident.opened", "title": "checkout answers 502", "impact": "major",
@@ -185,27 +223,14 @@ fn a_service_configured_with_toml_alone_takes_signed_deliveries_into_the_sink() 
 fn gitlabs_documented_push_arrives_through_the_preset() {
     let world = World::new();
     let daemon = running(&world);
-    daemon.set_credential(
-        "acme",
-        "gitlab-token",
-        "webhook-secret",
-        b"a GitLab secret token",
-    );
-    daemon.add_integration(
+    add_healthy(
+        &daemon,
         &world,
-        "acme",
         "gitlab",
-        "webhook",
-        &serde_json::json!({"preset": "gitlab", "credentials": {"webhook_secret": "gitlab-token"}}),
+        ("gitlab-token", b"a GitLab secret token"),
+        serde_json::json!({"preset": "gitlab"}),
     );
-    daemon.wait_instance("gitlab", "healthy", Duration::from_secs(30), |i| {
-        state_of(i) == "healthy"
-    });
-    let push = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../plugins/webhook/tests/fixtures/gitlab/push.json"
-    ))
-    .expect("GitLab's push example");
+    let push = fixture("gitlab/push.json");
     let headers = [
         ("X-Gitlab-Event", "Push Hook"),
         (
@@ -260,48 +285,22 @@ fn gitlabs_documented_push_arrives_through_the_preset() {
 fn a_pagerduty_incident_is_enriched_with_the_gitlab_deployment_before_it() {
     let world = World::new();
     let daemon = running(&world);
-    daemon.set_credential(
-        "acme",
-        "gitlab-token",
-        "webhook-secret",
-        b"a GitLab secret token",
-    );
-    daemon.set_credential(
-        "acme",
-        "pd-secret",
-        "webhook-secret",
-        b"a PagerDuty signing secret",
-    );
     // PagerDuty names neither the service nor the environment as the deployments do: the
     // integration says them.
-    let integrations = [
-        (
-            "gitlab",
-            serde_json::json!({"preset": "gitlab", "service": "checkout",
-                                      "credentials": {"webhook_secret": "gitlab-token"}}),
-        ),
-        (
-            "pagerduty",
-            serde_json::json!({"preset": "pagerduty", "service": "checkout",
-                                         "environment": "production",
-                                         "credentials": {"webhook_secret": "pd-secret"}}),
-        ),
-    ];
-    for (name, config) in &integrations {
-        daemon.add_integration(&world, "acme", name, "webhook", config);
-    }
-    for name in ["gitlab", "pagerduty"] {
-        daemon.wait_instance(name, "healthy", Duration::from_secs(30), |i| {
-            state_of(i) == "healthy"
-        });
-    }
-    let fixture = |path: &str| {
-        std::fs::read_to_string(format!(
-            "{}/../plugins/webhook/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .expect("fixture")
-    };
+    add_healthy(
+        &daemon,
+        &world,
+        "gitlab",
+        ("gitlab-token", b"a GitLab secret token"),
+        serde_json::json!({"preset": "gitlab", "service": "checkout"}),
+    );
+    add_healthy(
+        &daemon,
+        &world,
+        "pagerduty",
+        ("pd-secret", b"a PagerDuty signing secret"),
+        serde_json::json!({"preset": "pagerduty", "service": "checkout", "environment": "production"}),
+    );
     let mut deployment: Value =
         serde_json::from_str(&fixture("gitlab/deployment.json")).expect("JSON");
     deployment["environment"] = "production".into();
@@ -320,41 +319,33 @@ fn a_pagerduty_incident_is_enriched_with_the_gitlab_deployment_before_it() {
         &deployment.to_string(),
     );
     assert_eq!(deployed.status, 202, "{}", deployed.body);
-    wait_for(
-        "the deployment in the sink",
-        Duration::from_secs(30),
-        || {
-            sink_events(&world)
-                .into_iter()
-                .find(|e| e["type"] == "com.betalogs.delivery.deployment.succeeded")
-        },
-    );
+    sink_event_of_type(&world, "com.betalogs.delivery.deployment.succeeded");
 
     let mut incident: Value =
         serde_json::from_str(&fixture("pagerduty/incident.priority_updated.json")).expect("JSON");
     incident["event"]["event_type"] = "incident.triggered".into();
     incident["event"]["id"] = "01DEN5M0YXQNA3ZMWWKBSJPH9C".into();
     incident["event"]["occurred_at"] = "2026-12-01T10:00:00Z".into();
-    let body = incident.to_string();
-    let scheme = Authentication::HmacSha256 {
-        header: "X-PagerDuty-Signature".into(),
-        prefix: "v1=".into(),
-        encoding: DigestEncoding::Hex,
+    // Signed as PagerDuty signs, with the subscription's secret.
+    let page = |incident: &Value| {
+        let body = incident.to_string();
+        let scheme = Authentication::HmacSha256 {
+            header: "X-PagerDuty-Signature".into(),
+            prefix: "v1=".into(),
+            encoding: DigestEncoding::Hex,
+        };
+        let signed = scheme.sign("a PagerDuty signing secret", body.as_bytes(), "", 0);
+        let answer = post(
+            &daemon,
+            "pagerduty",
+            &[(signed[0].0.as_str(), signed[0].1.as_str())],
+            &body,
+        );
+        assert_eq!(answer.status, 202, "{}", answer.body);
     };
-    let signed = scheme.sign("a PagerDuty signing secret", body.as_bytes(), "", 0);
-    let paged = post(
-        &daemon,
-        "pagerduty",
-        &[(signed[0].0.as_str(), signed[0].1.as_str())],
-        &body,
-    );
-    assert_eq!(paged.status, 202, "{}", paged.body);
+    page(&incident);
     // Enrichment happens before the commit: the stored incident carries the deployment.
-    let stored = wait_for("the incident in the sink", Duration::from_secs(30), || {
-        sink_events(&world)
-            .into_iter()
-            .find(|e| e["type"] == "com.betalogs.system.incident.triggered")
-    });
+    let stored = sink_event_of_type(&world, "com.betalogs.system.incident.triggered");
     assert_eq!(stored["severity"], "critical", "P1");
     let deployments: Vec<&Value> = stored["data"]["enrichments"]
         .as_array()
@@ -390,24 +381,8 @@ fn a_pagerduty_incident_is_enriched_with_the_gitlab_deployment_before_it() {
     incident["event"]["id"] = "01DEN5M0YXQNA3ZMWWKBSJPH9D".into();
     incident["event"]["occurred_at"] = "2026-12-01T10:32:00Z".into();
     incident["event"]["data"]["status"] = "resolved".into();
-    let body = incident.to_string();
-    let signed = scheme.sign("a PagerDuty signing secret", body.as_bytes(), "", 0);
-    let resolved = post(
-        &daemon,
-        "pagerduty",
-        &[(signed[0].0.as_str(), signed[0].1.as_str())],
-        &body,
-    );
-    assert_eq!(resolved.status, 202, "{}", resolved.body);
-    wait_for(
-        "the resolution in the sink",
-        Duration::from_secs(30),
-        || {
-            sink_events(&world)
-                .into_iter()
-                .find(|e| e["type"] == "com.betalogs.system.incident.resolved")
-        },
-    );
+    page(&incident);
+    sink_event_of_type(&world, "com.betalogs.system.incident.resolved");
     let view = daemon.ctl_json(&["deployments", "--tenant", "acme"]);
     assert_eq!(
         view["deployments"][0]["time_to_restore_ms"],
