@@ -34,7 +34,8 @@ fn push_with_20_commits() -> Vec<u8> {
             .collect(),
     );
     push["total_commits_count"] = json!(20);
-    serde_json::to_vec_pretty(&push).expect("JSON")
+    // Compact, as GitLab sends it (`to_json`).
+    serde_json::to_vec(&push).expect("JSON")
 }
 
 fn main() {

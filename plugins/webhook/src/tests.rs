@@ -175,6 +175,118 @@ fn gitlabs_tag_deployment_and_release_examples_map_with_working_links() {
     );
 }
 
+/// GitLab's merge request example with `action` (and, when merged, the merge commit).
+fn merge_request(action: &str) -> String {
+    let mut body: Value = serde_json::from_str(&fixture("merge_request")).expect("JSON");
+    body["object_attributes"]["action"] = json!(action);
+    if action == "merge" {
+        body["object_attributes"]["merge_commit_sha"] =
+            json!("f3a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c4");
+    }
+    body.to_string()
+}
+
+#[test]
+fn gitlabs_merge_request_example_maps_each_action_like_a_github_pull_request() {
+    let opened = &events(&gitlab("Merge Request Hook", &fixture("merge_request")))[0];
+    assert_eq!(opened["type"], "com.betalogs.delivery.pull_request.opened");
+    assert_eq!(opened["subject"], "!1");
+    assert_eq!(opened["time"], "2013-12-03T17:23:34Z");
+    assert_eq!(opened["data"]["vcs.change.id"], 1, "the iid, a number");
+    assert_eq!(opened["data"]["vcs.change.title"], "MS-Viewport");
+    assert_eq!(opened["data"]["vcs.ref.head.name"], "ms-viewport");
+    assert_eq!(opened["data"]["vcs.ref.base.name"], "master");
+    assert_eq!(
+        opened["data"]["vcs.ref.head.revision"],
+        "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+    );
+    assert_eq!(opened["data"]["vcs.actor"], "root");
+    assert_eq!(
+        link(opened, "pull_request"),
+        Some("http://example.com/diaspora/merge_requests/1")
+    );
+    assert_eq!(
+        link(opened, "commit"),
+        Some(
+            "http://example.com/awesome_space/awesome_project/commits/da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+        )
+    );
+    let mut ids = vec![opened["id"].clone()];
+    for (action, state) in [
+        ("reopen", "reopened"),
+        ("update", "updated"),
+        ("close", "closed"),
+    ] {
+        let event = &events(&gitlab("Merge Request Hook", &merge_request(action)))[0];
+        assert_eq!(
+            event["type"],
+            format!("com.betalogs.delivery.pull_request.{state}")
+        );
+        assert_eq!(event["data"]["vcs.change.state"], state);
+        ids.push(event["id"].clone());
+    }
+    let merged = &events(&gitlab("Merge Request Hook", &merge_request("merge")))[0];
+    assert_eq!(merged["type"], "com.betalogs.delivery.pull_request.merged");
+    assert_eq!(
+        merged["data"]["vcs.change.merge_commit"],
+        "f3a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c4",
+        "what the correlation index keys merged pull requests by"
+    );
+    assert_eq!(
+        link(merged, "commit"),
+        Some(
+            "http://example.com/gitlabhq/gitlab-test/-/commit/f3a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c4"
+        )
+    );
+    ids.push(merged["id"].clone());
+    let distinct: std::collections::BTreeSet<String> = ids.iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), 5, "each action is its own fact");
+
+    let approved = gitlab("Merge Request Hook", &merge_request("approved"));
+    assert_eq!(approved.status, 200, "{}", approved.message);
+    assert!(approved.events_json.is_empty());
+}
+
+#[test]
+fn gitlabs_pipeline_example_maps_once_it_ends_with_severity_from_its_status() {
+    let pipeline = &events(&gitlab("Pipeline Hook", &fixture("pipeline")))[0];
+    assert_eq!(pipeline["type"], "com.betalogs.delivery.pipeline");
+    assert_eq!(pipeline["severity"], "info");
+    assert_eq!(pipeline["time"], "2016-08-12T15:26:29Z");
+    assert_eq!(pipeline["subject"], "Pipeline for branch: master");
+    assert_eq!(pipeline["data"]["cicd.pipeline.run.id"], 31);
+    assert_eq!(pipeline["data"]["cicd.pipeline.result"], "success");
+    assert_eq!(pipeline["data"]["cicd.pipeline.duration_s"], 63);
+    assert_eq!(
+        pipeline["data"]["vcs.ref.head.revision"],
+        "bcbb5ec396a2c0f828686f14fac9b80b780504f2"
+    );
+    assert_eq!(
+        link(pipeline, "pipeline"),
+        Some("http://example.com/gitlab-org/gitlab-test/-/pipelines/31")
+    );
+    assert_eq!(
+        link(pipeline, "commit"),
+        Some(
+            "http://example.com/gitlab-org/gitlab-test/commit/bcbb5ec396a2c0f828686f14fac9b80b780504f2"
+        )
+    );
+    assert_eq!(
+        link(pipeline, "pull_request"),
+        Some("http://192.168.64.1:3005/gitlab-org/gitlab-test/merge_requests/1")
+    );
+    let with_status = |status: &str| {
+        let mut body: Value = serde_json::from_str(&fixture("pipeline")).expect("JSON");
+        body["object_attributes"]["status"] = json!(status);
+        gitlab("Pipeline Hook", &body.to_string())
+    };
+    assert_eq!(events(&with_status("failed"))[0]["severity"], "error");
+    assert_eq!(events(&with_status("canceled"))[0]["severity"], "warning");
+    let running = with_status("running");
+    assert_eq!(running.status, 200, "{}", running.message);
+    assert!(running.events_json.is_empty(), "not ended: ignored");
+}
+
 #[test]
 fn the_same_delivery_twice_makes_the_same_events() {
     let first = gitlab("Push Hook", &fixture("push"));
