@@ -15,7 +15,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Webhook integration")]
 pub struct Settings {
-    /// A mapping shipped with the plugin (`gitlab`, `standard-webhooks`), overridable.
+    /// A mapping shipped with the plugin (`gitlab`, `jira`, `pagerduty`, `slack`,
+    /// `standard-webhooks`), overridable.
     pub preset: Option<String>,
     /// How deliveries are authenticated, with the `webhook_secret` credential.
     pub authentication: Option<Authentication>,

@@ -599,11 +599,22 @@ fn cut(mut text: String, max: usize) -> String {
 }
 
 /// RFC 3339 as it is; `YYYY-MM-DD HH:MM:SS UTC` and `YYYY-MM-DD HH:MM:SS ±HHMM` (as
-/// GitLab writes some times) rewritten as RFC 3339.
+/// GitLab writes some times) and `YYYY-MM-DDTHH:MM:SS.sss±HHMM` (as Jira writes them)
+/// rewritten as RFC 3339.
 pub fn normalize_time(text: &str) -> Option<String> {
     let text = text.trim();
     if plugin_kit::event_time_ms(text).is_some() {
         return Some(text.to_owned());
+    }
+    if let Some(split) = text.len().checked_sub(5)
+        && text.is_char_boundary(split)
+        && text.contains('T')
+    {
+        let (date_time, zone) = text.split_at(split);
+        if zone.starts_with(['+', '-']) && zone[1..].bytes().all(|b| b.is_ascii_digit()) {
+            let rewritten = format!("{date_time}{}:{}", &zone[..3], &zone[3..]);
+            return plugin_kit::event_time_ms(&rewritten).map(|_| rewritten);
+        }
     }
     let (date_time, zone) = text.rsplit_once(' ')?;
     let (date, time) = date_time.split_once(' ')?;
@@ -642,6 +653,12 @@ mod tests {
             normalize_time("2021-04-28 19:50:00 UTC").as_deref(),
             Some("2021-04-28T19:50:00Z")
         );
+        assert_eq!(
+            normalize_time("2024-12-02T13:00:00.000+0100").as_deref(),
+            Some("2024-12-02T13:00:00.000+01:00")
+        );
+        assert_eq!(normalize_time("2024-12-02T13:00:00.000+01x0"), None);
+        assert_eq!(normalize_time("2024-12-02T25:00:00.000+0100"), None);
         assert_eq!(normalize_time("yesterday"), None);
     }
 }

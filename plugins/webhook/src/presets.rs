@@ -6,8 +6,9 @@ use plugin_kit::config::ConfigError;
 use crate::config::Settings;
 
 /// Every preset, by name.
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("gitlab", include_str!("../presets/gitlab.toml")),
+    ("jira", include_str!("../presets/jira.toml")),
     ("pagerduty", include_str!("../presets/pagerduty.toml")),
     (
         "standard-webhooks",

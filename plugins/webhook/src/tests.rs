@@ -228,8 +228,7 @@ fn gitlabs_merge_request_example_maps_each_action_like_a_github_pull_request() {
     let merged = &events(&gitlab("Merge Request Hook", &merge_request("merge")))[0];
     assert_eq!(merged["type"], "com.betalogs.delivery.pull_request.merged");
     assert_eq!(
-        merged["data"]["vcs.change.merge_commit"],
-        "f3a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c4",
+        merged["data"]["vcs.change.merge_commit"], "f3a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c4",
         "what the correlation index keys merged pull requests by"
     );
     assert_eq!(
@@ -676,4 +675,100 @@ fn pagerduty_incidents_are_failures_and_their_resolutions_share_the_incident_id(
         RECEIVED,
     );
     assert_eq!(forged.status, 401);
+}
+
+fn jira_issue(event: &str, status_category: &str, issue_type: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/jira/issue_created.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut body: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON");
+    body["webhookEvent"] = json!(event);
+    let fields = &mut body["issue"]["fields"];
+    fields["issuetype"]["name"] = json!(issue_type);
+    fields["status"]["statusCategory"]["key"] = json!(status_category);
+    if status_category == "done" {
+        fields["status"]["name"] = json!("Done");
+        fields["resolution"] = json!({"name": "Fixed"});
+        fields["resolutiondate"] = json!("2024-12-02T13:32:00.000+0100");
+        fields["updated"] = json!("2024-12-02T13:32:00.000+0100");
+    }
+    body.to_string()
+}
+
+#[test]
+fn jira_bugs_and_incidents_are_failures_resolved_by_their_done_status() {
+    let settings: Settings = serde_json::from_value(json!({"preset": "jira"})).expect("settings");
+    let context = MapContext {
+        tenant: "acme".into(),
+        integration: "jira".into(),
+    };
+    let instance = Integration::new(context, settings, secrets()).expect("compiles");
+    let scheme = Authentication::HmacSha256 {
+        header: "X-Hub-Signature".into(),
+        prefix: "sha256=".into(),
+        encoding: plugin_kit::signature::DigestEncoding::Hex,
+    };
+    let send = |body: &str, secret: &str| {
+        let signed = scheme.sign(secret, body.as_bytes(), "", 0);
+        answer(
+            &instance,
+            &delivery(
+                &[
+                    ("X-Hub-Signature", signed[0].1.as_str()),
+                    (
+                        "X-Atlassian-Webhook-Identifier",
+                        "6e3f3b0c-5f0a-4c7b-9a54-3b1d1e7f6a21",
+                    ),
+                ],
+                body,
+            ),
+            RECEIVED,
+        )
+    };
+    let created = &events(&send(
+        &jira_issue("jira:issue_created", "new", "Bug"),
+        SECRET,
+    ))[0];
+    assert_eq!(created["type"], "com.betalogs.system.issue.created");
+    assert_eq!(created["category"], "system");
+    assert_eq!(created["severity"], "error", "a High priority");
+    assert_eq!(created["time"], "2024-12-02T13:00:00.000+01:00");
+    assert_eq!(created["subject"], "OPS-42");
+    assert_eq!(created["correlationid"], "OPS-42");
+    assert_eq!(created["data"]["service.name"], "checkout", "its component");
+    assert_eq!(
+        created["data"]["error.message"],
+        "Checkout returns 500 after the 14:00 deploy"
+    );
+    assert_eq!(
+        link(created, "issue"),
+        Some("https://acme.atlassian.net/rest/api/2/issue/10042")
+    );
+    let incident = &events(&send(
+        &jira_issue("jira:issue_updated", "indeterminate", "Incident"),
+        SECRET,
+    ))[0];
+    assert_eq!(incident["type"], "com.betalogs.system.issue.updated");
+    assert_eq!(incident["data"]["issue.type"], "Incident");
+    let resolved = &events(&send(
+        &jira_issue("jira:issue_updated", "done", "Bug"),
+        SECRET,
+    ))[0];
+    assert_eq!(resolved["type"], "com.betalogs.system.issue.resolved");
+    assert_eq!(resolved["severity"], "info");
+    assert_eq!(resolved["time"], "2024-12-02T13:32:00.000+01:00");
+    assert_eq!(resolved["correlationid"], created["correlationid"]);
+    assert_eq!(resolved["data"]["issue.resolution"], "Fixed");
+
+    let story = send(&jira_issue("jira:issue_created", "new", "Story"), SECRET);
+    assert_eq!(story.status, 200, "{}", story.message);
+    assert!(story.events_json.is_empty(), "not a bug or an incident");
+    let forged = send(
+        &jira_issue("jira:issue_created", "new", "Bug"),
+        "not the secret",
+    );
+    assert_eq!(forged.status, 401);
+    assert!(forged.events_json.is_empty());
 }
