@@ -53,6 +53,10 @@ impl v1::WebhookRequest {
     }
 }
 
+/// The most a plugin's handshake reply ([`v1::WebhookResponse::reply`]) may carry; the
+/// host answers a longer one 502.
+pub const MAX_WEBHOOK_REPLY_BYTES: usize = 4096;
+
 impl v1::WebhookResponse {
     /// An answer without events: a refusal, an acknowledgement, "ignored".
     pub fn answer(status: u32, message: impl Into<String>) -> Self {
@@ -60,6 +64,27 @@ impl v1::WebhookResponse {
             status,
             events_json: Vec::new(),
             message: message.into(),
+            ..Self::default()
+        }
+    }
+
+    /// 202 with the events the delivery made.
+    pub fn accepted(events_json: Vec<String>) -> Self {
+        Self {
+            status: 202,
+            events_json,
+            ..Self::default()
+        }
+    }
+
+    /// A 200 whose body is `body` itself, as `content_type` (`text/plain` or
+    /// `application/json`): the answer to a sender's handshake.
+    pub fn reply(body: impl Into<Vec<u8>>, content_type: &str) -> Self {
+        Self {
+            status: 200,
+            reply_body: body.into(),
+            reply_content_type: content_type.to_owned(),
+            ..Self::default()
         }
     }
 }

@@ -240,11 +240,7 @@ fn map_change(
         context,
         original,
     ) {
-        Ok(json) => v1::WebhookResponse {
-            status: 202,
-            events_json: vec![json],
-            message: String::new(),
-        },
+        Ok(json) => v1::WebhookResponse::accepted(vec![json]),
         Err(err) => {
             v1::WebhookResponse::answer(500, format!("cannot encode the alarm event: {err}"))
         }

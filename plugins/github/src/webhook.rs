@@ -112,11 +112,7 @@ pub fn handle(settings: &Settings, request: &v1::WebhookRequest) -> v1::WebhookR
         );
     }
     match map(settings, kind, &text, &top) {
-        Ok(Mapped::Events(events_json)) => v1::WebhookResponse {
-            status: 202,
-            events_json,
-            message: String::new(),
-        },
+        Ok(Mapped::Events(events_json)) => v1::WebhookResponse::accepted(events_json),
         Ok(Mapped::Ignored(why)) => {
             tracing::info!(event = kind, delivery = %quote(delivery), "delivery ignored: {why}");
             v1::WebhookResponse::answer(200, format!("ignored: {why}"))

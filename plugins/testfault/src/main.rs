@@ -520,11 +520,7 @@ impl Plugin for TestFault {
         request: v1::WebhookRequest,
     ) -> Result<v1::WebhookResponse, Status> {
         self.count_call();
-        let refuse = |status: u32, message: &str| v1::WebhookResponse {
-            status,
-            events_json: Vec::new(),
-            message: message.to_owned(),
-        };
+        let refuse = |status: u32, message: &str| v1::WebhookResponse::answer(status, message);
         let token = request
             .headers
             .iter()
@@ -577,11 +573,7 @@ impl Plugin for TestFault {
                 json.to_string()
             })
             .collect();
-        Ok(v1::WebhookResponse {
-            status: 202,
-            events_json,
-            message: String::new(),
-        })
+        Ok(v1::WebhookResponse::accepted(events_json))
     }
 }
 

@@ -33,6 +33,20 @@ pub struct Settings {
     /// How a delivery of each event type becomes events.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Event types that are a sender's handshake, answered with a body of their own and
+    /// making no events (Slack's `url_verification` wants its `challenge` back).
+    #[serde(default)]
+    pub replies: Vec<Reply>,
+}
+
+/// The answer to a handshake: `body`, a template over the delivery, as `text/plain`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    /// The event type answered so.
+    pub when: String,
+    /// The answer's body (`{/challenge}`); at most 4 KiB once rendered.
+    pub body: String,
 }
 
 /// Where a value is: a header, or a JSON Pointer into the payload.
@@ -138,8 +152,8 @@ pub struct LinkRule {
 }
 
 impl Settings {
-    /// This configuration over `preset`: each key set here wins; routes here replace
-    /// the preset's routes for the same `when`.
+    /// This configuration over `preset`: each key set here wins; routes (and replies)
+    /// here replace the preset's for the same `when`.
     pub fn over(self, preset: Settings) -> Settings {
         let name = self.preset.clone().unwrap_or_default();
         let replaced: Vec<&str> = self.routes.iter().map(|r| r.when.as_str()).collect();
@@ -162,6 +176,12 @@ impl Settings {
                     ..route
                 }),
         );
+        let mut replies: Vec<Reply> = preset
+            .replies
+            .into_iter()
+            .filter(|reply| !self.replies.iter().any(|ours| ours.when == reply.when))
+            .collect();
+        replies.extend(self.replies);
         Settings {
             preset: self.preset,
             authentication: self.authentication.or(preset.authentication),
@@ -171,6 +191,7 @@ impl Settings {
             service: self.service.or(preset.service),
             environment: self.environment.or(preset.environment),
             routes,
+            replies,
         }
     }
 }

@@ -8,7 +8,8 @@
 //! never a delivery dropped at 3 a.m.
 //!
 //! Answers: 202 with the events; 200 `ignored: …` for a type no route maps (the sender
-//! must not retry it); 400 for a body that is not JSON or lacks its type or id; 401 for
+//! must not retry it); 200 with the rendered body for a handshake a `replies` entry
+//! answers (Slack's `url_verification`); 400 for a body that is not JSON or lacks its type or id; 401 for
 //! a delivery that fails authentication; 422 for one the routes cannot map (a pointer
 //! they need is absent, a mapped type is not canonical). Only 202 stores anything.
 
@@ -226,15 +227,12 @@ fn answer(
         .mapping
         .map(request, &body, text, &instance.context, received)
     {
-        Ok(Outcome::Events(events)) => v1::WebhookResponse {
-            status: 202,
-            events_json: events,
-            message: String::new(),
-        },
+        Ok(Outcome::Events(events)) => v1::WebhookResponse::accepted(events),
         Ok(Outcome::Ignored(why)) => {
             tracing::info!(integration = %instance.context.integration, "delivery ignored: {why}");
             v1::WebhookResponse::answer(200, format!("ignored: {why}"))
         }
+        Ok(Outcome::Reply(text)) => v1::WebhookResponse::reply(text, "text/plain"),
         Err(refused) => v1::WebhookResponse::answer(refused.status, refused.message),
     }
 }

@@ -6,11 +6,13 @@
 
 use plugin_kit::config::ConfigError;
 use plugin_kit::signature::Authentication;
-use plugin_kit::{Category, EventBuilder, MapContext, Severity, v1};
+use plugin_kit::{
+    Category, EventBuilder, MAX_WEBHOOK_REPLY_BYTES as MAX_REPLY_BYTES, MapContext, Severity, v1,
+};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::config::{LinkRule, Route, Settings, SeverityRule, ValueSource};
+use crate::config::{LinkRule, Reply, Route, Settings, SeverityRule, ValueSource};
 use crate::template::{RenderError, Scope, Template};
 
 /// The most events one delivery may yield (an array under `each` is cut there).
@@ -26,6 +28,13 @@ pub struct Mapping {
     service: Option<String>,
     environment: Option<String>,
     routes: Vec<CompiledRoute>,
+    replies: Vec<CompiledReply>,
+}
+
+#[derive(Debug)]
+struct CompiledReply {
+    when: String,
+    body: Template,
 }
 
 #[derive(Debug)]
@@ -63,6 +72,8 @@ pub enum Outcome {
     Events(Vec<String>),
     /// No route maps it: acknowledged, recorded as ignored.
     Ignored(String),
+    /// A handshake: answered with this text.
+    Reply(String),
 }
 
 /// Why a delivery could not be mapped: the HTTP status its sender hears and why.
@@ -177,6 +188,12 @@ impl Mapping {
             .enumerate()
             .map(|(index, route)| compile_route(index, route, settings.delivery_id.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
+        let replies = settings
+            .replies
+            .into_iter()
+            .enumerate()
+            .map(|(index, reply)| compile_reply(index, reply))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             authentication,
             event_type,
@@ -185,6 +202,7 @@ impl Mapping {
             service: settings.service,
             environment: settings.environment,
             routes,
+            replies,
         })
     }
 
@@ -203,6 +221,10 @@ impl Mapping {
         received: &str,
     ) -> Result<Outcome, Refused> {
         let event_type = Self::read(&self.event_type, request, body, "event type")?;
+        // A handshake has no delivery id of its own (Slack's `url_verification`).
+        if let Some(reply) = self.replies.iter().find(|r| r.when == event_type) {
+            return reply.answer(body);
+        }
         let delivery = match &self.delivery_id {
             Some(source) => Some(Self::read(source, request, body, "delivery id")?),
             None => None,
@@ -281,6 +303,41 @@ impl Mapping {
         }
         Ok(value)
     }
+}
+
+impl CompiledReply {
+    fn answer(&self, body: &Value) -> Result<Outcome, Refused> {
+        let scope = Scope {
+            root: body,
+            element: None,
+        };
+        let text = self
+            .body
+            .render(scope)
+            .map_err(|err| refused(422, format!("the reply to {}: {err}", shown(&self.when))))?;
+        if text.len() > MAX_REPLY_BYTES {
+            return Err(refused(
+                422,
+                format!(
+                    "the reply to {} would be {} bytes, more than {MAX_REPLY_BYTES}",
+                    shown(&self.when),
+                    text.len()
+                ),
+            ));
+        }
+        Ok(Outcome::Reply(text))
+    }
+}
+
+fn compile_reply(index: usize, reply: Reply) -> Result<CompiledReply, ConfigError> {
+    let at = |key: &str| format!("replies[{index}].{key}");
+    if reply.when.is_empty() {
+        return Err(field_error(at("when"), "is empty"));
+    }
+    Ok(CompiledReply {
+        body: Template::compile(&reply.body, false).map_err(|why| field_error(at("body"), why))?,
+        when: reply.when,
+    })
 }
 
 fn compile_route(

@@ -6,10 +6,11 @@ use plugin_kit::config::ConfigError;
 use crate::config::Settings;
 
 /// Every preset, by name.
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 5] = [
     ("gitlab", include_str!("../presets/gitlab.toml")),
     ("jira", include_str!("../presets/jira.toml")),
     ("pagerduty", include_str!("../presets/pagerduty.toml")),
+    ("slack", include_str!("../presets/slack.toml")),
     (
         "standard-webhooks",
         include_str!("../presets/standard-webhooks.toml"),

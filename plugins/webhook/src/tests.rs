@@ -772,3 +772,106 @@ fn jira_bugs_and_incidents_are_failures_resolved_by_their_done_status() {
     assert_eq!(forged.status, 401);
     assert!(forged.events_json.is_empty());
 }
+
+fn slack_fixture(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/slack/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn slack_url_verification_is_answered_with_its_challenge_and_events_are_mapped() {
+    let settings: Settings = serde_json::from_value(json!({"preset": "slack"})).expect("settings");
+    let context = MapContext {
+        tenant: "acme".into(),
+        integration: "slack".into(),
+    };
+    let instance = Integration::new(context, settings, secrets()).expect("compiles");
+    let scheme = Authentication::Slack {
+        tolerance_seconds: 300,
+    };
+    let now = plugin_kit::clock::now_ms() / 1000;
+    let send = |body: &str, secret: &str, timestamp: u64| {
+        let headers = scheme.sign(secret, body.as_bytes(), "", timestamp);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        answer(&instance, &delivery(&headers, body), RECEIVED)
+    };
+
+    let challenge = send(&slack_fixture("url_verification"), SECRET, now);
+    assert_eq!(challenge.status, 200, "{}", challenge.message);
+    assert!(challenge.events_json.is_empty());
+    assert_eq!(
+        challenge.reply_body,
+        b"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    assert_eq!(challenge.reply_content_type, "text/plain");
+    let unsigned = answer(
+        &instance,
+        &delivery(&[], &slack_fixture("url_verification")),
+        RECEIVED,
+    );
+    assert_eq!(unsigned.status, 401, "the handshake is verified too");
+    assert!(unsigned.reply_body.is_empty());
+
+    let mention = &events(&send(&slack_fixture("app_mention"), SECRET, now))[0];
+    assert_eq!(mention["type"], "com.betalogs.system.slack.app_mention");
+    assert_eq!(mention["source"], "https://app.slack.com/client/T123ABC456");
+    assert_eq!(mention["subject"], "C123ABC456");
+    assert_eq!(mention["data"]["slack.user.id"], "U061F7AUR");
+    assert_eq!(
+        mention["data"]["message.text"],
+        "<@U0LAN0Z89> is it everything a river should be?"
+    );
+    let retried = &events(&send(&slack_fixture("app_mention"), SECRET, now))[0];
+    assert_eq!(retried["id"], mention["id"], "one event per event_id");
+
+    let stale = send(&slack_fixture("app_mention"), SECRET, now - 301);
+    assert_eq!(stale.status, 401, "outside the replay window");
+    assert!(stale.events_json.is_empty());
+    let forged = send(&slack_fixture("app_mention"), "not the secret", now);
+    assert_eq!(forged.status, 401);
+    let hostile_type =
+        slack_fixture("app_mention").replace("\"app_mention\"", "\"app_\\u0007mention\"");
+    let refused = send(&hostile_type, SECRET, now);
+    assert_eq!(refused.status, 422, "{}", refused.message);
+    assert!(refused.events_json.is_empty());
+}
+
+#[test]
+fn a_reply_is_configured_like_a_route_and_its_mistakes_are_named() {
+    let with_reply = |reply: Value| -> Result<Mapping, String> {
+        let settings: Settings = serde_json::from_value(json!({
+            "preset": "slack",
+            "replies": [reply],
+        }))
+        .map_err(|e| e.to_string())?;
+        compile(settings).map_err(|e| e.to_string())
+    };
+    let err = with_reply(
+        json!({"when": "url_verification", "body": "{/challenge}", "content_type": "text/html"}),
+    )
+    .expect_err("replies are text");
+    assert!(err.contains("content_type"), "{err}");
+    let err = with_reply(json!({"when": "url_verification", "body": "{challenge}"}))
+        .expect_err("not a pointer");
+    assert!(err.contains("replies[0].body"), "{err}");
+    let ours = with_reply(json!({"when": "url_verification", "body": "ok {/challenge}"}))
+        .expect("an operator's reply replaces the preset's");
+    let body = json!({"type": "url_verification", "challenge": "c1"});
+    let answer = ours.map(
+        &delivery(&[], &body.to_string()),
+        &body,
+        &body.to_string(),
+        &MapContext {
+            tenant: "acme".into(),
+            integration: "slack".into(),
+        },
+        RECEIVED,
+    );
+    assert_eq!(answer, Ok(mapping::Outcome::Reply("ok c1".to_owned())));
+}

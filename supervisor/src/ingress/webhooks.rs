@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use plugin_protocol::MAX_WEBHOOK_REPLY_BYTES as MAX_REPLY_BYTES;
 use plugin_protocol::v1;
 
 use super::body::{self, BodyKind};
@@ -276,6 +277,16 @@ async fn answer_with(
             ),
         ));
     };
+    let reply = match handshake_reply(status, &response) {
+        Ok(reply) => reply,
+        Err(why) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "plugin_error",
+                format!("the plugin's reply cannot be sent: {why}"),
+            ));
+        }
+    };
     if status == StatusCode::UNAUTHORIZED {
         tracing::info!(tenant, integration, reason = %printable(&response.message, 200), "webhook delivery failed authentication");
         ingress.record_auth_failure(client);
@@ -345,6 +356,9 @@ async fn answer_with(
                     "webhook events failed validation; see the dead-letter queue"
                 );
             }
+            if let Some((content_type, body)) = reply {
+                return Ok((status, [(header::CONTENT_TYPE, content_type)], body).into_response());
+            }
             let label = if status == StatusCode::OK {
                 "ok"
             } else {
@@ -359,6 +373,45 @@ async fn answer_with(
         }
         Err(err) => Err(not_stored(&err)),
     }
+}
+
+/// The body and media type a plugin asked to answer a handshake with (Slack's
+/// `url_verification`), or why it cannot: only a 200 without events may carry one, and
+/// only as short text or JSON, so that a plugin cannot make the daemon serve pages.
+fn handshake_reply(
+    status: StatusCode,
+    response: &v1::WebhookResponse,
+) -> Result<Option<(&'static str, Vec<u8>)>, String> {
+    if response.reply_body.is_empty() {
+        return Ok(None);
+    }
+    if status != StatusCode::OK || !response.events_json.is_empty() {
+        return Err(format!(
+            "a reply goes only with a 200 answer without events, not with status {} and {} event(s)",
+            status.as_u16(),
+            response.events_json.len()
+        ));
+    }
+    if response.reply_body.len() > MAX_REPLY_BYTES {
+        return Err(format!(
+            "it has {} bytes, more than {MAX_REPLY_BYTES}",
+            response.reply_body.len()
+        ));
+    }
+    let content_type = match response.reply_content_type.as_str() {
+        "" | "text/plain" => "text/plain; charset=utf-8",
+        "application/json" => "application/json",
+        other => {
+            return Err(format!(
+                "its media type `{}` is neither `text/plain` nor `application/json`",
+                printable(other, 100)
+            ));
+        }
+    };
+    if std::str::from_utf8(&response.reply_body).is_err() {
+        return Err("it is not UTF-8 text".to_owned());
+    }
+    Ok(Some((content_type, response.reply_body.clone())))
 }
 
 /// A delivery the plugin refused as outside the integration's scope (another
@@ -379,6 +432,57 @@ async fn audit_forbidden(ingress: &Ingress, tenant: &str, integration: &str, rea
             tenant,
             integration,
             "cannot audit a refused webhook delivery"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handshake_reply_is_short_text_or_json_on_a_200_without_events() {
+        let challenge =
+            v1::WebhookResponse::reply("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "");
+        assert_eq!(
+            handshake_reply(StatusCode::OK, &challenge),
+            Ok(Some((
+                "text/plain; charset=utf-8",
+                b"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P".to_vec()
+            )))
+        );
+        let json = v1::WebhookResponse::reply(r#"{"challenge":"x"}"#, "application/json");
+        assert_eq!(
+            handshake_reply(StatusCode::OK, &json).map(|r| r.map(|(t, _)| t)),
+            Ok(Some("application/json"))
+        );
+        assert_eq!(
+            handshake_reply(StatusCode::ACCEPTED, &v1::WebhookResponse::accepted(vec![])),
+            Ok(None),
+            "no reply: the daemon's own answer"
+        );
+        let page = v1::WebhookResponse::reply("<script>", "text/html");
+        let err = handshake_reply(StatusCode::OK, &page).expect_err("html");
+        assert!(err.contains("`text/html` is neither"), "{err}");
+        let big = v1::WebhookResponse::reply(vec![b'a'; MAX_REPLY_BYTES + 1], "");
+        assert!(
+            handshake_reply(StatusCode::OK, &big)
+                .expect_err("big")
+                .contains("4097 bytes")
+        );
+        let with_events = v1::WebhookResponse {
+            events_json: vec!["{}".into()],
+            ..v1::WebhookResponse::reply("x", "")
+        };
+        assert!(
+            handshake_reply(StatusCode::OK, &with_events)
+                .expect_err("events")
+                .contains("1 event(s)")
+        );
+        let binary = v1::WebhookResponse::reply(vec![0xff, 0xfe], "");
+        assert_eq!(
+            handshake_reply(StatusCode::OK, &binary),
+            Err("it is not UTF-8 text".to_owned())
         );
     }
 }

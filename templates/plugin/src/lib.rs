@@ -334,11 +334,7 @@ impl Plugin for Example {
             &instance.settings.service,
             &instance.context,
         ) {
-            Ok(event) => Ok(v1::WebhookResponse {
-                status: 202,
-                events_json: vec![event],
-                message: String::new(),
-            }),
+            Ok(event) => Ok(v1::WebhookResponse::accepted(vec![event])),
             Err(e) => Ok(v1::WebhookResponse::answer(400, e.to_string())),
         }
     }

@@ -1,7 +1,8 @@
 //! The generic webhook plugin (`plugins/webhook`) under the real daemon: a service
 //! configured with TOML alone (no preset, no code) takes a signed delivery into the sink,
 //! and GitLab's documented push example arrives through the `gitlab` preset as a push
-//! and its commits. Forged, unmapped and hostile deliveries store nothing.
+//! and its commits; Slack's `url_verification` handshake gets its challenge back. Forged,
+//! unmapped and hostile deliveries store nothing.
 
 use std::time::Duration;
 
@@ -401,5 +402,72 @@ fn a_pagerduty_incident_is_enriched_with_the_gitlab_deployment_before_it() {
     assert!(
         text.contains("32m") && text.contains("mean time to restore 32m"),
         "{text}"
+    );
+}
+
+#[test]
+fn slacks_url_verification_is_answered_with_the_challenge_and_its_events_reach_the_sink() {
+    let world = World::new();
+    let daemon = running(&world);
+    add_healthy(
+        &daemon,
+        &world,
+        "slack",
+        ("slack-signing", SECRET.as_bytes()),
+        serde_json::json!({"preset": "slack"}),
+    );
+    let scheme = Authentication::Slack {
+        tolerance_seconds: 300,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let send = |body: &str, secret: &str, timestamp: u64| {
+        let headers = scheme.sign(secret, body.as_bytes(), "", timestamp);
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        post(&daemon, "slack", &pairs, body)
+    };
+
+    // What Slack sends when the app's request URL is set: it must get the challenge back,
+    // as the whole body.
+    let handshake = fixture("slack/url_verification.json");
+    let answered = send(&handshake, SECRET, now);
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(
+        answered.body,
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    assert!(
+        answered
+            .headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{}",
+        answered.headers
+    );
+    let forged = send(&handshake, "not the secret", now);
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    assert!(!forged.body.contains("3eZbrw1a"), "{}", forged.body);
+
+    let mention = fixture("slack/app_mention.json");
+    let stale = send(&mention, SECRET, now - 600);
+    assert_eq!(stale.status, 401, "a replay: {}", stale.body);
+    let accepted = send(&mention, SECRET, now);
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let event = sink_event_of_type(&world, "com.betalogs.system.slack.app_mention");
+    assert_eq!(event["tenant"], "acme");
+    assert_eq!(event["integration"], "slack");
+    assert_eq!(event["data"]["slack.channel.id"], "C123ABC456");
+    assert_eq!(
+        sink_events(&world)
+            .iter()
+            .filter(|e| e["integration"] == "slack")
+            .count(),
+        1,
+        "the handshake made no event"
     );
 }

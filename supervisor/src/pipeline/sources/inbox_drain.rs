@@ -49,15 +49,14 @@ pub async fn run(
                     break;
                 }
                 // The plugin fails on this delivery itself: keep it, out of the way.
-                Ok(Err(status)) => v1::WebhookResponse {
-                    status: 0,
-                    events_json: Vec::new(),
-                    message: format!(
+                Ok(Err(status)) => v1::WebhookResponse::answer(
+                    0,
+                    format!(
                         "the call failed ({:?}): {}",
                         status.code(),
                         status.message()
                     ),
-                },
+                ),
                 Err(_) => {
                     tracing::warn!(plugin = %labels.plugin, tenant = %labels.tenant, "plugin timed out on a delivery from the inbox; retrying later");
                     break;
