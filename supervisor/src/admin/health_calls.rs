@@ -11,6 +11,7 @@ use super::proto;
 use crate::config::ChannelFormat;
 use crate::credentials::{Credentials, NewSecret, SecretBytes};
 use crate::health::{CheckOutcome, HealthBook, check_outcome};
+use crate::integrations::{CredentialRef, Integrations, credential_refs};
 use crate::monitoring::Monitoring;
 use crate::monitoring::alert::{Alert, AlertState, Notification, NotificationKind};
 use crate::monitoring::channels::{Channel, Owner, TenantChannel, secret_credential_name};
@@ -29,6 +30,7 @@ pub(super) struct HealthCalls {
     pub(super) monitoring: Arc<Monitoring>,
     pub(super) book: Arc<HealthBook>,
     pub(super) credentials: Option<Arc<Credentials>>,
+    pub(super) integrations: Integrations,
     pub(super) allowed_endpoints: crate::endpoints::AllowedEndpoints,
 }
 
@@ -110,7 +112,7 @@ impl HealthCalls {
                 CHECK_DEADLINE.as_secs()
             ))
         })?;
-        let results: Vec<proto::CheckResult> = match &answer {
+        let mut results: Vec<proto::CheckResult> = match &answer {
             Ok(response) => response
                 .get_ref()
                 .results
@@ -125,7 +127,26 @@ impl HealthCalls {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let outcome = check_outcome(answer);
+        let mut outcome = check_outcome(answer);
+        // The plugin holds the secrets it was configured with; whether they are still
+        // stored is the daemon's to say. A deleted one fails the check (the next restart
+        // could not configure the integration), whatever the plugin answered.
+        let missing = self.missing_credentials(&body.tenant, &body.name).await?;
+        for (reference, message) in &missing {
+            results.push(proto::CheckResult {
+                resource: format!("credential `{}`", reference.name),
+                permission: format!("stored ({})", reference.path),
+                ok: false,
+                message: message.clone(),
+                error_class: plugin_kit::ErrorClass::Config.as_str().to_owned(),
+            });
+        }
+        if let Some((_, message)) = missing.first() {
+            outcome = CheckOutcome::Failed {
+                class: plugin_kit::ErrorClass::Config,
+                message: message.clone(),
+            };
+        }
         self.book.checked(&key, outcome.failure());
         let state = self
             .monitoring
@@ -151,6 +172,52 @@ impl HealthCalls {
             message,
             state,
         }))
+    }
+
+    /// The credentials `integration`'s configuration names that are no longer stored,
+    /// each with what to do about it.
+    async fn missing_credentials(
+        &self,
+        tenant: &str,
+        integration: &str,
+    ) -> Result<Vec<(CredentialRef, String)>, Status> {
+        let Some(credentials) = self.credentials.clone() else {
+            return Ok(Vec::new());
+        };
+        let integrations = self.integrations.clone();
+        let (tenant, integration) = (tenant.to_owned(), integration.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let Some(stored) = integrations
+                .get(&tenant, &integration)
+                .map_err(|e| Status::internal(e.to_string()))?
+            else {
+                return Ok(Vec::new());
+            };
+            let references = credential_refs(&stored.current().config)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if references.is_empty() {
+                return Ok(Vec::new());
+            }
+            let names: Vec<String> = credentials
+                .list(&tenant)
+                .map_err(Status::from)?
+                .into_iter()
+                .map(|info| info.name)
+                .collect();
+            Ok(references
+                .into_iter()
+                .filter(|reference| !names.contains(&reference.name))
+                .map(|reference| {
+                    let message = format!(
+                        "credential `{}` ({}) is no longer stored: the integration runs on the copy it was configured with and cannot start again; set it again (`integrationctl credentials set {tenant} {} ...`) or change the integration",
+                        reference.name, reference.path, reference.name
+                    );
+                    (reference, message)
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
     }
 
     pub(super) async fn list_alerts(

@@ -74,6 +74,7 @@ impl AdminService {
                 monitoring: components.monitoring.clone(),
                 book: components.book,
                 credentials: components.credentials.clone(),
+                integrations: components.integrations.clone(),
                 allowed_endpoints: components.allowed_endpoints,
             },
             plugins: PluginCalls {

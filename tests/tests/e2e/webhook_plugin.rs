@@ -471,3 +471,66 @@ fn slacks_url_verification_is_answered_with_the_challenge_and_its_events_reach_t
         "the handshake made no event"
     );
 }
+
+#[test]
+fn check_fails_naming_a_webhook_secret_deleted_after_configure() {
+    let world = World::new();
+    let daemon = running(&world);
+    let config: Value = toml::from_str(STATUS_SERVICE).expect("TOML");
+    add_healthy(
+        &daemon,
+        &world,
+        "status",
+        ("status-hook", SECRET.as_bytes()),
+        config,
+    );
+    let check = || {
+        let output = daemon.ctl(&["integrations", "check", "--tenant", "acme", "status"]);
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            panic!(
+                "the check's JSON: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        report
+    };
+    let passed = check();
+    assert_eq!(passed["ok"], true, "{passed:#}");
+
+    daemon.ctl_json(&["credentials", "delete", "--tenant", "acme", "status-hook"]);
+    let failed = check();
+    assert_eq!(failed["ok"], false, "{failed:#}");
+    assert_eq!(failed["error_class"], "config", "{failed:#}");
+    let missing = failed["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["ok"] == false)
+        .unwrap_or_else(|| panic!("{failed:#}"))
+        .clone();
+    assert_eq!(missing["resource"], "credential `status-hook`");
+    assert!(
+        missing["message"].as_str().is_some_and(
+            |m| m.contains("credentials.webhook_secret") && m.contains("no longer stored")
+        ),
+        "{missing:#}"
+    );
+    // Health says the same: a person must act.
+    let health = wait_for("action_required", Duration::from_secs(30), || {
+        daemon.ctl_json(&["health", "--tenant", "acme"])["integrations"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["integration"] == "status").cloned())
+            .filter(|h| h["state"] == "action_required")
+    });
+    assert_eq!(health["last_error"]["source"], "check");
+    assert_eq!(health["last_error"]["class"], "config");
+
+    // Stored again: the integration is configured with it, and the check passes.
+    daemon.set_credential("acme", "status-hook", "webhook-secret", SECRET.as_bytes());
+    daemon.wait_instance("status", "healthy again", Duration::from_secs(30), |i| {
+        state_of(i) == "healthy"
+    });
+    let passed = check();
+    assert_eq!(passed["ok"], true, "{passed:#}");
+}
