@@ -875,3 +875,114 @@ fn a_reply_is_configured_like_a_route_and_its_mistakes_are_named() {
     );
     assert_eq!(answer, Ok(mapping::Outcome::Reply("ok c1".to_owned())));
 }
+
+/// Any JSON value, a few levels deep, with the keys and texts the presets look for
+/// among arbitrary ones.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let text = prop_oneof![
+        Just("Push Hook".to_owned()),
+        Just("open".to_owned()),
+        Just("/commits".to_owned()),
+        Just("{/project/web_url}".to_owned()),
+        "\\PC{0,12}",
+        ".{0,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        text.clone().prop_map(Value::String),
+    ];
+    let key = prop_oneof![
+        Just("commits".to_owned()),
+        Just("project".to_owned()),
+        Just("object_attributes".to_owned()),
+        Just("ref".to_owned()),
+        Just("id".to_owned()),
+        "[a-z_]{1,8}",
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 256,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Whatever an authenticated sender posts, the answer is one of the documented ones,
+    /// and only a 202 carries events, each a canonical event of this tenant.
+    #[test]
+    fn any_authenticated_body_gets_a_documented_answer(
+        event in prop_oneof_event_types(),
+        body in any_json(),
+        raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        use_raw in proptest::prelude::any::<bool>(),
+    ) {
+        let text = if use_raw { String::from_utf8_lossy(&raw).into_owned() } else { body.to_string() };
+        let answer = gitlab(&event, &text);
+        proptest::prop_assert!(
+            [200, 202, 400, 422].contains(&answer.status),
+            "{} {}", answer.status, answer.message
+        );
+        if answer.status == 202 {
+            for raw_event in &answer.events_json {
+                let event: Value = serde_json::from_str(raw_event).expect("events are JSON");
+                proptest::prop_assert_eq!(&event["tenant"], "acme");
+                proptest::prop_assert!(event["type"].as_str().is_some_and(|t| t.starts_with("com.betalogs.")));
+            }
+        } else {
+            proptest::prop_assert!(answer.events_json.is_empty());
+        }
+        proptest::prop_assert!(answer.reply_body.is_empty(), "the gitlab preset replies to nothing");
+    }
+
+    /// A configuration of any shape is compiled or refused with a message naming a key;
+    /// it never panics.
+    #[test]
+    fn any_configuration_compiles_or_is_refused_by_name(config in any_json()) {
+        let Value::Object(mut map) = config else { return Ok(()); };
+        map.insert("preset".into(), json!("gitlab"));
+        if let Ok(settings) = serde_json::from_value::<Settings>(Value::Object(map)) {
+            if let Err(err) = compile(settings) {
+                proptest::prop_assert!(!err.to_string().is_empty());
+            }
+        }
+    }
+
+    /// Any text compiles as a template or is refused; a compiled one renders against any
+    /// payload without panicking, and a pointer-free one renders as itself.
+    #[test]
+    fn any_template_compiles_or_is_refused_and_renders_safely(text in "\\PC{0,40}", body in any_json()) {
+        match template::Template::compile(&text, true) {
+            Ok(compiled) => {
+                let scope = template::Scope { root: &body, element: Some(&body) };
+                let _ = compiled.render_value(scope);
+                if !text.contains('{') {
+                    proptest::prop_assert_eq!(compiled.render(scope), Ok(text.clone()));
+                }
+            }
+            Err(why) => proptest::prop_assert!(why.contains('`')),
+        }
+    }
+}
+
+fn prop_oneof_event_types() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("Push Hook".to_owned()),
+        Just("Merge Request Hook".to_owned()),
+        Just("Pipeline Hook".to_owned()),
+        Just("Deployment Hook".to_owned()),
+        "\\PC{0,20}",
+    ]
+}
