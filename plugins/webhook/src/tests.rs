@@ -952,10 +952,10 @@ proptest::proptest! {
     fn any_configuration_compiles_or_is_refused_by_name(config in any_json()) {
         let Value::Object(mut map) = config else { return Ok(()); };
         map.insert("preset".into(), json!("gitlab"));
-        if let Ok(settings) = serde_json::from_value::<Settings>(Value::Object(map)) {
-            if let Err(err) = compile(settings) {
-                proptest::prop_assert!(!err.to_string().is_empty());
-            }
+        if let Ok(settings) = serde_json::from_value::<Settings>(Value::Object(map))
+            && let Err(err) = compile(settings)
+        {
+            proptest::prop_assert!(!err.to_string().is_empty());
         }
     }
 
