@@ -37,9 +37,9 @@ pub struct EventBuilder<'a> {
     subject: Option<Cow<'a, str>>,
     correlationid: Option<Cow<'a, str>>,
     /// Standardized fields in the order set; setting one again replaces it.
-    fields: Vec<(Cow<'static, str>, FieldValue<'a>)>,
+    fields: Vec<(Cow<'a, str>, FieldValue<'a>)>,
     /// `(rel, url)`.
-    links: Vec<(Cow<'static, str>, Cow<'a, str>)>,
+    links: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     original: Original<'a>,
 }
 
@@ -157,7 +157,7 @@ impl<'a> EventBuilder<'a> {
     /// A standardized field, e.g. `("service.name", "checkout")`.
     pub fn field(
         mut self,
-        name: impl Into<Cow<'static, str>>,
+        name: impl Into<Cow<'a, str>>,
         value: impl Into<FieldValue<'a>>,
     ) -> Self {
         let (name, value) = (name.into(), value.into());
@@ -169,7 +169,7 @@ impl<'a> EventBuilder<'a> {
     }
 
     /// Evidence, e.g. `("commit", "https://github.com/org/repo/commit/abc")`.
-    pub fn link(mut self, rel: impl Into<Cow<'static, str>>, url: impl Into<Cow<'a, str>>) -> Self {
+    pub fn link(mut self, rel: impl Into<Cow<'a, str>>, url: impl Into<Cow<'a, str>>) -> Self {
         self.links.push((rel.into(), url.into()));
         self
     }

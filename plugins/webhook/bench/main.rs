@@ -1,8 +1,9 @@
 //! `webhook-plugin-bench [--deliveries N]`: verifying and mapping a GitLab push through the
 //! `gitlab` preset on one thread — GitLab's documented push example with 20 commits (its
-//! commit, twenty times with distinct SHAs: about 10 KB), authenticated with its token,
-//! parsed, and mapped to 21 canonical events (the push and each commit), as the plugin's
-//! gRPC handler does per delivery. Run it beside `github-bench` for the ratio.
+//! commit, twenty times with distinct SHAs: about 11 KB of compact JSON, as GitLab sends
+//! it), authenticated with its token, parsed, and mapped to 21 canonical events (the push
+//! and each commit), as the plugin's gRPC handler does per delivery. Run it beside
+//! `github-bench` for the ratio.
 
 use std::time::Instant;
 

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod mapping;
+pub mod payload;
 pub mod presets;
 pub mod template;
 
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 use crate::config::Settings;
 use crate::mapping::{Mapping, Outcome};
+use crate::payload::Json;
 
 /// The plugin's name: in `Describe`, the manifest and the package directory.
 pub const NAME: &str = "webhook";
@@ -204,7 +206,7 @@ fn answer(
     let Ok(text) = std::str::from_utf8(&request.body) else {
         return v1::WebhookResponse::answer(400, "the body is not UTF-8 JSON");
     };
-    let body: serde_json::Value = match serde_json::from_str(text) {
+    let body = match Json::parse(text) {
         Ok(body) => body,
         Err(err) => {
             return v1::WebhookResponse::answer(
@@ -217,7 +219,7 @@ fn answer(
             );
         }
     };
-    if depth(&body) > MAX_DEPTH {
+    if body.depth() > MAX_DEPTH {
         return v1::WebhookResponse::answer(
             400,
             format!("the body is nested deeper than {MAX_DEPTH} levels"),
@@ -234,15 +236,6 @@ fn answer(
         }
         Ok(Outcome::Reply(text)) => v1::WebhookResponse::reply(text, "text/plain"),
         Err(refused) => v1::WebhookResponse::answer(refused.status, refused.message),
-    }
-}
-
-/// How deeply `value` nests.
-fn depth(value: &serde_json::Value) -> usize {
-    match value {
-        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        _ => 0,
     }
 }
 

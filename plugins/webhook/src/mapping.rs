@@ -4,16 +4,16 @@
 //! cannot map is answered 422 naming the route and the pointer, and nothing of it is
 //! kept.
 
+use std::borrow::Cow;
+
+use crate::config::{LinkRule, Reply, Route, Settings, SeverityRule, ValueSource};
+use crate::payload::Json;
+use crate::template::{Pointer, RenderError, Scope, Template};
 use plugin_kit::config::ConfigError;
 use plugin_kit::signature::Authentication;
 use plugin_kit::{
     Category, EventBuilder, MAX_WEBHOOK_REPLY_BYTES as MAX_REPLY_BYTES, MapContext, Severity, v1,
 };
-use serde_json::Value;
-use serde_json::value::RawValue;
-
-use crate::config::{LinkRule, Reply, Route, Settings, SeverityRule, ValueSource};
-use crate::template::{RenderError, Scope, Template};
 
 /// The most events one delivery may yield (an array under `each` is cut there).
 pub const MAX_EVENTS_PER_DELIVERY: usize = 1000;
@@ -22,13 +22,29 @@ pub const MAX_EVENTS_PER_DELIVERY: usize = 1000;
 #[derive(Debug)]
 pub struct Mapping {
     pub authentication: Authentication,
-    event_type: ValueSource,
-    delivery_id: Option<ValueSource>,
+    event_type: Source,
+    delivery_id: Option<Source>,
     source: Template,
     service: Option<String>,
     environment: Option<String>,
     routes: Vec<CompiledRoute>,
     replies: Vec<CompiledReply>,
+}
+
+/// Where a delivery says a value: a header, or a compiled pointer into its body.
+#[derive(Debug)]
+enum Source {
+    Header(String),
+    Pointer(Pointer),
+}
+
+impl From<ValueSource> for Source {
+    fn from(source: ValueSource) -> Self {
+        match source {
+            ValueSource::Header(name) => Source::Header(name),
+            ValueSource::Pointer(pointer) => Source::Pointer(Pointer::new(&pointer)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -42,7 +58,7 @@ struct CompiledRoute {
     /// `routes[i] (when = "…")`, for messages.
     name: String,
     when: String,
-    only_if: Vec<(String, Vec<String>)>,
+    only_if: Vec<(Pointer, Vec<String>)>,
     event_type: Template,
     severity: CompiledSeverity,
     time: Option<Template>,
@@ -50,7 +66,7 @@ struct CompiledRoute {
     id: Option<Template>,
     correlation: Option<Template>,
     source: Option<Template>,
-    each: Option<String>,
+    each: Option<Pointer>,
     fields: Vec<(String, Template)>,
     links: Vec<(String, Template)>,
 }
@@ -196,8 +212,8 @@ impl Mapping {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             authentication,
-            event_type,
-            delivery_id: settings.delivery_id,
+            event_type: event_type.into(),
+            delivery_id: settings.delivery_id.map(Source::from),
             source,
             service: settings.service,
             environment: settings.environment,
@@ -215,7 +231,7 @@ impl Mapping {
     pub fn map(
         &self,
         request: &v1::WebhookRequest,
-        body: &Value,
+        body: &Json<'_>,
         body_text: &str,
         context: &MapContext,
         received: &str,
@@ -270,24 +286,26 @@ impl Mapping {
 
     /// A header's or a pointer's value, as text.
     fn read(
-        source: &ValueSource,
+        source: &Source,
         request: &v1::WebhookRequest,
-        body: &Value,
+        body: &Json<'_>,
         what: &str,
     ) -> Result<String, Refused> {
         let value = match source {
-            ValueSource::Header(name) => {
-                request.header(name).map(str::to_owned).ok_or_else(|| {
-                    refused(400, format!("the delivery has no `{name}` header ({what})"))
-                })?
-            }
-            ValueSource::Pointer(pointer) => match body.pointer(pointer) {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Number(number)) => number.to_string(),
+            Source::Header(name) => request.header(name).map(str::to_owned).ok_or_else(|| {
+                refused(400, format!("the delivery has no `{name}` header ({what})"))
+            })?,
+            Source::Pointer(pointer) => match pointer.find(body) {
+                Some(found @ (Json::String(_) | Json::Number(_))) => {
+                    found.as_text().map(Cow::into_owned).unwrap_or_default()
+                }
                 _ => {
                     return Err(refused(
                         400,
-                        format!("the delivery has no text at `{pointer}` ({what})"),
+                        format!(
+                            "the delivery has no text at `{}` ({what})",
+                            pointer.as_str()
+                        ),
                     ));
                 }
             },
@@ -306,7 +324,7 @@ impl Mapping {
 }
 
 impl CompiledReply {
-    fn answer(&self, body: &Value) -> Result<Outcome, Refused> {
+    fn answer(&self, body: &Json<'_>) -> Result<Outcome, Refused> {
         let scope = Scope {
             root: body,
             element: None,
@@ -325,7 +343,7 @@ impl CompiledReply {
                 ),
             ));
         }
-        Ok(Outcome::Reply(text))
+        Ok(Outcome::Reply(text.into_owned()))
     }
 }
 
@@ -428,9 +446,13 @@ fn compile_route(
         id: optional("id", &route.id)?,
         correlation: optional("correlation", &route.correlation)?,
         source: optional("source", &route.source)?,
-        only_if: route.only_if.into_iter().collect(),
+        only_if: route
+            .only_if
+            .into_iter()
+            .map(|(pointer, allowed)| (Pointer::new(&pointer), allowed))
+            .collect(),
         when: route.when,
-        each: route.each,
+        each: route.each.as_deref().map(Pointer::new),
         severity,
         fields,
         links,
@@ -438,15 +460,12 @@ fn compile_route(
 }
 
 impl CompiledRoute {
-    fn applies(&self, body: &Value) -> bool {
+    fn applies(&self, body: &Json<'_>) -> bool {
         self.only_if.iter().all(|(pointer, allowed)| {
-            let found = match body.pointer(pointer) {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Bool(flag)) => flag.to_string(),
-                Some(Value::Number(number)) => number.to_string(),
-                _ => return false,
-            };
-            allowed.contains(&found)
+            pointer
+                .find(body)
+                .and_then(Json::as_text)
+                .is_some_and(|found| allowed.iter().any(|a| *a == found))
         })
     }
 
@@ -454,7 +473,7 @@ impl CompiledRoute {
     fn emit(
         &self,
         mapping: &Mapping,
-        body: &Value,
+        body: &Json<'_>,
         body_text: &str,
         delivery: Option<&str>,
         context: &MapContext,
@@ -463,10 +482,10 @@ impl CompiledRoute {
     ) -> Result<(), Refused> {
         let failed =
             |what: &str, err: RenderError| refused(422, format!("{}: {what}: {err}", self.name));
-        let elements: Vec<Option<&Value>> = match &self.each {
+        let elements: Vec<Option<&Json<'_>>> = match &self.each {
             None => vec![None],
-            Some(pointer) => match body.pointer(pointer) {
-                Some(Value::Array(items)) => items
+            Some(pointer) => match pointer.find(body) {
+                Some(Json::Array(items)) => items
                     .iter()
                     .take(MAX_EVENTS_PER_DELIVERY)
                     .map(Some)
@@ -474,20 +493,20 @@ impl CompiledRoute {
                 Some(_) => {
                     return Err(refused(
                         422,
-                        format!("{}: `each` `{pointer}` is not an array", self.name),
+                        format!(
+                            "{}: `each` `{}` is not an array",
+                            self.name,
+                            pointer.as_str()
+                        ),
                     ));
                 }
                 // No array, no events: a push without commits.
                 None => Vec::new(),
             },
         };
-        // The elements' own JSON text, to keep as their originals without copying and
-        // writing each tree again; `None` (keys with escapes) falls back to the trees.
-        let raw_elements = self
-            .each
-            .as_deref()
-            .and_then(|pointer| raw_array(body_text, pointer))
-            .filter(|raw| raw.len() >= elements.len());
+        // An element's original, written back from the tree (its strings are slices of
+        // the body: this copies them, it does not parse the body again).
+        let mut original = String::new();
         for (index, element) in elements.into_iter().enumerate() {
             if out.len() >= MAX_EVENTS_PER_DELIVERY {
                 break;
@@ -512,8 +531,10 @@ impl CompiledRoute {
             })?;
             let source_id = match (&self.id, delivery) {
                 (Some(id), _) => id.render(scope).map_err(|e| failed("id", e))?,
-                (None, Some(delivery)) if self.each.is_some() => format!("{delivery}:{index}"),
-                (None, Some(delivery)) => delivery.to_owned(),
+                (None, Some(delivery)) if self.each.is_some() => {
+                    Cow::Owned(format!("{delivery}:{index}"))
+                }
+                (None, Some(delivery)) => Cow::Borrowed(delivery),
                 // Refused at compile time; answered rather than assumed.
                 (None, None) => {
                     return Err(refused(
@@ -523,20 +544,23 @@ impl CompiledRoute {
                 }
             };
             let time = match &self.time {
-                None => received.to_owned(),
+                None => Cow::Borrowed(received),
                 Some(time) => match time.render(scope) {
-                    Err(RenderError::Missing(_)) => received.to_owned(),
+                    Err(RenderError::Missing(_)) => Cow::Borrowed(received),
                     Err(err) => return Err(failed("time", err)),
-                    Ok(text) => normalize_time(&text).ok_or_else(|| {
-                        refused(
-                            422,
-                            format!(
-                                "{}: time: {} is not an RFC 3339 time",
-                                self.name,
-                                shown(&text)
-                            ),
-                        )
-                    })?,
+                    Ok(text) => {
+                        let message = || {
+                            refused(
+                                422,
+                                format!(
+                                    "{}: time: {} is not an RFC 3339 time",
+                                    self.name,
+                                    shown(&text)
+                                ),
+                            )
+                        };
+                        normalize_time(text.clone()).ok_or_else(message)?
+                    }
                 },
             };
             let source = match &self.source {
@@ -564,15 +588,15 @@ impl CompiledRoute {
             }
             for (name, template) in &self.fields {
                 if let Ok(value) = template.render_value(scope) {
-                    event = event.field(name.clone(), value);
+                    event = event.field(name.as_str(), value);
                 }
             }
             // The integration's own word on what it covers wins over the routes'.
             if let Some(service) = &mapping.service {
-                event = event.field("service.name", service.clone());
+                event = event.field("service.name", service.as_str());
             }
             if let Some(environment) = &mapping.environment {
-                event = event.field("deployment.environment", environment.clone());
+                event = event.field("deployment.environment", environment.as_str());
             }
             for (rel, url) in &self.links {
                 if let Ok(url) = url.render(scope)
@@ -580,16 +604,16 @@ impl CompiledRoute {
                     && url.len() <= 2048
                     && !url.chars().any(char::is_control)
                 {
-                    event = event.link(rel.clone(), url);
+                    event = event.link(rel.as_str(), url);
                 }
             }
-            let raw = raw_elements
-                .as_ref()
-                .and_then(|raw| raw.get(index).copied());
-            event = match (element, raw) {
-                (Some(_), Some(raw)) => event.original_raw(raw),
-                (Some(element), None) => event.original(element.clone()),
-                (None, _) => event.original_json_text(body_text),
+            event = match element {
+                Some(element) => {
+                    original.clear();
+                    element.write_to(&mut original);
+                    event.original_json_text(&original)
+                }
+                None => event.original_json_text(body_text),
             };
             let json = event
                 .to_json(context)
@@ -615,54 +639,40 @@ impl CompiledRoute {
     }
 }
 
-/// The elements of the array at `pointer` in the JSON `text`, as their own text, read
-/// without building trees (borrowed maps and arrays of raw values, one level at a time).
-/// `None` when a step does not borrow (a key with escapes) or is not there.
-fn raw_array<'a>(text: &'a str, pointer: &str) -> Option<Vec<&'a RawValue>> {
-    let mut current: &'a str = text;
-    for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        let next: &'a RawValue = if let Ok(index) = token.parse::<usize>()
-            && current.trim_start().starts_with('[')
-        {
-            serde_json::from_str::<Vec<&'a RawValue>>(current)
-                .ok()?
-                .get(index)
-                .copied()?
-        } else {
-            serde_json::from_str::<std::collections::HashMap<&'a str, &'a RawValue>>(current)
-                .ok()?
-                .get(token.as_str())
-                .copied()?
-        };
-        current = next.get();
-    }
-    serde_json::from_str::<Vec<&'a RawValue>>(current).ok()
-}
-
-fn optional_text(template: &Option<Template>, scope: Scope<'_>) -> Option<String> {
+fn optional_text<'t>(template: &'t Option<Template>, scope: Scope<'t>) -> Option<Cow<'t, str>> {
     template.as_ref().and_then(|t| t.render(scope).ok())
 }
 
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+fn cut(text: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return text;
     }
-    text
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[..end]),
+        Cow::Owned(mut text) => {
+            text.truncate(end);
+            Cow::Owned(text)
+        }
+    }
 }
 
 /// RFC 3339 as it is; `YYYY-MM-DD HH:MM:SS UTC` and `YYYY-MM-DD HH:MM:SS ±HHMM` (as
 /// GitLab writes some times) and `YYYY-MM-DDTHH:MM:SS.sss±HHMM` (as Jira writes them)
 /// rewritten as RFC 3339.
-pub fn normalize_time(text: &str) -> Option<String> {
-    let text = text.trim();
-    if plugin_kit::event_time_ms(text).is_some() {
-        return Some(text.to_owned());
+pub fn normalize_time(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    let trimmed = text.trim();
+    if plugin_kit::event_time_ms(trimmed).is_some() {
+        return Some(match text {
+            Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+            Cow::Owned(ref owned) if owned.len() == trimmed.len() => text,
+            Cow::Owned(_) => Cow::Owned(trimmed.to_owned()),
+        });
     }
+    let text = trimmed;
     if let Some(split) = text.len().checked_sub(5)
         && text.is_char_boundary(split)
         && text.contains('T')
@@ -670,7 +680,7 @@ pub fn normalize_time(text: &str) -> Option<String> {
         let (date_time, zone) = text.split_at(split);
         if zone.starts_with(['+', '-']) && zone[1..].bytes().all(|b| b.is_ascii_digit()) {
             let rewritten = format!("{date_time}{}:{}", &zone[..3], &zone[3..]);
-            return plugin_kit::event_time_ms(&rewritten).map(|_| rewritten);
+            return plugin_kit::event_time_ms(&rewritten).map(|_| Cow::Owned(rewritten));
         }
     }
     let (date_time, zone) = text.rsplit_once(' ')?;
@@ -683,7 +693,7 @@ pub fn normalize_time(text: &str) -> Option<String> {
         _ => return None,
     };
     let rewritten = format!("{date}T{time}{offset}");
-    plugin_kit::event_time_ms(&rewritten).map(|_| rewritten)
+    plugin_kit::event_time_ms(&rewritten).map(|_| Cow::Owned(rewritten))
 }
 
 #[cfg(test)]
@@ -703,19 +713,19 @@ mod tests {
         assert_eq!(canonical_type("com.betalogs.finance.push"), None);
         assert_eq!(canonical_type("com.betalogs.system.bad\u{7}type"), None);
         assert_eq!(
-            normalize_time("2021-04-28 21:50:00 +0200").as_deref(),
+            normalize_time("2021-04-28 21:50:00 +0200".into()).as_deref(),
             Some("2021-04-28T21:50:00+02:00")
         );
         assert_eq!(
-            normalize_time("2021-04-28 19:50:00 UTC").as_deref(),
+            normalize_time("2021-04-28 19:50:00 UTC".into()).as_deref(),
             Some("2021-04-28T19:50:00Z")
         );
         assert_eq!(
-            normalize_time("2024-12-02T13:00:00.000+0100").as_deref(),
+            normalize_time("2024-12-02T13:00:00.000+0100".into()).as_deref(),
             Some("2024-12-02T13:00:00.000+01:00")
         );
-        assert_eq!(normalize_time("2024-12-02T13:00:00.000+01x0"), None);
-        assert_eq!(normalize_time("2024-12-02T25:00:00.000+0100"), None);
-        assert_eq!(normalize_time("yesterday"), None);
+        assert_eq!(normalize_time("2024-12-02T13:00:00.000+01x0".into()), None);
+        assert_eq!(normalize_time("2024-12-02T25:00:00.000+0100".into()), None);
+        assert_eq!(normalize_time("yesterday".into()), None);
     }
 }

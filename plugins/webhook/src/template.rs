@@ -4,7 +4,11 @@
 //! it, never a refused delivery. A template that is exactly one reference keeps the
 //! value's JSON type (a number stays a number).
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use plugin_kit::FieldValue;
+
+use crate::payload::Json;
 
 /// One compiled template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,13 +47,19 @@ impl Pointer {
         }
     }
 
-    /// The value at this pointer in `value`, as `Value::pointer` would find it.
-    pub fn find<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+    /// The pointer as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value at this pointer in `value`, as `serde_json::Value::pointer` would find
+    /// it.
+    pub fn find<'t>(&self, value: &'t Json<'t>) -> Option<&'t Json<'t>> {
         self.tokens
             .iter()
             .try_fold(value, |current, token| match current {
-                Value::Object(map) => map.get(token),
-                Value::Array(items) => {
+                Json::Object(_) => current.get(token),
+                Json::Array(items) => {
                     if token.starts_with('+') || (token.len() > 1 && token.starts_with('0')) {
                         return None;
                     }
@@ -65,9 +75,9 @@ impl Pointer {
 
 /// What a template refers to, to render it.
 #[derive(Debug, Clone, Copy)]
-pub struct Scope<'a> {
-    pub root: &'a Value,
-    pub element: Option<&'a Value>,
+pub struct Scope<'t> {
+    pub root: &'t Json<'t>,
+    pub element: Option<&'t Json<'t>>,
 }
 
 /// Why a template could not be rendered: a reference to nothing, or to something that
@@ -125,8 +135,14 @@ impl Template {
         Ok(Self { parts })
     }
 
-    /// Renders the template as text.
-    pub fn render(&self, scope: Scope<'_>) -> Result<String, RenderError> {
+    /// Renders the template as text, borrowed from the delivery when it is one string
+    /// of it.
+    pub fn render<'t>(&'t self, scope: Scope<'t>) -> Result<Cow<'t, str>, RenderError> {
+        match self.parts.as_slice() {
+            [Part::Text(text)] => return Ok(Cow::Borrowed(text)),
+            [reference] => return text_of(lookup(reference, scope)?, reference),
+            _ => {}
+        }
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -134,19 +150,22 @@ impl Template {
                 reference => out.push_str(&text_of(lookup(reference, scope)?, reference)?),
             }
         }
-        Ok(out)
+        Ok(Cow::Owned(out))
     }
 
     /// Renders the template as a field value: one reference alone keeps its JSON type.
-    pub fn render_value(&self, scope: Scope<'_>) -> Result<Value, RenderError> {
+    pub fn render_value<'t>(&'t self, scope: Scope<'t>) -> Result<FieldValue<'t>, RenderError> {
         if let [reference @ (Part::Root(_) | Part::Element(_))] = self.parts.as_slice() {
-            let value = lookup(reference, scope)?;
-            return match value {
-                Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(value.clone()),
+            return match lookup(reference, scope)? {
+                Json::String(text) => Ok(FieldValue::Text(Cow::Borrowed(text.as_ref()))),
+                value @ (Json::Number(_) | Json::Bool(_)) => value
+                    .to_scalar()
+                    .map(FieldValue::Json)
+                    .ok_or_else(|| RenderError::NotText(pointer_text(reference))),
                 _ => Err(RenderError::NotText(pointer_text(reference))),
             };
         }
-        self.render(scope).map(Value::String)
+        self.render(scope).map(FieldValue::Text)
     }
 }
 
@@ -158,25 +177,22 @@ fn pointer_text(part: &Part) -> String {
     }
 }
 
-fn lookup<'a>(part: &Part, scope: Scope<'a>) -> Result<&'a Value, RenderError> {
+fn lookup<'t>(part: &Part, scope: Scope<'t>) -> Result<&'t Json<'t>, RenderError> {
     let found = match part {
         Part::Root(pointer) => pointer.find(scope.root),
         Part::Element(pointer) => scope.element.and_then(|e| pointer.find(e)),
         Part::Text(_) => None,
     };
     match found {
-        None | Some(Value::Null) => Err(RenderError::Missing(pointer_text(part))),
+        None | Some(Json::Null) => Err(RenderError::Missing(pointer_text(part))),
         Some(value) => Ok(value),
     }
 }
 
-fn text_of(value: &Value, part: &Part) -> Result<String, RenderError> {
-    match value {
-        Value::String(text) => Ok(text.clone()),
-        Value::Number(number) => Ok(number.to_string()),
-        Value::Bool(flag) => Ok(flag.to_string()),
-        _ => Err(RenderError::NotText(pointer_text(part))),
-    }
+fn text_of<'t>(value: &'t Json<'t>, part: &Part) -> Result<Cow<'t, str>, RenderError> {
+    value
+        .as_text()
+        .ok_or_else(|| RenderError::NotText(pointer_text(part)))
 }
 
 #[cfg(test)]
@@ -187,24 +203,35 @@ mod tests {
 
     #[test]
     fn references_render_from_the_delivery_and_the_element() {
-        let root = json!({"project": {"web_url": "https://gitlab.example.com/acme/api", "id": 15}});
-        let element = json!({"id": "b6568db"});
+        let root = json!({"project": {"web_url": "https://gitlab.example.com/acme/api", "id": 15}})
+            .to_string();
+        let root = Json::parse(&root).expect("JSON");
+        let element = Json::parse(r#"{"id": "b6568db"}"#).expect("JSON");
         let scope = Scope {
             root: &root,
             element: Some(&element),
         };
         let link = Template::compile("{/project/web_url}/-/commit/{./id}", true).expect("compiles");
         assert_eq!(
-            link.render(scope),
-            Ok("https://gitlab.example.com/acme/api/-/commit/b6568db".to_owned())
+            link.render(scope).as_deref(),
+            Ok("https://gitlab.example.com/acme/api/-/commit/b6568db")
         );
         let number = Template::compile("{/project/id}", false).expect("compiles");
-        assert_eq!(number.render_value(scope), Ok(json!(15)));
+        assert_eq!(number.render_value(scope), Ok(FieldValue::Json(json!(15))));
+        let text = Template::compile("{./id}", true).expect("compiles");
+        assert!(
+            matches!(
+                text.render_value(scope),
+                Ok(FieldValue::Text(Cow::Borrowed("b6568db")))
+            ),
+            "a string of the delivery is not copied"
+        );
         assert_eq!(
             Template::compile("plain", false)
                 .expect("text")
-                .render(scope),
-            Ok("plain".to_owned())
+                .render(scope)
+                .as_deref(),
+            Ok("plain")
         );
     }
 
@@ -219,7 +246,7 @@ mod tests {
             let err = Template::compile(text, in_each).expect_err(text);
             assert!(err.contains(expected), "{err}");
         }
-        let root = json!({"a": {"b": [1]}, "n": null});
+        let root = Json::parse(r#"{"a": {"b": [1]}, "n": null}"#).expect("JSON");
         let scope = Scope {
             root: &root,
             element: None,
@@ -228,6 +255,7 @@ mod tests {
             Template::compile(text, false)
                 .expect("compiles")
                 .render(scope)
+                .map(Cow::into_owned)
         };
         assert_eq!(
             render("{/missing}"),
@@ -239,7 +267,9 @@ mod tests {
 
     #[test]
     fn compiled_pointers_find_what_serde_json_finds() {
-        let value = json!({"a/b": {"m~n": [10, 20]}, "": 1, "list": [{"x": true}]});
+        let text = json!({"a/b": {"m~n": [10, 20]}, "": 1, "list": [{"x": true}]}).to_string();
+        let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let tree = Json::parse(&text).expect("JSON");
         for pointer in [
             "/a~1b/m~0n/1",
             "/",
@@ -249,11 +279,12 @@ mod tests {
             "/missing",
             "/list/9",
         ] {
-            assert_eq!(
-                Pointer::new(pointer).find(&value),
-                value.pointer(pointer),
-                "{pointer}"
-            );
+            let found = Pointer::new(pointer).find(&tree).map(|json| {
+                let mut written = String::new();
+                json.write_to(&mut written);
+                serde_json::from_str::<serde_json::Value>(&written).expect("JSON")
+            });
+            assert_eq!(found.as_ref(), value.pointer(pointer), "{pointer}");
         }
     }
 }
