@@ -40,6 +40,12 @@ pub struct Manifest {
     /// refuses a secret that does not match the kind's JSON Schema.
     #[serde(default)]
     pub credential_kinds: BTreeMap<String, CredentialKind>,
+    /// Configuration keys whose URLs this plugin only writes into events (a `source`,
+    /// evidence links) and never requests, so that the host's endpoint allow-list, which
+    /// guards where a tenant may send the plugin and its credentials, leaves them alone.
+    /// `[*]` stands for any array index: `routes[*].links[*].url`.
+    #[serde(default)]
+    pub label_urls: Vec<String>,
 }
 
 /// `[credential_kinds.KIND]` in a manifest: a JSON Schema for the kind's secrets, given

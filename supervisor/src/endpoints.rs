@@ -65,11 +65,13 @@ impl AllowedEndpoints {
     }
 
     /// Refuses the first URL in `config` (any string that is an absolute http(s) URL, at
-    /// any depth) that no pattern allows, naming where it is.
-    pub fn check(&self, config: &Value) -> Result<(), String> {
+    /// any depth) that no pattern allows, naming where it is. URLs at `labels` (paths
+    /// like `routes[*].links[*].url`, which the plugin's manifest says it never
+    /// requests) are not endpoints and pass.
+    pub fn check(&self, config: &Value, labels: &[String]) -> Result<(), String> {
         let mut refused = None;
         walk(config, "", &mut |path, text| {
-            if refused.is_some() {
+            if refused.is_some() || labels.iter().any(|label| path_matches(label, path)) {
                 return;
             }
             let lower = text.trim().to_ascii_lowercase();
@@ -149,6 +151,34 @@ fn compile(text: &str) -> Result<Pattern, String> {
     })
 }
 
+/// Whether `path` (`routes[2].links[0].url`) is the one `pattern` names, where `[*]` in
+/// the pattern stands for any index.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (mut pattern, mut path) = (pattern.as_bytes(), path.as_bytes());
+    loop {
+        match (pattern.strip_prefix(b"[*]"), path.first()) {
+            (Some(rest), Some(b'[')) => {
+                let Some(close) = path.iter().position(|&b| b == b']') else {
+                    return false;
+                };
+                if !path[1..close].iter().all(u8::is_ascii_digit) || close == 1 {
+                    return false;
+                }
+                pattern = rest;
+                path = &path[close + 1..];
+            }
+            _ => match (pattern.split_first(), path.split_first()) {
+                (None, None) => return true,
+                (Some((a, pattern_rest)), Some((b, path_rest))) if a == b => {
+                    pattern = pattern_rest;
+                    path = path_rest;
+                }
+                _ => return false,
+            },
+        }
+    }
+}
+
 /// Calls `visit` with each string in `value` and its JSON path (`accounts[1].endpoint_url`).
 fn walk(value: &Value, path: &str, visit: &mut dyn FnMut(&str, &str)) {
     match value {
@@ -186,7 +216,7 @@ mod tests {
             json!({"accounts": [{"endpoint_url": "https://monitoring.eu-west-1.amazonaws.com"}]}),
             json!({"name": "not a url", "n": 3}),
         ] {
-            allowed.check(&good).expect("allowed");
+            allowed.check(&good, &[]).expect("allowed");
         }
         for (bad, path) in [
             (json!({"api_url": "http://127.0.0.1:9000/echo"}), "api_url"),
@@ -206,7 +236,7 @@ mod tests {
                 "api_url",
             ),
         ] {
-            let err = allowed.check(&bad).expect_err(&bad.to_string());
+            let err = allowed.check(&bad, &[]).expect_err(&bad.to_string());
             assert!(err.contains(&format!("`{path}`")), "{err}");
             assert!(!err.contains("token") && !err.contains("secret=1"), "{err}");
         }
@@ -217,18 +247,44 @@ mod tests {
         let allowed =
             AllowedEndpoints::new(&["https://ghe.example.com", "http://127.0.0.1:*"]).expect("ok");
         allowed
-            .check(&json!({"api_url": "https://GHE.example.com/api/v3"}))
+            .check(&json!({"api_url": "https://GHE.example.com/api/v3"}), &[])
             .expect("listed host");
         allowed
-            .check(&json!({"api_url": "http://127.0.0.1:4567"}))
+            .check(&json!({"api_url": "http://127.0.0.1:4567"}), &[])
             .expect("any loopback port");
         assert!(
             allowed
-                .check(&json!({"api_url": "http://127.0.0.2:1"}))
+                .check(&json!({"api_url": "http://127.0.0.2:1"}), &[])
                 .is_err()
         );
         for pattern in ["ftp://x", "https://x/path", "https://*", "https://a:port"] {
             assert!(AllowedEndpoints::new(&[pattern]).is_err(), "{pattern}");
         }
+    }
+
+    #[test]
+    fn urls_a_plugin_only_writes_into_events_are_not_endpoints() {
+        let allowed = AllowedEndpoints::new(DEFAULT_ALLOWED).expect("patterns");
+        let labels = vec!["source".to_owned(), "routes[*].links[*].url".to_owned()];
+        let config = json!({
+            "source": "https://status.example.com",
+            "routes": [{"links": [{"rel": "a", "url": "https://x.example/{/id}"}, {"url": "http://10.0.0.1/"}]}],
+        });
+        allowed.check(&config, &labels).expect("labels only");
+        let err = allowed
+            .check(
+                &json!({"routes": [{"api_url": "https://status.example.com"}]}),
+                &labels,
+            )
+            .expect_err("not a label");
+        assert!(err.contains("`routes[0].api_url`"), "{err}");
+        assert!(path_matches(
+            "routes[*].links[*].url",
+            "routes[12].links[0].url"
+        ));
+        assert!(!path_matches("routes[*].url", "routes[].url"));
+        assert!(!path_matches("routes[*].url", "routes[x].url"));
+        assert!(!path_matches("source", "source2"));
+        assert!(!path_matches("source", "sourc"));
     }
 }

@@ -114,7 +114,10 @@ impl<'a> Json<'a> {
 
 /// A string as JSON: a borrowed one as it was sent (it has nothing to escape), an
 /// unescaped one escaped again.
-#[expect(clippy::ptr_arg, reason = "whether it is borrowed is what decides the escaping")]
+#[expect(
+    clippy::ptr_arg,
+    reason = "whether it is borrowed is what decides the escaping"
+)]
 fn write_str(text: &Cow<'_, str>, out: &mut String) {
     match text {
         Cow::Borrowed(text) => {

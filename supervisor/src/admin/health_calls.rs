@@ -306,7 +306,7 @@ impl HealthCalls {
             ));
         }
         self.allowed_endpoints
-            .check(&serde_json::json!({ "url": body.url }))
+            .check(&serde_json::json!({ "url": body.url }), &[])
             .map_err(Status::invalid_argument)?;
         if format == ChannelFormat::Betalogs && body.secret.is_empty() {
             return Err(Status::invalid_argument(

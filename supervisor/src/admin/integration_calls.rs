@@ -120,9 +120,16 @@ impl IntegrationCalls {
         self.integrations
             .check_credential_refs(tenant, config)
             .map_err(Status::from)?;
-        self.allowed_endpoints.check(config).map_err(|why| {
-            Status::invalid_argument(format!("the configuration is refused: {why}"))
-        })?;
+        let labels = self
+            .registry
+            .selected(plugin)
+            .map(|package| package.manifest.label_urls.clone())
+            .unwrap_or_default();
+        self.allowed_endpoints
+            .check(config, &labels)
+            .map_err(|why| {
+                Status::invalid_argument(format!("the configuration is refused: {why}"))
+            })?;
         let mut probe = self.manager.probe(plugin).await.map_err(|why| {
             Status::failed_precondition(format!(
                 "cannot start plugin `{plugin}` to check the configuration: {why}"

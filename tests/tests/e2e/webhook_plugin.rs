@@ -46,17 +46,30 @@ rel = "incident"
 url = "{/url}"
 "#;
 
+/// The shipped manifest's `label_urls` line, so that the test package declares what the
+/// installed one does.
+fn shipped_label_urls() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/webhook/plugin.toml"
+    );
+    let manifest = std::fs::read_to_string(path).expect("the shipped manifest");
+    let line = manifest
+        .lines()
+        .find(|line| line.starts_with("label_urls"))
+        .expect("the shipped manifest declares label_urls");
+    format!("{line}\n")
+}
+
 fn running(world: &World) -> Daemon {
     world.install(&PluginPackage {
         capabilities: vec!["check".into(), "webhook".into()],
+        manifest_extra: shipped_label_urls(),
         ..PluginPackage::real("webhook")
     });
-    // Every URL in a configuration must be allowed by the operator, this plugin's
-    // `source` too (the daemon cannot tell a label from an endpoint).
-    let mut setup = DaemonSetup::default().with_master_key(&world.root.path().join("master.key"));
-    setup
-        .allowed_endpoints
-        .push("https://status.example.com".to_owned());
+    // The operator allows no endpoint for this plugin: its manifest says the URLs of a
+    // `source` and of links are labels it never requests.
+    let setup = DaemonSetup::default().with_master_key(&world.root.path().join("master.key"));
     let daemon = world.start(&setup);
     daemon.ctl_json(&["tenants", "create", "acme"]);
     daemon
