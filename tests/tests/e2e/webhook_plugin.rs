@@ -69,7 +69,11 @@ fn running(world: &World) -> Daemon {
     });
     // The operator allows no endpoint for this plugin: its manifest says the URLs of a
     // `source` and of links are labels it never requests.
-    let setup = DaemonSetup::default().with_master_key(&world.root.path().join("master.key"));
+    let mut setup = DaemonSetup::default().with_master_key(&world.root.path().join("master.key"));
+    // Small enough that a test can post an oversized delivery.
+    setup
+        .extra
+        .push_str("[ingress]\nmax_body_bytes = 1048576\n");
     let daemon = world.start(&setup);
     daemon.ctl_json(&["tenants", "create", "acme"]);
     daemon
@@ -207,6 +211,44 @@ fn a_service_configured_with_toml_alone_takes_signed_deliveries_into_the_sink() 
         refused.body
     );
 
+    // Hostile deliveries, signed: each gets its documented 4xx and stores nothing (the
+    // count below).
+    let oversized = format!(
+        r#"{{"event": "incident.opened", "title": "{}"}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let refused = send(signed(SECRET, &oversized), &oversized);
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    let deep = format!(
+        r#"{{"event": "incident.opened", "title": {}1{}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let refused = send(signed(SECRET, &deep), &deep);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("nested deeper than 64"),
+        "{}",
+        refused.body
+    );
+    let control = r#"{"event": "incident\u0007opened", "title": "bell"}"#;
+    let refused = send(signed(SECRET, control), control);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("control characters"),
+        "{}",
+        refused.body
+    );
+    let missing = r#"{"event": "incident.opened", "title": "no time, no url"}"#;
+    let mut headers = scheme.sign(SECRET, missing.as_bytes(), "", 0);
+    headers.push(("X-Status-Delivery".into(), "d-44".into()));
+    let mapped = send(headers, missing);
+    assert_eq!(
+        mapped.status, 202,
+        "absent optional values are left out, not refused: {}",
+        mapped.body
+    );
+
     // A signed marker after all of that: once it is in the sink, everything before it
     // has been through the pipeline, and only the first incident was stored.
     let marker = serde_json::json!({
@@ -228,8 +270,8 @@ fn a_service_configured_with_toml_alone_takes_signed_deliveries_into_the_sink() 
         .collect();
     assert_eq!(
         stored.len(),
-        2,
-        "the incident once, and the marker: {stored:#?}"
+        3,
+        "the incident once, the one without optional values, and the marker: {stored:#?}"
     );
 }
 
