@@ -61,6 +61,15 @@ pub trait Plugin: Send + Sync + 'static {
         async move { parsed.map(|_| ()).map_err(Status::from) }
     }
 
+    /// How the configured integration's webhook deliveries are authenticated, when that
+    /// is the integration's choice rather than the manifest's `[webhook]`: reported to the
+    /// host after each successful [`Plugin::configure`], so that the host can verify and
+    /// keep deliveries while the plugin is down. `None` (the default): the manifest
+    /// decides.
+    fn webhook_authentication(&self) -> Option<crate::signature::Authentication> {
+        None
+    }
+
     /// Validates credentials and permissions.
     fn check(&self) -> impl Future<Output = Result<v1::CheckResponse, Status>> + Send {
         async { Err(Status::unimplemented("this plugin has no check")) }

@@ -305,7 +305,14 @@ impl<P: Plugin> PluginRpc for PluginService<P> {
         request: Request<v1::ConfigureRequest>,
     ) -> Result<Response<v1::ConfigureResponse>, Status> {
         self.plugin.configure(request.into_inner()).await?;
-        Ok(Response::new(v1::ConfigureResponse {}))
+        let webhook_authentication_json = match self.plugin.webhook_authentication() {
+            Some(authentication) => serde_json::to_string(&authentication)
+                .map_err(|e| Status::internal(format!("the webhook authentication: {e}")))?,
+            None => String::new(),
+        };
+        Ok(Response::new(v1::ConfigureResponse {
+            webhook_authentication_json,
+        }))
     }
 
     async fn check(

@@ -567,6 +567,25 @@ impl Daemon {
             .find(|i| i["integration"] == integration)
     }
 
+    /// Kills `integration`'s healthy plugin with SIGKILL and waits until it is down.
+    pub fn kill_plugin(&self, integration: &str) {
+        let healthy = self.wait_instance(integration, "healthy", Duration::from_secs(20), |i| {
+            state_of(i) == "healthy"
+        });
+        let pid = pid_of(&healthy);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the plugin");
+        self.wait_instance(
+            integration,
+            "down after kill -9",
+            Duration::from_secs(10),
+            |i| state_of(i) != "healthy" && pid_of(i) != pid,
+        );
+    }
+
     /// Waits until `integration`'s instance satisfies `check`; returns it.
     pub fn wait_instance(
         &self,

@@ -174,6 +174,37 @@ pub fn verify_shared_secret(
     })
 }
 
+/// How the host verifies a delivery it keeps while the plugin cannot take it: with the
+/// scheme the plugin's manifest declares for all its integrations (`[webhook]`), or with
+/// the authentication the plugin reported for one integration at `Configure`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostScheme {
+    Manifest(Scheme),
+    Reported(Authentication),
+}
+
+impl HostScheme {
+    /// Verifies `request` with `secrets` (current, then previous), as of now.
+    pub fn verify(
+        &self,
+        secrets: &WebhookSecrets,
+        request: &plugin_protocol::v1::WebhookRequest,
+    ) -> Result<Verified, SignatureError> {
+        match self {
+            HostScheme::Manifest(scheme) => scheme.verify(secrets, request),
+            HostScheme::Reported(authentication) => authentication.verify(secrets, request),
+        }
+    }
+
+    /// The headers that carry the secret itself.
+    pub fn secret_headers(&self) -> Vec<&str> {
+        match self {
+            HostScheme::Manifest(scheme) => scheme.secret_headers(),
+            HostScheme::Reported(authentication) => authentication.secret_headers(),
+        }
+    }
+}
+
 /// The longest shared secret looked at.
 const MAX_SHARED_SECRET: usize = 4096;
 

@@ -11,7 +11,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     SignatureError, Verified, WebhookSecrets, basic_credentials, hmac, hmac_matches, try_secrets,
@@ -27,7 +27,9 @@ pub const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 const MAX_SIGNATURE_HEADER: usize = 1024;
 
 /// How a digest is written in its header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DigestEncoding {
     #[default]
@@ -40,8 +42,9 @@ fn default_tolerance() -> u64 {
 }
 
 /// How an integration's deliveries are authenticated (`[authentication]` in its
-/// configuration, `scheme = "…"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+/// configuration, `scheme = "…"`). Serialized the same way when a plugin reports it to
+/// the host at `Configure`, so that the host can keep deliveries while the plugin is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "scheme", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Authentication {
     /// An HMAC-SHA256 of the raw body in `header`, after `prefix` (GitHub and Jira

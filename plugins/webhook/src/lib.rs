@@ -150,6 +150,11 @@ impl Plugin for Webhook {
         Ok(())
     }
 
+    fn webhook_authentication(&self) -> Option<plugin_kit::signature::Authentication> {
+        self.instance()
+            .map(|instance| instance.mapping.authentication.clone())
+    }
+
     async fn check(&self) -> Result<v1::CheckResponse, Status> {
         // Configure compiled every route and read the secret: a configured instance
         // has both, an idle one has neither.

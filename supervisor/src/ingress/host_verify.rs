@@ -1,7 +1,8 @@
 //! Verifying a webhook delivery in the daemon, for one it must keep while the plugin is
 //! down (or failing on the call). Nothing a sender posts is stored unauthenticated: the
-//! daemon checks the delivery with the scheme the plugin's manifest declares
-//! (`[webhook]`, through `plugin_kit::signature`, the code the plugins use) and the
+//! daemon checks the delivery with the authentication the plugin reported for the
+//! integration at its last `Configure`, else the scheme the plugin's manifest declares
+//! (`[webhook]`; both through `plugin_kit::signature`, the code the plugins use) and the
 //! integration's `webhook-secret` credential (read like any other: audited). A delivery
 //! it cannot verify (no declared scheme, no secret, an operator's instance without an
 //! integration record) is refused with 503 and `Retry-After`, and the sender delivers
@@ -10,7 +11,7 @@
 
 use std::sync::Arc;
 
-use plugin_kit::signature::{Scheme, WebhookSecrets};
+use plugin_kit::signature::{HostScheme, WebhookSecrets};
 use plugin_protocol::v1;
 
 use crate::credentials::Credentials;
@@ -44,7 +45,7 @@ impl HostVerifier {
         &self,
         tenant: &str,
         integration: &str,
-        scheme: Option<&Scheme>,
+        scheme: Option<&HostScheme>,
         mut delivery: v1::WebhookRequest,
     ) -> HostVerdict {
         let Some(scheme) = scheme else {

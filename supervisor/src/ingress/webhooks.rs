@@ -162,7 +162,7 @@ async fn keep(
     tenant: &str,
     integration: &str,
     client: Option<&ClientAddr>,
-    scheme: Option<plugin_kit::signature::Scheme>,
+    scheme: Option<plugin_kit::signature::HostScheme>,
     delivery: v1::WebhookRequest,
 ) -> Result<Response, Refusal> {
     let verifier = ingress.verifier.clone();

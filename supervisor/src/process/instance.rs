@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use plugin_kit::signature::Authentication;
 use plugin_protocol::{Capabilities, Capability, v1};
 use tokio::sync::{mpsc, oneshot};
 use tonic_health::pb::HealthCheckRequest;
@@ -54,6 +55,9 @@ pub struct PluginSlot {
     client: Mutex<Option<plugin_kit::host::PluginRpcClient>>,
     /// `None` until the plugin has described itself.
     capabilities: Mutex<Option<Capabilities>>,
+    /// How the integration's deliveries are authenticated, as the plugin reported at its
+    /// last successful `Configure`; kept while it is down, which is when it is needed.
+    reported_authentication: Mutex<Option<Authentication>>,
 }
 
 impl PluginSlot {
@@ -82,6 +86,21 @@ impl PluginSlot {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .map(|all| all.contains(capability))
+    }
+
+    /// The webhook authentication the plugin last reported for this integration.
+    pub fn reported_authentication(&self) -> Option<Authentication> {
+        self.reported_authentication
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_reported_authentication(&self, authentication: Option<Authentication>) {
+        *self
+            .reported_authentication
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = authentication;
     }
 
     fn set(&self, client: Option<plugin_kit::host::PluginRpcClient>) {
@@ -333,7 +352,23 @@ async fn configure(ctx: &InstanceContext, running: &mut Running) -> Result<(), S
     )
     .await
     {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(response)) => {
+            let reported = response.into_inner().webhook_authentication_json;
+            let authentication = if reported.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::from_str::<Authentication>(&reported).map_err(|err| {
+                        StartError::Failed(format!(
+                            "plugin `{}` reported a webhook authentication the daemon cannot read: {err}",
+                            ctx.labels.plugin
+                        ))
+                    })?,
+                )
+            };
+            ctx.slot.set_reported_authentication(authentication);
+            Ok(())
+        }
         Ok(Err(status))
             if matches!(
                 status.code(),

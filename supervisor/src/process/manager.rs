@@ -19,6 +19,7 @@ use crate::config::{InstanceConfig, ProcessConfig};
 use crate::health::{InstanceLabels, Metrics};
 use crate::names::InstanceKey;
 use crate::registry::Registry;
+use plugin_kit::signature::HostScheme;
 use plugin_protocol::Capability;
 
 /// What the manager needs from the configuration.
@@ -40,13 +41,12 @@ pub enum WebhookTarget {
     /// The integration's plugin does not take webhooks.
     NoWebhooks { plugin: String },
     /// The plugin is not running now: the delivery may wait in the inbox if the host can
-    /// verify it with `scheme` (the manifest's `[webhook]`).
-    Down {
-        scheme: Option<plugin_kit::signature::Scheme>,
-    },
+    /// verify it with `scheme` (what the plugin reported for the integration at its last
+    /// `Configure`, else the manifest's `[webhook]`).
+    Down { scheme: Option<HostScheme> },
     Up {
         client: plugin_kit::host::PluginRpcClient,
-        scheme: Option<plugin_kit::signature::Scheme>,
+        scheme: Option<HostScheme>,
     },
 }
 
@@ -216,10 +216,16 @@ impl Manager {
         let Some(handle) = instances.get(instance) else {
             return WebhookTarget::Unknown;
         };
-        let scheme = self
-            .registry
-            .selected(&handle.plugin)
-            .and_then(|package| package.manifest.webhook.clone());
+        let scheme = handle
+            .slot
+            .reported_authentication()
+            .map(HostScheme::Reported)
+            .or_else(|| {
+                self.registry
+                    .selected(&handle.plugin)
+                    .and_then(|package| package.manifest.webhook.clone())
+                    .map(HostScheme::Manifest)
+            });
         match (
             handle.slot.has(Capability::Webhook),
             handle.slot.client_for(Capability::Webhook),

@@ -589,3 +589,70 @@ fn check_fails_naming_a_webhook_secret_deleted_after_configure() {
     let passed = check();
     assert_eq!(passed["ok"], true, "{passed:#}");
 }
+
+#[test]
+fn gitlab_deliveries_wait_in_the_inbox_while_the_plugin_is_down() {
+    const TOKEN: &str = "gl-token-canary-5f2a";
+    let world = World::new();
+    world.install(&PluginPackage {
+        capabilities: vec!["check".into(), "webhook".into()],
+        manifest_extra: shipped_label_urls(),
+        ..PluginPackage::real("webhook")
+    });
+    // The plugin stays down for a few seconds after a kill.
+    let daemon = world.start(
+        &DaemonSetup::default()
+            .with_master_key(&world.root.path().join("master.key"))
+            .process("restart_initial_delay = \"4s\"")
+            .process("restart_max_delay = \"4s\""),
+    );
+    daemon.ctl_json(&["tenants", "create", "acme"]);
+    add_healthy(
+        &daemon,
+        &world,
+        "gitlab",
+        ("gitlab-token", TOKEN.as_bytes()),
+        serde_json::json!({"preset": "gitlab"}),
+    );
+    daemon.kill_plugin("gitlab");
+
+    // The plugin reported the integration's authentication (the preset's token header)
+    // at Configure: the daemon verifies deliveries with it and keeps them.
+    let push = fixture("gitlab/push.json");
+    let headers = |token: &'static str| {
+        [
+            ("X-Gitlab-Event", "Push Hook"),
+            ("X-Gitlab-Token", token),
+            (
+                "X-Gitlab-Event-UUID",
+                "0b1c6f9e-9e8f-4c55-8c5d-1f0b2e3d4c5b",
+            ),
+        ]
+    };
+    let queued = post(&daemon, "gitlab", &headers(TOKEN), &push);
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    assert_eq!(queued.json()["status"], "queued");
+    let forged = post(&daemon, "gitlab", &headers("not the token"), &push);
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    // The token travels in a header; the kept delivery does not keep it.
+    for file in e2e_tests::files_under(&world.state_dir()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the token is in {}",
+            file.display()
+        );
+    }
+
+    // Back after its backoff, the plugin maps what waited: the push and its commits.
+    let push_event = sink_event_of_type(&world, "com.betalogs.delivery.push");
+    assert_eq!(push_event["integration"], "gitlab");
+    let commits = wait_for("both commits", Duration::from_secs(30), || {
+        let commits: Vec<Value> = sink_events(&world)
+            .into_iter()
+            .filter(|e| e["type"] == "com.betalogs.delivery.commit")
+            .collect();
+        (commits.len() == 2).then_some(commits)
+    });
+    assert_eq!(commits.len(), 2);
+}

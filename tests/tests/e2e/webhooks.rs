@@ -30,22 +30,6 @@ fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpRes
     http::post_json(addr, path, headers, body).expect("the daemon answers")
 }
 
-/// Kills `integration`'s healthy plugin with SIGKILL and waits until it is down.
-fn kill_plugin(daemon: &e2e_tests::Daemon, integration: &str) {
-    let pid = wait_healthy(daemon, integration);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the plugin");
-    daemon.wait_instance(
-        integration,
-        "down after kill -9",
-        Duration::from_secs(10),
-        |i| state_of(i) != "healthy" && pid_of(i) != pid,
-    );
-}
-
 fn wait_healthy(daemon: &e2e_tests::Daemon, integration: &str) -> u32 {
     let instance = daemon.wait_instance(integration, "healthy", Duration::from_secs(20), |i| {
         state_of(i) == "healthy"
@@ -118,7 +102,7 @@ fn deliveries_no_plugin_can_verify_are_refused_with_retry_after_and_never_stored
             .process("restart_initial_delay = \"4s\"")
             .process("restart_max_delay = \"4s\""),
     );
-    kill_plugin(&daemon, "gh");
+    daemon.kill_plugin("gh");
     let addr = daemon.http_addr();
 
     // Signed or not, nothing is kept while no plugin can verify it: the sender retries.
@@ -185,7 +169,7 @@ fn deliveries_the_daemon_verifies_wait_in_the_inbox_without_their_secret() {
         "hooks",
         &serde_json::json!({ "credentials": { "webhook": "hook-secret" } }),
     );
-    kill_plugin(&daemon, "gh");
+    daemon.kill_plugin("gh");
     let addr = daemon.http_addr();
 
     let signed = [("x-testfault-token", CANARY)];
