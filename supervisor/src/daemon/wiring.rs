@@ -156,6 +156,10 @@ impl CollectReport for Report {
     fn stalled(&self, waited: Duration) {
         self.downstream.collect_stalled(&self.instance, waited);
     }
+
+    fn unsupported(&self) {
+        self.downstream.collect_unsupported(&self.instance);
+    }
 }
 
 /// What health does about what it sees: disables an integration whose credential keeps
@@ -267,6 +271,10 @@ impl InstanceObserver for HealthObserver {
 
     fn collect_passed(&self, instance: &InstanceLabels) {
         self.book.collect_passed(&instance.key());
+    }
+
+    fn collect_unsupported(&self, instance: &InstanceLabels) {
+        self.book.not_collecting(&instance.key());
     }
 
     fn collect_failed(&self, instance: &InstanceLabels, class: ErrorClass, error: &str) {

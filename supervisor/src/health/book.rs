@@ -84,6 +84,12 @@ impl HealthBook {
         });
     }
 
+    /// Its plugin does not collect for it: only its webhooks and heartbeats say how it
+    /// is, and it is not "starting" for want of a collect.
+    pub fn not_collecting(&self, key: &InstanceKey) {
+        self.with(key, None, |facts| facts.collects = false);
+    }
+
     /// A collected batch was committed: `stored` events, `dead_lettered` sent to the
     /// dead-letter queue; `newest_event_ms` is the latest event time in it.
     pub fn collected(
@@ -217,6 +223,11 @@ impl HealthBook {
         if accepted {
             facts.webhooks_accepted.add(now, 1, FIVE_MINUTES);
             facts.successes.add(now, 1, super::model::ONE_HOUR);
+            // An integration fed by webhooks alone succeeds when one is taken; one that
+            // collects keeps its last success (and its freshness) for its collects.
+            if !facts.collects {
+                facts.last_success_ms = Some(now);
+            }
         } else {
             facts.webhooks_refused.add(now, 1, FIVE_MINUTES);
         }
@@ -312,6 +323,43 @@ mod tests {
         assert!(book.webhook(&key, false, 1));
         assert!(!book.webhook(&InstanceKey::new("stranger", "x"), true, 0));
         assert!(!book.knows(&InstanceKey::new("stranger", "x")));
+    }
+
+    #[test]
+    fn an_integration_its_plugin_does_not_collect_for_is_not_kept_starting() {
+        use super::super::model::{HealthState, ProcessPhase, assess};
+        use crate::config::HealthConfig;
+        let book = HealthBook::new();
+        let key = InstanceKey::new("acme", "gh-webhooks-only");
+        book.known(&key, "github");
+        book.running(&key, true, Duration::from_secs(60));
+        let state = |book: &HealthBook| {
+            let mut facts = book.get(&key).expect("known");
+            facts.phase = ProcessPhase::Running;
+            assess(
+                &facts,
+                plugin_kit::clock::now_ms(),
+                &HealthConfig::default(),
+            )
+            .0
+        };
+        assert_eq!(state(&book), HealthState::Starting, "waiting for a collect");
+        book.not_collecting(&key);
+        assert_eq!(state(&book), HealthState::Healthy);
+        assert!(book.webhook(&key, true, 0));
+        assert!(
+            book.get(&key).expect("known").last_success_ms.is_some(),
+            "its last success is its last webhook"
+        );
+        let collecting = InstanceKey::new("acme", "gh-api");
+        book.known(&collecting, "github");
+        book.running(&collecting, true, Duration::from_secs(60));
+        book.webhook(&collecting, true, 0);
+        assert_eq!(
+            book.get(&collecting).expect("known").last_success_ms,
+            None,
+            "a collecting integration's last success is its collects'"
+        );
     }
 
     #[test]

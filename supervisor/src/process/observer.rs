@@ -67,6 +67,10 @@ pub trait InstanceObserver: Send + Sync + std::fmt::Debug {
 
     /// Its `Collect` stream stalled while heartbeats still answered: it is hung.
     fn collect_stalled(&self, _instance: &InstanceLabels, _waited: std::time::Duration) {}
+
+    /// Its plugin does not collect for it (`Collect` is unimplemented for its
+    /// configuration).
+    fn collect_unsupported(&self, _instance: &InstanceLabels) {}
 }
 
 /// What became of one collected batch.
@@ -155,6 +159,10 @@ impl InstanceObserver for Observers {
         self.0
             .iter()
             .for_each(|o| o.collect_failed(instance, class, error));
+    }
+
+    fn collect_unsupported(&self, instance: &InstanceLabels) {
+        self.0.iter().for_each(|o| o.collect_unsupported(instance));
     }
 
     fn collect_stalled(&self, instance: &InstanceLabels, waited: std::time::Duration) {

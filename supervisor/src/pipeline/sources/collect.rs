@@ -79,7 +79,8 @@ pub async fn run(
                     .await
                 }
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    tracing::info!(plugin = %labels.plugin, tenant = %labels.tenant, "plugin does not collect yet");
+                    tracing::info!(plugin = %labels.plugin, tenant = %labels.tenant, integration = %labels.integration, reason = %status.message(), "the plugin does not collect for this integration");
+                    report.unsupported();
                     return;
                 }
                 Err(status) => {

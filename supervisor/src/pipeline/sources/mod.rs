@@ -27,4 +27,8 @@ pub trait CollectReport: Send + Sync + std::fmt::Debug {
     /// A stream yielded nothing for the stall timeout while its plugin answered
     /// heartbeats: the plugin is hung in `Collect` and must be restarted.
     fn stalled(&self, waited: std::time::Duration);
+
+    /// The plugin does not collect for this integration (a GitHub integration that takes
+    /// webhooks only): its health must not wait for a collect.
+    fn unsupported(&self);
 }
