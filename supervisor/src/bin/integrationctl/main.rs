@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod progress;
 mod render;
 mod session;
 
@@ -73,5 +74,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index { command } => commands::enrichment::run_index(session, command).await,
         Command::Health { tenant } => commands::health::run_health(session, tenant).await,
         Command::Alerts { command } => commands::health::run_alerts(session, command).await,
+        Command::Demo {
+            tenant,
+            http,
+            clean,
+        } => commands::demo::run(session, (tenant, http, clean)).await,
     }
 }

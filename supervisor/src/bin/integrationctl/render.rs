@@ -4,7 +4,7 @@
 use clap::ValueEnum;
 use supervisor::admin::proto;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
     Json,

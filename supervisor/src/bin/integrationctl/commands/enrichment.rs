@@ -1,6 +1,7 @@
 //! Enrichment: batch runs, the change-failure view, the correlation index.
 
 use crate::args::IndexCommand;
+use crate::progress::{Progress, while_working};
 use crate::render::{parse_time, print_table, rfc3339, show};
 use crate::session::{Answer, Session, status_error, with_token};
 use plugin_kit::clock::now_ms as unix_ms_now;
@@ -11,8 +12,9 @@ pub async fn run_index(session: &mut Session, command: IndexCommand) -> anyhow::
     let IndexCommand::Rebuild { tenant } = command;
     let (client, token, output) = session.parts();
     {
-        let summary = client
-            .rebuild_index(with_token(proto::RebuildIndexRequest { tenant }, token)?)
+        let mut progress = Progress::new(output);
+        let call = client.rebuild_index(with_token(proto::RebuildIndexRequest { tenant }, token)?);
+        let summary = while_working(&mut progress, "rebuilding the correlation index", call)
             .await
             .answer()?;
         show(
@@ -47,7 +49,6 @@ pub async fn run_enrich(
     (tenant, from, to, dry_run): (String, String, String, bool),
 ) -> anyhow::Result<()> {
     let (client, token, output) = session.parts();
-    use std::io::{IsTerminal, Write};
     let now = unix_ms_now();
     let request = proto::EnrichRequest {
         tenant,
@@ -55,24 +56,14 @@ pub async fn run_enrich(
         to_unix_ms: parse_time(&to, now)?,
         dry_run,
     };
-    let mut progress = client.enrich(with_token(request, token)?).await.answer()?;
-    let terminal = std::io::stderr().is_terminal();
+    let mut updates = client.enrich(with_token(request, token)?).await.answer()?;
+    let mut progress = Progress::new(output);
     let mut last = proto::EnrichProgress::default();
-    while let Some(update) = progress.message().await.map_err(|status| {
-        if terminal {
-            eprintln!();
-        }
-        status_error(status)
-    })? {
-        if terminal {
-            eprint!("{}", progress_line(&update));
-            let _ = std::io::stderr().flush();
-        }
+    while let Some(update) = updates.message().await.map_err(status_error)? {
+        progress.update(&progress_line(&update));
         last = update;
     }
-    if terminal {
-        eprintln!();
-    }
+    progress.finish();
     show(
         output,
         &serde_json::json!({
@@ -198,7 +189,7 @@ fn progress_line(progress: &proto::EnrichProgress) -> String {
     let done = progress.scanned.min(total);
     let filled = usize::try_from(done * 30 / total).unwrap_or(30);
     format!(
-        "\r[{}{}] {:3}%  {}/{}  enriched {}",
+        "[{}{}] {:3}%  {}/{}  enriched {}",
         "#".repeat(filled),
         ".".repeat(30 - filled),
         done * 100 / total,
