@@ -126,6 +126,19 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// The product at work: a demo tenant with GitHub and PagerDuty integrations, signed
+    /// sample deliveries, and the incident linked to the deployment before it. Safe to
+    /// run again; `--clean` removes the tenant.
+    Demo {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// The daemon's HTTP listener (`http_listen`).
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        http: String,
+        /// Delete the demo tenant and everything of it instead.
+        #[arg(long)]
+        clean: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

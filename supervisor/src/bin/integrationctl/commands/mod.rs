@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod credentials;
+pub mod demo;
 pub mod enrichment;
 pub mod events;
 pub mod flags;
