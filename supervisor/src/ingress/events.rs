@@ -1,6 +1,8 @@
 //! `POST /v1/events/{tenant}`: events a platform client submits with a tenant ingest
-//! token (bearer). Each event is validated like a plugin's; invalid ones go to the
-//! dead-letter queue and are reported, valid ones are stored and delivered.
+//! token (bearer), canonical (JSON, NDJSON) or as CloudEvents 1.0 in any of their HTTP
+//! modes ([`cloudevents`]). Each event is validated like a plugin's; invalid canonical
+//! ones go to the dead-letter queue and are reported, an invalid CloudEvent refuses
+//! the request naming its attribute, valid ones are stored and delivered.
 
 use std::sync::Arc;
 
@@ -9,7 +11,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use serde_json::Value;
+
 use super::body::{self, BodyKind};
+use super::cloudevents::{self, Mode};
 use super::{Ingress, Refusal, check_rate, json_ok, not_stored, outcome_json};
 use crate::tenants::TokenScope;
 
@@ -36,10 +41,24 @@ async fn handle(
 ) -> Result<Response, Refusal> {
     authorize(ingress, tenant, headers)?;
     check_rate(ingress, tenant)?;
-    let kind = body::kind(headers, &[BodyKind::Json, BodyKind::NdJson])?;
-    let bytes = ingress.read_body(headers, request_body).await?;
-    body::check_json(kind, &bytes)?;
-    let events = parse_events(kind, &bytes)?;
+    let events = match cloudevents::mode(headers) {
+        Some(Mode::Binary) => {
+            let bytes = ingress.read_body(headers, request_body).await?;
+            let event = cloudevents::from_binary(headers, &bytes).map_err(refused)?;
+            vec![cloudevents::canonical(&event, tenant, &received_now()).map_err(refused)?]
+        }
+        Some(mode) => {
+            let bytes = ingress.read_body(headers, request_body).await?;
+            body::check_json(BodyKind::Json, &bytes)?;
+            from_cloudevents(mode, &bytes, tenant)?
+        }
+        None => {
+            let kind = body::kind(headers, &[BodyKind::Json, BodyKind::NdJson])?;
+            let bytes = ingress.read_body(headers, request_body).await?;
+            body::check_json(kind, &bytes)?;
+            parse_events(kind, &bytes)?
+        }
+    };
     let (pipeline, owned_tenant) = (ingress.pipeline.clone(), tenant.to_owned());
     let submission =
         tokio::task::spawn_blocking(move || pipeline.prepare_platform(&owned_tenant, &events))
@@ -109,6 +128,70 @@ fn authorize(ingress: &Ingress, tenant: &str, headers: &HeaderMap) -> Result<(),
     Ok(())
 }
 
+/// A CloudEvent refused: 400 naming the attribute; nothing of the request is stored.
+fn refused(err: cloudevents::CloudEventError) -> Refusal {
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_cloudevent",
+        format!("the CloudEvent is refused: {err}"),
+    )
+}
+
+/// Now, as RFC 3339: the time of a CloudEvent that gives none.
+fn received_now() -> String {
+    plugin_kit::clock::rfc3339_ms(plugin_kit::clock::now_ms())
+}
+
+/// The canonical events of a structured CloudEvent or a batch of them; one invalid
+/// event of a batch refuses the batch, naming it.
+fn from_cloudevents(mode: Mode, bytes: &[u8], tenant: &str) -> Result<Vec<Value>, Refusal> {
+    let parsed: Value = serde_json::from_slice(bytes).map_err(|e| body::malformed(None, &e))?;
+    let received = received_now();
+    match (mode, parsed) {
+        (Mode::Batch, Value::Array(events)) => {
+            if events.is_empty() {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the batch holds no CloudEvent",
+                ));
+            }
+            if events.len() > MAX_EVENTS_PER_REQUEST {
+                return Err(too_many(events.len()));
+            }
+            events
+                .iter()
+                .enumerate()
+                .map(|(index, event)| {
+                    cloudevents::canonical(event, tenant, &received).map_err(|err| {
+                        Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_cloudevent",
+                            format!("CloudEvent [{index}] of the batch is refused: {err}"),
+                        )
+                    })
+                })
+                .collect()
+        }
+        (Mode::Batch, _) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a CloudEvents batch (application/cloudevents-batch+json) is a JSON array of events",
+        )),
+        (_, event) => Ok(vec![
+            cloudevents::canonical(&event, tenant, &received).map_err(refused)?,
+        ]),
+    }
+}
+
+fn too_many(count: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_events",
+        format!("{count} events in one request; at most {MAX_EVENTS_PER_REQUEST}"),
+    )
+}
+
 /// One event (an object), several (an array), or one per line (NDJSON).
 fn parse_events(kind: BodyKind, bytes: &[u8]) -> Result<Vec<serde_json::Value>, Refusal> {
     let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", &message);
@@ -136,14 +219,7 @@ fn parse_events(kind: BodyKind, bytes: &[u8]) -> Result<Vec<serde_json::Value>, 
         return Err(bad("the body holds no event".into()));
     }
     if events.len() > MAX_EVENTS_PER_REQUEST {
-        return Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_events",
-            format!(
-                "{} events in one request; at most {MAX_EVENTS_PER_REQUEST}",
-                events.len()
-            ),
-        ));
+        return Err(too_many(events.len()));
     }
     Ok(events)
 }

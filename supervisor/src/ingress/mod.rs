@@ -4,6 +4,7 @@
 
 mod bearer;
 mod body;
+mod cloudevents;
 mod dashboard;
 mod events;
 mod health_api;

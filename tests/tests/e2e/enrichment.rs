@@ -779,3 +779,141 @@ fn batch_enrichment_of_100000_failures_killed_midway_and_resumed_equals_one_run(
         .count();
     assert_eq!(linked, FAILURES as usize);
 }
+
+/// Runs the CloudEvents Python SDK client (`tests/fixtures/cloudevents_client.py`) in
+/// `mode` for `names`; returns the daemon's status and answer.
+fn cloudevents_client(setup: &Setup, mode: &str, time: &str, names: &[&str]) -> (u64, String) {
+    let token = &setup
+        .ingest
+        .iter()
+        .find(|(t, _)| t == "acme")
+        .expect("token")
+        .1;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/cloudevents_client.py"
+    );
+    let url = format!("http://{}/v1/events/acme", setup.daemon.http_addr());
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args([url.as_str(), token, mode, "Hello-World", "production", time])
+        .args(names)
+        .output()
+        .expect("python3 with cloudevents (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("the client's JSON");
+    (
+        answer["status"].as_u64().expect("status"),
+        answer["body"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn cloudevents_from_the_python_sdk_in_each_mode_are_enriched_failures() {
+    let setup = Setup::start();
+    let t0: u64 = 1_796_000_000_000;
+    let sha = "2222222222222222222222222222222222222222";
+    setup.webhook("acme", "push", "ce-push", &push(&[(sha, t0 - 20 * MINUTE)]));
+    setup.webhook(
+        "acme",
+        "deployment",
+        "ce-deployment",
+        &deployment(202, sha, "production", t0),
+    );
+    let at = rfc3339(t0 + 10 * MINUTE);
+    for (mode, names) in [
+        ("structured", vec!["ce-structured"]),
+        ("binary", vec!["ce-binary"]),
+        ("batch", vec!["ce-batch-1", "ce-batch-2"]),
+    ] {
+        let (status, body) = cloudevents_client(&setup, mode, &at, &names);
+        assert_eq!(status, 202, "{mode}: {body}");
+    }
+    for name in ["ce-structured", "ce-binary", "ce-batch-1", "ce-batch-2"] {
+        let failure = setup.wait_versions("acme", name, 1).remove(0);
+        assert_eq!(
+            failure["type"],
+            "com.betalogs.system.com.example.checkout.payment_failed"
+        );
+        assert_eq!(failure["severity"], "error");
+        assert_eq!(failure["integration"], "platform");
+        assert_eq!(failure["data"]["service.name"], "Hello-World");
+        assert_eq!(failure["data"]["deployment.environment"], "production");
+        assert_eq!(
+            failure["data"]["original"]["data"]["attempt"], 3,
+            "nothing the client sent is lost"
+        );
+        let deployments = enrichments(&failure, "deployment");
+        assert_eq!(deployments.len(), 1, "{name}: {failure:#}");
+        assert_eq!(
+            deployments[0]["reason"],
+            "deployed 10 min before, same service and environment"
+        );
+        assert_eq!(
+            enrichments(&failure, "suspect_commit").len(),
+            1,
+            "{failure:#}"
+        );
+    }
+    // The same CloudEvent again: the same event, kept once.
+    let (status, body) = cloudevents_client(&setup, "structured", &at, &["ce-structured"]);
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("\"duplicates\":1"), "{body}");
+
+    // Invalid CloudEvents: the attribute named, nothing stored.
+    let token = &setup.ingest[0].1;
+    let post = |content_type: &str, body: &str| {
+        http::request(
+            &setup.daemon.http_addr(),
+            "POST",
+            "/v1/events/acme",
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Content-Type", content_type),
+            ],
+            body.as_bytes(),
+            http::Framing::Length,
+        )
+        .expect("the daemon answers")
+    };
+    let no_type =
+        r#"{"specversion": "1.0", "id": "x-1", "source": "/s", "data": {"message": "ce-refused"}}"#;
+    let refused = post("application/cloudevents+json", no_type);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("`type` is missing"),
+        "{}",
+        refused.body
+    );
+    let batch = format!(
+        r#"[{{"specversion": "1.0", "id": "x-2", "source": "/s", "type": "t", "data": {{"message": "ce-refused"}}}}, {}]"#,
+        no_type
+    );
+    let refused = post("application/cloudevents-batch+json", &batch);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("CloudEvent [1] of the batch") && refused.body.contains("`type`"),
+        "{}",
+        refused.body
+    );
+    let other_tenant = r#"{"specversion": "1.0", "id": "x-3", "source": "/s", "type": "t", "tenant": "other", "data": {"message": "ce-refused"}}"#;
+    let refused = post("application/cloudevents+json", other_tenant);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let message = refused.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("`tenant` is \"other\""), "{message}");
+    assert!(
+        !setup
+            .world
+            .sink_lines()
+            .iter()
+            .any(|line| line.contains("ce-refused")),
+        "nothing of a refused request is stored"
+    );
+}
