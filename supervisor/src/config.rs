@@ -432,6 +432,10 @@ pub struct IngressConfig {
     /// Deliveries failing authentication, per client address and minute; beyond it,
     /// 429. Only authenticated deliveries count against a tenant's rate.
     pub auth_failures_per_minute: u32,
+    /// OTLP log records (`POST /v1/logs`) at or above this severity become failure
+    /// events (`debug`, `info`, `warning`, `error`, `critical`); the rest are counted,
+    /// not stored.
+    pub otlp_min_severity: plugin_protocol::Severity,
 }
 
 impl Default for IngressConfig {
@@ -449,6 +453,7 @@ impl Default for IngressConfig {
             max_connections: 1024,
             max_connections_per_client: 64,
             auth_failures_per_minute: 60,
+            otlp_min_severity: plugin_protocol::Severity::Error,
         }
     }
 }

@@ -11,6 +11,7 @@ mod health_api;
 mod host_verify;
 mod integration_api;
 mod listener;
+mod otlp;
 mod rate;
 mod webhooks;
 
@@ -185,6 +186,7 @@ pub fn router(ingress: Arc<Ingress>) -> Router {
             post(webhooks::receive),
         )
         .route("/v1/events/{tenant}", post(events::receive))
+        .route("/v1/logs", post(otlp::receive))
         .route("/v1/health", get(health_api::health))
         .route("/v1/alerts", get(health_api::alerts))
         .route(

@@ -917,3 +917,88 @@ fn cloudevents_from_the_python_sdk_in_each_mode_are_enriched_failures() {
         "nothing of a refused request is stored"
     );
 }
+
+#[test]
+fn error_logs_exported_by_the_opentelemetry_sdk_are_enriched_failures() {
+    let setup = Setup::start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let sha = "3333333333333333333333333333333333333333";
+    setup.webhook(
+        "acme",
+        "push",
+        "otlp-push",
+        &push(&[(sha, now - 30 * MINUTE)]),
+    );
+    setup.webhook(
+        "acme",
+        "deployment",
+        "otlp-deployment",
+        &deployment(303, sha, "production", now - 10 * MINUTE),
+    );
+    let token = &setup.ingest[0].1;
+    let endpoint = format!("http://{}/v1/logs", setup.daemon.http_addr());
+    let output = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/otlp_logs_client.py"
+        ))
+        .args([
+            endpoint.as_str(),
+            token,
+            "Hello-World",
+            "production",
+            "otlp-card-authorization-failed",
+        ])
+        .output()
+        .expect("python3 with the OpenTelemetry SDK (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trace_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let failure = setup
+        .wait_versions("acme", "otlp-card-authorization-failed", 1)
+        .remove(0);
+    assert_eq!(failure["type"], "com.betalogs.system.log.record");
+    assert_eq!(failure["severity"], "error");
+    assert_eq!(failure["integration"], "platform");
+    assert_eq!(
+        failure["correlationid"],
+        trace_id.as_str(),
+        "the span's trace"
+    );
+    assert_eq!(failure["data"]["service.name"], "Hello-World");
+    assert_eq!(failure["data"]["deployment.environment"], "production");
+    assert_eq!(failure["data"]["exception.type"], "GatewayTimeout");
+    let deployments = enrichments(&failure, "deployment");
+    assert_eq!(deployments.len(), 1, "{failure:#}");
+    assert_eq!(
+        deployments[0]["reason"],
+        "deployed 10 min before, same service and environment"
+    );
+    // The info record was counted, not stored.
+    assert!(
+        !setup
+            .world
+            .sink_lines()
+            .iter()
+            .any(|line| line.contains("charging the card")),
+        "a record below the threshold is not stored"
+    );
+    let metrics = setup.daemon.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("below_threshold") && l.ends_with(" 1")),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("otlp"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
