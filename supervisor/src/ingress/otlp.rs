@@ -181,7 +181,10 @@ pub fn failures(
             resource,
             &["deployment.environment.name", "deployment.environment"],
         );
+        // Written once per resource and scope, not once per record.
+        let resource_json = serde_json::to_value(&resource_logs.resource).unwrap_or_default();
         for scope_logs in &resource_logs.scope_logs {
+            let scope_json = serde_json::to_value(&scope_logs.scope).unwrap_or_default();
             for record in &scope_logs.log_records {
                 let severity = severity_of(record);
                 if severity < min {
@@ -195,8 +198,8 @@ pub fn failures(
                     tenant,
                     now_ms,
                     json!({
-                        "resource": resource_logs.resource,
-                        "scope": scope_logs.scope,
+                        "resource": resource_json.clone(),
+                        "scope": scope_json.clone(),
                         "record": record,
                     }),
                 ));
