@@ -3,7 +3,11 @@
 //! Reports events/s from daemon start to the last line in the sink, the p99 of the
 //! durable batch commit (from `/metrics`), and the daemon's RSS at the end.
 //!
-//! `pipeline-bench [--events N] [--failure-every K] [--health]` (release build). With
+//! `pipeline-bench [--events N] [--failure-every K] [--health | --anchor]` (release
+//! build). With `--anchor`, it alternates the daemon with its ceiling on this machine:
+//! the same events (the lines the daemon wrote) written to a JSONL file in the same
+//! directory with no pipeline, a batch of 1,000 lines and a `fdatasync` at a time, and
+//! reports both and their ratio. With
 //! `--failure-every`, the emitter's stream holds a deployment and then a failure every K
 //! events, and the bench compares the pull path with the correlation index (realtime
 //! enrichment) on and off. With `--health`, it compares the pull path with health
@@ -24,6 +28,23 @@ fn main() {
             .and_then(|v| v.parse::<u64>().ok())
     };
     let events = flag("--events").unwrap_or(1_000_000);
+    if args.iter().any(|a| a == "--anchor") {
+        let mut best = [0.0f64; 2];
+        for round in 0..3 {
+            let mut lines = Vec::new();
+            let daemon = run_keeping(events, &mut lines);
+            let anchor = jsonl_alone(&lines);
+            println!("round {round}: daemon {daemon:.0}, JSONL alone {anchor:.0} events/s");
+            best = [best[0].max(anchor), best[1].max(daemon)];
+        }
+        println!(
+            "best of 3: JSONL alone {:.0} events/s, daemon {:.0} events/s: the daemon at {:.2}x its ceiling",
+            best[0],
+            best[1],
+            best[1] / best[0]
+        );
+        return;
+    }
     if args.iter().any(|a| a == "--health") {
         compare_health(events);
         return;
@@ -81,9 +102,52 @@ enum Correlation {
     Enriching,
 }
 
+/// [`run`] with the defaults, keeping the sink's lines in `kept`.
+fn run_keeping(events: u64, kept: &mut Vec<u8>) -> f64 {
+    run_into(events, None, Correlation::Enriching, true, Some(kept))
+}
+
+/// The ceiling of the pull path: `lines` (JSONL) written to a file beside the daemon's
+/// state, 1,000 lines and one `fdatasync` at a time; events/s.
+fn jsonl_alone(lines: &[u8]) -> f64 {
+    use std::io::Write;
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let mut file = std::fs::File::create(dir.path().join("events.jsonl")).expect("file");
+    let mut count = 0u64;
+    let started = Instant::now();
+    let mut batch_start = 0;
+    let mut in_batch = 0;
+    for (index, byte) in lines.iter().enumerate() {
+        if *byte != b'\n' {
+            continue;
+        }
+        count += 1;
+        in_batch += 1;
+        if in_batch == 1_000 {
+            file.write_all(&lines[batch_start..=index]).expect("write");
+            file.sync_data().expect("fdatasync");
+            batch_start = index + 1;
+            in_batch = 0;
+        }
+    }
+    file.write_all(&lines[batch_start..]).expect("write");
+    file.sync_data().expect("fdatasync");
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
 /// One daemon pulling `events` from the emitter (with a failure every
 /// `failure_every`) to the JSONL sink; events/s.
 fn run(events: u64, failure_every: Option<u64>, correlation: Correlation, health: bool) -> f64 {
+    run_into(events, failure_every, correlation, health, None)
+}
+
+fn run_into(
+    events: u64,
+    failure_every: Option<u64>,
+    correlation: Correlation,
+    health: bool,
+    kept: Option<&mut Vec<u8>>,
+) -> f64 {
     let world = World::new();
     let total = events.to_string();
     let every = failure_every.map(|k| k.to_string());
@@ -130,6 +194,9 @@ fn run(events: u64, failure_every: Option<u64>, correlation: Correlation, health
     }
     let elapsed = started.elapsed().as_secs_f64();
     let rate = events as f64 / elapsed;
+    if let Some(kept) = kept {
+        *kept = std::fs::read(&path).expect("the sink");
+    }
     if failure_every.is_some() {
         // The failures at the end of the sink name the deployment when enrichment is on.
         let mut file = std::fs::File::open(&path).expect("sink");

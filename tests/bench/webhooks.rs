@@ -4,10 +4,13 @@
 //! deliveries/s, latency p50/p99 (client side, request to 202) and the daemon's peak
 //! RSS, which stays bounded because the durable commit is the backpressure.
 //!
-//! `webhook-bench [--deliveries N] [--clients C] [--health]` (release build). With
-//! `--health`, it compares the push path with health recording its facts and metrics
-//! (the default) and without (`health.record_data_path = false`), alternated, the best
-//! of three rounds each.
+//! `webhook-bench [--deliveries N] [--clients C] [--health | --anchor]` (release
+//! build). With `--health`, it compares the push path with health recording its facts
+//! and metrics (the default) and without (`health.record_data_path = false`),
+//! alternated, the best of three rounds each. With `--anchor`, it alternates the daemon
+//! with its ceiling on this machine: a bare HTTP server on the same stack (axum on
+//! hyper, on loopback) that reads each same request and answers 202 at once, driven by
+//! the same clients; it reports both and their ratio.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,22 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let deliveries = arg(&args, "--deliveries", 50_000);
     let clients = arg(&args, "--clients", 32);
+    if args.iter().any(|a| a == "--anchor") {
+        let mut best = [0.0f64; 2];
+        for round in 0..3 {
+            let anchor = bare_server(deliveries, clients);
+            let daemon = run(deliveries, clients, true);
+            println!("round {round}: bare server {anchor:.0}, daemon {daemon:.0} deliveries/s");
+            best = [best[0].max(anchor), best[1].max(daemon)];
+        }
+        println!(
+            "best of 3: bare server {:.0} deliveries/s, daemon {:.0} deliveries/s: the daemon at {:.2}x its ceiling",
+            best[0],
+            best[1],
+            best[1] / best[0]
+        );
+        return;
+    }
     if !args.iter().any(|a| a == "--health") {
         run(deliveries, clients, true);
         return;
@@ -78,55 +97,8 @@ fn run(deliveries: usize, clients: usize, health: bool) -> f64 {
             }
         })
     };
-    let (elapsed, mut latencies, failures) = runtime.block_on(async move {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(clients)
-            .build()
-            .expect("client");
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..clients)
-            .map(|_| {
-                let (client, next, url, padding) =
-                    (client.clone(), next.clone(), url.clone(), padding.clone());
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    let mut failures = 0usize;
-                    loop {
-                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if n >= deliveries {
-                            return (latencies, failures);
-                        }
-                        let body =
-                            format!(r#"{{"id":"bench-{n}","events":1,"padding":"{padding}"}}"#);
-                        let sent = Instant::now();
-                        let response = client
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .header("x-testfault-token", "good")
-                            .header("x-github-delivery", format!("bench-{n}"))
-                            .body(body)
-                            .send()
-                            .await;
-                        match response {
-                            Ok(r) if r.status().as_u16() == 202 => {
-                                latencies.push(sent.elapsed());
-                            }
-                            _ => failures += 1,
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut latencies = Vec::with_capacity(deliveries);
-        let mut failures = 0;
-        for task in tasks {
-            let (some, failed) = task.await.expect("client task");
-            latencies.extend(some);
-            failures += failed;
-        }
-        (started.elapsed(), latencies, failures)
-    });
+    let (elapsed, mut latencies, failures) =
+        runtime.block_on(drive(url, padding, deliveries, clients));
     latencies.sort();
     let at = |q: f64| {
         latencies
@@ -149,5 +121,103 @@ fn run(deliveries: usize, clients: usize, health: bool) -> f64 {
     peak_rss.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
     drop(daemon);
     let _ = sampler.join();
+    rate
+}
+
+/// `clients` keep-alive clients POSTing `deliveries` 10 KB deliveries to `url`; the
+/// time, the latency of each 202, and the failures.
+async fn drive(
+    url: String,
+    padding: String,
+    deliveries: usize,
+    clients: usize,
+) -> (Duration, Vec<Duration>, usize) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, next, url, padding) =
+                (client.clone(), next.clone(), url.clone(), padding.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = 0usize;
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= deliveries {
+                        return (latencies, failures);
+                    }
+                    let body = format!(r#"{{"id":"bench-{n}","events":1,"padding":"{padding}"}}"#);
+                    let sent = Instant::now();
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-testfault-token", "good")
+                        .header("x-github-delivery", format!("bench-{n}"))
+                        .body(body)
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status().as_u16() == 202 => {
+                            latencies.push(sent.elapsed());
+                        }
+                        _ => failures += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(deliveries);
+    let mut failures = 0;
+    for task in tasks {
+        let (some, failed) = task.await.expect("client task");
+        latencies.extend(some);
+        failures += failed;
+    }
+    (started.elapsed(), latencies, failures)
+}
+
+/// The ceiling: the same requests answered 202 by a bare axum server on loopback that
+/// reads each body whole and does nothing else; deliveries/s.
+fn bare_server(deliveries: usize, clients: usize) -> f64 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let padding = "x".repeat(10 * 1024 - 64);
+    let (elapsed, latencies, failures) = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().route(
+            "/v1/webhooks/{tenant}/{integration}",
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                let _ = body.len();
+                (
+                    axum::http::StatusCode::ACCEPTED,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"status":"accepted","events":1,"duplicates":0,"dead_lettered":0}"#,
+                )
+            }),
+        );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let url = format!("http://{addr}/v1/webhooks/acme/gh");
+        let outcome = drive(url, padding, deliveries, clients).await;
+        server.abort();
+        outcome
+    });
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    println!(
+        "anchor_deliveries_per_s={rate:.0} deliveries={} failures={failures} clients={clients} seconds={:.2}",
+        latencies.len(),
+        elapsed.as_secs_f64()
+    );
     rate
 }
