@@ -151,6 +151,17 @@ impl Credential {
             .ok_or_else(missing)
     }
 
+    /// The webhook secrets this credential holds (current, and previous during a
+    /// rotation), or the refusal that names its role.
+    pub fn webhook_secrets(&self) -> Result<crate::signature::WebhookSecrets, ConfigError> {
+        crate::signature::WebhookSecrets::from_credential(&self.to_protocol()).map_err(|e| {
+            ConfigError::Field {
+                path: format!("credentials.{}", self.role),
+                message: e.to_string(),
+            }
+        })
+    }
+
     /// The credential as the protocol carries it, for helpers that take one (such as
     /// [`crate::signature::WebhookSecrets::from_credential`]).
     pub fn to_protocol(&self) -> v1::Credential {

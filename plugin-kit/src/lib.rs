@@ -27,7 +27,7 @@ pub use mapping::{FieldMappings, MappingError};
 pub use plugin::{Description, EventStream, NoConfiguration, Plugin};
 pub use plugin_protocol::{
     CanonicalEvent, Capabilities, Capability, Category, ErrorClass, MAX_WEBHOOK_REPLY_BYTES,
-    Severity, event_id, event_time_ms, plugin_credential_kind, v1,
+    Severity, event_id, event_time_ms, is_field_name, plugin_credential_kind, v1,
 };
 /// The secret types plugin-kit hands out ([`config::Credential::field`]), re-exported so a
 /// plugin shares the version.

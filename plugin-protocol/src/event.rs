@@ -131,6 +131,21 @@ pub fn event_id(tenant: &str, integration: &str, event_type: &str, source_id: &s
     id
 }
 
+/// Whether `name` is a standardized field of an event's `data`: a dotted name of
+/// lowercase words (`service.name`, `vcs.ref.head.revision`), as the canonical schema's
+/// pattern `^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$` says.
+pub fn is_field_name(name: &str) -> bool {
+    let word = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.contains('.')
+        && name.split('.').all(word)
+}
+
 /// Milliseconds since the Unix epoch of an RFC 3339 time as the schema allows it
 /// (`Z` or a `±hh:mm` offset, optional fraction); `None` for anything else or for times
 /// before 1970. The pipeline orders and indexes events by it.
@@ -185,6 +200,31 @@ mod tests {
             "1969-12-31T23:59:59Z",
         ] {
             assert_eq!(event_time_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn field_names_follow_the_schemas_pattern() {
+        for good in [
+            "service.name",
+            "vcs.ref.head.revision",
+            "a1.b_2",
+            "cloud.region",
+        ] {
+            assert!(is_field_name(good), "{good}");
+        }
+        for bad in [
+            "service",
+            "Service.name",
+            "a..b",
+            ".a",
+            "a.",
+            "1a.b",
+            "a.B",
+            "a-b.c",
+            "",
+        ] {
+            assert!(!is_field_name(bad), "{bad}");
         }
     }
 

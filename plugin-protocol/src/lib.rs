@@ -23,7 +23,7 @@ pub use credential_kind::{
 pub use error_class::{ERROR_CLASS_METADATA_KEY, ErrorClass};
 pub use event::{
     CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent, Category, Enrichment, EnrichmentSource, EventData,
-    Link, Severity, event_id, event_time_ms,
+    Link, Severity, event_id, event_time_ms, is_field_name,
 };
 pub use handshake::{HandshakeError, HandshakeLine};
 pub use names::{MAX_NAME_LEN, NAME_RULE, is_name};

@@ -20,18 +20,10 @@ use serde_json::json;
 
 const BATCH: usize = 100;
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let events = arg(&args, "--events", 100_000);
-    let clients = arg(&args, "--clients", 8);
+    let events = e2e_tests::bench_arg(&args, "--events", 100_000);
+    let clients = e2e_tests::bench_arg(&args, "--clients", 8);
     let world = World::new();
     let daemon = world.start(&DaemonSetup::default().extra(
         "[sinks]\njsonl_max_bytes = 1000000000000\n[ingress]\nrate_per_second = 1000000\nburst = 1000000\n",

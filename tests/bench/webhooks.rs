@@ -17,18 +17,10 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::{DaemonSetup, PluginPackage, World};
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let deliveries = arg(&args, "--deliveries", 50_000);
-    let clients = arg(&args, "--clients", 32);
+    let deliveries = e2e_tests::bench_arg(&args, "--deliveries", 50_000);
+    let clients = e2e_tests::bench_arg(&args, "--clients", 32);
     if args.iter().any(|a| a == "--anchor") {
         let mut best = [0.0f64; 2];
         for round in 0..3 {

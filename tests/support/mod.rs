@@ -766,6 +766,15 @@ pub fn github_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// A benchmark's numeric flag: the value after `name` in `args`, or `default`.
+pub fn bench_arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Runs `run(true)` and `run(false)` alternately for three rounds (these machines are
 /// noisy: alternating puts both under the same noise) and prints each rate, then the
 /// best of each and what `on` costs against `off`, e.g. for health recording on the

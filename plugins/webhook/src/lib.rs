@@ -131,13 +131,10 @@ impl Plugin for Webhook {
             return Ok(());
         }
         let configured = Configured::<Settings>::parse(&request)?;
-        let secret = configured.credentials.require(SECRET_ROLE)?;
-        let secrets = WebhookSecrets::from_credential(&secret.to_protocol()).map_err(|e| {
-            ConfigError::Field {
-                path: format!("credentials.{SECRET_ROLE}"),
-                message: e.to_string(),
-            }
-        })?;
+        let secrets = configured
+            .credentials
+            .require(SECRET_ROLE)?
+            .webhook_secrets()?;
         let context = MapContext {
             tenant: configured.tenant,
             integration: configured.integration,

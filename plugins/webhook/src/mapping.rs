@@ -12,7 +12,8 @@ use crate::template::{Pointer, RenderError, Scope, Template};
 use plugin_kit::config::ConfigError;
 use plugin_kit::signature::Authentication;
 use plugin_kit::{
-    Category, EventBuilder, MAX_WEBHOOK_REPLY_BYTES as MAX_REPLY_BYTES, MapContext, Severity, v1,
+    Category, EventBuilder, MAX_WEBHOOK_REPLY_BYTES as MAX_REPLY_BYTES, MapContext, Severity,
+    is_field_name, v1,
 };
 
 /// The most events one delivery may yield (an array under `each` is cut there).
@@ -112,26 +113,6 @@ fn field_error(path: impl Into<String>, message: impl Into<String>) -> ConfigErr
         path: path.into(),
         message: message.into(),
     }
-}
-
-/// A dotted standard name, as the canonical schema requires (`service.name`).
-fn is_field_name(name: &str) -> bool {
-    let mut parts = name.split('.');
-    let first_ok = parts.next().is_some_and(|first| {
-        first.starts_with(|c: char| c.is_ascii_lowercase())
-            && first
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    });
-    let rest: Vec<&str> = parts.collect();
-    first_ok
-        && !rest.is_empty()
-        && rest.iter().all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
 }
 
 /// A link relation, as the canonical schema requires (`commit`, `merge_request`).

@@ -346,26 +346,10 @@ fn lift(name: &str, value: &Value, data: &mut Map<String, Value>) {
     }
     let field = match ALIASES.iter().find(|(alias, _)| *alias == name) {
         Some((_, field)) => (*field).to_owned(),
-        None if is_standard_name(name) => name.to_owned(),
+        None if plugin_protocol::is_field_name(name) => name.to_owned(),
         None => return,
     };
     data.insert(field, value.clone());
-}
-
-fn is_standard_name(name: &str) -> bool {
-    let mut parts = name.split('.');
-    let valid = |part: &str| {
-        !part.is_empty()
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    };
-    parts
-        .next()
-        .is_some_and(|first| first.starts_with(|c: char| c.is_ascii_lowercase()) && valid(first))
-        && name.contains('.')
-        && parts.all(valid)
-        && !["links", "enrichments", "original"].contains(&name)
 }
 
 #[cfg(test)]

@@ -59,29 +59,11 @@ async fn handle(
             parse_events(kind, &bytes)?
         }
     };
-    let (pipeline, owned_tenant) = (ingress.pipeline.clone(), tenant.to_owned());
-    let submission =
-        tokio::task::spawn_blocking(move || pipeline.prepare_platform(&owned_tenant, &events))
-            .await
-            .map_err(|_| {
-                Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "event validation failed unexpectedly; nothing was stored",
-                )
-            })?;
-    let reasons: Vec<String> = submission
-        .dead
-        .iter()
-        .take(20)
-        .map(|letter| format!("{}: {}", letter.stage, letter.reason))
-        .collect();
-    let all_invalid = submission.accepted.is_empty() && !submission.dead.is_empty();
-    let outcome = ingress
-        .pipeline
-        .commit(submission)
-        .await
-        .map_err(|err| not_stored(&err))?;
+    let Committed {
+        outcome,
+        rejected: reasons,
+        all_invalid,
+    } = commit_platform(ingress, tenant, events).await?;
     ingress.metrics.integration_events(
         tenant,
         crate::pipeline::PLATFORM_INTEGRATION,
@@ -106,6 +88,53 @@ async fn handle(
     let mut body = outcome_json("accepted", &outcome);
     body["rejected"] = serde_json::json!(reasons);
     Ok(json_ok(StatusCode::ACCEPTED, &body))
+}
+
+/// What became of a request's platform events.
+pub(super) struct Committed {
+    pub outcome: crate::pipeline::BatchOutcome,
+    /// Why the first 20 invalid ones were dead-lettered.
+    pub rejected: Vec<String>,
+    /// No event was valid (and some were sent).
+    pub all_invalid: bool,
+}
+
+/// Validates `events` as `tenant`'s platform events (off the runtime: schema checks and
+/// realtime enrichment) and commits them durably; the invalid ones go to the dead-letter
+/// queue. Shared by `/v1/events` and `/v1/logs`.
+pub(super) async fn commit_platform(
+    ingress: &Ingress,
+    tenant: &str,
+    events: Vec<Value>,
+) -> Result<Committed, Refusal> {
+    let (pipeline, owned_tenant) = (ingress.pipeline.clone(), tenant.to_owned());
+    let submission =
+        tokio::task::spawn_blocking(move || pipeline.prepare_platform(&owned_tenant, &events))
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "event validation failed unexpectedly; nothing was stored",
+                )
+            })?;
+    let rejected = submission
+        .dead
+        .iter()
+        .take(20)
+        .map(|letter| format!("{}: {}", letter.stage, letter.reason))
+        .collect();
+    let all_invalid = submission.accepted.is_empty() && !submission.dead.is_empty();
+    let outcome = ingress
+        .pipeline
+        .commit(submission)
+        .await
+        .map_err(|err| not_stored(&err))?;
+    Ok(Committed {
+        outcome,
+        rejected,
+        all_invalid,
+    })
 }
 
 /// 401 without a valid bearer token; 403 for another tenant's token or an admin token.

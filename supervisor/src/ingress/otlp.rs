@@ -21,7 +21,7 @@ use plugin_protocol::Severity;
 use prost::Message;
 use serde_json::{Map, Value, json};
 
-use super::{Ingress, Refusal, check_rate, not_stored, printable};
+use super::{Ingress, Refusal, check_rate, printable};
 use crate::pipeline::PLATFORM_INTEGRATION;
 use crate::tenants::TokenScope;
 
@@ -71,22 +71,9 @@ async fn handle(
     );
     let mut stored = (0, 0, 0);
     if !events.is_empty() {
-        let (pipeline, owned_tenant) = (ingress.pipeline.clone(), tenant.clone());
-        let submission =
-            tokio::task::spawn_blocking(move || pipeline.prepare_platform(&owned_tenant, &events))
-                .await
-                .map_err(|_| {
-                    Refusal::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "event validation failed unexpectedly; nothing was stored",
-                    )
-                })?;
-        let outcome = ingress
-            .pipeline
-            .commit(submission)
-            .await
-            .map_err(|err| not_stored(&err))?;
+        let outcome = super::events::commit_platform(ingress, &tenant, events)
+            .await?
+            .outcome;
         stored = (outcome.stored, outcome.duplicates, outcome.dead_lettered);
     }
     ingress.metrics.integration_events(
@@ -228,7 +215,7 @@ fn failure(
     let span = hex_id(&record.span_id);
     let mut data = Map::new();
     for attribute in &record.attributes {
-        if is_standard_name(&attribute.key)
+        if plugin_protocol::is_field_name(&attribute.key)
             && let Some(value) = attribute.value.as_ref().and_then(scalar)
         {
             data.insert(attribute.key.clone(), value);
@@ -339,18 +326,6 @@ fn scalar(value: &AnyValue) -> Option<Value> {
 fn hex_id(bytes: &[u8]) -> Option<String> {
     (!bytes.is_empty() && bytes.iter().any(|b| *b != 0))
         .then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn is_standard_name(name: &str) -> bool {
-    let valid = |part: &str| {
-        !part.is_empty()
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    };
-    name.contains('.')
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.split('.').all(valid)
 }
 
 fn cut(text: &str, max: usize) -> String {

@@ -18,7 +18,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use plugin_kit::config::{ConfigError, Configured, schema_of};
+use plugin_kit::config::{Configured, schema_of};
 use plugin_kit::resilience::{BreakerSettings, Resilience, ResilientHttp, RetryPolicy, reqwest};
 use plugin_kit::secrecy::{ExposeSecret, SecretString};
 use plugin_kit::signature::{Scheme, WebhookSecrets};
@@ -176,13 +176,10 @@ impl Plugin for Example {
             return Ok(());
         }
         let configured = Configured::<Settings>::parse(&request)?;
-        let secret = configured.credentials.require(SECRET_ROLE)?;
-        let secrets = WebhookSecrets::from_credential(&secret.to_protocol()).map_err(|e| {
-            ConfigError::Field {
-                path: format!("credentials.{SECRET_ROLE}"),
-                message: e.to_string(),
-            }
-        })?;
+        let secrets = configured
+            .credentials
+            .require(SECRET_ROLE)?
+            .webhook_secrets()?;
         let token = configured
             .credentials
             .get(TOKEN_ROLE)

@@ -341,7 +341,8 @@ async fn ensure_integration(
     Ok(())
 }
 
-/// Waits until both demo integrations' plugins run healthy.
+/// Waits until both demo integrations' plugins run healthy. The admin API has no stream
+/// of instance states, so this asks `status` until they are (or `PATIENCE` passes).
 async fn wait_healthy(session: &mut Session, tenant: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut progress = Progress::new(session.output);
@@ -451,45 +452,51 @@ async fn deliver(
     )
 }
 
-/// The incident as stored, once its enrichment is done.
+/// The incident as stored, once its enrichment is done: the tenant's events followed
+/// as they are committed (the stored ones first) until it arrives, or `PATIENCE` passes.
 async fn wait_failure(session: &mut Session, tenant: &str) -> anyhow::Result<Value> {
-    let started = Instant::now();
     let mut progress = Progress::new(session.output);
-    loop {
-        progress.working("waiting for the incident to be stored, enriched");
-        let (client, token, _) = session.parts();
-        let mut lines = client
-            .tail_events(with_token(
-                proto::TailEventsRequest {
-                    tenant: tenant.to_owned(),
-                    last: 200,
-                    follow: false,
-                },
-                token,
-            )?)
-            .await
-            .answer()?;
-        let mut latest: Option<Value> = None;
+    progress.update("waiting for the incident to be stored, enriched");
+    let (client, token, _) = session.parts();
+    let mut lines = client
+        .tail_events(with_token(
+            proto::TailEventsRequest {
+                tenant: tenant.to_owned(),
+                last: 200,
+                follow: true,
+            },
+            token,
+        )?)
+        .await
+        .answer()?;
+    let arrived = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines
             .message()
             .await
             .map_err(crate::session::status_error)?
         {
             let event: Value = serde_json::from_str(&line.json)?;
-            if event["type"] == FAILURE_TYPE && event["integration"] == PAGERDUTY.0 {
-                latest = Some(event);
+            if event["type"] == FAILURE_TYPE
+                && event["integration"] == PAGERDUTY.0
+                && event["data"]["enrichment_status"] == "complete"
+            {
+                return Ok(Some(event));
             }
         }
-        if let Some(event) = latest.filter(|e| e["data"]["enrichment_status"] == "complete") {
-            return Ok(event);
-        }
-        if started.elapsed() > PATIENCE {
-            return Err(anyhow!(
-                "the incident was not stored enriched within {} s; see `integrationctl events tail --tenant {tenant}` and `integrationctl dlq list --tenant {tenant}`",
-                PATIENCE.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        anyhow::Ok(None)
+    })
+    .await;
+    progress.finish();
+    let missing = || {
+        anyhow!(
+            "the incident was not stored enriched within {} s; see `integrationctl events tail --tenant {tenant}` and `integrationctl dlq list --tenant {tenant}`",
+            PATIENCE.as_secs()
+        )
+    };
+    match arrived {
+        Ok(Ok(Some(event))) => Ok(event),
+        Ok(Ok(None)) | Err(_) => Err(missing()),
+        Ok(Err(err)) => Err(err),
     }
 }
 
