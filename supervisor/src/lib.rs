@@ -15,6 +15,8 @@ pub(crate) mod endpoints;
 pub(crate) mod health;
 /// Names of tenants, integrations and plugins; the key of one instance.
 pub(crate) mod names;
+/// Connecting to NATS (the JetStream sink and source), and their subject templates.
+pub(crate) mod nats;
 /// The state directory's permissions.
 pub mod state_dir;
 

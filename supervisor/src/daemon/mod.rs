@@ -309,25 +309,33 @@ pub async fn run(
                 let _ = admin_stop.wait_for(|stop| *stop).await;
             }),
     );
+    let ingress = Arc::new(crate::ingress::Ingress::new(
+        crate::ingress::IngressParts {
+            metrics: metrics.clone(),
+            pipeline: pipeline.clone(),
+            manager: manager.clone(),
+            tenants: crate::tenants::Tenants::new(store.clone()),
+            verifier: crate::ingress::HostVerifier {
+                integrations: integrations.clone(),
+                credentials: credentials.clone(),
+            },
+            book: book.clone(),
+            monitoring: monitoring.clone(),
+            integrations: integrations.clone(),
+            correlator: correlator.clone(),
+        },
+        config.ingress.clone(),
+    ));
+    let sources: Vec<_> = config
+        .sources
+        .nats
+        .iter()
+        .filter_map(|source| crate::ingress::JetStreamSource::new(source.clone(), ingress.clone()))
+        .map(|source| tokio::spawn(source.run(stop_rx.clone())))
+        .collect();
     let http_task = tokio::spawn(crate::ingress::serve(
         http_listener,
-        Arc::new(crate::ingress::Ingress::new(
-            crate::ingress::IngressParts {
-                metrics: metrics.clone(),
-                pipeline: pipeline.clone(),
-                manager: manager.clone(),
-                tenants: crate::tenants::Tenants::new(store.clone()),
-                verifier: crate::ingress::HostVerifier {
-                    integrations: integrations.clone(),
-                    credentials: credentials.clone(),
-                },
-                book: book.clone(),
-                monitoring: monitoring.clone(),
-                integrations: integrations.clone(),
-                correlator: correlator.clone(),
-            },
-            config.ingress.clone(),
-        )),
+        ingress,
         stop_rx.clone(),
     ));
     tracing::info!(
@@ -366,6 +374,9 @@ pub async fn run(
     let _ = admin_task.await;
     let _ = anchoring.await;
     let _ = monitor_task.await;
+    for source in sources {
+        let _ = source.await;
+    }
     for sink in sinks {
         let _ = sink.await;
     }
@@ -418,6 +429,8 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
         ("process", old.process != new.process),
         ("registry", old.registry != new.registry),
         ("admin", old.admin != new.admin),
+        ("sinks", old.sinks != new.sinks),
+        ("sources", old.sources != new.sources),
     ];
     for (key, differs) in changed {
         if differs {

@@ -10,6 +10,7 @@ mod events;
 mod health_api;
 mod host_verify;
 mod integration_api;
+mod jetstream;
 mod listener;
 mod otlp;
 mod rate;
@@ -32,6 +33,7 @@ use crate::process::Manager;
 use crate::tenants::Tenants;
 
 pub use host_verify::HostVerifier;
+pub use jetstream::JetStreamSource;
 pub use listener::ClientAddr;
 use rate::AuthFailures;
 pub use rate::TenantRates;

@@ -7,7 +7,6 @@
 //! own task with its own offset: a slow or failing endpoint holds back nothing else, and
 //! its backlog stays in the event log (bounded by the log's disk quota).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use plugin_kit::resilience::RetryPolicy;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::HttpSinkConfig;
-use crate::pipeline::{DeadLetter, Pipeline, Submission};
+use crate::pipeline::Pipeline;
 
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -231,43 +230,9 @@ impl HttpSink {
                 }
                 Attempt::Rejected { why } => {
                     tracing::error!(sink = %self.config.name, events = lines.len(), error = %why, "sink endpoint refused a batch; its events go to the dead-letter queue");
-                    self.dead_letter(lines, &why).await;
+                    super::dead_letter_lines(&self.pipeline, &self.config.name, lines, &why).await;
                     return true;
                 }
-            }
-        }
-    }
-
-    async fn dead_letter(&self, lines: &[&[u8]], why: &str) {
-        #[derive(serde::Deserialize)]
-        struct Owner {
-            tenant: String,
-            integration: String,
-        }
-        let mut by_tenant: BTreeMap<String, Submission> = BTreeMap::new();
-        for line in lines {
-            let text = String::from_utf8_lossy(line).trim_end().to_owned();
-            let Ok(owner) = serde_json::from_str::<Owner>(&text) else {
-                continue;
-            };
-            let submission = by_tenant
-                .entry(owner.tenant.clone())
-                .or_insert_with(|| Submission {
-                    tenant: owner.tenant.clone(),
-                    integration: owner.integration.clone(),
-                    ..Submission::default()
-                });
-            submission.dead.push(DeadLetter::new(
-                &owner.tenant,
-                &owner.integration,
-                "sink",
-                format!("sink `{}` refused the batch: {why}", self.config.name),
-                &text,
-            ));
-        }
-        for submission in by_tenant.into_values() {
-            if let Err(err) = self.pipeline.commit(submission).await {
-                tracing::error!(sink = %self.config.name, error = %err, "cannot dead-letter a refused batch");
             }
         }
     }

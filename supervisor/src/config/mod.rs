@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod nats;
+
+pub use nats::{NatsSinkConfig, NatsSourceConfig, StreamStorage};
+
 use crate::endpoints::AllowedEndpoints;
 use crate::names::{Name, is_name};
 
@@ -51,6 +55,8 @@ pub struct Config {
     pub credentials: CredentialsConfig,
     #[serde(default)]
     pub sinks: SinksConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
     #[serde(default)]
@@ -148,6 +154,16 @@ pub struct SinksConfig {
     pub jsonl_max_bytes: u64,
     /// HTTP ingest endpoints (`[[sinks.http]]`), each with its own offset.
     pub http: Vec<HttpSinkConfig>,
+    /// NATS JetStream streams (`[[sinks.nats]]`), each with its own offset.
+    pub nats: Vec<NatsSinkConfig>,
+}
+
+/// Event sources beside plugins and the HTTP ingress.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Platform events pulled from NATS JetStream (`[[sources.nats]]`).
+    pub nats: Vec<NatsSourceConfig>,
 }
 
 /// An HTTP sink: batches of events POSTed as NDJSON with a bearer token.
@@ -185,6 +201,7 @@ impl Default for SinksConfig {
             jsonl_path: None,
             jsonl_max_bytes: 256 * 1024 * 1024,
             http: Vec::new(),
+            nats: Vec::new(),
         }
     }
 }
@@ -833,6 +850,28 @@ impl Config {
                     "sinks.http[{index}]: batch_events and timeout above zero, retry_min above zero and at most retry_max"
                 )));
             }
+        }
+        for (index, sink) in self.sinks.nats.iter().enumerate() {
+            if !is_name(&sink.name) || !sink_names.insert(sink.name.as_str()) {
+                return Err(invalid(format!(
+                    "sinks.nats[{index}].name = `{}`: use 1-64 letters, digits, `-` or `_`, unique among sinks (`jsonl` is taken)",
+                    sink.name
+                )));
+            }
+            sink.check()
+                .map_err(|why| invalid(format!("sinks.nats[{index}] (`{}`): {why}", sink.name)))?;
+        }
+        let mut source_names = std::collections::BTreeSet::new();
+        for (index, source) in self.sources.nats.iter().enumerate() {
+            if !is_name(&source.name) || !source_names.insert(source.name.as_str()) {
+                return Err(invalid(format!(
+                    "sources.nats[{index}].name = `{}`: use 1-64 letters, digits, `-` or `_`, unique among sources",
+                    source.name
+                )));
+            }
+            source.check().map_err(|why| {
+                invalid(format!("sources.nats[{index}] (`{}`): {why}", source.name))
+            })?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for (index, instance) in self.instances.iter().enumerate() {
