@@ -3,8 +3,11 @@
 //! Reports events/s from daemon start to the last line in the sink, the p99 of the
 //! durable batch commit (from `/metrics`), and the daemon's RSS at the end.
 //!
-//! `pipeline-bench [--events N] [--failure-every K] [--health | --anchor]` (release
-//! build). With `--anchor`, it alternates the daemon with its ceiling on this machine:
+//! `pipeline-bench [--events N] [--failure-every K] [--health | --anchor | --jetstream]`
+//! (release build). With `--jetstream`, it alternates the pull path into the JSONL sink
+//! alone with the same path publishing into a local JetStream stream as well (a
+//! `nats-server -js` the bench starts, file storage), and reports both rates: the time
+//! from daemon start until the stream holds every event. With `--anchor`, it alternates the daemon with its ceiling on this machine:
 //! the same events (the lines the daemon wrote) written to a JSONL file in the same
 //! directory with no pipeline, a batch of 1,000 lines and a `fdatasync` at a time, and
 //! reports both and their ratio. With
@@ -39,6 +42,24 @@ fn main() {
         }
         println!(
             "best of 3: JSONL alone {:.0} events/s, daemon {:.0} events/s: the daemon at {:.2}x its ceiling",
+            best[0],
+            best[1],
+            best[1] / best[0]
+        );
+        return;
+    }
+    if args.iter().any(|a| a == "--jetstream") {
+        let mut best = [0.0f64; 2];
+        for round in 0..3 {
+            let jsonl = run(events, None, Correlation::Enriching, true);
+            let jetstream = run_jetstream(events);
+            println!(
+                "round {round}: JSONL sink {jsonl:.0} events/s, JetStream sink {jetstream:.0} events/s"
+            );
+            best = [best[0].max(jsonl), best[1].max(jetstream)];
+        }
+        println!(
+            "best of 3: JSONL {:.0} events/s, into JetStream {:.0} events/s ({:.2}x)",
             best[0],
             best[1],
             best[1] / best[0]
@@ -222,6 +243,50 @@ fn run_into(
         println!("daemon_peak_rss_mib={:.1}", peak_rss_kib as f64 / 1024.0);
     }
     rate
+}
+
+/// The pull path with a JetStream sink beside the JSONL one, into a local
+/// `nats-server -js`; events/s from daemon start until the stream holds every event.
+fn run_jetstream(events: u64) -> f64 {
+    let world = World::new();
+    let server = e2e_tests::nats::NatsServer::start(world.root.path());
+    let total = events.to_string();
+    world.install(&PluginPackage {
+        capabilities: vec!["collect".to_owned()],
+        ..PluginPackage::testfault("emitter", &["--capabilities", "collect", "--emit", &total])
+    });
+    let setup = DaemonSetup::default()
+        .extra(&format!(
+            "[sinks]\njsonl_max_bytes = 1000000000000\n[[sinks.nats]]\nname = \"bus\"\nservers = [{:?}]\ncreate_stream = true\n",
+            server.url()
+        ))
+        .instance("emitter")
+        .process("collect_interval = \"100ms\"")
+        .process("heartbeat_interval = \"3s\"")
+        .process("heartbeat_timeout = \"2s\"");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    let _daemon = world.start(&setup);
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the stream did not fill in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let held = runtime
+            .block_on(e2e_tests::nats::stream_messages_if_any(
+                &server.url(),
+                "BETALOGS",
+            ))
+            .unwrap_or(0);
+        if held >= events {
+            break;
+        }
+    }
+    events as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The upper bound of the histogram bucket holding the 99th percentile of batch commits.

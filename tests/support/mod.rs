@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod browser;
 pub mod http;
+pub mod nats;
 pub mod receiver;
 
 /// `target/debug` (or whichever profile directory this binary was built into): test

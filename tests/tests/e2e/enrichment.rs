@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "an enrichment webhook secret";
 const LONG: Duration = Duration::from_secs(30);
-const MINUTE: u64 = 60_000;
+pub(crate) const MINUTE: u64 = 60_000;
 
 fn github() -> PluginPackage {
     PluginPackage::real("github")
@@ -36,12 +36,12 @@ fn example(name: &str, keep: impl Fn(&Value) -> bool) -> Value {
         .expect("an example")
 }
 
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// The public `deployment` example, as deployment `id` of `sha` to `environment` at `at`.
-fn deployment(id: u64, sha: &str, environment: &str, at: u64) -> Value {
+pub(crate) fn deployment(id: u64, sha: &str, environment: &str, at: u64) -> Value {
     let mut payload = example("deployment", |e| {
         e["deployment"]["environment"] == "production"
     });
@@ -54,7 +54,7 @@ fn deployment(id: u64, sha: &str, environment: &str, at: u64) -> Value {
 }
 
 /// The public `push` example, to the default branch, with commits at the given times.
-fn push(commits: &[(&str, u64)]) -> Value {
+pub(crate) fn push(commits: &[(&str, u64)]) -> Value {
     let mut payload = example("push", |e| {
         e["commits"].as_array().is_some_and(|c| !c.is_empty())
     });
@@ -103,9 +103,9 @@ fn failure_event(tenant: &str, name: &str, environment: &str, at: u64) -> Value 
     .expect("json")
 }
 
-struct Setup {
-    world: World,
-    daemon: Daemon,
+pub(crate) struct Setup {
+    pub(crate) world: World,
+    pub(crate) daemon: Daemon,
     ingest: Vec<(String, String)>,
 }
 
@@ -120,9 +120,15 @@ fn daemon_setup(world: &World) -> DaemonSetup {
 
 impl Setup {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Two tenants (`acme`, `other`) with a GitHub integration each, and `extra`
+    /// daemon configuration.
+    pub(crate) fn start_with(extra: &str) -> Self {
         let world = World::new();
         world.install(&github());
-        let daemon = world.start(&daemon_setup(&world));
+        let daemon = world.start(&daemon_setup(&world).extra(extra));
         let mut ingest = Vec::new();
         for tenant in ["acme", "other"] {
             daemon.ctl_json(&["tenants", "create", tenant]);
@@ -157,7 +163,7 @@ impl Setup {
         }
     }
 
-    fn webhook(&self, tenant: &str, event: &str, delivery: &str, payload: &Value) {
+    pub(crate) fn webhook(&self, tenant: &str, event: &str, delivery: &str, payload: &Value) {
         let body = payload.to_string();
         let signature = github_signature(SECRET, body.as_bytes());
         let answer = http::post_json(
@@ -208,7 +214,7 @@ fn post_events(daemon: &Daemon, token: &str, tenant: &str, events: &Value) {
 
 /// The stored versions of failure `name` of `tenant` in `world`'s sink, in order, once
 /// there are at least `count`.
-fn wait_versions(world: &World, tenant: &str, name: &str, count: usize) -> Vec<Value> {
+pub(crate) fn wait_versions(world: &World, tenant: &str, name: &str, count: usize) -> Vec<Value> {
     wait_for(&format!("{count} version(s) of {name}"), LONG, || {
         let versions: Vec<Value> = world
             .sink_lines()
@@ -220,7 +226,7 @@ fn wait_versions(world: &World, tenant: &str, name: &str, count: usize) -> Vec<V
     })
 }
 
-fn enrichments<'a>(event: &'a Value, kind: &str) -> Vec<&'a Value> {
+pub(crate) fn enrichments<'a>(event: &'a Value, kind: &str) -> Vec<&'a Value> {
     event["data"]["enrichments"]
         .as_array()
         .into_iter()

@@ -20,6 +20,7 @@ use e2e_tests::{npm_fixture, webhook_examples};
 mod health;
 mod http_sink;
 mod integrations;
+mod jetstream;
 mod pipeline;
 mod platform_events;
 mod plugin_authors;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use e2e_tests::http::{self, Framing, HttpResponse};
 use e2e_tests::{DaemonSetup, PluginPackage, World, files_under, pid_of, state_of, wait_for};
 
-const GOOD: (&str, &str) = ("x-testfault-token", "good");
+pub(crate) const GOOD: (&str, &str) = ("x-testfault-token", "good");
 
 fn hooks() -> PluginPackage {
     PluginPackage {
@@ -30,7 +30,7 @@ fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpRes
     http::post_json(addr, path, headers, body).expect("the daemon answers")
 }
 
-fn wait_healthy(daemon: &e2e_tests::Daemon, integration: &str) -> u32 {
+pub(crate) fn wait_healthy(daemon: &e2e_tests::Daemon, integration: &str) -> u32 {
     let instance = daemon.wait_instance(integration, "healthy", Duration::from_secs(20), |i| {
         state_of(i) == "healthy"
     });
@@ -400,13 +400,13 @@ fn hostile_requests_get_their_status_store_nothing_and_leave_the_daemon_well() {
 /// Where the daemon's HTTP ingress listens now. A sender whose request failed waits
 /// for the next daemon's address to be published (at most `limit`: a refusal from a
 /// daemon that is up, a 503 say, is retried after it) instead of a fixed pause.
-struct IngressAddress {
+pub(crate) struct IngressAddress {
     current: std::sync::Mutex<(u64, String)>,
     changed: std::sync::Condvar,
 }
 
 impl IngressAddress {
-    fn new(addr: String) -> std::sync::Arc<Self> {
+    pub(crate) fn new(addr: String) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             current: std::sync::Mutex::new((0, addr)),
             changed: std::sync::Condvar::new(),
@@ -417,7 +417,7 @@ impl IngressAddress {
         self.current.lock().expect("address").clone()
     }
 
-    fn publish(&self, addr: String) {
+    pub(crate) fn publish(&self, addr: String) {
         let mut current = self.current.lock().expect("address");
         *current = (current.0 + 1, addr);
         self.changed.notify_all();
@@ -435,7 +435,7 @@ impl IngressAddress {
 /// Senders delivering `{"id": "<prefix><n>", "events": 1}` for n in 0..count, spread
 /// over `senders` threads, each retried until a 202 like GitHub's redelivery. Counts
 /// acknowledged deliveries and failed attempts.
-fn redelivering_senders(
+pub(crate) fn redelivering_senders(
     address: &std::sync::Arc<IngressAddress>,
     senders: usize,
     prefix: &'static str,

@@ -1,0 +1,447 @@
+//! NATS JetStream end to end, against real `nats-server` processes the tests start: the
+//! `[[sinks.nats]]` sink across kill -9 of the daemon, an outage of the server and the
+//! loss of one server of a three-server cluster; and platform events in through
+//! `[[sources.nats]]`, enriched, stored once across kill -9 of the daemon.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use e2e_tests::nats::{self, NatsServer};
+use e2e_tests::{Daemon, DaemonSetup, PluginPackage, SinkLineCounter, World, wait_for};
+use serde_json::{Value, json};
+
+use crate::enrichment::{MINUTE, Setup, deployment, enrichments, push, rfc3339, wait_versions};
+use crate::webhooks::{IngressAddress, redelivering_senders, wait_healthy};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A plugin that streams `stream` events through `Collect` and takes webhooks.
+fn both(stream: usize) -> PluginPackage {
+    let stream = stream.to_string();
+    PluginPackage {
+        capabilities: vec!["collect".to_owned(), "webhook".to_owned()],
+        ..PluginPackage::testfault(
+            "both",
+            &["--capabilities", "collect,webhook", "--emit", &stream],
+        )
+    }
+}
+
+/// The daemon with `both` for tenant acme and a JetStream sink to `servers` that
+/// creates its stream (`replicas` copies).
+fn setup(servers: &[String], replicas: usize) -> DaemonSetup {
+    DaemonSetup::default()
+        .tenant_instance("both", "acme", "gh")
+        .process("collect_interval = \"100ms\"")
+        .extra(&format!(
+            "[ingress]\nrate_per_second = 100000\nburst = 100000\n[sinks]\njsonl_max_bytes = 4294967296\n[[sinks.nats]]\nname = \"bus\"\nservers = {servers:?}\ncreate_stream = true\nreplicas = {replicas}\nretry_min = \"100ms\"\nretry_max = \"2s\"\nack_timeout = \"3s\"\n"
+        ))
+}
+
+/// Waits until `stream` holds at least `count` messages.
+fn wait_stream(rt: &tokio::runtime::Runtime, url: &str, count: u64, limit: Duration) {
+    wait_for(&format!("{count} messages in the stream"), limit, || {
+        let held = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                nats::stream_messages_if_any(url, "BETALOGS"),
+            )
+            .await
+            .ok()
+            .flatten()
+        })?;
+        (held >= count).then_some(())
+    });
+}
+
+/// The ids of the JSONL sink, in order: the event log as the daemon committed it.
+fn jsonl_ids(world: &World) -> Vec<String> {
+    world.sink_ids()
+}
+
+/// Every message of the stream is a distinct event, the same events as the JSONL sink
+/// holds, in the same order.
+fn assert_stream_is_the_log(stored: &[nats::Stored], world: &World) {
+    let ids: Vec<&str> = stored.iter().map(|m| m.message_id.as_str()).collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "a message id twice in the stream");
+    let log = jsonl_ids(world);
+    assert_eq!(
+        ids.len(),
+        log.len(),
+        "the stream and the log hold as many events"
+    );
+    if let Some(at) = ids.iter().zip(&log).position(|(a, b)| a != b) {
+        panic!(
+            "the stream differs from the log at {at}: {} against {}",
+            ids[at], log[at]
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_the_daemon_while_a_million_events_stream_to_jetstream_stores_each_once() {
+    const STREAM: usize = 1_000_000;
+    const DELIVERIES: usize = 1_000;
+    let rt = runtime();
+    let world = World::new();
+    let server = NatsServer::start(world.root.path());
+    world.install(&both(STREAM));
+    let mut daemon = world.start(&setup(&[server.url()], 1));
+    wait_healthy(&daemon, "gh");
+    let address = IngressAddress::new(daemon.http_addr());
+    let (senders, acked, _) =
+        redelivering_senders(&address, 4, "js", DELIVERIES, Duration::from_secs(180));
+    wait_stream(&rt, &server.url(), 50_000, Duration::from_secs(120));
+    assert!(
+        acked.load(Ordering::Relaxed) > 0,
+        "webhooks are taken meanwhile"
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    let before = rt.block_on(nats::stream_messages(&server.url(), "BETALOGS"));
+    assert!((before as usize) < STREAM, "the kill landed mid-stream");
+
+    let daemon = world.start_written();
+    address.publish(daemon.http_addr());
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    let total = STREAM + DELIVERIES;
+    wait_stream(&rt, &server.url(), total as u64, Duration::from_secs(600));
+    let mut counter = SinkLineCounter::new(&world);
+    wait_for(
+        "every event in the JSONL sink",
+        Duration::from_secs(120),
+        || (counter.count() >= total).then_some(()),
+    );
+    let stored = rt.block_on(nats::read_stream(&server.url(), "BETALOGS", total + 1));
+    assert_eq!(
+        stored.len(),
+        total,
+        "every acknowledged event, nothing more"
+    );
+    assert_stream_is_the_log(&stored, &world);
+    assert!(
+        stored
+            .iter()
+            .all(|m| m.subject.starts_with("betalogs.events.acme.")),
+        "subjects follow the template"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn nats_down_for_a_minute_under_load_gets_the_backlog_in_order_once_and_webhooks_go_on() {
+    const STREAM: usize = 100_000;
+    const DELIVERIES: usize = 300;
+    let rt = runtime();
+    let world = World::new();
+    let mut server = NatsServer::start(world.root.path());
+    world.install(&both(STREAM));
+    let daemon = world.start(&setup(&[server.url()], 1));
+    wait_healthy(&daemon, "gh");
+    wait_stream(&rt, &server.url(), 1_000, Duration::from_secs(60));
+    server.stop();
+    let stopped = std::time::Instant::now();
+
+    // Webhooks keep being accepted while the bus is down; the backlog waits in the log.
+    let address = IngressAddress::new(daemon.http_addr());
+    let (senders, acked, failures) =
+        redelivering_senders(&address, 4, "down", DELIVERIES, Duration::from_secs(60));
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    assert_eq!(acked.load(Ordering::Relaxed), DELIVERIES);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no delivery was refused"
+    );
+    let failing = wait_for(
+        "the sink to show it is failing",
+        Duration::from_secs(30),
+        || {
+            let health: Value =
+                serde_json::from_str(&daemon.http_get(&daemon.http_addr(), "/v1/health").1).ok()?;
+            let sink = health["sinks"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "bus")?
+                .clone();
+            sink["failing_since_ms"].as_u64().map(|_| sink)
+        },
+    );
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{failing}"
+    );
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(stopped.elapsed()));
+
+    server.restart();
+    let total = STREAM + DELIVERIES;
+    wait_stream(&rt, &server.url(), total as u64, Duration::from_secs(180));
+    let mut counter = SinkLineCounter::new(&world);
+    wait_for(
+        "every event in the JSONL sink",
+        Duration::from_secs(60),
+        || (counter.count() >= total).then_some(()),
+    );
+    let stored = rt.block_on(nats::read_stream(&server.url(), "BETALOGS", total + 1));
+    assert_eq!(stored.len(), total);
+    assert_stream_is_the_log(&stored, &world);
+    wait_for("the sink healthy again", Duration::from_secs(30), || {
+        let health: Value =
+            serde_json::from_str(&daemon.http_get(&daemon.http_addr(), "/v1/health").1).ok()?;
+        health["sinks"]
+            .as_array()?
+            .iter()
+            .any(|s| s["name"] == "bus" && s["failing_since_ms"].is_null())
+            .then_some(())
+    });
+}
+
+#[test]
+fn with_one_server_of_a_three_server_cluster_killed_publishing_continues() {
+    const STREAM: usize = 60_000;
+    let rt = runtime();
+    let world = World::new();
+    let mut servers = nats::cluster(world.root.path());
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    world.install(&both(STREAM));
+    let _daemon = world.start(&setup(&urls, 3));
+    // The stream is created once the cluster has elected its leader; then events flow.
+    wait_stream(&rt, &urls[1], 5_000, Duration::from_secs(120));
+    servers[0].kill();
+    wait_for(
+        "every event in the stream",
+        Duration::from_secs(180),
+        || {
+            let held = rt.block_on(nats::stream_messages_if_any(&urls[1], "BETALOGS"))?;
+            (held >= STREAM as u64).then_some(())
+        },
+    );
+    let mut counter = SinkLineCounter::new(&world);
+    wait_for(
+        "every event in the JSONL sink",
+        Duration::from_secs(60),
+        || (counter.count() >= STREAM).then_some(()),
+    );
+    let stored = rt.block_on(nats::read_stream(&urls[2], "BETALOGS", STREAM + 1));
+    assert_eq!(stored.len(), STREAM);
+    assert_stream_is_the_log(&stored, &world);
+}
+
+/// A structured-mode CloudEvent as a platform service publishes it.
+fn cloudevent(name: &str, time: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "type": "com.example.checkout.payment_failed",
+        "source": "https://checkout.example.com/payments",
+        "id": name,
+        "time": time,
+        "severity": "error",
+        "datacontenttype": "application/json",
+        "data": {"message": name, "service": "Hello-World", "environment": "production"},
+    })
+}
+
+fn source_config(url: &str) -> String {
+    format!(
+        "[[sources.nats]]\nname = \"platform\"\nservers = [{url:?}]\nack_wait = \"2s\"\nbatch = 200\n"
+    )
+}
+
+/// Creates the platform's stream, as the platform does.
+async fn platform_stream(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(url).await.expect("connect");
+    let context = async_nats::jetstream::new(client);
+    context
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "PLATFORM".into(),
+            subjects: vec!["betalogs.platform.*".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("the PLATFORM stream");
+    context
+}
+
+async fn publish(context: &async_nats::jetstream::Context, subject: &str, body: Vec<u8>) {
+    context
+        .publish(subject.to_owned(), body.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+#[test]
+fn platform_events_from_jetstream_come_out_enriched_once_across_a_kill() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let context = rt.block_on(platform_stream(&url));
+    let mut setup = Setup::start_with(&source_config(&url));
+    let t0: u64 = 1_796_100_000_000;
+    let sha = "3333333333333333333333333333333333333333";
+    setup.webhook("acme", "push", "js-push", &push(&[(sha, t0 - 20 * MINUTE)]));
+    setup.webhook(
+        "acme",
+        "deployment",
+        "js-deployment",
+        &deployment(303, sha, "production", t0),
+    );
+    let at = rfc3339(t0 + 10 * MINUTE);
+    rt.block_on(async {
+        let structured = cloudevent("js-structured", &at);
+        publish(
+            &context,
+            "betalogs.platform.acme",
+            structured.to_string().into_bytes(),
+        )
+        .await;
+        // Binary mode: the attributes as `ce-*` headers, the data as the body.
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-type", "com.example.checkout.payment_failed"),
+            ("ce-source", "https://checkout.example.com/payments"),
+            ("ce-id", "js-binary"),
+            ("ce-time", at.as_str()),
+            ("ce-severity", "error"),
+            ("content-type", "application/json"),
+        ] {
+            headers.insert(name, value);
+        }
+        let data =
+            json!({"message": "js-binary", "service": "Hello-World", "environment": "production"});
+        context
+            .publish_with_headers(
+                "betalogs.platform.acme",
+                headers,
+                data.to_string().into_bytes().into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        // Invalid: no source (dead-lettered); another tenant's event on acme's subject
+        // (dead-lettered); not JSON (dead-lettered); a tenant this daemon lacks
+        // (terminated).
+        let mut no_source = cloudevent("js-no-source", &at);
+        no_source.as_object_mut().expect("object").remove("source");
+        publish(
+            &context,
+            "betalogs.platform.acme",
+            no_source.to_string().into_bytes(),
+        )
+        .await;
+        let mut other = cloudevent("js-other", &at);
+        other["tenant"] = json!("other");
+        publish(
+            &context,
+            "betalogs.platform.acme",
+            other.to_string().into_bytes(),
+        )
+        .await;
+        publish(&context, "betalogs.platform.acme", b"{not json".to_vec()).await;
+        publish(
+            &context,
+            "betalogs.platform.nobody",
+            cloudevent("js-nobody", &at).to_string().into_bytes(),
+        )
+        .await;
+    });
+    for name in ["js-structured", "js-binary"] {
+        let failure = wait_versions(&setup.world, "acme", name, 1).remove(0);
+        assert_eq!(failure["integration"], "platform");
+        assert_eq!(failure["data"]["service.name"], "Hello-World");
+        let deployments = enrichments(&failure, "deployment");
+        assert_eq!(deployments.len(), 1, "{name}: {failure:#}");
+    }
+    let letters = wait_for("three dead letters", Duration::from_secs(30), || {
+        let letters = setup.daemon.ctl_json(&["dlq", "list", "--tenant", "acme"]);
+        let items = letters.as_array().cloned().unwrap_or_default();
+        (items.len() >= 3).then_some(items)
+    });
+    let reasons: Vec<String> = letters.iter().map(|l| l["reason"].to_string()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("`source` is missing")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("tenant")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("not JSON")),
+        "{reasons:?}"
+    );
+
+    // Killed mid-consumption: only the unacknowledged are redelivered, each stored once.
+    const MANY: usize = 5_000;
+    rt.block_on(async {
+        let mut acks = Vec::with_capacity(MANY);
+        for n in 0..MANY {
+            let event = cloudevent(&format!("js-many-{n}"), &at);
+            let ack = context
+                .publish(
+                    "betalogs.platform.acme",
+                    event.to_string().into_bytes().into(),
+                )
+                .await
+                .expect("publish");
+            acks.push(ack);
+        }
+        // Every one in the stream before the daemon is looked at (the client sends only
+        // while this runtime runs).
+        for ack in acks {
+            ack.await.expect("stored");
+        }
+    });
+    let platform_lines = |world: &World| {
+        world
+            .sink_lines()
+            .iter()
+            .filter(|l| l.contains("js-many-"))
+            .count()
+    };
+    wait_for("the consumption under way", Duration::from_secs(60), || {
+        (platform_lines(&setup.world) >= 200).then_some(())
+    });
+    setup.daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    setup.daemon.wait_exit(Duration::from_secs(10));
+    assert!(
+        platform_lines(&setup.world) < MANY,
+        "the kill landed mid-consumption"
+    );
+    let restarted: Daemon = setup.world.start_written();
+    let ids = wait_for(
+        "every platform event once",
+        Duration::from_secs(120),
+        || {
+            let ids: Vec<String> = setup
+                .world
+                .sink_lines()
+                .iter()
+                .filter(|l| l.contains("js-many-"))
+                .map(|l| serde_json::from_str::<Value>(l).expect("JSON")["id"].to_string())
+                .collect();
+            (ids.len() >= MANY).then_some(ids)
+        },
+    );
+    assert_eq!(ids.len(), MANY);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        MANY,
+        "an event twice"
+    );
+    drop(restarted);
+}
