@@ -257,3 +257,65 @@ fn default_batch() -> usize {
 fn default_ack_wait() -> Duration {
     Duration::from_secs(30)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/integrationd.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_sink_and_a_source_need_only_a_name_and_servers() {
+        let config = parse(
+            "[[sinks.nats]]\nname = \"bus\"\nservers = [\"nats://127.0.0.1:4222\"]\n\
+             [[sources.nats]]\nname = \"platform\"\nservers = [\"127.0.0.1\"]\n",
+        )
+        .expect("valid");
+        let sink = &config.sinks.nats[0];
+        assert_eq!(sink.subject, "betalogs.events.{tenant}.{category}");
+        assert_eq!(sink.stream, "BETALOGS");
+        assert!(!sink.create_stream);
+        assert_eq!(sink.stream_subjects(), ["betalogs.events.*.*"]);
+        let source = &config.sources.nats[0];
+        assert_eq!(source.subject, "betalogs.platform.{tenant}");
+        assert_eq!(
+            (source.stream.as_str(), source.durable.as_str()),
+            ("PLATFORM", "integrationd")
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_sink_and_the_key() {
+        let sink = |extra: &str| {
+            parse(&format!(
+                "[[sinks.nats]]\nname = \"bus\"\nservers = [\"nats://127.0.0.1:4222\"]\n{extra}"
+            ))
+            .unwrap_err()
+        };
+        let err = sink("subject = \"events.{tenat}\"\n");
+        assert!(
+            err.contains("sinks.nats[0] (`bus`): subject = \"events.{tenat}\""),
+            "{err}"
+        );
+        assert!(sink("stream = \"a.b\"\n").contains("stream = \"a.b\""));
+        assert!(sink("replicas = 7\n").contains("replicas = 7"));
+        assert!(sink("retry_min = \"1m\"\nretry_max = \"1s\"\n").contains("retry_min"));
+        assert!(sink("password = \"hunter2\"\n").contains("unknown field `password`"));
+        let err = parse("[[sinks.nats]]\nname = \"bus\"\nservers = [\"http://x\"]\n").unwrap_err();
+        assert!(err.contains("\"http://x\" is not a NATS address"), "{err}");
+        let err = parse(
+            "[[sinks.http]]\nname = \"bus\"\nurl = \"http://x\"\n[[sinks.nats]]\nname = \"bus\"\nservers = [\"x\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("sinks.nats[0].name = `bus`"), "{err}");
+        let err = parse(
+            "[[sources.nats]]\nname = \"p\"\nservers = [\"x\"]\nsubject = \"platform.events\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("needs `{tenant}` exactly once"), "{err}");
+    }
+}

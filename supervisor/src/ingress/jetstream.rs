@@ -38,12 +38,6 @@ pub struct JetStreamSource {
     ingress: Arc<Ingress>,
 }
 
-/// The health name of a source: beside the sinks, so that a source that cannot
-/// consume is seen and alerted on as a sink that cannot deliver is.
-fn health_name(source: &str) -> String {
-    format!("source:{source}")
-}
-
 impl JetStreamSource {
     /// `None` when the subject is not a source template (the configuration checked it).
     pub fn new(config: NatsSourceConfig, ingress: Arc<Ingress>) -> Option<Self> {
@@ -64,7 +58,7 @@ impl JetStreamSource {
             cap: Duration::from_secs(30),
             max_wait: Duration::from_secs(3600),
         };
-        let health = health_name(&self.config.name);
+        let health = &self.config.name;
         let mut failures = 0u32;
         loop {
             let why = match self.consumer().await {
@@ -81,7 +75,7 @@ impl JetStreamSource {
             };
             let delay = policy.delay(failures, None, rand::random::<f64>());
             failures += 1;
-            self.ingress.pipeline.sink_health().failed(&health, &why);
+            self.ingress.pipeline.source_health().failed(health, &why);
             if failures == 1 || failures.is_power_of_two() {
                 tracing::warn!(source = %self.config.name, failures, retry_in = ?delay, error = %why, "JetStream source failed; retrying (unacknowledged messages wait in the stream)");
             }
@@ -146,7 +140,7 @@ impl JetStreamSource {
         stop: &mut watch::Receiver<bool>,
         failures: &mut u32,
     ) -> Result<(), String> {
-        let health = health_name(&self.config.name);
+        let health = &self.config.name;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -187,8 +181,8 @@ impl JetStreamSource {
             }
             self.ingress
                 .pipeline
-                .sink_health()
-                .delivered(&health, count);
+                .source_health()
+                .delivered(health, count);
         }
     }
 

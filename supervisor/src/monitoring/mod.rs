@@ -32,6 +32,7 @@ use crate::health::model::Disabled;
 use crate::integrations::{Integration, Integrations};
 use crate::names::InstanceKey;
 use crate::pipeline::Pipeline;
+use crate::pipeline::sinks::SinkStatus;
 use crate::store::{StoreError, Table};
 use crate::tenants::Flags;
 use alert::{Alert, AlertState, Lifecycle};
@@ -76,6 +77,11 @@ pub struct HealthDocument {
     pub summary: std::collections::BTreeMap<&'static str, usize>,
     pub integrations: Vec<IntegrationHealth>,
     pub alerts: Vec<serde_json::Value>,
+    /// The daemon's sinks and sources: in the operator's (daemon-wide) document only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SinkStatus>,
 }
 
 /// The monitoring facade.
@@ -292,7 +298,15 @@ impl Monitoring {
         for health in &integrations {
             *summary.entry(health.state.as_str()).or_default() += 1;
         }
+        let pipeline = &self.sources.pipeline;
+        let daemon_wide = tenant.is_none() && integration.is_none();
         HealthDocument {
+            sinks: daemon_wide
+                .then(|| pipeline.sink_health().all())
+                .unwrap_or_default(),
+            sources: daemon_wide
+                .then(|| pipeline.source_health().all())
+                .unwrap_or_default(),
             generated_at: view::rfc3339(plugin_kit::clock::now_ms()),
             tenant: tenant.map(str::to_owned),
             summary,
@@ -460,6 +474,7 @@ impl Monitoring {
         let integrations = self.health(None).await;
         let daemon = rules::DaemonFacts {
             sinks: self.sources.pipeline.sink_health().all(),
+            sources: self.sources.pipeline.source_health().all(),
             log_bytes: self.sources.pipeline.log_bytes(),
             log_quota_bytes: self.backlog_quota_bytes,
         };

@@ -32,6 +32,8 @@ const FIVE_MINUTES_MS: u64 = 300_000;
 #[derive(Debug, Clone, Default)]
 pub struct DaemonFacts {
     pub sinks: Vec<SinkStatus>,
+    /// The JetStream sources.
+    pub sources: Vec<SinkStatus>,
     pub log_bytes: u64,
     pub log_quota_bytes: u64,
 }
@@ -104,6 +106,18 @@ pub fn keep(integrations: &[IntegrationHealth], daemon: &DaemonFacts) -> Keep {
     for sink in daemon.sinks.iter().filter(|s| s.failing_since_ms.is_some()) {
         keep.fingerprints
             .insert(fingerprint("sink_failing", None, None, Some(&sink.name)));
+    }
+    for source in daemon
+        .sources
+        .iter()
+        .filter(|s| s.failing_since_ms.is_some())
+    {
+        keep.fingerprints.insert(fingerprint(
+            "source_failing",
+            None,
+            None,
+            Some(&source.name),
+        ));
     }
     keep
 }
@@ -301,24 +315,30 @@ pub fn evaluate(
             links: Vec::new(),
         });
     }
-    for sink in &daemon.sinks {
-        if sink
-            .failing_since_ms
-            .is_some_and(|since| now_ms.saturating_sub(since) >= FIVE_MINUTES_MS)
-        {
+    let kinds = [
+        ("sink_failing", "sink", &daemon.sinks),
+        ("source_failing", "source", &daemon.sources),
+    ];
+    for (rule, kind, statuses) in kinds {
+        for status in statuses.iter().filter(|status| {
+            status
+                .failing_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= FIVE_MINUTES_MS)
+        }) {
             out.push(Condition {
-                rule: "sink_failing",
+                rule,
                 tenant: None,
                 integration: None,
-                subject: Some(sink.name.clone()),
+                subject: Some(status.name.clone()),
                 severity: Severity::Error,
-                summary: format!("sink `{}` has been failing for 5 minutes", sink.name),
-                description: sink.last_error.clone().unwrap_or_default(),
-                labels: labels(&[("sink", &sink.name)]),
+                summary: format!("{kind} `{}` has been failing for 5 minutes", status.name),
+                description: status.last_error.clone().unwrap_or_default(),
+                labels: labels(&[(kind, &status.name)]),
                 links: Vec::new(),
             });
         }
     }
+
     out
 }
 
@@ -364,6 +384,11 @@ mod tests {
             ..DaemonFacts::default()
         };
         assert_eq!(rules_of(&five_minutes), ["sink_failing"]);
+        let source_down = DaemonFacts {
+            sources: vec![sink(Some(FIVE_MINUTES_MS))],
+            ..DaemonFacts::default()
+        };
+        assert_eq!(rules_of(&source_down), ["source_failing"]);
         // After a restart its clock starts over, but a failing sink's alert stays.
         let keep = keep(&[], &four_minutes);
         assert!(

@@ -66,6 +66,8 @@ pub struct Pipeline {
     pub(super) committed: Arc<Notify>,
     /// Whether each sink delivers (health, metrics).
     pub(super) sink_health: super::sinks::SinkHealth,
+    /// Whether each source the daemon consumes itself (JetStream) consumes.
+    pub(super) source_health: super::sinks::SinkHealth,
     pub(super) jobs: Mutex<Option<mpsc::Sender<Job>>>,
     pub(super) committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -196,6 +198,7 @@ impl Pipeline {
             archive: settings.archive.clone(),
             committed,
             sink_health: super::sinks::SinkHealth::default(),
+            source_health: super::sinks::SinkHealth::default(),
             jobs: Mutex::new(Some(jobs)),
             committer: Mutex::new(Some(handle)),
             sinks: Mutex::new(SinkOffsets {
@@ -305,6 +308,11 @@ impl Pipeline {
     /// Whether each sink delivers.
     pub fn sink_health(&self) -> &super::sinks::SinkHealth {
         &self.sink_health
+    }
+
+    /// Whether each JetStream source consumes.
+    pub fn source_health(&self) -> &super::sinks::SinkHealth {
+        &self.source_health
     }
 
     pub fn inbox(&self) -> &Inbox {

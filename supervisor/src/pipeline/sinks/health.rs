@@ -1,11 +1,13 @@
 //! Whether each sink delivers: every sink reports its deliveries and failures here, so
 //! that health can alert on a sink failing for minutes and the metrics can count them.
+//! The sources the daemon consumes itself (JetStream) report the same way, in a registry
+//! of their own (`Pipeline::source_health`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// One sink's delivery state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One sink's delivery state (or one source's consumption).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SinkStatus {
     pub name: String,
     /// Since when its deliveries have been failing (ms), while they are.

@@ -8,6 +8,11 @@
 //! stream's duplicate window drops the messages it already holds. The backlog waits in
 //! the event log meanwhile (its quota and alert apply); the client reconnects with
 //! backoff by itself, and the sink retries with its own.
+//!
+//! Order: nothing is published while the client is not connected, so the backlog of an
+//! outage goes out in log order from the acknowledged offset. Only messages the client
+//! had queued when the connection broke (fewer than `max_in_flight`) may land after
+//! messages republished before them; none is lost or stored twice.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -125,7 +130,9 @@ impl NatsSink {
                     }
                     Err(why) => Interrupted::Failed(why),
                 },
-                Some(context) => self.stream(context, &mut stop, &mut failures).await,
+                Some((client, context)) => {
+                    self.stream(client, context, &mut stop, &mut failures).await
+                }
             };
             let why = match outcome {
                 Interrupted::Stopped => return,
@@ -147,7 +154,7 @@ impl NatsSink {
     }
 
     /// Connects and makes sure the stream is there (creating it if configured to).
-    async fn connect(&self) -> Result<jetstream::Context, String> {
+    async fn connect(&self) -> Result<(async_nats::Client, jetstream::Context), String> {
         let client = self
             .config
             .connection()
@@ -160,9 +167,9 @@ impl NatsSink {
             // Room for the futures of a failed round that the client still holds.
             .max_ack_inflight(self.config.max_in_flight * 2)
             .backpressure_on_inflight(true)
-            .build(client);
+            .build(client.clone());
         self.ensure_stream(&context).await?;
-        Ok(context)
+        Ok((client, context))
     }
 
     async fn ensure_stream(&self, context: &jetstream::Context) -> Result<(), String> {
@@ -217,6 +224,7 @@ impl NatsSink {
     /// Streams the log from the acknowledged offset until stopped or a publish fails.
     async fn stream(
         &self,
+        client: &async_nats::Client,
         context: &jetstream::Context,
         stop: &mut watch::Receiver<bool>,
         failures: &mut u32,
@@ -227,6 +235,7 @@ impl NatsSink {
         };
         let mut round = Round {
             sink: self,
+            client,
             context,
             in_flight: InFlight::new(),
             acknowledged,
@@ -256,6 +265,7 @@ impl NatsSink {
 /// acknowledgements reached.
 struct Round<'s> {
     sink: &'s NatsSink,
+    client: &'s async_nats::Client,
     context: &'s jetstream::Context,
     in_flight: InFlight,
     /// The last commit whose every message was acknowledged.
@@ -344,6 +354,11 @@ impl Round<'_> {
     /// Sends one event; its acknowledgement is awaited later.
     async fn publish_line(&self, line: &[u8]) -> Result<PublishAckFuture, PublishFailure> {
         use async_nats::jetstream::context::PublishErrorKind;
+        // Queued while disconnected, a message would go out after reconnecting, ahead
+        // of the earlier ones the next round republishes.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Retry("not connected to NATS".into()));
+        }
         let routing: Routing = serde_json::from_slice(line)
             .map_err(|err| Refused(format!("the event in the log is not readable: {err}")))?;
         let subject = self.sink.subject.render(|field| match field {
