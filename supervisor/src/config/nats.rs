@@ -294,7 +294,7 @@ mod tests {
             parse(&format!(
                 "[[sinks.nats]]\nname = \"bus\"\nservers = [\"nats://127.0.0.1:4222\"]\n{extra}"
             ))
-            .unwrap_err()
+            .expect_err("refused")
         };
         let err = sink("subject = \"events.{tenat}\"\n");
         assert!(
@@ -305,17 +305,18 @@ mod tests {
         assert!(sink("replicas = 7\n").contains("replicas = 7"));
         assert!(sink("retry_min = \"1m\"\nretry_max = \"1s\"\n").contains("retry_min"));
         assert!(sink("password = \"hunter2\"\n").contains("unknown field `password`"));
-        let err = parse("[[sinks.nats]]\nname = \"bus\"\nservers = [\"http://x\"]\n").unwrap_err();
+        let err = parse("[[sinks.nats]]\nname = \"bus\"\nservers = [\"http://x\"]\n")
+            .expect_err("refused");
         assert!(err.contains("\"http://x\" is not a NATS address"), "{err}");
         let err = parse(
             "[[sinks.http]]\nname = \"bus\"\nurl = \"http://x\"\n[[sinks.nats]]\nname = \"bus\"\nservers = [\"x\"]\n",
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(err.contains("sinks.nats[0].name = `bus`"), "{err}");
         let err = parse(
             "[[sources.nats]]\nname = \"p\"\nservers = [\"x\"]\nsubject = \"platform.events\"\n",
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(err.contains("needs `{tenant}` exactly once"), "{err}");
     }
 }

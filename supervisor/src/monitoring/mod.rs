@@ -300,13 +300,14 @@ impl Monitoring {
         }
         let pipeline = &self.sources.pipeline;
         let daemon_wide = tenant.is_none() && integration.is_none();
+        let (sinks, sources) = if daemon_wide {
+            (pipeline.sink_health().all(), pipeline.source_health().all())
+        } else {
+            (Vec::new(), Vec::new())
+        };
         HealthDocument {
-            sinks: daemon_wide
-                .then(|| pipeline.sink_health().all())
-                .unwrap_or_default(),
-            sources: daemon_wide
-                .then(|| pipeline.source_health().all())
-                .unwrap_or_default(),
+            sinks,
+            sources,
             generated_at: view::rfc3339(plugin_kit::clock::now_ms()),
             tenant: tenant.map(str::to_owned),
             summary,

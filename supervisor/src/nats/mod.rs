@@ -170,8 +170,12 @@ mod tests {
     fn server_addresses_are_checked() {
         assert!(check_servers(&["nats://127.0.0.1:4222".into()]).is_ok());
         assert!(check_servers(&["tls://bus.example:4222".into()]).is_ok());
-        assert!(check_servers(&[]).unwrap_err().contains("names no server"));
-        let err = check_servers(&["http://bus:80".into()]).unwrap_err();
+        assert!(
+            check_servers(&[])
+                .expect_err("refused")
+                .contains("names no server")
+        );
+        let err = check_servers(&["http://bus:80".into()]).expect_err("refused");
         assert!(err.contains("http://bus:80"), "{err}");
     }
 
@@ -188,7 +192,7 @@ mod tests {
             password_file: None,
             tls_ca: None,
         };
-        let err = connection.connect().await.unwrap_err().to_string();
+        let err = connection.connect().await.expect_err("refused").to_string();
         assert_eq!(err, "`bus`: `user` and `password_file` go together");
     }
 
@@ -205,7 +209,7 @@ mod tests {
             password_file: None,
             tls_ca: None,
         };
-        let err = connection.connect().await.unwrap_err().to_string();
+        let err = connection.connect().await.expect_err("refused").to_string();
         assert!(
             err.starts_with("`bus`: cannot read its token file /nonexistent/nats-token:"),
             "{err}"
