@@ -48,7 +48,7 @@ fn deploy_every_min() -> u64 {
 
 /// `--cache-mb N` (default: the store's default).
 fn cache_mb() -> u64 {
-    number_arg("--cache-mb", supervisor::store::DEFAULT_CACHE_MB)
+    number_arg("--cache-mb", supervisor::store::default_cache_mb())
 }
 
 /// The pipeline with its correlator, as the daemon builds them.

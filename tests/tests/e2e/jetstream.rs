@@ -361,9 +361,8 @@ fn platform_events_from_jetstream_come_out_enriched_once_across_a_kill() {
             .expect("publish")
             .await
             .expect("stored");
-        // Invalid: no source (dead-lettered); another tenant's event on acme's subject
-        // (dead-lettered); not JSON (dead-lettered); a tenant this daemon lacks
-        // (terminated).
+        // Invalid: no source, another tenant's event on acme's subject, not JSON
+        // (each dead-lettered); a tenant this daemon lacks (terminated).
         let mut no_source = cloudevent("js-no-source", &at);
         no_source.as_object_mut().expect("object").remove("source");
         publish(
@@ -381,6 +380,9 @@ fn platform_events_from_jetstream_come_out_enriched_once_across_a_kill() {
         )
         .await;
         publish(&context, "betalogs.platform.acme", b"{not json".to_vec()).await;
+        // Hostile: nested past the JSON parser's limit.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        publish(&context, "betalogs.platform.acme", deep.into_bytes()).await;
         publish(
             &context,
             "betalogs.platform.nobody",
@@ -395,10 +397,20 @@ fn platform_events_from_jetstream_come_out_enriched_once_across_a_kill() {
         let deployments = enrichments(&failure, "deployment");
         assert_eq!(deployments.len(), 1, "{name}: {failure:#}");
     }
-    let letters = wait_for("three dead letters", Duration::from_secs(30), || {
+    wait_for(
+        "the message for a missing tenant terminated",
+        Duration::from_secs(30),
+        || {
+            let log = setup.daemon.log_text();
+            (log.contains("JetStream message refused and terminated")
+                && log.contains("betalogs.platform.nobody"))
+            .then_some(())
+        },
+    );
+    let letters = wait_for("four dead letters", Duration::from_secs(30), || {
         let letters = setup.daemon.ctl_json(&["dlq", "list", "--tenant", "acme"]);
         let items = letters.as_array().cloned().unwrap_or_default();
-        (items.len() >= 3).then_some(items)
+        (items.len() >= 4).then_some(items)
     });
     let reasons: Vec<String> = letters.iter().map(|l| l["reason"].to_string()).collect();
     assert!(

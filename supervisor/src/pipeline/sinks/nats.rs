@@ -5,7 +5,13 @@
 //! At-least-once out, exactly once in the stream: the sink's offset advances only past
 //! commits whose every message JetStream acknowledged, so a crash, a lost connection or
 //! an acknowledgement that timed out replays only the unacknowledged tail, and the
-//! stream's duplicate window drops the messages it already holds. The backlog waits in
+//! stream's duplicate window drops the messages it already holds.
+//!
+//! Publishing speaks JetStream's protocol directly, as the NATS clients' asynchronous
+//! publishers do: each message is a core publish whose reply subject is
+//! `<inbox>.<token>`, and one subscription to `<inbox>.*` receives every
+//! acknowledgement, matched to its message by the token. Nothing per message but the
+//! message itself: no reply subscription, channel or timer each. The backlog waits in
 //! the event log meanwhile (its quota and alert apply); the client reconnects with
 //! backoff by itself, and the sink retries with its own.
 //!
@@ -14,11 +20,12 @@
 //! had queued when the connection broke (fewer than `max_in_flight`) may land after
 //! messages republished before them; none is lost or stored twice.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream;
+use futures_util::StreamExt;
 use plugin_kit::resilience::RetryPolicy;
 use tokio::sync::watch;
 
@@ -85,10 +92,45 @@ enum Interrupted {
     Failed(String),
 }
 
-/// Messages published and not yet acknowledged, oldest first; the last entry of a
-/// commit carries the commit's sequence (with no acknowledgement to await when its
-/// event was dead-lettered, or when the commit held no event).
-type InFlight = VecDeque<(Option<u64>, Option<PublishAckFuture>)>;
+/// A message published and not yet acknowledged: its reply token (none when its event
+/// was dead-lettered, or its commit held no event) and, for the last of a commit, the
+/// commit's sequence.
+struct Pending {
+    token: Option<u64>,
+    commit: Option<u64>,
+    sent: Instant,
+    /// The event, should the stream refuse it for good (a refcount, not a copy).
+    line: Option<bytes::Bytes>,
+}
+
+/// A connection ready to publish: the client and the subscription that receives the
+/// acknowledgements.
+struct Connected {
+    client: async_nats::Client,
+    inbox: String,
+    acks: async_nats::Subscriber,
+    /// The next reply token; tokens only grow on a connection, so an acknowledgement of
+    /// an earlier round is told apart.
+    next_token: u64,
+}
+
+/// What JetStream answered to one publish.
+#[derive(serde::Deserialize)]
+struct Answer {
+    #[serde(default)]
+    error: Option<AnswerError>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+/// JetStream's code for a message over the stream's `max_msg_size`.
+const MESSAGE_TOO_LARGE: u64 = 10054;
 
 impl NatsSink {
     pub fn new(config: NatsSinkConfig, pipeline: Arc<Pipeline>) -> Result<Self, NatsSinkError> {
@@ -120,19 +162,17 @@ impl NatsSink {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let policy = self.retry_policy();
         let mut failures = 0u32;
-        let mut context = None;
+        let mut connected = None;
         loop {
-            let outcome = match &context {
+            let outcome = match &mut connected {
                 None => match self.connect().await {
                     Ok(ready) => {
-                        context = Some(ready);
+                        connected = Some(ready);
                         continue;
                     }
                     Err(why) => Interrupted::Failed(why),
                 },
-                Some((client, context)) => {
-                    self.stream(client, context, &mut stop, &mut failures).await
-                }
+                Some(connected) => self.stream(connected, &mut stop, &mut failures).await,
             };
             let why = match outcome {
                 Interrupted::Stopped => return,
@@ -153,8 +193,9 @@ impl NatsSink {
         }
     }
 
-    /// Connects and makes sure the stream is there (creating it if configured to).
-    async fn connect(&self) -> Result<(async_nats::Client, jetstream::Context), String> {
+    /// Connects, subscribes to the acknowledgements and makes sure the stream is there
+    /// (creating it if configured to).
+    async fn connect(&self) -> Result<Connected, String> {
         let client = self
             .config
             .connection()
@@ -163,15 +204,20 @@ impl NatsSink {
             .map_err(|err| err.to_string())?;
         let context = jetstream::ContextBuilder::new()
             .timeout(self.config.ack_timeout)
-            .ack_timeout(self.config.ack_timeout)
-            // Room for the futures of a failed round that the client still holds.
-            .max_ack_inflight(self.config.max_in_flight * 2)
-            .backpressure_on_inflight(true)
             .build(client.clone());
         self.ensure_stream(&context).await?;
-        Ok((client, context))
+        let inbox = client.new_inbox();
+        let acks = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|err| format!("cannot subscribe to the acknowledgements: {err}"))?;
+        Ok(Connected {
+            client,
+            inbox,
+            acks,
+            next_token: 0,
+        })
     }
-
     async fn ensure_stream(&self, context: &jetstream::Context) -> Result<(), String> {
         use async_nats::jetstream::context::GetStreamErrorKind;
         let name = &self.config.stream;
@@ -224,8 +270,7 @@ impl NatsSink {
     /// Streams the log from the acknowledged offset until stopped or a publish fails.
     async fn stream(
         &self,
-        client: &async_nats::Client,
-        context: &jetstream::Context,
+        connected: &mut Connected,
         stop: &mut watch::Receiver<bool>,
         failures: &mut u32,
     ) -> Interrupted {
@@ -235,12 +280,13 @@ impl NatsSink {
         };
         let mut round = Round {
             sink: self,
-            client,
-            context,
-            in_flight: InFlight::new(),
+            connected,
+            in_flight: VecDeque::new(),
+            early: BTreeMap::new(),
             acknowledged,
             written: acknowledged,
             last_write: Instant::now(),
+            delivered: 0,
             failures,
         };
         let outcome = round.run(stop).await;
@@ -265,14 +311,18 @@ impl NatsSink {
 /// acknowledgements reached.
 struct Round<'s> {
     sink: &'s NatsSink,
-    client: &'s async_nats::Client,
-    context: &'s jetstream::Context,
-    in_flight: InFlight,
+    connected: &'s mut Connected,
+    in_flight: VecDeque<Pending>,
+    /// Acknowledgements that came before the oldest one's (by token): none normally,
+    /// as one stream answers in order.
+    early: BTreeMap<u64, Result<(), PublishFailure>>,
     /// The last commit whose every message was acknowledged.
     acknowledged: u64,
     /// The offset last written.
     written: u64,
     last_write: Instant,
+    /// Acknowledged since health last heard of it.
+    delivered: usize,
     failures: &'s mut u32,
 }
 
@@ -307,7 +357,7 @@ impl Round<'_> {
                 continue;
             }
             for (seq, record) in records {
-                if let Err(why) = self.publish_commit(seq, &record).await {
+                if let Err(why) = self.publish_commit(seq, bytes::Bytes::from(record)).await {
                     return Interrupted::Failed(why);
                 }
                 read_to = seq;
@@ -316,50 +366,69 @@ impl Round<'_> {
     }
 
     /// Publishes one commit's events; its last entry in flight carries `seq`.
-    async fn publish_commit(&mut self, seq: u64, record: &[u8]) -> Result<(), String> {
-        let lines: Vec<&[u8]> = record
-            .split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .collect();
-        let mut refused = Vec::new();
+    async fn publish_commit(&mut self, seq: u64, record: bytes::Bytes) -> Result<(), String> {
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (at, byte) in record.iter().enumerate() {
+            if *byte == b'\n' {
+                if at > start {
+                    lines.push(record.slice(start..at));
+                }
+                start = at + 1;
+            }
+        }
+        if start < record.len() {
+            lines.push(record.slice(start..));
+        }
         for (index, line) in lines.iter().enumerate() {
             while self.in_flight.len() >= self.sink.config.max_in_flight {
                 self.settle_oldest().await?;
             }
-            let last = (index + 1 == lines.len()).then_some(seq);
-            match self.publish_line(line).await {
-                Ok(ack) => self.in_flight.push_back((last, Some(ack))),
+            let commit = (index + 1 == lines.len()).then_some(seq);
+            match self.publish_line(line.clone()).await {
+                Ok(token) => self.in_flight.push_back(Pending {
+                    token: Some(token),
+                    commit,
+                    sent: Instant::now(),
+                    line: Some(line.clone()),
+                }),
                 Err(Refused(why)) => {
-                    refused.push(*line);
-                    self.in_flight.push_back((last, None));
-                    tracing::error!(sink = %self.sink.config.name, error = %why, "JetStream refused an event; it goes to the dead-letter queue");
-                    super::dead_letter_lines(
-                        &self.sink.pipeline,
-                        &self.sink.config.name,
-                        &refused,
-                        &why,
-                    )
-                    .await;
-                    refused.clear();
+                    self.dead_letter(line, &why).await;
+                    self.in_flight.push_back(Pending {
+                        token: None,
+                        commit,
+                        sent: Instant::now(),
+                        line: None,
+                    });
                 }
                 Err(Retry(why)) => return Err(why),
             }
         }
         if lines.is_empty() {
-            self.in_flight.push_back((Some(seq), None));
+            self.in_flight.push_back(Pending {
+                token: None,
+                commit: Some(seq),
+                sent: Instant::now(),
+                line: None,
+            });
         }
         Ok(())
     }
 
-    /// Sends one event; its acknowledgement is awaited later.
-    async fn publish_line(&self, line: &[u8]) -> Result<PublishAckFuture, PublishFailure> {
-        use async_nats::jetstream::context::PublishErrorKind;
+    async fn dead_letter(&self, line: &[u8], why: &str) {
+        tracing::error!(sink = %self.sink.config.name, error = %why, "JetStream refused an event; it goes to the dead-letter queue");
+        super::dead_letter_lines(&self.sink.pipeline, &self.sink.config.name, &[line], why).await;
+    }
+
+    /// Sends one event with its reply token; its acknowledgement is matched later.
+    async fn publish_line(&mut self, line: bytes::Bytes) -> Result<u64, PublishFailure> {
+        let connected = &mut *self.connected;
         // Queued while disconnected, a message would go out after reconnecting, ahead
         // of the earlier ones the next round republishes.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if connected.client.connection_state() != async_nats::connection::State::Connected {
             return Err(Retry("not connected to NATS".into()));
         }
-        let routing: Routing = serde_json::from_slice(line)
+        let routing: Routing = serde_json::from_slice(&line)
             .map_err(|err| Refused(format!("the event in the log is not readable: {err}")))?;
         let subject = self.sink.subject.render(|field| match field {
             "tenant" => routing.tenant.as_deref(),
@@ -368,46 +437,109 @@ impl Round<'_> {
             "severity" => routing.severity.as_deref(),
             _ => None,
         });
+        let size = line.len();
+        if size
+            > connected
+                .client
+                .server_info()
+                .max_payload
+                .saturating_sub(256)
+        {
+            return Err(Refused(format!(
+                "the event ({size} bytes) is over the server's max_payload ({} bytes)",
+                connected.client.server_info().max_payload
+            )));
+        }
         let mut headers = async_nats::HeaderMap::new();
+        // The payload is the structured-mode CloudEvent (JSON), as the NATS binding
+        // has it; the message id is the only header, each byte of which the server
+        // parses and stores for every event.
         headers.insert("Nats-Msg-Id", routing.message_id().as_str());
-        headers.insert(
-            "Content-Type",
-            "application/cloudevents+json; charset=utf-8",
-        );
-        self.context
-            .publish_with_headers(subject, headers, line.to_vec().into())
+        let token = connected.next_token;
+        connected.next_token += 1;
+        connected
+            .client
+            .publish_with_reply_and_headers(
+                subject,
+                format!("{}.{token}", connected.inbox),
+                headers,
+                line,
+            )
             .await
-            .map_err(|err| match err.kind() {
-                PublishErrorKind::MaxPayloadExceeded => Refused(format!(
-                    "the event ({} bytes) is over the server's max_payload: {err}",
-                    line.len()
-                )),
-                _ => Retry(format!("cannot publish: {err}")),
-            })
+            .map_err(|err| Retry(format!("cannot publish: {err}")))?;
+        Ok(token)
     }
 
-    /// Awaits the oldest acknowledgement; when it completes a commit, the offset may move.
+    /// Waits for the oldest message's acknowledgement; when it completes a commit, the
+    /// offset may move.
     async fn settle_oldest(&mut self) -> Result<(), String> {
-        let Some((commit, ack)) = self.in_flight.pop_front() else {
+        let Some(oldest) = self.in_flight.front() else {
             return Ok(());
         };
-        if let Some(ack) = ack {
-            ack.await
-                .map_err(|err| format!("publish not acknowledged: {err}"))?;
-            if *self.failures > 0 {
-                tracing::info!(sink = %self.sink.config.name, failures = *self.failures, "JetStream is back; delivering the backlog");
-                *self.failures = 0;
+        if let Some(token) = oldest.token {
+            let deadline = oldest.sent + self.sink.config.ack_timeout;
+            match self.answer_for(token, deadline).await? {
+                Ok(()) => {
+                    if *self.failures > 0 {
+                        tracing::info!(sink = %self.sink.config.name, failures = *self.failures, "JetStream is back; delivering the backlog");
+                        *self.failures = 0;
+                    }
+                    self.delivered += 1;
+                }
+                Err(Refused(why)) => {
+                    if let Some(line) = self.in_flight.front().and_then(|p| p.line.clone()) {
+                        self.dead_letter(&line, &why).await;
+                    }
+                }
+                Err(Retry(why)) => return Err(why),
             }
-            self.sink
-                .pipeline
-                .sink_health()
-                .delivered(&self.sink.config.name, 1);
         }
+        let commit = self
+            .in_flight
+            .pop_front()
+            .and_then(|pending| pending.commit);
         if let Some(seq) = commit {
             self.acknowledged = seq;
             self.write_offset(false)?;
         }
         Ok(())
+    }
+
+    /// JetStream's answer to the message with reply `token`, received by `deadline`.
+    async fn answer_for(
+        &mut self,
+        token: u64,
+        deadline: Instant,
+    ) -> Result<Result<(), PublishFailure>, String> {
+        loop {
+            if let Some(answer) = self.early.remove(&token) {
+                return Ok(answer);
+            }
+            let next = tokio::time::timeout_at(deadline.into(), self.connected.acks.next())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no acknowledgement within {:?} (ack_timeout)",
+                        self.sink.config.ack_timeout
+                    )
+                })?
+                .ok_or_else(|| "the acknowledgement subscription ended".to_owned())?;
+            let Some(answered) = next
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            // Below `token`: an earlier round's, on this connection, already given up.
+            if answered == token {
+                return Ok(read_answer(&next));
+            }
+            if answered > token {
+                self.early.insert(answered, read_answer(&next));
+            }
+        }
     }
 
     /// Records the acknowledged offset: now when `force`, else at most every
@@ -423,7 +555,33 @@ impl Round<'_> {
             .map_err(|err| format!("cannot record the offset: {err}"))?;
         self.written = self.acknowledged;
         self.last_write = Instant::now();
+        self.sink
+            .pipeline
+            .sink_health()
+            .delivered(&self.sink.config.name, std::mem::take(&mut self.delivered));
         Ok(())
+    }
+}
+
+/// What an acknowledgement says: stored (or a duplicate the stream dropped), or why not.
+fn read_answer(message: &async_nats::Message) -> Result<(), PublishFailure> {
+    if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        return Err(Retry(
+            "no stream takes the subject (no responders): check the stream's subjects".into(),
+        ));
+    }
+    let answer: Answer = serde_json::from_slice(&message.payload)
+        .map_err(|err| Retry(format!("unreadable acknowledgement: {err}")))?;
+    match answer.error {
+        None => Ok(()),
+        Some(error) if error.err_code == MESSAGE_TOO_LARGE => Err(Refused(format!(
+            "the stream refused the event: {}",
+            error.description
+        ))),
+        Some(error) => Err(Retry(format!(
+            "the stream refused the message: {} (code {})",
+            error.description, error.err_code
+        ))),
     }
 }
 
@@ -453,7 +611,7 @@ mod tests {
     #[test]
     fn a_revision_after_the_first_has_its_own_message_id() {
         let line = br#"{"id":"e1","tenant":"acme","category":"failure","revision":3}"#;
-        let routing: Routing = serde_json::from_slice(line).expect("routing");
+        let routing: Routing = serde_json::from_slice(&line).expect("routing");
         assert_eq!(routing.message_id(), "e1#r3");
         let first: Routing =
             serde_json::from_slice(br#"{"id":"e1","revision":1}"#).expect("routing");
