@@ -37,7 +37,9 @@ impl NatsServer {
         Self::start_with(dir, Vec::new())
     }
 
-    fn start_with(dir: &Path, extra: Vec<String>) -> Self {
+    /// A single server with JetStream and `extra` command-line options (`--auth T`,
+    /// `--user U --pass P`).
+    pub fn start_with(dir: &Path, extra: Vec<String>) -> Self {
         let port = free_port();
         let store = dir.join(format!("nats-{port}"));
         std::fs::create_dir_all(&store).expect("nats storage dir");
@@ -246,7 +248,16 @@ pub async fn stream_messages(url: &str, stream: &str) -> u64 {
 /// The number of messages in `stream`, or `None` while the server or the stream is
 /// not there (yet).
 pub async fn stream_messages_if_any(url: &str, stream: &str) -> Option<u64> {
-    let client = async_nats::connect(url).await.ok()?;
+    stream_messages_as(async_nats::ConnectOptions::new(), url, stream).await
+}
+
+/// [`stream_messages_if_any`], connecting with `options` (a token, a password).
+pub async fn stream_messages_as(
+    options: async_nats::ConnectOptions,
+    url: &str,
+    stream: &str,
+) -> Option<u64> {
+    let client = options.connect(url).await.ok()?;
     let context = jetstream::new(client);
     let mut stream = context.get_stream(stream).await.ok()?;
     Some(stream.info().await.ok()?.state.messages)

@@ -266,6 +266,61 @@ fn with_one_server_of_a_three_server_cluster_killed_publishing_continues() {
     assert_stream_is_the_log(&stored, &world, ordered_from);
 }
 
+#[test]
+fn a_server_that_wants_a_token_or_a_password_gets_it_from_its_file_and_never_in_the_logs() {
+    const STREAM: usize = 2_000;
+    let rt = runtime();
+    for (server_args, credentials, secret) in [
+        (
+            vec!["--auth", "nats-t0ken-s3cret"],
+            "token_file",
+            "nats-t0ken-s3cret",
+        ),
+        (
+            vec!["--user", "integrationd", "--pass", "nats-pa55word"],
+            "user = \"integrationd\"\npassword_file",
+            "nats-pa55word",
+        ),
+    ] {
+        let world = World::new();
+        let server = NatsServer::start_with(
+            world.root.path(),
+            server_args.iter().map(|a| (*a).to_owned()).collect(),
+        );
+        let secret_file = world.root.path().join("nats-secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+        world.install(&both(STREAM));
+        let setup = DaemonSetup::default()
+            .tenant_instance("both", "acme", "gh")
+            .process("collect_interval = \"100ms\"")
+            .extra(&format!(
+                "[[sinks.nats]]\nname = \"bus\"\nservers = [{:?}]\ncreate_stream = true\n{credentials} = {:?}\n",
+                server.url(),
+                secret_file.display().to_string()
+            ));
+        let daemon = world.start(&setup);
+        let url = server.url();
+        wait_for("every event in the stream", Duration::from_secs(60), || {
+            let options = match server_args[0] {
+                "--auth" => async_nats::ConnectOptions::with_token(secret.to_owned()),
+                _ => async_nats::ConnectOptions::with_user_and_password(
+                    "integrationd".to_owned(),
+                    secret.to_owned(),
+                ),
+            };
+            let held = rt.block_on(nats::stream_messages_as(options, &url, "BETALOGS"))?;
+            (held >= STREAM as u64).then_some(())
+        });
+        // Without the secret the server refuses, so the events above came through it.
+        let refused = rt.block_on(async_nats::connect(server.url()));
+        assert!(refused.is_err(), "the server wants credentials");
+        assert!(
+            !daemon.log_text().contains(secret),
+            "the secret never reaches the daemon's log"
+        );
+    }
+}
+
 /// A structured-mode CloudEvent as a platform service publishes it.
 fn cloudevent(name: &str, time: &str) -> Value {
     json!({
