@@ -46,6 +46,11 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Monitoring(#[from] crate::monitoring::MonitoringError),
+    #[error("source `{name}`: its subject {cause}")]
+    Source {
+        name: String,
+        cause: crate::nats::TemplateError,
+    },
 }
 
 impl From<crate::credentials::MasterKeyError> for DaemonError {
@@ -326,13 +331,15 @@ pub async fn run(
         },
         config.ingress.clone(),
     ));
-    let sources: Vec<_> = config
-        .sources
-        .nats
-        .iter()
-        .filter_map(|source| crate::ingress::JetStreamSource::new(source.clone(), ingress.clone()))
-        .map(|source| tokio::spawn(source.run(stop_rx.clone())))
-        .collect();
+    let mut sources = Vec::new();
+    for source in &config.sources.nats {
+        let source = crate::ingress::JetStreamSource::new(source.clone(), ingress.clone())
+            .map_err(|cause| DaemonError::Source {
+                name: source.name.clone(),
+                cause,
+            })?;
+        sources.push(tokio::spawn(source.run(stop_rx.clone())));
+    }
     let http_task = tokio::spawn(crate::ingress::serve(
         http_listener,
         ingress,

@@ -7,7 +7,7 @@
 //! invalid one once it is in the dead-letter queue; so a daemon killed mid-batch has
 //! only the unacknowledged messages redelivered, and the event ids' deduplication
 //! stores each once. A message for a tenant this daemon does not have is terminated
-//! (not redelivered) and counted.
+//! (not redelivered) and logged with its subject.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,10 +39,14 @@ pub struct JetStreamSource {
 }
 
 impl JetStreamSource {
-    /// `None` when the subject is not a source template (the configuration checked it).
-    pub fn new(config: NatsSourceConfig, ingress: Arc<Ingress>) -> Option<Self> {
-        let subject = SubjectTemplate::parse_tenant_subject(&config.subject).ok()?;
-        Some(Self {
+    /// Refused when the subject is not a source's template (the configuration checks it
+    /// first, naming the key).
+    pub fn new(
+        config: NatsSourceConfig,
+        ingress: Arc<Ingress>,
+    ) -> Result<Self, crate::nats::TemplateError> {
+        let subject = SubjectTemplate::parse_tenant_subject(&config.subject)?;
+        Ok(Self {
             config,
             subject,
             ingress,

@@ -611,7 +611,7 @@ mod tests {
     #[test]
     fn a_revision_after_the_first_has_its_own_message_id() {
         let line = br#"{"id":"e1","tenant":"acme","category":"failure","revision":3}"#;
-        let routing: Routing = serde_json::from_slice(&line).expect("routing");
+        let routing: Routing = serde_json::from_slice(line).expect("routing");
         assert_eq!(routing.message_id(), "e1#r3");
         let first: Routing =
             serde_json::from_slice(br#"{"id":"e1","revision":1}"#).expect("routing");
