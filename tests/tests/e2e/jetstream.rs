@@ -266,59 +266,238 @@ fn with_one_server_of_a_three_server_cluster_killed_publishing_continues() {
     assert_stream_is_the_log(&stored, &world, ordered_from);
 }
 
+/// How a test server authenticates: its options, the sink's keys, and how a test
+/// client connects to it.
+struct Secured {
+    server_args: Vec<String>,
+    sink_keys: String,
+    client: async_nats::ConnectOptions,
+    url: fn(u16) -> String,
+    /// What must never reach the daemon's log.
+    secret: String,
+}
+
+fn plain_url(port: u16) -> String {
+    format!("nats://127.0.0.1:{port}")
+}
+
+fn tls_url(port: u16) -> String {
+    format!("tls://127.0.0.1:{port}")
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command.
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (ca_key, ca, key, csr, cert) = (
+        path("ca.key"),
+        path("ca.pem"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.pem"),
+    );
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+    ];
+    args.extend([ca_key.as_str(), "-out", ca.as_str()]);
+    args.extend(ec);
+    openssl(&args);
+    let mut args = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        key.as_str(),
+        "-out",
+    ];
+    args.extend([csr.as_str()]);
+    args.extend(ec);
+    openssl(&args);
+    let extensions = path("san.cnf");
+    std::fs::write(&extensions, "subjectAltName=IP:127.0.0.1\n").expect("extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-extfile",
+        &extensions,
+    ]);
+    (ca, cert, key)
+}
+
 #[test]
-fn a_server_that_wants_a_token_or_a_password_gets_it_from_its_file_and_never_in_the_logs() {
+fn servers_that_want_a_token_a_password_an_nkey_or_tls_get_them_and_no_secret_is_logged() {
     const STREAM: usize = 2_000;
     let rt = runtime();
-    for (server_args, credentials, secret) in [
-        (
-            vec!["--auth", "nats-t0ken-s3cret"],
-            "token_file",
-            "nats-t0ken-s3cret",
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("nats-secret");
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("seed");
+    let nkey_config = dir.path().join("nkey.conf");
+    std::fs::write(
+        &nkey_config,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
         ),
-        (
-            vec!["--user", "integrationd", "--pass", "nats-pa55word"],
-            "user = \"integrationd\"\npassword_file",
-            "nats-pa55word",
-        ),
-    ] {
+    )
+    .expect("server config");
+    let (ca, cert, key) = certificates(dir.path());
+    let file = secret_file.display().to_string();
+    let cases = [
+        Secured {
+            server_args: vec!["--auth".into(), "nats-t0ken-s3cret".into()],
+            sink_keys: format!("token_file = {file:?}"),
+            client: async_nats::ConnectOptions::with_token("nats-t0ken-s3cret".into()),
+            url: plain_url,
+            secret: "nats-t0ken-s3cret".into(),
+        },
+        Secured {
+            server_args: ["--user", "integrationd", "--pass", "nats-pa55word"]
+                .map(str::to_owned)
+                .to_vec(),
+            sink_keys: format!("user = \"integrationd\"\npassword_file = {file:?}"),
+            client: async_nats::ConnectOptions::with_user_and_password(
+                "integrationd".into(),
+                "nats-pa55word".into(),
+            ),
+            url: plain_url,
+            secret: "nats-pa55word".into(),
+        },
+        Secured {
+            server_args: vec!["-c".into(), nkey_config.display().to_string()],
+            sink_keys: format!("nkey_file = {file:?}"),
+            client: async_nats::ConnectOptions::with_nkey(seed.clone()),
+            url: plain_url,
+            secret: seed.clone(),
+        },
+        Secured {
+            server_args: ["--tls", "--tlscert", &cert, "--tlskey", &key]
+                .map(str::to_owned)
+                .to_vec(),
+            sink_keys: format!("tls_ca = {ca:?}"),
+            client: async_nats::ConnectOptions::new()
+                .add_root_certificates(ca.clone().into())
+                .require_tls(true),
+            url: tls_url,
+            secret: String::new(),
+        },
+    ];
+    for case in cases {
         let world = World::new();
-        let server = NatsServer::start_with(
-            world.root.path(),
-            server_args.iter().map(|a| (*a).to_owned()).collect(),
-        );
-        let secret_file = world.root.path().join("nats-secret");
-        std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+        let server = NatsServer::start_with(world.root.path(), case.server_args.clone());
+        std::fs::write(&secret_file, format!("{}\n", case.secret)).expect("secret file");
         world.install(&both(STREAM));
+        let url = (case.url)(server.port);
         let setup = DaemonSetup::default()
             .tenant_instance("both", "acme", "gh")
             .process("collect_interval = \"100ms\"")
             .extra(&format!(
-                "[[sinks.nats]]\nname = \"bus\"\nservers = [{:?}]\ncreate_stream = true\n{credentials} = {:?}\n",
-                server.url(),
-                secret_file.display().to_string()
+                "[[sinks.nats]]\nname = \"bus\"\nservers = [{url:?}]\ncreate_stream = true\n{}\n",
+                case.sink_keys
             ));
         let daemon = world.start(&setup);
-        let url = server.url();
-        wait_for("every event in the stream", Duration::from_secs(60), || {
-            let options = match server_args[0] {
-                "--auth" => async_nats::ConnectOptions::with_token(secret.to_owned()),
-                _ => async_nats::ConnectOptions::with_user_and_password(
-                    "integrationd".to_owned(),
-                    secret.to_owned(),
-                ),
-            };
-            let held = rt.block_on(nats::stream_messages_as(options, &url, "BETALOGS"))?;
-            (held >= STREAM as u64).then_some(())
-        });
-        // Without the secret the server refuses, so the events above came through it.
-        let refused = rt.block_on(async_nats::connect(server.url()));
-        assert!(refused.is_err(), "the server wants credentials");
-        assert!(
-            !daemon.log_text().contains(secret),
-            "the secret never reaches the daemon's log"
+        wait_for(
+            &format!("every event through {:?}", case.server_args),
+            Duration::from_secs(60),
+            || {
+                let held = rt.block_on(nats::stream_messages_as(
+                    case.client.clone(),
+                    &url,
+                    "BETALOGS",
+                ))?;
+                (held >= STREAM as u64).then_some(())
+            },
         );
+        // Without the credential (or the CA) the server is not reachable, so the events
+        // above came through it.
+        let bare = rt.block_on(nats::stream_messages_if_any(&url, "BETALOGS"));
+        assert_eq!(bare, None, "{:?} wants credentials", case.server_args);
+        if !case.secret.is_empty() {
+            assert!(
+                !daemon.log_text().contains(&case.secret),
+                "the secret never reaches the daemon's log"
+            );
+        }
     }
+}
+
+#[test]
+fn a_missing_stream_is_named_in_health_and_the_events_wait_in_the_log() {
+    let world = World::new();
+    let server = NatsServer::start(world.root.path());
+    world.install(&both(500));
+    let setup = DaemonSetup::default()
+        .tenant_instance("both", "acme", "gh")
+        .process("collect_interval = \"100ms\"")
+        .extra(&format!(
+            "[[sinks.nats]]\nname = \"bus\"\nservers = [{:?}]\nstream = \"ABSENT\"\nretry_max = \"1s\"\n",
+            server.url()
+        ));
+    let daemon = world.start(&setup);
+    let operator =
+        daemon.ctl_json(&["tokens", "create", "--scope", "monitor", "--all-tenants"])["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+    let error = wait_for("the sink failing", Duration::from_secs(30), || {
+        let (_, health) = http::get_json(&daemon.http_addr(), "/v1/health", &operator);
+        let sink = health["sinks"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "bus")?
+            .clone();
+        sink["last_error"].as_str().map(str::to_owned)
+    });
+    assert!(
+        error.starts_with("stream `ABSENT` does not exist on nats://127.0.0.1:")
+            && error.contains("or set create_stream = true"),
+        "{error}"
+    );
+    // The other sink flows; the JetStream sink's events wait in the log.
+    wait_for(
+        "the JSONL sink to have the events",
+        Duration::from_secs(30),
+        || (world.sink_lines().len() >= 500).then_some(()),
+    );
+    let (_, metrics) = daemon.http_get(&daemon.http_addr(), "/metrics");
+    assert!(
+        metrics.contains("integrationd_sink_failing{sink=\"bus\"} 1"),
+        "the failing sink is a gauge too"
+    );
 }
 
 /// A structured-mode CloudEvent as a platform service publishes it.
