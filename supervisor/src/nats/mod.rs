@@ -179,18 +179,26 @@ mod tests {
         assert!(err.contains("http://bus:80"), "{err}");
     }
 
+    /// A connection to a port nobody listens on, with no credentials.
+    fn nowhere(servers: &[String]) -> Connection<'_> {
+        Connection {
+            name: "bus",
+            servers,
+            creds_file: None,
+            nkey_file: None,
+            token_file: None,
+            user: None,
+            password_file: None,
+            tls_ca: None,
+        }
+    }
+
     #[tokio::test]
     async fn a_user_without_a_password_file_is_refused_naming_both() {
         let servers = ["nats://127.0.0.1:1".to_owned()];
         let connection = Connection {
-            name: "bus",
-            servers: &servers,
-            creds_file: None,
-            nkey_file: None,
-            token_file: None,
             user: Some("integrationd"),
-            password_file: None,
-            tls_ca: None,
+            ..nowhere(&servers)
         };
         let err = connection.connect().await.expect_err("refused").to_string();
         assert_eq!(err, "`bus`: `user` and `password_file` go together");
@@ -200,14 +208,8 @@ mod tests {
     async fn a_missing_token_file_is_named_without_its_content() {
         let servers = ["nats://127.0.0.1:1".to_owned()];
         let connection = Connection {
-            name: "bus",
-            servers: &servers,
-            creds_file: None,
-            nkey_file: None,
             token_file: Some(Path::new("/nonexistent/nats-token")),
-            user: None,
-            password_file: None,
-            tls_ca: None,
+            ..nowhere(&servers)
         };
         let err = connection.connect().await.expect_err("refused").to_string();
         assert!(

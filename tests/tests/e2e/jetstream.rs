@@ -61,9 +61,46 @@ fn wait_stream(rt: &tokio::runtime::Runtime, url: &str, count: u64, limit: Durat
     });
 }
 
+/// Once the stream holds `total` events (within `limit`) and the JSONL sink as many,
+/// every message of the stream.
+fn settled(
+    rt: &tokio::runtime::Runtime,
+    world: &World,
+    url: &str,
+    total: usize,
+    limit: Duration,
+) -> Vec<nats::Stored> {
+    wait_stream(rt, url, total as u64, limit);
+    let mut counter = SinkLineCounter::new(world);
+    wait_for(
+        "every event in the JSONL sink",
+        Duration::from_secs(120),
+        || (counter.count() >= total).then_some(()),
+    );
+    rt.block_on(nats::read_stream(url, "BETALOGS", total + 1))
+}
+
 /// The ids of the JSONL sink, in order: the event log as the daemon committed it.
 fn jsonl_ids(world: &World) -> Vec<String> {
     world.sink_ids()
+}
+
+/// An operator's token for the daemon-wide health document.
+fn operator_token(daemon: &Daemon) -> String {
+    daemon.ctl_json(&["tokens", "create", "--scope", "monitor", "--all-tenants"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// Sink `name` as the operator's `GET /v1/health` shows it.
+fn sink_status(daemon: &Daemon, operator: &str, name: &str) -> Option<Value> {
+    let (_, health) = http::get_json(&daemon.http_addr(), "/v1/health", operator);
+    health["sinks"]
+        .as_array()?
+        .iter()
+        .find(|sink| sink["name"] == name)
+        .cloned()
 }
 
 /// Events the client may have had queued when a connection broke, at most: they may
@@ -134,14 +171,7 @@ fn kill_9_of_the_daemon_while_a_million_events_stream_to_jetstream_stores_each_o
         sender.join().expect("sender");
     }
     let total = STREAM + DELIVERIES;
-    wait_stream(&rt, &server.url(), total as u64, Duration::from_secs(600));
-    let mut counter = SinkLineCounter::new(&world);
-    wait_for(
-        "every event in the JSONL sink",
-        Duration::from_secs(120),
-        || (counter.count() >= total).then_some(()),
-    );
-    let stored = rt.block_on(nats::read_stream(&server.url(), "BETALOGS", total + 1));
+    let stored = settled(&rt, &world, &server.url(), total, Duration::from_secs(600));
     assert_eq!(
         stored.len(),
         total,
@@ -186,21 +216,12 @@ fn nats_down_for_a_minute_under_load_gets_the_backlog_in_order_once_and_webhooks
         0,
         "no delivery was refused"
     );
-    let operator =
-        daemon.ctl_json(&["tokens", "create", "--scope", "monitor", "--all-tenants"])["token"]
-            .as_str()
-            .expect("token")
-            .to_owned();
+    let operator = operator_token(&daemon);
     let failing = wait_for(
         "the sink to show it is failing",
         Duration::from_secs(30),
         || {
-            let (_, health) = http::get_json(&daemon.http_addr(), "/v1/health", &operator);
-            let sink = health["sinks"]
-                .as_array()?
-                .iter()
-                .find(|s| s["name"] == "bus")?
-                .clone();
+            let sink = sink_status(&daemon, &operator, "bus")?;
             sink["failing_since_ms"].as_u64().map(|_| sink)
         },
     );
@@ -214,23 +235,12 @@ fn nats_down_for_a_minute_under_load_gets_the_backlog_in_order_once_and_webhooks
 
     server.restart();
     let total = STREAM + DELIVERIES;
-    wait_stream(&rt, &server.url(), total as u64, Duration::from_secs(180));
-    let mut counter = SinkLineCounter::new(&world);
-    wait_for(
-        "every event in the JSONL sink",
-        Duration::from_secs(60),
-        || (counter.count() >= total).then_some(()),
-    );
-    let stored = rt.block_on(nats::read_stream(&server.url(), "BETALOGS", total + 1));
+    let stored = settled(&rt, &world, &server.url(), total, Duration::from_secs(180));
     assert_eq!(stored.len(), total);
     assert_stream_is_the_log(&stored, &world, backlog_from);
     wait_for("the sink healthy again", Duration::from_secs(30), || {
-        let (_, health) = http::get_json(&daemon.http_addr(), "/v1/health", &operator);
-        health["sinks"]
-            .as_array()?
-            .iter()
-            .any(|s| s["name"] == "bus" && s["failing_since_ms"].is_null())
-            .then_some(())
+        let sink = sink_status(&daemon, &operator, "bus")?;
+        sink["failing_since_ms"].is_null().then_some(())
     });
 }
 
@@ -468,18 +478,9 @@ fn a_missing_stream_is_named_in_health_and_the_events_wait_in_the_log() {
             server.url()
         ));
     let daemon = world.start(&setup);
-    let operator =
-        daemon.ctl_json(&["tokens", "create", "--scope", "monitor", "--all-tenants"])["token"]
-            .as_str()
-            .expect("token")
-            .to_owned();
+    let operator = operator_token(&daemon);
     let error = wait_for("the sink failing", Duration::from_secs(30), || {
-        let (_, health) = http::get_json(&daemon.http_addr(), "/v1/health", &operator);
-        let sink = health["sinks"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == "bus")?
-            .clone();
+        let sink = sink_status(&daemon, &operator, "bus")?;
         sink["last_error"].as_str().map(str::to_owned)
     });
     assert!(

@@ -102,14 +102,8 @@ impl HttpSink {
         })
     }
 
-    /// The same schedule as plugin-kit's resilient client: exponential, full jitter.
     fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: u32::MAX,
-            base: self.config.retry_min,
-            cap: self.config.retry_max,
-            max_wait: Duration::from_secs(3600),
-        }
+        super::retry_policy(self.config.retry_min, self.config.retry_max)
     }
 
     async fn post(&self, body: Vec<u8>) -> Attempt {

@@ -148,12 +148,7 @@ impl NatsSink {
     }
 
     fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: u32::MAX,
-            base: self.config.retry_min,
-            cap: self.config.retry_max,
-            max_wait: Duration::from_secs(3600),
-        }
+        super::retry_policy(self.config.retry_min, self.config.retry_max)
     }
 
     /// Publishes until `stop` turns true: connects, checks the stream, then streams the
