@@ -710,6 +710,25 @@ fn severity<'de, D: Deserializer<'de>>(
     })
 }
 
+/// Refusal wording for a sink's name and a source's.
+const AMONG_SINKS: &str = "unique among sinks (`jsonl` is taken)";
+const AMONG_SOURCES: &str = "unique among sources";
+
+/// A sink's or a source's name: a name, and not one already `taken` by its kind.
+fn unique_name<'a>(
+    key: &str,
+    name: &'a str,
+    taken: &mut std::collections::BTreeSet<&'a str>,
+    among: &str,
+) -> Result<(), String> {
+    if is_name(name) && taken.insert(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}.name = `{name}`: use 1-64 letters, digits, `-` or `_`, {among}"
+    ))
+}
+
 fn durations<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<BTreeMap<String, Duration>, D::Error> {
@@ -830,12 +849,13 @@ impl Config {
         }
         let mut sink_names = std::collections::BTreeSet::from(["jsonl"]);
         for (index, sink) in self.sinks.http.iter().enumerate() {
-            if !is_name(&sink.name) || !sink_names.insert(sink.name.as_str()) {
-                return Err(invalid(format!(
-                    "sinks.http[{index}].name = `{}`: use 1-64 letters, digits, `-` or `_`, unique among sinks (`jsonl` is taken)",
-                    sink.name
-                )));
-            }
+            unique_name(
+                &format!("sinks.http[{index}]"),
+                &sink.name,
+                &mut sink_names,
+                AMONG_SINKS,
+            )
+            .map_err(invalid)?;
             if !(sink.url.starts_with("http://") || sink.url.starts_with("https://")) {
                 return Err(invalid(format!(
                     "sinks.http[{index}].url = `{}`: an http:// or https:// URL",
@@ -853,23 +873,25 @@ impl Config {
             }
         }
         for (index, sink) in self.sinks.nats.iter().enumerate() {
-            if !is_name(&sink.name) || !sink_names.insert(sink.name.as_str()) {
-                return Err(invalid(format!(
-                    "sinks.nats[{index}].name = `{}`: use 1-64 letters, digits, `-` or `_`, unique among sinks (`jsonl` is taken)",
-                    sink.name
-                )));
-            }
+            unique_name(
+                &format!("sinks.nats[{index}]"),
+                &sink.name,
+                &mut sink_names,
+                AMONG_SINKS,
+            )
+            .map_err(invalid)?;
             sink.check()
                 .map_err(|why| invalid(format!("sinks.nats[{index}] (`{}`): {why}", sink.name)))?;
         }
         let mut source_names = std::collections::BTreeSet::new();
         for (index, source) in self.sources.nats.iter().enumerate() {
-            if !is_name(&source.name) || !source_names.insert(source.name.as_str()) {
-                return Err(invalid(format!(
-                    "sources.nats[{index}].name = `{}`: use 1-64 letters, digits, `-` or `_`, unique among sources",
-                    source.name
-                )));
-            }
+            unique_name(
+                &format!("sources.nats[{index}]"),
+                &source.name,
+                &mut source_names,
+                AMONG_SOURCES,
+            )
+            .map_err(invalid)?;
             source.check().map_err(|why| {
                 invalid(format!("sources.nats[{index}] (`{}`): {why}", source.name))
             })?;

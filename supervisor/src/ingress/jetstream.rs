@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
-use plugin_kit::resilience::RetryPolicy;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{Ingress, cloudevents};
 use crate::config::NatsSourceConfig;
 use crate::nats::SubjectTemplate;
+use crate::pipeline::sinks::Backoff;
 use crate::pipeline::{DeadLetter, PLATFORM_INTEGRATION};
 
 /// How long one pull waits for messages before asking again.
@@ -56,19 +56,12 @@ impl JetStreamSource {
     /// Consumes until `stop` turns true; after any failure, backs off and starts again
     /// (the stream keeps what was not acknowledged).
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let policy = RetryPolicy {
-            max_attempts: u32::MAX,
-            base: Duration::from_millis(200),
-            cap: Duration::from_secs(30),
-            max_wait: Duration::from_secs(3600),
-        };
-        let health = &self.config.name;
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             let why = match self.consumer().await {
                 Ok((client, consumer)) => {
                     match self
-                        .consume(&client, &consumer, &mut stop, &mut failures)
+                        .consume(&client, &consumer, &mut stop, &mut backoff)
                         .await
                     {
                         Ok(()) => return,
@@ -77,15 +70,18 @@ impl JetStreamSource {
                 }
                 Err(why) => why,
             };
-            let delay = policy.delay(failures, None, rand::random::<f64>());
-            failures += 1;
-            self.ingress.pipeline.source_health().failed(health, &why);
-            if failures == 1 || failures.is_power_of_two() {
-                tracing::warn!(source = %self.config.name, failures, retry_in = ?delay, error = %why, "JetStream source failed; retrying (unacknowledged messages wait in the stream)");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+            let go_on = backoff
+                .wait(
+                    self.ingress.pipeline.source_health(),
+                    &self.config.name,
+                    "JetStream source failed; retrying (unacknowledged messages wait in the stream)",
+                    &why,
+                    None,
+                    &mut stop,
+                )
+                .await;
+            if !go_on {
+                return;
             }
         }
     }
@@ -142,7 +138,7 @@ impl JetStreamSource {
         client: &async_nats::Client,
         consumer: &jetstream::consumer::Consumer<pull::Config>,
         stop: &mut watch::Receiver<bool>,
-        failures: &mut u32,
+        backoff: &mut Backoff,
     ) -> Result<(), String> {
         let health = &self.config.name;
         loop {
@@ -179,9 +175,8 @@ impl JetStreamSource {
                 .flush()
                 .await
                 .map_err(|err| format!("cannot send the acknowledgements: {err}"))?;
-            if *failures > 0 {
-                tracing::info!(source = %self.config.name, failures = *failures, "JetStream source is back");
-                *failures = 0;
+            if let Some(failures) = backoff.recovered() {
+                tracing::info!(source = %self.config.name, failures, "JetStream source is back");
             }
             self.ingress
                 .pipeline

@@ -35,12 +35,14 @@ pub enum TemplateError {
     TenantOnce,
 }
 
-/// Whether `token` may stand in a subject as it is: not empty, no wildcard, no space.
+/// Whether `c` may stand in a subject token: no separator, wildcard or space.
+fn is_token_char(c: char) -> bool {
+    !c.is_whitespace() && !c.is_control() && !matches!(c, '*' | '>' | '.')
+}
+
+/// Whether `token` may stand in a subject as it is.
 fn is_plain_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>' && c != '.')
+    !token.is_empty() && token.chars().all(is_token_char)
 }
 
 impl SubjectTemplate {
@@ -101,14 +103,9 @@ impl SubjectTemplate {
             match token {
                 Token::Literal(text) => subject.push_str(text),
                 Token::Field(name) => match value(name).filter(|v| !v.is_empty()) {
-                    Some(v) if is_plain_token(v) => subject.push_str(v),
-                    Some(v) => subject.extend(v.chars().map(|c| {
-                        if is_plain_token(c.encode_utf8(&mut [0; 4])) {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })),
+                    Some(v) => {
+                        subject.extend(v.chars().map(|c| if is_token_char(c) { c } else { '_' }))
+                    }
                     None => subject.push('_'),
                 },
             }

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plugin_kit::resilience::RetryPolicy;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::HttpSinkConfig;
@@ -102,10 +101,6 @@ impl HttpSink {
         })
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
-        super::retry_policy(self.config.retry_min, self.config.retry_max)
-    }
-
     async fn post(&self, body: Vec<u8>) -> Attempt {
         let mut request = self
             .client
@@ -195,31 +190,31 @@ impl HttpSink {
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> bool {
         let body: Vec<u8> = lines.concat();
-        let policy = self.retry_policy();
-        let mut failures = 0u32;
+        let mut backoff = super::Backoff::new(self.config.retry_min, self.config.retry_max);
         loop {
             match self.post(body.clone()).await {
                 Attempt::Delivered => {
                     self.pipeline
                         .sink_health()
                         .delivered(&self.config.name, lines.len());
-                    if failures > 0 {
+                    if let Some(failures) = backoff.recovered() {
                         tracing::info!(sink = %self.config.name, failures, "sink endpoint is back; delivering the backlog");
                     }
                     return true;
                 }
                 Attempt::Retry { after, why } => {
-                    let delay = policy
-                        .delay(failures, after, rand::random::<f64>())
-                        .max(Duration::from_millis(10));
-                    failures += 1;
-                    self.pipeline.sink_health().failed(&self.config.name, &why);
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(sink = %self.config.name, failures, retry_in = ?delay, error = %why, "sink endpoint failed; retrying (the backlog waits in the event log)");
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        changed = stop.changed() => if changed.is_err() || *stop.borrow() { return false },
+                    let go_on = backoff
+                        .wait(
+                            self.pipeline.sink_health(),
+                            &self.config.name,
+                            "sink endpoint failed; retrying (the backlog waits in the event log)",
+                            &why,
+                            after,
+                            stop,
+                        )
+                        .await;
+                    if !go_on {
+                        return false;
                     }
                 }
                 Attempt::Rejected { why } => {

@@ -4,6 +4,7 @@
 //!
 //! Adding a sink is a new file here and one arm in [`configured`].
 
+mod backoff;
 mod health;
 mod http;
 mod jsonl;
@@ -15,9 +16,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use plugin_kit::resilience::RetryPolicy;
 use tokio::sync::watch;
 
+pub use backoff::Backoff;
 pub use health::{SinkHealth, SinkStatus};
 pub use http::{Attempt, HttpSink, HttpSinkError, classify};
 pub use jsonl::{JsonlSink, SinkError};
@@ -66,17 +67,6 @@ pub fn configured(
         sinks.push(Box::new(NatsSink::new(nats.clone(), pipeline.clone())?));
     }
     Ok(sinks)
-}
-
-/// A sink's retry schedule: the same as plugin-kit's resilient client (exponential from
-/// `base` to `cap`, full jitter), retrying for as long as it takes.
-fn retry_policy(base: std::time::Duration, cap: std::time::Duration) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: u32::MAX,
-        base,
-        cap,
-        max_wait: std::time::Duration::from_secs(3600),
-    }
 }
 
 /// Sends events a sink's destination refused for good to the dead-letter queue of

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures_util::StreamExt;
-use plugin_kit::resilience::RetryPolicy;
 use tokio::sync::watch;
 
 use crate::config::{NatsSinkConfig, StreamStorage};
@@ -107,6 +106,9 @@ struct Pending {
 /// acknowledgements.
 struct Connected {
     client: async_nats::Client,
+    /// The server's `max_payload`, read once: the client's copy of the server's info is
+    /// cloned whole on each read.
+    max_payload: usize,
     inbox: String,
     acks: async_nats::Subscriber,
     /// The next reply token; tokens only grow on a connection, so an acknowledgement of
@@ -147,16 +149,11 @@ impl NatsSink {
         })
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
-        super::retry_policy(self.config.retry_min, self.config.retry_max)
-    }
-
     /// Publishes until `stop` turns true: connects, checks the stream, then streams the
     /// log from the offset; after any failure, backs off and streams again from the
     /// acknowledged offset.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let policy = self.retry_policy();
-        let mut failures = 0u32;
+        let mut backoff = super::Backoff::new(self.config.retry_min, self.config.retry_max);
         let mut connected = None;
         loop {
             let outcome = match &mut connected {
@@ -167,23 +164,23 @@ impl NatsSink {
                     }
                     Err(why) => Interrupted::Failed(why),
                 },
-                Some(connected) => self.stream(connected, &mut stop, &mut failures).await,
+                Some(connected) => self.stream(connected, &mut stop, &mut backoff).await,
             };
-            let why = match outcome {
-                Interrupted::Stopped => return,
-                Interrupted::Failed(why) => why,
+            let Interrupted::Failed(why) = outcome else {
+                return;
             };
-            let delay = policy
-                .delay(failures, None, rand::random::<f64>())
-                .max(Duration::from_millis(10));
-            failures += 1;
-            self.pipeline.sink_health().failed(&self.config.name, &why);
-            if failures == 1 || failures.is_power_of_two() {
-                tracing::warn!(sink = %self.config.name, failures, retry_in = ?delay, error = %why, "JetStream sink failed; retrying (the backlog waits in the event log)");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+            let go_on = backoff
+                .wait(
+                    self.pipeline.sink_health(),
+                    &self.config.name,
+                    "JetStream sink failed; retrying (the backlog waits in the event log)",
+                    &why,
+                    None,
+                    &mut stop,
+                )
+                .await;
+            if !go_on {
+                return;
             }
         }
     }
@@ -207,6 +204,7 @@ impl NatsSink {
             .await
             .map_err(|err| format!("cannot subscribe to the acknowledgements: {err}"))?;
         Ok(Connected {
+            max_payload: client.server_info().max_payload,
             client,
             inbox,
             acks,
@@ -267,7 +265,7 @@ impl NatsSink {
         &self,
         connected: &mut Connected,
         stop: &mut watch::Receiver<bool>,
-        failures: &mut u32,
+        backoff: &mut super::Backoff,
     ) -> Interrupted {
         let acknowledged = match self.pipeline.sink_offset(&self.config.name) {
             Ok(offset) => offset,
@@ -282,7 +280,7 @@ impl NatsSink {
             written: acknowledged,
             last_write: Instant::now(),
             delivered: 0,
-            failures,
+            backoff,
         };
         let outcome = round.run(stop).await;
         // What was acknowledged stays acknowledged, whatever ended the round.
@@ -318,7 +316,7 @@ struct Round<'s> {
     last_write: Instant,
     /// Acknowledged since health last heard of it.
     delivered: usize,
-    failures: &'s mut u32,
+    backoff: &'s mut super::Backoff,
 }
 
 impl Round<'_> {
@@ -432,17 +430,11 @@ impl Round<'_> {
             "severity" => routing.severity.as_deref(),
             _ => None,
         });
-        let size = line.len();
-        if size
-            > connected
-                .client
-                .server_info()
-                .max_payload
-                .saturating_sub(256)
-        {
+        if line.len() > connected.max_payload.saturating_sub(256) {
             return Err(Refused(format!(
-                "the event ({size} bytes) is over the server's max_payload ({} bytes)",
-                connected.client.server_info().max_payload
+                "the event ({} bytes) is over the server's max_payload ({} bytes)",
+                line.len(),
+                connected.max_payload
             )));
         }
         let mut headers = async_nats::HeaderMap::new();
@@ -475,9 +467,8 @@ impl Round<'_> {
             let deadline = oldest.sent + self.sink.config.ack_timeout;
             match self.answer_for(token, deadline).await? {
                 Ok(()) => {
-                    if *self.failures > 0 {
-                        tracing::info!(sink = %self.sink.config.name, failures = *self.failures, "JetStream is back; delivering the backlog");
-                        *self.failures = 0;
+                    if let Some(failures) = self.backoff.recovered() {
+                        tracing::info!(sink = %self.sink.config.name, failures, "JetStream is back; delivering the backlog");
                     }
                     self.delivered += 1;
                 }
