@@ -261,7 +261,7 @@ pub struct Store {
 /// How long opening waits for the database's file lock to be released by this
 /// process: sled lets go of it when its last background write ends, which can be a
 /// moment after the previous handle was dropped (a reopen in the same process).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens `config`, waiting up to [`LOCK_WAIT`] while the file lock is held. Another
 /// process holding it (a second daemon on the same state) still fails: after the wait.
@@ -903,7 +903,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(Store::open(dir.path()).expect("fresh"));
         {
-            let db = sled::open(dir.path().join("db")).expect("raw");
+            let db = open_locked(&sled::Config::new().path(dir.path().join("db"))).expect("raw");
             db.insert(FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes())
                 .expect("insert");
             db.flush().expect("flush");
