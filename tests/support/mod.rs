@@ -360,6 +360,11 @@ impl World {
 
     /// Starts the daemon on the config file as it is.
     pub fn start_written(&self) -> Daemon {
+        self.start_written_with_env(&[])
+    }
+
+    /// As [`World::start_written`], with these environment variables set.
+    pub fn start_written_with_env(&self, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -369,6 +374,7 @@ impl World {
             .arg("--config")
             .arg(self.config_path())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
+mod systemd;
 mod wiring;
 
 use crate::admin::{self, AdminService};
@@ -70,6 +71,10 @@ impl From<crate::pipeline::OpenError> for DaemonError {
         Self::Pipeline(error)
     }
 }
+
+/// The test hook's variable: while the file it names exists, the committer takes no
+/// work (see `PipelineSettings::wedge_while`). Tests set it; nothing else should.
+const WEDGE_HOOK: &str = "INTEGRATIOND_TEST_WEDGE_FILE";
 
 /// Command-line values that override the config file (kept across SIGHUP reloads).
 #[derive(Debug, Clone, Default)]
@@ -171,6 +176,7 @@ pub async fn run(
             inbox_max_entries: config.ingress.inbox_max_entries,
             dead_letters_per_tenant: config.pipeline.dead_letters_per_tenant,
             archive: Some(jsonl_path.clone()),
+            wedge_while: std::env::var_os(WEDGE_HOOK).map(PathBuf::from),
             ..crate::pipeline::PipelineSettings::default()
         },
         correlator.clone(),
@@ -349,7 +355,18 @@ pub async fn run(
         admin_socket = %config.admin_socket.display(), http = %http_addr,
         plugin_dir = %config.plugin_dir.display(), "integrationd ready"
     );
-    notify_systemd("READY=1");
+    systemd::notify("READY=1");
+    let watchdog = systemd::watchdog_timeout().map(|timeout| {
+        tracing::info!(?timeout, "systemd's watchdog is on");
+        tokio::spawn(systemd::run_watchdog(
+            systemd::Core {
+                pipeline: pipeline.clone(),
+                monitoring: monitoring.clone(),
+            },
+            timeout,
+            stop_rx.clone(),
+        ))
+    });
 
     desired.apply().await;
 
@@ -358,7 +375,7 @@ pub async fn run(
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
-                notify_systemd("RELOADING=1");
+                systemd::notify("RELOADING=1");
                 match load_config(config_path.as_deref(), &overrides) {
                     Ok(new) => {
                         warn_about_restart_only_changes(&config, &new);
@@ -371,15 +388,18 @@ pub async fn run(
                     }
                     Err(err) => tracing::error!(error = %err, "reload failed; keeping the running configuration"),
                 }
-                notify_systemd("READY=1");
+                systemd::notify("READY=1");
             }
         }
     }
-    notify_systemd("STOPPING=1");
+    systemd::notify("STOPPING=1");
     manager.stop_all().await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     let _ = anchoring.await;
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
     let _ = monitor_task.await;
     for source in sources {
         let _ = source.await;
@@ -446,30 +466,5 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
                 "this setting changed but takes effect only after a restart"
             );
         }
-    }
-}
-
-/// Sends a state line to systemd when run as a `Type=notify` service.
-fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let socket = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(socket) => socket,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot notify systemd");
-            return;
-        }
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
-            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        socket.send_to(state.as_bytes(), &path)
-    };
-    if let Err(err) = sent {
-        tracing::warn!(error = %err, "cannot notify systemd");
     }
 }

@@ -21,6 +21,7 @@ pub mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -100,6 +101,9 @@ pub struct Monitoring {
     /// Tenants' channels with their secrets, read again only after channels or
     /// credentials changed (each secret read is audited).
     channel_cache: Mutex<ChannelCache>,
+    /// When the health loop last finished an evaluation (ms since the epoch): the
+    /// watchdog pings systemd only while this keeps moving.
+    evaluated_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Why monitoring could not start.
@@ -159,6 +163,7 @@ impl Monitoring {
             deliveries,
             cache: Mutex::default(),
             channel_cache: Mutex::new(((0, 0), None)),
+            evaluated_ms: std::sync::atomic::AtomicU64::new(plugin_kit::clock::now_ms()),
         })
     }
 
@@ -552,6 +557,17 @@ impl Monitoring {
         }
     }
 
+    /// How long ago the health loop last finished an evaluation, and how long apart
+    /// its evaluations are meant to be.
+    pub fn evaluation_age(&self) -> (Duration, Duration) {
+        let last = self.evaluated_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let age = plugin_kit::clock::now_ms().saturating_sub(last);
+        (
+            Duration::from_millis(age),
+            self.alerts_config.evaluate_interval,
+        )
+    }
+
     /// Evaluates every `alerts.evaluate_interval` until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         self.channels_changed();
@@ -560,6 +576,8 @@ impl Monitoring {
             let channels = self.channels();
             self.evaluate(&channels).await;
             let now = plugin_kit::clock::now_ms();
+            self.evaluated_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
             if now.saturating_sub(pruned_at) > 3_600_000 {
                 pruned_at = now;
                 if let Err(err) = self

@@ -98,6 +98,8 @@ pub(super) struct Committer {
     pub(super) dead_letters: Arc<super::dead_letter_bound::DeadLetterBound>,
     /// Where a revision that lost a race goes to be redone (see `commit_group`).
     pub(in crate::pipeline) enricher: Arc<dyn Enricher>,
+    /// `PipelineSettings::wedge_while`, the test hook.
+    pub(super) wedge_while: Option<std::path::PathBuf>,
 }
 
 impl Committer {
@@ -129,6 +131,12 @@ impl Committer {
 
     pub(super) fn run(&self, jobs: &mpsc::Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
+            if let Some(wedge) = &self.wedge_while {
+                while wedge.exists() {
+                    // The wedge itself: nothing is awaited, the thread is held.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
             let mut group = vec![first];
             let mut events = group[0].submission.accepted.len();
             while events < GROUP_EVENTS {

@@ -89,6 +89,10 @@ pub struct PipelineSettings {
     /// The JSONL sink's file, when that sink runs: with its rotations, the events of
     /// record that the correlation index is rebuilt from.
     pub archive: Option<std::path::PathBuf>,
+    /// A test hook: while this file exists, the committer takes no work, as a
+    /// committer stuck on a hung disk would (the watchdog's test wedges the core
+    /// with it). `None` in production.
+    pub wedge_while: Option<std::path::PathBuf>,
 }
 
 impl Default for PipelineSettings {
@@ -100,6 +104,7 @@ impl Default for PipelineSettings {
             dead_letters_per_tenant: super::dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT,
             segment_bytes: super::log::SEGMENT_BYTES,
             archive: None,
+            wedge_while: None,
         }
     }
 }
@@ -177,6 +182,7 @@ impl Pipeline {
             quota: settings.backlog_quota_bytes,
             alerted: std::sync::atomic::AtomicBool::new(false),
             enricher: enricher.clone(),
+            wedge_while: settings.wedge_while.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("pipeline-commit".into())
@@ -334,6 +340,22 @@ impl Pipeline {
             let _ = jobs.send(Job { submission, reply });
         }
         answer
+    }
+
+    /// Answers once the committer has taken and answered an empty submission: proof
+    /// that the thread every write goes through still takes work (the watchdog's
+    /// probe). Writes nothing.
+    pub async fn probe(&self) -> Result<(), CommitError> {
+        self.commit(Submission {
+            tenant: String::new(),
+            integration: String::new(),
+            cursor: None,
+            accepted: Vec::new(),
+            dead: Vec::new(),
+            extra: crate::store::Batch::new(),
+        })
+        .await
+        .map(drop)
     }
 
     /// Commits a submission, waiting for it (async callers).

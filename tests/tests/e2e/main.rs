@@ -31,6 +31,7 @@ mod renewal;
 mod scale;
 mod startup;
 mod supervision;
+mod systemd;
 mod tenants;
 mod webhook_plugin;
 mod webhooks;
