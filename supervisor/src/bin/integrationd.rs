@@ -43,6 +43,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Writes a new master key (an age identity, mode 0600) to a file that must not
+    /// exist yet: what `credentials.master_key` reads. The package runs it once.
+    GenerateMasterKey {
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+    },
     /// Operator benchmarks.
     Bench {
         #[command(subcommand)]
@@ -78,6 +84,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::GenerateMasterKey { to }) = &cli.command {
+        supervisor::credentials::generate_master_key_file(to)?;
+        println!("{}", to.display());
+        return Ok(());
+    }
     if let Some(Command::Bench {
         what:
             BenchCommand::Heartbeat {

@@ -944,6 +944,24 @@ mod tests {
         Config::parse(text, Path::new("/etc/integrationd.toml")).map_err(|e| e.to_string())
     }
 
+    /// The configuration the Debian package installs parses, and points where the unit's
+    /// StateDirectory=, RuntimeDirectory= and LoadCredential= put things.
+    #[test]
+    fn the_packaged_configuration_parses_and_matches_the_unit() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let text = std::fs::read_to_string(deploy.join("debian/integrationd.toml")).expect("read");
+        let config = parse(&text).expect("the packaged configuration parses");
+        let unit =
+            std::fs::read_to_string(deploy.join("systemd/integrationd.service")).expect("read");
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/integrationd"));
+        assert!(unit.contains("StateDirectory=integrationd"));
+        assert!(config.admin_socket.starts_with("/run/integrationd/"));
+        assert!(unit.contains("RuntimeDirectory=integrationd"));
+        assert!(unit.contains("LoadCredential=master-key:/etc/integrationd/master.key"));
+        assert!(text.contains(r#"master_key = "systemd:master-key""#));
+        assert!(!config.registry.trust_build_output);
+    }
+
     #[test]
     fn empty_file_gives_production_defaults() {
         let config = parse("").expect("valid");

@@ -90,12 +90,16 @@ fn ready_watchdog_pings_and_none_while_the_core_is_wedged() {
 
     // The committer stops taking work, as on a hung disk: the pings stop.
     std::fs::write(&wedge, b"").expect("wedge");
-    wait_for("the withheld ping in the log", Duration::from_secs(5), || {
-        daemon
-            .log_text()
-            .contains("withholding systemd's watchdog ping")
-            .then_some(())
-    });
+    wait_for(
+        "the withheld ping in the log",
+        Duration::from_secs(5),
+        || {
+            daemon
+                .log_text()
+                .contains("withholding systemd's watchdog ping")
+                .then_some(())
+        },
+    );
     let sent_before = systemd.drain();
     assert!(
         sent_before.iter().all(|line| line == "WATCHDOG=1"),
