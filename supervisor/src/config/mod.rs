@@ -958,7 +958,10 @@ mod tests {
         assert!(config.admin_socket.starts_with("/run/integrationd/"));
         assert!(unit.contains("RuntimeDirectory=integrationd"));
         assert!(unit.contains("LoadCredential=master-key:/etc/integrationd/master.key"));
-        assert!(text.contains(r#"master_key = "systemd:master-key""#));
+        assert_eq!(
+            config.credentials.master_key.as_deref(),
+            Some("systemd:master-key")
+        );
         assert!(!config.registry.trust_build_output);
     }
 

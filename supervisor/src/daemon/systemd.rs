@@ -107,8 +107,16 @@ fn health_loop_verdict(age: Duration, every: Duration, patience: Duration) -> Re
 /// `stop`. A withheld ping is logged once per stall, and its end once.
 pub(super) async fn run_watchdog(core: Core, timeout: Duration, mut stop: watch::Receiver<bool>) {
     let period = timeout / 3;
+    // One check per period however long a check takes (a slow probe does not stretch
+    // the gap between pings); a late tick runs at once, then the period restarts.
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stalled = false;
     loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
         match core.check(period, timeout).await {
             Ok(()) => {
                 if std::mem::take(&mut stalled) {
@@ -125,10 +133,6 @@ pub(super) async fn run_watchdog(core: Core, timeout: Duration, mut stop: watch:
                     );
                 }
             }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
         }
     }
 }
