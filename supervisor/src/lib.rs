@@ -33,6 +33,8 @@ pub(crate) mod tenants;
 pub mod correlation;
 /// Validation, deduplication, the event log, dead letters; its sources and sinks.
 pub mod pipeline;
+/// Backups of the whole state and restores from them.
+pub mod backup;
 
 // Plugins.
 /// Which instances should run.

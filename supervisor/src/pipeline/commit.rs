@@ -578,7 +578,7 @@ mod log_tests {
 }
 
 #[cfg(test)]
-pub(super) mod tests_support {
+pub(crate) mod tests_support {
     use plugin_kit::{Category, EventBuilder, MapContext};
 
     pub fn event(n: u32) -> String {

@@ -390,6 +390,29 @@ impl Pipeline {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// The event log's segments, opened for a backup and cut at the last committed
+    /// record: call while the store is frozen ([`Store::freeze`]) so they hold exactly
+    /// what the frozen index points to (an append whose index entry is still waiting
+    /// is left out, as a restart would cut it).
+    pub fn log_segments_for_backup(&self) -> Result<Vec<super::log::SegmentCopy>, OpenError> {
+        let last = match self.store.iter_rev(Table::Outbox).next() {
+            Some(entry) => {
+                let (key, value) = entry?;
+                Some(Location::decode(&value).ok_or_else(|| corrupt(&key, "not a log location"))?)
+            }
+            None => None,
+        };
+        let mut segments = self.log.segments_for_backup()?;
+        let Some(last) = last else {
+            return Ok(Vec::new());
+        };
+        segments.retain(|segment| segment.first <= last.segment);
+        if let Some(active) = segments.iter_mut().find(|s| s.first == last.segment) {
+            active.len = active.len.min(last.offset + u64::from(last.len));
+        }
+        Ok(segments)
+    }
 }
 
 impl Drop for Pipeline {

@@ -78,6 +78,23 @@ struct Segments {
     sizes: BTreeMap<u64, u64>,
 }
 
+/// A segment as a backup copies it: its file name, an open handle and how many bytes
+/// of it to copy.
+#[derive(Debug)]
+pub struct SegmentCopy {
+    /// The first sequence it holds.
+    pub first: u64,
+    pub name: String,
+    pub file: File,
+    pub len: u64,
+}
+
+/// Whether `name` is a segment's file name (what a restore may write).
+pub fn is_segment_name(name: &str) -> bool {
+    name.strip_suffix(".events")
+        .is_some_and(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The append-only segments.
 #[derive(Debug)]
 pub struct EventLog {
@@ -296,6 +313,28 @@ impl EventLog {
             }
         }
         Ok(())
+    }
+
+    /// Every segment opened for reading, with its size now. Taken while the database is
+    /// frozen, these hold every committed record the frozen index points to: a prune
+    /// that deletes a segment afterwards does not take the open file's bytes away, and
+    /// bytes appended afterwards are not counted.
+    pub fn segments_for_backup(&self) -> Result<Vec<SegmentCopy>, LogError> {
+        let segments = self.lock();
+        segments
+            .sizes
+            .iter()
+            .map(|(first, len)| {
+                let path = segment_path(&self.dir, *first);
+                let file = File::open(&path).map_err(io(&path))?;
+                Ok(SegmentCopy {
+                    first: *first,
+                    name: format!("{first:020}.events"),
+                    file,
+                    len: *len,
+                })
+            })
+            .collect()
     }
 
     /// Bytes on disk, all segments.

@@ -21,6 +21,8 @@ mod tenant_data;
 mod validate;
 
 pub use commit::{BatchOutcome, CommitError, Submission};
+#[cfg(test)]
+pub(crate) use commit::tests_support;
 pub use dead_letter::DeadLetter;
 pub use dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT;
 pub use dead_letters::{DeadLetterError, DeadLetterSummary, ReplayOutcome};
@@ -29,7 +31,7 @@ pub use enricher::{Correlated, Enricher, IndexWrite, NoEnrichment, Revision, Sup
 pub use facade::{OpenError, PLATFORM_INTEGRATION, Pipeline, PipelineSettings};
 pub use inbox::{Inbox, InboxError, Pending};
 pub use keys::ReadError;
-pub use log::LogError;
+pub use log::{LogError, SegmentCopy, is_segment_name};
 pub use sinks::{Attempt, HttpSink, HttpSinkError, JsonlSink, Sink, classify};
 pub use sources::CollectReport;
 pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection, Validated};

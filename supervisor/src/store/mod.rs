@@ -5,6 +5,7 @@
 
 mod anchor;
 mod audit;
+mod snapshot;
 mod trust;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use anchor::AuditAnchor;
+pub use snapshot::{Frozen, ImportError, Importer, import};
 pub use audit::{AuditDraft, AuditRecord, ChainError};
 use audit::{HEAD_KEY, Head};
 pub use trust::{TrustPin, TrustTable};
@@ -249,6 +251,9 @@ pub struct Store {
     /// Writers take turns: read-check-write sequences in the components stay consistent,
     /// and the audit chain has one writer.
     writer: Arc<Mutex<()>>,
+    /// Every write holds this shared; a snapshot holds it exclusively ([`Store::freeze`]),
+    /// so what it reads is one moment of the whole database.
+    gate: Arc<std::sync::RwLock<()>>,
     /// Per table, how many writes it has had through this handle and its clones (the
     /// daemon's only writers): a cache of a table's contents is current while this
     /// has not moved.
@@ -332,6 +337,7 @@ impl Store {
             audit_head,
             tables,
             writer: Arc::default(),
+            gate: Arc::default(),
             generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             state_dir: state_dir.to_owned(),
             anchored: Arc::default(),
@@ -374,6 +380,25 @@ impl Store {
         self.tree(table).scan_prefix(prefix).map(owned).collect()
     }
 
+    /// Waits while a snapshot is being taken; held for the whole of a write (its flush
+    /// and the anchor included).
+    fn gate_open(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops every write until the returned view is dropped: a consistent moment of the
+    /// whole database (and of the anchor file, written inside each commit) for a backup.
+    /// Reads go on meanwhile; writers wait.
+    pub fn freeze(&self) -> Frozen<'_> {
+        let gate = self
+            .gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Frozen::new(&self.db, &self.state_dir, gate)
+    }
+
     /// Takes the writer's turn: hold it across the reads a batch depends on.
     pub fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writer
@@ -384,6 +409,7 @@ impl Store {
     /// Applies `batch` and appends `audit` in one transaction, then flushes. Either both
     /// are durable when this returns `Ok`, or neither happened.
     pub fn commit(&self, batch: &Batch, audit: &AuditDraft) -> Result<AuditRecord, StoreError> {
+        let _open = self.gate_open();
         let time_ms = plugin_kit::clock::now_ms();
         let mut trees: Vec<sled::Tree> = vec![self.audit.clone(), self.audit_head.clone()];
         trees.extend(self.tables.iter().cloned());
@@ -459,6 +485,7 @@ impl Store {
     /// Appends many audit records in one transaction (imports, benchmarks), then flushes.
     pub fn audit_many(&self, drafts: &[AuditDraft]) -> Result<u64, StoreError> {
         let _turn = self.writer();
+        let _open = self.gate_open();
         let time_ms = plugin_kit::clock::now_ms();
         let trees = [self.audit.clone(), self.audit_head.clone()];
         let result = trees.as_slice().transaction(|tx| {
@@ -493,6 +520,7 @@ impl Store {
     /// Applies a data-plane batch (events, cursors, offsets) in one transaction and
     /// flushes. Data is not audited; configuration and secrets always are (`commit`).
     pub fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        let _open = self.gate_open();
         let trees: Vec<sled::Tree> = self.tables.to_vec();
         let result = trees.as_slice().transaction(|tx| {
             for (table, key, value) in &batch.ops {
