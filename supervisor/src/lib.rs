@@ -29,12 +29,12 @@ pub mod store;
 pub(crate) mod tenants;
 
 // The data path.
+/// Backups of the whole state and restores from them.
+pub mod backup;
 /// The correlation index and enrichment (the pipeline's `Enricher`).
 pub mod correlation;
 /// Validation, deduplication, the event log, dead letters; its sources and sinks.
 pub mod pipeline;
-/// Backups of the whole state and restores from them.
-pub mod backup;
 
 // Plugins.
 /// Which instances should run.

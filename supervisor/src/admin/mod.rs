@@ -2,6 +2,7 @@
 //! service, and the socket's set-up.
 
 mod audit_calls;
+mod backup_calls;
 mod convert;
 mod credential_calls;
 mod health_calls;

@@ -6,6 +6,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::audit_calls::AuditCalls;
+use super::backup_calls::BackupCalls;
 use super::credential_calls::CredentialCalls;
 use super::health_calls::HealthCalls;
 use super::integration_calls::IntegrationCalls;
@@ -47,6 +48,7 @@ pub struct AdminService {
     credentials: CredentialCalls,
     integrations: IntegrationCalls,
     audit: AuditCalls,
+    backup: BackupCalls,
     pipeline: PipelineCalls,
     health: HealthCalls,
 }
@@ -107,6 +109,10 @@ impl AdminService {
                 store: components.store,
             },
             integrations,
+            backup: BackupCalls {
+                auth: auth.clone(),
+                pipeline: components.pipeline.clone(),
+            },
             pipeline: PipelineCalls {
                 auth,
                 tenants,
@@ -119,6 +125,7 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    type BackupStream = super::backup_calls::BackupChunks;
     type EnrichStream = super::pipeline_calls::EnrichProgressStream;
     type TailEventsStream = super::pipeline_calls::EventLines;
     async fn status(
@@ -322,6 +329,13 @@ impl Admin for AdminService {
         request: Request<proto::VerifyAuditRequest>,
     ) -> Result<Response<proto::VerifyAuditResponse>, Status> {
         self.audit.verify_audit(request).await
+    }
+
+    async fn backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        self.backup.backup(request).await
     }
 
     async fn list_dead_letters(

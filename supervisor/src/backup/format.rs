@@ -176,10 +176,12 @@ impl<R: Read> FrameReader<R> {
 
     fn exact<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
         let mut buf = [0u8; N];
-        self.inner.read_exact(&mut buf).map_err(|err| match err.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated { at: self.at },
-            _ => FrameError::Io(err),
-        })?;
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|err| match err.kind() {
+                std::io::ErrorKind::UnexpectedEof => FrameError::Truncated { at: self.at },
+                _ => FrameError::Io(err),
+            })?;
         self.at += N as u64;
         Ok(buf)
     }
@@ -269,7 +271,8 @@ impl<R: Read> FrameReader<R> {
 
     /// Copies a file frame's `len` bytes to `out`.
     pub fn copy_file(&mut self, len: u64, out: &mut impl Write) -> Result<(), FrameError> {
-        let copied = std::io::copy(&mut (&mut self.inner).take(len), out).map_err(FrameError::Io)?;
+        let copied =
+            std::io::copy(&mut (&mut self.inner).take(len), out).map_err(FrameError::Io)?;
         if copied < len {
             return Err(FrameError::Truncated {
                 at: self.at + copied,
@@ -322,7 +325,10 @@ mod tests {
         let mut reader = FrameReader::new(bytes.as_slice());
         assert_eq!(reader.header().expect("header"), Some(BACKUP_FORMAT));
         assert_eq!(reader.next_frame().expect("m"), Frame::Manifest(manifest()));
-        assert_eq!(reader.next_frame().expect("t"), Frame::Table("tenants".into()));
+        assert_eq!(
+            reader.next_frame().expect("t"),
+            Frame::Table("tenants".into())
+        );
         assert_eq!(
             reader.next_frame().expect("e"),
             Frame::Entry(b"acme".to_vec(), b"{}".to_vec())
@@ -366,7 +372,9 @@ mod tests {
     fn hostile_lengths_and_tags_are_refused_without_allocating_them() {
         let mut frame = vec![TAG_ENTRY];
         frame.extend_from_slice(&u32::MAX.to_be_bytes());
-        let err = FrameReader::new(frame.as_slice()).next_frame().expect_err("too long");
+        let err = FrameReader::new(frame.as_slice())
+            .next_frame()
+            .expect_err("too long");
         assert_eq!(
             err.to_string(),
             format!("at byte 1: a key of {} bytes (at most {MAX_KEY})", u32::MAX)
@@ -375,14 +383,24 @@ mod tests {
         let mut frame = vec![TAG_ENTRY, 0, 0, 0, 1, b'k'];
         frame.extend_from_slice(&(200u32 * 1024 * 1024).to_be_bytes());
         frame.extend_from_slice(b"short");
-        let err = FrameReader::new(frame.as_slice()).next_frame().expect_err("short");
+        let err = FrameReader::new(frame.as_slice())
+            .next_frame()
+            .expect_err("short");
         assert!(matches!(err, FrameError::Truncated { at: 15 }), "{err}");
-        let err = FrameReader::new([b'?'].as_slice()).next_frame().expect_err("tag");
+        let err = FrameReader::new([b'?'].as_slice())
+            .next_frame()
+            .expect_err("tag");
         assert_eq!(err.to_string(), "at byte 0: an unknown frame tag 0x3f");
         let mut frame = vec![TAG_MANIFEST];
         frame.extend_from_slice(&2u32.to_be_bytes());
         frame.extend_from_slice(b"{}");
-        let err = FrameReader::new(frame.as_slice()).next_frame().expect_err("manifest");
-        assert!(err.to_string().starts_with("at byte 0: the manifest is not valid"), "{err}");
+        let err = FrameReader::new(frame.as_slice())
+            .next_frame()
+            .expect_err("manifest");
+        assert!(
+            err.to_string()
+                .starts_with("at byte 0: the manifest is not valid"),
+            "{err}"
+        );
     }
 }

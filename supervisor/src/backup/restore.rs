@@ -248,16 +248,18 @@ fn write_file(
         .open(target)
         .map_err(write)?;
     let mut out = BufWriter::new(&file);
-    reader.copy_file(len, &mut out).map_err(|cause| match cause {
-        FrameError::Io(cause) => RestoreError::Write {
-            path: target.display().to_string(),
-            cause,
-        },
-        cause => RestoreError::Damaged {
-            path: path.to_owned(),
-            cause,
-        },
-    })?;
+    reader
+        .copy_file(len, &mut out)
+        .map_err(|cause| match cause {
+            FrameError::Io(cause) => RestoreError::Write {
+                path: target.display().to_string(),
+                cause,
+            },
+            cause => RestoreError::Damaged {
+                path: path.to_owned(),
+                cause,
+            },
+        })?;
     out.flush().map_err(write)?;
     drop(out);
     file.sync_all().map_err(write)
@@ -310,7 +312,12 @@ impl Target {
                 false
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
-            Err(cause) => return Err(RestoreError::Write { path: shown(), cause }),
+            Err(cause) => {
+                return Err(RestoreError::Write {
+                    path: shown(),
+                    cause,
+                });
+            }
         };
         crate::state_dir::prepare(dir).map_err(|err| RestoreError::Write {
             path: err.path,
@@ -368,8 +375,8 @@ mod tests {
                 &AuditDraft::ok(Some("acme"), "uid:0", "tenant.create", "acme", ""),
             )
             .expect("commit");
-        let pipeline =
-            Pipeline::open_with(store, settings, std::sync::Arc::new(NoEnrichment)).expect("pipeline");
+        let pipeline = Pipeline::open_with(store, settings, std::sync::Arc::new(NoEnrichment))
+            .expect("pipeline");
         for n in 1..=12 {
             pipeline
                 .commit_batch("acme", "gh", &[event(n)], &format!("cursor-{n}"))
@@ -378,7 +385,7 @@ mod tests {
         pipeline
     }
 
-    fn every_table(store: &Store) -> BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> {
+    fn every_table(store: &Store) -> BTreeMap<Vec<u8>, Vec<crate::store::Entry>> {
         let frozen = store.freeze();
         frozen
             .tree_names()
@@ -418,9 +425,16 @@ mod tests {
         drop(pipeline);
         let reopened = Pipeline::open(Store::open(&state).expect("store")).expect("pipeline");
         assert_eq!(every_table(reopened.store()), original);
-        assert_eq!(reopened.recent_events("acme", 0, 100).expect("recent").0, recent);
+        assert_eq!(
+            reopened.recent_events("acme", 0, 100).expect("recent").0,
+            recent
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&state).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&state)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o700);
     }
 
@@ -444,20 +458,30 @@ mod tests {
         };
         let mut file = tempfile::NamedTempFile::new().expect("file");
         // Commits acknowledged before the backup starts are in it, whatever follows.
-        let before = pipeline.recent_events("acme", 0, 100_000).expect("recent").0;
+        let before = pipeline
+            .recent_events("acme", 0, 100_000)
+            .expect("recent")
+            .0;
         super::super::take(&pipeline, file.as_file_mut()).expect("backup");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let during = writer.join().expect("writer");
         assert!(during > 0, "commits went on");
         let target = tempfile::tempdir().expect("tempdir");
         let summary = restore(file.path(), target.path()).expect("restore");
-        let reopened = Pipeline::open(Store::open(target.path()).expect("store")).expect("pipeline");
-        let restored = reopened.recent_events("acme", 0, 100_000).expect("recent").0;
+        let reopened =
+            Pipeline::open(Store::open(target.path()).expect("store")).expect("pipeline");
+        let restored = reopened
+            .recent_events("acme", 0, 100_000)
+            .expect("recent")
+            .0;
         assert_eq!(restored.len(), summary.commits);
         assert_eq!(&restored[..before.len()], before.as_slice());
     }
 
-    fn crafted(manifest: &Manifest, body: impl FnOnce(&mut Hashing<Vec<u8>>)) -> tempfile::NamedTempFile {
+    fn crafted(
+        manifest: &Manifest,
+        body: impl FnOnce(&mut Hashing<Vec<u8>>),
+    ) -> tempfile::NamedTempFile {
         let mut out = Hashing::new(Vec::new());
         format::write_header(&mut out).expect("header");
         format::write_manifest(&mut out, manifest).expect("manifest");
@@ -484,7 +508,10 @@ mod tests {
         let target = tempfile::tempdir().expect("tempdir");
         let state = target.path().join("state");
         let err = restore(file, &state).expect_err("refused");
-        assert!(!state.exists(), "nothing is left of a refused restore ({err})");
+        assert!(
+            !state.exists(),
+            "nothing is left of a refused restore ({err})"
+        );
         (err.to_string(), state, target)
     }
 
@@ -511,7 +538,10 @@ mod tests {
         std::fs::write(newer_store.path(), bytes).expect("write");
         let (message, _, _) = refused(newer_store.path());
         assert!(
-            message.contains(&format!("is a backup of format {}, newer than", BACKUP_FORMAT + 1)),
+            message.contains(&format!(
+                "is a backup of format {}, newer than",
+                BACKUP_FORMAT + 1
+            )),
             "{message}"
         );
     }
@@ -535,7 +565,11 @@ mod tests {
             format!("{shown} is damaged: its checksum does not match its contents")
         );
         std::fs::write(file.path(), &good[..good.len() - 100]).expect("write");
-        assert!(refused(file.path()).0.ends_with("its checksum does not match its contents"));
+        assert!(
+            refused(file.path())
+                .0
+                .ends_with("its checksum does not match its contents")
+        );
         std::fs::write(file.path(), b"tenant,credential\n").expect("write");
         assert_eq!(
             refused(file.path()).0,
@@ -545,7 +579,12 @@ mod tests {
 
     #[test]
     fn a_backup_cannot_write_outside_its_two_places() {
-        for name in ["../escape", "pipeline/log/../../x.events", "db/conf", "/etc/passwd"] {
+        for name in [
+            "../escape",
+            "pipeline/log/../../x.events",
+            "db/conf",
+            "/etc/passwd",
+        ] {
             let file = crafted(&manifest(), |out| {
                 format::write_file_header(out, name, 1).expect("file");
                 out.write_all(b"x").expect("byte");
@@ -572,7 +611,10 @@ mod tests {
             },
         );
         let (message, _, _) = refused(file.path());
-        assert!(message.contains("its tables differ from its manifest"), "{message}");
+        assert!(
+            message.contains("its tables differ from its manifest"),
+            "{message}"
+        );
 
         let occupied = tempfile::tempdir().expect("tempdir");
         std::fs::write(occupied.path().join("keep.txt"), "mine").expect("write");

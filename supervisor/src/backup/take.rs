@@ -43,7 +43,8 @@ pub struct BackupSummary {
 /// Writes a backup of `pipeline`'s store and event log to `out`.
 pub fn take(pipeline: &Pipeline, out: impl Write) -> Result<BackupSummary, BackupError> {
     let store = pipeline.store();
-    let mut spool = BufWriter::new(tempfile::tempfile_in(store.state_dir()).map_err(BackupError::Spool)?);
+    let mut spool =
+        BufWriter::new(tempfile::tempfile_in(store.state_dir()).map_err(BackupError::Spool)?);
     let mut tables = BTreeMap::new();
     let started = Instant::now();
     let (segments, anchor, store_format, audit_head) = {
@@ -51,7 +52,8 @@ pub fn take(pipeline: &Pipeline, out: impl Write) -> Result<BackupSummary, Backu
         let segments = pipeline.log_segments_for_backup()?;
         let anchor = frozen.anchor_file().map_err(BackupError::Spool)?;
         for raw in frozen.tree_names() {
-            let name = String::from_utf8(raw.clone()).map_err(|_| BackupError::TableName(raw.clone()))?;
+            let name =
+                String::from_utf8(raw.clone()).map_err(|_| BackupError::TableName(raw.clone()))?;
             format::write_table(&mut spool, &name).map_err(BackupError::Spool)?;
             let mut count = 0u64;
             for entry in frozen.entries(&raw)? {
@@ -66,7 +68,10 @@ pub fn take(pipeline: &Pipeline, out: impl Write) -> Result<BackupSummary, Backu
             segments,
             anchor,
             frozen.format_version()?,
-            store.audit_head()?.map(|head| head.to_string()).unwrap_or_default(),
+            store
+                .audit_head()?
+                .map(|head| head.to_string())
+                .unwrap_or_default(),
         )
     };
     let paused_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -91,7 +96,9 @@ pub fn take(pipeline: &Pipeline, out: impl Write) -> Result<BackupSummary, Backu
     let mut out = Hashing::new(out);
     format::write_header(&mut out).map_err(BackupError::Send)?;
     format::write_manifest(&mut out, &manifest).map_err(BackupError::Send)?;
-    let mut spool = spool.into_inner().map_err(|err| BackupError::Spool(err.into_error()))?;
+    let mut spool = spool
+        .into_inner()
+        .map_err(|err| BackupError::Spool(err.into_error()))?;
     spool.rewind().map_err(BackupError::Spool)?;
     std::io::copy(&mut spool, &mut out).map_err(BackupError::Send)?;
     if let Some(anchor) = &anchor {

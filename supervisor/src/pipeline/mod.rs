@@ -20,9 +20,9 @@ mod tail;
 mod tenant_data;
 mod validate;
 
-pub use commit::{BatchOutcome, CommitError, Submission};
 #[cfg(test)]
 pub(crate) use commit::tests_support;
+pub use commit::{BatchOutcome, CommitError, Submission};
 pub use dead_letter::DeadLetter;
 pub use dead_letter_bound::DEFAULT_DEAD_LETTERS_PER_TENANT;
 pub use dead_letters::{DeadLetterError, DeadLetterSummary, ReplayOutcome};

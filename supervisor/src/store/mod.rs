@@ -16,9 +16,9 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use anchor::AuditAnchor;
-pub use snapshot::{Frozen, ImportError, Importer, import};
 pub use audit::{AuditDraft, AuditRecord, ChainError};
 use audit::{HEAD_KEY, Head};
+pub use snapshot::{Frozen, ImportError, Importer, import};
 pub use trust::{TrustPin, TrustTable};
 
 /// The trees that hold state, each owned by one component.

@@ -24,7 +24,11 @@ impl std::fmt::Debug for Frozen<'_> {
 }
 
 impl<'a> Frozen<'a> {
-    pub(super) fn new(db: &'a sled::Db, state_dir: &'a Path, gate: RwLockWriteGuard<'a, ()>) -> Self {
+    pub(super) fn new(
+        db: &'a sled::Db,
+        state_dir: &'a Path,
+        gate: RwLockWriteGuard<'a, ()>,
+    ) -> Self {
         Self {
             db,
             state_dir,
@@ -180,7 +184,10 @@ mod tests {
         let copy = tempfile::tempdir().expect("tempdir");
         {
             let frozen = store.freeze();
-            assert_eq!(frozen.format_version().expect("version"), super::super::FORMAT_VERSION);
+            assert_eq!(
+                frozen.format_version().expect("version"),
+                super::super::FORMAT_VERSION
+            );
             assert!(frozen.anchor_file().expect("anchor").is_some());
             let mut importer = import(copy.path()).expect("import");
             for name in frozen.tree_names() {
@@ -224,7 +231,13 @@ mod tests {
                 .recv_timeout(std::time::Duration::from_millis(200))
                 .is_err()
         );
-        assert_eq!(frozen.entries(b"pipeline.cursors").expect("entries").count(), 0);
+        assert_eq!(
+            frozen
+                .entries(b"pipeline.cursors")
+                .expect("entries")
+                .count(),
+            0
+        );
         drop(frozen);
         done_rx
             .recv_timeout(std::time::Duration::from_secs(5))

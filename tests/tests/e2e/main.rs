@@ -3,6 +3,7 @@
 //! binaries, real processes and sockets, and the real peers (moto, the npm fixtures).
 
 mod admin;
+mod backup;
 mod cloudwatch;
 mod conformance;
 mod credentials;

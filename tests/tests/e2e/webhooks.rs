@@ -12,7 +12,7 @@ use e2e_tests::{DaemonSetup, PluginPackage, World, files_under, pid_of, state_of
 
 pub(crate) const GOOD: (&str, &str) = ("x-testfault-token", "good");
 
-fn hooks() -> PluginPackage {
+pub(crate) fn hooks() -> PluginPackage {
     PluginPackage {
         capabilities: vec!["webhook".to_owned()],
         ..PluginPackage::testfault("hooks", &["--capabilities", "webhook"])

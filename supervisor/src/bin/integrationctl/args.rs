@@ -126,6 +126,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Operators: a backup of the whole state as of one moment (the daemon keeps
+    /// running), written to FILE (0600, never over an existing file). Credentials stay
+    /// encrypted in it; the master key is not in it. `integrationd restore` reads it.
+    Backup {
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+    },
     /// The product at work: a demo tenant with GitHub and PagerDuty integrations, signed
     /// sample deliveries, and the incident linked to the deployment before it. Safe to
     /// run again; `--clean` removes the tenant.

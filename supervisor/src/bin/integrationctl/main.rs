@@ -74,6 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index { command } => commands::enrichment::run_index(session, command).await,
         Command::Health { tenant } => commands::health::run_health(session, tenant).await,
         Command::Alerts { command } => commands::health::run_alerts(session, command).await,
+        Command::Backup { to } => commands::backup::run(session, &to).await,
         Command::Demo {
             tenant,
             http,

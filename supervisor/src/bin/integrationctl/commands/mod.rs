@@ -1,6 +1,7 @@
 //! One file per command group; each takes the session and its arguments.
 
 pub mod audit;
+pub mod backup;
 pub mod credentials;
 pub mod demo;
 pub mod enrichment;
