@@ -41,6 +41,10 @@ pub const MAX_VALUE: u32 = 256 * 1024 * 1024;
 pub struct Manifest {
     /// The state database's format ([`crate::store::FORMAT_VERSION`] of the writer).
     pub store_format: u32,
+    /// The id of the state it was taken of ([`crate::store::Store::state_id`]; empty
+    /// before format 2): a restore keeps it.
+    #[serde(default)]
+    pub state_id: String,
     /// `integrationd` and its version, for messages ("written by integrationd 0.4.0").
     pub written_by: String,
     pub created_unix_ms: u64,
@@ -290,6 +294,7 @@ mod tests {
     fn manifest() -> Manifest {
         Manifest {
             store_format: 1,
+            state_id: String::new(),
             written_by: "integrationd test".to_owned(),
             created_unix_ms: 1,
             audit_head: String::new(),

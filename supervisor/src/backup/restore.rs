@@ -443,6 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pipeline = std::sync::Arc::new(busy_state(dir.path()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         let writer = {
             let (pipeline, stop) = (pipeline.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -451,11 +452,12 @@ mod tests {
                     pipeline
                         .commit_batch("acme", "gh", &[event(n)], &format!("cursor-{n}"))
                         .expect("commit");
+                    let _ = started_tx.send(());
                     n += 1;
                 }
-                n - 100
             })
         };
+        started_rx.recv().expect("the writer commits");
         let mut file = tempfile::NamedTempFile::new().expect("file");
         // Commits acknowledged before the backup starts are in it, whatever follows.
         let before = pipeline
@@ -464,8 +466,7 @@ mod tests {
             .0;
         super::super::take(&pipeline, file.as_file_mut()).expect("backup");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let during = writer.join().expect("writer");
-        assert!(during > 0, "commits went on");
+        writer.join().expect("writer");
         let target = tempfile::tempdir().expect("tempdir");
         let summary = restore(file.path(), target.path()).expect("restore");
         let reopened =
@@ -495,6 +496,7 @@ mod tests {
     fn manifest() -> Manifest {
         Manifest {
             store_format: FORMAT_VERSION,
+            state_id: String::new(),
             written_by: "integrationd 9.9.9".to_owned(),
             created_unix_ms: 0,
             audit_head: String::new(),
@@ -627,5 +629,133 @@ mod tests {
             )
         );
         assert!(occupied.path().join("keep.txt").exists());
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::super::format::{Frame, FrameReader};
+    use super::*;
+    use crate::credentials::{Credentials, MasterKeySource};
+    use crate::pipeline::Pipeline;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/backup/fixtures")
+            .join(name)
+    }
+
+    /// Every table's entries as the fixture holds them.
+    fn fixture_tables() -> BTreeMap<String, Vec<crate::store::Entry>> {
+        let file = File::open(fixture("state-format-1.backup")).expect("fixture");
+        let mut reader = FrameReader::new(BufReader::new(file));
+        assert_eq!(reader.header().expect("header"), Some(1));
+        let mut tables: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        let mut current = String::new();
+        loop {
+            match reader.next_frame().expect("frame") {
+                Frame::Manifest(manifest) => assert_eq!(manifest.store_format, 1),
+                Frame::Table(name) => {
+                    tables.insert(name.clone(), Vec::new());
+                    current = name;
+                }
+                Frame::Entry(key, value) => {
+                    tables.get_mut(&current).expect("table").push((key, value));
+                }
+                Frame::File { len, .. } => {
+                    reader.copy_file(len, &mut std::io::sink()).expect("file")
+                }
+                Frame::End(_) => return tables,
+            }
+        }
+    }
+
+    #[test]
+    fn a_format_1_state_is_migrated_and_keeps_everything() {
+        let target = tempfile::tempdir().expect("tempdir");
+        let summary = restore(&fixture("state-format-1.backup"), target.path()).expect("restore");
+        assert_eq!(
+            (
+                summary.tenants,
+                summary.integrations,
+                summary.credentials,
+                summary.dead_letters,
+                summary.cursors,
+                summary.commits
+            ),
+            (2, 2, 2, 1, 1, 7)
+        );
+        // 14 records of the old build, then the migration's own.
+        assert_eq!(summary.audit_records, 15);
+
+        let store = Store::open(target.path()).expect("open");
+        assert_eq!(
+            store.freeze().format_version().expect("format"),
+            FORMAT_VERSION
+        );
+        assert_eq!(store.state_id().expect("state id").len(), 32);
+        let migration = store
+            .audit_records(1, |record| record.action == "state.migrate")
+            .expect("audit");
+        assert_eq!(migration.len(), 1);
+        assert!(
+            migration[0].detail.contains("format 1 to 2"),
+            "{:?}",
+            migration[0]
+        );
+
+        // Every entry of the old state is there, byte for byte. Only the format record
+        // and the audit chain's head moved on.
+        let frozen = store.freeze();
+        for (table, entries) in fixture_tables() {
+            let now: BTreeMap<Vec<u8>, Vec<u8>> = frozen
+                .entries(table.as_bytes())
+                .expect("entries")
+                .map(|entry| entry.expect("entry"))
+                .collect();
+            for (key, value) in entries {
+                if (table == "__sled__default" && key == b"format_version") || table == "audit.head"
+                {
+                    continue;
+                }
+                assert_eq!(
+                    now.get(&key),
+                    Some(&value),
+                    "{table} {}",
+                    String::from_utf8_lossy(&key)
+                );
+            }
+        }
+        drop(frozen);
+
+        // The credentials still open with the state's master key.
+        let key_dir = tempfile::tempdir().expect("tempdir");
+        let key = key_dir.path().join("master.key");
+        std::fs::copy(fixture("master.key"), &key).expect("key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let credentials = Credentials::open(store.clone(), &MasterKeySource::File(key), false)
+            .expect("credentials");
+        let secret = credentials
+            .read("acme", "hook-secret", "uid:0", "upgrade test")
+            .expect("read");
+        use secrecy::ExposeSecret;
+        let value: serde_json::Value =
+            serde_json::from_str(secret.secret.expose_secret()).expect("json");
+        assert_eq!(value["current"], "fixture-webhook-secret");
+
+        // And the events, from the event log.
+        let pipeline = Pipeline::open(store).expect("pipeline");
+        let (events, _) = pipeline.recent_events("acme", 0, 1000).expect("events");
+        let all = events.join("\n");
+        for delivery in ["fixture0", "fixture4", "bad"] {
+            assert!(
+                all.contains(&format!("\"id\":\"{delivery}\"")),
+                "{delivery}"
+            );
+        }
     }
 }

@@ -47,7 +47,7 @@ pub fn take(pipeline: &Pipeline, out: impl Write) -> Result<BackupSummary, Backu
         BufWriter::new(tempfile::tempfile_in(store.state_dir()).map_err(BackupError::Spool)?);
     let mut tables = BTreeMap::new();
     let started = Instant::now();
-    let (segments, anchor, store_format, audit_head) = {
+    let (segments, anchor, store_format, audit_head, state_id) = {
         let frozen = store.freeze();
         let segments = pipeline.log_segments_for_backup()?;
         let anchor = frozen.anchor_file().map_err(BackupError::Spool)?;
@@ -72,6 +72,7 @@ pub fn take(pipeline: &Pipeline, out: impl Write) -> Result<BackupSummary, Backu
                 .audit_head()?
                 .map(|head| head.to_string())
                 .unwrap_or_default(),
+            store.state_id()?,
         )
     };
     let paused_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -85,6 +86,7 @@ pub fn take(pipeline: &Pipeline, out: impl Write) -> Result<BackupSummary, Backu
     }
     let manifest = Manifest {
         store_format,
+        state_id,
         written_by: super::written_by(),
         created_unix_ms: plugin_kit::clock::now_ms(),
         audit_head,

@@ -106,8 +106,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ));
         let summary = supervisor::backup::restore(from, state_dir)?;
         println!(
-            "restored {} into {}: {} tenants, {} integrations, {} credentials, {} dead letters, {} cursors, {} commits in the event log; audit trail intact ({} records, head {})",
+            "restored {} (state {}) into {}: {} tenants, {} integrations, {} credentials, {} dead letters, {} cursors, {} commits in the event log; audit trail intact ({} records, head {})",
             from.display(),
+            if summary.manifest.state_id.is_empty() {
+                "of format 1"
+            } else {
+                &summary.manifest.state_id
+            },
             state_dir.display(),
             summary.tenants,
             summary.integrations,

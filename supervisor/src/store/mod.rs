@@ -5,6 +5,7 @@
 
 mod anchor;
 mod audit;
+mod migrations;
 mod snapshot;
 mod trust;
 
@@ -214,8 +215,8 @@ impl Batch {
 }
 
 /// The on-disk format this build writes. A database written by a newer build is
-/// refused; an older one is migrated on open.
-pub const FORMAT_VERSION: u32 = 1;
+/// refused; an older one is migrated on open (`migrations`). 2: the state has an id.
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Errors from the state database.
@@ -305,10 +306,10 @@ impl Store {
             path: shown.clone(),
             cause: source,
         })?;
-        match db.get(FORMAT_KEY)? {
+        let migrated = match db.get(FORMAT_KEY)? {
             None => {
-                db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
-                db.flush()?;
+                migrations::initialize(&db)?;
+                Vec::new()
             }
             Some(raw) => {
                 let bytes: [u8; 4] =
@@ -321,9 +322,9 @@ impl Store {
                 if found > FORMAT_VERSION {
                     return Err(StoreError::TooNew { path: shown, found });
                 }
-                // Older formats would be migrated here, one step at a time.
+                migrations::migrate(&db, found)?
             }
-        }
+        };
         let audit = db.open_tree("audit")?;
         let audit_head = db.open_tree("audit.head")?;
         let mut tables = Vec::with_capacity(Table::ALL.len());
@@ -331,7 +332,7 @@ impl Store {
             tables.push(db.open_tree(table.tree_name())?);
         }
         let tables: [sled::Tree; Table::ALL.len()] = tables.try_into().expect("one tree per table");
-        Ok(Self {
+        let store = Self {
             db,
             audit,
             audit_head,
@@ -341,6 +342,31 @@ impl Store {
             generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             state_dir: state_dir.to_owned(),
             anchored: Arc::default(),
+        };
+        if !migrated.is_empty() {
+            store.audit(&AuditDraft::ok(
+                None,
+                "integrationd",
+                "state.migrate",
+                &format!("format {FORMAT_VERSION}"),
+                migrated.join("; "),
+            ))?;
+        }
+        Ok(store)
+    }
+
+    /// The state's id: random, made when the state was, kept by backups and restores.
+    pub fn state_id(&self) -> Result<String, StoreError> {
+        let raw = self
+            .db
+            .get(migrations::STATE_ID_KEY)?
+            .ok_or_else(|| StoreError::Corrupt {
+                key: "state_id".to_owned(),
+                reason: "missing".to_owned(),
+            })?;
+        String::from_utf8(raw.to_vec()).map_err(|_| StoreError::Corrupt {
+            key: "state_id".to_owned(),
+            reason: "not text".to_owned(),
         })
     }
 
