@@ -94,7 +94,7 @@ impl HandshakeLine {
         };
         let core: u32 = core.parse().map_err(|_| HandshakeError::CoreNotNumber {
             line: shown.clone(),
-            found: core.to_owned(),
+            found: shorten(core),
         })?;
         if core != CORE_PROTOCOL_VERSION {
             return Err(HandshakeError::UnsupportedCore {
@@ -105,24 +105,24 @@ impl HandshakeLine {
         }
         let app: u32 = app.parse().map_err(|_| HandshakeError::AppNotNumber {
             line: shown.clone(),
-            found: app.to_owned(),
+            found: shorten(app),
         })?;
         if network != "unix" {
             return Err(HandshakeError::UnsupportedNetwork {
                 line: shown,
-                found: network.to_owned(),
+                found: shorten(network),
             });
         }
         if !Path::new(path).is_absolute() {
             return Err(HandshakeError::RelativePath {
                 line: shown,
-                found: path.to_owned(),
+                found: shorten(path),
             });
         }
         if transport != "grpc" {
             return Err(HandshakeError::UnsupportedTransport {
                 line: shown,
-                found: transport.to_owned(),
+                found: shorten(transport),
             });
         }
         Ok(Self {
@@ -151,7 +151,7 @@ impl HandshakeLine {
         if parsed.socket != assigned_socket {
             return Err(HandshakeError::UnexpectedPath {
                 line: shown,
-                found: parsed.socket.display().to_string(),
+                found: shorten(&parsed.socket.display().to_string()),
                 expected: assigned_socket.display().to_string(),
             });
         }
@@ -174,21 +174,62 @@ impl fmt::Display for HandshakeLine {
 /// Quotes at most 120 characters of a line in an error, with control characters escaped,
 /// so a hostile plugin cannot flood or corrupt the supervisor's log.
 fn shorten(line: &str) -> String {
+    // Escaped, so a hostile plugin cannot write control characters into the host's log;
+    // bounded after escaping, since one character can escape to ten.
     const MAX: usize = 120;
-    let mut out: String = line
-        .chars()
-        .take(MAX)
-        .flat_map(char::escape_debug)
-        .collect();
-    if line.chars().count() > MAX {
-        out.push('…');
+    let mut out = String::new();
+    for c in line.chars() {
+        let escaped: String = c.escape_debug().collect();
+        if out.len() + escaped.len() > MAX {
+            out.push('…');
+            break;
+        }
+        out.push_str(&escaped);
     }
     out
+}
+
+/// A handshake line from a plugin's stdout, which may be anything: parsed, or refused
+/// with a message that stays short whatever the line; what parses prints back as
+/// itself. What the fuzz target and the property test run.
+#[doc(hidden)]
+pub fn check_untrusted_line(line: &str) {
+    match HandshakeLine::parse(line) {
+        Ok(parsed) => {
+            let again = HandshakeLine::parse(&parsed.to_string()).expect("a printed line parses");
+            assert_eq!(again, parsed);
+        }
+        Err(err) => {
+            let message = err.to_string();
+            assert!(
+                message.len() < 600,
+                "{} bytes: {message:.200}",
+                message.len()
+            );
+            assert!(!message.contains(|c: char| c.is_control()), "{message:?}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz corpus's property test: a field quoted whole and control
+    /// characters escaped after the cut made a refusal of a hostile line 1 KiB long.
+    #[test]
+    fn a_hostile_line_is_quoted_short_and_escaped() {
+        let hostile = format!("1|1|unix|/p|{}\u{1b}[31m", "\u{10}".repeat(300));
+        let message = HandshakeLine::parse(&hostile)
+            .expect_err("refused")
+            .to_string();
+        assert!(message.len() < 400, "{}", message.len());
+        assert!(
+            !message.contains('\u{1b}') && !message.contains('\u{10}'),
+            "{message:?}"
+        );
+        assert!(message.contains("transport `"), "{message}");
+    }
 
     #[test]
     fn round_trips_a_valid_line() {
