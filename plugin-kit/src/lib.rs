@@ -23,7 +23,7 @@ pub mod signature;
 pub mod testing;
 
 pub use event::{EventBuilder, FieldValue, MapContext, MapError};
-pub use mapping::{FieldMappings, MappingError};
+pub use mapping::{FieldMappings, MappingError, check_untrusted_rules};
 pub use plugin::{Description, EventStream, NoConfiguration, Plugin};
 pub use plugin_protocol::{
     CanonicalEvent, Capabilities, Capability, Category, ErrorClass, MAX_WEBHOOK_REPLY_BYTES,

@@ -373,6 +373,27 @@ fn slot<'e>(event: &'e mut Value, field: &str) -> Option<&'e mut Value> {
     data(event)?.get_mut(field)
 }
 
+/// Field-mapping rules and an event from anyone (a tenant's configuration, a plugin's
+/// output): compiled or refused, and compiled rules applied or refused, never a panic;
+/// what they produce is still a JSON object. What the fuzz target and the property test
+/// run.
+#[doc(hidden)]
+pub fn check_untrusted_rules(rules: &[u8], event: &[u8]) {
+    let Ok(config) = serde_json::from_slice::<Value>(rules) else {
+        return;
+    };
+    let Ok(mappings) = FieldMappings::compile(Some(&config)) else {
+        return;
+    };
+    let Ok(mut event) = serde_json::from_slice::<Value>(event) else {
+        return;
+    };
+    let was_object = event.is_object();
+    if mappings.apply(&mut event).is_ok() && was_object {
+        assert!(event.is_object(), "{event}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -25,7 +25,7 @@ pub use event::{
     CANONICAL_EVENT_SCHEMA_V1, CanonicalEvent, Category, Enrichment, EnrichmentSource, EventData,
     Link, Severity, event_id, event_time_ms, is_field_name,
 };
-pub use handshake::{HandshakeError, HandshakeLine};
+pub use handshake::{HandshakeError, HandshakeLine, check_untrusted_line};
 pub use names::{MAX_NAME_LEN, NAME_RULE, is_name};
 pub use version::{
     CORE_PROTOCOL_VERSION, ENV_HOST_PID, ENV_MAGIC_COOKIE, ENV_PROTOCOL_VERSIONS, ENV_SOCKET_PATH,

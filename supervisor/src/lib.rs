@@ -59,5 +59,8 @@ pub(crate) mod audit_anchoring;
 pub mod bench;
 /// Wiring, signals and the main loop.
 pub mod daemon;
+/// Entry points for the fuzz targets and their property tests (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 /// The HTTP listener: webhooks, platform events, health and metrics.
 pub(crate) mod ingress;

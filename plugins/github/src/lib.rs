@@ -15,6 +15,8 @@ pub mod collect;
 pub mod description;
 pub mod enrich;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod renewal;
 pub mod repositories;
 pub mod scope;

@@ -23,7 +23,7 @@ use crate::process::Manager;
 use crate::registry::Registry;
 use crate::tenants::{Flags, Tenants};
 
-fn parse_config(text: &str) -> Result<Value, Status> {
+pub(crate) fn parse_config(text: &str) -> Result<Value, Status> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         Status::invalid_argument(format!(
             "the configuration is not JSON: line {} column {}",

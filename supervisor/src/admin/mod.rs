@@ -6,7 +6,7 @@ mod backup_calls;
 mod convert;
 mod credential_calls;
 mod health_calls;
-mod integration_calls;
+pub(crate) mod integration_calls;
 mod peer;
 mod pipeline_calls;
 mod plugin_calls;

@@ -260,6 +260,40 @@ pub fn parse_time_ms(value: &Value) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
+/// A secret from stdin of any kind, from bytes anyone could send: parsed or refused,
+/// and a refusal never quotes the secret: no string value of it (field names may be
+/// named), nor the whole text when it is not JSON. What the fuzz targets and property
+/// tests run.
+pub fn check_untrusted_secret(raw: &[u8]) {
+    fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::String(text) => out.push(text),
+            Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+            Value::Object(map) => map.values().for_each(|item| strings(item, out)),
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(raw);
+    let parsed = serde_json::from_str::<Value>(&text).ok();
+    let mut secret_parts = Vec::new();
+    match &parsed {
+        Some(value) => strings(value, &mut secret_parts),
+        None => secret_parts.push(text.trim()),
+    }
+    secret_parts.retain(|part| part.trim().len() >= 8);
+    for kind in Kind::ALL {
+        if let Err(err) = parse(kind, raw) {
+            let message = err.to_string();
+            for part in &secret_parts {
+                assert!(
+                    !message.contains(part),
+                    "the refusal quotes the secret: {message}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

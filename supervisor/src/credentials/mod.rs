@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
-pub use kinds::{Kind, MAX_SECRET_BYTES, SecretError, parse_time_ms};
+pub use kinds::{Kind, MAX_SECRET_BYTES, SecretError, check_untrusted_secret, parse_time_ms};
 pub use master::{
     MasterKeyError, MasterKeySource, MasterSecret, generate_file as generate_master_key_file,
     load as load_master_secret,

@@ -14,6 +14,7 @@ mod jetstream;
 mod listener;
 mod otlp;
 mod rate;
+pub(crate) mod untrusted_bodies;
 mod webhooks;
 
 use std::sync::Arc;

@@ -29,7 +29,7 @@ use crate::tenants::TokenScope;
 pub const LOG_FAILURE_TYPE: &str = "com.betalogs.system.log.record";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub(super) enum Encoding {
     Protobuf,
     Json,
 }
@@ -124,7 +124,10 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, Refusal> {
     }
 }
 
-fn decode(encoding: Encoding, bytes: &[u8]) -> Result<ExportLogsServiceRequest, Refusal> {
+pub(super) fn decode(
+    encoding: Encoding,
+    bytes: &[u8],
+) -> Result<ExportLogsServiceRequest, Refusal> {
     let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message);
     match encoding {
         Encoding::Protobuf => ExportLogsServiceRequest::decode(bytes).map_err(|err| {

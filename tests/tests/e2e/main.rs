@@ -10,6 +10,7 @@ mod credentials;
 mod dashboard;
 mod dependencies;
 mod enrichment;
+mod fuzz_corpus;
 mod github;
 // The GitHub plugin's fixture API: GitHub's REST shapes built from the public
 // `@octokit/webhooks-examples` and `@octokit/fixtures`; shared by the areas that run the
