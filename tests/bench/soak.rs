@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::http;
 use e2e_tests::{DaemonSetup, PluginPackage, World};
-use plugin_kit::{Category, EventBuilder, MapContext, Severity};
 
 const GOOD: (&str, &str) = ("x-testfault-token", "good");
 
@@ -103,8 +102,9 @@ fn main() {
             let bearer = format!("Bearer {ingest}");
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let batch: Vec<serde_json::Value> =
-                    (0..10).map(|k| platform_event(n * 10 + k)).collect();
+                let batch: Vec<serde_json::Value> = (0..10)
+                    .map(|k| e2e_tests::platform_event("acme", n * 10 + k))
+                    .collect();
                 let body = serde_json::Value::Array(batch).to_string();
                 if let Ok(answer) = http::post_json(
                     &addr,
@@ -191,25 +191,6 @@ fn main() {
     if growing {
         std::process::exit(1);
     }
-}
-
-fn platform_event(n: u32) -> serde_json::Value {
-    let context = MapContext {
-        tenant: "acme".into(),
-        integration: "platform".into(),
-    };
-    let event = EventBuilder::new(
-        "com.betalogs.system.error",
-        Category::System,
-        "https://checkout.example.com",
-        format!("soak-err-{n}"),
-        "2026-12-07T10:00:00Z",
-    )
-    .severity(Severity::Error)
-    .field("service.name", "checkout")
-    .original(serde_json::json!({ "n": n }))
-    .build(&context);
-    serde_json::to_value(event).expect("json")
 }
 
 fn status_field(pid: u32, field: &str) -> u64 {

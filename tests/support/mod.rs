@@ -606,6 +606,21 @@ impl Daemon {
         })
     }
 
+    /// `events tail --tenant T --last N`: the tenant's latest events, one JSON line each.
+    pub fn tail_events(&self, tenant: &str, last: usize) -> Vec<String> {
+        let last = last.to_string();
+        let output = self.ctl(&["events", "tail", "--tenant", tenant, "--last", &last]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The daemon's stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -804,4 +819,26 @@ pub fn compare_on_off(what: &str, unit: &str, path: &str, mut run: impl FnMut(bo
         best[1],
         (1.0 - best[0] / best[1]) * 100.0
     );
+}
+
+/// Platform event `n` of `tenant` (`POST /v1/events/{tenant}`): an error of the checkout
+/// service, as a platform would report it.
+pub fn platform_event(tenant: &str, n: u32) -> Value {
+    use plugin_kit::{Category, EventBuilder, MapContext, Severity};
+    let context = MapContext {
+        tenant: tenant.into(),
+        integration: "platform".into(),
+    };
+    let event = EventBuilder::new(
+        "com.betalogs.system.error",
+        Category::System,
+        "https://checkout.example.com",
+        format!("err-{n}"),
+        "2026-11-25T10:00:00Z",
+    )
+    .severity(Severity::Error)
+    .field("service.name", "checkout")
+    .original(serde_json::json!({ "n": n }))
+    .build(&context);
+    serde_json::to_value(event).expect("json")
 }

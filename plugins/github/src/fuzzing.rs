@@ -4,26 +4,12 @@
 
 use plugin_kit::{signature, testing, v1};
 
-use crate::settings::Settings;
+use crate::settings::{SUPPORTED_EVENT_TYPES, Settings};
 
 const SECRET: &str = "fuzz-secret";
 
-/// The event types a fuzzer's byte picks from: every type the plugin maps, one it
-/// ignores, and a name that is not one.
-const EVENTS: [&str; 12] = [
-    "push",
-    "pull_request",
-    "deployment",
-    "deployment_status",
-    "release",
-    "workflow_run",
-    "check_run",
-    "check_suite",
-    "ping",
-    "issues",
-    "star",
-    "Not An Event",
-];
+/// Types the plugin does not map: one GitHub sends (ignored) and a name that is not one.
+const UNMAPPED: [&str; 2] = ["star", "Not An Event"];
 
 /// An event type and a content type for a fuzzer's byte.
 pub fn pick(byte: u8) -> (&'static str, &'static str) {
@@ -32,8 +18,13 @@ pub fn pick(byte: u8) -> (&'static str, &'static str) {
     } else {
         "application/x-www-form-urlencoded"
     };
+    let events: Vec<&'static str> = SUPPORTED_EVENT_TYPES
+        .into_iter()
+        .chain(["ping"])
+        .chain(UNMAPPED)
+        .collect();
     (
-        EVENTS[usize::from(byte & 0x7f) % EVENTS.len()],
+        events[usize::from(byte & 0x7f) % events.len()],
         content_type,
     )
 }

@@ -4,6 +4,7 @@
 //! acknowledged event, and its audit trail verifies.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,19 +25,25 @@ fn setup(world: &World) -> DaemonSetup {
 /// The delivery ids of the events a tenant's tail shows (the testfault plugin keeps the
 /// delivery as each event's original).
 fn delivered(daemon: &Daemon) -> BTreeSet<String> {
-    let output = daemon.ctl(&["events", "tail", "--tenant", "acme", "--last", "100000"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
+    daemon
+        .tail_events("acme", 100_000)
+        .iter()
         .filter_map(|line| {
             let event: Value = serde_json::from_str(line).expect("one event per line");
             event["data"]["original"]["id"].as_str().map(str::to_owned)
         })
         .collect()
+}
+
+/// `integrationd restore --from FILE --state-dir DIR`.
+fn restore(file: &Path, state_dir: &Path) -> std::process::Output {
+    Command::new(bin("integrationd"))
+        .args(["restore", "--from"])
+        .arg(file)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .output()
+        .expect("run restore")
 }
 
 fn names(list: &Value, key: &str) -> BTreeSet<String> {
@@ -133,31 +140,19 @@ fn a_backup_taken_under_load_restores_every_acknowledged_write() {
         restored_world.root.path().join("master.key"),
     )
     .expect("the master key travels separately");
-    let restore = Command::new(bin("integrationd"))
-        .args(["restore", "--from"])
-        .arg(&file)
-        .arg("--state-dir")
-        .arg(restored_world.state_dir())
-        .output()
-        .expect("run restore");
-    let said = String::from_utf8_lossy(&restore.stdout);
+    let restored_run = restore(&file, &restored_world.state_dir());
+    let said = String::from_utf8_lossy(&restored_run.stdout);
     assert!(
-        restore.status.success(),
+        restored_run.status.success(),
         "{}",
-        String::from_utf8_lossy(&restore.stderr)
+        String::from_utf8_lossy(&restored_run.stderr)
     );
     assert!(
         said.contains("1 tenants, 2 integrations, 1 credentials, 1 dead letters"),
         "{said}"
     );
     assert!(said.contains("audit trail intact"), "{said}");
-    let twice = Command::new(bin("integrationd"))
-        .args(["restore", "--from"])
-        .arg(&file)
-        .arg("--state-dir")
-        .arg(restored_world.state_dir())
-        .output()
-        .expect("run restore");
+    let twice = restore(&file, &restored_world.state_dir());
     assert!(!twice.status.success());
     assert!(String::from_utf8_lossy(&twice.stderr).contains("is not empty"));
 

@@ -6,26 +6,8 @@ use std::time::Duration;
 
 use e2e_tests::http;
 use e2e_tests::{Daemon, DaemonSetup, World, wait_for};
-use plugin_kit::{Category, EventBuilder, MapContext, Severity};
 
-fn event(tenant: &str, n: u32) -> serde_json::Value {
-    let context = MapContext {
-        tenant: tenant.into(),
-        integration: "platform".into(),
-    };
-    let event = EventBuilder::new(
-        "com.betalogs.system.error",
-        Category::System,
-        "https://checkout.example.com",
-        format!("err-{n}"),
-        "2026-11-25T10:00:00Z",
-    )
-    .severity(Severity::Error)
-    .field("service.name", "checkout")
-    .original(serde_json::json!({ "n": n }))
-    .build(&context);
-    serde_json::to_value(event).expect("json")
-}
+use e2e_tests::platform_event as event;
 
 fn token(daemon: &Daemon, tenant: &str, scope: &str) -> String {
     daemon.ctl_json(&["tokens", "create", "--tenant", tenant, "--scope", scope])["token"]
@@ -233,16 +215,7 @@ fn follow(
 }
 
 fn tail(daemon: &Daemon, tenant: &str) -> Vec<String> {
-    let output = daemon.ctl(&["events", "tail", "--tenant", tenant, "--last", "100"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    daemon.tail_events(tenant, 100)
 }
 
 #[test]
