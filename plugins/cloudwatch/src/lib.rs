@@ -16,6 +16,8 @@ pub mod collect;
 pub mod console;
 pub mod description;
 pub mod enrich;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logs;
 pub mod metrics;
 pub mod settings;

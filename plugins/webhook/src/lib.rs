@@ -14,6 +14,8 @@
 //! they need is absent, a mapped type is not canonical). Only 202 stores anything.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mapping;
 pub mod payload;
 pub mod presets;

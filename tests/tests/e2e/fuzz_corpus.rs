@@ -125,6 +125,21 @@ fn every_seed_passes_its_check_unedited() {
         let expected = if event == "ping" { 200 } else { 202 };
         assert_eq!(status, expected, "the {event} example");
     }
+    for seed in corpus("cloudwatch_webhook") {
+        assert_eq!(
+            integration_cloudwatch::fuzzing::delivery(&seed),
+            202,
+            "a documented example"
+        );
+    }
+    for seed in corpus("generic_webhook") {
+        let (preset, event) = integration_webhook::fuzzing::pick(seed[0]);
+        let status = integration_webhook::fuzzing::delivery(preset, event, &seed[1..]);
+        assert!(
+            [200, 202].contains(&status),
+            "the {preset} example ({event}): {status}"
+        );
+    }
     for seed in corpus("field_mapping") {
         let split = seed.iter().position(|b| *b == 0).expect("rules NUL event");
         plugin_kit::check_untrusted_rules(&seed[..split], &seed[split + 1..]);
@@ -169,6 +184,17 @@ proptest! {
     fn github_webhooks(pick in any::<u8>(), body in input("github_webhook")) {
         let (event, content_type) = integration_github::fuzzing::pick(pick);
         integration_github::fuzzing::delivery(event, content_type, body.get(1..).unwrap_or_default());
+    }
+
+    #[test]
+    fn cloudwatch_webhooks(body in input("cloudwatch_webhook")) {
+        integration_cloudwatch::fuzzing::delivery(&body);
+    }
+
+    #[test]
+    fn generic_webhooks(pick in any::<u8>(), body in input("generic_webhook")) {
+        let (preset, event) = integration_webhook::fuzzing::pick(pick);
+        integration_webhook::fuzzing::delivery(preset, event, body.get(1..).unwrap_or_default());
     }
 
     #[test]
