@@ -262,7 +262,9 @@ pub fn parse_time_ms(value: &Value) -> Option<u64> {
 
 /// A secret from stdin of any kind, from bytes anyone could send: parsed or refused,
 /// and a refusal never quotes the secret: no string value of it (field names may be
-/// named), nor the whole text when it is not JSON. What the fuzz targets and property
+/// named), nor the whole text when it is not JSON. The `admin_request` fuzz target
+/// found that a secret spelling a field name ("access_tok") is named by the list of
+/// expected fields: not a leak, so that list is not searched. What the fuzz targets and property
 /// tests run.
 pub fn check_untrusted_secret(raw: &[u8]) {
     fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
@@ -284,9 +286,16 @@ pub fn check_untrusted_secret(raw: &[u8]) {
     for kind in Kind::ALL {
         if let Err(err) = parse(kind, raw) {
             let message = err.to_string();
+            // What every refusal of the kind says whatever the secret: its name and
+            // the fields it expects (a secret may happen to spell one).
+            let own = message
+                .split("; expected fields:")
+                .next()
+                .unwrap_or_default()
+                .replace(kind.as_str(), "");
             for part in &secret_parts {
                 assert!(
-                    !message.contains(part),
+                    !own.contains(part),
                     "the refusal quotes the secret: {message}"
                 );
             }
