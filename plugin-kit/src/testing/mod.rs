@@ -385,6 +385,32 @@ pub fn webhook_request(headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> v1
     }
 }
 
+/// Panics unless `answer` is what a webhook answer must be whatever the delivery was:
+/// one of the `documented` statuses, events only with a 202, each a JSON event of
+/// `tenant` with a `com.betalogs.` type. For a plugin's tests and fuzz targets.
+pub fn assert_webhook_answer(answer: &v1::WebhookResponse, tenant: &str, documented: &[u32]) {
+    assert!(
+        documented.contains(&answer.status),
+        "{} {}",
+        answer.status,
+        answer.message
+    );
+    if answer.status != 202 {
+        assert!(answer.events_json.is_empty(), "{}", answer.message);
+        return;
+    }
+    for raw in &answer.events_json {
+        let event: serde_json::Value = serde_json::from_str(raw).expect("events are JSON");
+        assert_eq!(event["tenant"], tenant, "{event}");
+        assert!(
+            event["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("com.betalogs.")),
+            "{event}"
+        );
+    }
+}
+
 /// The resident set size of a process in KiB (`VmRSS`), 0 when it cannot be read:
 /// for benchmarks that report a plugin's memory.
 pub fn resident_kib(pid: u32) -> u64 {
