@@ -193,21 +193,36 @@ pub fn verify_opened(
         Some(_) => {}
     }
     let sealed = OwnedFd::from(copy);
-    fcntl(
-        sealed.as_fd(),
-        FcntlArg::F_ADD_SEALS(
-            SealFlag::F_SEAL_WRITE
-                | SealFlag::F_SEAL_SHRINK
-                | SealFlag::F_SEAL_GROW
-                | SealFlag::F_SEAL_SEAL,
-        ),
-    )
-    .map_err(seal_error)?;
+    add_seals(&sealed).map_err(seal_error)?;
     Ok(VerifiedExecutable {
         sealed: Arc::new(sealed),
         path,
         sha256: found,
     })
+}
+
+/// Seals the copy against any change. The kernel refuses a write seal with EBUSY while
+/// some of the copy's pages are still referenced from elsewhere for a moment (it waits
+/// briefly itself); that has been seen with many plugins spawned at once on a busy
+/// machine (CI, 2026-12-07), so the seal is asked for again a few times before the
+/// error is reported.
+fn add_seals(sealed: &OwnedFd) -> Result<(), nix::Error> {
+    const ATTEMPTS: u32 = 20;
+    let seals = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SEAL;
+    let mut attempt = 1;
+    loop {
+        match fcntl(sealed.as_fd(), FcntlArg::F_ADD_SEALS(seals)) {
+            Err(nix::Error::EBUSY) if attempt < ATTEMPTS => {
+                attempt += 1;
+                // Nothing announces the pages' release: wait a little and ask again.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            outcome => return outcome.map(drop),
+        }
+    }
 }
 
 /// Resolves `path`, checks the owner and mode of the file and of every directory above
