@@ -7,6 +7,9 @@ use super::log::Location;
 use crate::names::InstanceKey;
 use crate::store::{Batch, StoreError, Table};
 
+/// Outbox keys deleted per store batch when a segment is pruned.
+const OUTBOX_KEYS_PER_BATCH: u64 = 1_000;
+
 impl Pipeline {
     /// The last committed cursor of an integration ("" before the first batch).
     pub fn cursor(&self, instance: &InstanceKey) -> Result<String, StoreError> {
@@ -67,23 +70,30 @@ impl Pipeline {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         sinks.offsets.insert(name.to_owned(), offset);
         let delivered = sinks.offsets.values().copied().min().unwrap_or(0);
-        let mut batch = Batch::new().put(
+        self.store.apply(&Batch::new().put(
             Table::SinkOffsets,
             name.as_bytes().to_vec(),
             offset.to_be_bytes().to_vec(),
-        );
+        ))?;
         let prunable = self
             .log
             .prunable_through(delivered)
             .filter(|through| *through > sinks.pruned);
         if let Some(through) = prunable {
-            for seq in sinks.pruned + 1..=through {
-                batch = batch.delete(Table::Outbox, seq.to_be_bytes().to_vec());
+            // In batches, oldest first: a segment holds tens of thousands of commits,
+            // and one transaction of all their keys costs that much memory at once. A
+            // crash between batches leaves the oldest index entries gone and the
+            // segment in place, which opening handles like any partly read segment.
+            let mut seq = sinks.pruned + 1;
+            while seq <= through {
+                let last = through.min(seq + OUTBOX_KEYS_PER_BATCH - 1);
+                let batch = (seq..=last).fold(Batch::new(), |batch, seq| {
+                    batch.delete(Table::Outbox, seq.to_be_bytes().to_vec())
+                });
+                self.store.apply(&batch)?;
+                sinks.pruned = last;
+                seq = last + 1;
             }
-        }
-        self.store.apply(&batch)?;
-        if let Some(through) = prunable {
-            sinks.pruned = through;
             self.log.prune_through(through)?;
         }
         Ok(())
