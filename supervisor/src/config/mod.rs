@@ -400,6 +400,35 @@ pub struct EnrichmentConfig {
     /// How long a plugin may take to answer what the index lacks.
     #[serde(deserialize_with = "duration")]
     pub plugin_deadline: Duration,
+    /// How long the index keeps what it learns (deployments, commits, merges, alarm
+    /// transitions, resolutions) and the enriched failures, by their event time. Older
+    /// entries are pruned in the background, so the index does not grow without bound;
+    /// it must cover the longest regression window.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+impl EnrichmentConfig {
+    /// The retention must cover every regression window: a failure is enriched with
+    /// the deployments within its window, which must still be in the index.
+    fn check_retention(&self) -> Result<(), String> {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if self.retention < self.window {
+            return Err(format!(
+                "enrichment.retention ({}) is shorter than enrichment.window ({})",
+                show(self.retention),
+                show(self.window)
+            ));
+        }
+        if let Some((scope, window)) = self.windows.iter().find(|(_, w)| **w > self.retention) {
+            return Err(format!(
+                "enrichment.retention ({}) is shorter than enrichment.windows.\"{scope}\" ({})",
+                show(self.retention),
+                show(*window)
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for EnrichmentConfig {
@@ -411,6 +440,7 @@ impl Default for EnrichmentConfig {
             windows: BTreeMap::new(),
             metric_values: false,
             plugin_deadline: Duration::from_secs(2),
+            retention: Duration::from_secs(90 * 24 * 60 * 60),
         }
     }
 }
@@ -847,6 +877,7 @@ impl Config {
                 "pipeline.dedup_window must be above zero and pipeline.backlog_quota_bytes at least 1 MiB".into(),
             ));
         }
+        self.enrichment.check_retention().map_err(invalid)?;
         let mut sink_names = std::collections::BTreeSet::from(["jsonl"]);
         for (index, sink) in self.sinks.http.iter().enumerate() {
             unique_name(
@@ -1008,6 +1039,30 @@ mod tests {
         assert!(
             err.contains("max_body_bytes must be from 1024 to 33554432"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_index_retention_shorter_than_a_regression_window_is_refused() {
+        let err = parse("[enrichment]\nretention = \"1h\"\n").expect_err("below 2h");
+        assert!(
+            err.contains("enrichment.retention (1h) is shorter than enrichment.window (2h)"),
+            "{err}"
+        );
+        let err = parse(
+            "[enrichment]\nretention = \"3h\"\n[enrichment.windows]\n\"acme/checkout\" = \"4h\"\n",
+        )
+        .expect_err("below a scoped window");
+        assert!(
+            err.contains("enrichment.retention (3h) is shorter than enrichment.windows.\"acme/checkout\" (4h)"),
+            "{err}"
+        );
+        let config = parse("[enrichment]\nwindow = \"1m\"\nretention = \"2m\"\n").expect("valid");
+        assert_eq!(config.enrichment.retention, Duration::from_secs(120));
+        assert_eq!(
+            Config::default().enrichment.retention,
+            Duration::from_secs(90 * 86_400),
+            "90 days by default"
         );
     }
 

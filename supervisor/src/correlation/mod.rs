@@ -28,6 +28,7 @@ mod memo;
 mod plugins;
 pub mod rebuild;
 pub mod records;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -16,25 +16,15 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::enrich::failure_write;
-use super::records::{self, prefix};
+use super::records::{self, INDEX_TABLES, prefix};
 use super::{CorrelationError, Correlator, IndexWrite};
 use crate::pipeline::{Pipeline, ReadError};
-use crate::store::{Batch, Store, StoreError, Table};
+use crate::store::{Batch, Store, StoreError};
 
 /// Index writes applied per store batch.
 const WRITES_PER_BATCH: usize = 10_000;
 /// Log commits read per step.
 const COMMITS_PER_READ: usize = 256;
-
-/// The trees a rebuild empties and fills for a tenant.
-const INDEX_TABLES: [Table; 6] = [
-    Table::Deliveries,
-    Table::Commits,
-    Table::Pulls,
-    Table::AlarmStates,
-    Table::Failures,
-    Table::Resolutions,
-];
 
 /// What a rebuild read and wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

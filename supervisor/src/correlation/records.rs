@@ -11,6 +11,59 @@ use serde_json::Value;
 
 use crate::store::Table;
 
+/// The trees of the index: what a rebuild empties and fills for a tenant, and what
+/// retention prunes.
+pub const INDEX_TABLES: [Table; 6] = [
+    Table::Deliveries,
+    Table::Commits,
+    Table::Pulls,
+    Table::AlarmStates,
+    Table::Failures,
+    Table::Resolutions,
+];
+
+/// Where an index table's entries carry their time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeLayout {
+    /// In the key, after `parts` key parts ([`time_key`]): oldest first in a group.
+    Ascending { parts: usize },
+    /// In the key, after `parts` key parts ([`newest_first_key`]): newest first.
+    Descending { parts: usize },
+    /// In the value's `time_ms` (keys name the thing, not the time).
+    InValue,
+}
+
+/// How `table` (one of [`INDEX_TABLES`]) keeps its entries' times; the one place that
+/// knows, next to [`IndexEntry::write`] and the failures' key.
+pub fn time_layout(table: Table) -> TimeLayout {
+    match table {
+        Table::Deliveries => TimeLayout::Descending { parts: 3 },
+        Table::Commits => TimeLayout::Ascending { parts: 2 },
+        Table::AlarmStates | Table::Failures => TimeLayout::Ascending { parts: 3 },
+        _ => TimeLayout::InValue,
+    }
+}
+
+/// The group of `key` (its first `parts` parts with their separators): keys of one
+/// group differ only in time and id. `None` when the key has fewer parts.
+pub fn group_of(key: &[u8], parts: usize) -> Option<&[u8]> {
+    let mut end = 0;
+    for _ in 0..parts {
+        end += key.get(end..)?.iter().position(|b| *b == 0)? + 1;
+    }
+    Some(&key[..end])
+}
+
+/// The first key after every key that starts with `group` (which ends with the
+/// separator).
+pub fn after_group(group: &[u8]) -> Vec<u8> {
+    let mut next = group.to_vec();
+    if let Some(last) = next.last_mut() {
+        *last = 1;
+    }
+    next
+}
+
 /// A delivery: a deployment (or its success), a release, a merge, a push.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
@@ -47,6 +100,10 @@ pub struct PullRecord {
     pub number: Option<u64>,
     pub title: Option<String>,
     pub url: Option<String>,
+    /// When it was merged, for retention (records indexed before it was kept have
+    /// none; retention stamps them when it first sees them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
 }
 
 /// One alarm state transition.
@@ -332,6 +389,7 @@ pub fn index_entries(event: &Value, time_ms: u64) -> Vec<IndexEntry> {
                         .and_then(Value::as_u64),
                     title: text(event, &["subject"]).map(str::to_owned),
                     url: link(event, &["pull_request"]).map(str::to_owned),
+                    time_ms: Some(time_ms),
                 },
             });
         }

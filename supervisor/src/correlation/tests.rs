@@ -21,7 +21,7 @@ fn time(ms: u64) -> String {
 
 struct World {
     _dir: tempfile::TempDir,
-    pipeline: Pipeline,
+    pipeline: Arc<Pipeline>,
     correlator: Arc<Correlator>,
 }
 
@@ -69,8 +69,10 @@ impl World {
         ));
         correlator.register(&InstanceKey::new("acme", "gh"), "github", true);
         correlator.register(&InstanceKey::new("acme", "cw"), "cloudwatch", true);
-        let pipeline = Pipeline::open_with(store, PipelineSettings::default(), correlator.clone())
-            .expect("pipeline");
+        let pipeline = Arc::new(
+            Pipeline::open_with(store, PipelineSettings::default(), correlator.clone())
+                .expect("pipeline"),
+        );
         let world = Self {
             _dir: dir,
             pipeline,
@@ -1246,4 +1248,266 @@ fn two_revisions_made_from_the_same_stored_one_lose_nothing() {
         all[2],
         "the index holds the last"
     );
+}
+
+/// A table's entries.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every entry of every index table, per table.
+fn whole_index(world: &World) -> Vec<(crate::store::Table, Entries)> {
+    super::records::INDEX_TABLES
+        .into_iter()
+        .map(|table| {
+            let entries = world.pipeline.store().scan(table, b"").expect("scan");
+            (table, entries)
+        })
+        .collect()
+}
+
+/// Two of everything the index keeps, one old and one recent, in two tenants.
+fn old_and_recent(world: &World, old: u64, recent: u64) {
+    for tenant in ["acme", "globex"] {
+        for (at, id) in [(old, 1), (recent, 2)] {
+            world.commit(
+                tenant,
+                "gh",
+                vec![
+                    deployment(tenant, "checkout", "production", id, "aaa", at),
+                    deployment(tenant, "checkout", "staging", id, "aaa", at),
+                ],
+            );
+        }
+    }
+    world.commit(
+        "acme",
+        "gh",
+        vec![
+            commit("old1", old),
+            commit("new1", recent),
+            merged(1, "old1", old),
+            merged(2, "new1", recent),
+        ],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![alarm("ALARM", old), alarm("OK", old + MINUTE)],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![alarm("ALARM", recent), alarm("OK", recent + MINUTE)],
+    );
+    world.commit(
+        "acme",
+        "cw",
+        vec![
+            failure(
+                "acme",
+                "old-boom",
+                "checkout",
+                "production",
+                old + 2 * MINUTE,
+            ),
+            failure(
+                "acme",
+                "new-boom",
+                "checkout",
+                "production",
+                recent + 2 * MINUTE,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn retention_deletes_every_entry_older_than_the_horizon_and_keeps_the_rest() {
+    use crate::store::Table;
+    let world = World::new();
+    old_and_recent(&world, T - 100 * MINUTE, T);
+    let before = whole_index(&world);
+    // One alarm, resolved long ago and again lately: its latest resolution is kept.
+    let resolutions = |index: &[(Table, Entries)]| {
+        index
+            .iter()
+            .find(|(table, _)| *table == Table::Resolutions)
+            .map(|(_, entries)| entries.len())
+    };
+    assert_eq!(resolutions(&before), Some(1));
+
+    let pruned = world
+        .correlator
+        .prune_before(T - 50 * MINUTE, T + 60 * MINUTE)
+        .expect("prune");
+
+    let after = whole_index(&world);
+    for ((table, was), (_, is)) in before.iter().zip(&after) {
+        let deleted = pruned
+            .deleted
+            .iter()
+            .find(|(t, _)| t == table)
+            .map(|(_, n)| *n)
+            .expect("every table is reported");
+        assert_eq!(
+            is.len() as u64,
+            was.len() as u64 - deleted,
+            "{table:?}: what is left is what was not deleted"
+        );
+        if *table == Table::Resolutions {
+            continue;
+        }
+        // Exactly the recent half stays: what was kept is every entry whose time is
+        // at or after the horizon.
+        assert_eq!(is.len() * 2, was.len(), "{table:?}: {pruned:?}");
+        for (key, value) in is {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            );
+            assert!(!text.contains("old"), "{table:?} kept an old entry: {text}");
+        }
+    }
+    assert_eq!(resolutions(&after), Some(1));
+    assert_eq!(pruned.stamped, 0, "every pull request has its time");
+    assert!(
+        pruned
+            .deleted
+            .iter()
+            .any(|(table, n)| *table == Table::Deliveries && *n == 5),
+        "two tenants' old deployments in two environments, and the old merge: {pruned:?}"
+    );
+
+    // A sweep again finds nothing, and the index still enriches with what it kept.
+    let again = world
+        .correlator
+        .prune_before(T - 50 * MINUTE, T + 60 * MINUTE)
+        .expect("prune");
+    assert_eq!(again.total(), 0);
+    world.commit(
+        "acme",
+        "cw",
+        vec![failure(
+            "acme",
+            "later",
+            "checkout",
+            "production",
+            T + 5 * MINUTE,
+        )],
+    );
+    let later = world.failure("later");
+    assert!(kinds(&later).contains(&"deployment".to_owned()), "{later}");
+}
+
+#[test]
+fn retention_deletes_a_large_group_in_batches() {
+    use crate::store::Table;
+    let world = World::new();
+    let many = super::retention::KEYS_PER_BATCH * 2 + 17;
+    for chunk in (0..many).collect::<Vec<_>>().chunks(500) {
+        let events = chunk
+            .iter()
+            .map(|n| commit(&format!("sha{n:05}"), T - 100 * MINUTE + *n as u64))
+            .collect();
+        world.commit("acme", "gh", events);
+    }
+    world.commit("acme", "gh", vec![commit("fresh", T)]);
+    let pruned = world.correlator.prune_before(T - MINUTE, T).expect("prune");
+    assert!(
+        pruned.deleted.contains(&(Table::Commits, many as u64)),
+        "{pruned:?}"
+    );
+    let left = world
+        .pipeline
+        .store()
+        .scan(Table::Commits, b"")
+        .expect("scan");
+    assert_eq!(left.len(), 1);
+    assert!(String::from_utf8_lossy(&left[0].0).ends_with("fresh"));
+}
+
+#[test]
+fn a_pull_request_recorded_without_a_time_is_stamped_and_pruned_one_retention_later() {
+    use crate::store::{Batch, Table};
+    let world = World::new();
+    // As indexed before pull requests kept their merge time.
+    let key = super::records::prefix(&["acme", "acme/checkout", "abc"]);
+    let legacy = br#"{"number":7,"title":"Fix","url":"https://github.com/acme/checkout/pull/7"}"#;
+    world
+        .pipeline
+        .store()
+        .apply(&Batch::new().put(Table::Pulls, key.clone(), legacy.to_vec()))
+        .expect("put");
+
+    let first = world.correlator.prune_before(T, T).expect("prune");
+    assert_eq!(first.stamped, 1);
+    assert_eq!(first.total(), 0, "kept: its time is unknown");
+    let stamped: super::records::PullRecord = serde_json::from_slice(
+        &world
+            .pipeline
+            .store()
+            .get(Table::Pulls, &key)
+            .expect("get")
+            .expect("kept"),
+    )
+    .expect("json");
+    assert_eq!(stamped.time_ms, Some(T));
+    assert_eq!(stamped.number, Some(7));
+
+    let kept = world.correlator.prune_before(T, T + MINUTE).expect("prune");
+    assert_eq!((kept.total(), kept.stamped), (0, 0));
+    let gone = world
+        .correlator
+        .prune_before(T + 1, T + MINUTE)
+        .expect("prune");
+    assert!(gone.deleted.contains(&(Table::Pulls, 1)), "{gone:?}");
+}
+
+#[test]
+fn the_sweep_runs_on_its_interval_and_reports_to_metrics_and_upkeep_health() {
+    let world = World::new();
+    // An hour before now: past a retention of four seconds (swept every second).
+    let an_hour_ago = plugin_kit::clock::now_ms() - 60 * MINUTE;
+    world.commit("acme", "gh", vec![commit("ancient", an_hour_ago)]);
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(sweep_and_report(&world));
+}
+
+async fn sweep_and_report(world: &World) {
+    use super::retention::{RetentionMetrics, TableLabel, UPKEEP_NAME, run};
+    let metrics = RetentionMetrics::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sweeps = tokio::spawn(run(
+        world.correlator.clone(),
+        world.pipeline.clone(),
+        std::time::Duration::from_secs(4),
+        metrics.clone(),
+        stopped,
+    ));
+    let commits = TableLabel {
+        table: "correlation.commits".to_owned(),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metrics.pruned.get_or_create(&commits).get() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no sweep in 30 s");
+        // Polled: the sweep is a background task with nothing to await.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(metrics.failures.get(), 0);
+    assert!(metrics.last_success.get() > 0);
+    let upkeep = world.pipeline.upkeep_health().all();
+    assert_eq!(upkeep.len(), 1);
+    assert_eq!(upkeep[0].name, UPKEEP_NAME);
+    assert_eq!(upkeep[0].failing_since_ms, None);
+    assert!(
+        world
+            .pipeline
+            .store()
+            .scan(crate::store::Table::Commits, b"")
+            .expect("scan")
+            .is_empty()
+    );
+    stop.send(true).expect("stop");
+    sweeps.await.expect("the sweeps stop when told");
 }

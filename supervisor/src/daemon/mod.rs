@@ -278,6 +278,31 @@ pub async fn run(
         stop_rx.clone(),
     )?);
     let monitor_task = tokio::spawn(monitoring.clone().run(stop_rx.clone()));
+    let retention = config.enrichment.enabled.then(|| {
+        let counters = crate::correlation::retention::RetentionMetrics::default();
+        metrics.register(
+            "correlation_pruned",
+            "Correlation index entries and failures deleted past enrichment.retention, per table",
+            counters.pruned.clone(),
+        );
+        metrics.register(
+            "correlation_retention_failures",
+            "Retention sweeps of the correlation index that failed (each is logged)",
+            counters.failures.clone(),
+        );
+        metrics.register(
+            "correlation_retention_last_success_timestamp_seconds",
+            "When a retention sweep of the correlation index last completed",
+            counters.last_success.clone(),
+        );
+        tokio::spawn(crate::correlation::retention::run(
+            correlator.clone(),
+            pipeline.clone(),
+            config.enrichment.retention,
+            counters,
+            stop_rx.clone(),
+        ))
+    });
     let anchoring = tokio::spawn(crate::audit_anchoring::run(
         pipeline.clone(),
         config.admin.audit_anchor_interval,
@@ -397,6 +422,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     let _ = anchoring.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     if let Some(watchdog) = watchdog {
         let _ = watchdog.await;
     }

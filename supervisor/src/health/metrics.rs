@@ -648,6 +648,20 @@ impl Metrics {
             );
     }
 
+    /// Exposes a metric another part of the daemon keeps (the correlation index's
+    /// retention sweeps), as `integrationd_<name>`.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .expect("metrics lock poisoned")
+            .register(name, help, metric);
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -68,6 +68,9 @@ pub struct Pipeline {
     pub(super) sink_health: super::sinks::SinkHealth,
     /// Whether each source the daemon consumes itself (JetStream) consumes.
     pub(super) source_health: super::sinks::SinkHealth,
+    /// Whether the daemon's upkeep of its state (the correlation index's retention)
+    /// succeeds.
+    pub(super) upkeep_health: super::sinks::SinkHealth,
     pub(super) jobs: Mutex<Option<mpsc::Sender<Job>>>,
     pub(super) committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -205,6 +208,7 @@ impl Pipeline {
             committed,
             sink_health: super::sinks::SinkHealth::default(),
             source_health: super::sinks::SinkHealth::default(),
+            upkeep_health: super::sinks::SinkHealth::default(),
             jobs: Mutex::new(Some(jobs)),
             committer: Mutex::new(Some(handle)),
             sinks: Mutex::new(SinkOffsets {
@@ -319,6 +323,12 @@ impl Pipeline {
     /// Whether each JetStream source consumes.
     pub fn source_health(&self) -> &super::sinks::SinkHealth {
         &self.source_health
+    }
+
+    /// Whether each upkeep task of the state (the correlation index's retention)
+    /// succeeds: health alerts on one failing for minutes.
+    pub fn upkeep_health(&self) -> &super::sinks::SinkHealth {
+        &self.upkeep_health
     }
 
     pub fn inbox(&self) -> &Inbox {

@@ -105,7 +105,8 @@ impl Table {
         Table::Resolutions,
     ];
 
-    fn tree_name(self) -> &'static str {
+    /// The sled tree this table is (also what metrics and backups call it).
+    pub fn tree_name(self) -> &'static str {
         match self {
             Table::Trust => "registry.trust",
             Table::Tenants => "tenants",

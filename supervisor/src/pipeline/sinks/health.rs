@@ -1,12 +1,13 @@
 //! Whether each sink delivers: every sink reports its deliveries and failures here, so
 //! that health can alert on a sink failing for minutes and the metrics can count them.
 //! The sources the daemon consumes itself (JetStream) report the same way, in a registry
-//! of their own (`Pipeline::source_health`).
+//! of their own (`Pipeline::source_health`), and so do the daemon's upkeep tasks
+//! (`Pipeline::upkeep_health`: the correlation index's retention).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// One sink's delivery state (or one source's consumption).
+/// One sink's delivery state (or one source's consumption, or one upkeep task's runs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SinkStatus {
     pub name: String,
