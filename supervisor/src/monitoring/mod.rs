@@ -481,6 +481,7 @@ impl Monitoring {
         let daemon = rules::DaemonFacts {
             sinks: self.sources.pipeline.sink_health().all(),
             sources: self.sources.pipeline.source_health().all(),
+            upkeep: self.sources.pipeline.upkeep_health().all(),
             log_bytes: self.sources.pipeline.log_bytes(),
             log_quota_bytes: self.backlog_quota_bytes,
         };

@@ -15,6 +15,8 @@
 //! | `dead_letters_growing` | `alerts.dead_letters_per_15m` dead letters in 15 minutes, while the queue holds them (a purge or replay resolves it) | warning |
 //! | `event_log_backlog` | the event log at 80% of its quota | error |
 //! | `sink_failing` | a sink failing for 5 minutes | error |
+//! | `source_failing` | a JetStream source failing for 5 minutes | error |
+//! | `upkeep_failing` | an upkeep task of the state (the correlation index's retention) failing for 5 minutes | error |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +36,8 @@ pub struct DaemonFacts {
     pub sinks: Vec<SinkStatus>,
     /// The JetStream sources.
     pub sources: Vec<SinkStatus>,
+    /// The upkeep tasks of the state (the correlation index's retention).
+    pub upkeep: Vec<SinkStatus>,
     pub log_bytes: u64,
     pub log_quota_bytes: u64,
 }
@@ -103,21 +107,16 @@ pub fn keep(integrations: &[IntegrationHealth], daemon: &DaemonFacts) -> Keep {
             ));
         }
     }
-    for sink in daemon.sinks.iter().filter(|s| s.failing_since_ms.is_some()) {
-        keep.fingerprints
-            .insert(fingerprint("sink_failing", None, None, Some(&sink.name)));
-    }
-    for source in daemon
-        .sources
-        .iter()
-        .filter(|s| s.failing_since_ms.is_some())
-    {
-        keep.fingerprints.insert(fingerprint(
-            "source_failing",
-            None,
-            None,
-            Some(&source.name),
-        ));
+    let failing = [
+        ("sink_failing", &daemon.sinks),
+        ("source_failing", &daemon.sources),
+        ("upkeep_failing", &daemon.upkeep),
+    ];
+    for (rule, statuses) in failing {
+        for status in statuses.iter().filter(|s| s.failing_since_ms.is_some()) {
+            keep.fingerprints
+                .insert(fingerprint(rule, None, None, Some(&status.name)));
+        }
     }
     keep
 }
@@ -318,6 +317,7 @@ pub fn evaluate(
     let kinds = [
         ("sink_failing", "sink", &daemon.sinks),
         ("source_failing", "source", &daemon.sources),
+        ("upkeep_failing", "upkeep", &daemon.upkeep),
     ];
     for (rule, kind, statuses) in kinds {
         for status in statuses.iter().filter(|status| {
@@ -389,6 +389,16 @@ mod tests {
             ..DaemonFacts::default()
         };
         assert_eq!(rules_of(&source_down), ["source_failing"]);
+        let upkeep_failing = DaemonFacts {
+            upkeep: vec![sink(Some(FIVE_MINUTES_MS))],
+            ..DaemonFacts::default()
+        };
+        assert_eq!(rules_of(&upkeep_failing), ["upkeep_failing"]);
+        assert!(
+            keep(&[], &upkeep_failing)
+                .fingerprints
+                .contains(&fingerprint("upkeep_failing", None, None, Some("http")))
+        );
         // After a restart its clock starts over, but a failing sink's alert stays.
         let keep = keep(&[], &four_minutes);
         assert!(
