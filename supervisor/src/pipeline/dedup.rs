@@ -51,12 +51,17 @@ pub fn decode(raw: &[u8]) -> Vec<u128> {
 }
 
 /// The ids of the latest commits, at most `capacity` (whole commits are evicted).
+///
+/// The ids of all commits are one queue, and each commit is its sequence and how many
+/// of them are its: a webhook commits an event or two, and a `Vec` per commit cost more
+/// than its ids (a heap block and its header each, per commit).
 #[derive(Debug)]
 pub struct DedupWindow {
     seen: HashSet<u128>,
-    /// Each remembered commit's sequence and ids, oldest first.
-    commits: VecDeque<(u64, Vec<u128>)>,
-    len: usize,
+    /// The remembered ids, in commit order, oldest first.
+    ids: VecDeque<u128>,
+    /// Each remembered commit's sequence and number of ids, oldest first.
+    commits: VecDeque<(u64, u32)>,
     capacity: usize,
 }
 
@@ -64,8 +69,8 @@ impl DedupWindow {
     pub fn new(capacity: usize) -> Self {
         Self {
             seen: HashSet::new(),
+            ids: VecDeque::new(),
             commits: VecDeque::new(),
-            len: 0,
             capacity,
         }
     }
@@ -77,14 +82,13 @@ impl DedupWindow {
     /// Remembers commit `seq`'s ids, forgetting the oldest commits beyond the capacity;
     /// returns the sequences forgotten.
     pub fn push(&mut self, seq: u64, digests: Vec<u128>) -> Vec<u64> {
-        self.len += digests.len();
         self.seen.extend(digests.iter().copied());
-        self.commits.push_back((seq, digests));
+        self.commits.push_back((seq, count(&digests)));
+        self.ids.extend(digests);
         let mut forgotten = Vec::new();
-        while self.len > self.capacity && self.commits.len() > 1 {
-            if let Some((old_seq, old)) = self.commits.pop_front() {
-                self.len -= old.len();
-                for digest in old {
+        while self.ids.len() > self.capacity && self.commits.len() > 1 {
+            if let Some((old_seq, n)) = self.commits.pop_front() {
+                for digest in self.ids.drain(..n as usize) {
                     self.seen.remove(&digest);
                 }
                 forgotten.push(old_seq);
@@ -96,9 +100,9 @@ impl DedupWindow {
     /// Forgets the latest commit (it could not be stored after all). Commits evicted
     /// by its push stay forgotten: that only narrows the window.
     pub fn forget_last(&mut self) {
-        if let Some((_, digests)) = self.commits.pop_back() {
-            self.len -= digests.len();
-            for digest in digests {
+        if let Some((_, n)) = self.commits.pop_back() {
+            let from = self.ids.len() - n as usize;
+            for digest in self.ids.drain(from..) {
                 self.seen.remove(&digest);
             }
         }
@@ -106,20 +110,27 @@ impl DedupWindow {
 
     /// Whether older commits should still be loaded at start.
     pub fn wants_more(&self) -> bool {
-        self.len < self.capacity
+        self.ids.len() < self.capacity
     }
 
     /// Adds an older commit in front (loading newest first at start).
     pub fn push_older(&mut self, seq: u64, digests: Vec<u128>) {
-        self.len += digests.len();
         self.seen.extend(digests.iter().copied());
-        self.commits.push_front((seq, digests));
+        self.commits.push_front((seq, count(&digests)));
+        for digest in digests.into_iter().rev() {
+            self.ids.push_front(digest);
+        }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.len
+        self.ids.len()
     }
+}
+
+/// A commit's number of ids (a commit holds at most a batch, far below `u32::MAX`).
+fn count(digests: &[u128]) -> u32 {
+    u32::try_from(digests.len()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -139,6 +150,24 @@ mod tests {
         );
         assert!(window.contains(3) && window.contains(5));
         assert_eq!(window.len(), 3);
+    }
+
+    #[test]
+    fn a_commit_forgotten_or_loaded_older_keeps_the_others_ids() {
+        let mut window = DedupWindow::new(10);
+        window.push(5, vec![50, 51]);
+        window.push_older(4, vec![40, 41, 42]);
+        window.push_older(3, vec![30]);
+        window.push(6, vec![60, 61]);
+        window.forget_last();
+        assert!(!window.contains(60) && !window.contains(61));
+        assert!([30, 40, 41, 42, 50, 51].iter().all(|d| window.contains(*d)));
+        assert_eq!(window.len(), 6);
+        // Eviction goes oldest first, whole commits: 3, then 4.
+        assert_eq!(window.push(7, vec![70, 71, 72, 73, 74, 75]), vec![3, 4]);
+        assert!(!window.contains(30) && !window.contains(42));
+        assert!(window.contains(50) && window.contains(75));
+        assert_eq!(window.len(), 8);
     }
 
     #[test]
