@@ -37,7 +37,7 @@ struct Sample {
     accepted: u64,
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let minutes = e2e_tests::bench_arg(&args, "--minutes", 30);
     let sample_seconds = e2e_tests::bench_arg(&args, "--sample-seconds", 30) as u64;
@@ -194,9 +194,14 @@ fn main() {
         accepted.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed)
     );
-    let growing = verdict(&samples);
-    if growing {
-        std::process::exit(1);
+    // The daemon and its world go first (`process::exit` would leave the daemon
+    // running), then the verdict is the exit status.
+    drop(daemon);
+    drop(world);
+    if verdict(&samples) {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
     }
 }
 
