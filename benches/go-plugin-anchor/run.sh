@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Heartbeat benchmark, integrationd side by side with HashiCorp go-plugin (the anchor),
-# alternating runs so both see the same machine state.
+# alternating runs so both see the same machine state. integrationd's line is measured on
+# the daemon's own runtime (two workers, the check in a spawned task, as the daemon's
+# heartbeats run); the current-thread line is for comparison.
 #
 #   benches/go-plugin-anchor/run.sh [ROUNDS]
 #
@@ -23,4 +25,7 @@ for round in $(seq "$rounds"); do
     printf 'round %s go-plugin    %s\n' "$round" "$("$out/anchor" -calls 20000 -spawns 20)"
     printf 'round %s integrationd %s\n' "$round" \
         "$(target/release/integrationd bench heartbeat --plugin target/release/integration-github --calls 20000 --spawns 20)"
+    # For comparison: the same host on one thread, which the daemon is not.
+    printf 'round %s integrationd-current-thread %s\n' "$round" \
+        "$(target/release/integrationd bench heartbeat --runtime current --plugin target/release/integration-github --calls 20000 --spawns 20)"
 done

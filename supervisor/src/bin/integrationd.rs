@@ -80,7 +80,19 @@ enum BenchCommand {
         /// Spawns timed (the median is reported).
         #[arg(long, default_value_t = 20)]
         spawns: usize,
+        /// The host's runtime: `daemon` is the daemon's (two worker threads: a reply
+        /// may have to wake the other one), `current` one thread (what a host that
+        /// only talks to plugins could use; for comparison).
+        #[arg(long, value_enum, default_value_t = BenchRuntime::Daemon)]
+        runtime: BenchRuntime,
     },
+}
+
+/// The runtime `bench heartbeat` measures on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchRuntime {
+    Daemon,
+    Current,
 }
 
 fn main() -> ExitCode {
@@ -135,13 +147,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 plugin,
                 calls,
                 spawns,
+                runtime,
             },
     }) = cli.command
     {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let report = runtime.block_on(supervisor::bench::heartbeat(&plugin, calls, spawns))?;
+        let runtime = match runtime {
+            BenchRuntime::Daemon => daemon_runtime()?,
+            BenchRuntime::Current => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        };
+        // In a spawned task, as the daemon's heartbeats run: `block_on`'s thread is not
+        // one of the runtime's workers, and every reply would cross to it.
+        let measured = runtime.block_on(async move {
+            tokio::spawn(async move { supervisor::bench::heartbeat(&plugin, calls, spawns).await })
+                .await
+        })?;
+        let report = measured?;
         println!("{report}");
         return Ok(());
     }
@@ -158,13 +180,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         supervisor::state_dir::UMASK,
     ));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = daemon_runtime()?;
+    runtime.block_on(daemon::run(config, cli.config, overrides))?;
+    Ok(())
+}
+
+/// The daemon's runtime (and `bench heartbeat`'s by default, so that it measures what
+/// the daemon's heartbeats cost).
+fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(daemon::run(config, cli.config, overrides))?;
-    Ok(())
+        .context("cannot start the async runtime")
 }
 
 fn init_logging(format: LogFormat) {
