@@ -80,9 +80,9 @@ enum BenchCommand {
         /// Spawns timed (the median is reported).
         #[arg(long, default_value_t = 20)]
         spawns: usize,
-        /// The host's runtime: `daemon` is the daemon's (two worker threads: a reply
-        /// may have to wake the other one), `current` one thread (what a host that
-        /// only talks to plugins could use; for comparison).
+        /// The host's runtime: `daemon` is the daemon's (`worker_threads` of the
+        /// `--config` file, one by default, the checks in a spawned task), `current`
+        /// a current-thread runtime, for comparison.
         #[arg(long, value_enum, default_value_t = BenchRuntime::Daemon)]
         runtime: BenchRuntime,
     },
@@ -152,7 +152,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }) = cli.command
     {
         let runtime = match runtime {
-            BenchRuntime::Daemon => daemon_runtime()?,
+            BenchRuntime::Daemon => daemon_runtime(
+                daemon::load_config(cli.config.as_deref(), &Overrides::default())?.worker_threads,
+            )?,
             BenchRuntime::Current => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
@@ -180,16 +182,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         supervisor::state_dir::UMASK,
     ));
-    let runtime = daemon_runtime()?;
+    let runtime = daemon_runtime(config.worker_threads)?;
     runtime.block_on(daemon::run(config, cli.config, overrides))?;
     Ok(())
 }
 
-/// The daemon's runtime (and `bench heartbeat`'s by default, so that it measures what
-/// the daemon's heartbeats cost).
-fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The daemon's runtime with `workers` worker threads (and `bench heartbeat`'s by
+/// default, so that it measures what the daemon's heartbeats cost).
+fn daemon_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
