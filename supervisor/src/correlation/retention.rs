@@ -209,62 +209,73 @@ pub async fn run(
     metrics: RetentionMetrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let health = pipeline.upkeep_health();
     let interval = sweep_interval(retention);
-    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let now_ms = plugin_kit::clock::now_ms();
-        let horizon_ms = now_ms.saturating_sub(retention_ms);
-        let sweeper = correlator.clone();
-        let started = std::time::Instant::now();
-        let outcome =
-            tokio::task::spawn_blocking(move || sweeper.prune_before(horizon_ms, now_ms)).await;
-        match outcome {
-            Ok(Ok(pruned)) => {
-                health.delivered(
-                    UPKEEP_NAME,
-                    usize::try_from(pruned.total()).unwrap_or(usize::MAX),
-                );
-                for (table, deleted) in &pruned.deleted {
-                    metrics
-                        .pruned
-                        .get_or_create(&TableLabel {
-                            table: table.tree_name().to_owned(),
-                        })
-                        .inc_by(*deleted);
-                }
+        sweep(&correlator, &pipeline, retention, &metrics).await;
+    }
+}
+
+/// One sweep keeping `retention`, with its outcome in `metrics` and `pipeline`'s
+/// upkeep health (and the log).
+pub async fn sweep(
+    correlator: &std::sync::Arc<Correlator>,
+    pipeline: &crate::pipeline::Pipeline,
+    retention: Duration,
+    metrics: &RetentionMetrics,
+) {
+    let health = pipeline.upkeep_health();
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    let now_ms = plugin_kit::clock::now_ms();
+    let horizon_ms = now_ms.saturating_sub(retention_ms);
+    let sweeper = correlator.clone();
+    let started = std::time::Instant::now();
+    let outcome =
+        tokio::task::spawn_blocking(move || sweeper.prune_before(horizon_ms, now_ms)).await;
+    match outcome {
+        Ok(Ok(pruned)) => {
+            health.delivered(
+                UPKEEP_NAME,
+                usize::try_from(pruned.total()).unwrap_or(usize::MAX),
+            );
+            for (table, deleted) in &pruned.deleted {
                 metrics
-                    .last_success
-                    .set(i64::try_from(now_ms / 1000).unwrap_or(i64::MAX));
-                if pruned.total() > 0 || pruned.stamped > 0 {
-                    tracing::info!(
-                        deleted = pruned.total(),
-                        stamped = pruned.stamped,
-                        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                        "pruned the correlation index past its retention"
-                    );
-                }
+                    .pruned
+                    .get_or_create(&TableLabel {
+                        table: table.tree_name().to_owned(),
+                    })
+                    .inc_by(*deleted);
             }
-            Ok(Err(err)) => {
-                metrics.failures.inc();
-                health.failed(
-                    UPKEEP_NAME,
-                    &format!("cannot prune the correlation index: {err}"),
+            metrics
+                .last_success
+                .set(i64::try_from(now_ms / 1000).unwrap_or(i64::MAX));
+            if pruned.total() > 0 || pruned.stamped > 0 {
+                tracing::info!(
+                    deleted = pruned.total(),
+                    stamped = pruned.stamped,
+                    took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "pruned the correlation index past its retention"
                 );
-                tracing::error!(error = %err, "cannot prune the correlation index; tried again at the next sweep");
             }
-            Err(err) => {
-                metrics.failures.inc();
-                health.failed(
-                    UPKEEP_NAME,
-                    &format!("the correlation index sweep stopped: {err}"),
-                );
-                tracing::error!(error = %err, "the correlation index sweep stopped; tried again at the next sweep");
-            }
+        }
+        Ok(Err(err)) => {
+            metrics.failures.inc();
+            health.failed(
+                UPKEEP_NAME,
+                &format!("cannot prune the correlation index: {err}"),
+            );
+            tracing::error!(error = %err, "cannot prune the correlation index; tried again at the next sweep");
+        }
+        Err(err) => {
+            metrics.failures.inc();
+            health.failed(
+                UPKEEP_NAME,
+                &format!("the correlation index sweep stopped: {err}"),
+            );
+            tracing::error!(error = %err, "the correlation index sweep stopped; tried again at the next sweep");
         }
     }
 }

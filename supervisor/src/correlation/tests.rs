@@ -1464,7 +1464,7 @@ fn a_pull_request_recorded_without_a_time_is_stamped_and_pruned_one_retention_la
 }
 
 #[test]
-fn the_sweep_runs_on_its_interval_and_reports_to_metrics_and_upkeep_health() {
+fn a_sweep_reports_to_metrics_and_upkeep_health_and_the_loop_stops_when_told() {
     let world = World::new();
     // An hour before now: past a retention of four seconds (swept every second).
     let an_hour_ago = plugin_kit::clock::now_ms() - 60 * MINUTE;
@@ -1475,25 +1475,14 @@ fn the_sweep_runs_on_its_interval_and_reports_to_metrics_and_upkeep_health() {
 }
 
 async fn sweep_and_report(world: &World) {
-    use super::retention::{RetentionMetrics, TableLabel, UPKEEP_NAME, run};
+    use super::retention::{RetentionMetrics, TableLabel, UPKEEP_NAME, run, sweep};
     let metrics = RetentionMetrics::default();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let sweeps = tokio::spawn(run(
-        world.correlator.clone(),
-        world.pipeline.clone(),
-        std::time::Duration::from_secs(4),
-        metrics.clone(),
-        stopped,
-    ));
+    let retention = std::time::Duration::from_secs(4);
+    sweep(&world.correlator, &world.pipeline, retention, &metrics).await;
     let commits = TableLabel {
         table: "correlation.commits".to_owned(),
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while metrics.pruned.get_or_create(&commits).get() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no sweep in 30 s");
-        // Polled: the sweep is a background task with nothing to await.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    assert_eq!(metrics.pruned.get_or_create(&commits).get(), 1);
     assert_eq!(metrics.failures.get(), 0);
     assert!(metrics.last_success.get() > 0);
     let upkeep = world.pipeline.upkeep_health().all();
@@ -1508,6 +1497,22 @@ async fn sweep_and_report(world: &World) {
             .expect("scan")
             .is_empty()
     );
+    // The loop sweeps every second for this retention, and ends when told.
+    assert_eq!(
+        super::retention::sweep_interval(retention),
+        std::time::Duration::from_secs(1)
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sweeps = tokio::spawn(run(
+        world.correlator.clone(),
+        world.pipeline.clone(),
+        retention,
+        metrics.clone(),
+        stopped,
+    ));
     stop.send(true).expect("stop");
-    sweeps.await.expect("the sweeps stop when told");
+    tokio::time::timeout(std::time::Duration::from_secs(10), sweeps)
+        .await
+        .expect("the sweeps stop when told")
+        .expect("no panic");
 }
