@@ -7,6 +7,8 @@
 //! rest is the crate's own.
 
 // Leaves: what everything uses.
+/// This daemon as a node of several: tenant placement in a JetStream key-value bucket.
+pub(crate) mod cluster;
 /// The daemon's configuration, every section typed and checked once.
 pub mod config;
 /// Where tenants' configurations may point their plugins (URL allow list).

@@ -37,6 +37,8 @@ pub struct Components {
     pub allowed_endpoints: crate::endpoints::AllowedEndpoints,
     pub monitoring: Arc<crate::monitoring::Monitoring>,
     pub book: Arc<crate::health::HealthBook>,
+    /// This node's cluster, when it is one of several.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Serves `betalogs.admin.v1.Admin`: each call goes to the handlers of its area, which
@@ -95,6 +97,7 @@ impl AdminService {
                 pipeline: components.pipeline.clone(),
                 desired: components.desired,
                 admin: admin.clone(),
+                cluster: components.cluster,
             },
             credentials: CredentialCalls {
                 auth: auth.clone(),
@@ -392,6 +395,13 @@ impl Admin for AdminService {
         request: Request<proto::TailEventsRequest>,
     ) -> Result<Response<Self::TailEventsStream>, Status> {
         self.pipeline.tail_events(request).await
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<proto::ClusterStatusRequest>,
+    ) -> Result<Response<proto::JsonDocument>, Status> {
+        self.tenants.cluster_status(request).await
     }
 
     async fn health(

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::peer::Authenticator;
 use super::proto;
 use super::quota;
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::AdminConfig;
 use crate::credentials::Credentials;
 use crate::desired::Desired;
@@ -26,6 +27,7 @@ pub(super) struct TenantCalls {
     pub(super) pipeline: Arc<Pipeline>,
     pub(super) desired: Arc<Desired>,
     pub(super) admin: AdminConfig,
+    pub(super) cluster: Option<Arc<Cluster>>,
 }
 
 impl TenantCalls {
@@ -34,9 +36,16 @@ impl TenantCalls {
         request: Request<proto::CreateTenantRequest>,
     ) -> Result<Response<proto::TenantInfo>, Status> {
         let principal = self.auth.operator(&request)?;
+        let name = &request.get_ref().name;
+        // Placed first: two nodes creating one name at once cannot both win.
+        if let Some(cluster) = &self.cluster
+            && crate::names::is_name(name)
+        {
+            cluster.claim(name).await.map_err(cluster_refusal)?;
+        }
         let tenant = self
             .tenants
-            .create(&request.get_ref().name, &principal.label())
+            .create(name, &principal.label())
             .map_err(Status::from)?;
         Ok(Response::new(proto::TenantInfo {
             name: tenant.name,
@@ -115,9 +124,37 @@ impl TenantCalls {
         drop(_turn);
         // Its plugin processes stop with it.
         self.desired.apply().await;
+        if let Some(cluster) = &self.cluster
+            && let Err(err) = cluster.release(&name).await
+        {
+            tracing::error!(tenant = %name, error = %err, "tenant deleted, but its placement stays in the cluster bucket; `integrationctl tenants delete` again removes it");
+            return Err(Status::unavailable(format!(
+                "tenant `{name}` was deleted on this node, but {err}; run the delete again to remove its placement"
+            )));
+        }
         Ok(Response::new(proto::DeleteTenantResponse {
             name,
             tokens_revoked: u32::try_from(tokens).unwrap_or(u32::MAX),
+        }))
+    }
+
+    pub(super) async fn cluster_status(
+        &self,
+        request: Request<proto::ClusterStatusRequest>,
+    ) -> Result<Response<proto::JsonDocument>, Status> {
+        self.auth.operator(&request)?;
+        let cluster = self.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this daemon runs alone: its configuration has no [cluster] section",
+            )
+        })?;
+        let document = serde_json::json!({
+            "node": cluster.node(),
+            "address": cluster.address(),
+            "nodes": cluster.nodes(),
+        });
+        Ok(Response::new(proto::JsonDocument {
+            json: document.to_string(),
         }))
     }
 
@@ -207,5 +244,13 @@ impl TenantCalls {
             .revoke_token(&request.get_ref().id, &principal.label())
             .map_err(Status::from)?;
         Ok(Response::new(proto::TokenInfo::from(info)))
+    }
+}
+
+/// A placement refused or failed, as the admin API says it.
+fn cluster_refusal(err: ClusterError) -> Status {
+    match err {
+        ClusterError::PlacedElsewhere { .. } => Status::already_exists(err.to_string()),
+        _ => Status::unavailable(err.to_string()),
     }
 }

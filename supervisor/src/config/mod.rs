@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod cluster;
 mod nats;
 
+pub use cluster::ClusterConfig;
 pub use nats::{NatsSinkConfig, NatsSourceConfig, StreamStorage};
 
 use crate::endpoints::AllowedEndpoints;
@@ -87,6 +89,10 @@ pub struct Config {
     /// `[alerts]`: the alert lifecycle and the operators' notification channels.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// `[cluster]`: this daemon as a node serving the tenants placed on it. Without
+    /// it the daemon runs alone. *Restart.*
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -944,6 +950,11 @@ impl Config {
             source.check().map_err(|why| {
                 invalid(format!("sources.nats[{index}] (`{}`): {why}", source.name))
             })?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .check()
+                .map_err(|why| invalid(format!("cluster: {why}")))?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for (index, instance) in self.instances.iter().enumerate() {

@@ -47,6 +47,10 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Monitoring(#[from] crate::monitoring::MonitoringError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cluster: cannot build the client that forwards requests to other nodes: {0}")]
+    Forwarding(reqwest::Error),
     #[error("source `{name}`: its subject {cause}")]
     Source {
         name: String,
@@ -252,6 +256,10 @@ pub async fn run(
             cause: source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cluster = join_cluster(&config, http_addr, &store).await?;
+    let cluster_task = cluster
+        .clone()
+        .map(|cluster| tokio::spawn(cluster.run(stop_rx.clone())));
     if let Some(completions) = completions_rx {
         tokio::spawn(
             crate::correlation::completion::Completer::new(
@@ -271,6 +279,7 @@ pub async fn run(
             flags: flags.clone(),
             credentials: credentials.clone(),
             pipeline: pipeline.clone(),
+            cluster: cluster.clone(),
         },
         config.health.clone(),
         config.alerts.clone(),
@@ -334,6 +343,7 @@ pub async fn run(
             allowed_endpoints: config.integrations.allowed_endpoints.clone(),
             monitoring: monitoring.clone(),
             book: book.clone(),
+            cluster: cluster.clone(),
         },
         config.admin.clone(),
     );
@@ -345,23 +355,27 @@ pub async fn run(
                 let _ = admin_stop.wait_for(|stop| *stop).await;
             }),
     );
-    let ingress = Arc::new(crate::ingress::Ingress::new(
-        crate::ingress::IngressParts {
-            metrics: metrics.clone(),
-            pipeline: pipeline.clone(),
-            manager: manager.clone(),
-            tenants: crate::tenants::Tenants::new(store.clone()),
-            verifier: crate::ingress::HostVerifier {
+    let ingress = Arc::new(
+        crate::ingress::Ingress::new(
+            crate::ingress::IngressParts {
+                metrics: metrics.clone(),
+                pipeline: pipeline.clone(),
+                manager: manager.clone(),
+                tenants: crate::tenants::Tenants::new(store.clone()),
+                verifier: crate::ingress::HostVerifier {
+                    integrations: integrations.clone(),
+                    credentials: credentials.clone(),
+                },
+                book: book.clone(),
+                monitoring: monitoring.clone(),
                 integrations: integrations.clone(),
-                credentials: credentials.clone(),
+                correlator: correlator.clone(),
+                cluster: cluster.clone(),
             },
-            book: book.clone(),
-            monitoring: monitoring.clone(),
-            integrations: integrations.clone(),
-            correlator: correlator.clone(),
-        },
-        config.ingress.clone(),
-    ));
+            config.ingress.clone(),
+        )
+        .map_err(DaemonError::Forwarding)?,
+    );
     let mut sources = Vec::new();
     for source in &config.sources.nats {
         let source = crate::ingress::JetStreamSource::new(source.clone(), ingress.clone())
@@ -439,9 +453,55 @@ pub async fn run(
         let _ = renewer.await;
     }
     let _ = http_task.await;
+    if let Some(cluster_task) = cluster_task {
+        let _ = cluster_task.await;
+    }
     let _ = std::fs::remove_file(&config.admin_socket);
     tracing::info!("integrationd stopped");
     Ok(())
+}
+
+/// Joins the cluster when `[cluster]` says to, and places this node's tenants on it. A
+/// tenant another node already serves is logged and left to it: its requests are
+/// forwarded there.
+async fn join_cluster(
+    config: &Config,
+    http_addr: std::net::SocketAddr,
+    store: &Store,
+) -> Result<Option<Arc<crate::cluster::Cluster>>, DaemonError> {
+    let Some(section) = &config.cluster else {
+        return Ok(None);
+    };
+    let address = section.advertised(http_addr);
+    let cluster = crate::cluster::Cluster::join(section.clone(), address).await?;
+    let mut tenants: std::collections::BTreeSet<String> =
+        crate::tenants::Tenants::new(store.clone())
+            .list()
+            .map_err(|err| crate::cluster::ClusterError::Bucket {
+                bucket: section.bucket.clone(),
+                why: format!("cannot list this node's tenants to place them: {err}"),
+            })?
+            .into_iter()
+            .map(|tenant| tenant.name)
+            .collect();
+    // The tenants of the configuration's instances run here too.
+    tenants.extend(
+        config
+            .instances
+            .iter()
+            .map(|instance| instance.tenant.as_str().to_owned()),
+    );
+    for tenant in tenants {
+        match cluster.claim(&tenant).await {
+            Ok(()) => {}
+            Err(err @ crate::cluster::ClusterError::PlacedElsewhere { .. }) => {
+                tracing::error!(error = %err, "this node holds state of a tenant placed on another; its requests go there");
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    tracing::info!(node = %cluster.node(), address = %cluster.address(), "joined the cluster");
+    Ok(Some(cluster))
 }
 
 /// Reads the master key when one is configured. A missing or unreadable key stops the
@@ -486,6 +546,7 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
         ("admin", old.admin != new.admin),
         ("sinks", old.sinks != new.sinks),
         ("sources", old.sources != new.sources),
+        ("cluster", old.cluster != new.cluster),
     ];
     for (key, differs) in changed {
         if differs {

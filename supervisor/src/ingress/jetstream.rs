@@ -8,6 +8,11 @@
 //! only the unacknowledged messages redelivered, and the event ids' deduplication
 //! stores each once. A message for a tenant this daemon does not have is terminated
 //! (not redelivered) and logged with its subject.
+//!
+//! A node of a cluster consumes with its own durable consumer (`{durable}_{node}`):
+//! every node sees every message, commits those of its own tenants and acknowledges
+//! the others, which their owners take from their own consumers. (Consumers filtering
+//! by a set of subjects need nats-server 2.10.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{Ingress, cloudevents};
+use crate::cluster::Owner;
 use crate::config::NatsSourceConfig;
 use crate::nats::SubjectTemplate;
 use crate::pipeline::sinks::Backoff;
@@ -111,11 +117,12 @@ impl JetStreamSource {
                 self.subject.filter()
             )
         })?;
+        let durable = self.durable();
         let consumer = stream
             .get_or_create_consumer(
-                &self.config.durable,
+                &durable,
                 pull::Config {
-                    durable_name: Some(self.config.durable.clone()),
+                    durable_name: Some(durable.clone()),
                     filter_subject: self.subject.filter(),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: self.config.ack_wait,
@@ -126,8 +133,8 @@ impl JetStreamSource {
             .await
             .map_err(|err| {
                 format!(
-                    "source `{}`: cannot make durable consumer `{}` on stream `{}`: {err}",
-                    self.config.name, self.config.durable, self.config.stream
+                    "source `{}`: cannot make durable consumer `{durable}` on stream `{}`: {err}",
+                    self.config.name, self.config.stream
                 )
             })?;
         Ok((client, consumer))
@@ -195,12 +202,24 @@ impl JetStreamSource {
         }
         let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
         let mut strays = Vec::new();
+        let mut elsewhere = Vec::new();
         let received = plugin_kit::clock::rfc3339_ms(plugin_kit::clock::now_ms());
         for message in &messages {
             let Some(tenant) = self.subject.tenant_of(message.subject.as_str()) else {
                 strays.push((message, "its subject does not match the source's subject"));
                 continue;
             };
+            match self.placement(tenant) {
+                Some(Owner::Elsewhere { .. }) => {
+                    elsewhere.push(message);
+                    continue;
+                }
+                Some(Owner::Nowhere) => {
+                    strays.push((message, "no such tenant in the cluster"));
+                    continue;
+                }
+                Some(Owner::Here) | None => {}
+            }
             if !groups.contains_key(tenant) && !self.tenant_exists(tenant) {
                 strays.push((message, "no such tenant on this daemon"));
                 continue;
@@ -253,6 +272,12 @@ impl JetStreamSource {
                     .map_err(|err| format!("cannot acknowledge: {err}"))?;
             }
         }
+        for message in elsewhere {
+            message
+                .ack()
+                .await
+                .map_err(|err| format!("cannot acknowledge: {err}"))?;
+        }
         for (message, why) in strays {
             tracing::warn!(source = %self.config.name, subject = %message.subject, reason = why, "JetStream message refused and terminated");
             message
@@ -261,6 +286,22 @@ impl JetStreamSource {
                 .map_err(|err| format!("cannot terminate a message: {err}"))?;
         }
         Ok(())
+    }
+
+    /// The durable consumer's name: a node of a cluster has its own.
+    fn durable(&self) -> String {
+        match &self.ingress.forwarder {
+            Some(forwarder) => format!("{}_{}", self.config.durable, forwarder.cluster.node()),
+            None => self.config.durable.clone(),
+        }
+    }
+
+    /// Where `tenant` is served, on a node of a cluster.
+    fn placement(&self, tenant: &str) -> Option<Owner> {
+        self.ingress
+            .forwarder
+            .as_ref()
+            .map(|forwarder| forwarder.cluster.owner(tenant))
     }
 
     fn tenant_exists(&self, tenant: &str) -> bool {

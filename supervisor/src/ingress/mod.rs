@@ -7,6 +7,7 @@ mod body;
 mod cloudevents;
 mod dashboard;
 mod events;
+mod forward;
 mod health_api;
 mod host_verify;
 mod integration_api;
@@ -62,6 +63,8 @@ pub struct Ingress {
     /// Deployments and the failures that followed them.
     pub correlator: Arc<Correlator>,
     pub config: IngressConfig,
+    /// Relays requests for tenants other nodes serve (`[cluster]`).
+    forwarder: Option<forward::Forwarder>,
 }
 
 /// The components the routes use.
@@ -76,10 +79,12 @@ pub struct IngressParts {
     pub monitoring: Arc<Monitoring>,
     pub integrations: Integrations,
     pub correlator: Arc<Correlator>,
+    /// This node's cluster, when it is one of several.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Ingress {
-    pub fn new(parts: IngressParts, config: IngressConfig) -> Self {
+    pub fn new(parts: IngressParts, config: IngressConfig) -> Result<Self, reqwest::Error> {
         let IngressParts {
             metrics,
             pipeline,
@@ -90,8 +95,10 @@ impl Ingress {
             monitoring,
             integrations,
             correlator,
+            cluster,
         } = parts;
-        Self {
+        let forwarder = cluster.map(forward::Forwarder::new).transpose()?;
+        Ok(Self {
             verifier,
             book,
             monitoring,
@@ -107,7 +114,8 @@ impl Ingress {
             manager,
             tenants,
             config,
-        }
+            forwarder,
+        })
     }
 }
 
@@ -166,12 +174,40 @@ impl Ingress {
         })
     }
 
+    /// The address failed authentications count against: the client's, unless a node
+    /// of the cluster relayed the request (it counted them against the sender).
+    fn sender(
+        &self,
+        client: Option<ClientAddr>,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<ClientAddr> {
+        match &self.forwarder {
+            Some(forwarder) if forwarder.relayed_by_peer(client.as_ref(), headers) => None,
+            _ => client,
+        }
+    }
+
     /// Counts a delivery that failed authentication against its sender's address.
     fn record_auth_failure(&self, client: Option<&ClientAddr>) {
         if let Some(ClientAddr(addr)) = client {
             self.auth_failures.record(addr.ip());
         }
     }
+}
+
+/// The routes of one tenant's traffic, relayed to the node serving it when that is
+/// another.
+fn tenant_routes(ingress: Arc<Ingress>) -> Router<Arc<Ingress>> {
+    Router::new()
+        .route(
+            "/v1/webhooks/{tenant}/{integration}",
+            post(webhooks::receive),
+        )
+        .route("/v1/events/{tenant}", post(events::receive))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ingress,
+            forward::to_owner,
+        ))
 }
 
 /// The routes, ready to serve.
@@ -184,11 +220,7 @@ pub fn router(ingress: Arc<Ingress>) -> Router {
         .route("/ui/{*view}", get(dashboard::page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route(
-            "/v1/webhooks/{tenant}/{integration}",
-            post(webhooks::receive),
-        )
-        .route("/v1/events/{tenant}", post(events::receive))
+        .merge(tenant_routes(ingress.clone()))
         .route("/v1/logs", post(otlp::receive))
         .route("/v1/health", get(health_api::health))
         .route("/v1/alerts", get(health_api::alerts))

@@ -30,7 +30,7 @@ pub async fn receive(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    let client = client.map(|Extension(addr)| addr);
+    let client = ingress.sender(client.map(|Extension(addr)| addr), &headers);
     let started = std::time::Instant::now();
     let response = match handle(
         &ingress,

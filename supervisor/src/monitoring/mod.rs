@@ -68,6 +68,8 @@ pub struct Sources {
     pub flags: Flags,
     pub credentials: Option<Arc<Credentials>>,
     pub pipeline: Arc<Pipeline>,
+    /// This node's cluster, when it is one of several: lost nodes are alerted on.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The health document: serialized as it is, without a `serde_json::Value` between.
@@ -83,6 +85,9 @@ pub struct HealthDocument {
     pub sinks: Vec<SinkStatus>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SinkStatus>,
+    /// The cluster's nodes, alive or lost (`[cluster]`): daemon-wide only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::cluster::NodeStatus>,
 }
 
 /// The monitoring facade.
@@ -305,14 +310,19 @@ impl Monitoring {
         }
         let pipeline = &self.sources.pipeline;
         let daemon_wide = tenant.is_none() && integration.is_none();
-        let (sinks, sources) = if daemon_wide {
-            (pipeline.sink_health().all(), pipeline.source_health().all())
+        let (sinks, sources, nodes) = if daemon_wide {
+            (
+                pipeline.sink_health().all(),
+                pipeline.source_health().all(),
+                self.nodes(),
+            )
         } else {
-            (Vec::new(), Vec::new())
+            (Vec::new(), Vec::new(), Vec::new())
         };
         HealthDocument {
             sinks,
             sources,
+            nodes,
             generated_at: view::rfc3339(plugin_kit::clock::now_ms()),
             tenant: tenant.map(str::to_owned),
             summary,
@@ -323,6 +333,15 @@ impl Monitoring {
                 .map(message::alert_json)
                 .collect(),
         }
+    }
+
+    /// The cluster's nodes (none when the daemon runs alone).
+    fn nodes(&self) -> Vec<crate::cluster::NodeStatus> {
+        self.sources
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.nodes())
+            .unwrap_or_default()
     }
 
     /// The alerts document (`GET /v1/alerts`, `integrationctl alerts list`).
@@ -482,6 +501,7 @@ impl Monitoring {
             sinks: self.sources.pipeline.sink_health().all(),
             sources: self.sources.pipeline.source_health().all(),
             upkeep: self.sources.pipeline.upkeep_health().all(),
+            nodes: self.nodes(),
             log_bytes: self.sources.pipeline.log_bytes(),
             log_quota_bytes: self.backlog_quota_bytes,
         };

@@ -17,6 +17,7 @@
 //! | `sink_failing` | a sink failing for 5 minutes | error |
 //! | `source_failing` | a JetStream source failing for 5 minutes | error |
 //! | `upkeep_failing` | an upkeep task of the state (the correlation index's retention) failing for 5 minutes | error |
+//! | `node_lost` | a node of the cluster not heard from for `cluster.node_timeout` | error with tenants placed on it, else warning |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +25,7 @@ use plugin_protocol::{Link, Severity};
 
 use super::alert::{Condition, Keep, fingerprint};
 use super::view::IntegrationHealth;
+use crate::cluster::NodeStatus;
 use crate::health::{Freshness, HealthState};
 use crate::pipeline::sinks::SinkStatus;
 
@@ -38,6 +40,8 @@ pub struct DaemonFacts {
     pub sources: Vec<SinkStatus>,
     /// The upkeep tasks of the state (the correlation index's retention).
     pub upkeep: Vec<SinkStatus>,
+    /// The cluster's nodes (`[cluster]`).
+    pub nodes: Vec<NodeStatus>,
     pub log_bytes: u64,
     pub log_quota_bytes: u64,
 }
@@ -338,6 +342,34 @@ pub fn evaluate(
             });
         }
     }
+    for node in daemon.nodes.iter().filter(|node| node.state == "lost") {
+        let (severity, consequence) = if node.tenants.is_empty() {
+            (Severity::Warning, "No tenant is placed on it.".to_owned())
+        } else {
+            (
+                Severity::Error,
+                format!(
+                    "Requests for its {} tenant(s) forwarded to it fail with 503 until it is back or they are moved: {}.",
+                    node.tenants.len(),
+                    node.tenants.join(", ")
+                ),
+            )
+        };
+        out.push(Condition {
+            rule: "node_lost",
+            tenant: None,
+            integration: None,
+            subject: Some(node.name.clone()),
+            severity,
+            summary: format!("cluster node `{}` is lost", node.name),
+            description: match node.silent_seconds {
+                Some(seconds) => format!("Not heard from for {seconds} s. {consequence}"),
+                None => format!("Named by placements, but never heard from. {consequence}"),
+            },
+            labels: labels(&[("node", &node.name)]),
+            links: Vec::new(),
+        });
+    }
 
     out
 }
@@ -370,6 +402,49 @@ mod tests {
         .iter()
         .map(|c| c.rule)
         .collect()
+    }
+
+    #[test]
+    fn a_lost_node_alerts_as_an_error_when_tenants_are_placed_on_it() {
+        let node = |name: &str, state: &'static str, tenants: &[&str]| NodeStatus {
+            name: name.to_owned(),
+            address: Some(format!("http://{name}")),
+            state,
+            silent_seconds: Some(45),
+            tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let daemon = DaemonFacts {
+            nodes: vec![
+                node("a", "alive", &["acme"]),
+                node("b", "lost", &["globex", "initech"]),
+                node("c", "lost", &[]),
+            ],
+            ..DaemonFacts::default()
+        };
+        let conditions = evaluate(
+            &[],
+            &daemon,
+            Thresholds {
+                dead_letters_per_15m: 10,
+            },
+            NOW,
+        );
+        let lost: Vec<_> = conditions
+            .iter()
+            .map(|c| (c.rule, c.subject.as_deref(), c.severity))
+            .collect();
+        assert_eq!(
+            lost,
+            [
+                ("node_lost", Some("b"), Severity::Error),
+                ("node_lost", Some("c"), Severity::Warning),
+            ]
+        );
+        assert!(
+            conditions[0].description.contains("globex, initech"),
+            "{}",
+            conditions[0].description
+        );
     }
 
     #[test]

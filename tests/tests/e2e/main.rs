@@ -5,6 +5,7 @@
 mod admin;
 mod backup;
 mod cloudwatch;
+mod cluster;
 mod conformance;
 mod credentials;
 mod dashboard;

@@ -126,6 +126,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Operators, with a `[cluster]` section: the nodes and where tenants are placed.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Operators: a backup of the whole state as of one moment (the daemon keeps
     /// running), written to FILE (0600, never over an existing file). Credentials stay
     /// encrypted in it; the master key is not in it. `integrationd restore` reads it.
@@ -282,6 +287,13 @@ pub enum TenantsCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node (alive, or lost once not heard from for `cluster.node_timeout`) with
+    /// its address and tenants.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

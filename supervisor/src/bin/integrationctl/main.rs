@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Health { tenant } => commands::health::run_health(session, tenant).await,
         Command::Alerts { command } => commands::health::run_alerts(session, command).await,
         Command::Backup { to } => commands::backup::run(session, &to).await,
+        Command::Cluster { command } => commands::cluster::run(session, command).await,
         Command::Demo {
             tenant,
             http,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod cluster;
 pub mod credentials;
 pub mod demo;
 pub mod enrichment;

@@ -1,0 +1,232 @@
+//! Requests for a tenant another node serves (`[cluster]`), relayed to that node: a
+//! webhook or a platform event may reach any node (GitHub and most senders follow no
+//! redirects), and only the owner holds the tenant's secrets and state. The owner
+//! authenticates the request as if it had come straight to it, so relaying needs no
+//! trust between nodes beyond the placement bucket.
+//!
+//! A relayed request carries `x-betalogs-forwarded-by`, and a request carrying it is
+//! never relayed again: placements that disagree for a moment (a tenant being moved)
+//! end at the second node, which answers as the owner would or with 503, never in a
+//! loop.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ClientAddr, Ingress, Refusal};
+use crate::cluster::{Cluster, Owner};
+
+/// Names the node that relayed a request.
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-betalogs-forwarded-by");
+
+/// Relays requests to the nodes that own their tenants.
+#[derive(Debug)]
+pub struct Forwarder {
+    pub(super) cluster: Arc<Cluster>,
+    client: reqwest::Client,
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and
+/// those the relay sets itself.
+const NOT_RELAYED: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+];
+
+impl Forwarder {
+    pub fn new(cluster: Arc<Cluster>) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .timeout(cluster.forward_timeout())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { cluster, client })
+    }
+
+    /// Whether a request from `client` was relayed by a node of the cluster: its
+    /// authentication failures were counted there, against the sender.
+    pub fn relayed_by_peer(&self, client: Option<&ClientAddr>, headers: &HeaderMap) -> bool {
+        let Some(ClientAddr(addr)) = client else {
+            return false;
+        };
+        headers.contains_key(&FORWARDED_BY)
+            && self
+                .cluster
+                .nodes()
+                .iter()
+                .filter_map(|node| node.address.as_deref())
+                .any(|address| host_ip(address) == Some(addr.ip()))
+    }
+
+    async fn relay(
+        &self,
+        ingress: &Ingress,
+        node: &str,
+        address: &str,
+        request: Request,
+    ) -> Result<Response, Refusal> {
+        let (parts, body) = request.into_parts();
+        let client = parts.extensions.get::<ClientAddr>().copied();
+        ingress.check_auth_failures(client.as_ref())?;
+        let bytes = ingress.read_body(&parts.headers, body).await?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or(parts.uri.path(), |p| p.as_str());
+        let url = format!("{}{path}", address.trim_end_matches('/'));
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+        for (name, value) in &parts.headers {
+            if !NOT_RELAYED.contains(name) && name != FORWARDED_BY {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Ok(me) = HeaderValue::from_str(self.cluster.node()) {
+            headers.insert(FORWARDED_BY, me);
+        }
+        if let Some(ClientAddr(addr)) = client
+            && let Ok(value) = HeaderValue::from_str(&addr.ip().to_string())
+        {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+        let unreachable = |why: String| {
+            tracing::warn!(node, address, error = %why, "cannot relay a request to its tenant's node");
+            Refusal {
+                retry_after: Some(5),
+                ..Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "owner_unreachable",
+                    format!(
+                        "this tenant is served by node `{node}`, which cannot be reached now; nothing was stored, retry later"
+                    ),
+                )
+            }
+        };
+        let answer = self
+            .client
+            .request(parts.method.clone(), &url)
+            .headers(headers)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|err| unreachable(without_url(&err)))?;
+        let status = answer.status();
+        let mut relayed = Response::builder().status(status);
+        for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+            if let Some(value) = answer.headers().get(&name) {
+                relayed = relayed.header(name, value.clone());
+            }
+        }
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|err| unreachable(without_url(&err)))?;
+        if status == StatusCode::UNAUTHORIZED {
+            ingress.record_auth_failure(client.as_ref());
+        }
+        relayed
+            .body(Body::from(body))
+            .map_err(|err| unreachable(err.to_string()))
+    }
+}
+
+/// A client error without the URL (which reqwest appends, and the log has already).
+fn without_url(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(url) = err.url()
+        && let Some(at) = text.find(&format!(" ({url})"))
+    {
+        text.truncate(at);
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The IP address of an `http://IP:PORT` URL (a host name gives `None`).
+fn host_ip(address: &str) -> Option<IpAddr> {
+    let url = reqwest::Url::parse(address).ok()?;
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// The route layer of the tenant routes: a request for a tenant placed on another
+/// node is relayed there; every other request goes on to its route.
+pub async fn to_owner(
+    State(ingress): State<Arc<Ingress>>,
+    params: RawPathParams,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(forwarder) = &ingress.forwarder else {
+        return next.run(request).await;
+    };
+    if request.headers().contains_key(&FORWARDED_BY) {
+        return next.run(request).await;
+    }
+    let Some(tenant) = params
+        .iter()
+        .find_map(|(name, value)| (name == "tenant").then_some(value))
+    else {
+        return next.run(request).await;
+    };
+    match forwarder.cluster.owner(tenant) {
+        Owner::Here | Owner::Nowhere => next.run(request).await,
+        Owner::Elsewhere { node, address } => {
+            let Some(address) = address else {
+                return Refusal {
+                    retry_after: Some(5),
+                    ..Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "owner_unreachable",
+                        format!("this tenant is served by node `{node}`, which has not said where it is; nothing was stored, retry later"),
+                    )
+                }
+                .into_response();
+            };
+            match forwarder.relay(&ingress, &node, &address, request).await {
+                Ok(response) => response,
+                Err(refusal) => refusal.into_response(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ip_literal_addresses_name_a_peer() {
+        assert_eq!(
+            host_ip("http://127.0.0.1:8080"),
+            Some(IpAddr::from([127, 0, 0, 1]))
+        );
+        assert_eq!(
+            host_ip("https://[::1]:8443/"),
+            Some(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(host_ip("http://node-b.internal:8080"), None);
+        assert_eq!(host_ip("not a url"), None);
+    }
+}
