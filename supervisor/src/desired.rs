@@ -3,7 +3,9 @@
 //! Recomputed and applied after any change to either; the manager starts what is new and
 //! stops what is gone, touching nothing else.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::cluster::Cluster;
 
 use crate::config::InstanceConfig;
 use crate::integrations::Integrations;
@@ -18,6 +20,8 @@ pub struct Desired {
     integrations: Integrations,
     flags: Flags,
     manager: Arc<Manager>,
+    /// On a node of a cluster: tenants placed elsewhere or moving do not run here.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Desired {
@@ -32,7 +36,19 @@ impl Desired {
             integrations,
             flags,
             manager,
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Makes placement decide which tenants run here (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn runs_here(&self, tenant: &str) -> bool {
+        self.cluster
+            .get()
+            .is_none_or(|cluster| cluster.runs_here(tenant))
     }
 
     /// The configuration file's instances.
@@ -58,7 +74,9 @@ impl Desired {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .filter(|i| self.flags.plugin_enabled(&i.tenant, &i.plugin))
+            .filter(|i| {
+                self.flags.plugin_enabled(&i.tenant, &i.plugin) && self.runs_here(&i.tenant)
+            })
             .cloned()
             .collect();
         match self.integrations.list(None) {
@@ -69,6 +87,7 @@ impl Desired {
                     });
                     if !integration.enabled
                         || taken
+                        || !self.runs_here(&integration.tenant)
                         || !self
                             .flags
                             .plugin_enabled(&integration.tenant, &integration.plugin)

@@ -41,6 +41,8 @@ pub mod pipeline;
 // Plugins.
 /// Which instances should run.
 pub(crate) mod desired;
+/// Moving a tenant with its whole state to another node of the cluster.
+pub(crate) mod handover;
 /// Integrations: versioned configurations of a tenant's plugin instances.
 pub(crate) mod integrations;
 /// Integration health as one document, alert rules, the alert lifecycle and delivery.
@@ -51,6 +53,8 @@ pub(crate) mod process;
 pub(crate) mod registry;
 /// Renewing expiring credentials through their plugins.
 pub(crate) mod renewal;
+/// Removing all a tenant's state from this node (deleted, or moved away).
+pub(crate) mod tenant_removal;
 
 // Edges.
 /// The admin gRPC service (the admin socket) and its proto, shared with integrationctl.

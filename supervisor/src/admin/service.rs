@@ -39,6 +39,8 @@ pub struct Components {
     pub book: Arc<crate::health::HealthBook>,
     /// This node's cluster, when it is one of several.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Moves tenants to other nodes (with `cluster`).
+    pub handover: Option<Arc<crate::handover::Handover>>,
 }
 
 /// Serves `betalogs.admin.v1.Admin`: each call goes to the handlers of its area, which
@@ -98,6 +100,7 @@ impl AdminService {
                 desired: components.desired,
                 admin: admin.clone(),
                 cluster: components.cluster,
+                handover: components.handover,
             },
             credentials: CredentialCalls {
                 auth: auth.clone(),
@@ -402,6 +405,13 @@ impl Admin for AdminService {
         request: Request<proto::ClusterStatusRequest>,
     ) -> Result<Response<proto::JsonDocument>, Status> {
         self.tenants.cluster_status(request).await
+    }
+
+    async fn move_tenant(
+        &self,
+        request: Request<proto::MoveTenantRequest>,
+    ) -> Result<Response<proto::MoveTenantResponse>, Status> {
+        self.tenants.move_tenant(request).await
     }
 
     async fn health(

@@ -7,14 +7,16 @@ use tonic::{Request, Response, Status};
 use super::peer::Authenticator;
 use super::proto;
 use super::quota;
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, Owner};
 use crate::config::AdminConfig;
 use crate::credentials::Credentials;
 use crate::desired::Desired;
+use crate::handover::{Handover, MoveError};
 use crate::integrations::Integrations;
 use crate::pipeline::Pipeline;
-use crate::store::{AuditDraft, Store};
-use crate::tenants::{Tenants, TokenScope};
+use crate::store::Store;
+use crate::tenant_removal::{RemovalError, Removed, TenantState};
+use crate::tenants::{TenantError, Tenants, TokenScope};
 
 /// The tenant calls, with the components they need.
 #[derive(Debug, Clone)]
@@ -28,6 +30,7 @@ pub(super) struct TenantCalls {
     pub(super) desired: Arc<Desired>,
     pub(super) admin: AdminConfig,
     pub(super) cluster: Option<Arc<Cluster>>,
+    pub(super) handover: Option<Arc<Handover>>,
 }
 
 impl TenantCalls {
@@ -77,57 +80,37 @@ impl TenantCalls {
     ) -> Result<Response<proto::DeleteTenantResponse>, Status> {
         let principal = self.auth.operator(&request)?;
         let name = request.into_inner().name;
-        let _turn = self.store.writer();
-        let tokens = self.tenants.tokens(&name).map_err(Status::from)?.len();
-        let mut batch = self.tenants.delete_batch(&name).map_err(Status::from)?;
-        let mut detail = format!("{tokens} token(s) revoked");
-        let integrations = self
-            .integrations
-            .list(Some(&name))
-            .map(|l| l.len())
-            .unwrap_or(0);
-        batch.extend(
-            self.integrations
-                .delete_tenant_batch(&name)
-                .map_err(|e| Status::internal(e.to_string()))?,
-        );
-        detail.push_str(&format!("; {integrations} integration(s) removed"));
-        if let Some(credentials) = &self.credentials {
-            let count = credentials.list(&name).map_err(Status::from)?.len();
-            batch.extend(
-                credentials
-                    .delete_tenant_batch(&name)
-                    .map_err(Status::from)?,
-            );
-            detail.push_str(&format!("; key and {count} credential(s) destroyed"));
-        }
-        let audit = AuditDraft::ok(
-            Some(&name),
-            &principal.label(),
-            "tenant.delete",
-            &format!("tenant:{name}"),
-            detail,
-        );
-        self.store
-            .commit(&batch, &audit)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if let Some(credentials) = &self.credentials {
-            credentials.forget_tenant(&name);
-        }
-        // What the pipeline kept for it, under the same turn: no one can create the name
-        // again meanwhile. Its events in the shared log stay out of a new tenant's reach.
-        let pipeline = self.pipeline.clone();
-        let forgotten = name.clone();
-        let removed = tokio::task::block_in_place(move || pipeline.forget_tenant(&forgotten))
-            .map_err(|e| Status::internal(e.to_string()))?;
-        tracing::info!(tenant = %name, removed, "tenant deleted with its dead letters, inbox, cursors and index");
-        drop(_turn);
+        let state = self.state();
+        let removing = name.clone();
+        let actor = principal.label();
+        let removed = match tokio::task::block_in_place(move || {
+            state.remove(&removing, &actor, "tenant.delete")
+        }) {
+            Ok(removed) => removed,
+            // Deleted here already, its placement left behind by a failed release.
+            Err(RemovalError::Tenant(TenantError::Unknown(_)))
+                if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|cluster| cluster.owner(&name) == Owner::Here) =>
+            {
+                Removed {
+                    tokens: 0,
+                    integrations: 0,
+                    credentials: None,
+                    pipeline_entries: 0,
+                }
+            }
+            Err(err) => return Err(removal_refusal(err)),
+        };
+        let tokens = removed.tokens;
+        tracing::info!(tenant = %name, removed = removed.pipeline_entries, "tenant deleted with its dead letters, inbox, cursors and index");
         // Its plugin processes stop with it.
         self.desired.apply().await;
         if let Some(cluster) = &self.cluster
             && let Err(err) = cluster.release(&name).await
         {
-            tracing::error!(tenant = %name, error = %err, "tenant deleted, but its placement stays in the cluster bucket; `integrationctl tenants delete` again removes it");
+            tracing::error!(tenant = %name, error = %err, "tenant deleted, but its placement stays in the cluster bucket; deleting it again removes it");
             return Err(Status::unavailable(format!(
                 "tenant `{name}` was deleted on this node, but {err}; run the delete again to remove its placement"
             )));
@@ -156,6 +139,51 @@ impl TenantCalls {
         Ok(Response::new(proto::JsonDocument {
             json: document.to_string(),
         }))
+    }
+
+    pub(super) async fn move_tenant(
+        &self,
+        request: Request<proto::MoveTenantRequest>,
+    ) -> Result<Response<proto::MoveTenantResponse>, Status> {
+        let principal = self.auth.operator(&request)?;
+        let body = request.into_inner();
+        let handover = self.handover.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this daemon runs alone: its configuration has no [cluster] section",
+            )
+        })?;
+        let report = handover
+            .move_out(&body.name, &body.to, &principal.label())
+            .await
+            .map_err(|err| match err {
+                MoveError::NotHere { .. }
+                | MoveError::SameNode(_)
+                | MoveError::ConfiguredHere(_) => Status::failed_precondition(err.to_string()),
+                MoveError::NodeNotAlive(_) | MoveError::NoKeyThere(..) => {
+                    Status::failed_precondition(err.to_string())
+                }
+                MoveError::Cluster(ClusterError::Moving { .. }) => Status::aborted(err.to_string()),
+                _ => Status::unavailable(err.to_string()),
+            })?;
+        Ok(Response::new(proto::MoveTenantResponse {
+            name: body.name,
+            to: body.to,
+            entries: report.entries as u64,
+            bytes: report.bytes,
+            audit_records: report.audit_records as u64,
+            milliseconds: report.milliseconds,
+        }))
+    }
+
+    /// The components that keep a tenant's state.
+    fn state(&self) -> TenantState {
+        TenantState {
+            store: self.store.clone(),
+            tenants: self.tenants.clone(),
+            integrations: self.integrations.clone(),
+            credentials: self.credentials.clone(),
+            pipeline: self.pipeline.clone(),
+        }
     }
 
     pub(super) async fn create_token(
@@ -252,5 +280,15 @@ fn cluster_refusal(err: ClusterError) -> Status {
     match err {
         ClusterError::PlacedElsewhere { .. } => Status::already_exists(err.to_string()),
         _ => Status::unavailable(err.to_string()),
+    }
+}
+
+/// A removal that failed, as the admin API says it.
+fn removal_refusal(err: RemovalError) -> Status {
+    match err {
+        RemovalError::Tenant(err) => Status::from(err),
+        RemovalError::Credential(err) => Status::from(err),
+        RemovalError::Integration(err) => Status::from(err),
+        RemovalError::Store(err) => Status::internal(err.to_string()),
     }
 }

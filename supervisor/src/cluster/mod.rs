@@ -10,7 +10,8 @@
 
 pub mod placement;
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{kv, stream};
@@ -28,6 +29,8 @@ pub enum ClusterError {
     Connect(#[from] NatsError),
     #[error("cluster: the placement bucket `{bucket}`: {why}")]
     Bucket { bucket: String, why: String },
+    #[error("tenant `{tenant}` is being moved already")]
+    Moving { tenant: String },
     #[error("tenant `{tenant}` is placed on node `{node}`, not on this node (`{me}`)")]
     PlacedElsewhere {
         tenant: String,
@@ -41,17 +44,38 @@ pub enum ClusterError {
 pub struct Cluster {
     config: ClusterConfig,
     address: String,
+    /// This node's master key's public key, for tenants moved here.
+    recipient: Option<String>,
     started_ms: u64,
+    client: async_nats::Client,
     kv: kv::Store,
     placement: RwLock<Placement>,
+    /// Tenants moving out of or into this node.
+    moves: Mutex<HashMap<String, Moving>>,
+    /// Per tenant served here: requests being handled hold it shared; a move takes it
+    /// exclusively once placement points elsewhere, so none is left behind.
+    gates: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+}
+
+/// A tenant in the middle of a move.
+#[derive(Debug)]
+enum Moving {
+    /// Leaving: its integrations do not run here.
+    Out,
+    /// Arriving: its requests wait until the handover ends (`true` when it does).
+    In(tokio::sync::watch::Sender<bool>),
 }
 
 impl Cluster {
     /// Connects, opens (or creates) the bucket, says where this node is and reads the
     /// placement as it stands. `address` is the URL peers forward to.
-    pub async fn join(config: ClusterConfig, address: String) -> Result<Arc<Self>, ClusterError> {
+    pub async fn join(
+        config: ClusterConfig,
+        address: String,
+        recipient: Option<String>,
+    ) -> Result<Arc<Self>, ClusterError> {
         let client = config.connection().connect().await?;
-        let jetstream = async_nats::jetstream::new(client);
+        let jetstream = async_nats::jetstream::new(client.clone());
         let bucket = config.bucket.clone();
         let bucket_error = |why: String| ClusterError::Bucket {
             bucket: bucket.clone(),
@@ -80,6 +104,10 @@ impl Cluster {
             .map_err(|err| bucket_error(format!("cannot open it: {err}")))?;
         let cluster = Arc::new(Self {
             address,
+            recipient,
+            client,
+            moves: Mutex::default(),
+            gates: Mutex::default(),
             started_ms: plugin_kit::clock::now_ms(),
             kv,
             placement: RwLock::new(Placement::default()),
@@ -131,10 +159,135 @@ impl Cluster {
         self.placement().owner(tenant, &self.config.node)
     }
 
+    /// The node `tenant` is placed on.
+    pub fn node_of(&self, tenant: &str) -> Option<String> {
+        match self.owner(tenant) {
+            Owner::Here => Some(self.config.node.clone()),
+            Owner::Elsewhere { node, .. } => Some(node),
+            Owner::Nowhere => None,
+        }
+    }
+
     /// Every node with its state and tenants.
     pub fn nodes(&self) -> Vec<NodeStatus> {
         self.placement()
             .nodes(Instant::now(), self.config.node_timeout)
+    }
+
+    /// The client the handover between nodes speaks over.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The subject node `node` takes handovers on.
+    pub fn handover_subject(&self, node: &str) -> String {
+        format!("integrationd.{}.handover.{node}", self.config.bucket)
+    }
+
+    /// Node `node`'s master key's public key, when it is alive and has one.
+    pub fn recipient_of(&self, node: &str) -> Option<String> {
+        self.placement().recipient_of(node).map(str::to_owned)
+    }
+
+    /// Whether `node` is alive now.
+    pub fn is_alive(&self, node: &str) -> bool {
+        self.nodes()
+            .iter()
+            .any(|status| status.name == node && status.state == "alive")
+    }
+
+    fn moves(&self) -> std::sync::MutexGuard<'_, HashMap<String, Moving>> {
+        self.moves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `tenant`'s integrations run on this node: not placed elsewhere, not
+    /// moving.
+    pub fn runs_here(&self, tenant: &str) -> bool {
+        !matches!(self.owner(tenant), Owner::Elsewhere { .. }) && !self.moves().contains_key(tenant)
+    }
+
+    /// Marks `tenant` as leaving (or arriving, `arriving`); refused while it moves.
+    pub fn begin_move(&self, tenant: &str, arriving: bool) -> Result<(), ClusterError> {
+        let mut moves = self.moves();
+        if moves.contains_key(tenant) {
+            return Err(ClusterError::Moving {
+                tenant: tenant.to_owned(),
+            });
+        }
+        let state = if arriving {
+            Moving::In(tokio::sync::watch::channel(false).0)
+        } else {
+            Moving::Out
+        };
+        moves.insert(tenant.to_owned(), state);
+        Ok(())
+    }
+
+    /// Ends `tenant`'s move, either way; requests waiting for its arrival go on.
+    pub fn end_move(&self, tenant: &str) {
+        if let Some(Moving::In(arrived)) = self.moves().remove(tenant) {
+            let _ = arrived.send(true);
+        }
+    }
+
+    /// While `tenant` is arriving: what turns `true` when its handover ends.
+    pub fn arrival(&self, tenant: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        match self.moves().get(tenant) {
+            Some(Moving::In(arrived)) => Some(arrived.subscribe()),
+            _ => None,
+        }
+    }
+
+    /// `tenant`'s request gate (see [`Cluster`]'s `gates`).
+    pub fn gate(&self, tenant: &str) -> Arc<tokio::sync::RwLock<()>> {
+        self.gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Moves `tenant`'s placement from node `from` to node `to`, only if it is on
+    /// `from` now (compare-and-set on the entry's revision).
+    pub async fn replace_owner(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), ClusterError> {
+        let key = placement::tenant_key(tenant);
+        let entry = self
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|err| self.bucket_error(format!("cannot read {key}: {err}")))?;
+        let current = entry
+            .as_ref()
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .and_then(|entry| serde_json::from_slice::<TenantPlacement>(&entry.value).ok());
+        let (Some(entry), Some(current)) = (entry, current) else {
+            return Err(self.bucket_error(format!("{key} is not placed")));
+        };
+        if current.node != from {
+            return Err(ClusterError::PlacedElsewhere {
+                tenant: tenant.to_owned(),
+                node: current.node,
+                me: from.to_owned(),
+            });
+        }
+        let value = serde_json::to_vec(&TenantPlacement {
+            node: to.to_owned(),
+        })
+        .map_err(|err| self.bucket_error(err.to_string()))?;
+        self.kv
+            .update(&key, value.into(), entry.revision)
+            .await
+            .map_err(|err| self.bucket_error(format!("cannot move {key}: {err}")))?;
+        self.placement_mut().place(tenant, to);
+        Ok(())
     }
 
     /// Places `tenant` on this node, unless another node has it (refused, naming it).
@@ -196,6 +349,7 @@ impl Cluster {
         let record = serde_json::to_vec(&NodeRecord {
             address: self.address.clone(),
             started_ms: self.started_ms,
+            recipient: self.recipient.clone(),
         })
         .map_err(|err| err.to_string())?;
         self.kv

@@ -26,6 +26,10 @@ pub struct NodeRecord {
     /// Where peers forward this node's tenants' requests.
     pub address: String,
     pub started_ms: u64,
+    /// The public key (age X25519) of the node's master key: a tenant moved to it has
+    /// its key wrapped for this. `None` on a node without a master key.
+    #[serde(default)]
+    pub recipient: Option<String>,
 }
 
 /// A bucket key, parsed.
@@ -167,6 +171,11 @@ impl Placement {
         }
     }
 
+    /// The master key's public key of `node`, as it said it.
+    pub fn recipient_of(&self, node: &str) -> Option<&str> {
+        self.nodes.get(node)?.record.recipient.as_deref()
+    }
+
     /// Every node heard of (by its record or named by a tenant), alive or lost, with
     /// its tenants.
     pub fn nodes(&self, now: Instant, timeout: Duration) -> Vec<NodeStatus> {
@@ -208,6 +217,7 @@ mod tests {
         serde_json::to_vec(&NodeRecord {
             address: address.to_owned(),
             started_ms: 1,
+            recipient: None,
         })
         .expect("json")
     }

@@ -288,6 +288,55 @@ impl Credentials {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The master key's public key: what a tenant's key is wrapped for.
+    pub fn master_recipient(&self) -> String {
+        self.master().to_public().to_string()
+    }
+
+    /// `tenant`'s key record wrapped for another node's master key (`recipient`), for
+    /// a move: the credentials' ciphertexts, encrypted to the tenant's key, travel as
+    /// they are. `None` when the tenant has no key (no credentials).
+    pub fn tenant_key_for(
+        &self,
+        tenant: &str,
+        recipient: &str,
+    ) -> Result<Option<Vec<u8>>, CredentialError> {
+        let Some(raw) = self.store.get(Table::TenantKeys, &tenant_key_key(tenant))? else {
+            return Ok(None);
+        };
+        let record: TenantKeyRecord =
+            serde_json::from_slice(&raw).map_err(|e| corrupt(tenant, e))?;
+        let key = self.unwrap_tenant_key(tenant, &record)?;
+        let recipient: age::x25519::Recipient = recipient.parse().map_err(|_| {
+            CredentialError::Encrypt(format!("{recipient:?} is not an age public key"))
+        })?;
+        let wrapped = age::encrypt(
+            &recipient,
+            key.identity.to_string().expose_secret().as_bytes(),
+        )
+        .map_err(|e| CredentialError::Encrypt(e.to_string()))?;
+        let moved = TenantKeyRecord {
+            wrapped: BASE64.encode(wrapped),
+            ..record
+        };
+        Ok(Some(
+            serde_json::to_vec(&moved).map_err(|e| corrupt(tenant, e))?,
+        ))
+    }
+
+    /// The write that keeps a tenant key another node wrapped for this one, checked
+    /// to unwrap with this node's master key first.
+    pub fn adopt_tenant_key(&self, tenant: &str, raw: &[u8]) -> Result<Batch, CredentialError> {
+        let record: TenantKeyRecord =
+            serde_json::from_slice(raw).map_err(|e| corrupt(tenant, e))?;
+        let key = self.unwrap_tenant_key(tenant, &record)?;
+        if key.recipient.to_string() != record.recipient {
+            return Err(CredentialError::TenantKey(tenant.to_owned()));
+        }
+        self.forget_tenant(tenant);
+        Ok(Batch::new().put(Table::TenantKeys, tenant_key_key(tenant), raw.to_vec()))
+    }
+
     /// The tenant's key, from the cache or unwrapped from the database.
     fn tenant_key(&self, tenant: &str) -> Result<Option<Arc<TenantKey>>, CredentialError> {
         if let Some(key) = self

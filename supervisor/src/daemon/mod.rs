@@ -256,7 +256,10 @@ pub async fn run(
             cause: source,
         })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let cluster = join_cluster(&config, http_addr, &store).await?;
+    let cluster = join_cluster(&config, http_addr, &store, credentials.as_deref()).await?;
+    if let Some(cluster) = &cluster {
+        desired.set_cluster(cluster.clone());
+    }
     let cluster_task = cluster
         .clone()
         .map(|cluster| tokio::spawn(cluster.run(stop_rx.clone())));
@@ -330,6 +333,22 @@ pub async fn run(
         ));
         tokio::spawn(renewer.run(config.credentials.renewal_interval, stop_rx.clone()))
     });
+    let handover = cluster.clone().map(|cluster| {
+        Arc::new(crate::handover::Handover {
+            cluster,
+            state: crate::tenant_removal::TenantState {
+                store: store.clone(),
+                tenants: crate::tenants::Tenants::new(store.clone()),
+                integrations: integrations.clone(),
+                credentials: credentials.clone(),
+                pipeline: pipeline.clone(),
+            },
+            desired: desired.clone(),
+        })
+    });
+    let handover_task = handover
+        .clone()
+        .map(|handover| tokio::spawn(handover.serve(stop_rx.clone())));
     let admin_service = AdminService::new(
         crate::admin::Components {
             registry: registry.clone(),
@@ -344,6 +363,7 @@ pub async fn run(
             monitoring: monitoring.clone(),
             book: book.clone(),
             cluster: cluster.clone(),
+            handover: handover.clone(),
         },
         config.admin.clone(),
     );
@@ -453,6 +473,9 @@ pub async fn run(
         let _ = renewer.await;
     }
     let _ = http_task.await;
+    if let Some(handover_task) = handover_task {
+        let _ = handover_task.await;
+    }
     if let Some(cluster_task) = cluster_task {
         let _ = cluster_task.await;
     }
@@ -468,12 +491,14 @@ async fn join_cluster(
     config: &Config,
     http_addr: std::net::SocketAddr,
     store: &Store,
+    credentials: Option<&crate::credentials::Credentials>,
 ) -> Result<Option<Arc<crate::cluster::Cluster>>, DaemonError> {
     let Some(section) = &config.cluster else {
         return Ok(None);
     };
     let address = section.advertised(http_addr);
-    let cluster = crate::cluster::Cluster::join(section.clone(), address).await?;
+    let recipient = credentials.map(|credentials| credentials.master_recipient());
+    let cluster = crate::cluster::Cluster::join(section.clone(), address, recipient).await?;
     let mut tenants: std::collections::BTreeSet<String> =
         crate::tenants::Tenants::new(store.clone())
             .list()

@@ -171,7 +171,9 @@ fn host_ip(address: &str) -> Option<IpAddr> {
 }
 
 /// The route layer of the tenant routes: a request for a tenant placed on another
-/// node is relayed there; every other request goes on to its route.
+/// node is relayed there; every other request goes on to its route. A request for a
+/// tenant arriving here waits until its handover ends; one for a tenant served here
+/// holds its gate, so that a move away waits for it.
 pub async fn to_owner(
     State(ingress): State<Arc<Ingress>>,
     params: RawPathParams,
@@ -181,35 +183,72 @@ pub async fn to_owner(
     let Some(forwarder) = &ingress.forwarder else {
         return next.run(request).await;
     };
-    if request.headers().contains_key(&FORWARDED_BY) {
-        return next.run(request).await;
-    }
     let Some(tenant) = params
         .iter()
         .find_map(|(name, value)| (name == "tenant").then_some(value))
     else {
         return next.run(request).await;
     };
-    match forwarder.cluster.owner(tenant) {
-        Owner::Here | Owner::Nowhere => next.run(request).await,
-        Owner::Elsewhere { node, address } => {
-            let Some(address) = address else {
-                return Refusal {
-                    retry_after: Some(5),
-                    ..Refusal::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "owner_unreachable",
-                        format!("this tenant is served by node `{node}`, which has not said where it is; nothing was stored, retry later"),
-                    )
-                }
-                .into_response();
-            };
-            match forwarder.relay(&ingress, &node, &address, request).await {
-                Ok(response) => response,
-                Err(refusal) => refusal.into_response(),
-            }
+    let cluster = &forwarder.cluster;
+    if let Some(mut arrival) = cluster.arrival(tenant) {
+        let arrived =
+            tokio::time::timeout(cluster.forward_timeout(), arrival.wait_for(|done| *done)).await;
+        if arrived.is_err() {
+            return moving(&format!(
+                "tenant `{}` is being moved to this node; nothing was stored, retry later",
+                super::printable(tenant, 64)
+            ));
         }
     }
+    let relayed = request.headers().contains_key(&FORWARDED_BY);
+    let (node, address) = match cluster.owner(tenant) {
+        Owner::Nowhere => return next.run(request).await,
+        Owner::Here => {
+            let gate = cluster.gate(tenant);
+            let held = gate.read_owned().await;
+            match cluster.owner(tenant) {
+                Owner::Elsewhere { node, address } if !relayed => {
+                    drop(held);
+                    (node, address)
+                }
+                _ => {
+                    let response = next.run(request).await;
+                    drop(held);
+                    return response;
+                }
+            }
+        }
+        Owner::Elsewhere { .. } if relayed => {
+            // The relaying node thinks this one serves the tenant, this one thinks
+            // not: placement is changing. Relaying on could loop.
+            return moving("this tenant's placement is changing; nothing was stored, retry later");
+        }
+        Owner::Elsewhere { node, address } => (node, address),
+    };
+    let Some(address) = address else {
+        return Refusal {
+            retry_after: Some(5),
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_unreachable",
+                format!("this tenant is served by node `{node}`, which has not said where it is; nothing was stored, retry later"),
+            )
+        }
+        .into_response();
+    };
+    match forwarder.relay(&ingress, &node, &address, request).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// 503 with `Retry-After: 1` while a tenant moves.
+fn moving(message: &str) -> Response {
+    Refusal {
+        retry_after: Some(1),
+        ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "tenant_moving", message)
+    }
+    .into_response()
 }
 
 #[cfg(test)]

@@ -145,6 +145,27 @@ impl Inbox {
         }
     }
 
+    /// Counts a tenant's entries again after they were written outside `put` (a
+    /// tenant moved here), and keeps new keys after theirs.
+    pub fn recount(&self, tenant: &str) -> Result<(), StoreError> {
+        let entries = self
+            .store
+            .scan(Table::Inbox, format!("{tenant}\0").as_bytes())?;
+        let last = entries
+            .iter()
+            .filter_map(|(key, _)| key.len().checked_sub(8).and_then(|at| key.get(at..)))
+            .filter_map(|tail| <[u8; 8]>::try_from(tail).ok())
+            .map(u64::from_be_bytes)
+            .max()
+            .unwrap_or(0);
+        self.next.fetch_max(last + 1, Ordering::SeqCst);
+        self.counts().insert(tenant.to_owned(), entries.len());
+        if !entries.is_empty() {
+            self.arrived.notify_waiters();
+        }
+        Ok(())
+    }
+
     /// Forgets a deleted tenant's count (its entries were removed with it).
     pub fn forget(&self, tenant: &str) {
         self.counts().remove(tenant);

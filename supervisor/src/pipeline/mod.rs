@@ -34,4 +34,5 @@ pub use keys::ReadError;
 pub use log::{LogError, SegmentCopy, is_segment_name};
 pub use sinks::{Attempt, HttpSink, HttpSinkError, JsonlSink, Sink, classify};
 pub use sources::CollectReport;
+pub use tenant_data::TENANT_TABLES;
 pub use validate::{EventValidator, MAX_EVENT_BYTES, Rejection, Validated};

@@ -7,7 +7,7 @@ use super::facade::Pipeline;
 use crate::store::{StoreError, Table};
 
 /// The tables whose keys start with `tenant \0` and hold nothing but the tenant's own.
-const TENANT_TABLES: [Table; 10] = [
+pub const TENANT_TABLES: [Table; 10] = [
     Table::DeadLetters,
     Table::Inbox,
     Table::Cursors,
@@ -40,5 +40,17 @@ impl Pipeline {
         self.forget_mappings(tenant);
         self.enricher.forget_tenant(tenant);
         Ok(removed)
+    }
+}
+
+impl Pipeline {
+    /// Takes in what was written for `tenant` outside the pipeline (its state handed
+    /// over by another node): counts its dead letters and inbox again, and drops
+    /// cached enrichment lookups.
+    pub fn adopt_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.recount_dead_letters(tenant)?;
+        self.inbox().recount(tenant)?;
+        self.enricher.forget_tenant(tenant);
+        Ok(())
     }
 }

@@ -23,7 +23,7 @@ pub use snapshot::{Frozen, ImportError, Importer, import};
 pub use trust::{TrustPin, TrustTable};
 
 /// The trees that hold state, each owned by one component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     /// Registry: trusted plugin checksums.
     Trust,

@@ -159,6 +159,42 @@ impl Tenants {
         Ok(tenant)
     }
 
+    /// The writes and audit record that make `name` exist here as it existed on
+    /// node `from`, moved: its creation time and incarnation kept (its event ids
+    /// deduplicate alike), its positions this node's (its handed-over audit records
+    /// start at `since_audit_seq`). The caller commits them with the rest of the move.
+    pub fn adoption(
+        &self,
+        name: &str,
+        created_ms: u64,
+        incarnation: u64,
+        since_audit_seq: u64,
+    ) -> Result<Batch, TenantError> {
+        if !crate::names::is_name(name) {
+            return Err(TenantError::BadName(name.to_owned()));
+        }
+        if is_reserved(name) {
+            return Err(TenantError::Reserved(name.to_owned()));
+        }
+        if self.get(name)?.is_some() {
+            return Err(TenantError::Exists(name.to_owned()));
+        }
+        let last_event = self
+            .store
+            .last_key(Table::Outbox)?
+            .and_then(|key| <[u8; 8]>::try_from(key.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let tenant = Tenant {
+            name: name.to_owned(),
+            created_ms,
+            incarnation,
+            since_event_seq: last_event + 1,
+            since_audit_seq,
+        };
+        let value = serde_json::to_vec(&tenant).map_err(|e| corrupt(name, e))?;
+        Ok(Batch::new().put(Table::Tenants, name, value))
+    }
+
     /// Where the incarnation of `name` that exists now starts. A name with no record
     /// (`system`, the operator's instances) has always existed: all zeros.
     pub fn incarnation(&self, name: &str) -> Result<Incarnation, TenantError> {

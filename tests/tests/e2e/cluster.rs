@@ -151,6 +151,49 @@ fn two_nodes_relay_each_others_tenants_and_feed_one_stream() {
     );
     assert!(nats::id_counts(&stored).values().all(|count| *count == 1));
 
+    // Handover steps nobody began, or from a node the tenant is not on, are refused
+    // naming why, and change nothing.
+    let subject = "integrationd.betalogs_placement.handover.b";
+    let answers: Vec<Value> = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let mut answers = Vec::new();
+        for step in [
+            r#"{"step":"begin","tenant":"acme","from":"x"}"#,
+            r#"{"step":"pieces","tenant":"acme","pieces":[]}"#,
+            r#"{"step":"finish","tenant":"acme","created_ms":1,"incarnation":1}"#,
+            r#"{"step":"begin","tenant":"../etc","from":"a"}"#,
+            "not json",
+        ] {
+            let answer = client
+                .request(subject, step.as_bytes().to_vec().into())
+                .await
+                .expect("b answers");
+            answers.push(serde_json::from_slice(&answer.payload).expect("a reply"));
+        }
+        answers
+    });
+    let errors: Vec<&str> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a["ok"], false, "{a}");
+            a["error"].as_str().expect("error")
+        })
+        .collect();
+    assert_eq!(errors[0], "tenant `acme` is not placed on node `x`");
+    assert_eq!(errors[1], "no move of `acme` is under way");
+    assert_eq!(errors[2], "no move of `acme` is under way");
+    assert_eq!(errors[3], "`../etc` is not a tenant name");
+    assert!(
+        errors[4].starts_with("not a handover step"),
+        "{}",
+        errors[4]
+    );
+    assert!(
+        !b.ctl_json(&["tenants", "list"])
+            .to_string()
+            .contains("acme")
+    );
+
     // A tenant name belongs to the node that took it first.
     a.ctl_json(&["tenants", "create", "initech"]);
     let taken = b.ctl(&["tenants", "create", "initech"]);
@@ -273,4 +316,186 @@ fn a_lost_node_is_visible_alerted_and_its_tenants_requests_get_503_until_it_is_b
         let firing = a.ctl_json(&["alerts", "list", "--state", "firing"]);
         (!firing.to_string().contains("node_lost")).then_some(())
     });
+}
+
+/// Node `name` with a master key of its own, holding no tenant of the configuration.
+fn keyed_node(world: &World, server: &NatsServer, name: &str) -> DaemonSetup {
+    let servers = [server.url()];
+    DaemonSetup::default()
+        .with_master_key(&world.root.path().join("master.key"))
+        .extra(&format!(
+            "[cluster]\nnode = \"{name}\"\nservers = {servers:?}\nheartbeat_interval = \"200ms\"\nnode_timeout = \"2s\"\n\
+             [ingress]\nrate_per_second = 100000\nburst = 100000\n"
+        ))
+}
+
+/// The `original.id` of every event of `tenant` in a node's JSONL sink, with the
+/// event ids.
+fn deliveries_of(world: &World, tenant: &str) -> Vec<(String, String)> {
+    world
+        .sink_lines()
+        .iter()
+        .filter_map(|line| {
+            let event: Value = serde_json::from_str(line).expect("an event");
+            (event["tenant"] == tenant).then(|| {
+                (
+                    event["data"]["original"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    event["id"].as_str().expect("id").to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_tenant_moved_under_webhook_load_loses_no_delivery_and_runs_on_its_new_node() {
+    use std::sync::atomic::Ordering;
+
+    const DELIVERIES: usize = 1_500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = NatsServer::start(dir.path());
+    let (world_a, world_b) = (World::new(), World::new());
+    world_a.install(&hooks());
+    world_b.install(&hooks());
+    let a = world_a.start(&keyed_node(&world_a, &server, "a"));
+    let b = world_b.start(&keyed_node(&world_b, &server, "b"));
+    a.ctl_json(&["tenants", "create", "acme"]);
+    a.set_credential("acme", "hook-secret", "webhook-secret", b"not-for-logs");
+    // Configure decrypts the credential: the integration runs on b only if its key
+    // opens there.
+    a.add_integration(
+        &world_a,
+        "acme",
+        "gh",
+        "hooks",
+        &serde_json::json!({"credentials": {"webhook_secret": "hook-secret"}}),
+    );
+    a.ctl_json(&[
+        "flags",
+        "set",
+        "--tenant",
+        "acme",
+        "realtime_enrichment=off",
+    ]);
+    let admin = a.ctl_json(&["tokens", "create", "--tenant", "acme"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    wait_healthy(&a, "gh");
+    let bad = http::post_json(
+        &a.http_addr(),
+        "/v1/webhooks/acme/gh",
+        &[("x-testfault-token", "good")],
+        r#"{"id":"bad","events":2,"invalid":true}"#,
+    )
+    .expect("answer");
+    assert_eq!(bad.json()["dead_lettered"], 1, "{}", bad.body);
+    wait_for("b alive at a", Duration::from_secs(10), || {
+        nodes(&a)
+            .iter()
+            .any(|(name, state, _)| name == "b" && state == "alive")
+            .then_some(())
+    });
+
+    // Senders keep delivering to node a, before, during and after the move.
+    let address = crate::webhooks::IngressAddress::new(a.http_addr());
+    let (senders, acked, _failures) = crate::webhooks::redelivering_senders(
+        &address,
+        8,
+        "m",
+        DELIVERIES,
+        Duration::from_secs(120),
+    );
+    wait_for(
+        "300 acknowledged before the move",
+        Duration::from_secs(60),
+        || (acked.load(Ordering::Relaxed) >= 300).then_some(()),
+    );
+    let moved = a.ctl_json(&["tenants", "move", "acme", "--to", "b"]);
+    let acked_at_move = acked.load(Ordering::Relaxed);
+    assert!(acked_at_move < DELIVERIES, "the move landed mid-flood");
+    assert!(moved["entries"].as_u64().is_some_and(|n| n >= 4), "{moved}");
+    assert!(
+        moved["audit_records"].as_u64().is_some_and(|n| n >= 4),
+        "{moved}"
+    );
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+
+    // Every delivery is stored: those before the move by a, the rest by b.
+    let all = wait_for("every delivery in a sink", Duration::from_secs(60), || {
+        let mut all = deliveries_of(&world_a, "acme");
+        all.extend(deliveries_of(&world_b, "acme"));
+        let ids: BTreeSet<String> = all.iter().map(|(id, _)| id.clone()).collect();
+        (ids.len() > DELIVERIES).then_some(all)
+    });
+    let ids: BTreeSet<&str> = all.iter().map(|(id, _)| id.as_str()).collect();
+    for n in 0..DELIVERIES {
+        assert!(ids.contains(format!("m{n}").as_str()), "m{n} lost");
+    }
+    let on_b = deliveries_of(&world_b, "acme").len();
+    assert!(on_b > 0, "b stored the deliveries after the move");
+    let events: BTreeSet<&str> = all.iter().map(|(_, event)| event.as_str()).collect();
+    println!(
+        "moved after {acked_at_move} acknowledged: {} events for {} deliveries, {on_b} stored by b; {moved}",
+        all.len(),
+        ids.len()
+    );
+    assert_eq!(events.len(), all.len(), "an event stored twice");
+
+    // It runs on b, with its state; a keeps nothing of it.
+    wait_healthy(&b, "gh");
+    assert!(a.instance("gh").is_none(), "gh stopped on a");
+    assert_eq!(
+        nodes(&b)
+            .iter()
+            .find(|(name, _, _)| name == "b")
+            .map(|(_, _, tenants)| tenants.clone()),
+        Some(vec!["acme".to_owned()])
+    );
+    assert!(
+        !a.ctl_json(&["tenants", "list"])
+            .to_string()
+            .contains("acme")
+    );
+    let credentials = b.ctl_json(&["credentials", "list", "--tenant", "acme"]);
+    assert!(
+        credentials.to_string().contains("hook-secret"),
+        "{credentials}"
+    );
+    let flags = b.ctl_json(&["flags", "list", "--tenant", "acme"]);
+    assert!(flags.to_string().contains("realtime_enrichment"), "{flags}");
+    let dead = b.ctl_json(&["dlq", "list", "--tenant", "acme"]);
+    assert!(
+        dead.to_string().contains("bad"),
+        "the dead letter moved: {dead}"
+    );
+    // The tenant's own token works on its new node.
+    let listed = b.ctl_as(&admin, &["integrations", "list", "--tenant", "acme"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    // Its audit trail came along, and b's chain verifies with it.
+    let audit = b
+        .ctl_json(&["audit", "list", "--tenant", "acme"])
+        .to_string();
+    for action in ["tenant.create", "credential.create", "tenant.move_in"] {
+        assert!(audit.contains(action), "{action} in {audit}");
+    }
+    assert!(audit.contains("moved from node a"), "{audit}");
+    assert!(b.ctl(&["audit", "verify"]).status.success());
+    let removed = a.ctl_json(&["audit", "list"]).to_string();
+    assert!(removed.contains("tenant.move_out"), "{removed}");
+    // b read the credential for gh's Configure: the key was wrapped for its master key.
+    let reads = b.ctl_json(&["audit", "list", "--tenant", "acme"]);
+    let read_here = reads.as_array().expect("records").iter().any(|r| {
+        r["action"] == "credential.read" && !r["detail"].to_string().contains("moved from")
+    });
+    assert!(read_here, "{reads}");
 }

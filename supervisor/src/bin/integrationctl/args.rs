@@ -287,6 +287,15 @@ pub enum TenantsCommand {
     Delete {
         name: String,
     },
+    /// With a `[cluster]` section, on the node serving the tenant: moves it with its
+    /// whole state (configuration, credentials, tokens, flags, audit, cursors, dead
+    /// letters, inbox, correlation index) to node NODE, where its integrations then
+    /// run. Webhooks arriving meanwhile are kept.
+    Move {
+        name: String,
+        #[arg(long, value_name = "NODE")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -45,6 +45,23 @@ pub async fn run(session: &mut Session, command: TenantsCommand) -> anyhow::Resu
                 )
             })?
         }
+        TenantsCommand::Move { name, to } => {
+            let moved = client
+                .move_tenant(with_token(proto::MoveTenantRequest { name, to }, token)?)
+                .await
+                .answer()?;
+            show(output, &moved, || {
+                println!(
+                    "moved tenant {} to node {}: {} entries ({} bytes) and {} audit records in {} ms",
+                    moved.name,
+                    moved.to,
+                    moved.entries,
+                    moved.bytes,
+                    moved.audit_records,
+                    moved.milliseconds
+                )
+            })?
+        }
     };
     Ok(())
 }
