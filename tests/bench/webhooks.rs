@@ -10,7 +10,10 @@
 //! alternated, the best of three rounds each. With `--anchor`, it alternates the daemon
 //! with its ceiling on this machine: a bare HTTP server on the same stack (axum on
 //! hyper, on loopback) that reads each same request and answers 202 at once, driven by
-//! the same clients; it reports both and their ratio.
+//! the same clients; it reports both and their ratio. With `--forwarded`, two daemons
+//! of a cluster (`[cluster]`, on a `nats-server` it starts): the same deliveries sent
+//! to the tenant's own node and to the other node, which relays them, alternated for
+//! three rounds; it reports the latency each way and what relaying adds at p50 and p99.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +38,10 @@ fn main() {
             best[1],
             best[1] / best[0]
         );
+        return;
+    }
+    if args.iter().any(|a| a == "--forwarded") {
+        forwarded(deliveries, clients);
         return;
     }
     if !args.iter().any(|a| a == "--health") {
@@ -90,13 +97,9 @@ fn run(deliveries: usize, clients: usize, health: bool) -> f64 {
         })
     };
     let (elapsed, mut latencies, failures) =
-        runtime.block_on(drive(url, padding, deliveries, clients));
+        runtime.block_on(drive(url, padding, deliveries, clients, "bench"));
     latencies.sort();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let at = |q: f64| quantile_ms(&latencies, q);
     let rate = latencies.len() as f64 / elapsed.as_secs_f64();
     println!(
         "push_deliveries_per_s={rate:.0} deliveries={} failures={failures} clients={clients} seconds={:.2} p50_ms={:.2} p99_ms={:.2} body_bytes={}",
@@ -123,6 +126,7 @@ async fn drive(
     padding: String,
     deliveries: usize,
     clients: usize,
+    prefix: &str,
 ) -> (Duration, Vec<Duration>, usize) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -132,8 +136,13 @@ async fn drive(
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (client, next, url, padding) =
-                (client.clone(), next.clone(), url.clone(), padding.clone());
+            let (client, next, url, padding, prefix) = (
+                client.clone(),
+                next.clone(),
+                url.clone(),
+                padding.clone(),
+                prefix.to_owned(),
+            );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut failures = 0usize;
@@ -142,13 +151,14 @@ async fn drive(
                     if n >= deliveries {
                         return (latencies, failures);
                     }
-                    let body = format!(r#"{{"id":"bench-{n}","events":1,"padding":"{padding}"}}"#);
+                    let body =
+                        format!(r#"{{"id":"{prefix}-{n}","events":1,"padding":"{padding}"}}"#);
                     let sent = Instant::now();
                     let response = client
                         .post(&url)
                         .header("content-type", "application/json")
                         .header("x-testfault-token", "good")
-                        .header("x-github-delivery", format!("bench-{n}"))
+                        .header("x-github-delivery", format!("{prefix}-{n}"))
                         .body(body)
                         .send()
                         .await;
@@ -201,7 +211,7 @@ fn bare_server(deliveries: usize, clients: usize) -> f64 {
             let _ = axum::serve(listener, app).await;
         });
         let url = format!("http://{addr}/v1/webhooks/acme/gh");
-        let outcome = drive(url, padding, deliveries, clients).await;
+        let outcome = drive(url, padding, deliveries, clients, "bench").await;
         server.abort();
         outcome
     });
@@ -212,4 +222,93 @@ fn bare_server(deliveries: usize, clients: usize) -> f64 {
         elapsed.as_secs_f64()
     );
     rate
+}
+
+/// The `q` quantile of sorted latencies, in ms.
+fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// A node of a two-node cluster on `nats`.
+fn cluster_node(nats: &e2e_tests::nats::NatsServer, node: &str, tenant: bool) -> DaemonSetup {
+    let mut setup = DaemonSetup::default()
+        .extra(&format!(
+            "[sinks]\njsonl_max_bytes = 1000000000000\n[ingress]\nrate_per_second = 1000000\nburst = 1000000\n[cluster]\nnode = \"{node}\"\nservers = [\"{}\"]\n",
+            nats.url()
+        ))
+        .process("heartbeat_interval = \"3s\"")
+        .process("heartbeat_timeout = \"2s\"");
+    if tenant {
+        setup = setup.tenant_instance("hooks", "acme", "gh");
+    }
+    setup
+}
+
+/// What relaying a webhook to its tenant's node costs: the same load sent to the
+/// owner and to the other node, alternated.
+fn forwarded(deliveries: usize, clients: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = e2e_tests::nats::NatsServer::start(dir.path());
+    let (owner_world, relay_world) = (World::new(), World::new());
+    for world in [&owner_world, &relay_world] {
+        world.install(&PluginPackage {
+            capabilities: vec!["webhook".to_owned()],
+            ..PluginPackage::testfault("hooks", &["--capabilities", "webhook"])
+        });
+    }
+    let owner = owner_world.start(&cluster_node(&nats, "owner", true));
+    let relay = relay_world.start(&cluster_node(&nats, "relay", false));
+    e2e_tests::wait_for("the plugin healthy", Duration::from_secs(30), || {
+        owner
+            .instance("gh")
+            .filter(|i| e2e_tests::state_of(i) == "healthy")
+    });
+    e2e_tests::wait_for(
+        "the relay to see the owner",
+        Duration::from_secs(30),
+        || {
+            relay.ctl_json(&["cluster", "status"])["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["name"] == "owner" && n["state"] == "alive")
+                .then_some(())
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let padding = "x".repeat(10 * 1024 - 64);
+    let mut added = Vec::new();
+    for round in 0..3 {
+        let mut measured = Vec::new();
+        for (way, daemon) in [("local", &owner), ("forwarded", &relay)] {
+            let url = format!("http://{}/v1/webhooks/acme/gh", daemon.http_addr());
+            let (elapsed, mut latencies, failures) = runtime.block_on(drive(
+                url,
+                padding.clone(),
+                deliveries,
+                clients,
+                &format!("{way}{round}"),
+            ));
+            latencies.sort();
+            let (p50, p99) = (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99));
+            println!(
+                "round {round} {way}: {:.0} deliveries/s, p50 {p50:.2} ms, p99 {p99:.2} ms, failures {failures}",
+                latencies.len() as f64 / elapsed.as_secs_f64()
+            );
+            measured.push((p50, p99));
+        }
+        let (p50_added, p99_added) = (measured[1].0 - measured[0].0, measured[1].1 - measured[0].1);
+        println!("round {round}: relaying adds p50 {p50_added:.2} ms, p99 {p99_added:.2} ms");
+        added.push(p99_added);
+    }
+    added.sort_by(f64::total_cmp);
+    println!(
+        "forwarded webhook p99 added (median of 3 rounds): {:.2} ms",
+        added[1]
+    );
 }

@@ -12,11 +12,13 @@ mod pipeline_calls;
 mod plugin_calls;
 mod quota;
 mod redact;
+mod relay;
 mod service;
 mod socket;
 mod tenant_calls;
 
 pub use peer::{Authenticator, Caller, Principal};
+pub use relay::{RelayLayer, serve as serve_relayed};
 pub use service::{AdminService, Components};
 pub use socket::{AdminSocketError, bind};
 

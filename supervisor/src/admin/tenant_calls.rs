@@ -81,6 +81,11 @@ impl TenantCalls {
         let principal = self.auth.operator(&request)?;
         let name = request.into_inner().name;
         let state = self.state();
+        let token_ids: Vec<String> = self
+            .tenants
+            .tokens(&name)
+            .map(|tokens| tokens.into_iter().map(|t| t.id).collect())
+            .unwrap_or_default();
         let removing = name.clone();
         let actor = principal.label();
         let removed = match tokio::task::block_in_place(move || {
@@ -107,6 +112,9 @@ impl TenantCalls {
         tracing::info!(tenant = %name, removed = removed.pipeline_entries, "tenant deleted with its dead letters, inbox, cursors and index");
         // Its plugin processes stop with it.
         self.desired.apply().await;
+        if let Some(cluster) = &self.cluster {
+            forget_tokens(cluster, token_ids.iter().map(String::as_str)).await;
+        }
         if let Some(cluster) = &self.cluster
             && let Err(err) = cluster.release(&name).await
         {
@@ -236,6 +244,16 @@ impl TenantCalls {
             .tenants
             .create_token(&body.tenant, scope, &principal.label())
             .map_err(Status::from)?;
+        if let Some(cluster) = &self.cluster
+            && let Err(err) = cluster.register_token(&issued.info.id, &body.tenant).await
+        {
+            let _ = self
+                .tenants
+                .revoke_token(&issued.info.id, &principal.label());
+            return Err(Status::unavailable(format!(
+                "the token could not be registered in the cluster, so it was revoked again: {err}"
+            )));
+        }
         use secrecy::ExposeSecret;
         Ok(Response::new(proto::CreateTokenResponse {
             tenant: issued.info.tenant,
@@ -271,7 +289,20 @@ impl TenantCalls {
             .tenants
             .revoke_token(&request.get_ref().id, &principal.label())
             .map_err(Status::from)?;
+        if let Some(cluster) = &self.cluster {
+            forget_tokens(cluster, [info.id.as_str()]).await;
+        }
         Ok(Response::new(proto::TokenInfo::from(info)))
+    }
+}
+
+/// Forgets revoked tokens' placement. A stale one is harmless (the owner finds no such
+/// token), so a failure is logged, not returned.
+async fn forget_tokens<'a>(cluster: &Cluster, ids: impl IntoIterator<Item = &'a str>) {
+    for id in ids {
+        if let Err(err) = cluster.forget_token(id).await {
+            tracing::warn!(token = id, error = %err, "a revoked token stays in the cluster's placement (harmless: it no longer authenticates)");
+        }
     }
 }
 

@@ -323,6 +323,39 @@ impl Cluster {
         Ok(())
     }
 
+    /// The tenant of token `id`, as placement says.
+    pub fn tenant_of_token(&self, id: &str) -> Option<String> {
+        self.placement().tenant_of_token(id).map(str::to_owned)
+    }
+
+    /// Says whose token `id` is, so that other nodes can relay calls it authenticates.
+    pub async fn register_token(&self, id: &str, tenant: &str) -> Result<(), ClusterError> {
+        let key = placement::token_key(id);
+        let value = serde_json::to_vec(&placement::TokenPlacement {
+            tenant: tenant.to_owned(),
+        })
+        .map_err(|err| self.bucket_error(err.to_string()))?;
+        self.kv
+            .put(&key, value.clone().into())
+            .await
+            .map_err(|err| self.bucket_error(format!("cannot write {key}: {err}")))?;
+        let _ = self
+            .placement_mut()
+            .apply(&key, Some(&value), Instant::now());
+        Ok(())
+    }
+
+    /// Forgets token `id` (revoked, or its tenant deleted).
+    pub async fn forget_token(&self, id: &str) -> Result<(), ClusterError> {
+        let key = placement::token_key(id);
+        self.kv
+            .delete(&key)
+            .await
+            .map_err(|err| self.bucket_error(format!("cannot delete {key}: {err}")))?;
+        let _ = self.placement_mut().apply(&key, None, Instant::now());
+        Ok(())
+    }
+
     /// Removes `tenant`'s placement if it is this node's (after the tenant is deleted).
     pub async fn release(&self, tenant: &str) -> Result<(), ClusterError> {
         if self.owner(tenant) != Owner::Here {

@@ -2,7 +2,9 @@
 //! tenant, and where each node is and when it was last heard from. No I/O: the
 //! watcher in [`super`] feeds it entries, the ingress and the admin calls read it.
 //!
-//! Keys: `tenants.<tenant>` → [`TenantPlacement`], `nodes.<node>` → [`NodeRecord`].
+//! Keys: `tenants.<tenant>` → [`TenantPlacement`], `nodes.<node>` → [`NodeRecord`],
+//! `tokens.<token id>` → [`TokenPlacement`] (whose tenant a token is, so that a node
+//! can relay a call authenticated by a token it does not hold; never the secret).
 //! Tenant and node names are [`crate::names::is_name`] names, which are valid key
 //! tokens.
 
@@ -13,11 +15,18 @@ use serde::{Deserialize, Serialize};
 
 const TENANTS: &str = "tenants.";
 const NODES: &str = "nodes.";
+const TOKENS: &str = "tokens.";
 
 /// The value of `tenants.<tenant>`: the node serving it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantPlacement {
     pub node: String,
+}
+
+/// The value of `tokens.<id>`: the tenant the token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPlacement {
+    pub tenant: String,
 }
 
 /// The value of `nodes.<node>`, rewritten at every heartbeat.
@@ -37,12 +46,17 @@ pub struct NodeRecord {
 pub enum Key<'a> {
     Tenant(&'a str),
     Node(&'a str),
+    Token(&'a str),
 }
 
 impl<'a> Key<'a> {
     pub fn parse(key: &'a str) -> Option<Self> {
         if let Some(name) = key.strip_prefix(TENANTS) {
             return crate::names::is_name(name).then_some(Key::Tenant(name));
+        }
+        if let Some(id) = key.strip_prefix(TOKENS) {
+            let hex = id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            return hex.then_some(Key::Token(id));
         }
         let name = key.strip_prefix(NODES)?;
         crate::names::is_name(name).then_some(Key::Node(name))
@@ -57,10 +71,14 @@ pub fn node_key(node: &str) -> String {
     format!("{NODES}{node}")
 }
 
+pub fn token_key(id: &str) -> String {
+    format!("{TOKENS}{id}")
+}
+
 /// Why an entry of the bucket was not taken.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EntryError {
-    #[error("placement key {key:?} is neither `tenants.<name>` nor `nodes.<name>`")]
+    #[error("placement key {key:?} is not `tenants.<name>`, `nodes.<name>` or `tokens.<id>`")]
     UnknownKey { key: String },
     #[error("placement key {key:?}: its value is not {expected}: {why}")]
     BadValue {
@@ -108,6 +126,7 @@ pub struct NodeStatus {
 pub struct Placement {
     tenants: BTreeMap<String, String>,
     nodes: BTreeMap<String, NodeSeen>,
+    tokens: BTreeMap<String, String>,
 }
 
 impl Placement {
@@ -133,6 +152,14 @@ impl Placement {
             }
             (Key::Node(node), None) => {
                 self.nodes.remove(node);
+            }
+            (Key::Token(id), None) => {
+                self.tokens.remove(id);
+            }
+            (Key::Token(id), Some(raw)) => {
+                let placement: TokenPlacement =
+                    serde_json::from_slice(raw).map_err(|err| bad("{\"tenant\": NAME}", err))?;
+                self.tokens.insert(id.to_owned(), placement.tenant);
             }
             (Key::Tenant(tenant), Some(raw)) => {
                 let placement: TenantPlacement =
@@ -169,6 +196,11 @@ impl Placement {
                 address: self.nodes.get(node).map(|seen| seen.record.address.clone()),
             },
         }
+    }
+
+    /// The tenant of token `id`.
+    pub fn tenant_of_token(&self, id: &str) -> Option<&str> {
+        self.tokens.get(id).map(String::as_str)
     }
 
     /// The master key's public key of `node`, as it said it.
@@ -320,7 +352,15 @@ mod tests {
             let err = placement.apply(key, Some(value), now).expect_err("refused");
             assert!(err.to_string().contains(key), "{err}");
         }
-        for key in ["tenants.", "tenants.a.b", "nodes.x y", "other.acme", ""] {
+        for key in [
+            "tenants.",
+            "tenants.a.b",
+            "nodes.x y",
+            "other.acme",
+            "",
+            "tokens.xyz",
+            "tokens.0123456789abc",
+        ] {
             assert_eq!(
                 placement.apply(key, Some(&on("a")), now),
                 Err(EntryError::UnknownKey { key: key.into() })

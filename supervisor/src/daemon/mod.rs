@@ -367,10 +367,24 @@ pub async fn run(
         },
         config.admin.clone(),
     );
+    let admin_service = Arc::new(admin_service);
+    let relayed_task = cluster.clone().map(|cluster| {
+        tokio::spawn(admin::serve_relayed(
+            cluster,
+            admin::proto::admin_server::AdminServer::from_arc(admin_service.clone()),
+            stop_rx.clone(),
+        ))
+    });
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(admin::proto::admin_server::AdminServer::new(admin_service))
+            .layer(admin::RelayLayer {
+                cluster: cluster.clone(),
+                tenants: crate::tenants::Tenants::new(store.clone()),
+            })
+            .add_service(admin::proto::admin_server::AdminServer::from_arc(
+                admin_service,
+            ))
             .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {
                 let _ = admin_stop.wait_for(|stop| *stop).await;
             }),
@@ -473,6 +487,9 @@ pub async fn run(
         let _ = renewer.await;
     }
     let _ = http_task.await;
+    if let Some(relayed_task) = relayed_task {
+        let _ = relayed_task.await;
+    }
     if let Some(handover_task) = handover_task {
         let _ = handover_task.await;
     }
@@ -523,6 +540,15 @@ async fn join_cluster(
                 tracing::error!(error = %err, "this node holds state of a tenant placed on another; its requests go there");
             }
             Err(err) => return Err(err.into()),
+        }
+    }
+    let tenants = crate::tenants::Tenants::new(store.clone());
+    for local in tenants.list().unwrap_or_default() {
+        if cluster.owner(&local.name) != crate::cluster::Owner::Here {
+            continue;
+        }
+        for token in tenants.tokens(&local.name).unwrap_or_default() {
+            cluster.register_token(&token.id, &local.name).await?;
         }
     }
     tracing::info!(node = %cluster.node(), address = %cluster.address(), "joined the cluster");

@@ -189,6 +189,45 @@ pub async fn to_owner(
     else {
         return next.run(request).await;
     };
+    route(&ingress, forwarder, tenant, request, next).await
+}
+
+/// The route layer of `/v1/logs`, whose tenant is the bearer token's: a token this
+/// node does not hold but placement knows is relayed to its tenant's node.
+pub async fn logs_to_owner(
+    State(ingress): State<Arc<Ingress>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(forwarder) = &ingress.forwarder else {
+        return next.run(request).await;
+    };
+    let Some(id) = token_id(request.headers()) else {
+        return next.run(request).await;
+    };
+    let tenant = match ingress.tenants.token(id) {
+        Ok(Some(token)) => Some(token.tenant),
+        _ => forwarder.cluster.tenant_of_token(id),
+    };
+    match tenant {
+        Some(tenant) => route(&ingress, forwarder, &tenant, request, next).await,
+        None => next.run(request).await,
+    }
+}
+
+/// The id of a `Bearer blt_<id>_<secret>` token.
+fn token_id(headers: &HeaderMap) -> Option<&str> {
+    crate::tenants::bearer_token_id(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// Runs a request for `tenant` here, or relays it to the node serving it.
+async fn route(
+    ingress: &Ingress,
+    forwarder: &Forwarder,
+    tenant: &str,
+    request: Request,
+    next: Next,
+) -> Response {
     let cluster = &forwarder.cluster;
     if let Some(mut arrival) = cluster.arrival(tenant) {
         let arrived =
@@ -236,7 +275,7 @@ pub async fn to_owner(
         }
         .into_response();
     };
-    match forwarder.relay(&ingress, &node, &address, request).await {
+    match forwarder.relay(ingress, &node, &address, request).await {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(),
     }

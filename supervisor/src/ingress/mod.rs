@@ -221,7 +221,13 @@ pub fn router(ingress: Arc<Ingress>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(tenant_routes(ingress.clone()))
-        .route("/v1/logs", post(otlp::receive))
+        .route(
+            "/v1/logs",
+            post(otlp::receive).route_layer(axum::middleware::from_fn_with_state(
+                ingress.clone(),
+                forward::logs_to_owner,
+            )),
+        )
         .route("/v1/health", get(health_api::health))
         .route("/v1/alerts", get(health_api::alerts))
         .route(

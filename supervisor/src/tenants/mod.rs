@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{AuditDraft, Batch, Store, StoreError, Table};
 pub use flags::{FlagError, Flags};
-pub use tokens::{ALL_TENANTS, TokenInfo, TokenScope};
+pub use tokens::{ALL_TENANTS, TokenInfo, TokenScope, bearer_token_id};
 
 /// Errors from tenant operations, worded for the caller.
 #[derive(Debug, thiserror::Error)]

@@ -89,6 +89,12 @@ fn parse(token: &str) -> Option<(&str, &str)> {
         .then_some((id, secret))
 }
 
+/// The id of an `Authorization: Bearer blt_<id>_<secret>` value, if it is one (the
+/// secret unchecked): which token a request claims, to route it.
+pub fn bearer_token_id(authorization: &str) -> Option<&str> {
+    parse(authorization.strip_prefix("Bearer ")?).map(|(id, _)| id)
+}
+
 impl Tenants {
     /// Issues a token for `tenant`; audited as `actor`.
     pub fn create_token(

@@ -151,6 +151,73 @@ fn two_nodes_relay_each_others_tenants_and_feed_one_stream() {
     );
     assert!(nats::id_counts(&stored).values().all(|count| *count == 1));
 
+    // A tenant's token works at any node: a node that does not hold it relays the call
+    // to the tenant's node, which authenticates it; never as an operator.
+    b.ctl_json(&["tenants", "create", "globex"]);
+    let globex_admin = b.ctl_json(&["tokens", "create", "--tenant", "globex"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let health = wait_for(
+        "a relays globex's call to b",
+        Duration::from_secs(10),
+        || {
+            let answer = a.ctl_as(&globex_admin, &["health", "--tenant", "globex"]);
+            answer.status.success().then_some(answer)
+        },
+    );
+    let health: Value = serde_json::from_slice(&health.stdout).expect("json");
+    assert!(health.to_string().contains("gh-globex"), "{health}");
+    let operator_only = a.ctl_as(&globex_admin, &["tenants", "list"]);
+    assert!(!operator_only.status.success());
+    assert!(
+        String::from_utf8_lossy(&operator_only.stderr).contains("a tenant token cannot run it"),
+        "refused at b as it would be there: {}",
+        String::from_utf8_lossy(&operator_only.stderr)
+    );
+    let tail = a.ctl_as(&globex_admin, &["events", "tail", "--tenant", "globex"]);
+    assert!(!tail.status.success());
+    assert!(
+        String::from_utf8_lossy(&tail.stderr)
+            .contains("this tenant is served by node `b`; run this command on that node"),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    // OTLP logs name their tenant by the ingest token: relayed the same way.
+    let ingest = b.ctl_json(&[
+        "tokens", "create", "--tenant", "globex", "--scope", "ingest",
+    ])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let logs = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},"scopeLogs":[{"logRecords":[{"timeUnixNano":"1764000000000000000","severityNumber":17,"severityText":"ERROR","body":{"stringValue":"payment failed"}}]}]}]}"#;
+    let bearer = format!("Bearer {ingest}");
+    let exported = http::post_json(
+        &a.http_addr(),
+        "/v1/logs",
+        &[("authorization", bearer.as_str())],
+        logs,
+    )
+    .expect("answer");
+    assert_eq!(exported.status, 200, "{}", exported.body);
+    wait_for(
+        "the relayed log in b's sink",
+        Duration::from_secs(10),
+        || {
+            world_b
+                .sink_lines()
+                .iter()
+                .any(|line| line.contains("payment failed"))
+                .then_some(())
+        },
+    );
+    assert!(
+        !world_a
+            .sink_lines()
+            .iter()
+            .any(|l| l.contains("payment failed"))
+    );
+
     // Handover steps nobody began, or from a node the tenant is not on, are refused
     // naming why, and change nothing.
     let subject = "integrationd.betalogs_placement.handover.b";
