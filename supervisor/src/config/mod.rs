@@ -1004,6 +1004,49 @@ mod tests {
         Config::parse(text, Path::new("/etc/integrationd.toml")).map_err(|e| e.to_string())
     }
 
+    #[test]
+    fn a_cluster_section_is_checked_naming_the_key() {
+        let base = "[cluster]\nnode = \"eu-1\"\nservers = [\"nats://127.0.0.1:4222\"]\n";
+        let config = parse(base).expect("valid");
+        let cluster = config.cluster.expect("cluster");
+        assert_eq!(cluster.bucket, "betalogs_placement");
+        assert_eq!(
+            cluster.advertised("127.0.0.1:8080".parse().expect("addr")),
+            "http://127.0.0.1:8080"
+        );
+        assert!(parse("").expect("alone").cluster.is_none());
+        for (extra, expected) in [
+            ("node = \"eu 1\"", "node = \"eu 1\": use 1-64 letters"),
+            (
+                "advertise = \"ftp://x\"",
+                "advertise = \"ftp://x\": an http:// or https:// URL",
+            ),
+            (
+                "bucket = \"a.b\"",
+                "bucket = \"a.b\": a key-value bucket name",
+            ),
+            ("replicas = 7", "replicas = 7: from 1 to 5"),
+            (
+                "heartbeat_interval = \"10s\"\nnode_timeout = \"15s\"",
+                "node_timeout (15s) must be at least twice heartbeat_interval (10s)",
+            ),
+        ] {
+            let text = base.replace("node = \"eu-1\"\n", "").replace(
+                "[cluster]\n",
+                &format!(
+                    "[cluster]\n{}{extra}\n",
+                    if extra.starts_with("node ") {
+                        ""
+                    } else {
+                        "node = \"eu-1\"\n"
+                    }
+                ),
+            );
+            let err = parse(&text).expect_err(extra);
+            assert!(err.contains("cluster: ") && err.contains(expected), "{err}");
+        }
+    }
+
     /// The configuration the Debian package installs parses, and points where the unit's
     /// StateDirectory=, RuntimeDirectory= and LoadCredential= put things.
     #[test]
