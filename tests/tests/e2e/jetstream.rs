@@ -370,8 +370,88 @@ fn certificates(dir: &std::path::Path) -> (String, String, String) {
     (ca, cert, key)
 }
 
+/// A JWT as the NATS tools write it: `claims` (without `iss`, `sub`, `iat`, `jti`)
+/// issued by `issuer` for `subject`, signed with the issuer's NKey.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::Digest;
+    let mut claims = json!({
+        "iat": 1_764_000_000u64,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let digest = sha2::Sha256::digest(claims.to_string().as_bytes());
+    claims["jti"] = json!(hex::encode(&digest[..16]).to_uppercase());
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// A server in operator mode (decentralized JWT auth, a memory resolver), and the
+/// `.creds` file of a user of its JetStream-enabled account: `(server config, creds,
+/// user seed)`.
+fn operator_mode(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
+    let operator = nkeys::KeyPair::new_operator();
+    let (account, system) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+    let user = nkeys::KeyPair::new_user();
+    let unlimited = json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "betalogs-test",
+        json!({"type": "operator", "version": 2, "system_account": system.public_key()}),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "integrations",
+        json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        json!({"type": "account", "version": 2, "limits": {"subs": -1, "data": -1, "payload": -1, "conn": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "integrationd",
+        json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+    );
+    let operator_file = dir.join("operator.jwt");
+    std::fs::write(&operator_file, &operator_jwt).expect("operator jwt");
+    let config = dir.join("operator.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "operator: {:?}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{account_jwt}\"\n  {}: \"{system_jwt}\"\n}}\n",
+            operator_file.display().to_string(),
+            system.public_key(),
+            account.public_key(),
+            system.public_key(),
+        ),
+    )
+    .expect("server config");
+    let seed = user.seed().expect("seed");
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\nNKEY Seed printed below can be used to sign and prove identity.\nNKEYs are sensitive and should be treated as secrets.\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n*************************************************************\n"
+    );
+    (config, creds, seed)
+}
+
 #[test]
-fn servers_that_want_a_token_a_password_an_nkey_or_tls_get_them_and_no_secret_is_logged() {
+fn servers_that_want_a_token_a_password_an_nkey_a_creds_file_or_tls_get_them_and_no_secret_is_logged()
+ {
     const STREAM: usize = 2_000;
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -388,6 +468,7 @@ fn servers_that_want_a_token_a_password_an_nkey_or_tls_get_them_and_no_secret_is
     )
     .expect("server config");
     let (ca, cert, key) = certificates(dir.path());
+    let (operator_config, creds, creds_seed) = operator_mode(dir.path());
     let file = secret_file.display().to_string();
     let cases = [
         Secured {
@@ -415,6 +496,13 @@ fn servers_that_want_a_token_a_password_an_nkey_or_tls_get_them_and_no_secret_is
             client: async_nats::ConnectOptions::with_nkey(seed.clone()),
             url: plain_url,
             secret: seed.clone(),
+        },
+        Secured {
+            server_args: vec!["-c".into(), operator_config.display().to_string()],
+            sink_keys: format!("creds_file = {file:?}"),
+            client: async_nats::ConnectOptions::with_credentials(&creds).expect("creds"),
+            url: plain_url,
+            secret: creds.clone(),
         },
         Secured {
             server_args: ["--tls", "--tlscert", &cert, "--tlskey", &key]
@@ -464,6 +552,10 @@ fn servers_that_want_a_token_a_password_an_nkey_or_tls_get_them_and_no_secret_is
                 "the secret never reaches the daemon's log"
             );
         }
+        assert!(
+            !daemon.log_text().contains(&creds_seed),
+            "nor the .creds file's seed"
+        );
     }
 }
 
