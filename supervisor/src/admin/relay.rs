@@ -252,7 +252,7 @@ where
     };
     loop {
         let message = tokio::select! {
-            _ = stop.changed() => if *stop.borrow() { return } else { continue },
+            stopped = stop.changed() => if stopped.is_err() || *stop.borrow() { return } else { continue },
             message = subscription.next() => message,
         };
         let Some(message) = message else { return };

@@ -55,6 +55,8 @@ pub struct Cluster {
     /// Per tenant served here: requests being handled hold it shared; a move takes it
     /// exclusively once placement points elsewhere, so none is left behind.
     gates: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+    /// Ticks when a tenant's placement changes (which tenants run here may have).
+    placements_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A tenant in the middle of a move.
@@ -108,6 +110,7 @@ impl Cluster {
             client,
             moves: Mutex::default(),
             gates: Mutex::default(),
+            placements_changed: tokio::sync::watch::channel(0).0,
             started_ms: plugin_kit::clock::now_ms(),
             kv,
             placement: RwLock::new(Placement::default()),
@@ -392,8 +395,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Ticks when a tenant's placement changed: the daemon applies what should run.
+    pub fn placements_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.placements_changed.subscribe()
+    }
+
     /// Takes one entry of the bucket; a hostile one is logged and changes nothing.
     fn take(&self, entry: &kv::Entry) {
+        let tenant = matches!(
+            placement::Key::parse(&entry.key),
+            Some(placement::Key::Tenant(_))
+        );
         let value = match entry.operation {
             kv::Operation::Put => Some(entry.value.as_ref()),
             kv::Operation::Delete | kv::Operation::Purge => None,
@@ -401,6 +413,10 @@ impl Cluster {
         let heard = heard_at(entry.created.unix_timestamp_nanos());
         if let Err(err) = self.placement_mut().apply(&entry.key, value, heard) {
             tracing::warn!(error = %err, "placement entry ignored");
+            return;
+        }
+        if tenant {
+            self.placements_changed.send_modify(|ticks| *ticks += 1);
         }
     }
 

@@ -260,6 +260,22 @@ pub async fn run(
     if let Some(cluster) = &cluster {
         desired.set_cluster(cluster.clone());
     }
+    // A tenant placed back here (a move given up) or away runs, or stops, at once.
+    let placement_task = cluster.clone().map(|cluster| {
+        let (desired, mut stop) = (desired.clone(), stop_rx.clone());
+        let mut changed = cluster.placements_changed();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    stopped = stop.changed() => if stopped.is_err() || *stop.borrow() { return },
+                    changed = changed.changed() => {
+                        if changed.is_err() { return }
+                        desired.apply().await;
+                    }
+                }
+            }
+        })
+    });
     let cluster_task = cluster
         .clone()
         .map(|cluster| tokio::spawn(cluster.run(stop_rx.clone())));
@@ -492,6 +508,9 @@ pub async fn run(
     }
     if let Some(handover_task) = handover_task {
         let _ = handover_task.await;
+    }
+    if let Some(placement_task) = placement_task {
+        let _ = placement_task.await;
     }
     if let Some(cluster_task) = cluster_task {
         let _ = cluster_task.await;

@@ -350,6 +350,24 @@ fn a_lost_node_is_visible_alerted_and_its_tenants_requests_get_503_until_it_is_b
         .collect();
     assert_eq!(lost, ["b"], "{health}");
 
+    // A move to a lost node, or of a tenant only the configuration file made, is
+    // refused naming why; the tenant stays where it is.
+    a.ctl_json(&["tenants", "create", "initech"]);
+    for (tenant, why) in [
+        ("initech", "node `b` is not alive in the cluster"),
+        ("acme", "it has no record here (created by the configuration file only)"),
+    ] {
+        let refused = a.ctl(&["tenants", "move", tenant, "--to", "b"]);
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains(why), "{said}");
+    }
+    assert!(
+        nodes(&a)
+            .iter()
+            .any(|(name, _, tenants)| name == "a" && tenants.contains(&"initech".to_owned()))
+    );
+
     // Its tenant's webhooks cannot be kept by a node without its secrets: 503, retry.
     let refused = deliver(&a, "/v1/webhooks/globex/gh-globex", "good", "while-lost");
     assert_eq!(refused.status, 503, "{}", refused.body);
