@@ -122,6 +122,16 @@ impl Tenants {
             .collect()
     }
 
+    /// The event-log sequence the next commit gets: where a tenant created now starts.
+    fn next_event_seq(&self) -> Result<u64, TenantError> {
+        let last = self
+            .store
+            .last_key(Table::Outbox)?
+            .and_then(|key| <[u8; 8]>::try_from(key.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(last + 1)
+    }
+
     /// Creates a tenant; audited as `actor`.
     pub fn create(&self, name: &str, actor: &str) -> Result<Tenant, TenantError> {
         if !crate::names::is_name(name) {
@@ -134,16 +144,12 @@ impl Tenants {
         if self.get(name)?.is_some() {
             return Err(TenantError::Exists(name.to_owned()));
         }
-        let last_event = self
-            .store
-            .last_key(Table::Outbox)?
-            .and_then(|key| <[u8; 8]>::try_from(key.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes);
+        let since_event_seq = self.next_event_seq()?;
         let tenant = Tenant {
             name: name.to_owned(),
             created_ms: now_ms(),
             incarnation: rand::random::<u64>() | 1,
-            since_event_seq: last_event + 1,
+            since_event_seq,
             since_audit_seq: self.store.audit_seq()? + 1,
         };
         let value = serde_json::to_vec(&tenant).map_err(|e| corrupt(name, e))?;
@@ -179,16 +185,12 @@ impl Tenants {
         if self.get(name)?.is_some() {
             return Err(TenantError::Exists(name.to_owned()));
         }
-        let last_event = self
-            .store
-            .last_key(Table::Outbox)?
-            .and_then(|key| <[u8; 8]>::try_from(key.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes);
+        let since_event_seq = self.next_event_seq()?;
         let tenant = Tenant {
             name: name.to_owned(),
             created_ms,
             incarnation,
-            since_event_seq: last_event + 1,
+            since_event_seq,
             since_audit_seq,
         };
         let value = serde_json::to_vec(&tenant).map_err(|e| corrupt(name, e))?;

@@ -48,6 +48,20 @@ fn nodes(daemon: &Daemon) -> Vec<(String, String, Vec<String>)> {
         .collect()
 }
 
+/// Waits until `daemon`'s `cluster status` shows `node` in `state`.
+fn wait_node(daemon: &Daemon, node: &str, state: &str) {
+    wait_for(
+        &format!("{node} {state} in cluster status"),
+        Duration::from_secs(10),
+        || {
+            nodes(daemon)
+                .iter()
+                .any(|(name, now, _)| name == node && now == state)
+                .then_some(())
+        },
+    );
+}
+
 fn deliver(daemon: &Daemon, path: &str, token: &str, id: &str) -> http::HttpResponse {
     http::post_json(
         &daemon.http_addr(),
@@ -305,21 +319,11 @@ fn a_lost_node_is_visible_alerted_and_its_tenants_requests_get_503_until_it_is_b
     let a = world_a.start(&node(&server, "a", "acme", "gh"));
     let mut b = world_b.start(&node(&server, "b", "globex", "gh-globex"));
     wait_healthy(&b, "gh-globex");
-    wait_for("b alive at a", Duration::from_secs(10), || {
-        nodes(&a)
-            .iter()
-            .any(|(name, state, _)| name == "b" && state == "alive")
-            .then_some(())
-    });
+    wait_node(&a, "b", "alive");
 
     b.signal(nix::sys::signal::Signal::SIGKILL);
     b.wait_exit(Duration::from_secs(10));
-    wait_for("b lost at a", Duration::from_secs(10), || {
-        nodes(&a)
-            .iter()
-            .any(|(name, state, _)| name == "b" && state == "lost")
-            .then_some(())
-    });
+    wait_node(&a, "b", "lost");
     let alert = wait_for("node_lost firing", Duration::from_secs(10), || {
         a.ctl_json(&["alerts", "list", "--state", "firing"])["alerts"]
             .as_array()?
@@ -355,7 +359,10 @@ fn a_lost_node_is_visible_alerted_and_its_tenants_requests_get_503_until_it_is_b
     a.ctl_json(&["tenants", "create", "initech"]);
     for (tenant, why) in [
         ("initech", "node `b` is not alive in the cluster"),
-        ("acme", "it has no record here (created by the configuration file only)"),
+        (
+            "acme",
+            "it has no record here (created by the configuration file only)",
+        ),
     ] {
         let refused = a.ctl(&["tenants", "move", tenant, "--to", "b"]);
         assert!(!refused.status.success());
@@ -382,12 +389,7 @@ fn a_lost_node_is_visible_alerted_and_its_tenants_requests_get_503_until_it_is_b
     // Back: relayed again, the alert resolved.
     let b = world_b.start_written();
     wait_healthy(&b, "gh-globex");
-    wait_for("b alive again at a", Duration::from_secs(10), || {
-        nodes(&a)
-            .iter()
-            .any(|(name, state, _)| name == "b" && state == "alive")
-            .then_some(())
-    });
+    wait_node(&a, "b", "alive");
     let relayed = wait_for(
         "a delivery relayed to b again",
         Duration::from_secs(10),
@@ -478,12 +480,7 @@ fn a_tenant_moved_under_webhook_load_loses_no_delivery_and_runs_on_its_new_node(
     )
     .expect("answer");
     assert_eq!(bad.json()["dead_lettered"], 1, "{}", bad.body);
-    wait_for("b alive at a", Duration::from_secs(10), || {
-        nodes(&a)
-            .iter()
-            .any(|(name, state, _)| name == "b" && state == "alive")
-            .then_some(())
-    });
+    wait_node(&a, "b", "alive");
 
     // Senders keep delivering to node a, before, during and after the move.
     let address = crate::webhooks::IngressAddress::new(a.http_addr());
