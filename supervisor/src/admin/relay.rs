@@ -333,6 +333,82 @@ where
 mod tests {
     use super::*;
 
+    /// An admin service that must not be reached.
+    fn untouchable() -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = std::future::Ready<Result<http::Response<Body>, Infallible>>,
+    > + Clone {
+        tower::service_fn(|_: http::Request<Body>| -> std::future::Ready<_> {
+            panic!("a refused relayed call reached the admin service")
+        })
+    }
+
+    fn status_of(answer: &RelayedAnswer) -> (String, String) {
+        let find = |name: &str| {
+            answer
+                .trailers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        (find("grpc-status"), find("grpc-message"))
+    }
+
+    #[tokio::test]
+    async fn relayed_calls_without_a_tenant_token_or_well_formed_never_reach_the_service() {
+        let secret = "f".repeat(64);
+        let cases = [
+            ("not json".to_owned(), "3", "not a relayed call"),
+            (
+                serde_json::json!({"path": "/betalogs.admin.v1.Admin/ListTenants", "authorization": "", "body": ""}).to_string(),
+                "16",
+                "a relayed call carries a tenant token",
+            ),
+            (
+                serde_json::json!({"path": "/grpc.health.v1.Health/Check", "authorization": format!("Bearer blt_0123456789ab_{secret}"), "body": ""}).to_string(),
+                "16",
+                "a relayed call carries a tenant token",
+            ),
+            (
+                serde_json::json!({"path": "/betalogs.admin.v1.Admin/Status", "authorization": format!("Bearer blt_0123456789ab_{secret}"), "body": "!!"}).to_string(),
+                "3",
+                "the relayed body is not base64",
+            ),
+        ];
+        for (payload, code, message) in cases {
+            let answer = run_relayed(untouchable(), payload.as_bytes()).await;
+            let (status, said) = status_of(&answer);
+            assert_eq!(status, code, "{payload}");
+            assert!(said.starts_with(message), "{said}");
+        }
+    }
+
+    #[test]
+    fn an_answer_is_rebuilt_with_its_trailers_and_a_malformed_one_is_refused() {
+        let answer = RelayedAnswer {
+            headers: vec![("content-type".into(), "application/grpc".into())],
+            body: BASE64.encode(b"\0\0\0\0\0"),
+            trailers: vec![("grpc-status".into(), "0".into())],
+        };
+        let response = rebuild(answer).expect("rebuilt");
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        let bad = RelayedAnswer {
+            headers: Vec::new(),
+            body: "not base64!".into(),
+            trailers: Vec::new(),
+        };
+        assert!(rebuild(bad).is_none());
+        let bad_trailer = RelayedAnswer {
+            headers: Vec::new(),
+            body: String::new(),
+            trailers: vec![("bad name".into(), "x".into())],
+        };
+        assert!(rebuild(bad_trailer).is_none());
+    }
+
     #[test]
     fn only_well_formed_bearer_tokens_name_an_id() {
         let with = |value: String| {
