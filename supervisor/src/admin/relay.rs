@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tonic::body::Body;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::cluster::{Cluster, Owner};
+use crate::cluster::{Channel, Cluster, Owner};
 use crate::tenants::Tenants;
 
 /// The largest request body relayed (NATS's default message limit is 1 MiB).
@@ -180,7 +180,7 @@ async fn relay(
         .timeout(Some(RELAY_TIMEOUT));
     let answer = match cluster
         .client()
-        .send_request(admin_subject(cluster, node), asked)
+        .send_request(cluster.subject(Channel::Admin, node), asked)
         .await
     {
         Ok(answer) => answer,
@@ -192,13 +192,6 @@ async fn relay(
         }
         Err(err) => unavailable(format!("its answer was malformed: {err}")),
     }
-}
-
-/// The subject node `node` takes relayed admin calls on.
-fn admin_subject(cluster: &Cluster, node: &str) -> String {
-    cluster
-        .handover_subject(node)
-        .replace(".handover.", ".admin.")
 }
 
 /// The owner's answer as an HTTP/2 response with its trailers.
@@ -233,29 +226,29 @@ fn pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs calls other nodes relay here through `admin` until `stop`.
-pub async fn serve<S>(cluster: Arc<Cluster>, admin: S, mut stop: tokio::sync::watch::Receiver<bool>)
-where
+/// Runs calls other nodes relay here, from `calls` (this node's admin subject), through
+/// `admin` until `stop`.
+pub async fn serve<S>(
+    cluster: Arc<Cluster>,
+    admin: S,
+    mut calls: async_nats::Subscriber,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let subject = admin_subject(&cluster, cluster.node());
-    let mut subscription = match cluster.client().subscribe(subject.clone()).await {
-        Ok(subscription) => subscription,
-        Err(err) => {
-            tracing::error!(error = %err, subject, "cannot take relayed admin calls");
-            return;
-        }
-    };
     loop {
         let message = tokio::select! {
             stopped = stop.changed() => if stopped.is_err() || *stop.borrow() { return } else { continue },
-            message = subscription.next() => message,
+            message = calls.next() => message,
         };
-        let Some(message) = message else { return };
+        let Some(message) = message else {
+            tracing::error!("the NATS client closed: this node takes no more relayed admin calls");
+            return;
+        };
         let (cluster, admin) = (cluster.clone(), admin.clone());
         tokio::spawn(async move {
             let Some(inbox) = message.reply else { return };

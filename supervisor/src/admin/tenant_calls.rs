@@ -166,10 +166,9 @@ impl TenantCalls {
             .map_err(|err| match err {
                 MoveError::NotHere { .. }
                 | MoveError::SameNode(_)
-                | MoveError::ConfiguredHere(_) => Status::failed_precondition(err.to_string()),
-                MoveError::NodeNotAlive(_) | MoveError::NoKeyThere(..) => {
-                    Status::failed_precondition(err.to_string())
-                }
+                | MoveError::ConfiguredHere(_)
+                | MoveError::NodeNotAlive(_)
+                | MoveError::NoKeyThere(..) => Status::failed_precondition(err.to_string()),
                 MoveError::Cluster(ClusterError::Moving { .. }) => Status::aborted(err.to_string()),
                 _ => Status::unavailable(err.to_string()),
             })?;

@@ -182,9 +182,31 @@ impl Cluster {
         &self.client
     }
 
-    /// The subject node `node` takes handovers on.
-    pub fn handover_subject(&self, node: &str) -> String {
-        format!("integrationd.{}.handover.{node}", self.config.bucket)
+    /// The subject node `node` takes requests of `channel` on.
+    pub fn subject(&self, channel: Channel, node: &str) -> String {
+        format!(
+            "integrationd.{}.{}.{node}",
+            self.config.bucket,
+            channel.as_str()
+        )
+    }
+
+    /// Subscribes to this node's subject of `channel`. Done at start: a node that cannot
+    /// take handovers or relayed calls does not run as one that can.
+    pub async fn listen(&self, channel: Channel) -> Result<async_nats::Subscriber, ClusterError> {
+        let subject = self.subject(channel, &self.config.node);
+        self.client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|err| self.bucket_error(format!("cannot subscribe to {subject}: {err}")))
+    }
+
+    /// Whether `ip` is the address of a node of the cluster (one advertised by an IP
+    /// literal; host names are not resolved).
+    pub fn is_peer(&self, ip: std::net::IpAddr) -> bool {
+        self.placement()
+            .addresses()
+            .any(|address| host_ip(address) == Some(ip))
     }
 
     /// Node `node`'s master key's public key, when it is alive and has one.
@@ -468,6 +490,34 @@ impl Cluster {
     }
 }
 
+/// What nodes ask each other, each on its own subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Tenants moved to the node (`handover`).
+    Handover,
+    /// Tenant admin calls relayed to the node (`admin::relay`).
+    Admin,
+}
+
+impl Channel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Channel::Handover => "handover",
+            Channel::Admin => "admin",
+        }
+    }
+}
+
+/// The IP address of an `http://IP:PORT` URL (a host name gives `None`).
+fn host_ip(address: &str) -> Option<std::net::IpAddr> {
+    let url = reqwest::Url::parse(address).ok()?;
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 /// One turn of [`Cluster::run`].
 enum Step<E> {
     Stop,
@@ -484,4 +534,23 @@ fn heard_at(written_ns: i128) -> Instant {
     let age = Duration::from_nanos(u64::try_from(age_ns).unwrap_or(u64::MAX));
     let now = Instant::now();
     now.checked_sub(age).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ip_literal_addresses_name_a_peer() {
+        assert_eq!(
+            host_ip("http://127.0.0.1:8080"),
+            Some(std::net::IpAddr::from([127, 0, 0, 1]))
+        );
+        assert_eq!(
+            host_ip("https://[::1]:8443/"),
+            Some(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(host_ip("http://node-b.internal:8080"), None);
+        assert_eq!(host_ip("not a url"), None);
+    }
 }

@@ -203,6 +203,11 @@ impl Placement {
         self.tokens.get(id).map(String::as_str)
     }
 
+    /// The addresses nodes said they are at.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        self.nodes.values().map(|seen| seen.record.address.as_str())
+    }
+
     /// The master key's public key of `node`, as it said it.
     pub fn recipient_of(&self, node: &str) -> Option<&str> {
         self.nodes.get(node)?.record.recipient.as_deref()

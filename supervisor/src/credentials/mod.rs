@@ -293,6 +293,13 @@ impl Credentials {
         self.master().to_public().to_string()
     }
 
+    /// Whether `tenant` has a key (it has had credentials).
+    pub fn has_tenant_key(&self, tenant: &str) -> Result<bool, CredentialError> {
+        Ok(self
+            .store
+            .contains(Table::TenantKeys, &tenant_key_key(tenant))?)
+    }
+
     /// `tenant`'s key record wrapped for another node's master key (`recipient`), for
     /// a move: the credentials' ciphertexts, encrypted to the tenant's key, travel as
     /// they are. `None` when the tenant has no key (no credentials).

@@ -362,9 +362,18 @@ pub async fn run(
             desired: desired.clone(),
         })
     });
-    let handover_task = handover
-        .clone()
-        .map(|handover| tokio::spawn(handover.serve(stop_rx.clone())));
+    let handover_task = match &handover {
+        Some(handover) => {
+            let requests = handover
+                .cluster
+                .listen(crate::cluster::Channel::Handover)
+                .await?;
+            Some(tokio::spawn(
+                handover.clone().serve(requests, stop_rx.clone()),
+            ))
+        }
+        None => None,
+    };
     let admin_service = AdminService::new(
         crate::admin::Components {
             registry: registry.clone(),
@@ -384,13 +393,18 @@ pub async fn run(
         config.admin.clone(),
     );
     let admin_service = Arc::new(admin_service);
-    let relayed_task = cluster.clone().map(|cluster| {
-        tokio::spawn(admin::serve_relayed(
-            cluster,
-            admin::proto::admin_server::AdminServer::from_arc(admin_service.clone()),
-            stop_rx.clone(),
-        ))
-    });
+    let relayed_task = match &cluster {
+        Some(cluster) => {
+            let calls = cluster.listen(crate::cluster::Channel::Admin).await?;
+            Some(tokio::spawn(admin::serve_relayed(
+                cluster.clone(),
+                admin::proto::admin_server::AdminServer::from_arc(admin_service.clone()),
+                calls,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(
         tonic::transport::Server::builder()

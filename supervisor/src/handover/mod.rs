@@ -31,7 +31,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::StreamExt;
 use protocol::{AUDIT_PER_MESSAGE, Assembler, Cutter, Reply, Step};
 
-use crate::cluster::{Cluster, ClusterError, Owner};
+use crate::cluster::{Channel, Cluster, ClusterError, Owner};
 use crate::desired::Desired;
 use crate::store::{AuditDraft, Batch, Table};
 use crate::tenant_removal::{RemovalError, TenantState};
@@ -132,11 +132,12 @@ impl Handover {
             return Err(MoveError::NodeNotAlive(to.to_owned()));
         }
         let recipient = self.cluster.recipient_of(to);
+        // Unreadable counts as having one: better refused than moved without it.
         let has_key = self
             .state
-            .store
-            .contains(Table::TenantKeys, format!("tenant\0{tenant}").as_bytes())
-            .unwrap_or(true);
+            .credentials
+            .as_ref()
+            .is_some_and(|credentials| credentials.has_tenant_key(tenant).unwrap_or(true));
         if has_key && recipient.is_none() {
             return Err(MoveError::NoKeyThere(to.to_owned(), tenant.to_owned()));
         }
@@ -316,7 +317,7 @@ impl Handover {
         let answer = self
             .cluster
             .client()
-            .send_request(self.cluster.handover_subject(to), request)
+            .send_request(self.cluster.subject(Channel::Handover, to), request)
             .await
             .map_err(|err| peer(format!("no answer: {err}")))?;
         let reply: Reply = serde_json::from_slice(&answer.payload)
@@ -328,37 +329,32 @@ impl Handover {
         }
     }
 
-    /// Takes tenants moved here until `stop`.
-    pub async fn serve(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let subject = self.cluster.handover_subject(self.cluster.node());
+    /// Takes tenants moved here, from `requests` (this node's handover subject), until
+    /// `stop`.
+    pub async fn serve(
+        self: Arc<Self>,
+        mut requests: async_nats::Subscriber,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut arrivals: HashMap<String, Arrival> = HashMap::new();
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
         loop {
-            let mut subscription = match self.cluster.client().subscribe(subject.clone()).await {
-                Ok(subscription) => subscription,
-                Err(err) => {
-                    tracing::error!(error = %err, subject, "cannot take tenant handovers; retrying");
-                    tokio::select! {
-                        () = stopped(&mut stop) => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    () = stopped(&mut stop) => return,
-                    _ = sweep.tick() => self.give_up_idle(&mut arrivals).await,
-                    message = subscription.next() => {
-                        let Some(message) = message else { break };
-                        let reply = match serde_json::from_slice::<Step>(&message.payload) {
-                            Ok(step) => self.take(step, &mut arrivals).await,
-                            Err(err) => Reply::refused(format!("not a handover step: {err}")),
-                        };
-                        if let (Some(inbox), Ok(answer)) = (message.reply, serde_json::to_vec(&reply))
-                            && let Err(err) = self.cluster.client().publish(inbox, answer.into()).await
-                        {
-                            tracing::warn!(error = %err, "cannot answer a handover step");
-                        }
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                _ = sweep.tick() => self.give_up_idle(&mut arrivals).await,
+                message = requests.next() => {
+                    let Some(message) = message else {
+                        tracing::error!("the NATS client closed: this node takes no more tenant handovers");
+                        return;
+                    };
+                    let reply = match serde_json::from_slice::<Step>(&message.payload) {
+                        Ok(step) => self.take(step, &mut arrivals).await,
+                        Err(err) => Reply::refused(format!("not a handover step: {err}")),
+                    };
+                    if let (Some(inbox), Ok(answer)) = (message.reply, serde_json::to_vec(&reply))
+                        && let Err(err) = self.cluster.client().publish(inbox, answer.into()).await
+                    {
+                        tracing::warn!(error = %err, "cannot answer a handover step");
                     }
                 }
             }

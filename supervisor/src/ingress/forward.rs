@@ -9,7 +9,6 @@
 //! end at the second node, which answers as the owner would or with 503, never in a
 //! loop.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -63,13 +62,7 @@ impl Forwarder {
         let Some(ClientAddr(addr)) = client else {
             return false;
         };
-        headers.contains_key(&FORWARDED_BY)
-            && self
-                .cluster
-                .nodes()
-                .iter()
-                .filter_map(|node| node.address.as_deref())
-                .any(|address| host_ip(address) == Some(addr.ip()))
+        headers.contains_key(&FORWARDED_BY) && self.cluster.is_peer(addr.ip())
     }
 
     async fn relay(
@@ -158,16 +151,6 @@ fn without_url(err: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The IP address of an `http://IP:PORT` URL (a host name gives `None`).
-fn host_ip(address: &str) -> Option<IpAddr> {
-    let url = reqwest::Url::parse(address).ok()?;
-    let host = url.host_str()?;
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()
 }
 
 /// The route layer of the tenant routes: a request for a tenant placed on another
@@ -288,23 +271,4 @@ fn moving(message: &str) -> Response {
         ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "tenant_moving", message)
     }
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_ip_literal_addresses_name_a_peer() {
-        assert_eq!(
-            host_ip("http://127.0.0.1:8080"),
-            Some(IpAddr::from([127, 0, 0, 1]))
-        );
-        assert_eq!(
-            host_ip("https://[::1]:8443/"),
-            Some(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
-        );
-        assert_eq!(host_ip("http://node-b.internal:8080"), None);
-        assert_eq!(host_ip("not a url"), None);
-    }
 }

@@ -25,6 +25,34 @@ fn node(server: &NatsServer, name: &str, tenant: &str, integration: &str) -> Dae
         ))
 }
 
+/// A server and two nodes on it: `a` serving acme (`gh`), `b` serving globex
+/// (`gh-globex`).
+struct Pair {
+    server: NatsServer,
+    world_a: World,
+    world_b: World,
+    a: Daemon,
+    b: Daemon,
+}
+
+impl Pair {
+    fn start(dir: &std::path::Path) -> Self {
+        let server = NatsServer::start(dir);
+        let (world_a, world_b) = (World::new(), World::new());
+        world_a.install(&hooks());
+        world_b.install(&hooks());
+        let a = world_a.start(&node(&server, "a", "acme", "gh"));
+        let b = world_b.start(&node(&server, "b", "globex", "gh-globex"));
+        Self {
+            server,
+            world_a,
+            world_b,
+            a,
+            b,
+        }
+    }
+}
+
 /// The nodes of `cluster status`: name → (state, tenants).
 fn nodes(daemon: &Daemon) -> Vec<(String, String, Vec<String>)> {
     let status = daemon.ctl_json(&["cluster", "status"]);
@@ -89,12 +117,13 @@ fn delivered(world: &World) -> BTreeSet<String> {
 #[test]
 fn two_nodes_relay_each_others_tenants_and_feed_one_stream() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = NatsServer::start(dir.path());
-    let (world_a, world_b) = (World::new(), World::new());
-    world_a.install(&hooks());
-    world_b.install(&hooks());
-    let a = world_a.start(&node(&server, "a", "acme", "gh"));
-    let b = world_b.start(&node(&server, "b", "globex", "gh-globex"));
+    let Pair {
+        server,
+        world_a,
+        world_b,
+        a,
+        b,
+    } = Pair::start(dir.path());
     wait_healthy(&a, "gh");
     wait_healthy(&b, "gh-globex");
 
@@ -312,12 +341,14 @@ fn two_nodes_relay_each_others_tenants_and_feed_one_stream() {
 #[test]
 fn a_lost_node_is_visible_alerted_and_its_tenants_requests_get_503_until_it_is_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = NatsServer::start(dir.path());
-    let (world_a, world_b) = (World::new(), World::new());
-    world_a.install(&hooks());
-    world_b.install(&hooks());
-    let a = world_a.start(&node(&server, "a", "acme", "gh"));
-    let mut b = world_b.start(&node(&server, "b", "globex", "gh-globex"));
+    // Every part bound: the server and the worlds live as long as the test.
+    let Pair {
+        server: _server,
+        world_a: _world_a,
+        world_b,
+        a,
+        mut b,
+    } = Pair::start(dir.path());
     wait_healthy(&b, "gh-globex");
     wait_node(&a, "b", "alive");
 
