@@ -30,7 +30,20 @@ impl Pipeline {
         offset: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        self.outbox_within(offset, limit, u64::MAX)
+    }
+
+    /// Like [`Pipeline::outbox_after`], but stops before the commit that would take the
+    /// lines read past `max_bytes` (the first is read whatever its size): many small
+    /// commits are read in one step, a few large ones do not fill memory.
+    pub fn outbox_within(
+        &self,
+        offset: u64,
+        limit: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let mut records = Vec::new();
+        let mut bytes = 0u64;
         for (key, value) in
             self.store
                 .range_from(Table::Outbox, &(offset + 1).to_be_bytes(), limit)?
@@ -38,6 +51,10 @@ impl Pipeline {
             let seq = seq_of(&key).ok_or_else(|| corrupt(&key, "not a sequence"))?;
             let location =
                 Location::decode(&value).ok_or_else(|| corrupt(&key, "not a log location"))?;
+            bytes += u64::from(location.len);
+            if bytes > max_bytes && !records.is_empty() {
+                break;
+            }
             records.push((seq, self.log.read(location)?));
         }
         Ok(records)
@@ -102,5 +119,50 @@ impl Pipeline {
     /// The event log's size on disk.
     pub fn log_bytes(&self) -> u64 {
         self.log.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::Pipeline;
+    use crate::pipeline::commit::tests_support::event;
+    use crate::store::Store;
+
+    #[test]
+    fn a_step_within_a_byte_bound_takes_small_commits_together_and_a_large_one_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipeline = Pipeline::open(Store::open(dir.path()).expect("store")).expect("pipeline");
+        for n in 0..5 {
+            pipeline
+                .commit_batch("acme", "gh", &[event(n)], &n.to_string())
+                .expect("commit");
+        }
+        let big: Vec<String> = (100..400).map(event).collect();
+        pipeline
+            .commit_batch("acme", "gh", &big, "big")
+            .expect("commit");
+        let one = pipeline.outbox_after(0, 1).expect("outbox")[0].1.len() as u64;
+
+        let small = pipeline.outbox_within(0, 100, one * 5).expect("outbox");
+        assert_eq!(
+            small.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5],
+            "the five small commits fit; the large one would pass the bound"
+        );
+        let large = pipeline.outbox_within(5, 100, one).expect("outbox");
+        assert_eq!(large.len(), 1, "a commit over the bound is read alone");
+        assert_eq!(
+            large[0].1.iter().filter(|b| **b == b'\n').count(),
+            300,
+            "whole"
+        );
+        assert_eq!(
+            pipeline
+                .outbox_within(0, 3, u64::MAX)
+                .expect("outbox")
+                .len(),
+            3,
+            "the commit count still bounds a step"
+        );
     }
 }
