@@ -67,7 +67,9 @@ impl EventValidator {
             tenant,
             integration,
             || {
-                if raw.contains(['\n', '\r']) {
+                // A byte search: `str::contains` with a set of chars decodes every
+                // char, which took a visible share of the daemon on 10 KB events.
+                if memchr::memchr2(b'\n', b'\r', raw.as_bytes()).is_some() {
                     value.to_string()
                 } else {
                     raw.to_owned()
