@@ -23,6 +23,14 @@ use crate::pipeline::InboxError;
 use crate::process::WebhookTarget;
 use crate::store::AuditDraft;
 
+/// A delivery's events up to this size (a typical delivery's one event) are validated
+/// on the runtime's thread, sparing the two thread wake-ups of a trip to the blocking
+/// pool and back (`webhook-bench`, 10 KB deliveries: with the byte search for line
+/// breaks in validation, 17-24% more deliveries/s, old and new alternated in one run).
+/// Larger ones go to the blocking pool, so that no delivery holds the runtime (and the
+/// heartbeats it runs) for long.
+const INLINE_VALIDATION_BYTES: usize = 16 * 1024;
+
 pub async fn receive(
     State(ingress): State<Arc<Ingress>>,
     Path((tenant, integration)): Path<(String, String)>,
@@ -314,16 +322,20 @@ async fn answer_with(
             ),
         ));
     }
-    let (pipeline, owned_tenant, owned_integration) = (
-        ingress.pipeline.clone(),
-        tenant.to_owned(),
-        integration.to_owned(),
-    );
     let events = response.events_json;
-    let prepared = tokio::task::spawn_blocking(move || {
-        pipeline.prepare(&owned_tenant, &owned_integration, &events)
-    })
-    .await;
+    let prepared = if events.iter().map(String::len).sum::<usize>() <= INLINE_VALIDATION_BYTES {
+        Ok(ingress.pipeline.prepare(tenant, integration, &events))
+    } else {
+        let (pipeline, owned_tenant, owned_integration) = (
+            ingress.pipeline.clone(),
+            tenant.to_owned(),
+            integration.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            pipeline.prepare(&owned_tenant, &owned_integration, &events)
+        })
+        .await
+    };
     let Ok(submission) = prepared else {
         return Err(Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
