@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::config::{NatsSinkConfig, StreamStorage};
@@ -501,15 +501,20 @@ impl Round<'_> {
             if let Some(answer) = self.early.remove(&token) {
                 return Ok(answer);
             }
-            let next = tokio::time::timeout_at(deadline.into(), self.connected.acks.next())
-                .await
-                .map_err(|_| {
-                    format!(
-                        "no acknowledgement within {:?} (ack_timeout)",
-                        self.sink.config.ack_timeout
-                    )
-                })?
-                .ok_or_else(|| "the acknowledgement subscription ended".to_owned())?;
+            // An answer already received is taken without arming a timer for it: under
+            // load most have arrived by the time their message is the oldest.
+            let next = match self.connected.acks.next().now_or_never() {
+                Some(next) => next,
+                None => tokio::time::timeout_at(deadline.into(), self.connected.acks.next())
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "no acknowledgement within {:?} (ack_timeout)",
+                            self.sink.config.ack_timeout
+                        )
+                    })?,
+            }
+            .ok_or_else(|| "the acknowledgement subscription ended".to_owned())?;
             let Some(answered) = next
                 .subject
                 .rsplit('.')
